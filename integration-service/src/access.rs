@@ -1,0 +1,186 @@
+//! Who may act on which organization: the active organization and the Owner/Admin rule.
+//!
+//! The active organization is the requested one (`x-organization-id`, else the `org_id`
+//! cookie) when the user is a member of it (403 when not); otherwise the user's membership
+//! with the highest role (OWNER > ADMIN > MEMBER), ties to the lowest organization id.
+//! A `service_role` caller acts on the organization it names.
+
+use sea_orm::ConnectionTrait;
+use tonic::metadata::MetadataMap;
+use uuid::Uuid;
+
+use crate::{
+    auth::{credentials_from_metadata, Caller, SessionVerifier},
+    error::{Problem, ServiceError, ServiceResult},
+    store,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Member,
+    Admin,
+    Owner,
+}
+
+impl Role {
+    /// Parses a stored role, case-insensitively; unknown roles grant nothing.
+    pub fn parse(role: &str) -> Option<Self> {
+        match role.trim().to_ascii_uppercase().as_str() {
+            "OWNER" => Some(Self::Owner),
+            "ADMIN" => Some(Self::Admin),
+            "MEMBER" => Some(Self::Member),
+            _ => None,
+        }
+    }
+}
+
+/// An authenticated caller acting on one organization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    pub organization_id: i64,
+    /// `None` for service_role callers.
+    pub user_id: Option<Uuid>,
+    /// `None` for service_role callers, who may act on any organization.
+    pub role: Option<Role>,
+}
+
+impl Access {
+    pub fn is_service(&self) -> bool {
+        self.user_id.is_none()
+    }
+}
+
+/// Authenticates the caller and resolves its active organization.
+pub async fn resolve(
+    db: &impl ConnectionTrait,
+    sessions: &SessionVerifier,
+    metadata: &MetadataMap,
+) -> ServiceResult<Access> {
+    let credentials = credentials_from_metadata(metadata);
+    let token = credentials
+        .token
+        .ok_or_else(|| ServiceError::unauthenticated("Authentication required"))?;
+    let caller = sessions.verify(&token)?;
+    let requested = credentials
+        .requested_organization
+        .as_deref()
+        .map(parse_organization_id)
+        .transpose()?;
+    match caller {
+        Caller::Service => {
+            let organization_id = requested.ok_or_else(|| {
+                ServiceError::InvalidArgument(
+                    Problem::new("Organization required")
+                        .details("service_role callers name the organization in x-organization-id"),
+                )
+            })?;
+            if !store::organizations::organization_exists(db, organization_id).await? {
+                return Err(ServiceError::not_found("Organization not found"));
+            }
+            Ok(Access {
+                organization_id,
+                user_id: None,
+                role: None,
+            })
+        }
+        Caller::User(user_id) => {
+            let memberships = store::organizations::memberships_of(db, user_id).await?;
+            let (organization_id, role) = choose_organization(&memberships, requested)?;
+            Ok(Access {
+                organization_id,
+                user_id: Some(user_id),
+                role: Some(role),
+            })
+        }
+    }
+}
+
+/// Authenticates and requires Owner or Admin (or a service_role caller).
+pub async fn require_manager(
+    db: &impl ConnectionTrait,
+    sessions: &SessionVerifier,
+    metadata: &MetadataMap,
+) -> ServiceResult<Access> {
+    let access = resolve(db, sessions, metadata).await?;
+    match access.role {
+        None | Some(Role::Owner) | Some(Role::Admin) => Ok(access),
+        Some(Role::Member) => Err(ServiceError::PermissionDenied(
+            Problem::new("Forbidden").details("managing integrations requires the OWNER or ADMIN role"),
+        )),
+    }
+}
+
+fn parse_organization_id(value: &str) -> ServiceResult<i64> {
+    value.trim().parse::<i64>().map_err(|_| {
+        ServiceError::InvalidArgument(
+            Problem::new("Invalid organization id").details("expected an integer organization id"),
+        )
+    })
+}
+
+/// Picks the active organization among the user's memberships.
+pub fn choose_organization(
+    memberships: &[(i64, String)],
+    requested: Option<i64>,
+) -> ServiceResult<(i64, Role)> {
+    let known: Vec<(i64, Role)> = memberships
+        .iter()
+        .filter_map(|(org, role)| Role::parse(role).map(|r| (*org, r)))
+        .collect();
+    if let Some(requested) = requested {
+        return known
+            .iter()
+            .find(|(org, _)| *org == requested)
+            .copied()
+            .ok_or_else(|| {
+                ServiceError::PermissionDenied(
+                    Problem::new("Forbidden")
+                        .details(format!("not a member of organization {requested}")),
+                )
+            });
+    }
+    known
+        .into_iter()
+        .max_by(|(org_a, role_a), (org_b, role_b)| role_a.cmp(role_b).then(org_b.cmp(org_a)))
+        .ok_or_else(|| {
+            ServiceError::PermissionDenied(
+                Problem::new("Forbidden").details("the user belongs to no organization"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pairs: &[(i64, &str)]) -> Vec<(i64, String)> {
+        pairs.iter().map(|(o, r)| (*o, r.to_string())).collect()
+    }
+
+    #[test]
+    fn highest_role_then_lowest_id() {
+        let memberships = m(&[(5, "MEMBER"), (9, "ADMIN"), (7, "ADMIN"), (3, "member")]);
+        assert_eq!(choose_organization(&memberships, None).unwrap(), (7, Role::Admin));
+        let memberships = m(&[(5, "MEMBER"), (9, "owner"), (7, "ADMIN")]);
+        assert_eq!(choose_organization(&memberships, None).unwrap(), (9, Role::Owner));
+    }
+
+    #[test]
+    fn requested_organization_must_be_a_membership() {
+        let memberships = m(&[(5, "MEMBER"), (9, "OWNER")]);
+        assert_eq!(choose_organization(&memberships, Some(5)).unwrap(), (5, Role::Member));
+        assert!(matches!(
+            choose_organization(&memberships, Some(6)),
+            Err(ServiceError::PermissionDenied(_))
+        ));
+    }
+
+    #[test]
+    fn no_membership_is_forbidden() {
+        assert!(matches!(choose_organization(&[], None), Err(ServiceError::PermissionDenied(_))));
+        assert!(matches!(
+            choose_organization(&m(&[(1, "GUEST")]), None),
+            Err(ServiceError::PermissionDenied(_))
+        ));
+    }
+}

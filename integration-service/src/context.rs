@@ -1,0 +1,47 @@
+//! What every RPC needs, built once at start: configuration, database, catalog, verifier.
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    auth::SessionVerifier,
+    catalog::{Catalog, CatalogError},
+    config::Config,
+    store,
+};
+
+#[derive(Clone)]
+pub struct AppContext {
+    pub config: Arc<Config>,
+    pub db: DatabaseConnection,
+    pub catalog: Arc<Catalog>,
+    pub sessions: SessionVerifier,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error("cannot open the database: {0}")]
+    Database(sea_orm::DbErr),
+    #[error("cannot apply migrations: {0}")]
+    Migrations(sea_orm::DbErr),
+}
+
+impl AppContext {
+    /// Loads the catalog, connects to the database and applies pending migrations.
+    pub async fn start(config: Config) -> Result<Self, StartupError> {
+        let catalog = Catalog::load(config.providers_file.as_deref())?;
+        let db = store::connect(&config.database_url)
+            .await
+            .map_err(StartupError::Database)?;
+        store::migrate(&db).await.map_err(StartupError::Migrations)?;
+        Ok(Self {
+            sessions: SessionVerifier::new(config.jwt_secret.expose()),
+            config: Arc::new(config),
+            db,
+            catalog: Arc::new(catalog),
+        })
+    }
+}

@@ -1,0 +1,52 @@
+//! `integration-service dev-token`: a session JWT for local development and the README's
+//! curl/grpcurl examples, with the organization and membership made to exist.
+
+use chrono::Utc;
+use sea_orm::DatabaseConnection;
+use uuid::Uuid;
+
+use crate::{
+    access::Role,
+    auth::{sign_session, Claims},
+    config::Config,
+    store,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DevTokenError {
+    #[error("unknown role {0:?}: expected OWNER, ADMIN or MEMBER")]
+    Role(String),
+    #[error("database: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("signing: {0}")]
+    Signing(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Makes sure `organization_id` exists with `user_id` as `role`, and signs a session for them.
+pub async fn issue(
+    db: &DatabaseConnection,
+    config: &Config,
+    organization_id: i64,
+    user_id: Uuid,
+    role: &str,
+    ttl_hours: i64,
+) -> Result<String, DevTokenError> {
+    let role = match Role::parse(role) {
+        Some(Role::Owner) => "OWNER",
+        Some(Role::Admin) => "ADMIN",
+        Some(Role::Member) => "MEMBER",
+        None => return Err(DevTokenError::Role(role.to_string())),
+    };
+    store::organizations::ensure_membership(db, organization_id, user_id, role).await?;
+    let now = Utc::now().timestamp();
+    Ok(sign_session(
+        config.jwt_secret.expose(),
+        &Claims {
+            sub: Some(user_id.to_string()),
+            exp: now + ttl_hours * 3600,
+            iat: Some(now),
+            role: Some("authenticated".into()),
+            aud: Some("authenticated".into()),
+        },
+    )?)
+}

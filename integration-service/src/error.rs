@@ -1,0 +1,178 @@
+//! The service's one error type, mapped once to a gRPC status.
+//!
+//! The status message is the user-facing `error`; optional context travels as
+//! `google.rpc.ErrorInfo` metadata `details` (the gateway turns it into the JSON `details`).
+//! Internal causes (SQL, I/O) are logged here and never sent.
+
+use std::collections::HashMap;
+
+use sea_orm::{DbErr, RuntimeErr};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Domain of the `ErrorInfo` details this service attaches.
+pub const ERROR_DOMAIN: &str = "integrations.v1";
+/// `ErrorInfo.reason` of a failed provider call (the gateway answers 502 for it).
+pub const REASON_PROVIDER_FAILED: &str = "PROVIDER_FAILED";
+
+/// A user-facing message with optional context; neither may contain a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub message: String,
+    pub details: Option<String>,
+}
+
+impl Problem {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn details(mut self, details: impl Into<String>) -> Self {
+        self.details = Some(details.into());
+        self
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    InvalidArgument(Problem),
+    #[error("{0}")]
+    Unauthenticated(Problem),
+    #[error("{0}")]
+    PermissionDenied(Problem),
+    #[error("{0}")]
+    NotFound(Problem),
+    #[error("{0}")]
+    FailedPrecondition(Problem),
+    #[error("{0}")]
+    Provider(Problem),
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(DbErr),
+    #[error("database error: {0}")]
+    Database(DbErr),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidArgument(Problem::new(message))
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::NotFound(Problem::new(message))
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::PermissionDenied(Problem::new(message))
+    }
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::Unauthenticated(Problem::new(message))
+    }
+}
+
+impl From<DbErr> for ServiceError {
+    fn from(err: DbErr) -> Self {
+        if is_unavailable(&err) {
+            Self::DatabaseUnavailable(err)
+        } else {
+            Self::Database(err)
+        }
+    }
+}
+
+/// Whether a database error means "could not reach the database" (retryable, 503).
+fn is_unavailable(err: &DbErr) -> bool {
+    use sea_orm::sqlx::Error as Sqlx;
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(
+            e.as_ref(),
+            Sqlx::Io(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::WorkerCrashed | Sqlx::Tls(_)
+        ),
+        _ => false,
+    }
+}
+
+impl From<ServiceError> for Status {
+    fn from(err: ServiceError) -> Self {
+        let (code, problem, reason) = match err {
+            ServiceError::InvalidArgument(p) => (Code::InvalidArgument, p, "INVALID_ARGUMENT"),
+            ServiceError::Unauthenticated(p) => (Code::Unauthenticated, p, "UNAUTHENTICATED"),
+            ServiceError::PermissionDenied(p) => (Code::PermissionDenied, p, "PERMISSION_DENIED"),
+            ServiceError::NotFound(p) => (Code::NotFound, p, "NOT_FOUND"),
+            ServiceError::FailedPrecondition(p) => {
+                (Code::FailedPrecondition, p, "FAILED_PRECONDITION")
+            }
+            ServiceError::Provider(p) => (Code::Unavailable, p, REASON_PROVIDER_FAILED),
+            ServiceError::DatabaseUnavailable(e) => {
+                tracing::error!(error = %e, "database unavailable");
+                (
+                    Code::Unavailable,
+                    Problem::new("Database unavailable").details("retry later"),
+                    "DATABASE_UNAVAILABLE",
+                )
+            }
+            ServiceError::Database(e) => {
+                tracing::error!(error = %e, "database error");
+                (Code::Internal, Problem::new("Internal server error"), "INTERNAL")
+            }
+            ServiceError::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                (Code::Internal, Problem::new("Internal server error"), "INTERNAL")
+            }
+        };
+        let mut metadata = HashMap::new();
+        if let Some(details) = problem.details {
+            metadata.insert("details".to_string(), details);
+        }
+        Status::with_error_details(
+            code,
+            problem.message,
+            ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+        )
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_errors_are_not_sent() {
+        let status: Status =
+            ServiceError::Database(DbErr::Custom("syntax error at SELECT secret".into())).into();
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "Internal server error");
+        assert!(status.get_error_details().error_info().unwrap().metadata.is_empty());
+    }
+
+    #[test]
+    fn details_travel_as_error_info() {
+        let status: Status =
+            ServiceError::InvalidArgument(Problem::new("Bad input").details("syncFrequency: too small"))
+                .into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let info = status.get_error_details().error_info().cloned().unwrap();
+        assert_eq!(info.metadata["details"], "syncFrequency: too small");
+    }
+
+    #[test]
+    fn connection_failures_are_unavailable() {
+        let status: Status = ServiceError::from(DbErr::ConnectionAcquire(
+            sea_orm::error::ConnAcquireErr::Timeout,
+        ))
+        .into();
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+}

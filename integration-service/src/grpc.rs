@@ -1,0 +1,3 @@
+//! gRPC services: each RPC authenticates through `access`, calls the rules, converts to proto.
+
+pub mod integrations;

@@ -1,0 +1,167 @@
+//! `integrations.v1.IntegrationService`.
+
+use integrations_proto::v1::{
+    integration_service_server::IntegrationService, DisconnectIntegrationRequest,
+    DisconnectIntegrationResponse, GetIntegrationRequest, Integration, ListIntegrationsRequest,
+    ListIntegrationsResponse, UpdateIntegrationRequest,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    access,
+    context::AppContext,
+    error::{Problem, ServiceError},
+    integrations::{self, IntegrationView, SettingsUpdate},
+    store::text_list,
+};
+
+pub struct IntegrationApi {
+    ctx: AppContext,
+}
+
+impl IntegrationApi {
+    pub fn new(ctx: AppContext) -> Self {
+        Self { ctx }
+    }
+
+    async fn manager(&self, metadata: &tonic::metadata::MetadataMap) -> Result<access::Access, Status> {
+        Ok(access::require_manager(&self.ctx.db, &self.ctx.sessions, metadata).await?)
+    }
+
+    fn to_proto(&self, view: IntegrationView) -> Integration {
+        to_proto(&self.ctx.config.public_api_url, view)
+    }
+}
+
+#[tonic::async_trait]
+impl IntegrationService for IntegrationApi {
+    async fn list_integrations(
+        &self,
+        request: Request<ListIntegrationsRequest>,
+    ) -> Result<Response<ListIntegrationsResponse>, Status> {
+        let access = self.manager(request.metadata()).await?;
+        let views = integrations::list(&self.ctx.db, &self.ctx.catalog, &access).await?;
+        Ok(Response::new(ListIntegrationsResponse {
+            integrations: views.into_iter().map(|v| self.to_proto(v)).collect(),
+        }))
+    }
+
+    async fn get_integration(
+        &self,
+        request: Request<GetIntegrationRequest>,
+    ) -> Result<Response<Integration>, Status> {
+        let access = self.manager(request.metadata()).await?;
+        let view =
+            integrations::get(&self.ctx.db, &self.ctx.catalog, &access, &request.get_ref().id).await?;
+        Ok(Response::new(self.to_proto(view)))
+    }
+
+    async fn update_integration(
+        &self,
+        request: Request<UpdateIntegrationRequest>,
+    ) -> Result<Response<Integration>, Status> {
+        let access = self.manager(request.metadata()).await?;
+        let body = request.get_ref();
+        let update = settings_update(body)?;
+        let view = integrations::update(&self.ctx.db, &self.ctx.catalog, &access, &body.id, update)
+            .await?;
+        Ok(Response::new(self.to_proto(view)))
+    }
+
+    async fn disconnect_integration(
+        &self,
+        request: Request<DisconnectIntegrationRequest>,
+    ) -> Result<Response<DisconnectIntegrationResponse>, Status> {
+        let access = self.manager(request.metadata()).await?;
+        let previous =
+            integrations::disconnect(&self.ctx.db, &self.ctx.catalog, &access, &request.get_ref().id)
+                .await?;
+        if let Some(record) = previous {
+            tracing::info!(integration = %record.id, provider = %record.provider, "integration disconnected");
+        }
+        Ok(Response::new(DisconnectIntegrationResponse {
+            success: true,
+            message: "Integration disconnected successfully".into(),
+        }))
+    }
+}
+
+fn settings_update(body: &UpdateIntegrationRequest) -> Result<SettingsUpdate, ServiceError> {
+    let config_patch = body
+        .config_patch_json
+        .as_deref()
+        .map(|text| {
+            serde_json::from_str::<serde_json::Value>(text).map_err(|_| {
+                ServiceError::InvalidArgument(
+                    Problem::new("Invalid request body").details("config: must be a JSON object"),
+                )
+            })
+        })
+        .transpose()?;
+    if body.clear_sync_frequency && body.sync_frequency.is_some() {
+        return Err(ServiceError::InvalidArgument(
+            Problem::new("Invalid request body")
+                .details("syncFrequency: set a value or clear it, not both"),
+        ));
+    }
+    let sync_frequency = if body.clear_sync_frequency {
+        Some(None)
+    } else {
+        body.sync_frequency.map(Some)
+    };
+    Ok(SettingsUpdate {
+        config_patch,
+        sync_enabled: body.sync_enabled,
+        sync_frequency,
+    })
+}
+
+/// The proto item: secrets never appear; a provider without record uses its name as id.
+pub fn to_proto(public_api_url: &url::Url, view: IntegrationView) -> Integration {
+    let base = public_api_url.as_str().trim_end_matches('/');
+    let provider = &view.provider;
+    match view.record {
+        None => Integration {
+            id: provider.name.clone(),
+            provider: provider.name.clone(),
+            organization_id: view.organization_id,
+            connected: false,
+            status: None,
+            permissions: Vec::new(),
+            config_json: "{}".into(),
+            sync_enabled: false,
+            sync_frequency: None,
+            webhook_url: None,
+            created_at: None,
+            updated_at: None,
+            display_name: provider.display_name.clone(),
+            account_id: None,
+            account_name: None,
+        },
+        Some(record) => Integration {
+            id: record.id.to_string(),
+            provider: record.provider.clone(),
+            organization_id: record.organization_id,
+            connected: record.connected,
+            status: record.status.clone(),
+            permissions: record
+                .permissions
+                .as_deref()
+                .and_then(text_list::decode)
+                .unwrap_or_default(),
+            config_json: record.config.to_string(),
+            sync_enabled: record.sync_enabled,
+            sync_frequency: record.sync_frequency,
+            webhook_url: provider.webhook_path(&record.id).map(|path| format!("{base}{path}")),
+            created_at: Some(rfc3339(record.created_at)),
+            updated_at: Some(rfc3339(record.updated_at)),
+            display_name: provider.display_name.clone(),
+            account_id: record.account_id.clone(),
+            account_name: record.account_name.clone(),
+        },
+    }
+}
+
+pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

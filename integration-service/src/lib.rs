@@ -1,0 +1,17 @@
+//! The integrations service: organizations connect third-party tools over OAuth, tokens are
+//! kept encrypted, internal callers get valid access tokens, webhooks are verified and stored.
+//!
+//! Layers, imported one way: `grpc` (RPC ↔ rules) → `integrations`, `access` (the rules) →
+//! `store` (SeaORM). `config` is read once at start; `catalog` is data.
+
+pub mod access;
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod context;
+pub mod dev_token;
+pub mod error;
+pub mod grpc;
+pub mod integrations;
+pub mod server;
+pub mod store;

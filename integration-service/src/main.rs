@@ -1,0 +1,73 @@
+//! `integration-service`: serve gRPC (default), apply migrations, or print a development token.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use integration_service::{config::Config, context::AppContext, dev_token, server, store};
+use tracing_subscriber::EnvFilter;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "integration-service", version, about = "Integrations gRPC service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply pending migrations, then serve gRPC on GRPC_ADDR (the default).
+    Serve,
+    /// Apply pending migrations and exit.
+    Migrate,
+    /// Development: make sure the organization and membership exist, print a session JWT.
+    DevToken {
+        #[arg(long)]
+        org: i64,
+        #[arg(long)]
+        user: Uuid,
+        /// OWNER, ADMIN or MEMBER.
+        #[arg(long, default_value = "OWNER")]
+        role: String,
+        /// Lifetime of the token in hours.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: i64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = Config::from_env()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let addr = config.grpc_addr;
+            let ctx = AppContext::start(config).await?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on GRPC_ADDR {addr}"))?;
+            tracing::info!(%addr, "integration-service listening (gRPC)");
+            server::serve(ctx, listener, server::shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let db = store::connect(&config.database_url).await?;
+            store::migrate(&db).await?;
+            tracing::info!("migrations applied");
+        }
+        Command::DevToken {
+            org,
+            user,
+            role,
+            ttl_hours,
+        } => {
+            let db = store::connect(&config.database_url).await?;
+            store::migrate(&db).await?;
+            let token = dev_token::issue(&db, &config, org, user, &role, ttl_hours).await?;
+            println!("{token}");
+        }
+    }
+    Ok(())
+}

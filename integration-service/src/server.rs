@@ -1,0 +1,92 @@
+//! The gRPC server: our services plus the standard health and reflection services, with a
+//! health status that follows the database, and graceful shutdown.
+
+use std::{future::Future, time::Duration};
+
+use integrations_proto::v1::integration_service_server::IntegrationServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::{context::AppContext, grpc::integrations::IntegrationApi};
+
+/// How often the health status re-checks the database.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight calls finish.
+pub async fn serve(
+    ctx: AppContext,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(integrations_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(integrations_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let db = ctx.db.clone();
+    let watcher = tokio::spawn(async move {
+        let mut was_up = None;
+        loop {
+            let up = db.ping().await.is_ok();
+            if was_up != Some(up) {
+                if up {
+                    reporter.set_serving::<IntegrationServiceServer<IntegrationApi>>().await;
+                    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                } else {
+                    tracing::warn!("database unreachable: health is NOT_SERVING");
+                    reporter.set_not_serving::<IntegrationServiceServer<IntegrationApi>>().await;
+                    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                }
+                was_up = Some(up);
+            }
+            tokio::time::sleep(HEALTH_INTERVAL).await;
+        }
+    });
+
+    let result = Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(IntegrationServiceServer::new(IntegrationApi::new(ctx)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    watcher.abort();
+    Ok(result?)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight calls");
+}

@@ -1,0 +1,50 @@
+//! `integrations`: one per (organization, provider). Token and secret columns hold ciphertext.
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, PartialEq, DeriveEntityModel)]
+#[sea_orm(table_name = "integrations")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub organization_id: i64,
+    pub provider: String,
+    pub connected: bool,
+    pub status: Option<String>,
+    pub access_token: Option<String>,
+    pub refresh_token: Option<String>,
+    pub token_expires_at: Option<DateTimeUtc>,
+    pub webhook_secret: Option<String>,
+    pub previous_webhook_secret: Option<String>,
+    pub previous_webhook_secret_expires_at: Option<DateTimeUtc>,
+    #[sea_orm(column_type = "JsonBinary")]
+    pub config: Json,
+    /// TEXT[] on PostgreSQL, text on SQLite: read and written as an array literal
+    /// (see `store::text_list`), so one entity serves both databases.
+    #[sea_orm(select_as = "text", save_as = "text[]")]
+    pub permissions: Option<String>,
+    pub sync_enabled: bool,
+    pub sync_frequency: Option<i64>,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: DateTimeUtc,
+    pub updated_at: DateTimeUtc,
+}
+
+/// Never prints token or secret columns, not even their ciphertext.
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integration")
+            .field("id", &self.id)
+            .field("organization_id", &self.organization_id)
+            .field("provider", &self.provider)
+            .field("connected", &self.connected)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

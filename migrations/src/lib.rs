@@ -1,0 +1,19 @@
+//! Schema migrations, the only place the schema changes.
+//!
+//! PostgreSQL gets native types (UUID, JSONB, TEXT[], TIMESTAMPTZ); SQLite the nearest ones
+//! (the JSON and array columns are JSON text there). The tables the main application owns
+//! (`organizations`, `organization_members`) are created only when absent.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_initial;
+
+/// Every migration of the service, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_initial::Migration)]
+    }
+}
