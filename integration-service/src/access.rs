@@ -105,7 +105,8 @@ pub async fn require_manager(
     match access.role {
         None | Some(Role::Owner) | Some(Role::Admin) => Ok(access),
         Some(Role::Member) => Err(ServiceError::PermissionDenied(
-            Problem::new("Forbidden").details("managing integrations requires the OWNER or ADMIN role"),
+            Problem::new("Forbidden")
+                .details("managing integrations requires the OWNER or ADMIN role"),
         )),
     }
 }
@@ -160,15 +161,24 @@ mod tests {
     #[test]
     fn highest_role_then_lowest_id() {
         let memberships = m(&[(5, "MEMBER"), (9, "ADMIN"), (7, "ADMIN"), (3, "member")]);
-        assert_eq!(choose_organization(&memberships, None).unwrap(), (7, Role::Admin));
+        assert_eq!(
+            choose_organization(&memberships, None).unwrap(),
+            (7, Role::Admin)
+        );
         let memberships = m(&[(5, "MEMBER"), (9, "owner"), (7, "ADMIN")]);
-        assert_eq!(choose_organization(&memberships, None).unwrap(), (9, Role::Owner));
+        assert_eq!(
+            choose_organization(&memberships, None).unwrap(),
+            (9, Role::Owner)
+        );
     }
 
     #[test]
     fn requested_organization_must_be_a_membership() {
         let memberships = m(&[(5, "MEMBER"), (9, "OWNER")]);
-        assert_eq!(choose_organization(&memberships, Some(5)).unwrap(), (5, Role::Member));
+        assert_eq!(
+            choose_organization(&memberships, Some(5)).unwrap(),
+            (5, Role::Member)
+        );
         assert!(matches!(
             choose_organization(&memberships, Some(6)),
             Err(ServiceError::PermissionDenied(_))
@@ -177,7 +187,10 @@ mod tests {
 
     #[test]
     fn no_membership_is_forbidden() {
-        assert!(matches!(choose_organization(&[], None), Err(ServiceError::PermissionDenied(_))));
+        assert!(matches!(
+            choose_organization(&[], None),
+            Err(ServiceError::PermissionDenied(_))
+        ));
         assert!(matches!(
             choose_organization(&m(&[(1, "GUEST")]), None),
             Err(ServiceError::PermissionDenied(_))

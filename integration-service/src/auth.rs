@@ -65,16 +65,19 @@ impl SessionVerifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, ServiceError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            let why = match e.kind() {
-                ErrorKind::ExpiredSignature => "the session has expired",
-                ErrorKind::InvalidSignature => "the session signature is not valid",
-                ErrorKind::InvalidAlgorithm => "the session must be signed with HS256",
-                _ => "the session token is malformed",
-            };
-            ServiceError::Unauthenticated(Problem::new("Invalid or expired session").details(why))
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                let why = match e.kind() {
+                    ErrorKind::ExpiredSignature => "the session has expired",
+                    ErrorKind::InvalidSignature => "the session signature is not valid",
+                    ErrorKind::InvalidAlgorithm => "the session must be signed with HS256",
+                    _ => "the session token is malformed",
+                };
+                ServiceError::Unauthenticated(
+                    Problem::new("Invalid or expired session").details(why),
+                )
+            })?;
         let claims = data.claims;
         if claims.role.as_deref() == Some("service_role") {
             return Ok(Caller::Service);
@@ -189,7 +192,9 @@ pub fn access_token_from_ssr_value(value: &str) -> Option<String> {
             .get("access_token")
             .and_then(|t| t.as_str())
             .map(str::to_string),
-        serde_json::Value::Array(items) => items.first().and_then(|t| t.as_str()).map(str::to_string),
+        serde_json::Value::Array(items) => {
+            items.first().and_then(|t| t.as_str()).map(str::to_string)
+        }
         serde_json::Value::String(token) => Some(token),
         _ => None,
     }
@@ -225,7 +230,10 @@ mod tests {
     fn verifies_user_and_service_tokens() {
         let user = Uuid::new_v4();
         let verifier = SessionVerifier::new(SECRET);
-        let t = token(&claims(Some(&user.to_string()), 600, Some("authenticated")), SECRET);
+        let t = token(
+            &claims(Some(&user.to_string()), 600, Some("authenticated")),
+            SECRET,
+        );
         assert_eq!(verifier.verify(&t).unwrap(), Caller::User(user));
         let t = token(&claims(None, 600, Some("service_role")), SECRET);
         assert_eq!(verifier.verify(&t).unwrap(), Caller::Service);
@@ -241,7 +249,10 @@ mod tests {
             token(&claims(None, 600, Some("authenticated")), SECRET),
             "not.a.jwt".to_string(),
         ] {
-            assert!(matches!(verifier.verify(&t), Err(ServiceError::Unauthenticated(_))));
+            assert!(matches!(
+                verifier.verify(&t),
+                Err(ServiceError::Unauthenticated(_))
+            ));
         }
     }
 
@@ -260,7 +271,12 @@ mod tests {
         let mut md = MetadataMap::new();
         md.insert("x-organization-id", "3".parse().unwrap());
         md.insert("cookie", "org_id=7".parse().unwrap());
-        assert_eq!(credentials_from_metadata(&md).requested_organization.as_deref(), Some("3"));
+        assert_eq!(
+            credentials_from_metadata(&md)
+                .requested_organization
+                .as_deref(),
+            Some("3")
+        );
     }
 
     #[test]
@@ -270,7 +286,8 @@ mod tests {
         let cookies = parse_cookie_header(&format!("sb-abc-auth-token=base64-{encoded}"));
         assert_eq!(session_from_cookies(&cookies).as_deref(), Some("jwt-value"));
 
-        let url_encoded = percent_encoding::utf8_percent_encode(json, percent_encoding::NON_ALPHANUMERIC);
+        let url_encoded =
+            percent_encoding::utf8_percent_encode(json, percent_encoding::NON_ALPHANUMERIC);
         let cookies = parse_cookie_header(&format!("sb-abc-auth-token={url_encoded}"));
         assert_eq!(session_from_cookies(&cookies).as_deref(), Some("jwt-value"));
 
@@ -284,7 +301,10 @@ mod tests {
 
     #[test]
     fn legacy_array_form_and_garbage() {
-        assert_eq!(access_token_from_ssr_value(r#"["t1","r1",null]"#).as_deref(), Some("t1"));
+        assert_eq!(
+            access_token_from_ssr_value(r#"["t1","r1",null]"#).as_deref(),
+            Some("t1")
+        );
         assert_eq!(access_token_from_ssr_value("base64-!!!"), None);
         assert_eq!(access_token_from_ssr_value("{}"), None);
     }

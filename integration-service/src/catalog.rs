@@ -215,7 +215,10 @@ mod tests {
         .unwrap();
         let catalog = Catalog::load(Some(&path)).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(catalog.get("acme").unwrap().callback_path(), "/api/integrations/acme/callback");
+        assert_eq!(
+            catalog.get("acme").unwrap().callback_path(),
+            "/api/integrations/acme/callback"
+        );
         assert_eq!(catalog.get("slack").unwrap().display_name, "Slack EU");
         assert_eq!(catalog.iter().count(), 3);
     }

@@ -131,7 +131,10 @@ impl Config {
         let get = |name: &str| vars.get(name).filter(|v| !v.trim().is_empty());
         let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
         let sqlite = database_url.starts_with("sqlite:");
-        if !sqlite && !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
+        if !sqlite
+            && !database_url.starts_with("postgres://")
+            && !database_url.starts_with("postgresql://")
+        {
             return Err(invalid(
                 "DATABASE_URL",
                 "expected a sqlite://... or postgres://... URL",
@@ -159,7 +162,11 @@ impl Config {
             Some(hex) => parse_key("INTEGRATION_ENCRYPTION_KEY", &hex)?,
             None => match &dev_dir {
                 Some(dir) => {
-                    let hex = dev_secret(dir.as_deref(), "encryption.key", "INTEGRATION_ENCRYPTION_KEY")?;
+                    let hex = dev_secret(
+                        dir.as_deref(),
+                        "encryption.key",
+                        "INTEGRATION_ENCRYPTION_KEY",
+                    )?;
                     parse_key("INTEGRATION_ENCRYPTION_KEY", &hex)?
                 }
                 None => {
@@ -182,7 +189,11 @@ impl Config {
         let jwt_secret = match get("SUPABASE_JWT_SECRET") {
             Some(secret) => Secret::new(secret),
             None => match &dev_dir {
-                Some(dir) => Secret::new(dev_secret(dir.as_deref(), "jwt.secret", "SUPABASE_JWT_SECRET")?),
+                Some(dir) => Secret::new(dev_secret(
+                    dir.as_deref(),
+                    "jwt.secret",
+                    "SUPABASE_JWT_SECRET",
+                )?),
                 None => {
                     return Err(ConfigError::Missing {
                         variable: "SUPABASE_JWT_SECRET",
@@ -193,9 +204,12 @@ impl Config {
         };
 
         let grpc_addr = get("GRPC_ADDR").unwrap_or_else(|| DEFAULT_GRPC_ADDR.into());
-        let grpc_addr = grpc_addr
-            .parse()
-            .map_err(|_| invalid("GRPC_ADDR", &format!("expected host:port, got {grpc_addr:?}")))?;
+        let grpc_addr = grpc_addr.parse().map_err(|_| {
+            invalid(
+                "GRPC_ADDR",
+                &format!("expected host:port, got {grpc_addr:?}"),
+            )
+        })?;
         let app_url = match get("APP_URL").or_else(|| get("NEXT_PUBLIC_APP_URL")) {
             Some(url) => parse_url("APP_URL", &url)?,
             None => parse_url("APP_URL", DEFAULT_APP_URL)?,
@@ -285,7 +299,9 @@ fn dev_secret(dir: Option<&Path>, name: &str, variable: &str) -> Result<String, 
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let fresh = hex::encode(bytes);
     let Some(dir) = dir else {
-        tracing::warn!("{variable} is not set: using a random development value for this process only");
+        tracing::warn!(
+            "{variable} is not set: using a random development value for this process only"
+        );
         return Ok(fresh);
     };
     let path = dir.join(format!("dev-{name}"));
@@ -327,7 +343,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -335,13 +354,22 @@ mod tests {
     #[test]
     fn malformed_key_is_refused_naming_the_variable() {
         let err = Config::from_vars(&vars(&[("INTEGRATION_ENCRYPTION_KEY", "abc")])).unwrap_err();
-        assert!(err.to_string().starts_with("INTEGRATION_ENCRYPTION_KEY is invalid"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("INTEGRATION_ENCRYPTION_KEY is invalid"),
+            "{err}"
+        );
     }
 
     #[test]
     fn postgres_without_key_refuses_to_start() {
-        let err = Config::from_vars(&vars(&[("DATABASE_URL", "postgres://localhost/x")])).unwrap_err();
-        assert!(err.to_string().starts_with("INTEGRATION_ENCRYPTION_KEY is required"), "{err}");
+        let err =
+            Config::from_vars(&vars(&[("DATABASE_URL", "postgres://localhost/x")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("INTEGRATION_ENCRYPTION_KEY is required"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -351,7 +379,11 @@ mod tests {
             ("INTEGRATION_ENCRYPTION_KEY", KEY),
         ]))
         .unwrap_err();
-        assert!(err.to_string().starts_with("SUPABASE_JWT_SECRET is required"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("SUPABASE_JWT_SECRET is required"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -365,7 +397,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join("dev-encryption.key")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join("dev-encryption.key"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(dir).unwrap();
@@ -380,7 +415,10 @@ mod tests {
             ("UNRELATED", "x"),
         ]))
         .unwrap();
-        assert_eq!(config.provider_var("GITHUB_CLIENT_ID").map(Secret::expose), Some("abc"));
+        assert_eq!(
+            config.provider_var("GITHUB_CLIENT_ID").map(Secret::expose),
+            Some("abc")
+        );
         assert!(config.provider_var("UNRELATED").is_none());
         assert_eq!(config.app_url.as_str(), "https://app.example.com/");
         assert!(!format!("{config:?}").contains("abc"));
@@ -388,8 +426,11 @@ mod tests {
 
     #[test]
     fn bad_listen_address_names_the_variable() {
-        let err = Config::from_vars(&vars(&[("DATABASE_URL", "sqlite::memory:"), ("GRPC_ADDR", "nope")]))
-            .unwrap_err();
+        let err = Config::from_vars(&vars(&[
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("GRPC_ADDR", "nope"),
+        ]))
+        .unwrap_err();
         assert!(err.to_string().starts_with("GRPC_ADDR is invalid"), "{err}");
     }
 }

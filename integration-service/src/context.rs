@@ -8,6 +8,7 @@ use crate::{
     auth::SessionVerifier,
     catalog::{Catalog, CatalogError},
     config::Config,
+    crypto::Keyring,
     store,
 };
 
@@ -17,6 +18,7 @@ pub struct AppContext {
     pub db: DatabaseConnection,
     pub catalog: Arc<Catalog>,
     pub sessions: SessionVerifier,
+    pub keyring: Arc<Keyring>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +38,15 @@ impl AppContext {
         let db = store::connect(&config.database_url)
             .await
             .map_err(StartupError::Database)?;
-        store::migrate(&db).await.map_err(StartupError::Migrations)?;
+        store::migrate(&db)
+            .await
+            .map_err(StartupError::Migrations)?;
         Ok(Self {
             sessions: SessionVerifier::new(config.jwt_secret.expose()),
+            keyring: Arc::new(Keyring::new(
+                &config.encryption_key,
+                &config.previous_encryption_keys,
+            )),
             config: Arc::new(config),
             db,
             catalog: Arc::new(catalog),

@@ -96,7 +96,11 @@ fn is_unavailable(err: &DbErr) -> bool {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(
             e.as_ref(),
-            Sqlx::Io(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed | Sqlx::WorkerCrashed | Sqlx::Tls(_)
+            Sqlx::Io(_)
+                | Sqlx::PoolTimedOut
+                | Sqlx::PoolClosed
+                | Sqlx::WorkerCrashed
+                | Sqlx::Tls(_)
         ),
         _ => false,
     }
@@ -123,11 +127,19 @@ impl From<ServiceError> for Status {
             }
             ServiceError::Database(e) => {
                 tracing::error!(error = %e, "database error");
-                (Code::Internal, Problem::new("Internal server error"), "INTERNAL")
+                (
+                    Code::Internal,
+                    Problem::new("Internal server error"),
+                    "INTERNAL",
+                )
             }
             ServiceError::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
-                (Code::Internal, Problem::new("Internal server error"), "INTERNAL")
+                (
+                    Code::Internal,
+                    Problem::new("Internal server error"),
+                    "INTERNAL",
+                )
             }
         };
         let mut metadata = HashMap::new();
@@ -154,14 +166,20 @@ mod tests {
             ServiceError::Database(DbErr::Custom("syntax error at SELECT secret".into())).into();
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "Internal server error");
-        assert!(status.get_error_details().error_info().unwrap().metadata.is_empty());
+        assert!(status
+            .get_error_details()
+            .error_info()
+            .unwrap()
+            .metadata
+            .is_empty());
     }
 
     #[test]
     fn details_travel_as_error_info() {
-        let status: Status =
-            ServiceError::InvalidArgument(Problem::new("Bad input").details("syncFrequency: too small"))
-                .into();
+        let status: Status = ServiceError::InvalidArgument(
+            Problem::new("Bad input").details("syncFrequency: too small"),
+        )
+        .into();
         assert_eq!(status.code(), Code::InvalidArgument);
         let info = status.get_error_details().error_info().cloned().unwrap();
         assert_eq!(info.metadata["details"], "syncFrequency: too small");

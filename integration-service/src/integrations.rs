@@ -64,7 +64,8 @@ pub async fn list(
     catalog: &Catalog,
     access: &Access,
 ) -> ServiceResult<Vec<IntegrationView>> {
-    let mut records = store::integrations::list_for_organization(db, access.organization_id).await?;
+    let mut records =
+        store::integrations::list_for_organization(db, access.organization_id).await?;
     let mut views: Vec<IntegrationView> = catalog
         .iter()
         .map(|provider| {
@@ -125,13 +126,11 @@ pub async fn update(
 ) -> ServiceResult<IntegrationView> {
     validate_update(&update)?;
     let record = get_or_create(db, catalog, access, id).await?;
-    let updated = store::integrations::update_settings(
-        db,
-        access.organization_id,
-        record.id,
-        |current| settings_change(&current.config, &update),
-    )
-    .await??;
+    let updated =
+        store::integrations::update_settings(db, access.organization_id, record.id, |current| {
+            settings_change(&current.config, &update)
+        })
+        .await??;
     Ok(view_of(catalog, access, updated))
 }
 
@@ -159,12 +158,17 @@ pub async fn get_or_create(
     id: &str,
 ) -> ServiceResult<integration::Model> {
     match IntegrationRef::parse(id) {
-        IntegrationRef::Id(uuid) => store::integrations::find_by_id(db, access.organization_id, uuid)
-            .await?
-            .ok_or_else(integration_not_found),
+        IntegrationRef::Id(uuid) => {
+            store::integrations::find_by_id(db, access.organization_id, uuid)
+                .await?
+                .ok_or_else(integration_not_found)
+        }
         IntegrationRef::Provider(name) => {
             let provider = known_provider(catalog, &name)?;
-            Ok(store::integrations::get_or_create(db, access.organization_id, &provider.name).await?)
+            Ok(
+                store::integrations::get_or_create(db, access.organization_id, &provider.name)
+                    .await?,
+            )
         }
     }
 }
@@ -182,13 +186,11 @@ fn view_of(catalog: &Catalog, access: &Access, record: integration::Model) -> In
 
 fn known_provider<'c>(catalog: &'c Catalog, name: &str) -> ServiceResult<&'c Provider> {
     catalog.get(name).ok_or_else(|| {
-        ServiceError::NotFound(
-            Problem::new("Integration not found").details(format!(
+        ServiceError::NotFound(Problem::new("Integration not found").details(format!(
                 "unknown provider {:?}; known providers: {}",
                 truncate(name, 64),
                 catalog.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-            )),
-        )
+            )))
     })
 }
 
@@ -220,10 +222,9 @@ fn truncate(value: &str, max: usize) -> String {
 }
 
 fn invalid_field(field: &str, why: impl Into<String>) -> ServiceError {
-    ServiceError::InvalidArgument(Problem::new("Invalid request body").details(format!(
-        "{field}: {}",
-        why.into()
-    )))
+    ServiceError::InvalidArgument(
+        Problem::new("Invalid request body").details(format!("{field}: {}", why.into())),
+    )
 }
 
 /// Type and range checks that do not need the stored row.
@@ -262,11 +263,15 @@ fn settings_change(
                 serde_json::json!({})
             };
             json_patch::merge(&mut merged, patch);
-            let size = serde_json::to_vec(&merged).map(|v| v.len()).unwrap_or(usize::MAX);
+            let size = serde_json::to_vec(&merged)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
             if size > MAX_CONFIG_BYTES {
                 return Err(invalid_field(
                     "config",
-                    format!("the merged config is {size} bytes; at most {MAX_CONFIG_BYTES} are kept"),
+                    format!(
+                        "the merged config is {size} bytes; at most {MAX_CONFIG_BYTES} are kept"
+                    ),
                 ));
             }
             Some(merged)
@@ -289,9 +294,19 @@ mod tests {
     fn uuid_shapes_and_provider_names() {
         let id = "0B7E3E4A-1C2D-4E5F-8A9B-0C1D2E3F4A5B";
         assert!(matches!(IntegrationRef::parse(id), IntegrationRef::Id(_)));
-        assert!(matches!(IntegrationRef::parse(&id.to_lowercase()), IntegrationRef::Id(_)));
-        for name in ["github", "0b7e3e4a1c2d4e5f8a9b0c1d2e3f4a5b", "{0b7e3e4a-1c2d-4e5f-8a9b-0c1d2e3f4a5b}"] {
-            assert_eq!(IntegrationRef::parse(name), IntegrationRef::Provider(name.into()));
+        assert!(matches!(
+            IntegrationRef::parse(&id.to_lowercase()),
+            IntegrationRef::Id(_)
+        ));
+        for name in [
+            "github",
+            "0b7e3e4a1c2d4e5f8a9b0c1d2e3f4a5b",
+            "{0b7e3e4a-1c2d-4e5f-8a9b-0c1d2e3f4a5b}",
+        ] {
+            assert_eq!(
+                IntegrationRef::parse(name),
+                IntegrationRef::Provider(name.into())
+            );
         }
     }
 
@@ -301,9 +316,15 @@ mod tests {
             config_patch: Some(json!({"a": null, "b": {"c": 2, "d": null}, "e": [1]})),
             ..Default::default()
         };
-        let change = settings_change(&json!({"a": 1, "b": {"c": 1, "d": 1, "f": 1}, "g": true}), &update)
-            .unwrap();
-        assert_eq!(change.config.unwrap(), json!({"b": {"c": 2, "f": 1}, "e": [1], "g": true}));
+        let change = settings_change(
+            &json!({"a": 1, "b": {"c": 1, "d": 1, "f": 1}, "g": true}),
+            &update,
+        )
+        .unwrap();
+        assert_eq!(
+            change.config.unwrap(),
+            json!({"b": {"c": 2, "f": 1}, "e": [1], "g": true})
+        );
     }
 
     #[test]
@@ -313,7 +334,9 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err();
-        let ServiceError::InvalidArgument(problem) = err else { panic!("wrong error") };
+        let ServiceError::InvalidArgument(problem) = err else {
+            panic!("wrong error")
+        };
         assert!(problem.details.unwrap().starts_with("syncFrequency:"));
         assert!(validate_update(&SettingsUpdate {
             config_patch: Some(json!([1])),

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod context;
+pub mod crypto;
 pub mod dev_token;
 pub mod error;
 pub mod grpc;

@@ -44,12 +44,20 @@ pub async fn serve(
             let up = db.ping().await.is_ok();
             if was_up != Some(up) {
                 if up {
-                    reporter.set_serving::<IntegrationServiceServer<IntegrationApi>>().await;
-                    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+                    reporter
+                        .set_serving::<IntegrationServiceServer<IntegrationApi>>()
+                        .await;
+                    reporter
+                        .set_service_status("", tonic_health::ServingStatus::Serving)
+                        .await;
                 } else {
                     tracing::warn!("database unreachable: health is NOT_SERVING");
-                    reporter.set_not_serving::<IntegrationServiceServer<IntegrationApi>>().await;
-                    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                    reporter
+                        .set_not_serving::<IntegrationServiceServer<IntegrationApi>>()
+                        .await;
+                    reporter
+                        .set_service_status("", tonic_health::ServingStatus::NotServing)
+                        .await;
                 }
                 was_up = Some(up);
             }

@@ -8,8 +8,8 @@ pub mod text_list;
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 use migrations::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 
 /// Connects to the database of `DATABASE_URL`, preparing an SQLite file's folder and pragmas.
 pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
@@ -42,7 +42,10 @@ fn prepare_sqlite_url(database_url: &str) -> Result<String, DbErr> {
         .split('?')
         .next()
         .unwrap_or_default();
-    if let Some(dir) = std::path::Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(dir)
             .map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
     }

@@ -102,7 +102,12 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Organizations::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Organizations::Id).big_integer().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Organizations::Id)
+                            .big_integer()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Organizations::Name).text())
                     .to_owned(),
             )
@@ -113,8 +118,16 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(OrganizationMembers::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(OrganizationMembers::OrganizationId).big_integer().not_null())
-                    .col(ColumnDef::new(OrganizationMembers::UserId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(OrganizationMembers::OrganizationId)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(OrganizationMembers::UserId)
+                            .uuid()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(OrganizationMembers::Role).text().not_null())
                     .primary_key(
                         Index::create()
@@ -146,10 +159,24 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Integrations::Table)
-                    .col(ColumnDef::new(Integrations::Id).uuid().not_null().primary_key())
-                    .col(ColumnDef::new(Integrations::OrganizationId).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Integrations::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Integrations::OrganizationId)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Integrations::Provider).text().not_null())
-                    .col(ColumnDef::new(Integrations::Connected).boolean().not_null().default(false))
+                    .col(
+                        ColumnDef::new(Integrations::Connected)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
                     .col(ColumnDef::new(Integrations::Status).text())
                     .col(ColumnDef::new(Integrations::AccessToken).text())
                     .col(ColumnDef::new(Integrations::RefreshToken).text())
@@ -164,7 +191,12 @@ impl MigrationTrait for Migration {
                             .default(Expr::cust("'{}'")),
                     )
                     .col(permissions)
-                    .col(ColumnDef::new(Integrations::SyncEnabled).boolean().not_null().default(false))
+                    .col(
+                        ColumnDef::new(Integrations::SyncEnabled)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
                     .col(ColumnDef::new(Integrations::SyncFrequency).big_integer())
                     .col(ColumnDef::new(Integrations::AccountId).text())
                     .col(ColumnDef::new(Integrations::AccountName).text())
@@ -207,20 +239,43 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(WebhookEvents::Table)
-                    .col(ColumnDef::new(WebhookEvents::Id).uuid().not_null().primary_key())
-                    .col(ColumnDef::new(WebhookEvents::IntegrationId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(WebhookEvents::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookEvents::IntegrationId)
+                            .uuid()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(WebhookEvents::EventType).text().not_null())
                     .col(ColumnDef::new(WebhookEvents::DeliveryId).text())
-                    .col(ColumnDef::new(WebhookEvents::Payload).json_binary().not_null())
+                    .col(
+                        ColumnDef::new(WebhookEvents::Payload)
+                            .json_binary()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(WebhookEvents::Headers).json_binary())
-                    .col(ColumnDef::new(WebhookEvents::Processed).boolean().not_null().default(false))
+                    .col(
+                        ColumnDef::new(WebhookEvents::Processed)
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
                     .col(
                         ColumnDef::new(WebhookEvents::Status)
                             .text()
                             .not_null()
                             .default("PENDING"),
                     )
-                    .col(ColumnDef::new(WebhookEvents::RetryCount).integer().not_null().default(0))
+                    .col(
+                        ColumnDef::new(WebhookEvents::RetryCount)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
                     .col(ColumnDef::new(WebhookEvents::LastError).text())
                     .col(timestamp(WebhookEvents::NextAttemptAt))
                     .col(timestamp(WebhookEvents::LeaseExpiresAt))
@@ -262,9 +317,18 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(OauthStates::Table)
-                    .col(ColumnDef::new(OauthStates::Nonce).text().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(OauthStates::Nonce)
+                            .text()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(OauthStates::Provider).text().not_null())
-                    .col(ColumnDef::new(OauthStates::OrganizationId).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(OauthStates::OrganizationId)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(OauthStates::UserId).uuid())
                     .col(ColumnDef::new(OauthStates::IntegrationId).uuid().not_null())
                     .col(ColumnDef::new(OauthStates::PkceVerifier).text())

@@ -1,0 +1,31 @@
+//! The REST gateway: a small hyper server translating the documented JSON routes, OAuth
+//! redirects and webhook requests onto the integration service's gRPC API.
+//!
+//! It translates and nothing more: credentials are forwarded as metadata (`upstream`), gRPC
+//! statuses become HTTP statuses and `{error, details}` bodies in one place (`error`), bodies
+//! are bounded (`http`). No rules, no SQL.
+
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod integrations;
+pub mod router;
+pub mod server;
+pub mod upstream;
+
+use config::GatewayConfig;
+use upstream::Upstream;
+
+/// What every handler needs.
+pub struct Gateway {
+    pub config: GatewayConfig,
+    pub upstream: Upstream,
+}
+
+impl Gateway {
+    pub fn new(config: GatewayConfig) -> Result<Self, tonic::transport::Error> {
+        let upstream = Upstream::new(&config.service_url)?;
+        Ok(Self { config, upstream })
+    }
+}

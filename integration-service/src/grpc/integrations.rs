@@ -24,7 +24,10 @@ impl IntegrationApi {
         Self { ctx }
     }
 
-    async fn manager(&self, metadata: &tonic::metadata::MetadataMap) -> Result<access::Access, Status> {
+    async fn manager(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<access::Access, Status> {
         Ok(access::require_manager(&self.ctx.db, &self.ctx.sessions, metadata).await?)
     }
 
@@ -51,8 +54,13 @@ impl IntegrationService for IntegrationApi {
         request: Request<GetIntegrationRequest>,
     ) -> Result<Response<Integration>, Status> {
         let access = self.manager(request.metadata()).await?;
-        let view =
-            integrations::get(&self.ctx.db, &self.ctx.catalog, &access, &request.get_ref().id).await?;
+        let view = integrations::get(
+            &self.ctx.db,
+            &self.ctx.catalog,
+            &access,
+            &request.get_ref().id,
+        )
+        .await?;
         Ok(Response::new(self.to_proto(view)))
     }
 
@@ -73,9 +81,13 @@ impl IntegrationService for IntegrationApi {
         request: Request<DisconnectIntegrationRequest>,
     ) -> Result<Response<DisconnectIntegrationResponse>, Status> {
         let access = self.manager(request.metadata()).await?;
-        let previous =
-            integrations::disconnect(&self.ctx.db, &self.ctx.catalog, &access, &request.get_ref().id)
-                .await?;
+        let previous = integrations::disconnect(
+            &self.ctx.db,
+            &self.ctx.catalog,
+            &access,
+            &request.get_ref().id,
+        )
+        .await?;
         if let Some(record) = previous {
             tracing::info!(integration = %record.id, provider = %record.provider, "integration disconnected");
         }
@@ -152,7 +164,9 @@ pub fn to_proto(public_api_url: &url::Url, view: IntegrationView) -> Integration
             config_json: record.config.to_string(),
             sync_enabled: record.sync_enabled,
             sync_frequency: record.sync_frequency,
-            webhook_url: provider.webhook_path(&record.id).map(|path| format!("{base}{path}")),
+            webhook_url: provider
+                .webhook_path(&record.id)
+                .map(|path| format!("{base}{path}")),
             created_at: Some(rfc3339(record.created_at)),
             updated_at: Some(rfc3339(record.updated_at)),
             display_name: provider.display_name.clone(),

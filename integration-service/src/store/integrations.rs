@@ -3,9 +3,8 @@
 
 use chrono::Utc;
 use sea_orm::{
-    sea_query::Expr,
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, TransactionTrait,
+    sea_query::Expr, ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait,
+    DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -103,7 +102,7 @@ where
     integration::Entity::update_many()
         .col_expr(
             integration::Column::UpdatedAt,
-            Expr::col(integration::Column::UpdatedAt).into(),
+            Expr::col(integration::Column::UpdatedAt),
         )
         .filter(integration::Column::Id.eq(id))
         .filter(integration::Column::OrganizationId.eq(organization_id))
@@ -139,10 +138,19 @@ pub async fn disconnect(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr
     integration::Entity::update_many()
         .col_expr(integration::Column::Connected, Expr::value(false))
         .col_expr(integration::Column::Status, Expr::value("DISCONNECTED"))
-        .col_expr(integration::Column::AccessToken, Expr::value(null_text.clone()))
-        .col_expr(integration::Column::RefreshToken, Expr::value(null_text.clone()))
+        .col_expr(
+            integration::Column::AccessToken,
+            Expr::value(null_text.clone()),
+        )
+        .col_expr(
+            integration::Column::RefreshToken,
+            Expr::value(null_text.clone()),
+        )
         .col_expr(integration::Column::TokenExpiresAt, Expr::value(null_time))
-        .col_expr(integration::Column::WebhookSecret, Expr::value(null_text.clone()))
+        .col_expr(
+            integration::Column::WebhookSecret,
+            Expr::value(null_text.clone()),
+        )
         .col_expr(
             integration::Column::PreviousWebhookSecret,
             Expr::value(null_text.clone()),

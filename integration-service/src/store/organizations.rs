@@ -24,7 +24,10 @@ pub async fn memberships_of(
 }
 
 pub async fn organization_exists(db: &impl ConnectionTrait, id: i64) -> Result<bool, DbErr> {
-    Ok(organization::Entity::find_by_id(id).one(db).await?.is_some())
+    Ok(organization::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .is_some())
 }
 
 /// Creates the organization (when absent) and sets the user's role in it.

@@ -62,10 +62,18 @@ mod tests {
 
     #[test]
     fn round_trips_awkward_strings() {
-        let items: Vec<String> = ["repo", "read:user", "a,b", "quote\"d", "back\\slash", "", "{x}"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let items: Vec<String> = [
+            "repo",
+            "read:user",
+            "a,b",
+            "quote\"d",
+            "back\\slash",
+            "",
+            "{x}",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert_eq!(decode(&encode(&items)).unwrap(), items);
     }
 

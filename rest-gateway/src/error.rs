@@ -1,0 +1,165 @@
+//! The gateway's one error type, mapped once to an HTTP status and the SPEC's error body
+//! `{"error": "...", "details": "..."}`. gRPC statuses from the service are translated here
+//! and nowhere else.
+
+use http::StatusCode;
+use tonic::{Code, Status};
+use tonic_types::StatusExt;
+
+/// `ErrorInfo.domain` the service attaches; statuses without it did not come from our rules
+/// (transport failures) and their messages are not forwarded.
+const SERVICE_DOMAIN: &str = "integrations.v1";
+const REASON_PROVIDER_FAILED: &str = "PROVIDER_FAILED";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("Not found")]
+    NotFound,
+    #[error("Method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("Request body too large")]
+    PayloadTooLarge { limit: usize },
+    #[error("Unsupported content type")]
+    UnsupportedMediaType { expected: &'static str },
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        details: Option<String>,
+    },
+    #[error("upstream: {0}")]
+    Upstream(Status),
+}
+
+impl GatewayError {
+    pub fn bad_request(message: impl Into<String>, details: impl Into<String>) -> Self {
+        Self::BadRequest {
+            message: message.into(),
+            details: Some(details.into()),
+        }
+    }
+
+    /// HTTP status, `error` and `details` of the JSON body.
+    pub fn parts(&self) -> (StatusCode, String, Option<String>) {
+        match self {
+            Self::NotFound => (StatusCode::NOT_FOUND, "Not found".into(), None),
+            Self::MethodNotAllowed { allow } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed".into(),
+                Some(format!("allowed: {allow}")),
+            ),
+            Self::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large".into(),
+                Some(format!("at most {limit} bytes")),
+            ),
+            Self::UnsupportedMediaType { expected } => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported content type".into(),
+                Some(format!("expected {expected}")),
+            ),
+            Self::BadRequest { message, details } => {
+                (StatusCode::BAD_REQUEST, message.clone(), details.clone())
+            }
+            Self::Upstream(status) => upstream_parts(status),
+        }
+    }
+}
+
+impl From<Status> for GatewayError {
+    fn from(status: Status) -> Self {
+        Self::Upstream(status)
+    }
+}
+
+fn upstream_parts(status: &Status) -> (StatusCode, String, Option<String>) {
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .filter(|info| info.domain == SERVICE_DOMAIN);
+    let http = match (status.code(), info.map(|i| i.reason.as_str())) {
+        (_, Some(REASON_PROVIDER_FAILED)) => StatusCode::BAD_GATEWAY,
+        (Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange, _) => {
+            StatusCode::BAD_REQUEST
+        }
+        (Code::Unauthenticated, _) => StatusCode::UNAUTHORIZED,
+        (Code::PermissionDenied, _) => StatusCode::FORBIDDEN,
+        (Code::NotFound, _) => StatusCode::NOT_FOUND,
+        (Code::AlreadyExists | Code::Aborted, _) => StatusCode::CONFLICT,
+        (Code::ResourceExhausted, _) => StatusCode::TOO_MANY_REQUESTS,
+        (Code::Unavailable, _) => StatusCode::SERVICE_UNAVAILABLE,
+        (Code::DeadlineExceeded, _) => StatusCode::GATEWAY_TIMEOUT,
+        (Code::Unimplemented, _) => StatusCode::NOT_IMPLEMENTED,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    match info {
+        Some(info) => (
+            http,
+            status.message().to_string(),
+            info.metadata.get("details").cloned(),
+        ),
+        None => {
+            // Not from our rules: a transport failure or a bug. Log, never forward its text.
+            tracing::warn!(code = ?status.code(), message = status.message(), "integration service call failed");
+            let message = match http {
+                StatusCode::SERVICE_UNAVAILABLE => "Integration service unavailable",
+                StatusCode::GATEWAY_TIMEOUT => "Integration service timed out",
+                _ => "Internal server error",
+            };
+            (http, message.into(), None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use tonic_types::ErrorDetails;
+
+    use super::*;
+
+    fn ours(code: Code, reason: &str, details: Option<&str>) -> Status {
+        let metadata: HashMap<String, String> = details
+            .map(|d| [("details".to_string(), d.to_string())].into())
+            .unwrap_or_default();
+        Status::with_error_details(
+            code,
+            "Message",
+            ErrorDetails::with_error_info(reason, SERVICE_DOMAIN, metadata),
+        )
+    }
+
+    #[test]
+    fn service_statuses_map_to_http() {
+        for (code, reason, http) in [
+            (Code::InvalidArgument, "INVALID_ARGUMENT", 400),
+            (Code::Unauthenticated, "UNAUTHENTICATED", 401),
+            (Code::PermissionDenied, "PERMISSION_DENIED", 403),
+            (Code::NotFound, "NOT_FOUND", 404),
+            (Code::Unavailable, "DATABASE_UNAVAILABLE", 503),
+            (Code::Unavailable, REASON_PROVIDER_FAILED, 502),
+            (Code::Internal, "INTERNAL", 500),
+        ] {
+            let (status, message, _) = GatewayError::Upstream(ours(code, reason, None)).parts();
+            assert_eq!(status.as_u16(), http, "{code:?}");
+            assert_eq!(message, "Message");
+        }
+        let (_, _, details) =
+            GatewayError::Upstream(ours(Code::InvalidArgument, "X", Some("why"))).parts();
+        assert_eq!(details.as_deref(), Some("why"));
+    }
+
+    #[test]
+    fn foreign_statuses_are_not_forwarded() {
+        let (status, message, details) =
+            GatewayError::Upstream(Status::unavailable("tcp connect error 127.0.0.1:50051"))
+                .parts();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(message, "Integration service unavailable");
+        assert_eq!(details, None);
+        let (status, message, _) =
+            GatewayError::Upstream(Status::internal("panic at foo.rs")).parts();
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(message, "Internal server error");
+    }
+}

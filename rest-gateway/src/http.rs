@@ -1,0 +1,114 @@
+//! HTTP plumbing shared by the handlers: JSON responses with `Cache-Control: no-store`,
+//! bounded body reading, content-type checks.
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::error::GatewayError;
+
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// A JSON response; every response of the gateway goes through here or `redirect`.
+pub fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
+    let bytes = serde_json::to_vec(body)
+        .unwrap_or_else(|_| b"{\"error\":\"Internal server error\"}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    secure_headers(headers);
+    response
+}
+
+/// A 302 to `location` (already validated by the service to be under APP_URL).
+pub fn redirect(location: &str) -> Result<HttpResponse, GatewayError> {
+    let value = HeaderValue::from_str(location)
+        .map_err(|_| GatewayError::Upstream(tonic::Status::internal("bad redirect location")))?;
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::FOUND;
+    response.headers_mut().insert(header::LOCATION, value);
+    secure_headers(response.headers_mut());
+    Ok(response)
+}
+
+fn secure_headers(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+/// The SPEC's error body.
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<String>,
+}
+
+pub fn error_response(err: &GatewayError) -> HttpResponse {
+    let (status, error, details) = err.parts();
+    let mut response = json(status, &ErrorBody { error, details });
+    if let GatewayError::MethodNotAllowed { allow } = err {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    response
+}
+
+/// Reads the whole body, refusing more than `limit` bytes (413) before buffering them.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::PayloadTooLarge { limit })
+        }
+        Err(_) => Err(GatewayError::bad_request(
+            "Invalid request body",
+            "the body could not be read",
+        )),
+    }
+}
+
+/// The media type of the request (`application/json` of `application/json; charset=utf-8`).
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
+/// Requires a JSON body (415 otherwise).
+pub fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
+    match media_type(headers).as_deref() {
+        Some("application/json") => Ok(()),
+        _ => Err(GatewayError::UnsupportedMediaType {
+            expected: "application/json",
+        }),
+    }
+}

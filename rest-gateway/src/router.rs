@@ -1,0 +1,66 @@
+//! Route table: method and path → handler. Unknown paths are JSON 404s; known paths with
+//! another method are JSON 405s with `Allow`.
+
+use http::{Method, Request};
+use hyper::body::Incoming;
+
+use crate::{error::GatewayError, health, http::HttpResponse, integrations, Gateway};
+
+pub async fn route(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+) -> Result<HttpResponse, GatewayError> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().trim_end_matches('/').to_string();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let method = parts.method.clone();
+    match segments.as_slice() {
+        ["health"] | ["healthz"] => match method {
+            Method::GET | Method::HEAD => Ok(health::health(gateway).await),
+            _ => Err(GatewayError::MethodNotAllowed { allow: "GET, HEAD" }),
+        },
+        ["api", "integrations"] => match method {
+            Method::GET => integrations::list(gateway, &parts).await,
+            _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
+        },
+        ["api", "integrations", id] => {
+            let id = decode_segment(id)?;
+            match method {
+                Method::GET => integrations::get(gateway, &parts, id).await,
+                Method::PATCH => integrations::update(gateway, &parts, body, id).await,
+                Method::DELETE => integrations::disconnect(gateway, &parts, id).await,
+                _ => Err(GatewayError::MethodNotAllowed {
+                    allow: "GET, PATCH, DELETE",
+                }),
+            }
+        }
+        _ => Err(GatewayError::NotFound),
+    }
+}
+
+/// A percent-decoded path segment; ids are short, printable strings.
+fn decode_segment(segment: &str) -> Result<String, GatewayError> {
+    let decoded = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| GatewayError::bad_request("Invalid id", "the id is not valid UTF-8"))?;
+    if decoded.is_empty() || decoded.len() > 128 || decoded.chars().any(char::is_control) {
+        return Err(GatewayError::bad_request(
+            "Invalid id",
+            "expected an integration UUID or a provider name",
+        ));
+    }
+    Ok(decoded.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_decoded_and_bounded() {
+        assert_eq!(decode_segment("git%68ub").unwrap(), "github");
+        assert!(decode_segment("%ff").is_err());
+        assert!(decode_segment("%00").is_err());
+        assert!(decode_segment(&"a".repeat(129)).is_err());
+    }
+}
