@@ -128,11 +128,12 @@ impl Keyring {
             return Err(CryptoError::Malformed);
         }
         let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Malformed)?;
         let aad = binding.associated_data();
         let plain = key
             .cipher
             .decrypt(
-                Nonce::from_slice(nonce),
+                &Nonce::from(nonce),
                 Payload {
                     msg: sealed,
                     aad: &aad,
