@@ -1,15 +1,21 @@
 //! HTTP plumbing shared by the handlers: JSON responses with `Cache-Control: no-store`,
 //! bounded body reading, content-type checks.
 
-use bytes::Bytes;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::error::GatewayError;
 
 pub type HttpResponse = Response<Full<Bytes>>;
+
+/// How much of a refused body beyond the limit is still read and dropped.
+const DRAIN_EXTRA: usize = 16 * 1024 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A JSON response; every response of the gateway goes through here or `redirect`.
 pub fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
@@ -64,29 +70,56 @@ pub fn error_response(err: &GatewayError) -> HttpResponse {
     response
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (413) before buffering them.
+/// Reads the whole body, refusing more than `limit` bytes (413) without buffering them.
 pub async fn read_body(
     headers: &HeaderMap,
-    body: Incoming,
+    mut body: Incoming,
     limit: usize,
 ) -> Result<Bytes, GatewayError> {
+    let too_large = GatewayError::PayloadTooLarge { limit };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(GatewayError::PayloadTooLarge { limit });
+        discard_rest(body, limit, declared).await;
+        return Err(too_large);
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::PayloadTooLarge { limit })
+    let mut collected = BytesMut::with_capacity(declared.map_or(0, |len| len as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| {
+            GatewayError::bad_request("Invalid request body", "the body could not be read")
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if collected.len() + data.len() > limit {
+                discard_rest(body, limit, declared).await;
+                return Err(too_large);
+            }
+            collected.extend_from_slice(&data);
         }
-        Err(_) => Err(GatewayError::bad_request(
-            "Invalid request body",
-            "the body could not be read",
-        )),
     }
+    Ok(collected.freeze())
+}
+
+/// Reads and drops what is left of a refused body (bounded in bytes and time), so the client
+/// finishes sending and reads our 413 instead of a broken pipe.
+async fn discard_rest(mut body: Incoming, limit: usize, declared: Option<u64>) {
+    let cap = limit.saturating_add(DRAIN_EXTRA);
+    if declared.is_some_and(|len| len > cap as u64) {
+        return;
+    }
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen > cap {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
 }
 
 /// The media type of the request (`application/json` of `application/json; charset=utf-8`).

@@ -123,7 +123,40 @@ dual_test!(
     delete_is_soft_idempotent_and_keeps_events,
     unknown_routes_and_methods_answer_json,
     database_unavailable_answers_503,
+    concurrent_patches_lose_no_config_key,
 );
+
+async fn concurrent_patches_lose_no_config_key(app: TestApp) {
+    let (_, token) = app.owner(1).await;
+    let patches = (0..12).map(|i| {
+        let request = app
+            .http
+            .patch(app.url("/api/integrations/github"))
+            .bearer_auth(&token)
+            .json(&json!({"config": {format!("key{i}"): i}}));
+        async move { request.send().await.unwrap().status() }
+    });
+    let statuses = futures::future::join_all(patches).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    let reply = call(
+        &app,
+        Method::GET,
+        "/api/integrations/github",
+        Some(&token),
+        None,
+    )
+    .await;
+    let config = reply.body["data"]["config"].as_object().unwrap();
+    assert_eq!(config.len(), 12, "{config:?}");
+    assert_eq!(
+        integration::Entity::find().count(&app.db).await.unwrap(),
+        1,
+        "one record"
+    );
+}
 
 async fn list_shows_every_catalog_provider_as_available(app: TestApp) {
     let (_, token) = app.owner(1).await;
