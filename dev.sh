@@ -4,10 +4,10 @@
 # Ctrl-C stops both. Any variable of the README's configuration table may be set (or put in .env).
 set -euo pipefail
 cd "$(dirname "$0")"
-cargo build --release -p integration-service -p rest-gateway
-target/release/integration-service serve &
+cargo build -p integration-service -p rest-gateway
+target/debug/integration-service serve &
 service=$!
-target/release/rest-gateway &
+target/debug/rest-gateway &
 gateway=$!
 trap 'kill $service $gateway 2>/dev/null; wait' INT TERM EXIT
 wait -n $service $gateway
