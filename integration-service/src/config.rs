@@ -80,6 +80,10 @@ pub struct Config {
     /// Every other variable a catalog entry may name (client ids and secrets, endpoint
     /// overrides), captured here so that nothing else reads the environment.
     pub provider_vars: HashMap<String, Secret>,
+    /// `OAUTH_STATE_COOKIE` (`on` by default, `off`): binds each OAuth state to the browser
+    /// that started it with an HttpOnly SameSite=Lax cookie. Turn off only for a frontend
+    /// that starts authorization from another site, where the cookie cannot travel.
+    pub oauth_state_cookie: bool,
 }
 
 /// Reads variables by name; `std::env::var` in production, a map in tests.
@@ -227,6 +231,17 @@ impl Config {
             .map(|(name, value)| (name, Secret::new(value)))
             .collect();
 
+        let oauth_state_cookie = match get("OAUTH_STATE_COOKIE").as_deref().map(str::trim) {
+            None | Some("on") | Some("true") | Some("1") => true,
+            Some("off") | Some("false") | Some("0") => false,
+            Some(other) => {
+                return Err(invalid(
+                    "OAUTH_STATE_COOKIE",
+                    &format!("expected on or off, got {other:?}"),
+                ))
+            }
+        };
+
         Ok(Self {
             database_url,
             grpc_addr,
@@ -238,6 +253,7 @@ impl Config {
             public_api_url,
             providers_file: get("PROVIDERS_FILE").map(PathBuf::from),
             provider_vars,
+            oauth_state_cookie,
         })
     }
 
