@@ -84,6 +84,9 @@ pub struct Config {
     /// that started it with an HttpOnly SameSite=Lax cookie. Turn off only for a frontend
     /// that starts authorization from another site, where the cookie cannot travel.
     pub oauth_state_cookie: bool,
+    /// `TOKEN_REFRESH_INTERVAL_SECS` (default 60; 0 turns it off): how often the background
+    /// task refreshes access tokens that expire soon.
+    pub token_refresh_interval: Option<std::time::Duration>,
 }
 
 /// Reads variables by name; `std::env::var` in production, a map in tests.
@@ -242,6 +245,20 @@ impl Config {
             }
         };
 
+        let token_refresh_interval = match get("TOKEN_REFRESH_INTERVAL_SECS") {
+            None => Some(std::time::Duration::from_secs(60)),
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(0) => None,
+                Ok(secs) => Some(std::time::Duration::from_secs(secs)),
+                Err(_) => {
+                    return Err(invalid(
+                        "TOKEN_REFRESH_INTERVAL_SECS",
+                        &format!("expected a number of seconds, got {text:?}"),
+                    ))
+                }
+            },
+        };
+
         Ok(Self {
             database_url,
             grpc_addr,
@@ -254,6 +271,7 @@ impl Config {
             providers_file: get("PROVIDERS_FILE").map(PathBuf::from),
             provider_vars,
             oauth_state_cookie,
+            token_refresh_interval,
         })
     }
 

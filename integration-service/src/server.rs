@@ -83,7 +83,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     watcher.abort();
-    refresher.abort();
+    if let Some(refresher) = refresher {
+        refresher.abort();
+    }
     Ok(result?)
 }
 

@@ -32,8 +32,6 @@ use crate::{
 pub const REFRESH_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
 /// The background task refreshes tokens expiring within this window...
 pub const BACKGROUND_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
-/// ...checking this often.
-pub const BACKGROUND_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A valid access token. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -228,11 +226,13 @@ pub async fn refresh_locked(
     }
 }
 
-/// Refreshes, every `BACKGROUND_INTERVAL`, the tokens expiring within `BACKGROUND_WINDOW`,
-/// so callers rarely wait for a refresh.
-pub fn spawn_background_refresh(ctx: AppContext) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(BACKGROUND_INTERVAL);
+/// Refreshes, every `TOKEN_REFRESH_INTERVAL_SECS`, the tokens expiring within
+/// `BACKGROUND_WINDOW`, so callers rarely wait for a refresh. `None` when turned off.
+pub fn spawn_background_refresh(ctx: AppContext) -> Option<tokio::task::JoinHandle<()>> {
+    let interval: Duration = ctx.config.token_refresh_interval?;
+    Some(tokio::spawn(async move {
+        // The first pass waits one interval: a starting replica does not stampede.
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
@@ -242,7 +242,7 @@ pub fn spawn_background_refresh(ctx: AppContext) -> tokio::task::JoinHandle<()> 
                 Err(e) => tracing::warn!(error = %e, "background token refresh failed"),
             }
         }
-    })
+    }))
 }
 
 /// One pass of the background refresher: how many tokens it refreshed.
