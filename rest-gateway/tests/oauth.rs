@@ -394,6 +394,41 @@ async fn every_catalog_provider_connects_through_the_generic_flow(kind: Db) {
         let expires = stored.token_expires_at.unwrap() - chrono::Utc::now();
         assert!(expires > chrono::Duration::minutes(59), "{}", provider.name);
     }
+
+    // Disconnecting revokes the grant (RFC 7009) where the catalog names a revoke endpoint.
+    for (provider, (_, fake)) in generic.iter().zip(&fakes) {
+        let stored = record(&app, &provider.name).await;
+        let refresh = open(&stored, "refresh_token", &stored.refresh_token);
+        let response = app
+            .http
+            .delete(app.url(&format!("/api/integrations/{}", provider.name)))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        if provider.revoke_url.is_none() {
+            continue;
+        }
+        let mut revocations = Vec::new();
+        for _ in 0..50 {
+            revocations = fake.requests_to("/revoke");
+            if !revocations.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(revocations.len(), 1, "{}", provider.name);
+        let form = revocations[0].form();
+        assert_eq!(form["token"], refresh, "{}", provider.name);
+        assert_eq!(form["token_type_hint"], "refresh_token");
+        let basic = revocations[0].header("authorization").is_some();
+        assert_ne!(
+            basic,
+            form.contains_key("client_secret"),
+            "one client authentication method"
+        );
+    }
 }
 
 async fn access_denied_consumes_the_state_without_a_token_request(kind: Db) {

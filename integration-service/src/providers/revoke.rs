@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{http_client, ProviderClient};
-use crate::catalog::RevokeStyle;
+use crate::catalog::{ClientAuth, RevokeStyle};
 
 /// Longest a revocation may take before it is abandoned.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,14 +63,19 @@ pub async fn revoke(client: &ProviderClient, tokens: &RevocableTokens) -> Result
                 (None, Some(access)) => (access, "access_token"),
                 (None, None) => return Ok(()),
             };
-            http_client()
-                .post(url)
-                .basic_auth(&client.client_id, Some(client.client_secret.expose()))
-                .form(&[
+            // One client authentication method only (RFC 6749 section 2.3).
+            match client.provider.client_auth {
+                ClientAuth::Basic => http_client()
+                    .post(url)
+                    .basic_auth(&client.client_id, Some(client.client_secret.expose()))
+                    .form(&[("token", token.as_str()), ("token_type_hint", hint)]),
+                ClientAuth::RequestBody => http_client().post(url).form(&[
                     ("token", token.as_str()),
                     ("token_type_hint", hint),
                     ("client_id", client.client_id.as_str()),
-                ])
+                    ("client_secret", client.client_secret.expose()),
+                ]),
+            }
         }
     };
     let response = request
