@@ -9,7 +9,11 @@
 //! - a refused refresh token (`invalid_grant`) puts the integration in ERROR and no refresh
 //!   is attempted again until the integration is authorized anew.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -128,6 +132,17 @@ fn token_of(ctx: &AppContext, record: &integration::Model) -> ServiceResult<Acce
     })
 }
 
+/// The in-process queue of one integration's refreshers. Only its holder waits on the
+/// database lock, so many callers in one replica hold one database connection, not many.
+fn local_refresh_lock(id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    locks.entry(id).or_default().clone()
+}
+
 /// The record's access token, refreshed first when it expires within `REFRESH_MARGIN`.
 pub async fn valid_token(
     ctx: &AppContext,
@@ -137,6 +152,9 @@ pub async fn valid_token(
     if is_fresh(&record, REFRESH_MARGIN) {
         return token_of(ctx, &record);
     }
+    let local = local_refresh_lock(record.id);
+    let _queued = local.lock().await;
+    // The database lock stays the authority: other replicas refresh too.
     refresh_locked(ctx, record.id, REFRESH_MARGIN).await
 }
 

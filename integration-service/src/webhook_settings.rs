@@ -6,6 +6,7 @@ use rand::RngCore;
 
 use crate::{
     access::Access,
+    catalog::WebhookScheme,
     context::AppContext,
     crypto::Binding,
     error::{Problem, ServiceError, ServiceResult},
@@ -55,6 +56,15 @@ async fn webhook_target(
     id: &str,
 ) -> ServiceResult<(integration::Model, String)> {
     let view = integrations::get(&ctx.db, &ctx.catalog, access, id).await?;
+    if view.provider.webhook == WebhookScheme::SlackV0 {
+        return Err(ServiceError::FailedPrecondition(
+            Problem::new("No per-integration webhook secret").details(format!(
+                "{} deliveries are verified with the app's signing secret ({})",
+                view.provider.display_name,
+                view.provider.var("SIGNING_SECRET")
+            )),
+        ));
+    }
     let path = match &view.record {
         Some(record) => view.provider.webhook_path(&record.id),
         None => None,

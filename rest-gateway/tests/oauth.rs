@@ -189,6 +189,7 @@ dual_db_test!(
     authorize_names_the_missing_client_id_and_requires_a_manager,
     webhook_settings_reveal_and_rotate_the_secret,
     disconnect_revokes_at_the_provider_in_the_background,
+    expiring_github_app_and_rotating_slack_tokens_are_stored_with_expiry,
 );
 
 async fn github_flow_connects_with_pkce_and_stores_ciphertext(kind: Db) {
@@ -832,5 +833,46 @@ async fn disconnect_revokes_at_the_provider_in_the_background(kind: Db) {
     assert_eq!(
         record(&app, "slack").await.status.as_deref(),
         Some("DISCONNECTED")
+    );
+}
+
+async fn expiring_github_app_and_rotating_slack_tokens_are_stored_with_expiry(kind: Db) {
+    let github = FakeProvider::start(FakeStyle::Github).await;
+    let slack = FakeProvider::start(FakeStyle::Slack).await;
+    github.set_expires_in(Some(28_800));
+    slack.set_expires_in(Some(43_200));
+    let Some(app) = app_with(kind, &[("GITHUB", &github), ("SLACK", &slack)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    for (provider, hours) in [("github", 8), ("slack", 12)] {
+        let location = connect(&app, &token, provider).await;
+        assert_eq!(
+            location,
+            app_redirect(&format!("success={provider}_connected"))
+        );
+        let stored = record(&app, provider).await;
+        assert!(open(&stored, "refresh_token", &stored.refresh_token).starts_with("refresh-"));
+        assert!(!stored.refresh_token.clone().unwrap().contains("refresh-"));
+        let lifetime = stored.token_expires_at.unwrap() - chrono::Utc::now();
+        assert!(
+            lifetime > chrono::Duration::hours(hours) - chrono::Duration::minutes(1)
+                && lifetime <= chrono::Duration::hours(hours),
+            "{provider}: {lifetime}"
+        );
+    }
+    // Slack verifies deliveries with the app's signing secret: no per-integration secret.
+    let response = app
+        .http
+        .get(app.url("/api/integrations/slack/webhook"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["details"],
+        "Slack deliveries are verified with the app's signing secret (SLACK_SIGNING_SECRET)"
     );
 }
