@@ -340,10 +340,12 @@ async fn every_catalog_provider_connects_through_the_generic_flow(kind: Db) {
     assert!(generic.len() >= 8, "at least eight more providers");
     let mut fakes = Vec::new();
     for provider in &generic {
-        fakes.push((
-            provider.var_prefix(),
-            FakeProvider::start(FakeStyle::Standard).await,
-        ));
+        let fake = FakeProvider::start(FakeStyle::Standard).await;
+        if provider.name == "linear" {
+            // Linear answers `scope` as a JSON array.
+            fake.send_scope_as_array();
+        }
+        fakes.push((provider.var_prefix(), fake));
     }
     let pairs: Vec<(&str, &FakeProvider)> = fakes.iter().map(|(p, f)| (p.as_str(), f)).collect();
     let Some(app) = app_with(kind, &pairs, &[]).await else {
@@ -392,6 +394,12 @@ async fn every_catalog_provider_connects_through_the_generic_flow(kind: Db) {
         );
         assert!(open(&stored, "access_token", &stored.access_token).starts_with("access-"));
         assert!(open(&stored, "refresh_token", &stored.refresh_token).starts_with("refresh-"));
+        assert_eq!(
+            text_list::decode(stored.permissions.as_deref().unwrap()).unwrap(),
+            provider.scopes,
+            "granted scopes of {}",
+            provider.name
+        );
         let expires = stored.token_expires_at.unwrap() - chrono::Utc::now();
         assert!(expires > chrono::Duration::minutes(59), "{}", provider.name);
     }

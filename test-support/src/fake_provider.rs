@@ -78,6 +78,7 @@ struct FakeState {
     fail_refresh_unavailable: bool,
     expires_in: Option<u64>,
     refresh_delay: Duration,
+    scope_as_array: bool,
 }
 
 /// A running fake provider; stops when dropped.
@@ -105,6 +106,7 @@ impl FakeProvider {
             fail_refresh_unavailable: false,
             expires_in: (style == FakeStyle::Standard).then_some(3600),
             refresh_delay: Duration::ZERO,
+            scope_as_array: false,
         }));
         let (tx, mut rx) = oneshot::channel::<()>();
         let shared = state.clone();
@@ -177,6 +179,11 @@ impl FakeProvider {
     /// token rotation); `None` for tokens that never expire.
     pub fn set_expires_in(&self, secs: Option<u64>) {
         self.with(|s| s.expires_in = secs);
+    }
+
+    /// Standard answers carry `scope` as a JSON array (as Linear does) instead of a string.
+    pub fn send_scope_as_array(&self) {
+        self.with(|s| s.scope_as_array = true);
     }
 
     /// Each refresh takes this long (widens race windows).
@@ -462,7 +469,14 @@ fn token(state: &Mutex<FakeState>, request: &LoggedRequest) -> Reply {
     };
     if style == FakeStyle::Standard {
         if let Some(scope) = &scope {
-            body["scope"] = json!(scope);
+            body["scope"] = if s.scope_as_array {
+                json!(scope
+                    .split([' ', ','])
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>())
+            } else {
+                json!(scope)
+            };
         }
     }
     if let (Some(secs), Some(token)) = (s.expires_in, refresh_token) {

@@ -214,8 +214,10 @@ fn read_standard<E: std::error::Error>(
             tracing::warn!(provider = %client.provider.name, error = %e, "token endpoint unreachable");
             Err(TokenError::Unavailable("unreachable".into()))
         }
-        Err(RequestTokenError::Parse(_, _)) => {
-            Err(TokenError::Unavailable("unreadable token response".into()))
+        // `oauth2` reads RFC 6749 strictly; some providers deviate in harmless ways (Linear
+        // sends `scope` as a JSON array). Read such an answer leniently before giving up.
+        Err(RequestTokenError::Parse(_, body)) => {
+            parse_quirky_response(TokenStyle::Standard, 200, &body)
         }
         Err(RequestTokenError::Other(_)) => {
             Err(TokenError::Unavailable("unexpected token response".into()))
@@ -255,9 +257,26 @@ struct QuirkyResponse {
     token_type: Option<String>,
     refresh_token: Option<String>,
     expires_in: Option<u64>,
-    scope: Option<String>,
+    scope: Option<ScopeField>,
     team: Option<SlackTeam>,
     authed_user: Option<SlackAuthedUser>,
+}
+
+/// `scope` as RFC 6749 says (a delimited string) or as some providers send it (an array).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ScopeField {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl ScopeField {
+    fn into_scopes(self) -> Vec<String> {
+        match self {
+            Self::Text(text) => split_scopes(&text),
+            Self::List(list) => list.iter().flat_map(|s| split_scopes(s)).collect(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -307,7 +326,11 @@ pub fn parse_quirky_response(
         });
     }
     let (access_token, token_type, scope) = match (style, parsed.access_token) {
-        (_, Some(token)) => (token, parsed.token_type, parsed.scope),
+        (_, Some(token)) => (
+            token,
+            parsed.token_type,
+            parsed.scope.map(ScopeField::into_scopes),
+        ),
         // A Slack install with user scopes only: the user token is the grant.
         (TokenStyle::SlackV2, None) => {
             let user = parsed
@@ -316,7 +339,11 @@ pub fn parse_quirky_response(
             let token = user
                 .access_token
                 .ok_or_else(|| TokenError::Unavailable("token response without token".into()))?;
-            (token, user.token_type, user.scope)
+            (
+                token,
+                user.token_type,
+                user.scope.as_deref().map(split_scopes),
+            )
         }
         _ => {
             return Err(TokenError::Unavailable(
@@ -332,7 +359,7 @@ pub fn parse_quirky_response(
         access_token,
         refresh_token: parsed.refresh_token,
         expires_in: parsed.expires_in.map(Duration::from_secs),
-        scopes: scope.as_deref().map(split_scopes),
+        scopes: scope,
         token_type: token_type.unwrap_or_else(|| "bearer".into()),
         account_id,
         account_name,
@@ -409,6 +436,18 @@ mod tests {
         assert_eq!(grant.account_name.as_deref(), Some("Acme"));
         assert_eq!(grant.scopes.unwrap(), ["channels:read", "chat:write"]);
         assert_eq!(grant.expires_in, Some(Duration::from_secs(43200)));
+    }
+
+    #[test]
+    fn scope_arrays_are_read_leniently() {
+        let grant = parse_quirky_response(
+            TokenStyle::Standard,
+            200,
+            br#"{"access_token":"lin_x","token_type":"Bearer","expires_in":315705599,"scope":["read","write"]}"#,
+        )
+        .unwrap();
+        assert_eq!(grant.scopes.unwrap(), ["read", "write"]);
+        assert_eq!(grant.expires_in, Some(Duration::from_secs(315_705_599)));
     }
 
     #[test]
