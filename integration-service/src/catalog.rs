@@ -38,6 +38,17 @@ pub enum RevokeStyle {
     SlackAuthRevoke,
 }
 
+/// How the client authenticates at a standard token endpoint (RFC 6749 section 2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic with the client id and secret.
+    #[default]
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    RequestBody,
+}
+
 /// How a provider's webhook deliveries are verified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -71,6 +82,8 @@ pub struct Provider {
     pub pkce: bool,
     #[serde(default)]
     pub token_style: TokenStyle,
+    #[serde(default)]
+    pub client_auth: ClientAuth,
     /// Path of the OAuth callback on the gateway; default `/api/integrations/{name}/callback`.
     #[serde(default)]
     pub callback_path: Option<String>,
@@ -97,6 +110,11 @@ impl Provider {
 
     pub fn client_secret_var(&self) -> String {
         format!("{}_CLIENT_SECRET", self.var_prefix())
+    }
+
+    /// A provider variable's name: `var("TOKEN_URL")` is `GITLAB_TOKEN_URL` for GitLab.
+    pub fn var(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.var_prefix())
     }
 
     pub fn callback_path(&self) -> String {
@@ -193,6 +211,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn built_in_catalog_has_ten_providers_with_valid_endpoints() {
+        let catalog = Catalog::load(None).unwrap();
+        let names: Vec<&str> = catalog.iter().map(|p| p.name.as_str()).collect();
+        assert!(names.len() >= 10, "{names:?}");
+        for provider in catalog.iter() {
+            assert!(
+                provider.authorize_url.starts_with("https://"),
+                "{}",
+                provider.name
+            );
+            assert!(
+                provider.token_url.starts_with("https://"),
+                "{}",
+                provider.name
+            );
+            assert!(!provider.scopes.is_empty(), "{}", provider.name);
+        }
+    }
+
+    #[test]
     fn built_in_catalog_has_github_and_slack_with_their_callbacks() {
         let catalog = Catalog::load(None).unwrap();
         let github = catalog.get("github").unwrap();
@@ -220,7 +258,10 @@ mod tests {
             "/api/integrations/acme/callback"
         );
         assert_eq!(catalog.get("slack").unwrap().display_name, "Slack EU");
-        assert_eq!(catalog.iter().count(), 3);
+        assert_eq!(
+            catalog.iter().count(),
+            Catalog::load(None).unwrap().iter().count() + 1
+        );
     }
 
     #[test]

@@ -80,6 +80,13 @@ pub struct Config {
     /// Every other variable a catalog entry may name (client ids and secrets, endpoint
     /// overrides), captured here so that nothing else reads the environment.
     pub provider_vars: HashMap<String, Secret>,
+    /// `OAUTH_STATE_COOKIE` (`on` by default, `off`): binds each OAuth state to the browser
+    /// that started it with an HttpOnly SameSite=Lax cookie. Turn off only for a frontend
+    /// that starts authorization from another site, where the cookie cannot travel.
+    pub oauth_state_cookie: bool,
+    /// `TOKEN_REFRESH_INTERVAL_SECS` (default 60; 0 turns it off): how often the background
+    /// task refreshes access tokens that expire soon.
+    pub token_refresh_interval: Option<std::time::Duration>,
 }
 
 /// Reads variables by name; `std::env::var` in production, a map in tests.
@@ -227,6 +234,31 @@ impl Config {
             .map(|(name, value)| (name, Secret::new(value)))
             .collect();
 
+        let oauth_state_cookie = match get("OAUTH_STATE_COOKIE").as_deref().map(str::trim) {
+            None | Some("on") | Some("true") | Some("1") => true,
+            Some("off") | Some("false") | Some("0") => false,
+            Some(other) => {
+                return Err(invalid(
+                    "OAUTH_STATE_COOKIE",
+                    &format!("expected on or off, got {other:?}"),
+                ))
+            }
+        };
+
+        let token_refresh_interval = match get("TOKEN_REFRESH_INTERVAL_SECS") {
+            None => Some(std::time::Duration::from_secs(60)),
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(0) => None,
+                Ok(secs) => Some(std::time::Duration::from_secs(secs)),
+                Err(_) => {
+                    return Err(invalid(
+                        "TOKEN_REFRESH_INTERVAL_SECS",
+                        &format!("expected a number of seconds, got {text:?}"),
+                    ))
+                }
+            },
+        };
+
         Ok(Self {
             database_url,
             grpc_addr,
@@ -238,6 +270,8 @@ impl Config {
             public_api_url,
             providers_file: get("PROVIDERS_FILE").map(PathBuf::from),
             provider_vars,
+            oauth_state_cookie,
+            token_refresh_interval,
         })
     }
 

@@ -211,6 +211,7 @@ fn uncatalogued(name: &str) -> Provider {
         scope_separator: " ".into(),
         pkce: false,
         token_style: Default::default(),
+        client_auth: Default::default(),
         callback_path: None,
         webhook: Default::default(),
         authorize_params: Vec::new(),

@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use integration_service::{config::Config, context::AppContext, dev_token, server, store};
+use integration_service::{
+    config::Config, context::AppContext, crypto::Keyring, dev_token, key_rotation, server, store,
+};
 use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
@@ -23,6 +25,9 @@ enum Command {
     Serve,
     /// Apply pending migrations and exit.
     Migrate,
+    /// Re-encrypt every stored secret under INTEGRATION_ENCRYPTION_KEY (older keys in
+    /// INTEGRATION_ENCRYPTION_KEY_PREVIOUS must still be configured), then report counts.
+    RotateKeys,
     /// Development: make sure the organization and membership exist, print a session JWT.
     DevToken {
         #[arg(long)]
@@ -62,6 +67,13 @@ async fn main() -> anyhow::Result<()> {
             let db = store::connect(&config.database_url).await?;
             store::migrate(&db).await?;
             tracing::info!("migrations applied");
+        }
+        Command::RotateKeys => {
+            let db = store::connect(&config.database_url).await?;
+            store::migrate(&db).await?;
+            let keyring = Keyring::new(&config.encryption_key, &config.previous_encryption_keys);
+            let report = key_rotation::rotate_keys(&db, &keyring).await?;
+            println!("rotate-keys: {report}");
         }
         Command::DevToken {
             org,

@@ -3,12 +3,18 @@
 
 use std::{future::Future, time::Duration};
 
-use integrations_proto::v1::integration_service_server::IntegrationServiceServer;
+use integrations_proto::v1::{
+    integration_service_server::IntegrationServiceServer, o_auth_service_server::OAuthServiceServer,
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
-use crate::{context::AppContext, grpc::integrations::IntegrationApi};
+use crate::{
+    context::AppContext,
+    grpc::{integrations::IntegrationApi, oauth::OAuthApi},
+    tokens,
+};
 
 /// How often the health status re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -37,6 +43,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
+    let refresher = tokens::spawn_background_refresh(ctx.clone());
     let db = ctx.db.clone();
     let watcher = tokio::spawn(async move {
         let mut was_up = None;
@@ -69,10 +76,16 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(IntegrationServiceServer::new(IntegrationApi::new(ctx)))
+        .add_service(IntegrationServiceServer::new(IntegrationApi::new(
+            ctx.clone(),
+        )))
+        .add_service(OAuthServiceServer::new(OAuthApi::new(ctx)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     watcher.abort();
+    if let Some(refresher) = refresher {
+        refresher.abort();
+    }
     Ok(result?)
 }
 

@@ -3,6 +3,7 @@
 
 pub mod entities;
 pub mod integrations;
+pub mod oauth_states;
 pub mod organizations;
 pub mod text_list;
 

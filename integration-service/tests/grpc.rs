@@ -68,7 +68,7 @@ async fn list_through_grpc_matches_the_rest_list(app: TestApp) {
         .await
         .unwrap();
     let items = grpc["integrations"].as_array().unwrap();
-    assert_eq!(items.len(), 2);
+    assert_eq!(items.len(), rest["data"].as_array().unwrap().len());
     for (g, r) in items.iter().zip(rest["data"].as_array().unwrap()) {
         assert_eq!(g["id"], r["id"]);
         assert_eq!(g["provider"], r["provider"]);

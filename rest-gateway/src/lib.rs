@@ -10,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod http;
 pub mod integrations;
+pub mod oauth;
 pub mod router;
 pub mod server;
 pub mod upstream;

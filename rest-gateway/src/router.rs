@@ -4,7 +4,7 @@
 use http::{Method, Request};
 use hyper::body::Incoming;
 
-use crate::{error::GatewayError, health, http::HttpResponse, integrations, Gateway};
+use crate::{error::GatewayError, health, http::HttpResponse, integrations, oauth, Gateway};
 
 pub async fn route(
     gateway: &Gateway,
@@ -32,6 +32,38 @@ pub async fn route(
                 _ => Err(GatewayError::MethodNotAllowed {
                     allow: "GET, PATCH, DELETE",
                 }),
+            }
+        }
+        ["api", "auth", "code", "github"] => match method {
+            Method::GET => oauth::callback(gateway, &parts, "github".into()).await,
+            _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
+        },
+        ["api", "integrations", id, "authorize"] => {
+            let id = decode_segment(id)?;
+            match method {
+                Method::POST => oauth::authorize(gateway, &parts, id).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
+            }
+        }
+        ["api", "integrations", provider, "callback"] => {
+            let provider = decode_segment(provider)?;
+            match method {
+                Method::GET => oauth::callback(gateway, &parts, provider).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
+            }
+        }
+        ["api", "integrations", id, "webhook"] => {
+            let id = decode_segment(id)?;
+            match method {
+                Method::GET => oauth::webhook_settings(gateway, &parts, id).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
+            }
+        }
+        ["api", "integrations", id, "webhook", "rotate"] => {
+            let id = decode_segment(id)?;
+            match method {
+                Method::POST => oauth::rotate_webhook_secret(gateway, &parts, body, id).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
             }
         }
         _ => Err(GatewayError::NotFound),

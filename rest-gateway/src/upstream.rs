@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use http::HeaderMap;
-use integrations_proto::v1::integration_service_client::IntegrationServiceClient;
+use integrations_proto::v1::{
+    integration_service_client::IntegrationServiceClient, o_auth_service_client::OAuthServiceClient,
+};
 use tonic::{
     metadata::{MetadataMap, MetadataValue},
     transport::{Channel, Endpoint},
@@ -33,6 +35,10 @@ impl Upstream {
 
     pub fn integrations(&self) -> IntegrationServiceClient<Channel> {
         IntegrationServiceClient::new(self.channel.clone())
+    }
+
+    pub fn oauth(&self) -> OAuthServiceClient<Channel> {
+        OAuthServiceClient::new(self.channel.clone())
     }
 
     pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {

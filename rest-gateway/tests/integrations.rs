@@ -163,19 +163,27 @@ async fn list_shows_every_catalog_provider_as_available(app: TestApp) {
     let reply = call(&app, Method::GET, "/api/integrations", Some(&token), None).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_no_store(&reply);
+    let data = reply.body["data"].as_array().unwrap();
     assert_eq!(
-        reply.body,
-        json!({"data": [
-            {"id": "github", "provider": "github", "organization_id": 1, "connected": false,
+        data[..2],
+        [
+            json!({"id": "github", "provider": "github", "organization_id": 1, "connected": false,
              "status": null, "permissions": [], "config": {}, "sync_enabled": false,
              "sync_frequency": null, "webhook_url": null, "created_at": null, "updated_at": null,
-             "display_name": "GitHub", "account_id": null, "account_name": null},
-            {"id": "slack", "provider": "slack", "organization_id": 1, "connected": false,
+             "display_name": "GitHub", "account_id": null, "account_name": null}),
+            json!({"id": "slack", "provider": "slack", "organization_id": 1, "connected": false,
              "status": null, "permissions": [], "config": {}, "sync_enabled": false,
              "sync_frequency": null, "webhook_url": null, "created_at": null, "updated_at": null,
-             "display_name": "Slack", "account_id": null, "account_name": null}
-        ]})
+             "display_name": "Slack", "account_id": null, "account_name": null})
+        ]
     );
+    let catalog = integration_service::catalog::Catalog::load(None).unwrap();
+    let names: Vec<&str> = data.iter().map(|i| i["id"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = catalog.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, expected, "one available item per catalog provider");
+    assert!(data
+        .iter()
+        .all(|i| i["connected"] == false && i["status"].is_null()));
 }
 
 async fn list_shows_a_record_in_the_exact_shape_without_secrets(app: TestApp) {
@@ -399,9 +407,17 @@ async fn provider_name_and_uuid_address_the_same_integration(app: TestApp) {
     .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert_eq!(unknown.body["error"], "Integration not found");
+    let known: Vec<String> = integration_service::catalog::Catalog::load(None)
+        .unwrap()
+        .iter()
+        .map(|p| p.name.clone())
+        .collect();
     assert_eq!(
         unknown.body["details"],
-        "unknown provider \"myspace\"; known providers: github, slack"
+        format!(
+            "unknown provider \"myspace\"; known providers: {}",
+            known.join(", ")
+        )
     );
     let missing = call(
         &app,

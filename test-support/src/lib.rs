@@ -8,6 +8,7 @@
 //! say so loudly and skip, unless `REQUIRE_POSTGRES=1` (CI), where they fail.
 
 pub mod database;
+pub mod fake_provider;
 pub mod reflection;
 
 use std::collections::HashMap;
@@ -42,6 +43,26 @@ macro_rules! dual_test {
                     if let Some(app) = $crate::spawn_app($crate::Db::Postgres).await {
                         super::$name(app).await;
                     }
+                }
+            }
+        )+
+    };
+}
+
+/// Generates a SQLite and a PostgreSQL test for each `async fn name(db: Db)`, for tests that
+/// arrange things (fake providers, extra configuration) before spawning the app.
+#[macro_export]
+macro_rules! dual_db_test {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::Db::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::Db::Postgres).await;
                 }
             }
         )+
@@ -134,6 +155,12 @@ impl Drop for TestApp {
 /// `None` when that database is not available here (the skip is announced).
 pub async fn spawn_app(kind: Db) -> Option<TestApp> {
     spawn_app_with(kind, &[]).await
+}
+
+/// As `spawn_app_with`, with owned variables (e.g. from `FakeProvider::env`).
+pub async fn spawn_app_with_env(kind: Db, vars: &[(String, String)]) -> Option<TestApp> {
+    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    spawn_app_with(kind, &borrowed).await
 }
 
 /// As `spawn_app`, with extra service configuration (provider endpoints, secrets...).

@@ -90,6 +90,8 @@ impl IntegrationService for IntegrationApi {
         .await?;
         if let Some(record) = previous {
             tracing::info!(integration = %record.id, provider = %record.provider, "integration disconnected");
+            // Best effort, in the background: never delays or fails the local disconnect.
+            crate::oauth::revoke_in_background(&self.ctx, &record);
         }
         Ok(Response::new(DisconnectIntegrationResponse {
             success: true,

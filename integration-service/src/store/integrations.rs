@@ -166,3 +166,214 @@ pub async fn disconnect(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr
         .await?;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// OAuth: connection, token refresh, webhook secrets, key rotation.
+// ---------------------------------------------------------------------------------------------
+
+/// What a completed authorization stores. Secret fields are ciphertext.
+pub struct Connection {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub token_expires_at: Option<chrono::DateTime<Utc>>,
+    /// `text_list` literal of the granted scopes.
+    pub permissions: String,
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+    /// Stored only when the integration has no webhook secret yet.
+    pub webhook_secret: String,
+}
+
+/// Marks the integration connected and ACTIVE with its new tokens, in one transaction.
+pub async fn save_connection(
+    db: &DatabaseConnection,
+    id: Uuid,
+    connection: Connection,
+) -> Result<(), DbErr> {
+    let txn = db.begin().await?;
+    let Some(current) = integration::Entity::find_by_id(id).one(&txn).await? else {
+        return Err(DbErr::RecordNotFound("integration".into()));
+    };
+    let keep_secret = current.webhook_secret.is_some();
+    let mut active: integration::ActiveModel = current.into();
+    active.connected = Set(true);
+    active.status = Set(Some("ACTIVE".into()));
+    active.access_token = Set(Some(connection.access_token));
+    active.refresh_token = Set(connection.refresh_token);
+    active.token_expires_at = Set(connection.token_expires_at);
+    active.permissions = Set(Some(connection.permissions));
+    active.last_error = Set(None);
+    if connection.account_id.is_some() {
+        active.account_id = Set(connection.account_id);
+        active.account_name = Set(connection.account_name);
+    }
+    if !keep_secret {
+        active.webhook_secret = Set(Some(connection.webhook_secret));
+    }
+    active.updated_at = Set(Utc::now());
+    active.update(&txn).await?;
+    txn.commit().await
+}
+
+/// Records why the last provider call about this integration failed (sanitized text only).
+pub async fn set_last_error(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    last_error: &str,
+) -> Result<(), DbErr> {
+    integration::Entity::update_many()
+        .col_expr(integration::Column::LastError, Expr::value(last_error))
+        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(integration::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Opens a transaction holding the integration's refresh lock and re-reads the row.
+///
+/// The first statement is an UPDATE of the row: on PostgreSQL it takes the row lock (every
+/// other refresher, in any process, waits for our commit); on SQLite it takes the database
+/// write lock. Whoever gets the lock next re-reads the row and sees our new token.
+pub async fn lock_for_token_refresh(
+    db: &DatabaseConnection,
+    id: Uuid,
+) -> Result<(sea_orm::DatabaseTransaction, Option<Model>), DbErr> {
+    let txn = db.begin().await?;
+    integration::Entity::update_many()
+        .col_expr(
+            integration::Column::UpdatedAt,
+            Expr::col(integration::Column::UpdatedAt),
+        )
+        .filter(integration::Column::Id.eq(id))
+        .exec(&txn)
+        .await?;
+    let current = integration::Entity::find_by_id(id).one(&txn).await?;
+    Ok((txn, current))
+}
+
+/// Stores refreshed tokens (ciphertext); `refresh_token: None` keeps the current one.
+pub async fn save_refreshed_tokens(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    access_token: String,
+    refresh_token: Option<String>,
+    token_expires_at: Option<chrono::DateTime<Utc>>,
+) -> Result<(), DbErr> {
+    let mut update = integration::Entity::update_many()
+        .col_expr(integration::Column::AccessToken, Expr::value(access_token))
+        .col_expr(
+            integration::Column::TokenExpiresAt,
+            Expr::value(token_expires_at),
+        )
+        .col_expr(
+            integration::Column::LastError,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()));
+    if let Some(refresh_token) = refresh_token {
+        update = update.col_expr(
+            integration::Column::RefreshToken,
+            Expr::value(refresh_token),
+        );
+    }
+    update
+        .filter(integration::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The provider refused the refresh token: ERROR until someone authorizes again.
+pub async fn mark_reauthorization_required(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    last_error: &str,
+) -> Result<(), DbErr> {
+    integration::Entity::update_many()
+        .col_expr(integration::Column::Status, Expr::value("ERROR"))
+        .col_expr(integration::Column::LastError, Expr::value(last_error))
+        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(integration::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Connected, ACTIVE integrations with a refresh token whose access token expires before
+/// `before`: (id, organization id).
+pub async fn due_for_refresh(
+    db: &impl ConnectionTrait,
+    before: chrono::DateTime<Utc>,
+) -> Result<Vec<(Uuid, i64)>, DbErr> {
+    Ok(integration::Entity::find()
+        .filter(integration::Column::Connected.eq(true))
+        .filter(integration::Column::Status.eq("ACTIVE"))
+        .filter(integration::Column::RefreshToken.is_not_null())
+        .filter(integration::Column::TokenExpiresAt.lt(before))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m.organization_id))
+        .collect())
+}
+
+/// Sets the webhook secret (ciphertext), keeping the previous one verifying until
+/// `previous_expires_at` when given.
+pub async fn set_webhook_secret(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    webhook_secret: String,
+    previous: Option<(String, chrono::DateTime<Utc>)>,
+) -> Result<(), DbErr> {
+    let (previous_secret, previous_expires_at) = match previous {
+        Some((secret, at)) => (Some(secret), Some(at)),
+        None => (None, None),
+    };
+    integration::Entity::update_many()
+        .col_expr(
+            integration::Column::WebhookSecret,
+            Expr::value(webhook_secret),
+        )
+        .col_expr(
+            integration::Column::PreviousWebhookSecret,
+            Expr::value(previous_secret),
+        )
+        .col_expr(
+            integration::Column::PreviousWebhookSecretExpiresAt,
+            Expr::value(previous_expires_at),
+        )
+        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(integration::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Every integration row (key rotation walks them all).
+pub async fn all(db: &impl ConnectionTrait) -> Result<Vec<Model>, DbErr> {
+    integration::Entity::find()
+        .order_by_asc(integration::Column::Id)
+        .all(db)
+        .await
+}
+
+/// Replaces secret columns with re-encrypted values; `None` leaves a column unchanged.
+pub async fn replace_secret_columns(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    columns: &[(integration::Column, String)],
+) -> Result<(), DbErr> {
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let mut update = integration::Entity::update_many();
+    for (column, value) in columns {
+        update = update.col_expr(*column, Expr::value(value.clone()));
+    }
+    update
+        .filter(integration::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}

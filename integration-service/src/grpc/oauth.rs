@@ -1,0 +1,122 @@
+//! `integrations.v1.OAuthService`.
+
+use integrations_proto::v1::{
+    o_auth_service_server::OAuthService, CompleteAuthorizationRequest,
+    CompleteAuthorizationResponse, GetAccessTokenRequest, GetAccessTokenResponse,
+    GetWebhookSettingsRequest, RotateWebhookSecretRequest, StartAuthorizationRequest,
+    StartAuthorizationResponse, WebhookSettings,
+};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    access,
+    context::AppContext,
+    grpc::integrations::rfc3339,
+    oauth::{self, Callback, Outcome},
+    tokens, webhook_settings,
+};
+
+pub struct OAuthApi {
+    ctx: AppContext,
+}
+
+impl OAuthApi {
+    pub fn new(ctx: AppContext) -> Self {
+        Self { ctx }
+    }
+
+    async fn manager(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<access::Access, Status> {
+        Ok(access::require_manager(&self.ctx.db, &self.ctx.sessions, metadata).await?)
+    }
+}
+
+fn settings_to_proto(settings: webhook_settings::WebhookSettings) -> WebhookSettings {
+    WebhookSettings {
+        url: settings.url,
+        secret: settings.secret,
+        previous_secret_expires_at: settings.previous_secret_expires_at.map(rfc3339),
+    }
+}
+
+#[tonic::async_trait]
+impl OAuthService for OAuthApi {
+    async fn start_authorization(
+        &self,
+        request: Request<StartAuthorizationRequest>,
+    ) -> Result<Response<StartAuthorizationResponse>, Status> {
+        let access = self.manager(request.metadata()).await?;
+        let started = oauth::start_authorization(&self.ctx, &access, &request.get_ref().id).await?;
+        Ok(Response::new(StartAuthorizationResponse {
+            redirect_url: started.redirect_url,
+            set_cookie: started.set_cookie,
+        }))
+    }
+
+    async fn complete_authorization(
+        &self,
+        request: Request<CompleteAuthorizationRequest>,
+    ) -> Result<Response<CompleteAuthorizationResponse>, Status> {
+        let cookie_headers = request
+            .metadata()
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        let body = request.into_inner();
+        let set_cookie = oauth::clear_state_cookie(&self.ctx, &body.provider);
+        let outcome = oauth::complete_authorization(
+            &self.ctx,
+            Callback {
+                provider: body.provider,
+                code: body.code,
+                state: body.state,
+                error: body.error,
+                cookie_headers,
+            },
+        )
+        .await?;
+        Ok(Response::new(CompleteAuthorizationResponse {
+            redirect_url: outcome.redirect_url(&self.ctx.config.app_url),
+            success: matches!(outcome, Outcome::Connected { .. }),
+            set_cookie,
+        }))
+    }
+
+    async fn get_access_token(
+        &self,
+        request: Request<GetAccessTokenRequest>,
+    ) -> Result<Response<GetAccessTokenResponse>, Status> {
+        let access = access::resolve(&self.ctx.db, &self.ctx.sessions, request.metadata()).await?;
+        let token = tokens::get_access_token(&self.ctx, &access, &request.get_ref().id).await?;
+        Ok(Response::new(GetAccessTokenResponse {
+            access_token: token.access_token,
+            expires_at: token.expires_at.map(rfc3339),
+            token_type: token.token_type,
+            scopes: token.scopes,
+        }))
+    }
+
+    async fn get_webhook_settings(
+        &self,
+        request: Request<GetWebhookSettingsRequest>,
+    ) -> Result<Response<WebhookSettings>, Status> {
+        let access = self.manager(request.metadata()).await?;
+        let settings = webhook_settings::get(&self.ctx, &access, &request.get_ref().id).await?;
+        Ok(Response::new(settings_to_proto(settings)))
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        request: Request<RotateWebhookSecretRequest>,
+    ) -> Result<Response<WebhookSettings>, Status> {
+        let access = self.manager(request.metadata()).await?;
+        let body = request.get_ref();
+        let settings =
+            webhook_settings::rotate(&self.ctx, &access, &body.id, body.grace_period_seconds)
+                .await?;
+        Ok(Response::new(settings_to_proto(settings)))
+    }
+}

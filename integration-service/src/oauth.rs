@@ -1,0 +1,376 @@
+//! Connecting a provider: starting authorization and completing its callback.
+//!
+//! Invariants:
+//! - a state is accepted once, at its own provider's callback, within 10 minutes, from the
+//!   browser that started it (unless `OAUTH_STATE_COOKIE=off`); anything else is
+//!   `error=invalid_state` and no token request is made;
+//! - every redirect goes to `APP_URL`, with only catalog names and fixed words in its query;
+//! - tokens and the webhook secret are stored encrypted, bound to their row and column.
+
+pub mod state;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::{
+    access::Access,
+    auth::parse_cookie_header,
+    catalog::Provider,
+    context::AppContext,
+    crypto::Binding,
+    error::{ServiceError, ServiceResult},
+    integrations,
+    providers::{
+        revoke::{spawn_revocation, RevocableTokens},
+        sanitize_provider_text,
+        token_client::{self, TokenGrant},
+        ProviderClient,
+    },
+    store::{self, entities::integration, text_list},
+    webhook_settings::new_webhook_secret,
+};
+use state::{StateClaims, StateError};
+
+/// The frontend page callbacks return to.
+const RETURN_PATH: &str = "/organization/integrations";
+
+/// The answer to an authorize request.
+#[derive(Debug)]
+pub struct Started {
+    pub redirect_url: String,
+    /// `Set-Cookie` value binding the state to this browser, when binding is on.
+    pub set_cookie: Option<String>,
+}
+
+/// A provider's callback as the gateway received it.
+#[derive(Debug, Default)]
+pub struct Callback {
+    pub provider: String,
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    /// The request's `Cookie` headers.
+    pub cookie_headers: Vec<String>,
+}
+
+/// How a callback ended; each becomes a redirect to the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Connected { provider: String },
+    AccessDenied,
+    InvalidState(StateError),
+    CallbackFailed,
+}
+
+impl Outcome {
+    /// The redirect under `APP_URL`. Only catalog names (validated lower-case) and fixed
+    /// words are placed in it: provider text never is.
+    pub fn redirect_url(&self, app_url: &url::Url) -> String {
+        let base = app_url.as_str().trim_end_matches('/');
+        let query = match self {
+            Self::Connected { provider } => format!("success={provider}_connected"),
+            Self::AccessDenied => "error=access_denied".into(),
+            Self::InvalidState(_) => "error=invalid_state".into(),
+            Self::CallbackFailed => "error=callback_failed".into(),
+        };
+        format!("{base}{RETURN_PATH}?{query}")
+    }
+}
+
+/// Name of the cookie binding a state of `provider` to the browser.
+pub fn state_cookie_name(provider: &str) -> String {
+    format!("oauth_state_{provider}")
+}
+
+fn state_cookie(ctx: &AppContext, provider: &str, value: &str, max_age: i64) -> String {
+    let secure = if ctx.config.public_api_url.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{}={value}; Path=/api; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+        state_cookie_name(provider)
+    )
+}
+
+/// Clears a provider's binding cookie once its callback has been handled.
+pub fn clear_state_cookie(ctx: &AppContext, provider: &str) -> Option<String> {
+    (ctx.config.oauth_state_cookie && ctx.catalog.get(provider).is_some())
+        .then(|| state_cookie(ctx, provider, "", 0))
+}
+
+fn redirect_uri(ctx: &AppContext, provider: &Provider) -> String {
+    format!(
+        "{}{}",
+        ctx.config.public_api_url.as_str().trim_end_matches('/'),
+        provider.callback_path()
+    )
+}
+
+fn verifier_binding(nonce: &str) -> Binding<'_> {
+    Binding {
+        table: "oauth_states",
+        row: nonce,
+        column: "pkce_verifier",
+    }
+}
+
+/// Route 4/7: gets or creates the record, remembers a state, answers the authorize URL.
+pub async fn start_authorization(
+    ctx: &AppContext,
+    access: &Access,
+    id: &str,
+) -> ServiceResult<Started> {
+    let record = integrations::get_or_create(&ctx.db, &ctx.catalog, access, id).await?;
+    let provider = ctx
+        .catalog
+        .get(&record.provider)
+        .ok_or_else(|| ServiceError::not_found("Integration not found"))?;
+    let client = ProviderClient::configured(&ctx.config, provider)?;
+    let redirect_uri = redirect_uri(ctx, provider);
+    let (challenge, verifier) = match provider.pkce {
+        true => {
+            let (challenge, verifier) = token_client::new_pkce_pair();
+            (Some(challenge), Some(verifier))
+        }
+        false => (None, None),
+    };
+    let nonce = state::random_token(16);
+    let cookie_value = ctx
+        .config
+        .oauth_state_cookie
+        .then(|| state::random_token(32));
+    let now = Utc::now();
+    let claims = StateClaims {
+        provider: provider.name.clone(),
+        organization_id: access.organization_id,
+        user_id: access.user_id,
+        integration_id: record.id,
+        nonce: nonce.clone(),
+        issued_at: now.timestamp(),
+        binding: cookie_value.as_deref().map(state::binding_hash),
+    };
+    let sealed = state::seal(&ctx.keyring, &claims);
+    store::oauth_states::purge_expired(&ctx.db).await?;
+    store::oauth_states::insert(
+        &ctx.db,
+        store::oauth_states::NewState {
+            nonce: &nonce,
+            provider: &provider.name,
+            organization_id: access.organization_id,
+            user_id: access.user_id,
+            integration_id: record.id,
+            pkce_verifier: verifier
+                .as_deref()
+                .map(|v| ctx.keyring.encrypt(v, verifier_binding(&nonce))),
+            redirect_uri: &redirect_uri,
+            expires_at: now + chrono::Duration::seconds(state::STATE_LIFETIME_SECS),
+        },
+    )
+    .await?;
+    let url =
+        token_client::authorize_url(&client, &redirect_uri, sealed, challenge).map_err(|why| {
+            ServiceError::Internal(format!("authorize URL of {}: {why}", provider.name))
+        })?;
+    Ok(Started {
+        redirect_url: url.to_string(),
+        set_cookie: cookie_value
+            .map(|value| state_cookie(ctx, &provider.name, &value, state::STATE_LIFETIME_SECS)),
+    })
+}
+
+/// Routes 5/8: verifies and consumes the state, exchanges the code, stores the connection.
+/// Database failures are errors; every other failure is an `Outcome`.
+pub async fn complete_authorization(
+    ctx: &AppContext,
+    callback: Callback,
+) -> ServiceResult<Outcome> {
+    let Some(provider) = ctx.catalog.get(&callback.provider) else {
+        return Ok(Outcome::InvalidState(StateError::WrongProvider));
+    };
+    let claims = match verified_claims(ctx, provider, &callback) {
+        Ok(claims) => claims,
+        Err(why) => {
+            tracing::warn!(provider = %provider.name, %why, "OAuth callback refused");
+            return Ok(Outcome::InvalidState(why));
+        }
+    };
+    let Some(row) = store::oauth_states::take(&ctx.db, &claims.nonce).await? else {
+        tracing::warn!(provider = %provider.name, "OAuth callback with a used or unknown state");
+        return Ok(Outcome::InvalidState(StateError::Consumed));
+    };
+    if row.provider != provider.name || row.integration_id != claims.integration_id {
+        return Ok(Outcome::InvalidState(StateError::Forged));
+    }
+    if let Some(error) = &callback.error {
+        let error = sanitize_provider_text(error);
+        tracing::info!(provider = %provider.name, %error, "authorization not granted at the provider");
+        return Ok(match error.as_str() {
+            "access_denied" => Outcome::AccessDenied,
+            _ => Outcome::CallbackFailed,
+        });
+    }
+    let Some(code) = callback.code.as_deref().filter(|c| !c.is_empty()) else {
+        return Ok(Outcome::CallbackFailed);
+    };
+    let grant = match exchange(ctx, provider, &row, code).await {
+        Ok(grant) => grant,
+        Err(why) => {
+            tracing::warn!(provider = %provider.name, integration = %row.integration_id, %why, "code exchange failed");
+            store::integrations::set_last_error(
+                &ctx.db,
+                row.integration_id,
+                &format!("authorization failed: {why}"),
+            )
+            .await?;
+            return Ok(Outcome::CallbackFailed);
+        }
+    };
+    save_grant(ctx, provider, row.integration_id, grant).await?;
+    tracing::info!(provider = %provider.name, integration = %row.integration_id, "integration connected");
+    Ok(Outcome::Connected {
+        provider: provider.name.clone(),
+    })
+}
+
+fn verified_claims(
+    ctx: &AppContext,
+    provider: &Provider,
+    callback: &Callback,
+) -> Result<StateClaims, StateError> {
+    let sealed = callback.state.as_deref().ok_or(StateError::Missing)?;
+    let claims = state::open(&ctx.keyring, sealed)?;
+    let cookie_name = state_cookie_name(&provider.name);
+    let cookie = callback
+        .cookie_headers
+        .iter()
+        .flat_map(|header| parse_cookie_header(header))
+        .find(|(name, _)| *name == cookie_name)
+        .map(|(_, value)| value);
+    state::verify(
+        &claims,
+        &provider.name,
+        Utc::now().timestamp(),
+        cookie.as_deref(),
+    )?;
+    Ok(claims)
+}
+
+async fn exchange(
+    ctx: &AppContext,
+    provider: &Provider,
+    row: &store::entities::oauth_state::Model,
+    code: &str,
+) -> Result<TokenGrant, String> {
+    let client = ProviderClient::configured(&ctx.config, provider).map_err(|e| e.to_string())?;
+    let verifier = row
+        .pkce_verifier
+        .as_deref()
+        .map(|stored| ctx.keyring.decrypt(stored, verifier_binding(&row.nonce)))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    token_client::exchange_code(&client, code, &row.redirect_uri, verifier.as_deref())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn secret_binding<'a>(row: &'a str, column: &'a str) -> Binding<'a> {
+    Binding {
+        table: "integrations",
+        row,
+        column,
+    }
+}
+
+async fn save_grant(
+    ctx: &AppContext,
+    provider: &Provider,
+    id: Uuid,
+    grant: TokenGrant,
+) -> ServiceResult<()> {
+    let row = id.to_string();
+    let scopes = grant
+        .scopes
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| provider.scopes.clone());
+    let connection = store::integrations::Connection {
+        access_token: ctx
+            .keyring
+            .encrypt(&grant.access_token, secret_binding(&row, "access_token")),
+        refresh_token: grant.refresh_token.as_deref().map(|t| {
+            ctx.keyring
+                .encrypt(t, secret_binding(&row, "refresh_token"))
+        }),
+        token_expires_at: expires_at(&grant),
+        permissions: text_list::encode(&scopes),
+        account_id: grant.account_id.clone(),
+        account_name: grant.account_name.clone(),
+        webhook_secret: ctx.keyring.encrypt(
+            &new_webhook_secret(),
+            secret_binding(&row, "webhook_secret"),
+        ),
+    };
+    store::integrations::save_connection(&ctx.db, id, connection).await?;
+    Ok(())
+}
+
+/// When a granted token expires, `None` for tokens that do not.
+pub fn expires_at(grant: &TokenGrant) -> Option<chrono::DateTime<Utc>> {
+    grant
+        .expires_in
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .map(|d| Utc::now() + d)
+}
+
+/// Best-effort revocation of a disconnected integration's grant, in the background.
+/// `record` is the row as it was before the disconnect cleared its tokens.
+pub fn revoke_in_background(ctx: &AppContext, record: &integration::Model) {
+    let Some(provider) = ctx.catalog.get(&record.provider) else {
+        return;
+    };
+    let Ok(client) = ProviderClient::configured(&ctx.config, provider) else {
+        return;
+    };
+    let row = record.id.to_string();
+    let open = |stored: &Option<String>, column: &str| {
+        stored
+            .as_deref()
+            .and_then(|s| ctx.keyring.decrypt(s, secret_binding(&row, column)).ok())
+    };
+    let tokens = RevocableTokens {
+        access_token: open(&record.access_token, "access_token"),
+        refresh_token: open(&record.refresh_token, "refresh_token"),
+    };
+    if tokens.access_token.is_none() && tokens.refresh_token.is_none() {
+        return;
+    }
+    spawn_revocation(client, tokens);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_stay_under_app_url() {
+        let app = url::Url::parse("https://app.example.com").unwrap();
+        assert_eq!(
+            Outcome::Connected {
+                provider: "github".into()
+            }
+            .redirect_url(&app),
+            "https://app.example.com/organization/integrations?success=github_connected"
+        );
+        assert_eq!(
+            Outcome::InvalidState(StateError::Expired).redirect_url(&app),
+            "https://app.example.com/organization/integrations?error=invalid_state"
+        );
+        let nested = url::Url::parse("https://example.com/app").unwrap();
+        assert_eq!(
+            Outcome::AccessDenied.redirect_url(&nested),
+            "https://example.com/app/organization/integrations?error=access_denied"
+        );
+    }
+}

@@ -1,0 +1,465 @@
+//! Token endpoint calls: the authorize URL, code exchange and refresh.
+//!
+//! Standard providers go through the `oauth2` crate end to end. GitHub and Slack answer in
+//! ways `oauth2`'s RFC 6749 parser cannot read, so their token calls are made here with
+//! `reqwest` and read by `parse_quirky_response`:
+//! - GitHub sends JSON only when asked (`Accept: application/json`) and reports errors such as
+//!   `bad_verification_code` with HTTP 200 and an `error` field; OAuth App tokens never expire,
+//!   GitHub App user tokens carry `expires_in` and a `refresh_token`; scopes are comma-separated.
+//! - Slack `oauth.v2.access` answers `ok: false` with HTTP 200 on error; the bot token is at the
+//!   top level with `team {id, name}` and `authed_user`; scopes are comma-separated; with token
+//!   rotation tokens expire (12 h) and each refresh token works once.
+
+use std::time::Duration;
+
+use oauth2::{
+    basic::{BasicClient, BasicErrorResponseType},
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
+    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
+    Scope, TokenResponse, TokenUrl,
+};
+use serde::Deserialize;
+
+use super::{http_client, sanitize_provider_text, ProviderClient};
+use crate::catalog::{ClientAuth, TokenStyle};
+
+/// What a token endpoint granted. `Debug` never shows the tokens.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<Duration>,
+    /// Granted scopes; `None` when the provider did not say (then they are the requested ones).
+    pub scopes: Option<Vec<String>>,
+    pub token_type: String,
+    /// The provider-side account (Slack workspace id and name).
+    pub account_id: Option<String>,
+    pub account_name: Option<String>,
+}
+
+impl std::fmt::Debug for TokenGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenGrant")
+            .field("expires_in", &self.expires_in)
+            .field("scopes", &self.scopes)
+            .field("has_refresh_token", &self.refresh_token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token call failed. Every string is sanitized provider text, safe to log and store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The code or refresh token is invalid, expired, used or revoked: only a new
+    /// authorization helps.
+    #[error("the provider rejected the grant ({0})")]
+    InvalidGrant(String),
+    /// Any other refusal (bad client credentials, redirect URI mismatch...).
+    #[error("the provider refused the request ({0})")]
+    Rejected(String),
+    /// The provider could not be reached or answered something unreadable.
+    #[error("the provider is unavailable ({0})")]
+    Unavailable(String),
+}
+
+type ConfiguredClient =
+    BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+fn oauth2_client(
+    client: &ProviderClient,
+    redirect_uri: Option<&str>,
+) -> Result<ConfiguredClient, String> {
+    let auth_url = AuthUrl::new(client.authorize_url.clone()).map_err(|e| e.to_string())?;
+    let token_url = TokenUrl::new(client.token_url.clone()).map_err(|e| e.to_string())?;
+    let redirect = redirect_uri
+        .map(|uri| RedirectUrl::new(uri.to_string()))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let oauth = BasicClient::new(ClientId::new(client.client_id.clone()))
+        .set_client_secret(ClientSecret::new(client.client_secret.expose().to_string()))
+        .set_auth_uri(auth_url)
+        .set_token_uri(token_url)
+        .set_auth_type(match client.provider.client_auth {
+            ClientAuth::Basic => AuthType::BasicAuth,
+            ClientAuth::RequestBody => AuthType::RequestBody,
+        });
+    Ok(match redirect {
+        Some(redirect) => oauth.set_redirect_uri(redirect),
+        None => oauth,
+    })
+}
+
+/// A fresh PKCE S256 pair: (challenge for the authorize URL, verifier to keep).
+pub fn new_pkce_pair() -> (PkceCodeChallenge, String) {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    (challenge, verifier.secret().to_string())
+}
+
+/// The provider's authorize URL for `state`, with its scopes and extra parameters.
+pub fn authorize_url(
+    client: &ProviderClient,
+    redirect_uri: &str,
+    state: String,
+    pkce_challenge: Option<PkceCodeChallenge>,
+) -> Result<url::Url, String> {
+    let oauth = oauth2_client(client, Some(redirect_uri))?;
+    // One pre-joined scope: `oauth2` joins scopes with spaces, Slack and Linear want commas.
+    let mut request = oauth
+        .authorize_url(|| CsrfToken::new(state))
+        .add_scope(Scope::new(client.requested_scopes()));
+    for (name, value) in &client.provider.authorize_params {
+        request = request.add_extra_param(name.clone(), value.clone());
+    }
+    if let Some(challenge) = pkce_challenge {
+        request = request.set_pkce_challenge(challenge);
+    }
+    Ok(request.url().0)
+}
+
+/// Exchanges an authorization code, sending the same `redirect_uri` as the authorize URL.
+pub async fn exchange_code(
+    client: &ProviderClient,
+    code: &str,
+    redirect_uri: &str,
+    pkce_verifier: Option<&str>,
+) -> Result<TokenGrant, TokenError> {
+    match client.provider.token_style {
+        TokenStyle::Standard => {
+            let oauth =
+                oauth2_client(client, Some(redirect_uri)).map_err(TokenError::Unavailable)?;
+            let mut request = oauth.exchange_code(AuthorizationCode::new(code.to_string()));
+            if let Some(verifier) = pkce_verifier {
+                request = request.set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()));
+            }
+            read_standard(client, request.request_async(http_client()).await)
+        }
+        TokenStyle::Github | TokenStyle::SlackV2 => {
+            let mut form = vec![
+                ("client_id", client.client_id.as_str()),
+                ("client_secret", client.client_secret.expose()),
+                ("code", code),
+                ("redirect_uri", redirect_uri),
+            ];
+            if client.provider.token_style == TokenStyle::SlackV2 {
+                form.push(("grant_type", "authorization_code"));
+            }
+            if let Some(verifier) = pkce_verifier {
+                form.push(("code_verifier", verifier));
+            }
+            post_quirky(client, &form).await
+        }
+    }
+}
+
+/// Exchanges a refresh token for a new access token (and, with rotation, a new refresh token).
+pub async fn refresh(
+    client: &ProviderClient,
+    refresh_token: &str,
+) -> Result<TokenGrant, TokenError> {
+    match client.provider.token_style {
+        TokenStyle::Standard => {
+            let oauth = oauth2_client(client, None).map_err(TokenError::Unavailable)?;
+            let token = RefreshToken::new(refresh_token.to_string());
+            let response = oauth
+                .exchange_refresh_token(&token)
+                .request_async(http_client())
+                .await;
+            read_standard(client, response)
+        }
+        TokenStyle::Github | TokenStyle::SlackV2 => {
+            let form = [
+                ("client_id", client.client_id.as_str()),
+                ("client_secret", client.client_secret.expose()),
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+            ];
+            post_quirky(client, &form).await
+        }
+    }
+}
+
+fn read_standard<E: std::error::Error>(
+    client: &ProviderClient,
+    result: Result<
+        oauth2::basic::BasicTokenResponse,
+        RequestTokenError<E, oauth2::basic::BasicErrorResponse>,
+    >,
+) -> Result<TokenGrant, TokenError> {
+    match result {
+        Ok(response) => Ok(TokenGrant {
+            access_token: response.access_token().secret().to_string(),
+            refresh_token: response.refresh_token().map(|t| t.secret().to_string()),
+            expires_in: response.expires_in(),
+            scopes: response.scopes().map(|scopes| {
+                split_scopes(
+                    &scopes
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                )
+            }),
+            token_type: response.token_type().as_ref().to_string(),
+            account_id: None,
+            account_name: None,
+        }),
+        Err(RequestTokenError::ServerResponse(error)) => {
+            let code = sanitize_provider_text(error.error().as_ref());
+            Err(match error.error() {
+                BasicErrorResponseType::InvalidGrant => TokenError::InvalidGrant(code),
+                _ => TokenError::Rejected(code),
+            })
+        }
+        Err(RequestTokenError::Request(e)) => {
+            tracing::warn!(provider = %client.provider.name, error = %e, "token endpoint unreachable");
+            Err(TokenError::Unavailable("unreachable".into()))
+        }
+        // `oauth2` reads RFC 6749 strictly; some providers deviate in harmless ways (Linear
+        // sends `scope` as a JSON array). Read such an answer leniently before giving up.
+        Err(RequestTokenError::Parse(_, body)) => {
+            parse_quirky_response(TokenStyle::Standard, 200, &body)
+        }
+        Err(RequestTokenError::Other(_)) => {
+            Err(TokenError::Unavailable("unexpected token response".into()))
+        }
+    }
+}
+
+async fn post_quirky(
+    client: &ProviderClient,
+    form: &[(&str, &str)],
+) -> Result<TokenGrant, TokenError> {
+    let response = http_client()
+        .post(&client.token_url)
+        // GitHub answers form-encoded text unless JSON is asked for.
+        .header(reqwest::header::ACCEPT, "application/json")
+        .form(form)
+        .send()
+        .await
+        .map_err(|e| {
+            // reqwest errors name the URL but never the form body.
+            tracing::warn!(provider = %client.provider.name, error = %e, "token endpoint unreachable");
+            TokenError::Unavailable("unreachable".into())
+        })?;
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|_| TokenError::Unavailable("unreadable token response".into()))?;
+    parse_quirky_response(client.provider.token_style, status.as_u16(), &body)
+}
+
+#[derive(Deserialize)]
+struct QuirkyResponse {
+    ok: Option<bool>,
+    error: Option<String>,
+    access_token: Option<String>,
+    token_type: Option<String>,
+    refresh_token: Option<String>,
+    expires_in: Option<u64>,
+    scope: Option<ScopeField>,
+    team: Option<SlackTeam>,
+    authed_user: Option<SlackAuthedUser>,
+}
+
+/// `scope` as RFC 6749 says (a delimited string) or as some providers send it (an array).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ScopeField {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl ScopeField {
+    fn into_scopes(self) -> Vec<String> {
+        match self {
+            Self::Text(text) => split_scopes(&text),
+            Self::List(list) => list.iter().flat_map(|s| split_scopes(s)).collect(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SlackTeam {
+    id: Option<String>,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SlackAuthedUser {
+    access_token: Option<String>,
+    scope: Option<String>,
+    token_type: Option<String>,
+}
+
+/// Error codes that mean "this refresh token (or code) will never work again".
+const INVALID_GRANT_CODES: [&str; 4] = [
+    "invalid_grant",
+    "bad_refresh_token",
+    "invalid_refresh_token",
+    "token_revoked",
+];
+
+/// Reads a GitHub or Slack token answer, whose errors may come with HTTP 200.
+pub fn parse_quirky_response(
+    style: TokenStyle,
+    status: u16,
+    body: &[u8],
+) -> Result<TokenGrant, TokenError> {
+    let parsed: Option<QuirkyResponse> = serde_json::from_slice(body).ok();
+    let Some(parsed) = parsed else {
+        return Err(if (400..500).contains(&status) {
+            TokenError::Rejected(format!("http_{status}"))
+        } else {
+            TokenError::Unavailable(format!("unreadable token response (HTTP {status})"))
+        });
+    };
+    let refused = parsed.error.is_some() || parsed.ok == Some(false);
+    if refused || !(200..300).contains(&status) {
+        let code = sanitize_provider_text(parsed.error.as_deref().unwrap_or("error"));
+        return Err(if INVALID_GRANT_CODES.contains(&code.as_str()) {
+            TokenError::InvalidGrant(code)
+        } else if status >= 500 {
+            TokenError::Unavailable(format!("HTTP {status}"))
+        } else {
+            TokenError::Rejected(code)
+        });
+    }
+    let (access_token, token_type, scope) = match (style, parsed.access_token) {
+        (_, Some(token)) => (
+            token,
+            parsed.token_type,
+            parsed.scope.map(ScopeField::into_scopes),
+        ),
+        // A Slack install with user scopes only: the user token is the grant.
+        (TokenStyle::SlackV2, None) => {
+            let user = parsed
+                .authed_user
+                .ok_or_else(|| TokenError::Unavailable("token response without token".into()))?;
+            let token = user
+                .access_token
+                .ok_or_else(|| TokenError::Unavailable("token response without token".into()))?;
+            (
+                token,
+                user.token_type,
+                user.scope.as_deref().map(split_scopes),
+            )
+        }
+        _ => {
+            return Err(TokenError::Unavailable(
+                "token response without token".into(),
+            ))
+        }
+    };
+    let (account_id, account_name) = match parsed.team {
+        Some(team) => (team.id, team.name),
+        None => (None, None),
+    };
+    Ok(TokenGrant {
+        access_token,
+        refresh_token: parsed.refresh_token,
+        expires_in: parsed.expires_in.map(Duration::from_secs),
+        scopes: scope,
+        token_type: token_type.unwrap_or_else(|| "bearer".into()),
+        account_id,
+        account_name,
+    })
+}
+
+/// Splits a scope string on commas and whitespace (GitHub and Slack use commas, RFC 6749
+/// spaces).
+pub fn split_scopes(scope: &str) -> Vec<String> {
+    scope
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn github_errors_come_with_http_200() {
+        let err = parse_quirky_response(
+            TokenStyle::Github,
+            200,
+            br#"{"error":"bad_verification_code","error_description":"The code passed is incorrect or expired."}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err, TokenError::Rejected("bad_verification_code".into()));
+        let err =
+            parse_quirky_response(TokenStyle::Github, 200, br#"{"error":"bad_refresh_token"}"#)
+                .unwrap_err();
+        assert_eq!(err, TokenError::InvalidGrant("bad_refresh_token".into()));
+    }
+
+    #[test]
+    fn github_oauth_app_and_app_user_tokens() {
+        let grant = parse_quirky_response(
+            TokenStyle::Github,
+            200,
+            br#"{"access_token":"gho_x","token_type":"bearer","scope":"repo,read:user"}"#,
+        )
+        .unwrap();
+        assert_eq!(grant.access_token, "gho_x");
+        assert_eq!(grant.expires_in, None);
+        assert_eq!(grant.scopes.unwrap(), ["repo", "read:user"]);
+        let grant = parse_quirky_response(
+            TokenStyle::Github,
+            200,
+            br#"{"access_token":"ghu_x","expires_in":28800,"refresh_token":"ghr_y","refresh_token_expires_in":15811200,"token_type":"bearer","scope":""}"#,
+        )
+        .unwrap();
+        assert_eq!(grant.expires_in, Some(Duration::from_secs(28800)));
+        assert_eq!(grant.refresh_token.as_deref(), Some("ghr_y"));
+    }
+
+    #[test]
+    fn slack_ok_false_and_team() {
+        let err = parse_quirky_response(
+            TokenStyle::SlackV2,
+            200,
+            br#"{"ok":false,"error":"invalid_code"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err, TokenError::Rejected("invalid_code".into()));
+        let grant = parse_quirky_response(
+            TokenStyle::SlackV2,
+            200,
+            br#"{"ok":true,"access_token":"xoxb-1","token_type":"bot","scope":"channels:read,chat:write","bot_user_id":"U1","app_id":"A1","team":{"name":"Acme","id":"T123"},"authed_user":{"id":"U2","scope":"identify","access_token":"xoxp-2","token_type":"user"},"expires_in":43200,"refresh_token":"xoxe-1-r"}"#,
+        )
+        .unwrap();
+        assert_eq!(grant.access_token, "xoxb-1");
+        assert_eq!(grant.account_id.as_deref(), Some("T123"));
+        assert_eq!(grant.account_name.as_deref(), Some("Acme"));
+        assert_eq!(grant.scopes.unwrap(), ["channels:read", "chat:write"]);
+        assert_eq!(grant.expires_in, Some(Duration::from_secs(43200)));
+    }
+
+    #[test]
+    fn scope_arrays_are_read_leniently() {
+        let grant = parse_quirky_response(
+            TokenStyle::Standard,
+            200,
+            br#"{"access_token":"lin_x","token_type":"Bearer","expires_in":315705599,"scope":["read","write"]}"#,
+        )
+        .unwrap();
+        assert_eq!(grant.scopes.unwrap(), ["read", "write"]);
+        assert_eq!(grant.expires_in, Some(Duration::from_secs(315_705_599)));
+    }
+
+    #[test]
+    fn provider_text_in_errors_is_sanitized_and_5xx_is_unavailable() {
+        let err = parse_quirky_response(
+            TokenStyle::Github,
+            200,
+            br#"{"error":"<img src=x onerror=alert(1)>"}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err, TokenError::Rejected("imgsrcxonerroralert1".into()));
+        let err = parse_quirky_response(TokenStyle::Github, 502, b"<html>").unwrap_err();
+        assert!(matches!(err, TokenError::Unavailable(_)));
+    }
+}

@@ -1,0 +1,158 @@
+//! Routes 4, 5, 7, 8 and 11: starting authorization, provider callbacks, webhook settings,
+//! translated onto `integrations.v1.OAuthService`.
+
+use http::{header, request::Parts, HeaderValue, StatusCode};
+use hyper::body::Incoming;
+use integrations_proto::v1::{
+    CompleteAuthorizationRequest, GetWebhookSettingsRequest, RotateWebhookSecretRequest,
+    StartAuthorizationRequest, WebhookSettings,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    error::GatewayError,
+    http::{json, read_body, redirect, require_json, HttpResponse},
+    upstream::forwarded,
+    Gateway,
+};
+
+/// Longest query parameter forwarded from a callback; real codes and states are far shorter.
+const MAX_CALLBACK_PARAM: usize = 4096;
+
+/// Adds the service's `Set-Cookie` value, when it sent one.
+fn with_cookie(mut response: HttpResponse, set_cookie: Option<String>) -> HttpResponse {
+    if let Some(value) = set_cookie.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// `POST /api/integrations/{id}/authorize` → `{"redirectUrl": ...}` and the state cookie.
+pub async fn authorize(
+    gateway: &Gateway,
+    parts: &Parts,
+    id: String,
+) -> Result<HttpResponse, GatewayError> {
+    let started = gateway
+        .upstream
+        .oauth()
+        .start_authorization(forwarded(&parts.headers, StartAuthorizationRequest { id }))
+        .await?
+        .into_inner();
+    Ok(with_cookie(
+        json(
+            StatusCode::OK,
+            &json!({ "redirectUrl": started.redirect_url }),
+        ),
+        started.set_cookie,
+    ))
+}
+
+/// `GET /api/auth/code/github` and `GET /api/integrations/{provider}/callback`: a 302 to the app.
+pub async fn callback(
+    gateway: &Gateway,
+    parts: &Parts,
+    provider: String,
+) -> Result<HttpResponse, GatewayError> {
+    let mut request = CompleteAuthorizationRequest {
+        provider,
+        ..Default::default()
+    };
+    for (name, value) in
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes())
+    {
+        if value.len() > MAX_CALLBACK_PARAM {
+            continue;
+        }
+        let slot = match name.as_ref() {
+            "code" => &mut request.code,
+            "state" => &mut request.state,
+            "error" => &mut request.error,
+            _ => continue,
+        };
+        // The first occurrence wins; a repeated parameter cannot override it.
+        if slot.is_none() {
+            *slot = Some(value.into_owned());
+        }
+    }
+    let completed = gateway
+        .upstream
+        .oauth()
+        .complete_authorization(forwarded(&parts.headers, request))
+        .await?
+        .into_inner();
+    Ok(with_cookie(
+        redirect(&completed.redirect_url)?,
+        completed.set_cookie,
+    ))
+}
+
+fn settings_json(settings: WebhookSettings) -> HttpResponse {
+    json(
+        StatusCode::OK,
+        &json!({ "data": {
+            "url": settings.url,
+            "secret": settings.secret,
+            "previous_secret_expires_at": settings.previous_secret_expires_at,
+        }}),
+    )
+}
+
+/// `GET /api/integrations/{id}/webhook` → `{"data": {"url", "secret"}}`.
+pub async fn webhook_settings(
+    gateway: &Gateway,
+    parts: &Parts,
+    id: String,
+) -> Result<HttpResponse, GatewayError> {
+    let settings = gateway
+        .upstream
+        .oauth()
+        .get_webhook_settings(forwarded(&parts.headers, GetWebhookSettingsRequest { id }))
+        .await?
+        .into_inner();
+    Ok(settings_json(settings))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default, rename = "gracePeriodSeconds", alias = "grace_period_seconds")]
+    grace_period_seconds: Option<i64>,
+}
+
+/// `POST /api/integrations/{id}/webhook/rotate`, with an optional JSON body
+/// `{"gracePeriodSeconds": 3600}`.
+pub async fn rotate_webhook_secret(
+    gateway: &Gateway,
+    parts: &Parts,
+    body: Incoming,
+    id: String,
+) -> Result<HttpResponse, GatewayError> {
+    let has_body = parts.headers.contains_key(header::CONTENT_TYPE);
+    let body: RotateBody = if has_body {
+        require_json(&parts.headers)?;
+        let bytes = read_body(&parts.headers, body, gateway.config.json_body_limit).await?;
+        if bytes.is_empty() {
+            RotateBody::default()
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| GatewayError::bad_request("Invalid request body", e.to_string()))?
+        }
+    } else {
+        RotateBody::default()
+    };
+    let settings = gateway
+        .upstream
+        .oauth()
+        .rotate_webhook_secret(forwarded(
+            &parts.headers,
+            RotateWebhookSecretRequest {
+                id,
+                grace_period_seconds: body.grace_period_seconds.unwrap_or(0),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(settings_json(settings))
+}

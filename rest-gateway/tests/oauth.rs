@@ -1,0 +1,886 @@
+//! Connecting providers end to end: the gateway, the service and a fake provider that is a
+//! real HTTP server, on SQLite and PostgreSQL. Each failure outcome asserts whether a token
+//! request reached the provider.
+
+use std::time::Duration;
+
+use integration_service::{
+    catalog::Catalog,
+    config::EncryptionKey,
+    crypto::{Binding, Keyring},
+    oauth::state,
+    store::{entities::integration, entities::oauth_state, text_list},
+};
+use reqwest::{header, StatusCode};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait};
+use serde_json::{json, Value};
+use test_support::{
+    dual_db_test,
+    fake_provider::{FakeProvider, FakeStyle, FAKE_CLIENT_ID},
+    spawn_app_with_env, Db, TestApp, TEST_APP_URL, TEST_ENCRYPTION_KEY,
+};
+use url::Url;
+use uuid::Uuid;
+
+fn keyring() -> Keyring {
+    let key: [u8; 32] = hex::decode(TEST_ENCRYPTION_KEY)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    Keyring::new(&EncryptionKey(key), &[])
+}
+
+fn app_redirect(query: &str) -> String {
+    format!("{TEST_APP_URL}/organization/integrations?{query}")
+}
+
+/// An app whose providers `prefixes` point at `fakes`, plus extra variables.
+async fn app_with(
+    kind: Db,
+    fakes: &[(&str, &FakeProvider)],
+    extra: &[(&str, &str)],
+) -> Option<TestApp> {
+    let mut vars: Vec<(String, String)> = fakes
+        .iter()
+        .flat_map(|(prefix, fake)| fake.env(prefix))
+        .collect();
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    spawn_app_with_env(kind, &vars).await
+}
+
+struct Authorization {
+    /// The provider's authorize URL.
+    url: Url,
+    /// `name=value` of the state cookie, when one was set.
+    cookie: Option<String>,
+    set_cookie: Option<String>,
+}
+
+impl Authorization {
+    fn param(&self, name: &str) -> Option<String> {
+        self.url
+            .query_pairs()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+/// `POST /api/integrations/{provider}/authorize` as an owner.
+async fn authorize(app: &TestApp, token: &str, id: &str) -> Authorization {
+    let response = app
+        .http
+        .post(app.url(&format!("/api/integrations/{id}/authorize")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    let set_cookie = response
+        .headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().to_string());
+    let body: Value = response.json().await.unwrap();
+    Authorization {
+        url: Url::parse(body["redirectUrl"].as_str().unwrap()).unwrap(),
+        cookie: set_cookie
+            .as_deref()
+            .map(|c| c.split(';').next().unwrap().to_string()),
+        set_cookie,
+    }
+}
+
+/// The user consents at the fake: the callback URL it redirects the browser to.
+async fn consent(app: &TestApp, authorization: &Authorization) -> String {
+    let response = app
+        .http
+        .get(authorization.url.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    response.headers()[header::LOCATION]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The browser follows the provider's redirect to the gateway: (status, Location).
+async fn follow_callback(
+    app: &TestApp,
+    callback_url: &str,
+    cookie: Option<&str>,
+) -> (StatusCode, String) {
+    let mut request = app.http.get(callback_url);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (response.status(), location)
+}
+
+/// Authorize, consent and callback in one go: the final Location.
+async fn connect(app: &TestApp, token: &str, provider: &str) -> String {
+    let authorization = authorize(app, token, provider).await;
+    let callback = consent(app, &authorization).await;
+    let (status, location) = follow_callback(app, &callback, authorization.cookie.as_deref()).await;
+    assert_eq!(status, StatusCode::FOUND);
+    location
+}
+
+async fn record(app: &TestApp, provider: &str) -> integration::Model {
+    integration::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.provider == provider)
+        .unwrap_or_else(|| panic!("no {provider} record"))
+}
+
+fn open(record: &integration::Model, column: &str, stored: &Option<String>) -> String {
+    keyring()
+        .decrypt(
+            stored.as_deref().unwrap(),
+            Binding {
+                table: "integrations",
+                row: &record.id.to_string(),
+                column,
+            },
+        )
+        .unwrap()
+}
+
+/// Replaces a URL's query parameter.
+fn with_param(url: &str, name: &str, value: &str) -> String {
+    let mut parsed = Url::parse(url).unwrap();
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .into_owned()
+        .map(|(n, v)| {
+            if n == name {
+                (n, value.to_string())
+            } else {
+                (n, v)
+            }
+        })
+        .collect();
+    parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    parsed.to_string()
+}
+
+dual_db_test!(
+    github_flow_connects_with_pkce_and_stores_ciphertext,
+    slack_flow_stores_the_workspace_and_bot_token,
+    every_catalog_provider_connects_through_the_generic_flow,
+    access_denied_consumes_the_state_without_a_token_request,
+    forged_state_is_invalid_without_a_token_request,
+    expired_state_is_invalid_without_a_token_request,
+    replayed_state_is_invalid_and_exchanges_once,
+    state_of_another_provider_is_invalid_at_this_callback,
+    state_cookie_binds_the_browser_unless_turned_off,
+    token_exchange_failure_redirects_callback_failed,
+    authorize_names_the_missing_client_id_and_requires_a_manager,
+    webhook_settings_reveal_and_rotate_the_secret,
+    disconnect_revokes_at_the_provider_in_the_background,
+    expiring_github_app_and_rotating_slack_tokens_are_stored_with_expiry,
+);
+
+async fn github_flow_connects_with_pkce_and_stores_ciphertext(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    let Some(app) = app_with(kind, &[("GITHUB", &fake)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let authorization = authorize(&app, &token, "github").await;
+    let redirect_uri = format!("{}/api/auth/code/github", app.http_url);
+    assert!(authorization
+        .url
+        .as_str()
+        .starts_with(&format!("{}/authorize?", fake.base_url)));
+    assert_eq!(
+        authorization.param("client_id").as_deref(),
+        Some(FAKE_CLIENT_ID)
+    );
+    assert_eq!(
+        authorization.param("redirect_uri"),
+        Some(redirect_uri.clone())
+    );
+    assert_eq!(
+        authorization.param("scope").as_deref(),
+        Some("repo read:user read:org")
+    );
+    assert_eq!(
+        authorization.param("code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    assert!(authorization.param("state").is_some());
+    let set_cookie = authorization.set_cookie.clone().unwrap();
+    assert!(
+        set_cookie.starts_with("oauth_state_github="),
+        "{set_cookie}"
+    );
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"),
+        "{set_cookie}"
+    );
+
+    let callback = consent(&app, &authorization).await;
+    assert!(callback.starts_with(&redirect_uri), "{callback}");
+    let (status, location) =
+        follow_callback(&app, &callback, authorization.cookie.as_deref()).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(location, app_redirect("success=github_connected"));
+
+    let exchanges = fake.code_exchanges();
+    assert_eq!(exchanges.len(), 1);
+    let exchange = &exchanges[0];
+    assert_eq!(exchange.header("accept"), Some("application/json"));
+    let form = exchange.form();
+    assert_eq!(
+        form["redirect_uri"], redirect_uri,
+        "same redirect_uri as authorize"
+    );
+    assert!(form.contains_key("code_verifier"));
+
+    let stored = record(&app, "github").await;
+    assert!(stored.connected);
+    assert_eq!(stored.status.as_deref(), Some("ACTIVE"));
+    assert_eq!(
+        text_list::decode(stored.permissions.as_deref().unwrap()).unwrap(),
+        ["repo", "read:user", "read:org"]
+    );
+    let access = stored.access_token.clone().unwrap();
+    assert!(
+        access.starts_with("v1:") && !access.contains("gho_"),
+        "ciphertext, not the token"
+    );
+    assert!(open(&stored, "access_token", &stored.access_token).starts_with("gho_access"));
+    assert_eq!(stored.refresh_token, None, "OAuth App tokens do not expire");
+    assert_eq!(stored.token_expires_at, None);
+    assert_eq!(
+        open(&stored, "webhook_secret", &stored.webhook_secret).len(),
+        64
+    );
+    assert_eq!(
+        oauth_state::Entity::find().count(&app.db).await.unwrap(),
+        0,
+        "state consumed"
+    );
+
+    let listed: Value = app
+        .http
+        .get(app.url("/api/integrations/github"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"]["connected"], true);
+    assert_eq!(listed["data"]["status"], "ACTIVE");
+    assert_eq!(
+        listed["data"]["permissions"],
+        json!(["repo", "read:user", "read:org"])
+    );
+    assert!(!listed.to_string().contains("gho_"));
+}
+
+async fn slack_flow_stores_the_workspace_and_bot_token(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Slack).await;
+    let Some(app) = app_with(kind, &[("SLACK", &fake)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let authorization = authorize(&app, &token, "slack").await;
+    assert_eq!(
+        authorization.param("scope").as_deref(),
+        Some("channels:read,chat:write,users:read")
+    );
+    assert_eq!(
+        authorization.param("code_challenge"),
+        None,
+        "no PKCE for Slack"
+    );
+    assert_eq!(
+        authorization.param("redirect_uri"),
+        Some(format!("{}/api/integrations/slack/callback", app.http_url))
+    );
+    let callback = consent(&app, &authorization).await;
+    let (_, location) = follow_callback(&app, &callback, authorization.cookie.as_deref()).await;
+    assert_eq!(location, app_redirect("success=slack_connected"));
+
+    let stored = record(&app, "slack").await;
+    assert_eq!(stored.status.as_deref(), Some("ACTIVE"));
+    assert_eq!(stored.account_id.as_deref(), Some("T0TEAM"));
+    assert_eq!(stored.account_name.as_deref(), Some("Acme <Workspace>"));
+    assert!(open(&stored, "access_token", &stored.access_token).starts_with("xoxb-"));
+    assert_eq!(
+        text_list::decode(stored.permissions.as_deref().unwrap()).unwrap(),
+        ["channels:read", "chat:write", "users:read"]
+    );
+    let form = fake.code_exchanges()[0].form();
+    assert_eq!(form["client_id"], FAKE_CLIENT_ID);
+    assert!(!form.contains_key("code_verifier"));
+}
+
+async fn every_catalog_provider_connects_through_the_generic_flow(kind: Db) {
+    let catalog = Catalog::load(None).unwrap();
+    let generic: Vec<_> = catalog
+        .iter()
+        .filter(|p| p.name != "github" && p.name != "slack")
+        .collect();
+    assert!(generic.len() >= 8, "at least eight more providers");
+    let mut fakes = Vec::new();
+    for provider in &generic {
+        let fake = FakeProvider::start(FakeStyle::Standard).await;
+        if provider.name == "linear" {
+            // Linear answers `scope` as a JSON array.
+            fake.send_scope_as_array();
+        }
+        fakes.push((provider.var_prefix(), fake));
+    }
+    let pairs: Vec<(&str, &FakeProvider)> = fakes.iter().map(|(p, f)| (p.as_str(), f)).collect();
+    let Some(app) = app_with(kind, &pairs, &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    for (provider, (_, fake)) in generic.iter().zip(&fakes) {
+        let authorization = authorize(&app, &token, &provider.name).await;
+        assert_eq!(
+            authorization.param("scope"),
+            Some(provider.scopes.join(&provider.scope_separator)),
+            "{}",
+            provider.name
+        );
+        assert_eq!(
+            authorization.param("code_challenge").is_some(),
+            provider.pkce,
+            "{}",
+            provider.name
+        );
+        for (name, value) in &provider.authorize_params {
+            assert_eq!(
+                authorization.param(name).as_ref(),
+                Some(value),
+                "{}",
+                provider.name
+            );
+        }
+        let callback = consent(&app, &authorization).await;
+        assert!(callback.starts_with(&format!(
+            "{}/api/integrations/{}/callback",
+            app.http_url, provider.name
+        )));
+        let (_, location) = follow_callback(&app, &callback, authorization.cookie.as_deref()).await;
+        assert_eq!(
+            location,
+            app_redirect(&format!("success={}_connected", provider.name))
+        );
+        assert_eq!(fake.code_exchanges().len(), 1, "{}", provider.name);
+        let stored = record(&app, &provider.name).await;
+        assert_eq!(
+            stored.status.as_deref(),
+            Some("ACTIVE"),
+            "{}",
+            provider.name
+        );
+        assert!(open(&stored, "access_token", &stored.access_token).starts_with("access-"));
+        assert!(open(&stored, "refresh_token", &stored.refresh_token).starts_with("refresh-"));
+        assert_eq!(
+            text_list::decode(stored.permissions.as_deref().unwrap()).unwrap(),
+            provider.scopes,
+            "granted scopes of {}",
+            provider.name
+        );
+        let expires = stored.token_expires_at.unwrap() - chrono::Utc::now();
+        assert!(expires > chrono::Duration::minutes(59), "{}", provider.name);
+    }
+
+    // Disconnecting revokes the grant (RFC 7009) where the catalog names a revoke endpoint.
+    for (provider, (_, fake)) in generic.iter().zip(&fakes) {
+        let stored = record(&app, &provider.name).await;
+        let refresh = open(&stored, "refresh_token", &stored.refresh_token);
+        let response = app
+            .http
+            .delete(app.url(&format!("/api/integrations/{}", provider.name)))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        if provider.revoke_url.is_none() {
+            continue;
+        }
+        let mut revocations = Vec::new();
+        for _ in 0..50 {
+            revocations = fake.requests_to("/revoke");
+            if !revocations.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(revocations.len(), 1, "{}", provider.name);
+        let form = revocations[0].form();
+        assert_eq!(form["token"], refresh, "{}", provider.name);
+        assert_eq!(form["token_type_hint"], "refresh_token");
+        let basic = revocations[0].header("authorization").is_some();
+        assert_ne!(
+            basic,
+            form.contains_key("client_secret"),
+            "one client authentication method"
+        );
+    }
+}
+
+async fn access_denied_consumes_the_state_without_a_token_request(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    fake.deny_authorization();
+    let Some(app) = app_with(kind, &[("GITHUB", &fake)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let authorization = authorize(&app, &token, "github").await;
+    let callback = consent(&app, &authorization).await;
+    assert!(callback.contains("error=access_denied"));
+    let (status, location) =
+        follow_callback(&app, &callback, authorization.cookie.as_deref()).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(
+        location,
+        app_redirect("error=access_denied"),
+        "provider text is not reflected"
+    );
+    assert_eq!(fake.requests_to("/token").len(), 0, "no token request");
+    let stored = record(&app, "github").await;
+    assert!(!stored.connected);
+    assert_eq!(stored.status, None, "nothing changed");
+    assert_eq!(stored.access_token, None);
+    let (_, again) = follow_callback(&app, &callback, authorization.cookie.as_deref()).await;
+    assert_eq!(
+        again,
+        app_redirect("error=invalid_state"),
+        "the state was consumed"
+    );
+}
+
+async fn forged_state_is_invalid_without_a_token_request(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    let Some(app) = app_with(kind, &[("GITHUB", &fake)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let authorization = authorize(&app, &token, "github").await;
+    let callback = consent(&app, &authorization).await;
+    let real_state = authorization.param("state").unwrap();
+    let mut tampered = real_state.clone().into_bytes();
+    tampered[30] = if tampered[30] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    for forged in [tampered.as_str(), "forged", ""] {
+        let url = with_param(&callback, "state", forged);
+        let (status, location) = follow_callback(&app, &url, authorization.cookie.as_deref()).await;
+        assert_eq!(status, StatusCode::FOUND);
+        assert_eq!(location, app_redirect("error=invalid_state"), "{forged:?}");
+    }
+    let no_state = with_param(&callback, "state", "x").replace("state=x", "other=x");
+    let (_, location) = follow_callback(&app, &no_state, authorization.cookie.as_deref()).await;
+    assert_eq!(location, app_redirect("error=invalid_state"));
+    assert_eq!(fake.requests_to("/token").len(), 0, "no token request");
+    assert!(!record(&app, "github").await.connected);
+    // The real state still works: forgeries did not burn it.
+    let (_, location) = follow_callback(&app, &callback, authorization.cookie.as_deref()).await;
+    assert_eq!(location, app_redirect("success=github_connected"));
+}
+
+async fn expired_state_is_invalid_without_a_token_request(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    let Some(app) = app_with(kind, &[("GITHUB", &fake)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let authorization = authorize(&app, &token, "github").await;
+    let callback = consent(&app, &authorization).await;
+    // The same state issued eleven minutes ago (sealed with the service's derived key).
+    let mut claims = state::open(&keyring(), &authorization.param("state").unwrap()).unwrap();
+    claims.issued_at -= 11 * 60;
+    let old = with_param(&callback, "state", &state::seal(&keyring(), &claims));
+    let (_, location) = follow_callback(&app, &old, authorization.cookie.as_deref()).await;
+    assert_eq!(location, app_redirect("error=invalid_state"));
+    // A row past its expiry is refused as well, even with a fresh state.
+    let row = oauth_state::Entity::find()
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut active: oauth_state::ActiveModel = row.into();
+    active.expires_at = Set(chrono::Utc::now() - chrono::Duration::seconds(1));
+    active.update(&app.db).await.unwrap();
+    let (_, location) = follow_callback(&app, &callback, authorization.cookie.as_deref()).await;
+    assert_eq!(location, app_redirect("error=invalid_state"));
+    assert_eq!(fake.requests_to("/token").len(), 0, "no token request");
+    assert!(!record(&app, "github").await.connected);
+}
+
+async fn replayed_state_is_invalid_and_exchanges_once(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    let Some(app) = app_with(kind, &[("GITHUB", &fake)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let authorization = authorize(&app, &token, "github").await;
+    let callback = consent(&app, &authorization).await;
+    let (first, second) = tokio::join!(
+        follow_callback(&app, &callback, authorization.cookie.as_deref()),
+        follow_callback(&app, &callback, authorization.cookie.as_deref()),
+    );
+    let mut locations = [first.1, second.1];
+    locations.sort();
+    assert_eq!(
+        locations,
+        [
+            app_redirect("error=invalid_state"),
+            app_redirect("success=github_connected")
+        ]
+    );
+    let (_, third) = follow_callback(&app, &callback, authorization.cookie.as_deref()).await;
+    assert_eq!(third, app_redirect("error=invalid_state"));
+    assert_eq!(fake.code_exchanges().len(), 1, "exactly one token request");
+}
+
+async fn state_of_another_provider_is_invalid_at_this_callback(kind: Db) {
+    let github = FakeProvider::start(FakeStyle::Github).await;
+    let slack = FakeProvider::start(FakeStyle::Slack).await;
+    let Some(app) = app_with(kind, &[("GITHUB", &github), ("SLACK", &slack)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let authorization = authorize(&app, &token, "github").await;
+    let callback = consent(&app, &authorization).await;
+    let foreign = callback.replace("/api/auth/code/github", "/api/integrations/slack/callback");
+    assert_ne!(foreign, callback);
+    let (_, location) = follow_callback(&app, &foreign, authorization.cookie.as_deref()).await;
+    assert_eq!(location, app_redirect("error=invalid_state"));
+    let unknown = callback.replace("/api/auth/code/github", "/api/integrations/nope/callback");
+    let (_, location) = follow_callback(&app, &unknown, authorization.cookie.as_deref()).await;
+    assert_eq!(location, app_redirect("error=invalid_state"));
+    assert_eq!(
+        github.requests_to("/token").len() + slack.requests_to("/token").len(),
+        0
+    );
+    assert_eq!(record(&app, "github").await.status, None);
+}
+
+async fn state_cookie_binds_the_browser_unless_turned_off(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    let Some(app) = app_with(kind, &[("GITHUB", &fake)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let authorization = authorize(&app, &token, "github").await;
+    let callback = consent(&app, &authorization).await;
+    for cookie in [None, Some("oauth_state_github=someone-else")] {
+        let (_, location) = follow_callback(&app, &callback, cookie).await;
+        assert_eq!(location, app_redirect("error=invalid_state"), "{cookie:?}");
+    }
+    assert_eq!(fake.requests_to("/token").len(), 0);
+    drop(app);
+
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    let Some(app) = app_with(kind, &[("GITHUB", &fake)], &[("OAUTH_STATE_COOKIE", "off")]).await
+    else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let authorization = authorize(&app, &token, "github").await;
+    assert_eq!(authorization.set_cookie, None);
+    let callback = consent(&app, &authorization).await;
+    let (_, location) = follow_callback(&app, &callback, None).await;
+    assert_eq!(location, app_redirect("success=github_connected"));
+}
+
+async fn token_exchange_failure_redirects_callback_failed(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    fake.fail_code_exchange();
+    let Some(app) = app_with(kind, &[("GITHUB", &fake)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let location = connect(&app, &token, "github").await;
+    assert_eq!(location, app_redirect("error=callback_failed"));
+    assert_eq!(fake.code_exchanges().len(), 1, "the token request was made");
+    let stored = record(&app, "github").await;
+    assert!(!stored.connected);
+    assert_eq!(stored.access_token, None);
+    assert_eq!(
+        stored.last_error.as_deref(),
+        Some("authorization failed: the provider refused the request (bad_verification_code)")
+    );
+
+    // A provider that cannot be reached fails the same way.
+    let slack = FakeProvider::start(FakeStyle::Slack).await;
+    let mut vars = slack.env("SLACK");
+    for (name, value) in &mut vars {
+        if name == "SLACK_TOKEN_URL" {
+            *value = "http://127.0.0.1:9/token".into();
+        }
+    }
+    let Some(app) = spawn_app_with_env(kind, &vars).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    assert_eq!(
+        connect(&app, &token, "slack").await,
+        app_redirect("error=callback_failed")
+    );
+}
+
+async fn authorize_names_the_missing_client_id_and_requires_a_manager(kind: Db) {
+    let Some(app) = app_with(kind, &[], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let response = app
+        .http
+        .post(app.url("/api/integrations/github/authorize"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": "GitHub is not configured",
+               "details": "set GITHUB_CLIENT_ID in the integration service's environment"})
+    );
+    let member = app.member_token(1, Uuid::new_v4(), "MEMBER").await;
+    let response = app
+        .http
+        .post(app.url("/api/integrations/github/authorize"))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let anonymous = app
+        .http
+        .post(app.url("/api/integrations/github/authorize"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let unknown = app
+        .http
+        .post(app.url("/api/integrations/nope/authorize"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(oauth_state::Entity::find().count(&app.db).await.unwrap(), 0);
+}
+
+async fn webhook_settings_reveal_and_rotate_the_secret(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    let Some(app) = app_with(kind, &[("GITHUB", &fake)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let before = app
+        .http
+        .get(app.url("/api/integrations/github/webhook"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        before.status(),
+        StatusCode::BAD_REQUEST,
+        "not connected yet"
+    );
+    connect(&app, &token, "github").await;
+    let stored = record(&app, "github").await;
+    let secret = open(&stored, "webhook_secret", &stored.webhook_secret);
+
+    let settings: Value = app
+        .http
+        .get(app.url(&format!("/api/integrations/{}/webhook", stored.id)))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        settings["data"]["url"],
+        format!(
+            "{}/api/integrations/github/webhook/{}",
+            app.http_url, stored.id
+        )
+    );
+    assert_eq!(settings["data"]["secret"], secret);
+
+    let rotated = app
+        .http
+        .post(app.url("/api/integrations/github/webhook/rotate"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), StatusCode::OK);
+    assert_eq!(rotated.headers()[header::CACHE_CONTROL], "no-store");
+    let rotated: Value = rotated.json().await.unwrap();
+    let new_secret = rotated["data"]["secret"].as_str().unwrap();
+    assert_ne!(new_secret, secret);
+    let after = record(&app, "github").await;
+    assert_eq!(
+        open(&after, "webhook_secret", &after.webhook_secret),
+        new_secret
+    );
+    assert_eq!(
+        open(
+            &after,
+            "previous_webhook_secret",
+            &after.previous_webhook_secret
+        ),
+        secret,
+        "the previous secret keeps verifying"
+    );
+    let grace = after.previous_webhook_secret_expires_at.unwrap() - chrono::Utc::now();
+    assert!(grace > chrono::Duration::hours(23) && grace <= chrono::Duration::hours(24));
+
+    let member = app.member_token(1, Uuid::new_v4(), "MEMBER").await;
+    let forbidden = app
+        .http
+        .get(app.url("/api/integrations/github/webhook"))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    let bad_grace = app
+        .http
+        .post(app.url("/api/integrations/github/webhook/rotate"))
+        .bearer_auth(&token)
+        .json(&json!({"gracePeriodSeconds": -5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_grace.status(), StatusCode::BAD_REQUEST);
+}
+
+async fn disconnect_revokes_at_the_provider_in_the_background(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    let Some(app) = app_with(kind, &[("GITHUB", &fake)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    connect(&app, &token, "github").await;
+    let stored = record(&app, "github").await;
+    let access = open(&stored, "access_token", &stored.access_token);
+    let response = app
+        .http
+        .delete(app.url("/api/integrations/github"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let path = format!("/applications/{FAKE_CLIENT_ID}/grant");
+    let mut revocations = Vec::new();
+    for _ in 0..50 {
+        revocations = fake.requests_to(&path);
+        if !revocations.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(revocations.len(), 1, "the grant was revoked");
+    assert_eq!(revocations[0].method, "DELETE");
+    assert!(revocations[0]
+        .header("authorization")
+        .unwrap()
+        .starts_with("Basic "));
+    assert_eq!(
+        serde_json::from_str::<Value>(&revocations[0].body).unwrap(),
+        json!({"access_token": access})
+    );
+    let after = record(&app, "github").await;
+    assert_eq!(after.status.as_deref(), Some("DISCONNECTED"));
+    assert_eq!(after.access_token, None);
+
+    // A provider that cannot be reached does not fail or delay the local disconnect.
+    let slack = FakeProvider::start(FakeStyle::Slack).await;
+    let mut vars = slack.env("SLACK");
+    for (name, value) in &mut vars {
+        if name == "SLACK_REVOKE_URL" {
+            *value = "http://127.0.0.1:9/revoke".into();
+        }
+    }
+    let Some(app) = spawn_app_with_env(kind, &vars).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    connect(&app, &token, "slack").await;
+    let response = app
+        .http
+        .delete(app.url("/api/integrations/slack"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        record(&app, "slack").await.status.as_deref(),
+        Some("DISCONNECTED")
+    );
+}
+
+async fn expiring_github_app_and_rotating_slack_tokens_are_stored_with_expiry(kind: Db) {
+    let github = FakeProvider::start(FakeStyle::Github).await;
+    let slack = FakeProvider::start(FakeStyle::Slack).await;
+    github.set_expires_in(Some(28_800));
+    slack.set_expires_in(Some(43_200));
+    let Some(app) = app_with(kind, &[("GITHUB", &github), ("SLACK", &slack)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    for (provider, hours) in [("github", 8), ("slack", 12)] {
+        let location = connect(&app, &token, provider).await;
+        assert_eq!(
+            location,
+            app_redirect(&format!("success={provider}_connected"))
+        );
+        let stored = record(&app, provider).await;
+        assert!(open(&stored, "refresh_token", &stored.refresh_token).starts_with("refresh-"));
+        assert!(!stored.refresh_token.clone().unwrap().contains("refresh-"));
+        let lifetime = stored.token_expires_at.unwrap() - chrono::Utc::now();
+        assert!(
+            lifetime > chrono::Duration::hours(hours) - chrono::Duration::minutes(1)
+                && lifetime <= chrono::Duration::hours(hours),
+            "{provider}: {lifetime}"
+        );
+    }
+    // Slack verifies deliveries with the app's signing secret: no per-integration secret.
+    let response = app
+        .http
+        .get(app.url("/api/integrations/slack/webhook"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["details"],
+        "Slack deliveries are verified with the app's signing secret (SLACK_SIGNING_SECRET)"
+    );
+}

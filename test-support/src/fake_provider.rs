@@ -1,0 +1,498 @@
+//! A fake OAuth provider: a real HTTP server on a loopback port speaking one provider's
+//! dialect (RFC 6749, GitHub's or Slack's), with error modes and a log of every request.
+//!
+//! Endpoints: `GET /authorize` (redirects back with a code, or `error=access_denied`),
+//! `POST /token` (code exchange and refresh, PKCE S256 checked, codes and refresh tokens
+//! single use), `POST /revoke`, `DELETE /applications/{client_id}/grant`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::{net::TcpListener, sync::oneshot};
+
+pub const FAKE_CLIENT_ID: &str = "fake-client-id";
+pub const FAKE_CLIENT_SECRET: &str = "fake-client-secret";
+
+/// Which provider's dialect the fake speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FakeStyle {
+    /// RFC 6749 JSON, errors with 4xx.
+    Standard,
+    /// GitHub: errors with HTTP 200 and `error`; comma-separated scopes.
+    Github,
+    /// Slack `oauth.v2.access`: `ok`, bot token, `team`, `authed_user`.
+    Slack,
+}
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct LoggedRequest {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl LoggedRequest {
+    pub fn form(&self) -> HashMap<String, String> {
+        url::form_urlencoded::parse(self.body.as_bytes())
+            .into_owned()
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct IssuedCode {
+    redirect_uri: String,
+    challenge: Option<String>,
+    scope: String,
+}
+
+struct FakeState {
+    style: FakeStyle,
+    codes: HashMap<String, IssuedCode>,
+    refresh_tokens: HashSet<String>,
+    counter: u64,
+    log: Vec<LoggedRequest>,
+    deny: bool,
+    fail_exchange: bool,
+    fail_refresh_unavailable: bool,
+    expires_in: Option<u64>,
+    refresh_delay: Duration,
+    scope_as_array: bool,
+}
+
+/// A running fake provider; stops when dropped.
+pub struct FakeProvider {
+    pub base_url: String,
+    pub style: FakeStyle,
+    state: Arc<Mutex<FakeState>>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl FakeProvider {
+    /// Starts a fake speaking `style`. Standard fakes issue expiring tokens (1 h) with refresh
+    /// tokens; GitHub (OAuth App) and Slack (no rotation) fakes issue tokens that never expire.
+    pub async fn start(style: FakeStyle) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let state = Arc::new(Mutex::new(FakeState {
+            style,
+            codes: HashMap::new(),
+            refresh_tokens: HashSet::new(),
+            counter: 0,
+            log: Vec::new(),
+            deny: false,
+            fail_exchange: false,
+            fail_refresh_unavailable: false,
+            expires_in: (style == FakeStyle::Standard).then_some(3600),
+            refresh_delay: Duration::ZERO,
+            scope_as_array: false,
+        }));
+        let (tx, mut rx) = oneshot::channel::<()>();
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            let service = service_fn(move |req| handle(shared.clone(), req));
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                    _ = &mut rx => break,
+                }
+            }
+        });
+        Self {
+            base_url,
+            style,
+            state,
+            _shutdown: tx,
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut FakeState) -> R) -> R {
+        f(&mut self.state.lock().expect("fake state"))
+    }
+
+    /// The service variables pointing provider `prefix` (e.g. `GITHUB`) at this fake.
+    pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
+        let revoke = match self.style {
+            FakeStyle::Github => format!("{}/applications/{{client_id}}/grant", self.base_url),
+            _ => format!("{}/revoke", self.base_url),
+        };
+        vec![
+            (format!("{prefix}_CLIENT_ID"), FAKE_CLIENT_ID.into()),
+            (format!("{prefix}_CLIENT_SECRET"), FAKE_CLIENT_SECRET.into()),
+            (
+                format!("{prefix}_AUTHORIZE_URL"),
+                format!("{}/authorize", self.base_url),
+            ),
+            (
+                format!("{prefix}_TOKEN_URL"),
+                format!("{}/token", self.base_url),
+            ),
+            (format!("{prefix}_REVOKE_URL"), revoke),
+        ]
+    }
+
+    /// The user declines at the provider: authorize redirects with `error=access_denied`.
+    pub fn deny_authorization(&self) {
+        self.with(|s| s.deny = true);
+    }
+
+    /// Code exchanges fail in the provider's own way (GitHub: HTTP 200 with `error`).
+    pub fn fail_code_exchange(&self) {
+        self.with(|s| s.fail_exchange = true);
+    }
+
+    /// Refreshes answer HTTP 503.
+    pub fn fail_refresh_unavailable(&self) {
+        self.with(|s| s.fail_refresh_unavailable = true);
+    }
+
+    /// Issue tokens expiring after `secs`, with refresh tokens (GitHub App user tokens, Slack
+    /// token rotation); `None` for tokens that never expire.
+    pub fn set_expires_in(&self, secs: Option<u64>) {
+        self.with(|s| s.expires_in = secs);
+    }
+
+    /// Standard answers carry `scope` as a JSON array (as Linear does) instead of a string.
+    pub fn send_scope_as_array(&self) {
+        self.with(|s| s.scope_as_array = true);
+    }
+
+    /// Each refresh takes this long (widens race windows).
+    pub fn set_refresh_delay(&self, delay: Duration) {
+        self.with(|s| s.refresh_delay = delay);
+    }
+
+    /// Makes `token` a valid (single-use) refresh token.
+    pub fn accept_refresh_token(&self, token: &str) {
+        self.with(|s| s.refresh_tokens.insert(token.to_string()));
+    }
+
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.with(|s| s.log.clone())
+    }
+
+    /// Requests to `path` (e.g. `/token`).
+    pub fn requests_to(&self, path: &str) -> Vec<LoggedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+
+    /// Token requests with `grant_type=refresh_token`.
+    pub fn refresh_requests(&self) -> Vec<LoggedRequest> {
+        self.requests_to("/token")
+            .into_iter()
+            .filter(|r| r.form().get("grant_type").map(String::as_str) == Some("refresh_token"))
+            .collect()
+    }
+
+    /// Token requests exchanging a code.
+    pub fn code_exchanges(&self) -> Vec<LoggedRequest> {
+        self.requests_to("/token")
+            .into_iter()
+            .filter(|r| r.form().contains_key("code"))
+            .collect()
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, body: Value) -> Reply {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn redirect(location: &str) -> Reply {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::FOUND;
+    if let Ok(value) = http::HeaderValue::from_str(location) {
+        response.headers_mut().insert(http::header::LOCATION, value);
+    }
+    response
+}
+
+async fn handle(
+    state: Arc<Mutex<FakeState>>,
+    request: Request<Incoming>,
+) -> Result<Reply, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let logged = LoggedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect(),
+        body: String::from_utf8_lossy(&body).into(),
+    };
+    let delay = {
+        let mut s = state.lock().expect("fake state");
+        s.log.push(logged.clone());
+        s.refresh_delay
+    };
+    let answer = match (logged.method.as_str(), logged.path.as_str()) {
+        ("GET", "/authorize") => authorize(&state, &logged),
+        ("POST", "/token") => {
+            if logged.form().get("grant_type").map(String::as_str) == Some("refresh_token") {
+                tokio::time::sleep(delay).await;
+            }
+            token(&state, &logged)
+        }
+        ("POST", "/revoke") => reply(StatusCode::OK, json!({"ok": true})),
+        ("DELETE", path) if path.starts_with("/applications/") => {
+            reply(StatusCode::NO_CONTENT, json!({}))
+        }
+        _ => reply(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
+    };
+    Ok(answer)
+}
+
+fn authorize(state: &Mutex<FakeState>, request: &LoggedRequest) -> Reply {
+    let query: HashMap<String, String> = url::form_urlencoded::parse(request.query.as_bytes())
+        .into_owned()
+        .collect();
+    let (Some(redirect_uri), Some(client_state)) = (query.get("redirect_uri"), query.get("state"))
+    else {
+        return reply(StatusCode::BAD_REQUEST, json!({"error": "invalid_request"}));
+    };
+    if query.get("client_id").map(String::as_str) != Some(FAKE_CLIENT_ID) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "unauthorized_client"}),
+        );
+    }
+    let mut s = state.lock().expect("fake state");
+    let mut target = url::Url::parse(redirect_uri).expect("redirect_uri is a URL");
+    if s.deny {
+        target
+            .query_pairs_mut()
+            .append_pair("error", "access_denied")
+            .append_pair("error_description", "The user has denied <b>access</b>")
+            .append_pair("state", client_state);
+        return redirect(target.as_str());
+    }
+    s.counter += 1;
+    let code = format!("code-{}", s.counter);
+    s.codes.insert(
+        code.clone(),
+        IssuedCode {
+            redirect_uri: redirect_uri.clone(),
+            challenge: query.get("code_challenge").cloned(),
+            scope: query.get("scope").cloned().unwrap_or_default(),
+        },
+    );
+    target
+        .query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", client_state);
+    redirect(target.as_str())
+}
+
+/// The client credentials of a token request: HTTP Basic or form fields.
+fn client_credentials(request: &LoggedRequest) -> Option<(String, String)> {
+    if let Some(basic) = request
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Basic "))
+    {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic)
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (id, secret) = text.split_once(':')?;
+        let unescape = |s: &str| percent_encoding_decode(s);
+        return Some((unescape(id), unescape(secret)));
+    }
+    let form = request.form();
+    Some((
+        form.get("client_id")?.clone(),
+        form.get("client_secret")?.clone(),
+    ))
+}
+
+fn percent_encoding_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// An error in the provider's dialect.
+fn token_error(style: FakeStyle, standard: &str, github: &str, slack: &str) -> Reply {
+    match style {
+        FakeStyle::Standard => {
+            let status = if standard == "invalid_client" {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            reply(
+                status,
+                json!({"error": standard, "error_description": "refused"}),
+            )
+        }
+        FakeStyle::Github => reply(
+            StatusCode::OK,
+            json!({"error": github, "error_description": "refused", "error_uri": "https://docs.github.com"}),
+        ),
+        FakeStyle::Slack => reply(StatusCode::OK, json!({"ok": false, "error": slack})),
+    }
+}
+
+fn token(state: &Mutex<FakeState>, request: &LoggedRequest) -> Reply {
+    let mut s = state.lock().expect("fake state");
+    let style = s.style;
+    if client_credentials(request)
+        != Some((FAKE_CLIENT_ID.to_string(), FAKE_CLIENT_SECRET.to_string()))
+    {
+        return token_error(
+            style,
+            "invalid_client",
+            "incorrect_client_credentials",
+            "invalid_client_id",
+        );
+    }
+    let form = request.form();
+    let scope = match form.get("grant_type").map(String::as_str) {
+        Some("refresh_token") => {
+            if s.fail_refresh_unavailable {
+                return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": "down"}));
+            }
+            let presented = form.get("refresh_token").cloned().unwrap_or_default();
+            if !s.refresh_tokens.remove(&presented) {
+                return token_error(
+                    style,
+                    "invalid_grant",
+                    "bad_refresh_token",
+                    "invalid_refresh_token",
+                );
+            }
+            None
+        }
+        // GitHub's code exchange names no grant type.
+        Some("authorization_code") | None => {
+            let code = form.get("code").cloned().unwrap_or_default();
+            let issued = s.codes.remove(&code);
+            let valid = !s.fail_exchange
+                && issued.as_ref().is_some_and(|issued| {
+                    form.get("redirect_uri") == Some(&issued.redirect_uri)
+                        && pkce_matches(issued.challenge.as_deref(), form.get("code_verifier"))
+                });
+            let Some(issued) = issued.filter(|_| valid) else {
+                return token_error(
+                    style,
+                    "invalid_grant",
+                    "bad_verification_code",
+                    "invalid_code",
+                );
+            };
+            Some(issued.scope)
+        }
+        Some(_) => {
+            return token_error(
+                style,
+                "unsupported_grant_type",
+                "unsupported_grant_type",
+                "invalid_grant_type",
+            )
+        }
+    };
+    s.counter += 1;
+    let n = s.counter;
+    let refresh_token = s.expires_in.map(|_| format!("refresh-{n}"));
+    if let Some(token) = &refresh_token {
+        s.refresh_tokens.insert(token.clone());
+    }
+    let mut body = match style {
+        FakeStyle::Standard => json!({
+            "access_token": format!("access-{n}"),
+            "token_type": "Bearer",
+        }),
+        FakeStyle::Github => json!({
+            "access_token": format!("gho_access{n}"),
+            "token_type": "bearer",
+            "scope": scope.as_deref().map(|s| s.replace(' ', ",")).unwrap_or_default(),
+        }),
+        FakeStyle::Slack => json!({
+            "ok": true,
+            "access_token": format!("xoxb-access-{n}"),
+            "token_type": "bot",
+            "scope": scope.clone().unwrap_or_else(|| "channels:read,chat:write,users:read".into()),
+            "bot_user_id": "U0BOT",
+            "app_id": "A0APP",
+            "team": {"id": "T0TEAM", "name": "Acme <Workspace>"},
+            "enterprise": null,
+            "is_enterprise_install": false,
+            "authed_user": {"id": "U0USER", "scope": "identify", "access_token": format!("xoxp-user-{n}"), "token_type": "user"},
+        }),
+    };
+    if style == FakeStyle::Standard {
+        if let Some(scope) = &scope {
+            body["scope"] = if s.scope_as_array {
+                json!(scope
+                    .split([' ', ','])
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>())
+            } else {
+                json!(scope)
+            };
+        }
+    }
+    if let (Some(secs), Some(token)) = (s.expires_in, refresh_token) {
+        body["expires_in"] = json!(secs);
+        body["refresh_token"] = json!(token);
+    }
+    reply(StatusCode::OK, body)
+}
+
+fn pkce_matches(challenge: Option<&str>, verifier: Option<&String>) -> bool {
+    match (challenge, verifier) {
+        (None, None) => true,
+        (Some(challenge), Some(verifier)) => {
+            let digest = Sha256::digest(verifier.as_bytes());
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest) == challenge
+        }
+        _ => false,
+    }
+}
