@@ -16,3 +16,4 @@ pub mod grpc;
 pub mod integrations;
 pub mod server;
 pub mod store;
+pub mod webhooks;

@@ -3,12 +3,22 @@
 
 use std::{future::Future, time::Duration};
 
-use integrations_proto::v1::integration_service_server::IntegrationServiceServer;
+use integrations_proto::v1::{
+    integration_service_server::IntegrationServiceServer,
+    webhook_service_server::WebhookServiceServer,
+};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
-use crate::{context::AppContext, grpc::integrations::IntegrationApi};
+use crate::{
+    context::AppContext,
+    grpc::{integrations::IntegrationApi, webhooks::WebhookApi},
+    webhooks::WebhookRuntime,
+};
+
+/// Largest ReceiveWebhook message: a 25 MB body plus headers.
+const MAX_WEBHOOK_MESSAGE: usize = 32 * 1024 * 1024;
 
 /// How often the health status re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -65,14 +75,22 @@ pub async fn serve(
         }
     });
 
+    let webhooks = WebhookRuntime::start(ctx.db.clone());
     let result = Server::builder()
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(IntegrationServiceServer::new(IntegrationApi::new(ctx)))
+        .add_service(IntegrationServiceServer::new(IntegrationApi::new(
+            ctx.clone(),
+        )))
+        .add_service(
+            WebhookServiceServer::new(WebhookApi::new(ctx, webhooks.clone()))
+                .max_decoding_message_size(MAX_WEBHOOK_MESSAGE),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     watcher.abort();
+    webhooks.shutdown();
     Ok(result?)
 }
 

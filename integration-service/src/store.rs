@@ -5,6 +5,7 @@ pub mod entities;
 pub mod integrations;
 pub mod organizations;
 pub mod text_list;
+pub mod webhook_events;
 
 use std::time::Duration;
 

@@ -13,6 +13,7 @@ pub mod integrations;
 pub mod router;
 pub mod server;
 pub mod upstream;
+pub mod webhooks;
 
 use config::GatewayConfig;
 use upstream::Upstream;

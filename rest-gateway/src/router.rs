@@ -4,7 +4,7 @@
 use http::{Method, Request};
 use hyper::body::Incoming;
 
-use crate::{error::GatewayError, health, http::HttpResponse, integrations, Gateway};
+use crate::{error::GatewayError, health, http::HttpResponse, integrations, webhooks, Gateway};
 
 pub async fn route(
     gateway: &Gateway,
@@ -32,6 +32,27 @@ pub async fn route(
                 _ => Err(GatewayError::MethodNotAllowed {
                     allow: "GET, PATCH, DELETE",
                 }),
+            }
+        }
+        // Route 6 (GitHub, `?integration_id=`) and route 9 (Slack): provider deliveries.
+        ["api", "integrations", provider, "webhook"] => {
+            let provider = decode_segment(provider)?;
+            match method {
+                Method::POST => webhooks::receive(gateway, &parts, body, provider, None).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
+            }
+        }
+        // Route 6 with the integration in the path (the webhook URL the service hands out).
+        ["api", "integrations", provider, "webhook", integration_id]
+            if *integration_id != "rotate" =>
+        {
+            let provider = decode_segment(provider)?;
+            let integration_id = decode_segment(integration_id)?;
+            match method {
+                Method::POST => {
+                    webhooks::receive(gateway, &parts, body, provider, Some(integration_id)).await
+                }
+                _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
             }
         }
         _ => Err(GatewayError::NotFound),

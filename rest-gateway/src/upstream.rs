@@ -5,7 +5,10 @@
 use std::time::Duration;
 
 use http::HeaderMap;
-use integrations_proto::v1::integration_service_client::IntegrationServiceClient;
+use integrations_proto::v1::{
+    integration_service_client::IntegrationServiceClient,
+    webhook_service_client::WebhookServiceClient,
+};
 use tonic::{
     metadata::{MetadataMap, MetadataValue},
     transport::{Channel, Endpoint},
@@ -33,6 +36,11 @@ impl Upstream {
 
     pub fn integrations(&self) -> IntegrationServiceClient<Channel> {
         IntegrationServiceClient::new(self.channel.clone())
+    }
+
+    /// Webhook bodies reach 25 MB: the encoding limit is lifted for them.
+    pub fn webhooks(&self) -> WebhookServiceClient<Channel> {
+        WebhookServiceClient::new(self.channel.clone()).max_encoding_message_size(usize::MAX)
     }
 
     pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {
