@@ -673,3 +673,57 @@ async fn slack_rejections_write_nothing(app: TestApp) {
         .unwrap();
     assert!(disconnected.is_empty());
 }
+
+/// PostgreSQL only: the database refuses connections, deliveries are answered 503 with
+/// nothing written, and the provider's retry is stored once the database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_answers_503_and_the_retry_is_stored() {
+    use sea_orm::{ConnectionTrait, Database};
+    let Some(app) = test_support::spawn_app(Db::Postgres).await else {
+        return;
+    };
+    let id = connected(&app, 1, "github", Some(SECRET)).await;
+    let mut admin_url = url::Url::parse(&app.database.url).unwrap();
+    let name = admin_url.path().trim_start_matches('/').to_string();
+    admin_url.set_path("/postgres");
+    let admin = Database::connect(admin_url.as_str()).await.unwrap();
+    let outage = |allow: bool| {
+        let admin = admin.clone();
+        let name = name.clone();
+        async move {
+            admin
+                .execute_unprepared(&format!(
+                    "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS {allow}"
+                ))
+                .await
+                .unwrap();
+            if !allow {
+                admin
+                    .execute_unprepared(&format!(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+                    ))
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let body = push_body();
+    outage(false).await;
+    let reply = send(github(&app, id, "push", "d-outage", &body, SECRET)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        reply.body
+    );
+    assert_eq!(reply.body["error"], "Database unavailable");
+    assert!(!reply.body.to_string().contains("SQL"));
+    outage(true).await;
+    let retry = send(github(&app, id, "push", "d-outage", &body, SECRET)).await;
+    assert_eq!(retry.status, StatusCode::OK, "{:?}", retry.body);
+    let stored = rows(&app).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(retry.body["eventId"], stored[0].id.to_string());
+    let _ = admin.close().await;
+}
