@@ -82,7 +82,7 @@ impl Sql {
     }
 }
 
-/// Writes `rows` in one transaction and answers, per row, the id of the stored event: the new
+/// Writes `rows` in one transaction (one statement) and answers, per row, the id of the stored event: the new
 /// id, or the existing one when (integration, delivery id) was already stored (a duplicate).
 pub async fn insert_batch(db: &DatabaseConnection, rows: &[NewEvent]) -> Result<Vec<Uuid>, DbErr> {
     if rows.is_empty() {
@@ -136,8 +136,10 @@ pub async fn insert_batch(db: &DatabaseConnection, rows: &[NewEvent]) -> Result<
     }
     sql.push(" ON CONFLICT (integration_id, delivery_id) DO NOTHING RETURNING id");
 
-    let txn = db.begin().await?;
-    let inserted: Vec<Uuid> = txn
+    // One statement is one transaction (autocommit): when it returns, every row it inserted
+    // is committed. A row it skipped conflicts with a row that is committed too — PostgreSQL
+    // waits for a concurrent inserter of the same key to finish before deciding.
+    let inserted: Vec<Uuid> = db
         .query_all_raw(sql.statement())
         .await?
         .iter()
@@ -151,14 +153,13 @@ pub async fn insert_batch(db: &DatabaseConnection, rows: &[NewEvent]) -> Result<
         }
         // Not inserted: the unique key found the delivery already stored (maybe by this batch).
         let existing = match &row.delivery_id {
-            Some(delivery) => find_by_delivery(&txn, row.integration_id, delivery).await?,
+            Some(delivery) => find_by_delivery(db, row.integration_id, delivery).await?,
             None => None,
         };
         ids.push(existing.ok_or_else(|| {
             DbErr::RecordNotFound("webhook event neither inserted nor found".into())
         })?);
     }
-    txn.commit().await?;
     Ok(ids)
 }
 
