@@ -65,6 +65,9 @@ struct Args {
     /// A PostgreSQL server where databases may be created.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     postgres_url: String,
+    /// RUST_LOG of the service (its log goes to stderr).
+    #[arg(long, default_value = "warn")]
+    service_log: String,
     /// Folder of the release binaries (default: this program's folder).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -128,7 +131,7 @@ async fn run_database(
         .env("INTEGRATION_ENCRYPTION_KEY", ENCRYPTION_KEY)
         .env("SUPABASE_JWT_SECRET", "bench-jwt-secret")
         .env("GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", &args.service_log)
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -8,8 +8,7 @@ use integrations_proto::v1::{
     webhook_service_server::WebhookServiceServer,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{server::TcpIncoming, Server};
 
 use crate::{
     context::AppContext,
@@ -87,7 +86,12 @@ pub async fn serve(
             WebhookServiceServer::new(WebhookApi::new(ctx, webhooks.clone()))
                 .max_decoding_message_size(MAX_WEBHOOK_MESSAGE),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // No Nagle: small HTTP/2 frames (headers, trailers) would otherwise wait for the peer's
+        // delayed ACK, adding ~40 ms to answers.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     watcher.abort();
     webhooks.shutdown();

@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod ingest;
 pub mod receive;
 pub mod retry;
+pub mod secrets;
 pub mod signature;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use sea_orm::DatabaseConnection;
 pub struct WebhookRuntime {
     pub ingest: ingest::Ingest,
     pub dispatcher: Arc<dispatch::Dispatcher>,
+    pub secrets: Arc<secrets::SecretCache>,
 }
 
 impl WebhookRuntime {
@@ -34,7 +36,11 @@ impl WebhookRuntime {
     pub fn start(db: DatabaseConnection) -> Self {
         let dispatcher = dispatch::Dispatcher::start(db.clone());
         let ingest = ingest::Ingest::start(db, dispatcher.clone());
-        Self { ingest, dispatcher }
+        Self {
+            ingest,
+            dispatcher,
+            secrets: Arc::default(),
+        }
     }
 
     pub fn shutdown(&self) {

@@ -369,32 +369,36 @@ async fn github_concurrent_duplicates_make_one_row_and_one_id(app: TestApp) {
 }
 
 async fn github_previous_secret_verifies_only_during_its_grace_period(app: TestApp) {
-    let id = connected(&app, 1, "github", Some("new-secret")).await;
-    let set_previous = |expires: chrono::DateTime<Utc>| {
-        let db = app.db.clone();
-        async move {
-            let record = integration::Entity::find_by_id(id)
-                .one(&db)
-                .await
-                .unwrap()
-                .unwrap();
-            let mut active: integration::ActiveModel = record.into();
-            active.previous_webhook_secret =
-                Set(Some(encrypt(id, "previous_webhook_secret", "old-secret")));
-            active.previous_webhook_secret_expires_at = Set(Some(expires));
-            active.update(&db).await.unwrap();
-        }
-    };
+    let id = connected(&app, 1, "github", Some("first-secret")).await;
     let body = push_body();
-    set_previous(Utc::now() + Duration::hours(1)).await;
-    let old = send(github(&app, id, "push", "d-old", &body, "old-secret")).await;
+    let before = send(github(&app, id, "push", "d-before", &body, "first-secret")).await;
+    assert_eq!(before.status, StatusCode::OK);
+    // A rotation, as the OAuth service makes it: new current secret, the old one kept briefly.
+    let record = integration::Entity::find_by_id(id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let grace_ends = Utc::now() + Duration::milliseconds(2500);
+    let mut active: integration::ActiveModel = record.into();
+    active.webhook_secret = Set(Some(encrypt(id, "webhook_secret", "second-secret")));
+    active.previous_webhook_secret =
+        Set(Some(encrypt(id, "previous_webhook_secret", "first-secret")));
+    active.previous_webhook_secret_expires_at = Set(Some(grace_ends));
+    active.update(&app.db).await.unwrap();
+    // The new secret verifies at once, the old one during the grace period...
+    let new = send(github(&app, id, "push", "d-new", &body, "second-secret")).await;
+    assert_eq!(new.status, StatusCode::OK, "{:?}", new.body);
+    let old = send(github(&app, id, "push", "d-old", &body, "first-secret")).await;
     assert_eq!(old.status, StatusCode::OK);
-    let new = send(github(&app, id, "push", "d-new", &body, "new-secret")).await;
-    assert_eq!(new.status, StatusCode::OK);
-    set_previous(Utc::now() - Duration::seconds(1)).await;
-    let expired = send(github(&app, id, "push", "d-late", &body, "old-secret")).await;
-    assert_eq!(expired.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(row_count(&app).await, 2);
+    // ...and not after it.
+    let wait = (grace_ends - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait + std::time::Duration::from_millis(100)).await;
+    let late = send(github(&app, id, "push", "d-late", &body, "first-secret")).await;
+    assert_eq!(late.status, StatusCode::UNAUTHORIZED);
+    let never = send(github(&app, id, "push", "d-never", &body, "third-secret")).await;
+    assert_eq!(never.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(row_count(&app).await, 3);
 }
 
 async fn github_body_over_25_mb_is_413(app: TestApp) {

@@ -82,26 +82,61 @@ impl Sql {
     }
 }
 
-/// Writes `rows` in one transaction (one statement) and answers, per row, the id of the stored event: the new
+/// Bound data per INSERT statement. sqlx 0.9.0 leaves Nagle's algorithm on (sqlx#4335): a
+/// message larger than the socket's send buffer leaves a small tail that waits ~40 ms for the
+/// server's delayed ACK. Statements of at most this size go out in one segment; a batch of
+/// large payloads becomes several statements in one transaction (still one commit).
+const STATEMENT_BUDGET: usize = 12 * 1024;
+
+/// Writes `rows` in one transaction and answers, per row, the id of the stored event: the new
 /// id, or the existing one when (integration, delivery id) was already stored (a duplicate).
 pub async fn insert_batch(db: &DatabaseConnection, rows: &[NewEvent]) -> Result<Vec<Uuid>, DbErr> {
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let backend = db.get_database_backend();
-    let mut sql = Sql::new(backend);
-    sql.push(
-        "INSERT INTO webhook_events (id, integration_id, event_type, delivery_id, payload, \
-         headers, processed, status, retry_count, next_attempt_at, processed_at, received_at) \
-         VALUES ",
-    );
     // One key order in every batch: two processes inserting the same deliveries lock them in
     // the same order, so their transactions never deadlock.
     let mut order: Vec<&NewEvent> = rows.iter().collect();
     order.sort_by(|a, b| {
         (a.integration_id, &a.delivery_id).cmp(&(b.integration_id, &b.delivery_id))
     });
-    for (i, row) in order.into_iter().enumerate() {
+    let mut statements = Vec::new();
+    let mut chunk: Vec<&NewEvent> = Vec::new();
+    let mut size = 0;
+    for row in order {
+        let row_size = row.payload.len() + row.headers.len();
+        if !chunk.is_empty() && size + row_size > STATEMENT_BUDGET {
+            statements.push(insert_statement(db.get_database_backend(), &chunk));
+            chunk.clear();
+            size = 0;
+        }
+        size += row_size;
+        chunk.push(row);
+    }
+    statements.push(insert_statement(db.get_database_backend(), &chunk));
+
+    if statements.len() == 1 {
+        // One statement is one transaction (autocommit): when it returns, every row it
+        // inserted is committed, and a row it skipped conflicts with a committed row —
+        // PostgreSQL waits for a concurrent inserter of the same key to finish first.
+        let inserted = run_inserts(db, statements).await?;
+        return resolve_ids(db, rows, &inserted).await;
+    }
+    let txn = db.begin().await?;
+    let inserted = run_inserts(&txn, statements).await?;
+    let ids = resolve_ids(&txn, rows, &inserted).await?;
+    txn.commit().await?;
+    Ok(ids)
+}
+
+fn insert_statement(backend: DbBackend, rows: &[&NewEvent]) -> Statement {
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "INSERT INTO webhook_events (id, integration_id, event_type, delivery_id, payload, \
+         headers, processed, status, retry_count, next_attempt_at, processed_at, received_at) \
+         VALUES ",
+    );
+    for (i, row) in rows.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
         }
@@ -135,16 +170,29 @@ pub async fn insert_batch(db: &DatabaseConnection, rows: &[NewEvent]) -> Result<
             .push(")");
     }
     sql.push(" ON CONFLICT (integration_id, delivery_id) DO NOTHING RETURNING id");
+    sql.statement()
+}
 
-    // One statement is one transaction (autocommit): when it returns, every row it inserted
-    // is committed. A row it skipped conflicts with a row that is committed too — PostgreSQL
-    // waits for a concurrent inserter of the same key to finish before deciding.
-    let inserted: Vec<Uuid> = db
-        .query_all_raw(sql.statement())
-        .await?
-        .iter()
-        .map(|row| row.try_get::<Uuid>("", "id"))
-        .collect::<Result<_, _>>()?;
+/// Runs the INSERTs; answers the ids they inserted.
+async fn run_inserts(
+    db: &impl ConnectionTrait,
+    statements: Vec<Statement>,
+) -> Result<Vec<Uuid>, DbErr> {
+    let mut inserted = Vec::new();
+    for statement in statements {
+        for row in db.query_all_raw(statement).await? {
+            inserted.push(row.try_get::<Uuid>("", "id")?);
+        }
+    }
+    Ok(inserted)
+}
+
+/// Each row's stored id: its own when inserted, else the id stored for its delivery.
+async fn resolve_ids(
+    db: &impl ConnectionTrait,
+    rows: &[NewEvent],
+    inserted: &[Uuid],
+) -> Result<Vec<Uuid>, DbErr> {
     let mut ids = Vec::with_capacity(rows.len());
     for row in rows {
         if inserted.contains(&row.id) {

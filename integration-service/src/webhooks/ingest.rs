@@ -107,7 +107,13 @@ async fn write_batches(
         };
         let (rows, replies): (Vec<NewEvent>, Vec<_>) =
             batch.into_iter().map(|job| (job.row, job.reply)).unzip();
+        let started = Instant::now();
         let result = write_with_fallback(&db, &rows).await;
+        tracing::debug!(
+            rows = rows.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "webhook batch written"
+        );
         let wrote_pending = rows.iter().any(|row| !row.processed);
         match result {
             Ok(ids) => {

@@ -5,13 +5,14 @@
 //! the app's signing secret and routed by workspace (team id → `integrations.account_id`).
 //! Every rejection happens before anything is written.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::{
+    secrets::WebhookSecrets,
     signature::{slack_timestamp_is_fresh, verify_github_signature, verify_slack_signature},
     WebhookRuntime,
 };
@@ -194,37 +195,28 @@ async fn receive_github(
             Uuid::parse_str(id.trim())
                 .map_err(|_| bad_request("Invalid integration id", "expected a UUID"))
         })?;
-    let record = store::integrations::find_for_webhook(&ctx.db, integration_id)
-        .await?
-        .filter(|r| r.provider == delivery.provider)
-        .ok_or_else(|| ServiceError::not_found("Integration not found"))?;
-    let secrets = webhook_secrets(ctx, &record)?;
-    if secrets.is_empty() {
-        return Err(ServiceError::NotFound(
-            Problem::new("Webhooks not configured")
-                .details("the integration has no webhook secret: connect it first"),
-        ));
-    }
-
     let media_type = delivery.media_type();
     let headers = delivery.stored_headers();
-    let body = delivery.body;
-    let (verified, payload) = off_executor(body.len(), move || {
-        let verified = secrets
-            .iter()
-            .any(|secret| verify_github_signature(secret.as_bytes(), &body, &signature));
-        if !verified {
-            return (false, Ok(String::new()));
-        }
-        (true, github_payload(media_type.as_deref(), &body))
-    })
-    .await?;
+    let body = Arc::new(delivery.body);
+    let mut secrets = match runtime.secrets.get(integration_id) {
+        Some(cached) => cached,
+        None => load_secrets(ctx, runtime, &delivery.provider, integration_id).await?,
+    };
+    let mut verified = verify_github(&secrets, &body, &signature).await?;
+    if !verified && secrets.cached {
+        // The secret may have been rotated since it was cached: check against the database.
+        secrets = load_secrets(ctx, runtime, &delivery.provider, integration_id).await?;
+        verified = verify_github(&secrets, &body, &signature).await?;
+    }
     if !verified {
         return Err(unauthenticated(
             "the signature does not match the integration's webhook secret",
         ));
     }
-    let payload = payload?;
+    let payload = off_executor(body.len(), move || {
+        github_payload(media_type.as_deref(), &body)
+    })
+    .await??;
 
     let processed = event_type == "ping";
     let event_id = runtime
@@ -243,8 +235,50 @@ async fn receive_github(
     Ok(Answer::stored(event_id))
 }
 
-/// The current webhook secret and, while its grace period lasts, the previous one.
-fn webhook_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResult<Vec<String>> {
+/// Whether `signature` matches under one of the secrets valid now.
+async fn verify_github(
+    secrets: &WebhookSecrets,
+    body: &Arc<Vec<u8>>,
+    signature: &str,
+) -> ServiceResult<bool> {
+    let valid = secrets.valid_now();
+    if valid.is_empty() {
+        return Err(ServiceError::NotFound(
+            Problem::new("Webhooks not configured")
+                .details("the integration has no webhook secret: connect it first"),
+        ));
+    }
+    let body = body.clone();
+    let signature = signature.to_string();
+    off_executor(body.len(), move || {
+        valid
+            .iter()
+            .any(|secret| verify_github_signature(secret.as_bytes(), &body, &signature))
+    })
+    .await
+}
+
+/// Reads and decrypts the integration's webhook secrets, and caches them.
+async fn load_secrets(
+    ctx: &AppContext,
+    runtime: &WebhookRuntime,
+    provider: &str,
+    integration_id: Uuid,
+) -> ServiceResult<Arc<WebhookSecrets>> {
+    let record = store::integrations::find_for_webhook(&ctx.db, integration_id)
+        .await?
+        .filter(|r| r.provider == provider)
+        .ok_or_else(|| ServiceError::not_found("Integration not found"))?;
+    let secrets = Arc::new(decrypt_secrets(ctx, &record)?);
+    runtime.secrets.put(integration_id, secrets.clone());
+    Ok(Arc::new(WebhookSecrets {
+        cached: false,
+        ..(*secrets).clone()
+    }))
+}
+
+/// The current webhook secret and the previous one with the end of its grace period.
+fn decrypt_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResult<WebhookSecrets> {
     let row = record.id.to_string();
     let decrypt = |stored: &str, column: &str| {
         ctx.keyring
@@ -258,17 +292,25 @@ fn webhook_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResu
             )
             .map_err(|e| ServiceError::Internal(format!("webhook secret of {row}: {e}")))
     };
-    let mut secrets = Vec::new();
-    if let Some(stored) = record.webhook_secret.as_deref() {
-        secrets.push(decrypt(stored, "webhook_secret")?);
-    }
-    let previous_valid = record
-        .previous_webhook_secret_expires_at
-        .is_some_and(|expires| expires > Utc::now());
-    if let (Some(stored), true) = (record.previous_webhook_secret.as_deref(), previous_valid) {
-        secrets.push(decrypt(stored, "previous_webhook_secret")?);
-    }
-    Ok(secrets)
+    let current = record
+        .webhook_secret
+        .as_deref()
+        .map(|stored| decrypt(stored, "webhook_secret"))
+        .transpose()?;
+    let previous = match (
+        record.previous_webhook_secret.as_deref(),
+        record.previous_webhook_secret_expires_at,
+    ) {
+        (Some(stored), Some(expires)) if expires > Utc::now() => {
+            Some((decrypt(stored, "previous_webhook_secret")?, expires))
+        }
+        _ => None,
+    };
+    Ok(WebhookSecrets {
+        current,
+        previous,
+        cached: true,
+    })
 }
 
 /// The JSON payload of a GitHub body: the body itself (`application/json`) or its `payload`
