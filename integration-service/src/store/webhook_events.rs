@@ -82,11 +82,10 @@ impl Sql {
     }
 }
 
-/// Bound data per INSERT statement. sqlx 0.9.0 leaves Nagle's algorithm on (sqlx#4335): a
-/// message larger than the socket's send buffer leaves a small tail that waits ~40 ms for the
-/// server's delayed ACK. Statements of at most this size go out in one segment; a batch of
-/// large payloads becomes several statements in one transaction (still one commit).
-const STATEMENT_BUDGET: usize = 12 * 1024;
+/// Bound data per INSERT statement: a batch of large payloads becomes several statements in
+/// one transaction (still one commit), so no statement grows without bound. (PostgreSQL
+/// connections have TCP_NODELAY, see `store::nodelay`: large statements do not stall.)
+const STATEMENT_BUDGET: usize = 256 * 1024;
 
 /// Writes `rows` in one transaction and answers, per row, the id of the stored event: the new
 /// id, or the existing one when (integration, delivery id) was already stored (a duplicate).

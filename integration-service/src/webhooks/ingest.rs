@@ -24,7 +24,7 @@ use crate::{
 /// Rows per transaction at most.
 pub const MAX_BATCH: usize = 128;
 /// Longest a row waits for others before its batch is written.
-pub const MAX_WAIT: Duration = Duration::from_millis(2);
+pub const MAX_WAIT: Duration = Duration::from_micros(500);
 /// Queued rows at most; further requests wait for room (backpressure).
 const QUEUE: usize = 4096;
 
