@@ -94,16 +94,31 @@ fn is_unavailable(err: &DbErr) -> bool {
     use sea_orm::sqlx::Error as Sqlx;
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(
-            e.as_ref(),
-            Sqlx::Io(_)
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                Sqlx::Io(_)
                 | Sqlx::PoolTimedOut
                 | Sqlx::PoolClosed
                 | Sqlx::WorkerCrashed
-                | Sqlx::Tls(_)
-        ),
+                | Sqlx::Tls(_) => true,
+                Sqlx::Database(db) => db.code().is_some_and(|code| unavailable_code(&code)),
+                _ => false,
+            }
+        }
         _ => false,
     }
+}
+
+/// PostgreSQL SQLSTATE classes 08 (connection exception) and 57 (operator intervention: the
+/// server shutting down or terminating our session); SQLite BUSY and LOCKED (the single
+/// writer did not get its turn in time). All say "retry later", not "bad request".
+fn unavailable_code(code: &str) -> bool {
+    if code.len() == 5 {
+        // A SQLSTATE (PostgreSQL); SQLite's codes are numbers of at most 4 digits.
+        return code.starts_with("08") || code.starts_with("57");
+    }
+    code.parse::<u32>()
+        .is_ok_and(|extended| matches!(extended & 0xff, 5 | 6))
 }
 
 impl From<ServiceError> for Status {
@@ -183,6 +198,16 @@ mod tests {
         assert_eq!(status.code(), Code::InvalidArgument);
         let info = status.get_error_details().error_info().cloned().unwrap();
         assert_eq!(info.metadata["details"], "syncFrequency: too small");
+    }
+
+    #[test]
+    fn shutdown_and_busy_codes_are_unavailable() {
+        for code in ["57P01", "57P03", "08006", "5", "517", "6"] {
+            assert!(unavailable_code(code), "{code}");
+        }
+        for code in ["23505", "22P02", "42P01", "19", "2067"] {
+            assert!(!unavailable_code(code), "{code}");
+        }
     }
 
     #[test]

@@ -2,3 +2,4 @@
 
 pub mod integrations;
 pub mod oauth;
+pub mod webhooks;

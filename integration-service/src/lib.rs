@@ -21,3 +21,4 @@ pub mod server;
 pub mod store;
 pub mod tokens;
 pub mod webhook_settings;
+pub mod webhooks;

@@ -4,17 +4,21 @@
 use std::{future::Future, time::Duration};
 
 use integrations_proto::v1::{
-    integration_service_server::IntegrationServiceServer, o_auth_service_server::OAuthServiceServer,
+    integration_service_server::IntegrationServiceServer,
+    o_auth_service_server::OAuthServiceServer, webhook_service_server::WebhookServiceServer,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{server::TcpIncoming, Server};
 
 use crate::{
     context::AppContext,
-    grpc::{integrations::IntegrationApi, oauth::OAuthApi},
+    grpc::{integrations::IntegrationApi, oauth::OAuthApi, webhooks::WebhookApi},
     tokens,
+    webhooks::WebhookRuntime,
 };
+
+/// Largest ReceiveWebhook message: a 25 MB body plus headers.
+const MAX_WEBHOOK_MESSAGE: usize = 32 * 1024 * 1024;
 
 /// How often the health status re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -72,6 +76,7 @@ pub async fn serve(
         }
     });
 
+    let webhooks = WebhookRuntime::start(ctx.db.clone());
     let result = Server::builder()
         .add_service(health)
         .add_service(reflection_v1)
@@ -79,10 +84,20 @@ pub async fn serve(
         .add_service(IntegrationServiceServer::new(IntegrationApi::new(
             ctx.clone(),
         )))
-        .add_service(OAuthServiceServer::new(OAuthApi::new(ctx)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_service(OAuthServiceServer::new(OAuthApi::new(ctx.clone())))
+        .add_service(
+            WebhookServiceServer::new(WebhookApi::new(ctx, webhooks.clone()))
+                .max_decoding_message_size(MAX_WEBHOOK_MESSAGE),
+        )
+        // No Nagle: small HTTP/2 frames (headers, trailers) would otherwise wait for the peer's
+        // delayed ACK, adding ~40 ms to answers.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     watcher.abort();
+    webhooks.shutdown();
     if let Some(refresher) = refresher {
         refresher.abort();
     }

@@ -3,9 +3,11 @@
 
 pub mod entities;
 pub mod integrations;
+pub mod nodelay;
 pub mod oauth_states;
 pub mod organizations;
 pub mod text_list;
+pub mod webhook_events;
 
 use std::time::Duration;
 
@@ -24,6 +26,9 @@ pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
         .acquire_timeout(Duration::from_secs(5))
         // SQL logs would carry bound values: ciphertext, secrets. Never.
         .sqlx_logging(false);
+    if !sqlite {
+        nodelay::enable_on_new_connections(&mut options);
+    }
     let db = Database::connect(options).await?;
     if db.get_database_backend() == DbBackend::Sqlite {
         // WAL lets readers run beside the single writer; the setting persists in the file.

@@ -14,6 +14,7 @@ pub mod oauth;
 pub mod router;
 pub mod server;
 pub mod upstream;
+pub mod webhooks;
 
 use config::GatewayConfig;
 use upstream::Upstream;

@@ -4,7 +4,9 @@
 use http::{Method, Request};
 use hyper::body::Incoming;
 
-use crate::{error::GatewayError, health, http::HttpResponse, integrations, oauth, Gateway};
+use crate::{
+    error::GatewayError, health, http::HttpResponse, integrations, oauth, webhooks, Gateway,
+};
 
 pub async fn route(
     gateway: &Gateway,
@@ -52,17 +54,31 @@ pub async fn route(
                 _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
             }
         }
+        // GET: route 11, the webhook settings of `{id}`. POST: route 6 (GitHub,
+        // `?integration_id=`) and route 9 (Slack), provider deliveries for `{provider}`.
         ["api", "integrations", id, "webhook"] => {
             let id = decode_segment(id)?;
             match method {
                 Method::GET => oauth::webhook_settings(gateway, &parts, id).await,
-                _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
+                Method::POST => webhooks::receive(gateway, &parts, body, id, None).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "GET, POST" }),
             }
         }
         ["api", "integrations", id, "webhook", "rotate"] => {
             let id = decode_segment(id)?;
             match method {
                 Method::POST => oauth::rotate_webhook_secret(gateway, &parts, body, id).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
+            }
+        }
+        // Route 6 with the integration in the path (the webhook URL the service hands out).
+        ["api", "integrations", provider, "webhook", integration_id] => {
+            let provider = decode_segment(provider)?;
+            let integration_id = decode_segment(integration_id)?;
+            match method {
+                Method::POST => {
+                    webhooks::receive(gateway, &parts, body, provider, Some(integration_id)).await
+                }
                 _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
             }
         }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use integrations_proto::v1::{
-    integration_service_client::IntegrationServiceClient, o_auth_service_client::OAuthServiceClient,
+    integration_service_client::IntegrationServiceClient,
+    o_auth_service_client::OAuthServiceClient, webhook_service_client::WebhookServiceClient,
 };
 use tonic::{
     metadata::{MetadataMap, MetadataValue},
@@ -39,6 +40,11 @@ impl Upstream {
 
     pub fn oauth(&self) -> OAuthServiceClient<Channel> {
         OAuthServiceClient::new(self.channel.clone())
+    }
+
+    /// Webhook bodies reach 25 MB: the encoding limit is lifted for them.
+    pub fn webhooks(&self) -> WebhookServiceClient<Channel> {
+        WebhookServiceClient::new(self.channel.clone()).max_encoding_message_size(usize::MAX)
     }
 
     pub fn health(&self) -> tonic_health::pb::health_client::HealthClient<Channel> {

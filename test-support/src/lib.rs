@@ -135,6 +135,36 @@ impl TestApp {
         .expect("sign")
     }
 
+    /// Starts another service on the same database (a second replica, with its own pool and
+    /// webhook worker) and answers its gRPC URL; it stops with the app.
+    pub async fn spawn_service_replica(&mut self) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind replica");
+        let grpc_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let env: HashMap<String, String> = [
+            ("DATABASE_URL", self.database.url.as_str()),
+            ("INTEGRATION_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY),
+            ("SUPABASE_JWT_SECRET", self.jwt_secret.as_str()),
+            ("APP_URL", TEST_APP_URL),
+            ("PUBLIC_API_URL", self.http_url.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = Config::from_vars(&env).expect("replica config");
+        let ctx = AppContext::start(config).await.expect("replica start");
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = integration_service::server::serve(ctx, listener, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        self.shutdown.push(tx);
+        grpc_url
+    }
+
     /// An owner of a fresh organization `org`: (user id, token).
     pub async fn owner(&self, org: i64) -> (Uuid, String) {
         let user = Uuid::new_v4();

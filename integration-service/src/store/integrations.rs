@@ -377,3 +377,25 @@ pub async fn replace_secret_columns(
         .await?;
     Ok(())
 }
+
+/// An integration by id in any organization: a webhook URL names it, the signature proves the
+/// sender knows its secret.
+pub async fn find_for_webhook(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Model>, DbErr> {
+    integration::Entity::find_by_id(id).one(db).await
+}
+
+/// The connected integrations of `provider` whose provider-side account is `account_id`
+/// (a Slack workspace may be connected by several organizations).
+pub async fn find_connected_by_account(
+    db: &impl ConnectionTrait,
+    provider: &str,
+    account_id: &str,
+) -> Result<Vec<Model>, DbErr> {
+    integration::Entity::find()
+        .filter(integration::Column::Provider.eq(provider))
+        .filter(integration::Column::AccountId.eq(account_id))
+        .filter(integration::Column::Connected.eq(true))
+        .order_by_asc(integration::Column::OrganizationId)
+        .all(db)
+        .await
+}

@@ -1,0 +1,465 @@
+//! Queries on `webhook_events`: group-committed ingest with duplicate detection, the worker's
+//! claims with leases, acknowledgements, listing and replay.
+//!
+//! Invariants: a row is written once per (integration, delivery id) — the unique key decides,
+//! never a read-then-write; a claim is one atomic UPDATE (PostgreSQL skips rows another
+//! process has locked, SQLite has a single writer), so one event is leased to one consumer at
+//! a time. Timestamps are always bound from Rust, so SQLite compares them as uniform text.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    sea_query::Expr, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    TransactionTrait, Value,
+};
+use uuid::Uuid;
+
+use super::entities::webhook_event::{self, Model};
+
+pub const PENDING: &str = "PENDING";
+pub const DELIVERED: &str = "DELIVERED";
+pub const PROCESSED: &str = "PROCESSED";
+pub const DEAD: &str = "DEAD";
+
+/// A verified delivery to store. `payload` and `headers` are JSON texts, already validated.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub event_type: String,
+    pub delivery_id: Option<String>,
+    pub payload: String,
+    pub headers: String,
+    /// Events no consumer needs (`ping`) are stored already processed.
+    pub processed: bool,
+    pub received_at: DateTime<Utc>,
+}
+
+/// SQL text with the backend's placeholders and the bound values.
+struct Sql {
+    backend: DbBackend,
+    text: String,
+    values: Vec<Value>,
+}
+
+impl Sql {
+    fn new(backend: DbBackend) -> Self {
+        Self {
+            backend,
+            text: String::new(),
+            values: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, sql: &str) -> &mut Self {
+        self.text.push_str(sql);
+        self
+    }
+
+    /// Appends a placeholder for `value`.
+    fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
+        self.values.push(value.into());
+        if self.backend == DbBackend::Postgres {
+            let n = self.values.len();
+            self.text.push_str(&format!("${n}"));
+        } else {
+            self.text.push('?');
+        }
+        self
+    }
+
+    /// Appends a placeholder for a JSON text (jsonb on PostgreSQL, text on SQLite).
+    fn bind_json(&mut self, json: &str) -> &mut Self {
+        if self.backend == DbBackend::Postgres {
+            self.push("CAST(").bind(json.to_string()).push(" AS jsonb)")
+        } else {
+            self.bind(json.to_string())
+        }
+    }
+
+    fn statement(self) -> Statement {
+        Statement::from_sql_and_values(self.backend, self.text, self.values)
+    }
+}
+
+/// Bound data per INSERT statement: a batch of large payloads becomes several statements in
+/// one transaction (still one commit), so no statement grows without bound. (PostgreSQL
+/// connections have TCP_NODELAY, see `store::nodelay`: large statements do not stall.)
+const STATEMENT_BUDGET: usize = 256 * 1024;
+
+/// Writes `rows` in one transaction and answers, per row, the id of the stored event: the new
+/// id, or the existing one when (integration, delivery id) was already stored (a duplicate).
+pub async fn insert_batch(db: &DatabaseConnection, rows: &[NewEvent]) -> Result<Vec<Uuid>, DbErr> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One key order in every batch: two processes inserting the same deliveries lock them in
+    // the same order, so their transactions never deadlock.
+    let mut order: Vec<&NewEvent> = rows.iter().collect();
+    order.sort_by(|a, b| {
+        (a.integration_id, &a.delivery_id).cmp(&(b.integration_id, &b.delivery_id))
+    });
+    let mut statements = Vec::new();
+    let mut chunk: Vec<&NewEvent> = Vec::new();
+    let mut size = 0;
+    for row in order {
+        let row_size = row.payload.len() + row.headers.len();
+        if !chunk.is_empty() && size + row_size > STATEMENT_BUDGET {
+            statements.push(insert_statement(db.get_database_backend(), &chunk));
+            chunk.clear();
+            size = 0;
+        }
+        size += row_size;
+        chunk.push(row);
+    }
+    statements.push(insert_statement(db.get_database_backend(), &chunk));
+
+    if statements.len() == 1 {
+        // One statement is one transaction (autocommit): when it returns, every row it
+        // inserted is committed, and a row it skipped conflicts with a committed row —
+        // PostgreSQL waits for a concurrent inserter of the same key to finish first.
+        let inserted = run_inserts(db, statements).await?;
+        return resolve_ids(db, rows, &inserted).await;
+    }
+    let txn = db.begin().await?;
+    let inserted = run_inserts(&txn, statements).await?;
+    let ids = resolve_ids(&txn, rows, &inserted).await?;
+    txn.commit().await?;
+    Ok(ids)
+}
+
+fn insert_statement(backend: DbBackend, rows: &[&NewEvent]) -> Statement {
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "INSERT INTO webhook_events (id, integration_id, event_type, delivery_id, payload, \
+         headers, processed, status, retry_count, next_attempt_at, processed_at, received_at) \
+         VALUES ",
+    );
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        let (status, next_attempt, processed_at) = if row.processed {
+            (PROCESSED, None, Some(row.received_at))
+        } else {
+            (PENDING, Some(row.received_at), None)
+        };
+        sql.push("(")
+            .bind(row.id)
+            .push(", ")
+            .bind(row.integration_id)
+            .push(", ")
+            .bind(row.event_type.clone())
+            .push(", ")
+            .bind(row.delivery_id.clone())
+            .push(", ")
+            .bind_json(&row.payload)
+            .push(", ")
+            .bind_json(&row.headers)
+            .push(", ")
+            .bind(row.processed)
+            .push(", ")
+            .bind(status)
+            .push(", 0, ")
+            .bind(next_attempt)
+            .push(", ")
+            .bind(processed_at)
+            .push(", ")
+            .bind(row.received_at)
+            .push(")");
+    }
+    sql.push(" ON CONFLICT (integration_id, delivery_id) DO NOTHING RETURNING id");
+    sql.statement()
+}
+
+/// Runs the INSERTs; answers the ids they inserted.
+async fn run_inserts(
+    db: &impl ConnectionTrait,
+    statements: Vec<Statement>,
+) -> Result<Vec<Uuid>, DbErr> {
+    let mut inserted = Vec::new();
+    for statement in statements {
+        for row in db.query_all_raw(statement).await? {
+            inserted.push(row.try_get::<Uuid>("", "id")?);
+        }
+    }
+    Ok(inserted)
+}
+
+/// Each row's stored id: its own when inserted, else the id stored for its delivery.
+async fn resolve_ids(
+    db: &impl ConnectionTrait,
+    rows: &[NewEvent],
+    inserted: &[Uuid],
+) -> Result<Vec<Uuid>, DbErr> {
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in rows {
+        if inserted.contains(&row.id) {
+            ids.push(row.id);
+            continue;
+        }
+        // Not inserted: the unique key found the delivery already stored (maybe by this batch).
+        let existing = match &row.delivery_id {
+            Some(delivery) => find_by_delivery(db, row.integration_id, delivery).await?,
+            None => None,
+        };
+        ids.push(existing.ok_or_else(|| {
+            DbErr::RecordNotFound("webhook event neither inserted nor found".into())
+        })?);
+    }
+    Ok(ids)
+}
+
+async fn find_by_delivery(
+    db: &impl ConnectionTrait,
+    integration_id: Uuid,
+    delivery_id: &str,
+) -> Result<Option<Uuid>, DbErr> {
+    Ok(webhook_event::Entity::find()
+        .filter(webhook_event::Column::IntegrationId.eq(integration_id))
+        .filter(webhook_event::Column::DeliveryId.eq(delivery_id))
+        .one(db)
+        .await?
+        .map(|event| event.id))
+}
+
+/// Which events a consumer wants.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub organization_id: Option<i64>,
+    pub provider: Option<String>,
+    pub event_types: Vec<String>,
+}
+
+/// A claimed event with the integration facts consumers filter and route on.
+#[derive(Debug, Clone)]
+pub struct ClaimedEvent {
+    pub event: Model,
+    pub organization_id: i64,
+    pub provider: String,
+}
+
+/// Leases up to `limit` due events matching `filter` to `owner` until `lease_until`: pending
+/// events whose next attempt is due, and delivered events whose lease ran out. Each claim
+/// counts one attempt (`retry_count + 1`).
+pub async fn claim_due_events(
+    db: &DatabaseConnection,
+    owner: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u64,
+    filter: &EventFilter,
+) -> Result<Vec<ClaimedEvent>, DbErr> {
+    let backend = db.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE webhook_events SET status = ")
+        .bind(DELIVERED)
+        .push(", lease_owner = ")
+        .bind(owner.to_string())
+        .push(", lease_expires_at = ")
+        .bind(lease_until)
+        .push(", retry_count = retry_count + 1 WHERE id IN (SELECT e.id FROM webhook_events e JOIN integrations i ON i.id = e.integration_id WHERE ((e.status = ")
+        .bind(PENDING)
+        .push(" AND e.next_attempt_at <= ")
+        .bind(now)
+        .push(") OR (e.status = ")
+        .bind(DELIVERED)
+        .push(" AND e.lease_expires_at <= ")
+        .bind(now)
+        .push("))");
+    if let Some(organization_id) = filter.organization_id {
+        sql.push(" AND i.organization_id = ").bind(organization_id);
+    }
+    if let Some(provider) = &filter.provider {
+        sql.push(" AND i.provider = ").bind(provider.clone());
+    }
+    if !filter.event_types.is_empty() {
+        sql.push(" AND e.event_type IN (");
+        for (i, event_type) in filter.event_types.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(event_type.clone());
+        }
+        sql.push(")");
+    }
+    sql.push(" ORDER BY e.received_at LIMIT ")
+        .bind(limit.min(i64::MAX as u64) as i64);
+    if backend == DbBackend::Postgres {
+        // Rows another process is claiming are skipped, not waited for: disjoint claims.
+        sql.push(" FOR UPDATE OF e SKIP LOCKED");
+    }
+    sql.push(
+        ") RETURNING id, integration_id, event_type, delivery_id, payload, headers, processed, \
+         status, retry_count, last_error, next_attempt_at, lease_expires_at, lease_owner, \
+         processed_at, received_at",
+    );
+    let rows = db.query_all_raw(sql.statement()).await?;
+    let mut events = rows
+        .iter()
+        .map(|row| Model::from_query_result(row, ""))
+        .collect::<Result<Vec<_>, _>>()?;
+    events.sort_by_key(|e| e.received_at);
+    let mut claimed = Vec::with_capacity(events.len());
+    for event in events {
+        let integration = super::entities::integration::Entity::find_by_id(event.integration_id)
+            .one(db)
+            .await?;
+        if let Some(integration) = integration {
+            claimed.push(ClaimedEvent {
+                event,
+                organization_id: integration.organization_id,
+                provider: integration.provider,
+            });
+        }
+    }
+    Ok(claimed)
+}
+
+pub async fn find(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Model>, DbErr> {
+    webhook_event::Entity::find_by_id(id).one(db).await
+}
+
+/// Acknowledges a pending or delivered event. `false` when the event is in no such state.
+pub async fn mark_processed(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let null_time: Option<DateTime<Utc>> = None;
+    let null_text: Option<String> = None;
+    let result = webhook_event::Entity::update_many()
+        .col_expr(webhook_event::Column::Status, Expr::value(PROCESSED))
+        .col_expr(webhook_event::Column::Processed, Expr::value(true))
+        .col_expr(webhook_event::Column::ProcessedAt, Expr::value(now))
+        .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(null_time))
+        .col_expr(
+            webhook_event::Column::LeaseExpiresAt,
+            Expr::value(null_time),
+        )
+        .col_expr(webhook_event::Column::LeaseOwner, Expr::value(null_text))
+        .filter(webhook_event::Column::Id.eq(id))
+        .filter(webhook_event::Column::Status.is_in([PENDING, DELIVERED]))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected > 0)
+}
+
+/// What becomes of an event after a consumer reported an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterError {
+    RetryAt(DateTime<Utc>),
+    Dead,
+}
+
+/// Records a consumer's error on a pending or delivered event: retried at a time or dead,
+/// as `decide(attempts so far)` says. `None` when the event is in no such state.
+pub async fn record_error(
+    db: &DatabaseConnection,
+    id: Uuid,
+    error: &str,
+    decide: impl FnOnce(i32) -> AfterError,
+) -> Result<Option<(Model, AfterError)>, DbErr> {
+    let txn = db.begin().await?;
+    let Some(event) = find(&txn, id).await? else {
+        return Ok(None);
+    };
+    if event.status != PENDING && event.status != DELIVERED {
+        return Ok(None);
+    }
+    let after = decide(event.retry_count);
+    let null_time: Option<DateTime<Utc>> = None;
+    let null_text: Option<String> = None;
+    let (status, next_attempt) = match &after {
+        AfterError::RetryAt(at) => (PENDING, Some(*at)),
+        AfterError::Dead => (DEAD, None),
+    };
+    let result = webhook_event::Entity::update_many()
+        .col_expr(webhook_event::Column::Status, Expr::value(status))
+        .col_expr(
+            webhook_event::Column::NextAttemptAt,
+            Expr::value(next_attempt),
+        )
+        .col_expr(webhook_event::Column::LastError, Expr::value(error))
+        .col_expr(
+            webhook_event::Column::LeaseExpiresAt,
+            Expr::value(null_time),
+        )
+        .col_expr(webhook_event::Column::LeaseOwner, Expr::value(null_text))
+        .filter(webhook_event::Column::Id.eq(id))
+        .filter(webhook_event::Column::Status.eq(event.status.clone()))
+        .filter(webhook_event::Column::RetryCount.eq(event.retry_count))
+        .exec(&txn)
+        .await?;
+    if result.rows_affected == 0 {
+        // Claimed or acknowledged meanwhile: the caller's view is stale.
+        return Ok(None);
+    }
+    let updated = find(&txn, id)
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("webhook event".into()))?;
+    txn.commit().await?;
+    Ok(Some((updated, after)))
+}
+
+/// One page of an integration's events, newest first.
+pub async fn list_for_integration(
+    db: &impl ConnectionTrait,
+    integration_id: Uuid,
+    status: Option<&str>,
+    offset: u64,
+    limit: u64,
+) -> Result<Vec<Model>, DbErr> {
+    let mut query = webhook_event::Entity::find()
+        .filter(webhook_event::Column::IntegrationId.eq(integration_id));
+    if let Some(status) = status {
+        query = query.filter(webhook_event::Column::Status.eq(status));
+    }
+    query
+        .order_by_desc(webhook_event::Column::ReceivedAt)
+        .order_by_desc(webhook_event::Column::Id)
+        .offset(offset)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// Number of events of an integration (tests and diagnostics).
+pub async fn count_for_integration(
+    db: &impl ConnectionTrait,
+    integration_id: Uuid,
+) -> Result<u64, DbErr> {
+    webhook_event::Entity::find()
+        .filter(webhook_event::Column::IntegrationId.eq(integration_id))
+        .count(db)
+        .await
+}
+
+/// Makes an event due again now, as a new series of attempts.
+pub async fn replay(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Option<Model>, DbErr> {
+    let null_time: Option<DateTime<Utc>> = None;
+    let null_text: Option<String> = None;
+    webhook_event::Entity::update_many()
+        .col_expr(webhook_event::Column::Status, Expr::value(PENDING))
+        .col_expr(webhook_event::Column::Processed, Expr::value(false))
+        .col_expr(webhook_event::Column::RetryCount, Expr::value(0))
+        .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(now))
+        .col_expr(
+            webhook_event::Column::LastError,
+            Expr::value(null_text.clone()),
+        )
+        .col_expr(
+            webhook_event::Column::LeaseExpiresAt,
+            Expr::value(null_time),
+        )
+        .col_expr(webhook_event::Column::LeaseOwner, Expr::value(null_text))
+        .col_expr(webhook_event::Column::ProcessedAt, Expr::value(null_time))
+        .filter(webhook_event::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    find(db, id).await
+}

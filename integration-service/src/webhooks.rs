@@ -1,0 +1,49 @@
+//! Webhooks: providers' deliveries verified, stored durably before the 2xx, and handed to
+//! internal consumers asynchronously.
+//!
+//! - `signature`: GitHub's and Slack's signature schemes (pure, constant-time).
+//! - `receive`: the rules of one delivery — which integration, which secret, which answer.
+//! - `ingest`: the group-commit writer: concurrent deliveries share one transaction, each
+//!   request waits for its own row's commit.
+//! - `dispatch`: the worker leasing due events to subscribed consumers.
+//! - `retry`: backoff with jitter and the dead-letter limit.
+//!
+//! Invariant: nothing is answered 2xx before its row is committed; nothing unverified is
+//! written.
+
+pub mod dispatch;
+pub mod ingest;
+pub mod receive;
+pub mod retry;
+pub mod secrets;
+pub mod signature;
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+/// The webhook machinery of one service process: its writer and its worker.
+#[derive(Clone)]
+pub struct WebhookRuntime {
+    pub ingest: ingest::Ingest,
+    pub dispatcher: Arc<dispatch::Dispatcher>,
+    pub secrets: Arc<secrets::SecretCache>,
+}
+
+impl WebhookRuntime {
+    /// Starts the writer and the worker tasks; they stop when the runtime is dropped
+    /// (writer) or `shutdown` is called (worker).
+    pub fn start(db: DatabaseConnection) -> Self {
+        let dispatcher = dispatch::Dispatcher::start(db.clone());
+        let ingest = ingest::Ingest::start(db, dispatcher.clone());
+        Self {
+            ingest,
+            dispatcher,
+            secrets: Arc::default(),
+        }
+    }
+
+    pub fn shutdown(&self) {
+        self.dispatcher.shutdown();
+    }
+}

@@ -1,0 +1,195 @@
+//! The group-commit writer. A request hands its verified row to a queue and awaits that row's
+//! commit; writer tasks take what is queued (at most `MAX_BATCH` rows, waiting at most
+//! `MAX_WAIT` for company when other requests are arriving) and write it in one transaction.
+//! One commit (one fsync) then serves many deliveries, which is where the throughput comes from.
+//!
+//! Invariant: a request is answered `Ok(id)` only after the transaction holding its row (or
+//! the row it duplicates) committed; a failed transaction fails every request of the batch.
+
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::{DatabaseConnection, DbBackend, DbErr};
+use tokio::{
+    sync::{mpsc, oneshot, Mutex},
+    time::Instant,
+};
+use uuid::Uuid;
+
+use super::dispatch::Dispatcher;
+use crate::{
+    error::{ServiceError, ServiceResult},
+    store::webhook_events::{self, NewEvent},
+};
+
+/// Rows per transaction at most.
+pub const MAX_BATCH: usize = 128;
+/// Longest a row waits for others before its batch is written.
+pub const MAX_WAIT: Duration = Duration::from_micros(500);
+/// Queued rows at most; further requests wait for room (backpressure).
+const QUEUE: usize = 4096;
+
+struct Job {
+    row: NewEvent,
+    reply: oneshot::Sender<Result<Uuid, Failure>>,
+}
+
+/// Why a batch failed, shared by all of its requests.
+#[derive(Debug, Clone)]
+enum Failure {
+    Unavailable(String),
+    Internal(String),
+}
+
+impl From<Failure> for ServiceError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Unavailable(e) => ServiceError::DatabaseUnavailable(DbErr::Custom(e)),
+            Failure::Internal(e) => ServiceError::Database(DbErr::Custom(e)),
+        }
+    }
+}
+
+/// The queue of the writer tasks.
+#[derive(Clone)]
+pub struct Ingest {
+    queue: mpsc::Sender<Job>,
+}
+
+impl Ingest {
+    /// Starts the writers: two on PostgreSQL (one commits while the other gathers), one on
+    /// SQLite (a single writer anyway). They stop when every `Ingest` clone is dropped.
+    pub fn start(db: DatabaseConnection, dispatcher: Arc<Dispatcher>) -> Self {
+        let writers = match db.get_database_backend() {
+            DbBackend::Postgres => 2,
+            _ => 1,
+        };
+        let (queue, receiver) = mpsc::channel(QUEUE);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..writers {
+            tokio::spawn(write_batches(
+                db.clone(),
+                receiver.clone(),
+                dispatcher.clone(),
+            ));
+        }
+        Self { queue }
+    }
+
+    /// Stores a verified delivery and answers its event id once committed: the new row's id,
+    /// or the stored one when the delivery is a duplicate.
+    pub async fn store(&self, row: NewEvent) -> ServiceResult<Uuid> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job { row, reply })
+            .await
+            .map_err(|_| ServiceError::Internal("webhook writer stopped".into()))?;
+        match answer.await {
+            Ok(result) => result.map_err(ServiceError::from),
+            Err(_) => Err(ServiceError::Internal(
+                "webhook writer dropped a row".into(),
+            )),
+        }
+    }
+}
+
+async fn write_batches(
+    db: DatabaseConnection,
+    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
+    dispatcher: Arc<Dispatcher>,
+) {
+    loop {
+        let batch = {
+            let mut receiver = receiver.lock().await;
+            match gather(&mut receiver).await {
+                Some(batch) => batch,
+                None => return,
+            }
+        };
+        let (rows, replies): (Vec<NewEvent>, Vec<_>) =
+            batch.into_iter().map(|job| (job.row, job.reply)).unzip();
+        let started = Instant::now();
+        let result = write_with_fallback(&db, &rows).await;
+        tracing::debug!(
+            rows = rows.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "webhook batch written"
+        );
+        let wrote_pending = rows.iter().any(|row| !row.processed);
+        match result {
+            Ok(ids) => {
+                for (reply, id) in replies.into_iter().zip(ids) {
+                    let _ = reply.send(id);
+                }
+                if wrote_pending {
+                    dispatcher.wake();
+                }
+            }
+            Err(failure) => {
+                for reply in replies {
+                    let _ = reply.send(Err(failure.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The next batch: the first queued job, everything else already queued, and — when others
+/// are arriving — what arrives within `MAX_WAIT`. `None` when the queue is closed.
+async fn gather(receiver: &mut mpsc::Receiver<Job>) -> Option<Vec<Job>> {
+    let first = receiver.recv().await?;
+    let deadline = Instant::now() + MAX_WAIT;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match receiver.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    // A lone request is written at once; under concurrency a short wait fills the batch.
+    if batch.len() > 1 {
+        while batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, receiver.recv()).await {
+                Ok(Some(job)) => batch.push(job),
+                _ => break,
+            }
+        }
+    }
+    Some(batch)
+}
+
+/// Writes the batch; when it fails for a reason other than an unreachable database (one bad
+/// row), the rows are written one by one so that one row cannot fail the others.
+async fn write_with_fallback(
+    db: &DatabaseConnection,
+    rows: &[NewEvent],
+) -> Result<Vec<Result<Uuid, Failure>>, Failure> {
+    match webhook_events::insert_batch(db, rows).await {
+        Ok(ids) => Ok(ids.into_iter().map(Ok).collect()),
+        Err(e) => {
+            let failure = classify(e);
+            if matches!(failure, Failure::Unavailable(_)) || rows.len() == 1 {
+                return Err(failure);
+            }
+            let mut results = Vec::with_capacity(rows.len());
+            for row in rows {
+                let result = webhook_events::insert_batch(db, std::slice::from_ref(row))
+                    .await
+                    .map_err(classify)
+                    .and_then(|ids| {
+                        ids.into_iter()
+                            .next()
+                            .ok_or_else(|| Failure::Internal("no id".into()))
+                    });
+                results.push(result);
+            }
+            Ok(results)
+        }
+    }
+}
+
+fn classify(e: DbErr) -> Failure {
+    match ServiceError::from(e) {
+        ServiceError::DatabaseUnavailable(e) => Failure::Unavailable(e.to_string()),
+        other => Failure::Internal(other.to_string()),
+    }
+}

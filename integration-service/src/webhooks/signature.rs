@@ -1,0 +1,130 @@
+//! Signature schemes of the providers, compared in constant time (`Mac::verify_slice`).
+//!
+//! GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>`.
+//! Slack: `X-Slack-Signature: v0=<hex HMAC-SHA256(signing secret, "v0:{timestamp}:{raw body}")>`
+//! with `X-Slack-Request-Timestamp` at most five minutes away from now (replay protection).
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Largest distance between Slack's request timestamp and our clock, either way.
+pub const SLACK_MAX_SKEW_SECONDS: i64 = 300;
+
+/// Whether `header` is GitHub's signature of `body` under `secret`.
+pub fn verify_github_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
+    let Some(hex_digest) = header.trim().strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_digest) else {
+        return false;
+    };
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// GitHub's signature header value of `body` under `secret` (tests, benchmark).
+pub fn github_signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac());
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Whether `header` is Slack's v0 signature of `timestamp` and `body` under `secret`.
+pub fn verify_slack_signature(secret: &[u8], timestamp: &str, body: &[u8], header: &str) -> bool {
+    let Some(hex_digest) = header.trim().strip_prefix("v0=") else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_digest) else {
+        return false;
+    };
+    let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(b"v0:");
+    mac.update(timestamp.as_bytes());
+    mac.update(b":");
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// Slack's signature header value (tests).
+pub fn slack_signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
+    let mut mac = HmacSha256::new_from_slice(secret).unwrap_or_else(|_| unreachable_hmac());
+    mac.update(format!("v0:{timestamp}:").as_bytes());
+    mac.update(body);
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Whether Slack's request timestamp is within the window around `now` (both in Unix seconds).
+pub fn slack_timestamp_is_fresh(timestamp: i64, now: i64) -> bool {
+    now.checked_sub(timestamp)
+        .is_some_and(|skew| skew.abs() <= SLACK_MAX_SKEW_SECONDS)
+}
+
+/// HMAC accepts keys of every length; `new_from_slice` cannot fail for it.
+fn unreachable_hmac() -> HmacSha256 {
+    unreachable!("HMAC-SHA256 accepts keys of any length")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
+    #[test]
+    fn github_documentation_example() {
+        let secret = b"It's a Secret to Everybody";
+        let body = b"Hello, World!";
+        let header = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(github_signature(secret, body), header);
+        assert!(verify_github_signature(secret, body, header));
+        assert!(!verify_github_signature(secret, b"Hello, World?", header));
+        assert!(!verify_github_signature(b"another secret", body, header));
+        assert!(!verify_github_signature(
+            secret,
+            body,
+            &header.replace("sha256=", "sha1=")
+        ));
+        assert!(!verify_github_signature(secret, body, "sha256=zz"));
+        assert!(!verify_github_signature(secret, body, "sha256=757107"));
+        assert!(!verify_github_signature(secret, body, ""));
+    }
+
+    /// https://api.slack.com/authentication/verifying-requests-from-slack
+    #[test]
+    fn slack_documentation_example() {
+        let secret = b"8f742231b10e8888abcd99yyyzzz85a5";
+        let timestamp = "1531420618";
+        let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+        let header = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
+        assert_eq!(slack_signature(secret, timestamp, body), header);
+        assert!(verify_slack_signature(secret, timestamp, body, header));
+        assert!(!verify_slack_signature(secret, "1531420619", body, header));
+        assert!(!verify_slack_signature(
+            secret, timestamp, b"token=x", header
+        ));
+        assert!(!verify_slack_signature(
+            secret,
+            timestamp,
+            body,
+            &header[3..]
+        ));
+    }
+
+    #[test]
+    fn slack_window_is_five_minutes_either_way() {
+        let now = 1_800_000_000;
+        assert!(slack_timestamp_is_fresh(now, now));
+        assert!(slack_timestamp_is_fresh(now - 299, now));
+        assert!(slack_timestamp_is_fresh(now + 299, now));
+        assert!(slack_timestamp_is_fresh(now - 300, now));
+        assert!(!slack_timestamp_is_fresh(now - 301, now));
+        assert!(!slack_timestamp_is_fresh(now + 301, now));
+        assert!(!slack_timestamp_is_fresh(i64::MIN, now));
+    }
+}
