@@ -230,7 +230,9 @@ mod tests {
         // Flip one bit of the sealed bytes themselves (editing a base64 character can touch
         // only padding bits and decode to the same bytes).
         let (prefix, body) = stored.rsplit_once(':').unwrap();
-        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).unwrap();
+        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(body)
+            .unwrap();
         for index in [NONCE_LEN, bytes.len() / 2, bytes.len() - 1] {
             bytes[index] ^= 0x01;
             let tampered = format!(
