@@ -2,7 +2,7 @@
 //!
 //! Invariants:
 //! - one refresh at a time per integration, across every process sharing the database: the
-//!   refresher holds the row's lock (`store::integrations::lock_for_token_refresh`) from
+//!   refresher holds the row's lock (`store::integrations::begin_with_row_lock`) from
 //!   re-reading the row until the new tokens are committed; whoever waited re-reads and uses
 //!   the new token instead of refreshing again (single-use refresh tokens survive this);
 //! - the rotated refresh token is committed before the new access token is handed out;
@@ -165,7 +165,7 @@ pub async fn refresh_locked(
     id: Uuid,
     margin: chrono::Duration,
 ) -> ServiceResult<AccessToken> {
-    let (txn, current) = store::integrations::lock_for_token_refresh(&ctx.db, id).await?;
+    let (txn, current) = store::integrations::begin_with_row_lock(&ctx.db, id).await?;
     let current = current.ok_or_else(|| ServiceError::not_found("Integration not found"))?;
     check_usable(&current)?;
     if is_fresh(&current, margin) {

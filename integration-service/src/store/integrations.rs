@@ -97,18 +97,8 @@ pub async fn update_settings<F, E>(
 where
     F: FnOnce(&Model) -> Result<SettingsChange, E>,
 {
-    let txn = db.begin().await?;
-    // An UPDATE first takes the row lock on PostgreSQL and the write lock on SQLite.
-    integration::Entity::update_many()
-        .col_expr(
-            integration::Column::UpdatedAt,
-            Expr::col(integration::Column::UpdatedAt),
-        )
-        .filter(integration::Column::Id.eq(id))
-        .filter(integration::Column::OrganizationId.eq(organization_id))
-        .exec(&txn)
-        .await?;
-    let Some(current) = find_by_id(&txn, organization_id, id).await? else {
+    let (txn, current) = begin_with_row_lock(db, id).await?;
+    let Some(current) = current.filter(|row| row.organization_id == organization_id) else {
         return Err(DbErr::RecordNotFound("integration".into()));
     };
     let change = match compute(&current) {
@@ -230,12 +220,13 @@ pub async fn set_last_error(
     Ok(())
 }
 
-/// Opens a transaction holding the integration's refresh lock and re-reads the row.
+/// Opens a transaction holding the integration row's write lock and re-reads the row.
 ///
 /// The first statement is an UPDATE of the row: on PostgreSQL it takes the row lock (every
-/// other refresher, in any process, waits for our commit); on SQLite it takes the database
-/// write lock. Whoever gets the lock next re-reads the row and sees our new token.
-pub async fn lock_for_token_refresh(
+/// other writer of the row, in any process, waits for our commit); on SQLite it takes the
+/// database write lock. Whoever gets the lock next re-reads the row and sees our changes —
+/// concurrent merge patches lose no key, concurrent token refreshes refresh once.
+pub async fn begin_with_row_lock(
     db: &DatabaseConnection,
     id: Uuid,
 ) -> Result<(sea_orm::DatabaseTransaction, Option<Model>), DbErr> {
