@@ -12,53 +12,11 @@ use serde_json::{json, Value};
 use test_support::{
     dual_db_test,
     fake_provider::{FakeProvider, FakeStyle},
-    spawn_app_with_env, Db, TestApp, TEST_APP_URL,
+    oauth_flow::connect,
+    spawn_app_with_env, Db, TEST_APP_URL,
 };
 
 const SLACK_SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-
-/// Authorize as an owner, consent at the fake, follow the callback: the app redirect.
-async fn connect(app: &TestApp, token: &str, provider: &str) -> String {
-    let started = app
-        .http
-        .post(app.url(&format!("/api/integrations/{provider}/authorize")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), StatusCode::OK);
-    let cookie = started.headers()[header::SET_COOKIE]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let body: Value = started.json().await.unwrap();
-    let consent = app
-        .http
-        .get(body["redirectUrl"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(consent.status(), StatusCode::FOUND);
-    let callback = consent.headers()[header::LOCATION]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let done = app
-        .http
-        .get(callback)
-        .header(header::COOKIE, cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), StatusCode::FOUND);
-    done.headers()[header::LOCATION]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
 
 dual_db_test!(
     github_connected_by_oauth_receives_signed_deliveries,

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use test_support::{
     dual_db_test,
     fake_provider::{FakeProvider, FakeStyle, FAKE_CLIENT_ID},
+    oauth_flow::{authorize, connect, consent, follow_callback},
     spawn_app_with_env, Db, TestApp, TEST_APP_URL, TEST_ENCRYPTION_KEY,
 };
 use url::Url;
@@ -46,92 +47,6 @@ async fn app_with(
         .collect();
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     spawn_app_with_env(kind, &vars).await
-}
-
-struct Authorization {
-    /// The provider's authorize URL.
-    url: Url,
-    /// `name=value` of the state cookie, when one was set.
-    cookie: Option<String>,
-    set_cookie: Option<String>,
-}
-
-impl Authorization {
-    fn param(&self, name: &str) -> Option<String> {
-        self.url
-            .query_pairs()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.into_owned())
-    }
-}
-
-/// `POST /api/integrations/{provider}/authorize` as an owner.
-async fn authorize(app: &TestApp, token: &str, id: &str) -> Authorization {
-    let response = app
-        .http
-        .post(app.url(&format!("/api/integrations/{id}/authorize")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
-    let set_cookie = response
-        .headers()
-        .get(header::SET_COOKIE)
-        .map(|v| v.to_str().unwrap().to_string());
-    let body: Value = response.json().await.unwrap();
-    Authorization {
-        url: Url::parse(body["redirectUrl"].as_str().unwrap()).unwrap(),
-        cookie: set_cookie
-            .as_deref()
-            .map(|c| c.split(';').next().unwrap().to_string()),
-        set_cookie,
-    }
-}
-
-/// The user consents at the fake: the callback URL it redirects the browser to.
-async fn consent(app: &TestApp, authorization: &Authorization) -> String {
-    let response = app
-        .http
-        .get(authorization.url.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::FOUND);
-    response.headers()[header::LOCATION]
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-/// The browser follows the provider's redirect to the gateway: (status, Location).
-async fn follow_callback(
-    app: &TestApp,
-    callback_url: &str,
-    cookie: Option<&str>,
-) -> (StatusCode, String) {
-    let mut request = app.http.get(callback_url);
-    if let Some(cookie) = cookie {
-        request = request.header(header::COOKIE, cookie);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
-    let location = response
-        .headers()
-        .get(header::LOCATION)
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (response.status(), location)
-}
-
-/// Authorize, consent and callback in one go: the final Location.
-async fn connect(app: &TestApp, token: &str, provider: &str) -> String {
-    let authorization = authorize(app, token, provider).await;
-    let callback = consent(app, &authorization).await;
-    let (status, location) = follow_callback(app, &callback, authorization.cookie.as_deref()).await;
-    assert_eq!(status, StatusCode::FOUND);
-    location
 }
 
 async fn record(app: &TestApp, provider: &str) -> integration::Model {
