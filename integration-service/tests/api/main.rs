@@ -1,0 +1,8 @@
+//! The one integration-test binary of `integration-service`: one module per capability, so the whole
+//! service is linked once (see ARCHITECTURE.md, Testing).
+
+mod binary;
+mod grpc;
+mod tokens;
+mod webhook_durability;
+mod webhook_events;

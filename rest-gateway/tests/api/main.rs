@@ -1,0 +1,7 @@
+//! The one integration-test binary of `rest-gateway`: one module per capability, so the whole
+//! service is linked once (see ARCHITECTURE.md, Testing).
+
+mod connect_then_receive;
+mod integrations;
+mod oauth;
+mod webhooks;
