@@ -5,8 +5,7 @@
 //! Invariant: the signature is checked on the raw bytes before the body is parsed; a cached
 //! secret that fails is re-read from the database before the delivery is refused.
 
-use std::sync::Arc;
-
+use bytes::Bytes;
 use uuid::Uuid;
 
 use super::{
@@ -66,7 +65,7 @@ pub(super) async fn receive(
         })?;
     let media_type = delivery.media_type();
     let headers = delivery.stored_headers();
-    let body = Arc::new(delivery.body);
+    let body = delivery.body;
     let mut secrets = match runtime.secrets.get(integration_id) {
         Some(cached) => cached,
         None => load_secrets(ctx, runtime, &delivery.provider, integration_id).await?,
@@ -105,7 +104,7 @@ pub(super) async fn receive(
 /// Whether `signature` matches under one of the secrets valid now.
 async fn verify_github(
     secrets: &WebhookSecrets,
-    body: &Arc<Vec<u8>>,
+    body: &Bytes,
     signature: &str,
 ) -> ServiceResult<bool> {
     let valid = secrets.valid_now();

@@ -8,6 +8,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use bytes::Bytes;
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -39,13 +40,14 @@ const STORED_HEADERS: [&str; 11] = [
     "x-forwarded-for",
 ];
 
-/// A delivery as the gateway received it: header names lower-cased, the body untouched.
+/// A delivery as the gateway received it: header names lower-cased, the body untouched
+/// (a slice of the gRPC frame, shared — never copied — by verification and parsing).
 #[derive(Debug, Default)]
 pub struct Delivery {
     pub provider: String,
     pub integration_id: Option<String>,
     pub headers: HashMap<String, Vec<u8>>,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 impl Delivery {
