@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     error::GatewayError,
-    http::{json, read_body, HttpResponse},
+    http::{json, raw, read_body, HttpResponse},
     Gateway,
 };
 
@@ -40,6 +40,7 @@ pub async fn receive(
             integration_id,
             headers,
             body: bytes,
+            query: parts.uri.query().map(str::to_string),
         }))
         .await?
         .into_inner();
@@ -47,6 +48,9 @@ pub async fn receive(
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
+    if let (Some(content_type), Some(bytes)) = (answer.content_type, answer.raw_body) {
+        return Ok(raw(status, &content_type, bytes.to_vec()));
+    }
     let body: Value = serde_json::from_str(&answer.body_json)
         .map_err(|_| GatewayError::Upstream(tonic::Status::internal("webhook answer not JSON")))?;
     Ok(json(status, &body))

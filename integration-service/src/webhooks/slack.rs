@@ -147,6 +147,7 @@ pub(super) async fn receive(
                     "text": format!("Got it: {command} is being processed."),
                 }),
                 event_id: Some(event_id),
+                raw: None,
             })
         }
         SlackRequest::Interaction {

@@ -4,4 +4,5 @@
 mod connect_then_receive;
 mod integrations;
 mod oauth;
+mod provider_webhooks;
 mod webhooks;
