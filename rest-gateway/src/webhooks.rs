@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     error::GatewayError,
-    http::{json, raw, read_body, HttpResponse},
+    http::{json, media_type, raw, read_body, HttpResponse},
     Gateway,
 };
 
@@ -22,7 +22,14 @@ pub async fn receive(
     provider: String,
     path_integration_id: Option<String>,
 ) -> Result<HttpResponse, GatewayError> {
-    let bytes = read_body(&parts.headers, body, gateway.config.webhook_body_limit).await?;
+    require_webhook_media_type(parts)?;
+    let bytes = read_body(
+        &parts.headers,
+        body,
+        gateway.config.webhook_body_limit,
+        gateway.config.body_rate,
+    )
+    .await?;
     let integration_id = path_integration_id.or_else(|| query_integration_id(parts));
     let headers = parts
         .headers
@@ -56,9 +63,28 @@ pub async fn receive(
     Ok(json(status, &body))
 }
 
+/// Providers post JSON or HTML-form bodies (GitHub's `payload=`, Slack's commands); any other
+/// declared type is refused before the body is read (415). A body without a type (Google's
+/// push channels) is left to the service, which reads it per scheme. The one `text/plain`
+/// request is Microsoft Graph's subscription validation, recognised by its `validationToken`
+/// query parameter (the service answers it only for a Microsoft integration).
+fn require_webhook_media_type(parts: &Parts) -> Result<(), GatewayError> {
+    match media_type(&parts.headers).as_deref() {
+        None | Some("application/json" | "application/x-www-form-urlencoded") => Ok(()),
+        Some("text/plain") if query_param(parts, "validationToken").is_some() => Ok(()),
+        _ => Err(GatewayError::UnsupportedMediaType {
+            expected: "application/json or application/x-www-form-urlencoded",
+        }),
+    }
+}
+
 fn query_integration_id(parts: &Parts) -> Option<String> {
+    query_param(parts, "integration_id")
+}
+
+fn query_param(parts: &Parts, wanted: &str) -> Option<String> {
     let query = parts.uri.query()?;
     url::form_urlencoded::parse(query.as_bytes())
-        .find(|(name, _)| name == "integration_id")
+        .find(|(name, _)| name == wanted)
         .map(|(_, value)| value.into_owned())
 }

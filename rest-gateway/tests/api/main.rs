@@ -2,7 +2,9 @@
 //! service is linked once (see ARCHITECTURE.md, Testing).
 
 mod connect_then_receive;
+mod edges;
 mod integrations;
+mod limits;
 mod oauth;
 mod provider_webhooks;
 mod webhooks;
