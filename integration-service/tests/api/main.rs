@@ -3,6 +3,7 @@
 
 mod binary;
 mod grpc;
+mod hostile_input;
 mod tokens;
 mod webhook_durability;
 mod webhook_events;
