@@ -100,6 +100,9 @@ pub struct Config {
     /// `GRPC_REQUEST_TIMEOUT_SECS` (60; 0 = none): deadline of a unary call, and the most a
     /// client's `grpc-timeout` is honoured beyond. Streams (`SubscribeEvents`) are not bounded.
     pub grpc_request_timeout: Option<std::time::Duration>,
+    /// `WEBHOOK_RETENTION_DAYS` (30; 0 keeps events forever): processed and dead events older
+    /// than this are deleted.
+    pub webhook_retention: Option<std::time::Duration>,
 }
 
 /// Reads variables by name; `std::env::var` in production, a map in tests.
@@ -172,6 +175,7 @@ impl Config {
             grpc_reflection: grpc.reflection,
             grpc_max_concurrent_streams: grpc.max_concurrent_streams,
             grpc_request_timeout: grpc.request_timeout,
+            webhook_retention: retention(&env)?,
         })
     }
 
@@ -404,6 +408,18 @@ fn grpc(env: &Env, production: bool) -> Result<Grpc, ConfigError> {
         max_concurrent_streams,
         request_timeout: env.optional_secs("GRPC_REQUEST_TIMEOUT_SECS", 60)?,
     })
+}
+
+/// `WEBHOOK_RETENTION_DAYS` (0 = forever), at most 100 years.
+fn retention(env: &Env) -> Result<Option<Duration>, ConfigError> {
+    match env.number("WEBHOOK_RETENTION_DAYS", 30)? {
+        0 => Ok(None),
+        days if days <= 36_500 => Ok(Some(Duration::from_secs(days * 24 * 3600))),
+        _ => Err(invalid(
+            "WEBHOOK_RETENTION_DAYS",
+            "expected at most 36500 days (0 keeps events forever)",
+        )),
+    }
 }
 
 /// Every variable a catalog entry may name, by suffix.

@@ -65,6 +65,7 @@ pub async fn serve(
     );
 
     let refresher = tokens::spawn_background_refresh(ctx.clone());
+    let retention = crate::webhooks::retention::spawn(ctx.db.clone(), ctx.config.webhook_retention);
     let db = ctx.db.clone();
     let watcher = tokio::spawn(async move {
         let mut was_up = None;
@@ -129,6 +130,9 @@ pub async fn serve(
     webhooks.shutdown();
     if let Some(refresher) = refresher {
         refresher.abort();
+    }
+    if let Some(retention) = retention {
+        retention.abort();
     }
     Ok(result?)
 }

@@ -8,6 +8,7 @@
 //!   request waits for its own row's commit.
 //! - `dispatch`: the worker leasing due events to subscribed consumers.
 //! - `retry`: backoff with jitter and the dead-letter limit.
+//! - `retention`: the batched purge of processed and dead events past `WEBHOOK_RETENTION_DAYS`.
 //!
 //! Invariant: nothing is answered 2xx before its row is committed; nothing unverified is
 //! written.
@@ -16,6 +17,7 @@ pub mod dispatch;
 pub mod github;
 pub mod ingest;
 pub mod receive;
+pub mod retention;
 pub mod retry;
 pub mod secrets;
 pub mod signature;
