@@ -10,10 +10,7 @@ use sea_orm::{DbErr, RuntimeErr};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// Domain of the `ErrorInfo` details this service attaches.
-pub const ERROR_DOMAIN: &str = "integrations.v1";
-/// `ErrorInfo.reason` of a failed provider call (the gateway answers 502 for it).
-pub const REASON_PROVIDER_FAILED: &str = "PROVIDER_FAILED";
+pub use service_kit::wire::{ERROR_DOMAIN, REASON_PROVIDER_FAILED};
 
 /// A user-facing message with optional context; neither may contain a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
