@@ -78,6 +78,7 @@ pub async fn serve(
 
     let webhooks = WebhookRuntime::start(ctx.db.clone());
     let result = Server::builder()
+        .trace_fn(crate::grpc::rpc_span)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

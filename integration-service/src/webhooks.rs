@@ -6,12 +6,14 @@
 //! - `ingest`: the group-commit writer: concurrent deliveries share one transaction, each
 //!   request waits for its own row's commit.
 //! - `dispatch`: the worker leasing due events to subscribed consumers.
+//! - `events`: the rules of stored events — consume, acknowledge, fail, list, read, replay.
 //! - `retry`: backoff with jitter and the dead-letter limit.
 //!
 //! Invariant: nothing is answered 2xx before its row is committed; nothing unverified is
 //! written.
 
 pub mod dispatch;
+pub mod events;
 pub mod ingest;
 pub mod receive;
 pub mod retry;
