@@ -7,6 +7,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use bytes::Bytes;
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -42,13 +43,14 @@ const STORED_HEADERS: [&str; 11] = [
     "x-forwarded-for",
 ];
 
-/// A delivery as the gateway received it: header names lower-cased, the body untouched.
+/// A delivery as the gateway received it: header names lower-cased, the body untouched
+/// (a slice of the gRPC frame, shared — never copied — by verification and parsing).
 #[derive(Debug, Default)]
 pub struct Delivery {
     pub provider: String,
     pub integration_id: Option<String>,
     pub headers: HashMap<String, Vec<u8>>,
-    pub body: Vec<u8>,
+    pub body: Bytes,
 }
 
 impl Delivery {
@@ -197,7 +199,7 @@ async fn receive_github(
         })?;
     let media_type = delivery.media_type();
     let headers = delivery.stored_headers();
-    let body = Arc::new(delivery.body);
+    let body = delivery.body;
     let mut secrets = match runtime.secrets.get(integration_id) {
         Some(cached) => cached,
         None => load_secrets(ctx, runtime, &delivery.provider, integration_id).await?,
@@ -238,7 +240,7 @@ async fn receive_github(
 /// Whether `signature` matches under one of the secrets valid now.
 async fn verify_github(
     secrets: &WebhookSecrets,
-    body: &Arc<Vec<u8>>,
+    body: &Bytes,
     signature: &str,
 ) -> ServiceResult<bool> {
     let valid = secrets.valid_now();
