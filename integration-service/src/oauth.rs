@@ -19,7 +19,7 @@ use crate::{
     context::AppContext,
     crypto::Binding,
     error::{ServiceError, ServiceResult},
-    integrations,
+    integrations::{self, IntegrationRef},
     providers::{
         revoke::{spawn_revocation, RevocableTokens},
         sanitize_provider_text,
@@ -120,9 +120,9 @@ fn verifier_binding(nonce: &str) -> Binding<'_> {
 pub async fn start_authorization(
     ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
 ) -> ServiceResult<Started> {
-    let record = integrations::get_or_create(&ctx.db, &ctx.catalog, access, id).await?;
+    let record = integrations::get_or_create(ctx, access, id).await?;
     let provider = ctx
         .catalog
         .get(&record.provider)
@@ -171,7 +171,7 @@ pub async fn start_authorization(
     .await?;
     let url =
         token_client::authorize_url(&client, &redirect_uri, sealed, challenge).map_err(|why| {
-            ServiceError::Internal(format!("authorize URL of {}: {why}", provider.name))
+            ServiceError::internal(format!("authorize URL of {}: {why}", provider.name))
         })?;
     Ok(Started {
         redirect_url: url.to_string(),

@@ -104,6 +104,7 @@ pub async fn serve(
         builder = builder.timeout(timeout);
     }
     let result = builder
+        .trace_fn(crate::grpc::rpc_span)
         // A panic in a handler answers INTERNAL (no message of it leaves) and ends nothing else.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_answer,
@@ -152,27 +153,4 @@ fn panic_answer(_panic: Box<dyn std::any::Any + Send + 'static>) -> http::Respon
         http::HeaderValue::from_static("Internal%20error"),
     );
     response
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down: finishing in-flight calls");
 }

@@ -25,7 +25,7 @@ use crate::{
     context::AppContext,
     crypto::Binding,
     error::{Problem, ServiceError, ServiceResult},
-    integrations,
+    integrations::{self, IntegrationRef},
     oauth::expires_at,
     providers::{
         token_client::{self, TokenError},
@@ -74,14 +74,14 @@ fn binding<'a>(row: &'a str, column: &'a str) -> Binding<'a> {
 pub async fn get_access_token(
     ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
 ) -> ServiceResult<AccessToken> {
     if !access.is_service() {
         return Err(ServiceError::PermissionDenied(
             Problem::new("Forbidden").details("access tokens are for service_role callers only"),
         ));
     }
-    let view = integrations::get(&ctx.db, &ctx.catalog, access, id).await?;
+    let view = integrations::get(ctx, access, id).await?;
     let record = view.record.ok_or_else(not_connected)?;
     valid_token(ctx, record).await
 }
@@ -120,7 +120,7 @@ fn token_of(ctx: &AppContext, record: &integration::Model) -> ServiceResult<Acce
         .keyring
         .decrypt(stored, binding(&row, "access_token"))
         .map_err(|e| {
-            ServiceError::Internal(format!("integration {} access_token: {e}", record.id))
+            ServiceError::internal_caused(format!("integration {} access_token", record.id), e)
         })?;
     Ok(AccessToken {
         access_token,
@@ -189,9 +189,9 @@ pub async fn refresh_locked(
     let refresh_token = ctx
         .keyring
         .decrypt(stored_refresh, binding(&row, "refresh_token"))
-        .map_err(|e| ServiceError::Internal(format!("integration {id} refresh_token: {e}")))?;
+        .map_err(|e| ServiceError::internal_caused(format!("integration {id} refresh_token"), e))?;
     let provider = ctx.catalog.get(&current.provider).ok_or_else(|| {
-        ServiceError::Internal(format!("provider {} not in catalog", current.provider))
+        ServiceError::internal(format!("provider {} not in catalog", current.provider))
     })?;
     let client = ProviderClient::configured(&ctx.config, provider)?;
     match token_client::refresh(&client, &refresh_token).await {

@@ -7,6 +7,7 @@
 //! - `ingest`: the group-commit writer: concurrent deliveries share one transaction, each
 //!   request waits for its own row's commit.
 //! - `dispatch`: the worker leasing due events to subscribed consumers.
+//! - `events`: the rules of stored events — consume, acknowledge, fail, list, read, replay.
 //! - `retry`: backoff with jitter and the dead-letter limit.
 //! - `retention`: the batched purge of processed and dead events past `WEBHOOK_RETENTION_DAYS`.
 //!
@@ -14,6 +15,7 @@
 //! written.
 
 pub mod dispatch;
+pub mod events;
 pub mod github;
 pub mod ingest;
 pub mod receive;
