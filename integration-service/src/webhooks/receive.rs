@@ -236,7 +236,7 @@ pub(super) async fn off_executor<T: Send + 'static>(
     if size > BLOCKING_THRESHOLD {
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| ServiceError::Internal(format!("verification task failed: {e}")))
+            .map_err(|e| ServiceError::internal_caused("verification task failed", e))
     } else {
         Ok(work())
     }
@@ -274,7 +274,7 @@ fn decrypt_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResu
                     column,
                 },
             )
-            .map_err(|e| ServiceError::Internal(format!("webhook secret of {row}: {e}")))
+            .map_err(|e| ServiceError::internal_caused(format!("webhook secret of {row}"), e))
     };
     let current = record
         .webhook_secret
