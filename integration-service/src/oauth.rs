@@ -238,8 +238,7 @@ pub async fn complete_authorization(
     }
     if let Err(e) = save_grant(ctx, provider, row.integration_id, grant).await {
         // A concurrent callback of another organization won the unique index in between.
-        if matches!(&e, ServiceError::Database(db) if matches!(db.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))))
-        {
+        if is_unique_violation(&e) {
             return Ok(already_connected(provider, row.integration_id));
         }
         return Err(e);
@@ -267,6 +266,17 @@ async fn claimed_elsewhere(
         store::integrations::account_owner(&ctx.db, &provider.name, account, integration_id)
             .await?;
     Ok(owner.map(|_| already_connected(provider, integration_id)))
+}
+
+/// Whether a failed save lost the race for the unique index over connected accounts.
+fn is_unique_violation(error: &ServiceError) -> bool {
+    let ServiceError::Database(source) = error else {
+        return false;
+    };
+    source
+        .downcast_ref::<sea_orm::DbErr>()
+        .and_then(sea_orm::DbErr::sql_err)
+        .is_some_and(|e| matches!(e, SqlErr::UniqueConstraintViolation(_)))
 }
 
 fn already_connected(provider: &Provider, integration_id: Uuid) -> Outcome {
