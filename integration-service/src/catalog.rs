@@ -71,6 +71,12 @@ pub enum WebhookScheme {
     /// Microsoft Graph change notifications: `validationToken` handshake, `clientState`
     /// equal to ours in every notification of a batch.
     MicrosoftGraph,
+    /// Linear: `Linear-Signature` hex HMAC of the body under the provider-issued secret,
+    /// `webhookTimestamp` within 60 s.
+    LinearHmacSha256,
+    /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature` v1) with a
+    /// provider-issued `whsec_` secret; for providers added through `PROVIDERS_FILE`.
+    StandardWebhooks,
 }
 
 impl WebhookScheme {
@@ -78,6 +84,11 @@ impl WebhookScheme {
     /// app-level schemes route by the account in the payload instead.
     pub fn per_integration(self) -> bool {
         !matches!(self, Self::None | Self::SlackV0)
+    }
+
+    /// Whether the provider issues the secret (stored with `PUT .../webhook`) rather than us.
+    pub fn provider_issued_secret(self) -> bool {
+        matches!(self, Self::LinearHmacSha256 | Self::StandardWebhooks)
     }
 }
 

@@ -4,7 +4,7 @@
 //! - `signature`: GitHub's and Slack's signature schemes (pure, constant-time).
 //! - `receive`: the shared path of one delivery — scheme dispatch, secrets, the one storing
 //!   sequence, the answer; `github`, `slack`, `gitlab`, `bitbucket`, `jira`, `google`,
-//!   `microsoft`: one module per provider scheme.
+//!   `microsoft`, `linear`, `standard_webhooks`: one module per provider scheme.
 //! - `ingest`: the group-commit writer: concurrent deliveries share one transaction, each
 //!   request waits for its own row's commit.
 //! - `dispatch`: the worker leasing due events to subscribed consumers.
@@ -23,6 +23,7 @@ pub mod gitlab;
 pub mod google;
 pub mod ingest;
 pub mod jira;
+pub mod linear;
 pub mod microsoft;
 pub mod receive;
 pub mod retention;
@@ -30,6 +31,7 @@ pub mod retry;
 pub mod secrets;
 pub mod signature;
 pub mod slack;
+pub mod standard_webhooks;
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@ use http::{header, request::Parts, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use integrations_proto::v1::{
     CompleteAuthorizationRequest, GetWebhookSettingsRequest, RotateWebhookSecretRequest,
-    StartAuthorizationRequest, WebhookSettings,
+    SetWebhookSecretRequest, StartAuthorizationRequest, WebhookSettings,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -161,4 +161,46 @@ pub async fn rotate_webhook_secret(
         .await?
         .into_inner();
     Ok(settings_json(settings))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretBody {
+    secret: String,
+}
+
+/// `PUT /api/integrations/{id}/webhook` `{"secret": "..."}`: stores a provider-issued secret;
+/// answers `{"data": {"url", "secretSet": true}}`, never the secret.
+pub async fn set_webhook_secret(
+    gateway: &Gateway,
+    parts: &Parts,
+    body: Incoming,
+    id: String,
+) -> Result<HttpResponse, GatewayError> {
+    require_json(&parts.headers)?;
+    let bytes = read_body(
+        &parts.headers,
+        body,
+        gateway.config.json_body_limit,
+        gateway.config.body_rate,
+    )
+    .await?;
+    let body: SecretBody = serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::bad_request("Invalid request body", e.to_string()))?;
+    let settings = gateway
+        .upstream
+        .oauth()
+        .set_webhook_secret(forwarded(
+            &parts.headers,
+            SetWebhookSecretRequest {
+                id,
+                secret: body.secret,
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "data": { "url": settings.url, "secretSet": true } }),
+    ))
 }

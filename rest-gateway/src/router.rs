@@ -55,14 +55,18 @@ pub async fn route(
                 _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
             }
         }
-        // GET: route 11, the webhook settings of `{id}`. POST: route 6 (GitHub,
+        // GET: route 11, the webhook settings of `{id}`; PUT: a provider-issued secret for
+        // `{id}`. POST: route 6 (GitHub,
         // `?integration_id=`) and route 9 (Slack), provider deliveries for `{provider}`.
         ["api", "integrations", id, "webhook"] => {
             let id = decode_segment(id)?;
             match method {
                 Method::GET => oauth::webhook_settings(gateway, &parts, id).await,
                 Method::POST => webhooks::receive(gateway, &parts, body, id, None).await,
-                _ => Err(GatewayError::MethodNotAllowed { allow: "GET, POST" }),
+                Method::PUT => oauth::set_webhook_secret(gateway, &parts, body, id).await,
+                _ => Err(GatewayError::MethodNotAllowed {
+                    allow: "GET, POST, PUT",
+                }),
             }
         }
         ["api", "integrations", id, "webhook", "rotate"] => {

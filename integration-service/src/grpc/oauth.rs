@@ -3,8 +3,8 @@
 use integrations_proto::v1::{
     o_auth_service_server::OAuthService, CompleteAuthorizationRequest,
     CompleteAuthorizationResponse, GetAccessTokenRequest, GetAccessTokenResponse,
-    GetWebhookSettingsRequest, RotateWebhookSecretRequest, StartAuthorizationRequest,
-    StartAuthorizationResponse, WebhookSettings,
+    GetWebhookSettingsRequest, RotateWebhookSecretRequest, SetWebhookSecretRequest,
+    StartAuthorizationRequest, StartAuthorizationResponse, WebhookSettings,
 };
 use tonic::{Request, Response, Status};
 
@@ -135,6 +135,22 @@ impl OAuthService for OAuthApi {
                 let settings =
                     webhook_settings::rotate(&self.ctx, &access, &id, body.grace_period_seconds)
                         .await?;
+                Ok(settings_to_proto(settings))
+            }
+            .await,
+        )
+    }
+
+    async fn set_webhook_secret(
+        &self,
+        request: Request<SetWebhookSecretRequest>,
+    ) -> Result<Response<WebhookSettings>, Status> {
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let body = request.get_ref();
+                let id = integration_ref(&body.id);
+                let settings = webhook_settings::set(&self.ctx, &access, &id, &body.secret).await?;
                 Ok(settings_to_proto(settings))
             }
             .await,

@@ -14,8 +14,8 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::{
-    bitbucket, github, gitlab, google, jira, microsoft, secrets::WebhookSecrets, slack,
-    WebhookRuntime,
+    bitbucket, github, gitlab, google, jira, linear, microsoft, secrets::WebhookSecrets, slack,
+    standard_webhooks, WebhookRuntime,
 };
 use crate::{
     catalog::WebhookScheme,
@@ -213,6 +213,8 @@ pub async fn receive(
         WebhookScheme::JiraHmacSha256 => jira::receive(ctx, runtime, delivery).await,
         WebhookScheme::GooglePushChannel => google::receive(ctx, runtime, delivery).await,
         WebhookScheme::MicrosoftGraph => microsoft::receive(ctx, runtime, delivery).await,
+        WebhookScheme::LinearHmacSha256 => linear::receive(ctx, runtime, delivery).await,
+        WebhookScheme::StandardWebhooks => standard_webhooks::receive(ctx, runtime, delivery).await,
         WebhookScheme::None => Err(ServiceError::NotFound(
             Problem::new("Unknown webhook provider")
                 .details(format!("{:?} receives no webhooks", delivery.provider)),

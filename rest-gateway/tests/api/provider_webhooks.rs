@@ -26,6 +26,8 @@ dual_db_test!(
     jira_deliveries_checked_by_hub_signature,
     google_channel_messages_checked_by_token,
     microsoft_graph_validation_and_batched_notifications,
+    linear_deliveries_with_the_secret_linear_issued,
+    standard_webhooks_for_a_providers_file_provider,
 );
 
 /// A provider connected by organization 1 through the fake: the app, route 11's URL and secret.
@@ -34,11 +36,23 @@ struct Connected {
     _fake: FakeProvider,
     url: String,
     secret: String,
+    /// The owner's session.
+    token: String,
 }
 
 async fn connected(kind: Db, provider: &str) -> Option<Connected> {
+    connected_with(kind, provider, vec![]).await
+}
+
+async fn connected_with(
+    kind: Db,
+    provider: &str,
+    extra: Vec<(String, String)>,
+) -> Option<Connected> {
     let fake = FakeProvider::start(FakeStyle::Standard).await;
-    let app = spawn_app_with_env(kind, &fake.env(&provider.to_ascii_uppercase())).await?;
+    let mut vars = fake.env(&provider.to_ascii_uppercase());
+    vars.extend(extra);
+    let app = spawn_app_with_env(kind, &vars).await?;
     let (_, token) = app.owner(1).await;
     assert_eq!(
         connect(&app, &token, provider).await,
@@ -65,10 +79,45 @@ async fn connected(kind: Db, provider: &str) -> Option<Connected> {
         _fake: fake,
         url,
         secret,
+        token,
     })
 }
 
 impl Connected {
+    /// `PUT /api/integrations/{provider}/webhook` as `token`.
+    async fn put_secret(&self, provider: &str, token: &str, body: Value) -> reqwest::Response {
+        self.app
+            .http
+            .put(
+                self.app
+                    .url(&format!("/api/integrations/{provider}/webhook")),
+            )
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Route 11's secret now.
+    async fn shown_secret(&self, provider: &str) -> String {
+        let settings: Value = self
+            .app
+            .http
+            .get(
+                self.app
+                    .url(&format!("/api/integrations/{provider}/webhook")),
+            )
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        settings["data"]["secret"].as_str().unwrap().to_string()
+    }
+
     async fn post(&self, url: &str, headers: &[(&str, String)], body: &str) -> reqwest::Response {
         let mut request = self.app.http.post(url).body(body.to_string());
         for (name, value) in headers {
@@ -409,4 +458,198 @@ fn url_encode(text: &str) -> String {
 /// The webhook URL without its integration id.
 fn app_base(url: &str) -> &str {
     url.rsplit_once('/').map(|(base, _)| base).unwrap_or(url)
+}
+
+fn hmac_hex(secret: &[u8], body: &[u8]) -> String {
+    github_signature(secret, body)
+        .trim_start_matches("sha256=")
+        .to_string()
+}
+
+async fn linear_deliveries_with_the_secret_linear_issued(kind: Db) {
+    let Some(c) = connected(kind, "linear").await else {
+        return;
+    };
+    let issued = "lin_wh_5b1c0e6f0b0a4d7c9a3f2e1d";
+    // Only an Owner/Admin sets it, and only a plausible secret; nothing changes otherwise.
+    let member = c.app.member_token(1, uuid::Uuid::new_v4(), "MEMBER").await;
+    assert_eq!(
+        c.put_secret("linear", &member, json!({ "secret": issued }))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        c.put_secret("linear", &c.token, json!({ "secret": "" }))
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(c.shown_secret("linear").await, c.secret, "unchanged");
+    let stored = c
+        .put_secret("linear", &c.token, json!({ "secret": issued }))
+        .await;
+    assert_eq!(stored.status(), StatusCode::OK);
+    let answer = stored.text().await.unwrap();
+    assert!(!answer.contains(issued), "never echoed: {answer}");
+    assert_eq!(
+        c.shown_secret("linear").await,
+        issued,
+        "route 11 reveals it"
+    );
+    // A provider-issued secret is replaced, not rotated.
+    let rotate = c
+        .app
+        .http
+        .post(c.app.url("/api/integrations/linear/webhook/rotate"))
+        .bearer_auth(&c.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotate.status(), StatusCode::BAD_REQUEST);
+    let refused: Value = rotate.json().await.unwrap();
+    assert_eq!(refused["error"], "Secret issued by the provider");
+    assert_eq!(c.shown_secret("linear").await, issued);
+
+    let now = chrono::Utc::now().timestamp_millis();
+    let body = |ts: i64| {
+        json!({"action": "create", "type": "Issue", "data": {"id": "i1"},
+            "webhookTimestamp": ts})
+        .to_string()
+    };
+    let headers = |signature: String, delivery: &str| {
+        vec![
+            ("content-type", "application/json".to_string()),
+            ("linear-event", "Issue".to_string()),
+            ("linear-delivery", delivery.to_string()),
+            ("linear-signature", signature),
+        ]
+    };
+    let fresh = body(now);
+    let forged = hmac_hex(c.secret.as_bytes(), fresh.as_bytes());
+    assert_eq!(
+        c.post(&c.url, &headers(forged, "d-1"), &fresh)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "the old generated secret no longer verifies"
+    );
+    let stale = body(now - 120_000);
+    assert_eq!(
+        c.post(
+            &c.url,
+            &headers(hmac_hex(issued.as_bytes(), stale.as_bytes()), "d-0"),
+            &stale
+        )
+        .await
+        .status(),
+        StatusCode::UNAUTHORIZED,
+        "webhookTimestamp older than 60 s"
+    );
+    assert_eq!(c.rows().await, 0);
+    let signed = hmac_hex(issued.as_bytes(), fresh.as_bytes());
+    for _ in 0..2 {
+        assert_eq!(
+            c.post(&c.url, &headers(signed.clone(), "d-1"), &fresh)
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(c.rows().await, 1, "Linear-Delivery dedupes");
+    let events = c.consume("linear", 1).await;
+    assert_eq!(events[0].event_type, "Issue");
+}
+
+async fn standard_webhooks_for_a_providers_file_provider(kind: Db) {
+    let path = std::env::temp_dir().join(format!("providers-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        r#"[{"name":"acme","display_name":"Acme","authorize_url":"https://acme.test/a",
+            "token_url":"https://acme.test/t","scopes":["read"],"webhook":"standard_webhooks"}]"#,
+    )
+    .unwrap();
+    let c = connected_with(
+        kind,
+        "acme",
+        vec![("PROVIDERS_FILE".into(), path.display().to_string())],
+    )
+    .await;
+    let Some(c) = c else {
+        return;
+    };
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    assert_eq!(
+        c.put_secret("acme", &c.token, json!({ "secret": "not-a-whsec" }))
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.put_secret("acme", &c.token, json!({ "secret": secret }))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let sign = |id: &str, timestamp: i64, body: &str| {
+        use base64::Engine;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(secret.trim_start_matches("whsec_"))
+            .unwrap();
+        let message = format!("{id}.{timestamp}.{body}");
+        let digest = hex::decode(hmac_hex(&key, message.as_bytes())).unwrap();
+        format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        )
+    };
+    let body = json!({"type": "invoice.paid", "data": {"id": "in_1"}}).to_string();
+    let now = chrono::Utc::now().timestamp();
+    let headers = |id: &str, timestamp: i64, signature: String| {
+        vec![
+            ("content-type", "application/json".to_string()),
+            ("webhook-id", id.to_string()),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", signature),
+        ]
+    };
+    assert_eq!(
+        c.post(
+            &c.url,
+            &headers("msg_1", now, sign("msg_2", now, &body)),
+            &body
+        )
+        .await
+        .status(),
+        StatusCode::UNAUTHORIZED,
+        "signed for another id"
+    );
+    assert_eq!(
+        c.post(
+            &c.url,
+            &headers("msg_1", now - 600, sign("msg_1", now - 600, &body)),
+            &body
+        )
+        .await
+        .status(),
+        StatusCode::UNAUTHORIZED,
+        "older than 5 minutes"
+    );
+    assert_eq!(c.rows().await, 0);
+    for _ in 0..2 {
+        assert_eq!(
+            c.post(
+                &c.url,
+                &headers("msg_1", now, sign("msg_1", now, &body)),
+                &body
+            )
+            .await
+            .status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(c.rows().await, 1, "webhook-id dedupes");
+    let events = c.consume("acme", 1).await;
+    assert_eq!(events[0].event_type, "invoice.paid");
+    let _ = std::fs::remove_file(&path);
 }
