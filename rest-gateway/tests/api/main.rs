@@ -3,6 +3,7 @@
 
 mod connect_then_receive;
 mod edges;
+mod events;
 mod integrations;
 mod limits;
 mod oauth;
