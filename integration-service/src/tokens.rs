@@ -11,11 +11,13 @@
 
 use std::{
     collections::HashMap,
+    panic::AssertUnwindSafe,
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use uuid::Uuid;
 
 use crate::{
@@ -254,10 +256,12 @@ pub fn spawn_background_refresh(ctx: AppContext) -> Option<tokio::task::JoinHand
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            match refresh_due(&ctx).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(refreshed = n, "background token refresh"),
-                Err(e) => tracing::warn!(error = %e, "background token refresh failed"),
+            // A panic in one pass is logged and the next pass runs: the task never ends.
+            match AssertUnwindSafe(refresh_due(&ctx)).catch_unwind().await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(refreshed = n, "background token refresh"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "background token refresh failed"),
+                Err(_) => tracing::error!("background token refresh panicked"),
             }
         }
     }))
@@ -268,10 +272,17 @@ pub async fn refresh_due(ctx: &AppContext) -> ServiceResult<usize> {
     let due = store::integrations::due_for_refresh(&ctx.db, Utc::now() + BACKGROUND_WINDOW).await?;
     let mut refreshed = 0;
     for (id, _organization) in due {
-        match refresh_locked(ctx, id, BACKGROUND_WINDOW).await {
-            Ok(_) => refreshed += 1,
-            Err(e) => {
+        // One integration's failure or panic does not stop the others.
+        match AssertUnwindSafe(refresh_locked(ctx, id, BACKGROUND_WINDOW))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(_)) => refreshed += 1,
+            Ok(Err(e)) => {
                 tracing::warn!(integration = %id, error = %e, "background refresh of one integration failed")
+            }
+            Err(_) => {
+                tracing::error!(integration = %id, "background refresh of one integration panicked")
             }
         }
     }

@@ -9,6 +9,7 @@
 //! - `dispatch`: the worker leasing due events to subscribed consumers.
 //! - `events`: the rules of stored events — consume, acknowledge, fail, list, read, replay.
 //! - `retry`: backoff with jitter and the dead-letter limit.
+//! - `retention`: the batched purge of processed and dead events past `WEBHOOK_RETENTION_DAYS`.
 //!
 //! Invariant: nothing is answered 2xx before its row is committed; nothing unverified is
 //! written.
@@ -18,6 +19,7 @@ pub mod events;
 pub mod github;
 pub mod ingest;
 pub mod receive;
+pub mod retention;
 pub mod retry;
 pub mod secrets;
 pub mod signature;

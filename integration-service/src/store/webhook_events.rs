@@ -489,3 +489,26 @@ pub async fn replay(
         .await?;
     find(db, id).await
 }
+
+/// Deletes at most `limit` PROCESSED or DEAD events received before `cutoff`, oldest first:
+/// one short statement, so no lock is held for long. Answers how many went.
+pub async fn purge_finished_before(
+    db: &DatabaseConnection,
+    cutoff: DateTime<Utc>,
+    limit: u64,
+) -> Result<u64, DbErr> {
+    let backend = db.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events WHERE status IN (",
+    )
+    .bind(PROCESSED)
+    .push(", ")
+    .bind(DEAD)
+    .push(") AND received_at < ")
+    .bind(cutoff)
+    .push(" ORDER BY received_at LIMIT ")
+    .bind(limit.min(i64::MAX as u64) as i64)
+    .push(")");
+    Ok(db.execute_raw(sql.statement()).await?.rows_affected())
+}
