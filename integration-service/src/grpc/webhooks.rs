@@ -53,14 +53,18 @@ impl WebhookService for WebhookApi {
                 .map(|h| (h.name.to_ascii_lowercase(), h.value))
                 .collect(),
             body: message.body,
+            query: message.query,
         };
         respond(
             async {
                 let answer = receive::receive(&self.ctx, &self.runtime, delivery).await?;
+                let (content_type, raw_body) = answer.raw.unzip();
                 Ok(ReceiveWebhookResponse {
                     http_status: answer.http_status.into(),
                     body_json: answer.body.to_string(),
                     event_id: answer.event_id.map(|id| id.to_string()),
+                    content_type,
+                    raw_body,
                 })
             }
             .await,

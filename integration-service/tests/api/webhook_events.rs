@@ -90,6 +90,7 @@ async fn deliver(client: &mut Client, integration: Uuid, event: &str, delivery: 
             integration_id: Some(integration.to_string()),
             headers,
             body: body.into(),
+            query: None,
         })
         .await
         .unwrap()

@@ -7,5 +7,6 @@ mod events;
 mod integrations;
 mod limits;
 mod oauth;
+mod provider_webhooks;
 mod request_tracing;
 mod webhooks;
