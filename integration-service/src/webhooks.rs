@@ -9,6 +9,7 @@
 //! - `dispatch`: the worker leasing due events to subscribed consumers.
 //! - `events`: the rules of stored events — consume, acknowledge, fail, list, read, replay.
 //! - `retry`: backoff with jitter and the dead-letter limit.
+//! - `quota`: per-integration token buckets of deliveries and bytes (429 beyond them).
 //! - `retention`: the batched purge of processed and dead events past `WEBHOOK_RETENTION_DAYS`.
 //!
 //! Invariant: nothing is answered 2xx before its row is committed; nothing unverified is
@@ -18,6 +19,7 @@ pub mod dispatch;
 pub mod events;
 pub mod github;
 pub mod ingest;
+pub mod quota;
 pub mod receive;
 pub mod retention;
 pub mod retry;
@@ -35,6 +37,7 @@ pub struct WebhookRuntime {
     pub ingest: ingest::Ingest,
     pub dispatcher: Arc<dispatch::Dispatcher>,
     pub secrets: Arc<secrets::SecretCache>,
+    pub quotas: Arc<quota::TenantQuotas>,
 }
 
 impl WebhookRuntime {
@@ -47,7 +50,14 @@ impl WebhookRuntime {
             ingest,
             dispatcher,
             secrets: Arc::default(),
+            quotas: Arc::default(),
         }
+    }
+
+    /// Replaces the default per-integration budgets.
+    pub fn with_quotas(mut self, limits: quota::QuotaLimits) -> Self {
+        self.quotas = Arc::new(quota::TenantQuotas::new(limits));
+        self
     }
 
     pub fn shutdown(&self) {

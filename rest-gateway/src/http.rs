@@ -69,6 +69,13 @@ pub fn error_response(err: &GatewayError) -> HttpResponse {
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         // The rest of a too-slow body is not worth waiting for: hyper closes the connection.
+        GatewayError::Upstream(status) => {
+            if let Some(after) = crate::error::retry_after_secs(status) {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(after));
+            }
+        }
         GatewayError::BodyTooSlow => {
             response
                 .headers_mut()

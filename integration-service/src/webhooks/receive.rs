@@ -222,6 +222,19 @@ pub(super) async fn store_event(
     event: Verified<'_>,
 ) -> ServiceResult<Uuid> {
     runtime
+        .quotas
+        .spend(
+            event.integration_id,
+            event.payload.len(),
+            std::time::Instant::now(),
+        )
+        .map_err(|retry_after| ServiceError::QuotaExceeded {
+            problem: Problem::new("Too many deliveries").details(
+                "this integration is over its webhook budget; retry after the indicated delay",
+            ),
+            retry_after,
+        })?;
+    runtime
         .ingest
         .store(NewEvent {
             id: Uuid::new_v4(),

@@ -10,7 +10,7 @@ use integration_service::{
 use reqwest::{header, StatusCode};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait};
 use serde_json::Value;
-use test_support::{dual_test, TestApp};
+use test_support::{dual_db_test, dual_test, spawn_app_with, Db, TestApp};
 
 dual_test!(
     foreign_cookies_of_any_bytes_do_not_cost_the_session,
@@ -79,10 +79,10 @@ async fn an_unreadable_organization_selector_changes_nothing(app: TestApp) {
     );
 }
 
-async fn a_webhook_of_an_unsupported_content_type_is_415_and_stores_nothing(app: TestApp) {
-    const SECRET: &str = "edge-secret";
-    app.owner(1).await;
-    let record = store::integrations::get_or_create(&app.db, 1, "github")
+/// A connected GitHub integration of `org` with webhook secret `secret`.
+async fn connected_github(app: &TestApp, org: i64, secret: &str) -> uuid::Uuid {
+    app.owner(org).await;
+    let record = store::integrations::get_or_create(&app.db, org, "github")
         .await
         .unwrap();
     let id = record.id;
@@ -99,7 +99,7 @@ async fn a_webhook_of_an_unsupported_content_type_is_415_and_stores_nothing(app:
     active.connected = Set(true);
     active.status = Set(Some("ACTIVE".into()));
     active.webhook_secret = Set(Some(keyring.encrypt(
-        SECRET,
+        secret,
         integration_service::crypto::Binding {
             table: "integrations",
             row: &id.to_string(),
@@ -107,6 +107,78 @@ async fn a_webhook_of_an_unsupported_content_type_is_415_and_stores_nothing(app:
         },
     )));
     active.update(&app.db).await.unwrap();
+    id
+}
+
+fn signed_push(
+    app: &TestApp,
+    id: uuid::Uuid,
+    delivery: &str,
+    secret: &str,
+) -> reqwest::RequestBuilder {
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    app.http
+        .post(app.url(&format!("/api/integrations/github/webhook/{id}")))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", delivery)
+        .header(
+            "x-hub-signature-256",
+            github_signature(secret.as_bytes(), body),
+        )
+        .body(body.to_vec())
+}
+
+dual_db_test!(a_tenant_over_its_budget_gets_429_and_others_do_not);
+
+async fn a_tenant_over_its_budget_gets_429_and_others_do_not(kind: Db) {
+    let Some(app) = spawn_app_with(
+        kind,
+        &[
+            ("WEBHOOK_TENANT_DELIVERIES_BURST", "2"),
+            ("WEBHOOK_TENANT_DELIVERIES_PER_SEC", "1"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let flooding = connected_github(&app, 1, "a-secret").await;
+    let other = connected_github(&app, 2, "b-secret").await;
+    for delivery in ["a-1", "a-2"] {
+        let response = signed_push(&app, flooding, delivery, "a-secret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let response = signed_push(&app, flooding, "a-3", "a-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "Too many deliveries");
+    assert_eq!(
+        webhook_event::Entity::find().count(&app.db).await.unwrap(),
+        2,
+        "nothing stored over the budget"
+    );
+    let response = signed_push(&app, other, "b-1", "b-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "another tenant is not throttled"
+    );
+}
+
+async fn a_webhook_of_an_unsupported_content_type_is_415_and_stores_nothing(app: TestApp) {
+    const SECRET: &str = "edge-secret";
+    let id = connected_github(&app, 1, SECRET).await;
 
     let body = br#"{"ref":"refs/heads/main"}"#;
     for content_type in ["application/xml", "text/plain"] {
