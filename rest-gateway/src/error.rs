@@ -31,6 +31,9 @@ pub enum GatewayError {
     BodyTooSlow,
     #[error("Internal server error")]
     Internal,
+    /// Too much work in flight: 503 with `Retry-After`.
+    #[error("Service busy")]
+    Busy { retry_after_secs: u64 },
     #[error("upstream: {0}")]
     Upstream(Status),
 }
@@ -74,6 +77,11 @@ impl GatewayError {
                 StatusCode::REQUEST_TIMEOUT,
                 "Request body too slow".into(),
                 Some("the body did not arrive at the minimum rate".into()),
+            ),
+            Self::Busy { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service busy".into(),
+                Some("too many webhook bytes in flight; retry later".into()),
             ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -76,6 +76,11 @@ pub fn error_response(err: &GatewayError) -> HttpResponse {
                     .insert(header::RETRY_AFTER, HeaderValue::from(after));
             }
         }
+        GatewayError::Busy { retry_after_secs } => {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         GatewayError::BodyTooSlow => {
             response
                 .headers_mut()

@@ -293,3 +293,72 @@ async fn an_unreadable_organization_selector_is_400() {
     }
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn webhook_bytes_in_flight_are_bounded_before_reading_and_slack_is_small() {
+    let gateway = spawn_gateway(
+        &refused_address().await,
+        &[("WEBHOOK_BYTES_IN_FLIGHT", "26214400")],
+    )
+    .await;
+    let head = |path: &str, length: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             content-length: {length}\r\nconnection: close\r\n\r\n"
+        )
+    };
+    // Reserves 20 MB of the 25 MiB budget and sends its body slowly.
+    let mut holder = TcpStream::connect(&gateway.address).await.unwrap();
+    holder
+        .write_all(
+            head(
+                "/api/integrations/github/webhook/00000000-0000-4000-8000-000000000001",
+                20_000_000,
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = raw_request(
+        &gateway.address,
+        head(
+            "/api/integrations/github/webhook/00000000-0000-4000-8000-000000000002",
+            10_000_000,
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(answer.contains("Service busy"), "{answer}");
+    // Slack bodies are small: 2 MiB is refused before it is read.
+    let answer = raw_request(
+        &gateway.address,
+        head("/api/integrations/slack/webhook", 2 * 1024 * 1024),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // The budget frees with the holder.
+    drop(holder);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = raw_request(
+        &gateway.address,
+        format!(
+            "{}{{}}",
+            head(
+                "/api/integrations/github/webhook/00000000-0000-4000-8000-000000000003",
+                2
+            )
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("Integration service unavailable"),
+        "{answer}"
+    );
+    gateway.stop().await;
+}
