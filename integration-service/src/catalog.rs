@@ -62,6 +62,33 @@ pub enum WebhookScheme {
     SlackV0,
 }
 
+impl WebhookScheme {
+    /// The header carrying the signature: without it a delivery is unauthenticated (401).
+    pub fn signature_header(&self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::GithubHmacSha256 => Some("x-hub-signature-256"),
+            Self::SlackV0 => Some("x-slack-signature"),
+        }
+    }
+
+    /// Every other header a delivery of this scheme must carry (lower case); checked before
+    /// the body is read.
+    pub fn required_headers(&self) -> &'static [&'static str] {
+        match self {
+            Self::None => &[],
+            Self::GithubHmacSha256 => &["x-github-event", "x-github-delivery"],
+            Self::SlackV0 => &["x-slack-request-timestamp"],
+        }
+    }
+
+    /// Whether the secret belongs to one integration named in the URL (as opposed to an
+    /// app-level secret routed by the account in the payload).
+    pub fn per_integration_secret(&self) -> bool {
+        matches!(self, Self::GithubHmacSha256)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provider {

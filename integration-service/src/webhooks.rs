@@ -1,6 +1,7 @@
 //! Webhooks: providers' deliveries verified, stored durably before the 2xx, and handed to
 //! internal consumers asynchronously.
 //!
+//! - `admission`: what the headers alone tell, asked by the gateway before it reads a body.
 //! - `signature`: GitHub's and Slack's signature schemes (pure, constant-time).
 //! - `receive`: the shared path of one delivery — scheme dispatch, secrets, the one storing
 //!   sequence, the answer; `github`, `slack`: one module per provider scheme.
@@ -15,6 +16,7 @@
 //! Invariant: nothing is answered 2xx before its row is committed; nothing unverified is
 //! written.
 
+pub mod admission;
 pub mod dispatch;
 pub mod events;
 pub mod github;

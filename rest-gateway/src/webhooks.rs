@@ -2,7 +2,9 @@
 //! untouched — every header and the raw body bytes — since signatures cover the exact bytes.
 //! No session: the signature authenticates the sender, and the service checks it.
 //!
-//! Memory is bounded before a byte of the body is read: each provider has a size limit
+//! Memory is bounded before a byte of the body is read: the service first admits the delivery
+//! by its headers (`AdmitWebhook`: required headers, Slack's timestamp window, an integration
+//! that exists with a secret), each provider has a size limit
 //! (GitHub documents 25 MB; Slack's payloads are small: 1 MiB), and the bytes of all webhook
 //! bodies in flight share one budget (`WEBHOOK_BYTES_IN_FLIGHT`): a delivery reserves its
 //! declared length (a body without `Content-Length` reserves its provider's whole limit) and
@@ -11,7 +13,7 @@
 
 use http::{request::Parts, StatusCode};
 use hyper::body::Incoming;
-use integrations_proto::v1::{Header, ReceiveWebhookRequest};
+use integrations_proto::v1::{AdmitWebhookRequest, Header, ReceiveWebhookRequest};
 use serde_json::Value;
 
 use crate::{
@@ -30,6 +32,25 @@ pub async fn receive(
     path_integration_id: Option<String>,
 ) -> Result<HttpResponse, GatewayError> {
     require_webhook_media_type(&parts.headers)?;
+    let integration_id = path_integration_id.or_else(|| query_integration_id(parts));
+    let headers: Vec<Header> = parts
+        .headers
+        .iter()
+        .map(|(name, value)| Header {
+            name: name.as_str().to_string(),
+            value: value.as_bytes().to_vec(),
+        })
+        .collect();
+    // The service refuses what the headers alone condemn before a byte of the body is read.
+    gateway
+        .upstream
+        .webhooks()
+        .admit_webhook(tonic::Request::new(AdmitWebhookRequest {
+            provider: provider.clone(),
+            integration_id: integration_id.clone(),
+            headers: headers.clone(),
+        }))
+        .await?;
     let limit = body_limit(&provider, gateway.config.webhook_body_limit);
     let declared = parts
         .headers
@@ -50,15 +71,6 @@ pub async fn receive(
             retry_after_secs: 1,
         })?;
     let bytes = read_body(&parts.headers, body, limit, gateway.config.body_rate).await?;
-    let integration_id = path_integration_id.or_else(|| query_integration_id(parts));
-    let headers = parts
-        .headers
-        .iter()
-        .map(|(name, value)| Header {
-            name: name.as_str().to_string(),
-            value: value.as_bytes().to_vec(),
-        })
-        .collect();
     let answer = gateway
         .upstream
         .webhooks()

@@ -42,12 +42,26 @@ const STORED_HEADERS: [&str; 11] = [
 
 /// A delivery as the gateway received it: header names lower-cased, the body untouched
 /// (a slice of the gRPC frame, shared — never copied — by verification and parsing).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Delivery {
     pub provider: String,
     pub integration_id: Option<String>,
     pub headers: HashMap<String, Vec<u8>>,
     pub body: Bytes,
+}
+
+/// Header values (signatures) and the body (payloads) never reach a log through `Debug`.
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.headers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Delivery")
+            .field("provider", &self.provider)
+            .field("integration_id", &self.integration_id)
+            .field("header_names", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Delivery {

@@ -3,6 +3,7 @@
 //! the session, an unreadable organization selector is refused with nothing changed, a
 //! webhook with an unsupported content type is 415 with nothing stored.
 
+use chrono::Utc;
 use integration_service::{
     store::{self, entities::integration, entities::webhook_event},
     webhooks::signature::github_signature,
@@ -129,7 +130,93 @@ fn signed_push(
         .body(body.to_vec())
 }
 
-dual_db_test!(a_tenant_over_its_budget_gets_429_and_others_do_not);
+dual_db_test!(
+    a_tenant_over_its_budget_gets_429_and_others_do_not,
+    webhook_bodies_are_refused_before_reading_and_bytes_in_flight_are_bounded,
+);
+
+/// A webhook request head declaring `length` body bytes.
+fn webhook_head(path: &str, length: usize, extra: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {length}\r\nconnection: close\r\n{extra}\r\n"
+    )
+}
+
+/// Sends `head` (no body) and reads the answer, which must come without the body.
+async fn answer_without_body(app: &TestApp, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.http_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answered before any body byte was sent")
+    .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+async fn webhook_bodies_are_refused_before_reading_and_bytes_in_flight_are_bounded(kind: Db) {
+    let Some(app) = spawn_app_with(kind, &[("WEBHOOK_BYTES_IN_FLIGHT", "26214400")]).await else {
+        return;
+    };
+    let id = connected_github(&app, 1, "secret").await;
+    let signed =
+        "x-github-event: push\r\nx-github-delivery: d\r\nx-hub-signature-256: sha256=00\r\n";
+    // Unknown integration, missing headers, disconnected (no secret): refused by the headers.
+    let unknown = format!("/api/integrations/github/webhook/{}", uuid::Uuid::new_v4());
+    let answer = answer_without_body(&app, &webhook_head(&unknown, 20_000_000, signed)).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    let known = format!("/api/integrations/github/webhook/{id}");
+    let answer = answer_without_body(&app, &webhook_head(&known, 20_000_000, "")).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let answer = answer_without_body(
+        &app,
+        &webhook_head(&known, 20_000_000, "x-hub-signature-256: sha256=00\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let stale = format!(
+        "x-slack-signature: v0=00\r\nx-slack-request-timestamp: {}\r\n",
+        Utc::now().timestamp() - 3600
+    );
+    let answer = answer_without_body(
+        &app,
+        &webhook_head("/api/integrations/slack/webhook", 100, &stale),
+    )
+    .await;
+    assert!(
+        answer.starts_with("HTTP/1.1 401") || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+
+    // Bytes in flight: one admitted delivery holds 20 MB of the 25 MiB budget...
+    use tokio::io::AsyncWriteExt;
+    let address = app.http_url.trim_start_matches("http://").to_string();
+    let mut holder = tokio::net::TcpStream::connect(&address).await.unwrap();
+    holder
+        .write_all(webhook_head(&known, 20_000_000, signed).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // ...so the next one is told to retry, before its body is read.
+    let answer = answer_without_body(&app, &webhook_head(&known, 10_000_000, signed)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(answer.contains("Service busy"), "{answer}");
+    drop(holder);
+    assert_eq!(
+        webhook_event::Entity::find().count(&app.db).await.unwrap(),
+        0
+    );
+}
 
 async fn a_tenant_over_its_budget_gets_429_and_others_do_not(kind: Db) {
     let Some(app) = spawn_app_with(
