@@ -10,6 +10,7 @@
 pub mod state;
 
 use chrono::Utc;
+use sea_orm::SqlErr;
 use uuid::Uuid;
 
 use crate::{
@@ -56,10 +57,14 @@ pub struct Callback {
 /// How a callback ended; each becomes a redirect to the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Connected { provider: String },
+    Connected {
+        provider: String,
+    },
     AccessDenied,
     InvalidState(StateError),
     CallbackFailed,
+    /// The provider account is connected to another organization: nothing was changed.
+    AlreadyConnected,
 }
 
 impl Outcome {
@@ -72,6 +77,7 @@ impl Outcome {
             Self::AccessDenied => "error=access_denied".into(),
             Self::InvalidState(_) => "error=invalid_state".into(),
             Self::CallbackFailed => "error=callback_failed".into(),
+            Self::AlreadyConnected => "error=already_connected".into(),
         };
         format!("{base}{RETURN_PATH}?{query}")
     }
@@ -227,11 +233,55 @@ pub async fn complete_authorization(
             return Ok(Outcome::CallbackFailed);
         }
     };
-    save_grant(ctx, provider, row.integration_id, grant).await?;
+    if let Some(outcome) = claimed_elsewhere(ctx, provider, row.integration_id, &grant).await? {
+        return Ok(outcome);
+    }
+    if let Err(e) = save_grant(ctx, provider, row.integration_id, grant).await {
+        // A concurrent callback of another organization won the unique index in between.
+        if is_unique_violation(&e) {
+            return Ok(already_connected(provider, row.integration_id));
+        }
+        return Err(e);
+    }
     tracing::info!(provider = %provider.name, integration = %row.integration_id, "integration connected");
     Ok(Outcome::Connected {
         provider: provider.name.clone(),
     })
+}
+
+/// One provider account, one organization: when the granted account (Slack workspace or
+/// enterprise) is connected by another integration, the callback changes nothing. The token
+/// just granted is not revoked: for Slack it is the installation's token, which the owning
+/// organization stores too.
+async fn claimed_elsewhere(
+    ctx: &AppContext,
+    provider: &Provider,
+    integration_id: Uuid,
+    grant: &TokenGrant,
+) -> ServiceResult<Option<Outcome>> {
+    let Some(account) = grant.account_id.as_deref() else {
+        return Ok(None);
+    };
+    let owner =
+        store::integrations::account_owner(&ctx.db, &provider.name, account, integration_id)
+            .await?;
+    Ok(owner.map(|_| already_connected(provider, integration_id)))
+}
+
+/// Whether a failed save lost the race for the unique index over connected accounts.
+fn is_unique_violation(error: &ServiceError) -> bool {
+    let ServiceError::Database(source) = error else {
+        return false;
+    };
+    source
+        .downcast_ref::<sea_orm::DbErr>()
+        .and_then(sea_orm::DbErr::sql_err)
+        .is_some_and(|e| matches!(e, SqlErr::UniqueConstraintViolation(_)))
+}
+
+fn already_connected(provider: &Provider, integration_id: Uuid) -> Outcome {
+    tracing::warn!(provider = %provider.name, integration = %integration_id, "callback refused: the provider account is connected to another organization");
+    Outcome::AlreadyConnected
 }
 
 fn verified_claims(

@@ -4,7 +4,8 @@
 //! - `admission`: what the headers alone tell, asked by the gateway before it reads a body.
 //! - `signature`: GitHub's and Slack's signature schemes (pure, constant-time).
 //! - `receive`: the shared path of one delivery — scheme dispatch, secrets, the one storing
-//!   sequence, the answer; `github`, `slack`: one module per provider scheme.
+//!   sequence, the answer; `github`, `slack`, `gitlab`, `bitbucket`, `jira`, `google`,
+//!   `microsoft`: one module per provider scheme.
 //! - `ingest`: the group-commit writer: concurrent deliveries share one transaction, each
 //!   request waits for its own row's commit.
 //! - `dispatch`: the worker leasing due events to subscribed consumers.
@@ -17,10 +18,15 @@
 //! written.
 
 pub mod admission;
+pub mod bitbucket;
 pub mod dispatch;
 pub mod events;
 pub mod github;
+pub mod gitlab;
+pub mod google;
 pub mod ingest;
+pub mod jira;
+pub mod microsoft;
 pub mod quota;
 pub mod receive;
 pub mod retention;

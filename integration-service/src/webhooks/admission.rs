@@ -67,7 +67,7 @@ pub async fn admit(
             ));
         }
     }
-    if scheme.per_integration_secret() {
+    if scheme.per_integration() {
         let Some(id) = integration_id else {
             return Err(bad_request(
                 "Missing integration id",
@@ -81,7 +81,8 @@ pub async fn admit(
             Some(cached) => cached,
             None => load_secrets(ctx, runtime, provider, id).await?,
         };
-        if secrets.valid_now().is_empty() {
+        // Microsoft's validation handshake needs only the integration (as `receive`).
+        if scheme != WebhookScheme::MicrosoftGraph && secrets.valid_now().is_empty() {
             return Err(ServiceError::NotFound(
                 Problem::new("Webhooks not configured")
                     .details("the integration has no webhook secret: connect it first"),

@@ -90,6 +90,7 @@ async fn deliver(client: &mut Client, integration: Uuid, event: &str, delivery: 
             integration_id: Some(integration.to_string()),
             headers,
             body: body.into(),
+            query: None,
         })
         .await
         .unwrap()
@@ -445,6 +446,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
                 page_size: 2,
                 page_token: page_token.into(),
                 status: None,
+                ..Default::default()
             },
         )
     };
@@ -491,6 +493,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
                 page_size: 0,
                 page_token: String::new(),
                 status: Some("dead".into()),
+                ..Default::default()
             },
         ))
         .await
@@ -503,6 +506,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
             &stranger,
             ReplayEventRequest {
                 event_id: ids[0].clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -513,6 +517,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
             &owner,
             ReplayEventRequest {
                 event_id: ids[0].clone(),
+                ..Default::default()
             },
         ))
         .await
