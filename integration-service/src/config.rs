@@ -103,6 +103,8 @@ pub struct Config {
     /// `WEBHOOK_RETENTION_DAYS` (30; 0 keeps events forever): processed and dead events older
     /// than this are deleted.
     pub webhook_retention: Option<std::time::Duration>,
+    /// Per-integration budgets of verified deliveries (`WEBHOOK_TENANT_*`).
+    pub webhook_quota: crate::webhooks::quota::QuotaLimits,
 }
 
 /// Reads variables by name; `std::env::var` in production, a map in tests.
@@ -176,6 +178,7 @@ impl Config {
             grpc_max_concurrent_streams: grpc.max_concurrent_streams,
             grpc_request_timeout: grpc.request_timeout,
             webhook_retention: retention(&env)?,
+            webhook_quota: webhook_quota(&env)?,
         })
     }
 
@@ -420,6 +423,27 @@ fn retention(env: &Env) -> Result<Option<Duration>, ConfigError> {
             "expected at most 36500 days (0 keeps events forever)",
         )),
     }
+}
+
+/// `WEBHOOK_TENANT_DELIVERIES_PER_SEC`, `_DELIVERIES_BURST`, `_BYTES_PER_SEC`, `_BYTES_BURST`.
+fn webhook_quota(env: &Env) -> Result<crate::webhooks::quota::QuotaLimits, ConfigError> {
+    let defaults = crate::webhooks::quota::QuotaLimits::default();
+    let positive = |name: &str, default: f64| -> Result<f64, ConfigError> {
+        match env.number(name, default as u64)? {
+            0 => Err(invalid(name, "expected at least 1")),
+            n => Ok(n as f64),
+        }
+    };
+    let limits = crate::webhooks::quota::QuotaLimits {
+        deliveries_per_sec: positive(
+            "WEBHOOK_TENANT_DELIVERIES_PER_SEC",
+            defaults.deliveries_per_sec,
+        )?,
+        deliveries_burst: positive("WEBHOOK_TENANT_DELIVERIES_BURST", defaults.deliveries_burst)?,
+        bytes_per_sec: positive("WEBHOOK_TENANT_BYTES_PER_SEC", defaults.bytes_per_sec)?,
+        bytes_burst: positive("WEBHOOK_TENANT_BYTES_BURST", defaults.bytes_burst)?,
+    };
+    Ok(limits)
 }
 
 /// Every variable a catalog entry may name, by suffix.

@@ -94,7 +94,7 @@ pub async fn serve(
         }
     });
 
-    let webhooks = WebhookRuntime::start(ctx.db.clone());
+    let webhooks = WebhookRuntime::start(ctx.db.clone()).with_quotas(ctx.config.webhook_quota);
     let mut builder = Server::builder()
         .max_concurrent_streams(Some(limits.0))
         // Room for session cookies beside the bearer token (the gateway forwards at most
