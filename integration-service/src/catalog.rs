@@ -103,6 +103,8 @@ impl WebhookScheme {
             Self::GitlabToken => Some("x-gitlab-token"),
             Self::BitbucketHmacSha256 | Self::JiraHmacSha256 => Some("x-hub-signature"),
             Self::GooglePushChannel => Some("x-goog-channel-token"),
+            Self::LinearHmacSha256 => Some("linear-signature"),
+            Self::StandardWebhooks => Some("webhook-signature"),
         }
     }
 
@@ -112,7 +114,9 @@ impl WebhookScheme {
         match self {
             Self::GithubHmacSha256 => &["x-github-event", "x-github-delivery"],
             Self::SlackV0 => &["x-slack-request-timestamp"],
+            Self::LinearHmacSha256 => &["linear-event", "linear-delivery"],
             Self::None
+            | Self::StandardWebhooks
             | Self::GitlabToken
             | Self::BitbucketHmacSha256
             | Self::JiraHmacSha256
