@@ -87,6 +87,15 @@ pub struct Config {
     /// `TOKEN_REFRESH_INTERVAL_SECS` (default 60; 0 turns it off): how often the background
     /// task refreshes access tokens that expire soon.
     pub token_refresh_interval: Option<std::time::Duration>,
+    /// `SHUTDOWN_GRACE_SECS` (default 20): after SIGTERM, how long in-flight calls may still
+    /// finish before the process exits anyway.
+    pub shutdown_grace: std::time::Duration,
+    /// `MAX_CONCURRENT_REFRESHES` (default 8): provider token refreshes one process runs at
+    /// once; further callers wait for a slot (or for another replica's refresh).
+    pub max_concurrent_refreshes: usize,
+    /// `TOKEN_REFRESH_LEASE_SECS` (default 30): how long a refresher owns an integration's
+    /// refresh before another replica may take it over (a crashed owner's lease expires).
+    pub refresh_lease: std::time::Duration,
 }
 
 /// Reads variables by name; `std::env::var` in production, a map in tests.
@@ -259,7 +268,17 @@ impl Config {
             },
         };
 
+        let shutdown_grace =
+            std::time::Duration::from_secs(positive(&get, "SHUTDOWN_GRACE_SECS", 20, 3600)?);
+        let max_concurrent_refreshes =
+            positive(&get, "MAX_CONCURRENT_REFRESHES", 8, 1024)? as usize;
+        let refresh_lease =
+            std::time::Duration::from_secs(positive(&get, "TOKEN_REFRESH_LEASE_SECS", 30, 3600)?);
+
         Ok(Self {
+            shutdown_grace,
+            max_concurrent_refreshes,
+            refresh_lease,
             database_url,
             grpc_addr,
             production,
@@ -278,6 +297,25 @@ impl Config {
     /// A provider variable's value (`GITHUB_CLIENT_ID`...), when set.
     pub fn provider_var(&self, name: &str) -> Option<&Secret> {
         self.provider_vars.get(name)
+    }
+}
+
+/// A whole number in `1..=max`, `default` when unset.
+fn positive(
+    get: &dyn Fn(&str) -> Option<String>,
+    variable: &str,
+    default: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match get(variable) {
+        None => Ok(default),
+        Some(text) => match text.trim().parse::<u64>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(invalid(
+                variable,
+                &format!("expected a whole number from 1 to {max}, got {text:?}"),
+            )),
+        },
     }
 }
 

@@ -10,6 +10,7 @@
 pub mod state;
 
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 use crate::{
@@ -17,7 +18,7 @@ use crate::{
     auth::parse_cookie_header,
     catalog::Provider,
     context::AppContext,
-    crypto::Binding,
+    crypto::SecretColumn,
     error::{ServiceError, ServiceResult},
     integrations,
     providers::{
@@ -108,14 +109,6 @@ fn redirect_uri(ctx: &AppContext, provider: &Provider) -> String {
     )
 }
 
-fn verifier_binding(nonce: &str) -> Binding<'_> {
-    Binding {
-        table: "oauth_states",
-        row: nonce,
-        column: "pkce_verifier",
-    }
-}
-
 /// Route 4/7: gets or creates the record, remembers a state, answers the authorize URL.
 pub async fn start_authorization(
     ctx: &AppContext,
@@ -163,7 +156,7 @@ pub async fn start_authorization(
             integration_id: record.id,
             pkce_verifier: verifier
                 .as_deref()
-                .map(|v| ctx.keyring.encrypt(v, verifier_binding(&nonce))),
+                .map(|v| ctx.keyring.seal(SecretColumn::PkceVerifier, &nonce, v)),
             redirect_uri: &redirect_uri,
             expires_at: now + chrono::Duration::seconds(state::STATE_LIFETIME_SECS),
         },
@@ -267,20 +260,20 @@ async fn exchange(
     let verifier = row
         .pkce_verifier
         .as_deref()
-        .map(|stored| ctx.keyring.decrypt(stored, verifier_binding(&row.nonce)))
+        .map(|stored| {
+            ctx.keyring
+                .open(SecretColumn::PkceVerifier, &row.nonce, stored)
+        })
         .transpose()
         .map_err(|e| e.to_string())?;
-    token_client::exchange_code(&client, code, &row.redirect_uri, verifier.as_deref())
-        .await
-        .map_err(|e| e.to_string())
-}
-
-fn secret_binding<'a>(row: &'a str, column: &'a str) -> Binding<'a> {
-    Binding {
-        table: "integrations",
-        row,
-        column,
-    }
+    token_client::exchange_code(
+        &client,
+        code,
+        &row.redirect_uri,
+        verifier.as_ref().map(|v| v.expose_secret()),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 async fn save_grant(
@@ -289,7 +282,6 @@ async fn save_grant(
     id: Uuid,
     grant: TokenGrant,
 ) -> ServiceResult<()> {
-    let row = id.to_string();
     let scopes = grant
         .scopes
         .clone()
@@ -298,18 +290,19 @@ async fn save_grant(
     let connection = store::integrations::Connection {
         access_token: ctx
             .keyring
-            .encrypt(&grant.access_token, secret_binding(&row, "access_token")),
-        refresh_token: grant.refresh_token.as_deref().map(|t| {
-            ctx.keyring
-                .encrypt(t, secret_binding(&row, "refresh_token"))
-        }),
+            .seal(SecretColumn::AccessToken, id, &grant.access_token),
+        refresh_token: grant
+            .refresh_token
+            .as_deref()
+            .map(|t| ctx.keyring.seal(SecretColumn::RefreshToken, id, t)),
         token_expires_at: expires_at(&grant),
         permissions: text_list::encode(&scopes),
         account_id: grant.account_id.clone(),
         account_name: grant.account_name.clone(),
-        webhook_secret: ctx.keyring.encrypt(
-            &new_webhook_secret(),
-            secret_binding(&row, "webhook_secret"),
+        webhook_secret: ctx.keyring.seal(
+            SecretColumn::WebhookSecret,
+            id,
+            new_webhook_secret().expose_secret(),
         ),
     };
     store::integrations::save_connection(&ctx.db, id, connection).await?;
@@ -333,15 +326,15 @@ pub fn revoke_in_background(ctx: &AppContext, record: &integration::Model) {
     let Ok(client) = ProviderClient::configured(&ctx.config, provider) else {
         return;
     };
-    let row = record.id.to_string();
-    let open = |stored: &Option<String>, column: &str| {
+    let open = |stored: &Option<String>, column: SecretColumn| {
         stored
             .as_deref()
-            .and_then(|s| ctx.keyring.decrypt(s, secret_binding(&row, column)).ok())
+            .and_then(|s| ctx.keyring.open(column, record.id, s).ok())
+            .map(|s| s.expose_secret().to_string())
     };
     let tokens = RevocableTokens {
-        access_token: open(&record.access_token, "access_token"),
-        refresh_token: open(&record.refresh_token, "refresh_token"),
+        access_token: open(&record.access_token, SecretColumn::AccessToken),
+        refresh_token: open(&record.refresh_token, SecretColumn::RefreshToken),
     };
     if tokens.access_token.is_none() && tokens.refresh_token.is_none() {
         return;

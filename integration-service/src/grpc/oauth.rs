@@ -6,6 +6,7 @@ use integrations_proto::v1::{
     GetWebhookSettingsRequest, RotateWebhookSecretRequest, StartAuthorizationRequest,
     StartAuthorizationResponse, WebhookSettings,
 };
+use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -35,9 +36,14 @@ impl OAuthApi {
 
 fn settings_to_proto(settings: webhook_settings::WebhookSettings) -> WebhookSettings {
     WebhookSettings {
+        previous_secret_expires_at: settings.previous_secret_expires_at().map(rfc3339),
         url: settings.url,
-        secret: settings.secret,
-        previous_secret_expires_at: settings.previous_secret_expires_at.map(rfc3339),
+        secret: settings.secret.expose_secret().to_string(),
+        previous_secrets_valid_until: settings
+            .previous_secrets_valid_until
+            .into_iter()
+            .map(rfc3339)
+            .collect(),
     }
 }
 
@@ -92,7 +98,7 @@ impl OAuthService for OAuthApi {
         let access = access::resolve(&self.ctx.db, &self.ctx.sessions, request.metadata()).await?;
         let token = tokens::get_access_token(&self.ctx, &access, &request.get_ref().id).await?;
         Ok(Response::new(GetAccessTokenResponse {
-            access_token: token.access_token,
+            access_token: token.access_token.expose_secret().to_string(),
             expires_at: token.expires_at.map(rfc3339),
             token_type: token.token_type,
             scopes: token.scopes,

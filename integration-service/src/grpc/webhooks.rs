@@ -23,10 +23,11 @@ use crate::{
     integrations::IntegrationRef,
     store::{
         self,
-        entities::webhook_event,
+        entities::webhook_event::{self, EventStatus},
         webhook_events::{AfterError, ClaimedEvent, EventFilter},
     },
     webhooks::{
+        dispatch::Subscription,
         receive::{self, Delivery},
         retry, WebhookRuntime,
     },
@@ -141,20 +142,12 @@ impl WebhookService for WebhookApi {
             provider: message.provider.map(|p| p.to_ascii_lowercase()),
             event_types: message.event_types,
         };
-        let (subscription, mut events) = self.runtime.dispatcher.subscribe(
+        let subscription = self.runtime.dispatcher.subscribe(
             filter,
             Duration::from_secs(lease as u64),
             prefetch as usize,
         );
-        let stream = async_stream(move |yielder| async move {
-            // The subscription lives as long as the stream: dropped when the consumer leaves.
-            let _subscription = subscription;
-            while let Some(claimed) = events.recv().await {
-                if yielder.send(Ok(claimed_to_proto(claimed))).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let stream = async_stream(move |yielder| stream_events(subscription, yielder));
         Ok(Response::new(stream))
     }
 
@@ -172,7 +165,7 @@ impl WebhookService for WebhookApi {
                 .await
                 .map_err(ServiceError::from)?
                 .ok_or_else(|| ServiceError::not_found("Event not found"))?;
-            if event.status != store::webhook_events::PROCESSED {
+            if event.status != EventStatus::Processed {
                 return Err(ServiceError::FailedPrecondition(
                     Problem::new("Event cannot be acknowledged")
                         .details(format!("the event is {}", event.status)),
@@ -213,7 +206,7 @@ impl WebhookService for WebhookApi {
             tracing::warn!(event = %id, attempts = event.retry_count, "webhook event dead after its last attempt");
         }
         Ok(Response::new(RecordErrorResponse {
-            status: event.status,
+            status: event.status.to_string(),
             next_attempt_at: event.next_attempt_at.map(rfc3339),
         }))
     }
@@ -307,6 +300,38 @@ impl WebhookService for WebhookApi {
     }
 }
 
+/// Feeds one consumer's stream. When the consumer leaves, what was claimed for it but not
+/// sent is released (no attempt lost); when the service shuts down, the stream ends with
+/// UNAVAILABLE so the consumer subscribes again (to another replica).
+async fn stream_events(
+    mut subscription: Subscription,
+    yielder: tokio::sync::mpsc::Sender<Result<WebhookEvent, Status>>,
+) {
+    loop {
+        let claimed = tokio::select! {
+            claimed = subscription.next() => claimed,
+            () = yielder.closed() => break,
+        };
+        let Some(claimed) = claimed else {
+            let _ = yielder
+                .send(Err(Status::unavailable(
+                    "the service is shutting down: subscribe again",
+                )))
+                .await;
+            return;
+        };
+        if yielder
+            .send(Ok(claimed_to_proto(claimed.clone())))
+            .await
+            .is_err()
+        {
+            subscription.release(Some(claimed)).await;
+            return;
+        }
+    }
+    subscription.release(None).await;
+}
+
 fn claimed_to_proto(claimed: ClaimedEvent) -> WebhookEvent {
     event_to_proto(claimed.event, claimed.organization_id, claimed.provider)
 }
@@ -327,7 +352,7 @@ pub fn event_to_proto(
             .headers
             .map(|h| h.to_string())
             .unwrap_or_else(|| "{}".into()),
-        status: event.status,
+        status: event.status.to_string(),
         retry_count: event.retry_count,
         last_error: event.last_error,
         received_at: rfc3339(event.received_at),

@@ -8,6 +8,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -19,7 +20,6 @@ use super::{
 use crate::{
     catalog::WebhookScheme,
     context::AppContext,
-    crypto::Binding,
     error::{Problem, ServiceError, ServiceResult},
     store::{self, entities::integration, webhook_events::NewEvent},
 };
@@ -241,7 +241,7 @@ async fn verify_github(
     body: &Arc<Vec<u8>>,
     signature: &str,
 ) -> ServiceResult<bool> {
-    let valid = secrets.valid_now();
+    let valid = secrets.candidates(Utc::now());
     if valid.is_empty() {
         return Err(ServiceError::NotFound(
             Problem::new("Webhooks not configured")
@@ -251,9 +251,9 @@ async fn verify_github(
     let body = body.clone();
     let signature = signature.to_string();
     off_executor(body.len(), move || {
-        valid
-            .iter()
-            .any(|secret| verify_github_signature(secret.as_bytes(), &body, &signature))
+        valid.iter().any(|(secret, _)| {
+            verify_github_signature(secret.expose_secret().as_bytes(), &body, &signature)
+        })
     })
     .await
 }
@@ -277,39 +277,14 @@ async fn load_secrets(
     }))
 }
 
-/// The current webhook secret and the previous one with the end of its grace period.
+/// The webhook secrets of a connected integration (none for a disconnected one, whatever its
+/// columns hold).
 fn decrypt_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResult<WebhookSecrets> {
-    let row = record.id.to_string();
-    let decrypt = |stored: &str, column: &str| {
-        ctx.keyring
-            .decrypt(
-                stored,
-                Binding {
-                    table: "integrations",
-                    row: &row,
-                    column,
-                },
-            )
-            .map_err(|e| ServiceError::Internal(format!("webhook secret of {row}: {e}")))
-    };
-    let current = record
-        .webhook_secret
-        .as_deref()
-        .map(|stored| decrypt(stored, "webhook_secret"))
-        .transpose()?;
-    let previous = match (
-        record.previous_webhook_secret.as_deref(),
-        record.previous_webhook_secret_expires_at,
-    ) {
-        (Some(stored), Some(expires)) if expires > Utc::now() => {
-            Some((decrypt(stored, "previous_webhook_secret")?, expires))
-        }
-        _ => None,
-    };
+    let secrets = WebhookSecrets::open(&ctx.keyring, record, Utc::now())
+        .map_err(|e| ServiceError::Internal(format!("webhook secret of {}: {e}", record.id)))?;
     Ok(WebhookSecrets {
-        current,
-        previous,
         cached: true,
+        ..secrets
     })
 }
 
