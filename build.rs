@@ -17,6 +17,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Webhook bodies travel gateway → service → store as one shared buffer: the
+        // gateway's collected body is sent, and the service decodes a slice of the frame,
+        // without copying either side.
+        .bytes(".integrations.v1.ReceiveWebhookRequest.body")
         .compile_fds(descriptors)?;
     Ok(())
 }

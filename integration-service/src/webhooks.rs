@@ -2,7 +2,8 @@
 //! internal consumers asynchronously.
 //!
 //! - `signature`: GitHub's and Slack's signature schemes (pure, constant-time).
-//! - `receive`: the rules of one delivery — which integration, which secret, which answer.
+//! - `receive`: the shared path of one delivery — scheme dispatch, secrets, the one storing
+//!   sequence, the answer; `github`, `slack`: one module per provider scheme.
 //! - `ingest`: the group-commit writer: concurrent deliveries share one transaction, each
 //!   request waits for its own row's commit.
 //! - `dispatch`: the worker leasing due events to subscribed consumers.
@@ -12,11 +13,13 @@
 //! written.
 
 pub mod dispatch;
+pub mod github;
 pub mod ingest;
 pub mod receive;
 pub mod retry;
 pub mod secrets;
 pub mod signature;
+pub mod slack;
 
 use std::sync::Arc;
 

@@ -39,7 +39,7 @@ pub async fn receive(
             provider,
             integration_id,
             headers,
-            body: bytes.to_vec(),
+            body: bytes,
         }))
         .await?
         .into_inner();

@@ -116,7 +116,7 @@ async fn deliver(
             provider: "github".into(),
             integration_id: Some(integration.to_string()),
             headers,
-            body,
+            body: body.into(),
         })
         .await
         .expect("delivery accepted")

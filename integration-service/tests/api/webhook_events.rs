@@ -83,7 +83,7 @@ async fn deliver(client: &mut Client, integration: Uuid, event: &str, delivery: 
             provider: "github".into(),
             integration_id: Some(integration.to_string()),
             headers,
-            body,
+            body: body.into(),
         })
         .await
         .unwrap()
