@@ -26,6 +26,12 @@ pub enum GatewayError {
         message: String,
         details: Option<String>,
     },
+    #[error("Request header fields too large")]
+    HeadersTooLarge { limit: usize },
+    #[error("Request body too slow")]
+    BodyTooSlow,
+    #[error("Internal server error")]
+    Internal,
     #[error("upstream: {0}")]
     Upstream(Status),
 }
@@ -60,6 +66,21 @@ impl GatewayError {
             Self::BadRequest { message, details } => {
                 (StatusCode::BAD_REQUEST, message.clone(), details.clone())
             }
+            Self::HeadersTooLarge { limit } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request header fields too large".into(),
+                Some(format!("at most {limit} bytes of headers")),
+            ),
+            Self::BodyTooSlow => (
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body too slow".into(),
+                Some("the body did not arrive at the minimum rate".into()),
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal server error".into(),
+                None,
+            ),
             Self::Upstream(status) => upstream_parts(status),
         }
     }
@@ -87,7 +108,8 @@ fn upstream_parts(status: &Status) -> (StatusCode, String, Option<String>) {
         (Code::AlreadyExists | Code::Aborted, _) => StatusCode::CONFLICT,
         (Code::ResourceExhausted, _) => StatusCode::TOO_MANY_REQUESTS,
         (Code::Unavailable, _) => StatusCode::SERVICE_UNAVAILABLE,
-        (Code::DeadlineExceeded, _) => StatusCode::GATEWAY_TIMEOUT,
+        // The gateway's own deadline on the call surfaces as `Cancelled` ("Timeout expired").
+        (Code::DeadlineExceeded | Code::Cancelled, _) => StatusCode::GATEWAY_TIMEOUT,
         (Code::Unimplemented, _) => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -161,5 +183,33 @@ mod tests {
             GatewayError::Upstream(Status::internal("panic at foo.rs")).parts();
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(message, "Internal server error");
+    }
+
+    #[test]
+    fn deadlines_and_cancellations_are_504_unreachable_is_503() {
+        for (status, http, message) in [
+            (
+                Status::cancelled("Timeout expired"),
+                504,
+                "Integration service timed out",
+            ),
+            (
+                Status::deadline_exceeded("deadline"),
+                504,
+                "Integration service timed out",
+            ),
+            (
+                Status::unavailable("connection refused"),
+                503,
+                "Integration service unavailable",
+            ),
+        ] {
+            let (code, text, details) = GatewayError::Upstream(status).parts();
+            assert_eq!(code.as_u16(), http);
+            assert_eq!(text, message);
+            assert_eq!(details, None);
+        }
+        let (code, _, _) = GatewayError::HeadersTooLarge { limit: 10 }.parts();
+        assert_eq!(code.as_u16(), 431);
     }
 }

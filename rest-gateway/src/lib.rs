@@ -6,6 +6,7 @@
 //! are bounded (`http`). No rules, no SQL.
 
 pub mod config;
+pub mod connections;
 pub mod error;
 pub mod health;
 pub mod http;
@@ -27,7 +28,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: GatewayConfig) -> Result<Self, tonic::transport::Error> {
-        let upstream = Upstream::new(&config.service_url)?;
+        let upstream = Upstream::new(&config.service_url, config.upstream_timeout)?;
         Ok(Self { config, upstream })
     }
 }

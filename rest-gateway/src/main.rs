@@ -12,6 +12,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_open_file_limit();
     let config = GatewayConfig::from_env()?;
     let addr = config.http_addr;
     let service_url = config.service_url.clone();
@@ -22,6 +23,14 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, upstream = %service_url, "rest-gateway listening (HTTP)");
     server::serve(gateway, listener, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Each connection holds a descriptor: run with the hard limit, not the (often 1024) soft one.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open file limit (RLIMIT_NOFILE)"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open file limit"),
+    }
 }
 
 async fn shutdown_signal() {

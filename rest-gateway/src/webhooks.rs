@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     error::GatewayError,
-    http::{json, read_body, HttpResponse},
+    http::{json, media_type, read_body, HttpResponse},
     Gateway,
 };
 
@@ -22,7 +22,14 @@ pub async fn receive(
     provider: String,
     path_integration_id: Option<String>,
 ) -> Result<HttpResponse, GatewayError> {
-    let bytes = read_body(&parts.headers, body, gateway.config.webhook_body_limit).await?;
+    require_webhook_media_type(&parts.headers)?;
+    let bytes = read_body(
+        &parts.headers,
+        body,
+        gateway.config.webhook_body_limit,
+        gateway.config.body_rate,
+    )
+    .await?;
     let integration_id = path_integration_id.or_else(|| query_integration_id(parts));
     let headers = parts
         .headers
@@ -50,6 +57,18 @@ pub async fn receive(
     let body: Value = serde_json::from_str(&answer.body_json)
         .map_err(|_| GatewayError::Upstream(tonic::Status::internal("webhook answer not JSON")))?;
     Ok(json(status, &body))
+}
+
+/// Providers post JSON or HTML-form bodies (GitHub's `payload=`, Slack's commands); any other
+/// declared type is refused before the body is read (415). A body without a type is left to
+/// the service, which reads it as JSON.
+fn require_webhook_media_type(headers: &http::HeaderMap) -> Result<(), GatewayError> {
+    match media_type(headers).as_deref() {
+        None | Some("application/json" | "application/x-www-form-urlencoded") => Ok(()),
+        _ => Err(GatewayError::UnsupportedMediaType {
+            expected: "application/json or application/x-www-form-urlencoded",
+        }),
+    }
 }
 
 fn query_integration_id(parts: &Parts) -> Option<String> {

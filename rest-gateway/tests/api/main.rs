@@ -2,6 +2,8 @@
 //! service is linked once (see ARCHITECTURE.md, Testing).
 
 mod connect_then_receive;
+mod edges;
 mod integrations;
+mod limits;
 mod oauth;
 mod webhooks;
