@@ -339,7 +339,54 @@ pub fn revoke_in_background(ctx: &AppContext, record: &integration::Model) {
     if tokens.access_token.is_none() && tokens.refresh_token.is_none() {
         return;
     }
-    spawn_revocation(client, tokens);
+    let ctx = ctx.clone();
+    let (id, provider) = (record.id, record.provider.clone());
+    tokio::spawn(async move {
+        match without_shared_credentials(&ctx, &provider, id, tokens).await {
+            Ok(tokens) if tokens.access_token.is_some() || tokens.refresh_token.is_some() => {
+                spawn_revocation(client, tokens)
+            }
+            Ok(_) => {
+                tracing::info!(integration = %id, %provider, "not revoked: another integration still stores the same credential")
+            }
+            Err(e) => {
+                tracing::warn!(integration = %id, %provider, error = %e, "not revoked: could not check other integrations")
+            }
+        }
+    });
+}
+
+/// `tokens` minus any credential another connected integration of the provider still stores
+/// (a Slack workspace's bot token connected by two organizations, say): revoking it would cut
+/// that integration off.
+async fn without_shared_credentials(
+    ctx: &AppContext,
+    provider: &str,
+    disconnected: Uuid,
+    mut tokens: RevocableTokens,
+) -> Result<RevocableTokens, sea_orm::DbErr> {
+    use subtle::ConstantTimeEq;
+    let same = |a: &str, b: &str| bool::from(a.as_bytes().ct_eq(b.as_bytes()));
+    for other in store::integrations::connected_of_provider(&ctx.db, provider).await? {
+        if other.id == disconnected {
+            continue;
+        }
+        for column in [SecretColumn::AccessToken, SecretColumn::RefreshToken] {
+            let Some(stored) = store::integrations::secret_value(&other, column) else {
+                continue;
+            };
+            let Ok(held) = ctx.keyring.open(column, other.id, stored) else {
+                continue;
+            };
+            let held = held.expose_secret();
+            for mine in [&mut tokens.access_token, &mut tokens.refresh_token] {
+                if mine.as_deref().is_some_and(|t| same(t, held)) {
+                    *mine = None;
+                }
+            }
+        }
+    }
+    Ok(tokens)
 }
 
 #[cfg(test)]

@@ -518,6 +518,19 @@ pub async fn find_for_webhook(db: &impl ConnectionTrait, id: Uuid) -> Result<Opt
     integration::Entity::find_by_id(id).one(db).await
 }
 
+/// Every connected integration of `provider`, in any organization (a disconnect checks that
+/// no other integration still stores the credential it is about to revoke).
+pub async fn connected_of_provider(
+    db: &impl ConnectionTrait,
+    provider: &str,
+) -> Result<Vec<Model>, DbErr> {
+    integration::Entity::find()
+        .filter(integration::Column::Provider.eq(provider))
+        .filter(integration::Column::Connected.eq(true))
+        .all(db)
+        .await
+}
+
 /// The connected integrations of `provider` whose provider-side account is `account_id`
 /// (a Slack workspace may be connected by several organizations).
 pub async fn find_connected_by_account(

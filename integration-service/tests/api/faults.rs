@@ -225,7 +225,72 @@ dual_db_test!(
     a_slow_token_endpoint_holds_no_lock_and_no_connection,
     an_event_nobody_acknowledges_ends_dead,
     claims_that_reach_no_stream_cost_no_attempt,
+    a_disconnect_never_revokes_a_credential_another_integration_stores,
 );
+
+/// Two organizations hold the same credential (a Slack workspace's bot token, say): the first
+/// disconnect revokes nothing at the provider; the last one does.
+async fn a_disconnect_never_revokes_a_credential_another_integration_stores(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Standard).await;
+    let Some(app) = spawn_app_with_env(kind, &fake.env("ASANA")).await else {
+        return;
+    };
+    let keyring = current_keyring();
+    seed(
+        &app,
+        &keyring,
+        1,
+        "asana",
+        Some("shared-refresh"),
+        None,
+        "a",
+    )
+    .await;
+    seed(
+        &app,
+        &keyring,
+        2,
+        "asana",
+        Some("shared-refresh"),
+        None,
+        "b",
+    )
+    .await;
+    let disconnect = |org: i64| {
+        let app = &app;
+        async move {
+            let token = app.member_token(org, Uuid::new_v4(), "OWNER").await;
+            let response = app
+                .http
+                .delete(app.url("/api/integrations/asana"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    };
+    disconnect(1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        fake.requests_to("/revoke").is_empty(),
+        "organization 2 still uses the credential"
+    );
+    disconnect(2).await;
+    let mut revocations = Vec::new();
+    for _ in 0..50 {
+        revocations = fake.requests_to("/revoke");
+        if !revocations.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(revocations.len(), 1, "the last holder's disconnect revokes");
+    assert_eq!(
+        revocations[0].form().get("token").map(String::as_str),
+        Some("shared-refresh")
+    );
+}
 
 /// Compare-and-swap, deterministically: a row read before a disconnect is not written back.
 async fn key_rotation_never_undoes_a_concurrent_write(kind: Db) {
