@@ -305,8 +305,42 @@ async fn save_grant(
             new_webhook_secret().expose_secret(),
         ),
     };
-    store::integrations::save_connection(&ctx.db, id, connection).await?;
-    Ok(())
+    // The provider's code is single use and already spent: a busy or briefly unreachable
+    // database must not lose the grant, so the local write is retried.
+    let mut attempt = 0;
+    loop {
+        match store::integrations::save_connection(&ctx.db, id, connection.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < SAVE_RETRIES && is_transient(&e) => {
+                attempt += 1;
+                tracing::warn!(integration = %id, attempt, error = %e, "saving the connection failed: retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Retries of the local write after a code exchange (100 ms, 200 ms, ... 3.2 s).
+const SAVE_RETRIES: u32 = 5;
+
+/// A database error worth retrying: busy/locked, serialization, unreachable.
+fn is_transient(e: &sea_orm::DbErr) -> bool {
+    if matches!(
+        ServiceError::from(e.clone()),
+        ServiceError::DatabaseUnavailable(_)
+    ) {
+        return true;
+    }
+    let text = e.to_string().to_ascii_lowercase();
+    [
+        "database is locked",
+        "busy",
+        "could not serialize",
+        "deadlock",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 /// When a granted token expires, `None` for tokens that do not.

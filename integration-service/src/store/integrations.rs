@@ -178,6 +178,7 @@ pub async fn disconnect(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr
 // ---------------------------------------------------------------------------------------------
 
 /// What a completed authorization stores. Secret fields are ciphertext.
+#[derive(Clone)]
 pub struct Connection {
     pub access_token: String,
     pub refresh_token: Option<String>,
