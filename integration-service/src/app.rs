@@ -1,6 +1,6 @@
 //! The application value: everything one service process runs besides answering RPCs — the
-//! health watcher, the token refresher, the webhook dispatcher and writers — owned in one
-//! place and stopped in order.
+//! health watcher, the token refresher, the webhook retention purge, the webhook dispatcher
+//! and writers — owned in one place and stopped in order.
 //!
 //! Shutdown drains (`drain`, then `stop`): health answers NOT_SERVING at once (load balancers
 //! and the gateway move away), the dispatcher stops handing out events and every
@@ -44,6 +44,13 @@ impl Application {
         let stopping = CancellationToken::new();
         let webhooks = WebhookRuntime::start(ctx.db.clone(), &tasks, draining.clone());
         tasks.spawn(watch_health(ctx.clone(), health.clone(), draining.clone()));
+        if let Some(retention) = ctx.config.webhook_retention {
+            tasks.spawn(crate::webhooks::retention::run(
+                ctx.db.clone(),
+                retention,
+                stopping.clone(),
+            ));
+        }
         if let Some(interval) = ctx.config.token_refresh_interval {
             tasks.spawn(tokens::run_background_refresh(
                 ctx.clone(),

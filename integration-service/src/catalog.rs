@@ -61,8 +61,27 @@ pub enum WebhookScheme {
     None,
     /// `X-Hub-Signature-256`, per-integration secret, URL names the integration.
     GithubHmacSha256,
-    /// `X-Slack-Signature` v0 with the app's signing secret, routed by team id.
+    /// `X-Slack-Signature` v0 with the app's signing secret, routed by installation.
     SlackV0,
+    /// GitLab: `X-Gitlab-Token` equal to the integration's generated secret.
+    GitlabToken,
+    /// Bitbucket Cloud: `X-Hub-Signature: sha256=<hex HMAC of the body>`.
+    BitbucketHmacSha256,
+    /// Jira / Atlassian webhooks with a secret: `X-Hub-Signature: sha256=<hex HMAC>`.
+    JiraHmacSha256,
+    /// Google push channels (Drive, Calendar): `X-Goog-Channel-Token` equal to ours.
+    GooglePushChannel,
+    /// Microsoft Graph change notifications: `validationToken` handshake, `clientState`
+    /// equal to ours in every notification of a batch.
+    MicrosoftGraph,
+}
+
+impl WebhookScheme {
+    /// Whether deliveries name their integration in the URL (its own secret verifies them);
+    /// app-level schemes route by the account in the payload instead.
+    pub fn per_integration(self) -> bool {
+        !matches!(self, Self::None | Self::SlackV0)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,12 +149,12 @@ impl Provider {
     pub fn webhook_path(&self, integration_id: &uuid::Uuid) -> Option<String> {
         match self.webhook {
             WebhookScheme::None => None,
-            WebhookScheme::GithubHmacSha256 => Some(format!(
+            // One app-level URL: deliveries are routed by installation.
+            WebhookScheme::SlackV0 => Some(format!("/api/integrations/{}/webhook", self.name)),
+            _ => Some(format!(
                 "/api/integrations/{}/webhook/{integration_id}",
                 self.name
             )),
-            // One app-level URL: deliveries are routed by team id.
-            WebhookScheme::SlackV0 => Some(format!("/api/integrations/{}/webhook", self.name)),
         }
     }
 }

@@ -48,7 +48,8 @@ impl AppContext {
         Ok(Self {
             instance: format!("service-{}", uuid::Uuid::new_v4().simple()).into(),
             refresh_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_refreshes)),
-            sessions: SessionVerifier::new(config.jwt_secret.expose()),
+            sessions: SessionVerifier::new(config.jwt_secret.expose())
+                .with_issuer(config.session_issuer()),
             keyring: Arc::new(Keyring::new(
                 &config.encryption_key,
                 &config.previous_encryption_keys,

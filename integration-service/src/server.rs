@@ -20,6 +20,9 @@ use crate::{
 /// Largest ReceiveWebhook message: a 25 MB body plus headers.
 const MAX_WEBHOOK_MESSAGE: usize = 32 * 1024 * 1024;
 
+/// Largest metadata (HTTP/2 header list) of a call.
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("reflection: {0}")]
@@ -37,24 +40,52 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(integrations_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(integrations_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = if ctx.config.grpc_reflection {
+        (
+            Some(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(integrations_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1()?,
+            ),
+            Some(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(integrations_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1alpha()?,
+            ),
+        )
+    } else {
+        (None, None)
+    };
+    let limits = (
+        ctx.config.grpc_max_concurrent_streams,
+        ctx.config.grpc_request_timeout,
+    );
 
     let grace = ctx.config.shutdown_grace;
     let app = Application::start(ctx, reporter);
     // Connections still open after the grace period are dropped with `server` at the end of
     // this block.
     let result = {
-        let server = Server::builder()
+        let mut builder = Server::builder()
+            .max_concurrent_streams(Some(limits.0))
+            // Room for session cookies beside the bearer token (the gateway forwards at most
+            // 48 KiB of credentials); h2's default is 16 KiB.
+            .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES));
+        if let Some(timeout) = limits.1 {
+            builder = builder.timeout(timeout);
+        }
+        let server = builder
+            .trace_fn(crate::grpc::rpc_span)
+            // A panic in a handler answers INTERNAL (no message of it leaves) and ends nothing
+            // else.
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_answer,
+            ))
             .add_service(health)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
             .add_service(IntegrationServiceServer::new(IntegrationApi::new(
                 app.ctx.clone(),
             )))
@@ -63,8 +94,8 @@ pub async fn serve(
                 WebhookServiceServer::new(WebhookApi::new(app.ctx.clone(), app.webhooks.clone()))
                     .max_decoding_message_size(MAX_WEBHOOK_MESSAGE),
             )
-            // No Nagle: small HTTP/2 frames (headers, trailers) would otherwise wait for the peer's
-            // delayed ACK, adding ~40 ms to answers.
+            // No Nagle: small HTTP/2 frames (headers, trailers) would otherwise wait for the
+            // peer's delayed ACK, adding ~40 ms to answers.
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
                 app.draining().cancelled_owned(),
@@ -89,25 +120,19 @@ pub async fn serve(
     Ok(result?)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutdown signal received");
+/// The answer to a call whose handler panicked: gRPC `INTERNAL`, nothing of the panic.
+fn panic_answer(_panic: Box<dyn std::any::Any + Send + 'static>) -> http::Response<String> {
+    tracing::error!("a gRPC handler panicked (the panic message is above, from the hook)");
+    let mut response = http::Response::new(String::new());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", http::HeaderValue::from_static("13"));
+    headers.insert(
+        "grpc-message",
+        http::HeaderValue::from_static("Internal%20error"),
+    );
+    response
 }

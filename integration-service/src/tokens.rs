@@ -19,9 +19,10 @@
 //! - at most `MAX_CONCURRENT_REFRESHES` provider calls per process; waiting holds no database
 //!   connection.
 
-use std::time::Duration;
+use std::{panic::AssertUnwindSafe, time::Duration};
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -30,7 +31,7 @@ use crate::{
     context::AppContext,
     crypto::SecretColumn,
     error::{Problem, ServiceError, ServiceResult},
-    integrations,
+    integrations::{self, IntegrationRef},
     oauth::expires_at,
     providers::{
         token_client::{self, TokenError},
@@ -67,14 +68,14 @@ fn reauthorization_required(details: impl Into<String>) -> ServiceError {
 pub async fn get_access_token(
     ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
 ) -> ServiceResult<AccessToken> {
     if !access.is_service() {
         return Err(ServiceError::PermissionDenied(
             Problem::new("Forbidden").details("access tokens are for service_role callers only"),
         ));
     }
-    let view = integrations::get(&ctx.db, &ctx.catalog, access, id).await?;
+    let view = integrations::get(ctx, access, id).await?;
     let record = view.record.ok_or_else(not_connected)?;
     valid_token(ctx, record).await
 }
@@ -112,7 +113,7 @@ fn token_of(ctx: &AppContext, record: &integration::Model) -> ServiceResult<Acce
         .keyring
         .open(SecretColumn::AccessToken, record.id, stored)
         .map_err(|e| {
-            ServiceError::Internal(format!("integration {} access_token: {e}", record.id))
+            ServiceError::internal_caused(format!("integration {} access_token", record.id), e)
         })?;
     Ok(AccessToken {
         access_token,
@@ -164,7 +165,7 @@ pub async fn refresh(
                 .refresh_slots
                 .acquire()
                 .await
-                .map_err(|_| ServiceError::Internal("refresh slots closed".into()))?;
+                .map_err(|_| ServiceError::internal("refresh slots closed"))?;
             let now = Utc::now();
             if store::integrations::try_take_refresh_lease(
                 &ctx.db,
@@ -236,10 +237,10 @@ async fn refresh_with_lease(
     let prepared = ctx
         .keyring
         .open(SecretColumn::RefreshToken, id, stored_refresh)
-        .map_err(|e| ServiceError::Internal(format!("integration {id} refresh_token: {e}")))
+        .map_err(|e| ServiceError::internal_caused(format!("integration {id} refresh_token"), e))
         .and_then(|token| {
             let provider = ctx.catalog.get(&current.provider).ok_or_else(|| {
-                ServiceError::Internal(format!("provider {} not in catalog", current.provider))
+                ServiceError::internal(format!("provider {} not in catalog", current.provider))
             })?;
             Ok((
                 token,
@@ -330,14 +331,16 @@ pub async fn run_background_refresh(
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
+        // A panic in one pass is logged and the next pass runs: the task never ends early.
         let pass = tokio::select! {
-            pass = refresh_due(&ctx) => pass,
+            pass = AssertUnwindSafe(refresh_due(&ctx)).catch_unwind() => pass,
             () = stop.cancelled() => return,
         };
         match pass {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(refreshed = n, "background token refresh"),
-            Err(e) => tracing::warn!(error = %e, "background token refresh failed"),
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(refreshed = n, "background token refresh"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "background token refresh failed"),
+            Err(_) => tracing::error!("background token refresh panicked"),
         }
     }
 }
@@ -347,10 +350,17 @@ pub async fn refresh_due(ctx: &AppContext) -> ServiceResult<usize> {
     let due = store::integrations::due_for_refresh(&ctx.db, Utc::now() + BACKGROUND_WINDOW).await?;
     let mut refreshed = 0;
     for (id, _organization) in due {
-        match refresh(ctx, id, BACKGROUND_WINDOW).await {
-            Ok(_) => refreshed += 1,
-            Err(e) => {
+        // One integration's failure or panic does not stop the others.
+        match AssertUnwindSafe(refresh(ctx, id, BACKGROUND_WINDOW))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(_)) => refreshed += 1,
+            Ok(Err(e)) => {
                 tracing::warn!(integration = %id, error = %e, "background refresh of one integration failed")
+            }
+            Err(_) => {
+                tracing::error!(integration = %id, "background refresh of one integration panicked")
             }
         }
     }

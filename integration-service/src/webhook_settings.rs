@@ -11,7 +11,7 @@ use crate::{
     context::AppContext,
     crypto::SecretColumn,
     error::{Problem, ServiceError, ServiceResult},
-    integrations,
+    integrations::{self, IntegrationRef},
     store::{self, entities::integration},
     webhooks::secrets::{seal_grace, WebhookSecrets},
 };
@@ -49,9 +49,9 @@ impl WebhookSettings {
 async fn webhook_target(
     ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
 ) -> ServiceResult<(integration::Model, String)> {
-    let view = integrations::get(&ctx.db, &ctx.catalog, access, id).await?;
+    let view = integrations::get(ctx, access, id).await?;
     if view.provider.webhook == WebhookScheme::SlackV0 {
         return Err(ServiceError::FailedPrecondition(
             Problem::new("No per-integration webhook secret").details(format!(
@@ -90,7 +90,7 @@ fn check_has_secret(record: &integration::Model) -> ServiceResult<()> {
 
 fn open_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResult<WebhookSecrets> {
     WebhookSecrets::open(&ctx.keyring, record, Utc::now()).map_err(|e| {
-        ServiceError::Internal(format!("integration {} webhook secrets: {e}", record.id))
+        ServiceError::internal_caused(format!("integration {} webhook secrets", record.id), e)
     })
 }
 
@@ -105,7 +105,11 @@ fn settings(url: String, secrets: WebhookSecrets) -> ServiceResult<WebhookSettin
     })
 }
 
-pub async fn get(ctx: &AppContext, access: &Access, id: &str) -> ServiceResult<WebhookSettings> {
+pub async fn get(
+    ctx: &AppContext,
+    access: &Access,
+    id: &IntegrationRef,
+) -> ServiceResult<WebhookSettings> {
     let (record, url) = webhook_target(ctx, access, id).await?;
     settings(url, open_secrets(ctx, &record)?)
 }
@@ -119,7 +123,7 @@ pub async fn get(ctx: &AppContext, access: &Access, id: &str) -> ServiceResult<W
 pub async fn rotate(
     ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
     grace_secs: i64,
 ) -> ServiceResult<WebhookSettings> {
     let grace = match grace_secs {

@@ -3,19 +3,29 @@
 //!
 //! - `signature`: GitHub's and Slack's signature schemes (pure, constant-time).
 //! - `receive`: the shared path of one delivery — scheme dispatch, secrets, the one storing
-//!   sequence, the answer; `github`, `slack`: one module per provider scheme.
+//!   sequence, the answer; `github`, `slack`, `gitlab`, `bitbucket`, `jira`, `google`,
+//!   `microsoft`: one module per provider scheme.
 //! - `ingest`: the group-commit writer: concurrent deliveries share one transaction, each
 //!   request waits for its own row's commit.
 //! - `dispatch`: the worker leasing due events to subscribed consumers.
+//! - `events`: the rules of stored events — consume, acknowledge, fail, list, read, replay.
 //! - `retry`: backoff with jitter and the dead-letter limit.
+//! - `retention`: the batched purge of processed and dead events past `WEBHOOK_RETENTION_DAYS`.
 //!
 //! Invariant: nothing is answered 2xx before its row is committed; nothing unverified is
 //! written.
 
+pub mod bitbucket;
 pub mod dispatch;
+pub mod events;
 pub mod github;
+pub mod gitlab;
+pub mod google;
 pub mod ingest;
+pub mod jira;
+pub mod microsoft;
 pub mod receive;
+pub mod retention;
 pub mod retry;
 pub mod secrets;
 pub mod signature;

@@ -6,10 +6,9 @@ use http::StatusCode;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-/// `ErrorInfo.domain` the service attaches; statuses without it did not come from our rules
-/// (transport failures) and their messages are not forwarded.
-const SERVICE_DOMAIN: &str = "integrations.v1";
-const REASON_PROVIDER_FAILED: &str = "PROVIDER_FAILED";
+// `ErrorInfo.domain` the service attaches; statuses without it did not come from our rules
+// (transport failures) and their messages are not forwarded.
+use service_kit::wire::{ERROR_DOMAIN as SERVICE_DOMAIN, REASON_PROVIDER_FAILED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {

@@ -32,6 +32,20 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     response
 }
 
+/// A non-JSON answer the service chose for a provider handshake (e.g. `text/plain`).
+pub fn raw(status: StatusCode, content_type: &str, body: Vec<u8>) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
+    );
+    secure_headers(headers);
+    response
+}
+
 /// A 302 to `location` (already validated by the service to be under APP_URL).
 pub fn redirect(location: &str) -> Result<HttpResponse, GatewayError> {
     let value = HeaderValue::from_str(location)

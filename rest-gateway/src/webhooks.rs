@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::{
     error::GatewayError,
-    http::{json, media_type, read_body, HttpResponse},
+    http::{json, media_type, raw, read_body, HttpResponse},
     Gateway,
 };
 
@@ -22,7 +22,7 @@ pub async fn receive(
     provider: String,
     path_integration_id: Option<String>,
 ) -> Result<HttpResponse, GatewayError> {
-    require_webhook_media_type(&parts.headers)?;
+    require_webhook_media_type(parts)?;
     let bytes = read_body(
         &parts.headers,
         body,
@@ -47,6 +47,7 @@ pub async fn receive(
             integration_id,
             headers,
             body: bytes,
+            query: parts.uri.query().map(str::to_string),
         }))
         .await?
         .into_inner();
@@ -54,17 +55,23 @@ pub async fn receive(
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
+    if let (Some(content_type), Some(bytes)) = (answer.content_type, answer.raw_body) {
+        return Ok(raw(status, &content_type, bytes.to_vec()));
+    }
     let body: Value = serde_json::from_str(&answer.body_json)
         .map_err(|_| GatewayError::Upstream(tonic::Status::internal("webhook answer not JSON")))?;
     Ok(json(status, &body))
 }
 
 /// Providers post JSON or HTML-form bodies (GitHub's `payload=`, Slack's commands); any other
-/// declared type is refused before the body is read (415). A body without a type is left to
-/// the service, which reads it as JSON.
-fn require_webhook_media_type(headers: &http::HeaderMap) -> Result<(), GatewayError> {
-    match media_type(headers).as_deref() {
+/// declared type is refused before the body is read (415). A body without a type (Google's
+/// push channels) is left to the service, which reads it per scheme. The one `text/plain`
+/// request is Microsoft Graph's subscription validation, recognised by its `validationToken`
+/// query parameter (the service answers it only for a Microsoft integration).
+fn require_webhook_media_type(parts: &Parts) -> Result<(), GatewayError> {
+    match media_type(&parts.headers).as_deref() {
         None | Some("application/json" | "application/x-www-form-urlencoded") => Ok(()),
+        Some("text/plain") if query_param(parts, "validationToken").is_some() => Ok(()),
         _ => Err(GatewayError::UnsupportedMediaType {
             expected: "application/json or application/x-www-form-urlencoded",
         }),
@@ -72,8 +79,12 @@ fn require_webhook_media_type(headers: &http::HeaderMap) -> Result<(), GatewayEr
 }
 
 fn query_integration_id(parts: &Parts) -> Option<String> {
+    query_param(parts, "integration_id")
+}
+
+fn query_param(parts: &Parts, wanted: &str) -> Option<String> {
     let query = parts.uri.query()?;
     url::form_urlencoded::parse(query.as_bytes())
-        .find(|(name, _)| name == "integration_id")
+        .find(|(name, _)| name == wanted)
         .map(|(_, value)| value.into_owned())
 }

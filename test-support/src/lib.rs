@@ -131,6 +131,7 @@ impl TestApp {
                 iat: Some(now),
                 role: role.map(str::to_string),
                 aud: Some("authenticated".into()),
+                ..Default::default()
             },
         )
         .expect("sign")

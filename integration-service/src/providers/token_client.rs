@@ -259,6 +259,8 @@ struct QuirkyResponse {
     expires_in: Option<u64>,
     scope: Option<ScopeField>,
     team: Option<SlackTeam>,
+    enterprise: Option<SlackTeam>,
+    is_enterprise_install: Option<bool>,
     authed_user: Option<SlackAuthedUser>,
 }
 
@@ -351,8 +353,14 @@ pub fn parse_quirky_response(
             ))
         }
     };
-    let (account_id, account_name) = match parsed.team {
-        Some(team) => (team.id, team.name),
+    // The installation's account: the workspace, or the Enterprise Grid organization for an
+    // org-wide install (its events are routed by enterprise id).
+    let installed = match parsed.is_enterprise_install {
+        Some(true) => parsed.enterprise,
+        _ => parsed.team,
+    };
+    let (account_id, account_name) = match installed {
+        Some(account) => (account.id, account.name),
         None => (None, None),
     };
     Ok(TokenGrant {

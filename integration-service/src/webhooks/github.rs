@@ -5,24 +5,15 @@
 //! Invariant: the signature is checked on the raw bytes before the body is parsed; a cached
 //! secret that fails is re-read from the database before the delivery is refused.
 
-use bytes::Bytes;
-use chrono::Utc;
-use secrecy::ExposeSecret;
-use uuid::Uuid;
-
 use super::{
     receive::{
-        bad_request, load_secrets, off_executor, store_event, unauthenticated, Answer, Delivery,
-        Verified,
+        bad_request, off_executor, store_event, unauthenticated, verify_with_integration_secrets,
+        Answer, Delivery, Verified,
     },
-    secrets::WebhookSecrets,
     signature::verify_github_signature,
     WebhookRuntime,
 };
-use crate::{
-    context::AppContext,
-    error::{Problem, ServiceError, ServiceResult},
-};
+use crate::{context::AppContext, error::ServiceResult};
 
 pub(super) async fn receive(
     ctx: &AppContext,
@@ -52,37 +43,19 @@ pub(super) async fn receive(
             "X-GitHub-Event or X-GitHub-Delivery is too long",
         ));
     }
-    let integration_id = delivery
-        .integration_id
-        .as_deref()
-        .ok_or_else(|| {
-            bad_request(
-                "Missing integration id",
-                "deliver to /api/integrations/github/webhook/<integration id>",
-            )
-        })
-        .and_then(|id| {
-            Uuid::parse_str(id.trim())
-                .map_err(|_| bad_request("Invalid integration id", "expected a UUID"))
-        })?;
+    let integration_id = delivery.url_integration()?;
+    verify_with_integration_secrets(
+        ctx,
+        runtime,
+        &delivery,
+        integration_id,
+        "the signature",
+        move |secret, body| verify_github_signature(secret, body, &signature),
+    )
+    .await?;
     let media_type = delivery.media_type();
     let headers = delivery.stored_headers();
     let body = delivery.body;
-    let mut secrets = match runtime.secrets.get(integration_id) {
-        Some(cached) => cached,
-        None => load_secrets(ctx, runtime, &delivery.provider, integration_id).await?,
-    };
-    let mut verified = verify_github(&secrets, &body, &signature).await?;
-    if !verified && secrets.cached {
-        // The secret may have been rotated since it was cached: check against the database.
-        secrets = load_secrets(ctx, runtime, &delivery.provider, integration_id).await?;
-        verified = verify_github(&secrets, &body, &signature).await?;
-    }
-    if !verified {
-        return Err(unauthenticated(
-            "the signature does not match the integration's webhook secret",
-        ));
-    }
     let payload = off_executor(body.len(), move || {
         github_payload(media_type.as_deref(), &body)
     })
@@ -101,29 +74,6 @@ pub(super) async fn receive(
     )
     .await?;
     Ok(Answer::stored(event_id))
-}
-
-/// Whether `signature` matches under one of the secrets valid now.
-async fn verify_github(
-    secrets: &WebhookSecrets,
-    body: &Bytes,
-    signature: &str,
-) -> ServiceResult<bool> {
-    let valid = secrets.candidates(Utc::now());
-    if valid.is_empty() {
-        return Err(ServiceError::NotFound(
-            Problem::new("Webhooks not configured")
-                .details("the integration has no webhook secret: connect it first"),
-        ));
-    }
-    let body = body.clone();
-    let signature = signature.to_string();
-    off_executor(body.len(), move || {
-        valid.iter().any(|(secret, _)| {
-            verify_github_signature(secret.expose_secret().as_bytes(), &body, &signature)
-        })
-    })
-    .await
 }
 
 /// The JSON payload of a GitHub body: the body itself (`application/json`) or its `payload`

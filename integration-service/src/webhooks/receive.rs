@@ -10,10 +10,14 @@ use std::{collections::HashMap, sync::Arc};
 
 use bytes::Bytes;
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{github, secrets::WebhookSecrets, slack, WebhookRuntime};
+use super::{
+    bitbucket, github, gitlab, google, jira, microsoft, secrets::WebhookSecrets, slack,
+    WebhookRuntime,
+};
 use crate::{
     catalog::WebhookScheme,
     context::AppContext,
@@ -24,8 +28,9 @@ use crate::{
 /// Bodies larger than this are verified and parsed on the blocking pool, off the executor.
 pub const BLOCKING_THRESHOLD: usize = 64 * 1024;
 
-/// Delivery headers kept with the event (never signatures or credentials).
-const STORED_HEADERS: [&str; 11] = [
+/// Delivery headers kept with the event (never signatures, tokens or credentials:
+/// `X-Gitlab-Token` and `X-Goog-Channel-Token` are secrets and are not kept).
+const STORED_HEADERS: &[&str] = &[
     "content-type",
     "user-agent",
     "x-github-event",
@@ -36,6 +41,23 @@ const STORED_HEADERS: [&str; 11] = [
     "x-slack-request-timestamp",
     "x-slack-retry-num",
     "x-slack-retry-reason",
+    "x-gitlab-event",
+    "x-gitlab-event-uuid",
+    "x-gitlab-webhook-uuid",
+    "x-gitlab-instance",
+    "idempotency-key",
+    "x-event-key",
+    "x-request-uuid",
+    "x-hook-uuid",
+    "x-atlassian-webhook-identifier",
+    "x-atlassian-webhook-retry",
+    "x-goog-channel-id",
+    "x-goog-message-number",
+    "x-goog-resource-id",
+    "x-goog-resource-state",
+    "x-goog-resource-uri",
+    "x-goog-changed",
+    "x-goog-channel-expiration",
     "x-forwarded-for",
 ];
 
@@ -47,6 +69,8 @@ pub struct Delivery {
     pub integration_id: Option<String>,
     pub headers: HashMap<String, Vec<u8>>,
     pub body: Bytes,
+    /// The URL's query string, undecoded.
+    pub query: Option<String>,
 }
 
 impl Delivery {
@@ -56,6 +80,46 @@ impl Delivery {
             .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::trim)
             .filter(|v| !v.is_empty())
+    }
+
+    /// A query parameter of the delivery's URL, decoded.
+    pub(super) fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.query.as_deref()?;
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The integration the URL names (`/api/integrations/{provider}/webhook/{id}`).
+    pub(super) fn url_integration(&self) -> ServiceResult<Uuid> {
+        let id = self.integration_id.as_deref().ok_or_else(|| {
+            bad_request(
+                "Missing integration id",
+                format!(
+                    "deliver to /api/integrations/{}/webhook/<integration id>",
+                    self.provider
+                ),
+            )
+        })?;
+        Uuid::parse_str(id.trim())
+            .map_err(|_| bad_request("Invalid integration id", "expected a UUID"))
+    }
+
+    /// A required header, bounded in length: 400 when missing or too long.
+    pub(super) fn required(&self, name: &str, display: &str, max: usize) -> ServiceResult<String> {
+        let value = self.header(name).ok_or_else(|| {
+            bad_request(
+                "Missing delivery header",
+                format!("the {display} header is missing"),
+            )
+        })?;
+        if value.len() > max {
+            return Err(bad_request(
+                "Invalid delivery header",
+                format!("{display} is too long"),
+            ));
+        }
+        Ok(value.to_string())
     }
 
     pub(super) fn media_type(&self) -> Option<String> {
@@ -86,6 +150,8 @@ pub struct Answer {
     pub http_status: u16,
     pub body: Value,
     pub event_id: Option<Uuid>,
+    /// A handshake answer that is not JSON: (content type, bytes), answered instead of `body`.
+    pub raw: Option<(String, Vec<u8>)>,
 }
 
 impl Answer {
@@ -94,6 +160,7 @@ impl Answer {
             http_status: 200,
             body,
             event_id: None,
+            raw: None,
         }
     }
 
@@ -102,6 +169,28 @@ impl Answer {
             http_status: 200,
             body: json!({"success": true, "eventId": event_id.to_string()}),
             event_id: Some(event_id),
+            raw: None,
+        }
+    }
+
+    /// A batch: one event per item, `eventId` the first (absent for an empty batch).
+    pub(super) fn stored_all(status: u16, ids: &[Uuid]) -> Self {
+        let all: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        Self {
+            http_status: status,
+            body: json!({"success": true, "eventId": all.first(), "eventIds": all}),
+            event_id: ids.first().copied(),
+            raw: None,
+        }
+    }
+
+    /// A text answer (Microsoft Graph's validation handshake).
+    pub(super) fn text(body: String) -> Self {
+        Self {
+            http_status: 200,
+            body: Value::Null,
+            event_id: None,
+            raw: Some(("text/plain; charset=utf-8".into(), body.into_bytes())),
         }
     }
 }
@@ -119,6 +208,11 @@ pub async fn receive(
     match scheme {
         WebhookScheme::GithubHmacSha256 => github::receive(ctx, runtime, delivery).await,
         WebhookScheme::SlackV0 => slack::receive(ctx, runtime, delivery).await,
+        WebhookScheme::GitlabToken => gitlab::receive(ctx, runtime, delivery).await,
+        WebhookScheme::BitbucketHmacSha256 => bitbucket::receive(ctx, runtime, delivery).await,
+        WebhookScheme::JiraHmacSha256 => jira::receive(ctx, runtime, delivery).await,
+        WebhookScheme::GooglePushChannel => google::receive(ctx, runtime, delivery).await,
+        WebhookScheme::MicrosoftGraph => microsoft::receive(ctx, runtime, delivery).await,
         WebhookScheme::None => Err(ServiceError::NotFound(
             Problem::new("Unknown webhook provider")
                 .details(format!("{:?} receives no webhooks", delivery.provider)),
@@ -142,7 +236,7 @@ pub(super) async fn off_executor<T: Send + 'static>(
     if size > BLOCKING_THRESHOLD {
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| ServiceError::Internal(format!("verification task failed: {e}")))
+            .map_err(|e| ServiceError::internal_caused("verification task failed", e))
     } else {
         Ok(work())
     }
@@ -170,8 +264,9 @@ pub(super) async fn load_secrets(
 /// The webhook secrets of a connected integration (none for a disconnected one, whatever its
 /// columns hold).
 fn decrypt_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResult<WebhookSecrets> {
-    let secrets = WebhookSecrets::open(&ctx.keyring, record, Utc::now())
-        .map_err(|e| ServiceError::Internal(format!("webhook secret of {}: {e}", record.id)))?;
+    let secrets = WebhookSecrets::open(&ctx.keyring, record, Utc::now()).map_err(|e| {
+        ServiceError::internal_caused(format!("webhook secret of {}", record.id), e)
+    })?;
     Ok(WebhookSecrets {
         cached: true,
         ..secrets
@@ -208,4 +303,106 @@ pub(super) async fn store_event(
             received_at: Utc::now(),
         })
         .await
+}
+
+/// Verifies a delivery against the integration's secrets valid now (current, and previous
+/// ones inside their grace period) with `check(secret, body)`, on the blocking pool for large
+/// bodies. A cached secret that fails is re-read from the database first (a rotation is seen
+/// at once). `what` names the check in the 401's details.
+pub(super) async fn verify_with_integration_secrets<F>(
+    ctx: &AppContext,
+    runtime: &WebhookRuntime,
+    delivery: &Delivery,
+    integration_id: Uuid,
+    what: &str,
+    check: F,
+) -> ServiceResult<()>
+where
+    F: Fn(&[u8], &[u8]) -> bool + Clone + Send + 'static,
+{
+    let mut secrets = match runtime.secrets.get(integration_id) {
+        Some(cached) => cached,
+        None => load_secrets(ctx, runtime, &delivery.provider, integration_id).await?,
+    };
+    let mut verified = any_secret(&secrets, &delivery.body, check.clone()).await?;
+    if !verified && secrets.cached {
+        secrets = load_secrets(ctx, runtime, &delivery.provider, integration_id).await?;
+        verified = any_secret(&secrets, &delivery.body, check).await?;
+    }
+    if !verified {
+        return Err(unauthenticated(&format!(
+            "{what} does not match the integration's webhook secret"
+        )));
+    }
+    Ok(())
+}
+
+async fn any_secret<F>(secrets: &WebhookSecrets, body: &Bytes, check: F) -> ServiceResult<bool>
+where
+    F: Fn(&[u8], &[u8]) -> bool + Send + 'static,
+{
+    let valid = secrets.candidates(Utc::now());
+    if valid.is_empty() {
+        return Err(ServiceError::NotFound(
+            Problem::new("Webhooks not configured")
+                .details("the integration has no webhook secret: connect it first"),
+        ));
+    }
+    let body = body.clone();
+    off_executor(body.len(), move || {
+        valid
+            .iter()
+            .any(|(secret, _)| check(secret.expose_secret().as_bytes(), &body))
+    })
+    .await
+}
+
+/// One item of a verified delivery (a batch has several).
+pub(super) struct Item {
+    pub event_type: String,
+    pub delivery_id: Option<String>,
+    pub payload: String,
+}
+
+/// Stores every item for the integration, each deduplicated on its own delivery id; the ids
+/// in order.
+pub(super) async fn store_items(
+    runtime: &WebhookRuntime,
+    integration_id: Uuid,
+    headers: &str,
+    items: Vec<Item>,
+) -> ServiceResult<Vec<Uuid>> {
+    let stored = items.into_iter().map(|item| async move {
+        store_event(
+            runtime,
+            Verified {
+                integration_id,
+                event_type: &item.event_type,
+                delivery_id: item.delivery_id,
+                payload: item.payload,
+                headers,
+                processed: false,
+            },
+        )
+        .await
+    });
+    futures::future::try_join_all(stored).await
+}
+
+/// A JSON body checked to be JSON, as text (stored as sent).
+pub(super) fn json_text(body: &[u8]) -> ServiceResult<String> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| bad_request("Invalid webhook body", "the body is not UTF-8"))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))?;
+    Ok(text.to_string())
+}
+
+/// Bounded text of a JSON field, for event types taken from a verified body.
+pub(super) fn field(value: &Value, pointer: &str, max: usize) -> Option<String> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.len() <= max)
+        .map(str::to_string)
 }

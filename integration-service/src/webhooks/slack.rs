@@ -1,8 +1,14 @@
 //! Slack: Events API, slash commands and interactivity, all signed with the app's signing
 //! secret (`X-Slack-Signature` v0 over `v0:{timestamp}:{raw body}`, timestamp within five
-//! minutes) and routed by workspace (team id → `integrations.account_id`).
+//! minutes) and routed by the installation that receives them: the workspace (team id) or,
+//! for an org-wide install, the Enterprise Grid organization (enterprise id), as named by the
+//! Events API's `authorizations` — never by the acting user, whose team a Slack Connect user
+//! from another workspace controls.
 //!
-//! Invariant: the signature is checked on the raw bytes before the body is parsed.
+//! Invariants: the signature is checked on the raw bytes before the body is parsed; a
+//! delivery is stored for exactly one integration (an installation is connected to at most one
+//! organization, see migration `one_owner_per_account`); `app_uninstalled` and
+//! `tokens_revoked` disconnect only that integration.
 
 use chrono::Utc;
 use serde_json::{json, Map, Value};
@@ -30,19 +36,20 @@ pub enum SlackRequest {
     SslCheck,
     /// Events API callback (`event_callback`, `app_rate_limited`...).
     Event {
-        team_id: String,
+        /// The installations the event is for, most specific first.
+        installations: Vec<String>,
         event_id: Option<String>,
         event_type: String,
         payload: Value,
     },
     SlashCommand {
-        team_id: String,
+        installations: Vec<String>,
         command: String,
         trigger_id: Option<String>,
         payload: Value,
     },
     Interaction {
-        team_id: String,
+        installations: Vec<String>,
         kind: String,
         trigger_id: Option<String>,
         payload: Value,
@@ -102,39 +109,30 @@ pub(super) async fn receive(
         }
         SlackRequest::SslCheck => Ok(Answer::ok(json!({ "success": true }))),
         SlackRequest::Event {
-            team_id,
+            installations,
             event_id,
             event_type,
             payload,
         } => {
-            let integrations = slack_integrations(ctx, &team_id).await?;
-            let event_id_stored = store_for_each(
-                runtime,
-                &integrations,
-                &event_type,
-                event_id,
-                &payload,
-                &headers,
-            )
-            .await?;
+            let record = installation(ctx, &installations).await?;
+            let event_id_stored =
+                store(runtime, &record, &event_type, event_id, &payload, &headers).await?;
             if matches!(event_type.as_str(), "app_uninstalled" | "tokens_revoked") {
-                for record in &integrations {
-                    store::integrations::disconnect(&ctx.db, record.id).await?;
-                    tracing::info!(integration = %record.id, %event_type, "Slack integration disconnected by Slack");
-                }
+                store::integrations::disconnect(&ctx.db, record.id).await?;
+                tracing::info!(integration = %record.id, %event_type, "Slack integration disconnected by Slack");
             }
             Ok(Answer::stored(event_id_stored))
         }
         SlackRequest::SlashCommand {
-            team_id,
+            installations,
             command,
             trigger_id,
             payload,
         } => {
-            let integrations = slack_integrations(ctx, &team_id).await?;
-            let event_id = store_for_each(
+            let record = installation(ctx, &installations).await?;
+            let event_id = store(
                 runtime,
-                &integrations,
+                &record,
                 "slash_command",
                 trigger_id,
                 &payload,
@@ -149,70 +147,61 @@ pub(super) async fn receive(
                     "text": format!("Got it: {command} is being processed."),
                 }),
                 event_id: Some(event_id),
+                raw: None,
             })
         }
         SlackRequest::Interaction {
-            team_id,
+            installations,
             kind,
             trigger_id,
             payload,
         } => {
-            let integrations = slack_integrations(ctx, &team_id).await?;
-            let event_id = store_for_each(
-                runtime,
-                &integrations,
-                &kind,
-                trigger_id,
-                &payload,
-                &headers,
-            )
-            .await?;
+            let record = installation(ctx, &installations).await?;
+            let event_id = store(runtime, &record, &kind, trigger_id, &payload, &headers).await?;
             Ok(Answer::stored(event_id))
         }
     }
 }
 
-async fn slack_integrations(
+/// The one connected integration of the first installation that has one.
+async fn installation(
     ctx: &AppContext,
-    team_id: &str,
-) -> ServiceResult<Vec<integration::Model>> {
-    let found = store::integrations::find_connected_by_account(&ctx.db, "slack", team_id).await?;
-    if found.is_empty() {
-        return Err(ServiceError::NotFound(
-            Problem::new("Integration not found")
-                .details(format!("no connected Slack integration for team {team_id}")),
-        ));
+    installations: &[String],
+) -> ServiceResult<integration::Model> {
+    for account in installations {
+        if let Some(record) =
+            store::integrations::find_connected_by_account(&ctx.db, "slack", account).await?
+        {
+            return Ok(record);
+        }
     }
-    Ok(found)
+    Err(ServiceError::NotFound(
+        Problem::new("Integration not found")
+            .details("no connected Slack integration for this installation"),
+    ))
 }
 
-/// Stores the delivery once per integration connected to the workspace; answers the first id.
-async fn store_for_each(
+/// Stores the delivery for the installation's integration.
+async fn store(
     runtime: &WebhookRuntime,
-    integrations: &[integration::Model],
+    record: &integration::Model,
     event_type: &str,
     delivery_id: Option<String>,
     payload: &Value,
     headers: &str,
 ) -> ServiceResult<Uuid> {
-    let payload = payload.to_string();
-    let mut first = None;
-    for record in integrations {
-        let id = store_event(
-            runtime,
-            Verified {
-                integration_id: record.id,
-                event_type,
-                delivery_id: delivery_id.clone(),
-                payload: payload.clone(),
-                headers,
-                processed: false,
-            },
-        )
-        .await?;
-        first.get_or_insert(id);
-    }
-    first.ok_or_else(|| ServiceError::not_found("Integration not found"))
+    store_event(
+        runtime,
+        Verified {
+            integration_id: record.id,
+            event_type,
+            delivery_id,
+            payload: payload.to_string(),
+            headers,
+            processed: false,
+        },
+    )
+    .await
 }
 
 /// Classifies a verified Slack body: Events API JSON, or a form (slash command,
@@ -247,20 +236,75 @@ fn parse_slack_json(body: &[u8]) -> ServiceResult<SlackRequest> {
         })?;
         return Ok(SlackRequest::UrlVerification { challenge });
     }
-    let team_id = text(&payload, "/team_id")
-        .or_else(|| text(&payload, "/authorizations/0/team_id"))
-        .ok_or_else(|| bad_request("Invalid webhook body", "the team_id field is missing"))?;
+    let installations = event_installations(&payload);
+    if installations.is_empty() {
+        return Err(bad_request(
+            "Invalid webhook body",
+            "the team_id field is missing",
+        ));
+    }
     let event_type = if kind == "event_callback" {
         text(&payload, "/event/type").unwrap_or(kind)
     } else {
         kind
     };
     Ok(SlackRequest::Event {
-        team_id,
+        installations,
         event_id: text(&payload, "/event_id"),
         event_type,
         payload,
     })
+}
+
+/// The installations an Events API callback is for. `authorizations` names them (an org-wide
+/// install by its enterprise id); older payloads without it fall back to the top-level
+/// workspace, then its enterprise.
+fn event_installations(payload: &Value) -> Vec<String> {
+    let mut found: Vec<String> = payload
+        .pointer("/authorizations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|auth| {
+            let enterprise_install = auth
+                .get("is_enterprise_install")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            match enterprise_install {
+                true => text(auth, "/enterprise_id"),
+                false => text(auth, "/team_id"),
+            }
+        })
+        .collect();
+    if found.is_empty() {
+        found.extend(installed_account(
+            payload,
+            "/is_enterprise_install",
+            "/team_id",
+            "/enterprise_id",
+        ));
+        if let Some(enterprise) = text(payload, "/enterprise_id") {
+            if !found.contains(&enterprise) {
+                found.push(enterprise);
+            }
+        }
+    }
+    found
+}
+
+/// The installing account of a payload: the enterprise for an org-wide install, else the
+/// workspace (falling back to the enterprise when the workspace is absent).
+fn installed_account(value: &Value, flag: &str, team: &str, enterprise: &str) -> Vec<String> {
+    let enterprise_install = match value.pointer(flag) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    };
+    let account = match enterprise_install {
+        true => text(value, enterprise),
+        false => text(value, team).or_else(|| text(value, enterprise)),
+    };
+    account.into_iter().collect()
 }
 
 fn parse_slack_form(body: &[u8]) -> ServiceResult<SlackRequest> {
@@ -276,21 +320,42 @@ fn parse_slack_form(body: &[u8]) -> ServiceResult<SlackRequest> {
             bad_request("Invalid webhook body", format!("payload is not JSON: {e}"))
         })?;
         let kind = text(&payload, "/type").unwrap_or_else(|| "interaction".into());
-        let team_id = text(&payload, "/team/id")
-            .or_else(|| text(&payload, "/user/team_id"))
-            .ok_or_else(|| bad_request("Invalid webhook body", "payload without team.id"))?;
+        // The installation is `team` (or `enterprise` for an org-wide install), never
+        // `user.team_id`: the acting user may belong to another workspace.
+        let installations = installed_account(
+            &payload,
+            "/is_enterprise_install",
+            "/team/id",
+            "/enterprise/id",
+        );
+        if installations.is_empty() {
+            return Err(bad_request(
+                "Invalid webhook body",
+                "payload without team.id",
+            ));
+        }
         return Ok(SlackRequest::Interaction {
-            team_id,
+            installations,
             kind,
             trigger_id: text(&payload, "/trigger_id"),
             payload,
         });
     }
     if let Some(command) = text(&form, "/command") {
-        let team_id = text(&form, "/team_id")
-            .ok_or_else(|| bad_request("Invalid webhook body", "command without team_id"))?;
+        let installations = installed_account(
+            &form,
+            "/is_enterprise_install",
+            "/team_id",
+            "/enterprise_id",
+        );
+        if installations.is_empty() {
+            return Err(bad_request(
+                "Invalid webhook body",
+                "command without team_id",
+            ));
+        }
         return Ok(SlackRequest::SlashCommand {
-            team_id,
+            installations,
             command,
             trigger_id: text(&form, "/trigger_id"),
             payload: form,
@@ -319,7 +384,7 @@ mod tests {
             }
         );
         let SlackRequest::Event {
-            team_id,
+            installations,
             event_id,
             event_type,
             ..
@@ -332,8 +397,8 @@ mod tests {
             panic!("event expected");
         };
         assert_eq!(
-            (team_id.as_str(), event_id.as_deref(), event_type.as_str()),
-            ("T1", Some("Ev1"), "app_mention")
+            (installations, event_id.as_deref(), event_type.as_str()),
+            (vec!["T1".to_string()], Some("Ev1"), "app_mention")
         );
         assert_eq!(
             parse_slack(
@@ -344,7 +409,9 @@ mod tests {
             SlackRequest::SslCheck
         );
         let SlackRequest::SlashCommand {
-            team_id, command, ..
+            installations,
+            command,
+            ..
         } = parse_slack(
             Some("application/x-www-form-urlencoded"),
             b"command=%2Fdeploy&team_id=T9&text=now",
@@ -353,8 +420,15 @@ mod tests {
         else {
             panic!("command expected");
         };
-        assert_eq!((team_id.as_str(), command.as_str()), ("T9", "/deploy"));
-        let SlackRequest::Interaction { team_id, kind, .. } = parse_slack(
+        assert_eq!(
+            (installations, command.as_str()),
+            (vec!["T9".into()], "/deploy")
+        );
+        let SlackRequest::Interaction {
+            installations,
+            kind,
+            ..
+        } = parse_slack(
             Some("application/x-www-form-urlencoded"),
             b"payload=%7B%22type%22%3A%22block_actions%22%2C%22team%22%3A%7B%22id%22%3A%22T2%22%7D%7D",
         )
@@ -362,10 +436,64 @@ mod tests {
         else {
             panic!("interaction expected");
         };
-        assert_eq!((team_id.as_str(), kind.as_str()), ("T2", "block_actions"));
+        assert_eq!(
+            (installations, kind.as_str()),
+            (vec!["T2".into()], "block_actions")
+        );
         for bad in [&b"{}"[..], b"not json", br#"{"type":"event_callback"}"#] {
             assert!(parse_slack(Some("application/json"), bad).is_err());
         }
         assert!(parse_slack(Some("application/x-www-form-urlencoded"), b"x=1").is_err());
+    }
+
+    /// Routing follows the installation, never the acting user: an interaction by a Slack
+    /// Connect user of workspace T_OTHER in a channel of T_HOME belongs to T_HOME.
+    #[test]
+    fn slack_routes_by_installation_not_by_acting_user() {
+        let installations_of = |request: SlackRequest| match request {
+            SlackRequest::Event { installations, .. }
+            | SlackRequest::SlashCommand { installations, .. }
+            | SlackRequest::Interaction { installations, .. } => installations,
+            other => panic!("unexpected {other:?}"),
+        };
+        let interaction = serde_json::json!({
+            "type": "block_actions",
+            "team": {"id": "T_HOME"},
+            "user": {"id": "U1", "team_id": "T_OTHER"},
+        });
+        let form = format!(
+            "payload={}",
+            url::form_urlencoded::byte_serialize(interaction.to_string().as_bytes())
+                .collect::<String>()
+        );
+        let parsed = parse_slack(Some("application/x-www-form-urlencoded"), form.as_bytes());
+        assert_eq!(installations_of(parsed.unwrap()), ["T_HOME"]);
+        // Without a team the acting user's team is not a fallback.
+        let orphan = serde_json::json!({"type": "block_actions", "user": {"team_id": "T_OTHER"}});
+        let form = format!(
+            "payload={}",
+            url::form_urlencoded::byte_serialize(orphan.to_string().as_bytes()).collect::<String>()
+        );
+        assert!(parse_slack(Some("application/x-www-form-urlencoded"), form.as_bytes()).is_err());
+
+        // Events API: authorizations name the installation; an org-wide one by enterprise.
+        let event = br#"{"type":"event_callback","team_id":"T_SHARED","enterprise_id":"E1",
+            "authorizations":[{"enterprise_id":"E1","team_id":"T_SHARED","is_enterprise_install":true}],
+            "event_id":"Ev9","event":{"type":"message"}}"#;
+        assert_eq!(installations_of(parse_slack(None, event).unwrap()), ["E1"]);
+        let event = br#"{"type":"event_callback","team_id":"T_SHARED","enterprise_id":"E1",
+            "event_id":"Ev9","event":{"type":"message"}}"#;
+        assert_eq!(
+            installations_of(parse_slack(None, event).unwrap()),
+            ["T_SHARED", "E1"]
+        );
+        // Slash command of an org-wide install.
+        let command = b"command=%2Fdeploy&team_id=T5&enterprise_id=E5&is_enterprise_install=true";
+        assert_eq!(
+            installations_of(
+                parse_slack(Some("application/x-www-form-urlencoded"), command).unwrap()
+            ),
+            ["E5"]
+        );
     }
 }

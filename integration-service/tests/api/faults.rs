@@ -139,6 +139,7 @@ fn github_request_padded(
         integration_id: Some(integration.to_string()),
         headers,
         body: body.into(),
+        ..Default::default()
     }
 }
 

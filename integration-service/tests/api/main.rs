@@ -4,6 +4,8 @@
 mod binary;
 mod faults;
 mod grpc;
+mod hostile_input;
+mod retention;
 mod tokens;
 mod webhook_durability;
 mod webhook_events;

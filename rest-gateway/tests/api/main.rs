@@ -6,4 +6,5 @@ mod edges;
 mod integrations;
 mod limits;
 mod oauth;
+mod provider_webhooks;
 mod webhooks;
