@@ -8,6 +8,7 @@
 pub mod config;
 pub mod connections;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod integrations;

@@ -5,7 +5,7 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 
 use crate::{
-    error::GatewayError, health, http::HttpResponse, integrations, oauth, webhooks, Gateway,
+    error::GatewayError, events, health, http::HttpResponse, integrations, oauth, webhooks, Gateway,
 };
 
 pub async fn route(
@@ -63,6 +63,30 @@ pub async fn route(
                 Method::GET => oauth::webhook_settings(gateway, &parts, id).await,
                 Method::POST => webhooks::receive(gateway, &parts, body, id, None).await,
                 _ => Err(GatewayError::MethodNotAllowed { allow: "GET, POST" }),
+            }
+        }
+        // Deliveries for the frontend: list, read, replay.
+        ["api", "integrations", id, "events"] => {
+            let id = decode_segment(id)?;
+            match method {
+                Method::GET => events::list(gateway, &parts, id).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
+            }
+        }
+        ["api", "integrations", id, "events", event_id] => {
+            let id = decode_segment(id)?;
+            let event_id = decode_segment(event_id)?;
+            match method {
+                Method::GET => events::get(gateway, &parts, id, event_id).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
+            }
+        }
+        ["api", "integrations", id, "events", event_id, "replay"] => {
+            let id = decode_segment(id)?;
+            let event_id = decode_segment(event_id)?;
+            match method {
+                Method::POST => events::replay(gateway, &parts, id, event_id).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
             }
         }
         ["api", "integrations", id, "webhook", "rotate"] => {

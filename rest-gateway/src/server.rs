@@ -11,13 +11,15 @@
 use std::{convert::Infallible, future::Future, panic::AssertUnwindSafe, sync::Arc, time::Instant};
 
 use futures::FutureExt;
-use http::Request;
+use http::{HeaderValue, Request};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
+use service_kit::wire::{is_valid_request_id, is_valid_traceparent, REQUEST_ID, TRACEPARENT};
 use tokio::{net::TcpListener, task::JoinSet};
+use tracing::Instrument;
 
 use crate::{
     config::ConnectionLimits,
@@ -166,7 +168,49 @@ fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor>
     builder
 }
 
+/// Gives the request its identity: the caller's `x-request-id` when it is a short printable
+/// token, else a new UUID; a `traceparent` is kept only when well-formed. Both are then
+/// forwarded to the service (`upstream`), and the id is returned on the response.
+fn request_identity<B>(request: &mut Request<B>) -> HeaderValue {
+    let headers = request.headers_mut();
+    let given = headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_valid_request_id(v))
+        .and_then(|v| HeaderValue::from_str(v).ok());
+    let id = given.unwrap_or_else(|| {
+        HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    });
+    headers.insert(REQUEST_ID, id.clone());
+    let traceparent_ok = headers
+        .get(TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_valid_traceparent);
+    if !traceparent_ok {
+        headers.remove(TRACEPARENT);
+    }
+    id
+}
+
 async fn handle(
+    gateway: &Gateway,
+    mut request: Request<Incoming>,
+    max_header_bytes: usize,
+) -> crate::http::HttpResponse {
+    let request_id = request_identity(&mut request);
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id.to_str().unwrap_or_default()
+    );
+    let mut response = handle_identified(gateway, request, max_header_bytes)
+        .instrument(span)
+        .await;
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    response
+}
+
+async fn handle_identified(
     gateway: &Gateway,
     request: Request<Incoming>,
     max_header_bytes: usize,

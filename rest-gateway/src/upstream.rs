@@ -21,6 +21,8 @@ use tonic::{
     Request,
 };
 
+use service_kit::wire::{REQUEST_ID, TRACEPARENT};
+
 use crate::error::GatewayError;
 
 /// Most metadata bytes forwarded to the service (its HTTP/2 header list limit is larger).
@@ -105,6 +107,16 @@ pub fn check_credentials(headers: &HeaderMap) -> Result<(), GatewayError> {
 }
 
 fn copy_credentials(headers: &HeaderMap, metadata: &mut MetadataMap) {
+    // The request's identity travels too (set or validated by `server::request_identity`), so
+    // the service's span of the RPC carries the same request id.
+    for name in [REQUEST_ID, TRACEPARENT] {
+        if let Some(value) = headers
+            .get(name)
+            .and_then(|v| MetadataValue::try_from(v.as_bytes()).ok())
+        {
+            metadata.insert(name, value);
+        }
+    }
     for name in ["authorization", "x-organization-id"] {
         for value in headers.get_all(name) {
             // `check_credentials` refused an unreadable organization; an unreadable

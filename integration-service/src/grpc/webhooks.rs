@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use futures::Stream;
 use integrations_proto::v1::{
-    webhook_service_server::WebhookService, ListEventsRequest, ListEventsResponse,
+    webhook_service_server::WebhookService, GetEventRequest, ListEventsRequest, ListEventsResponse,
     MarkProcessedRequest, MarkProcessedResponse, ReceiveWebhookRequest, ReceiveWebhookResponse,
     RecordErrorRequest, RecordErrorResponse, ReplayEventRequest, SubscribeEventsRequest,
     WebhookEvent,
@@ -144,8 +144,8 @@ impl WebhookService for WebhookApi {
                     page_size: Some(message.page_size.into()),
                     cursor: Some(message.page_token),
                     status: message.status,
-                    event_type: None,
-                    since: None,
+                    event_type: message.event_type,
+                    since: message.since,
                 };
                 let page = events::list(&self.ctx, &access, &integration, query).await?;
                 Ok(ListEventsResponse {
@@ -164,8 +164,29 @@ impl WebhookService for WebhookApi {
         respond(
             async {
                 let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
-                let id = parse_event_id(&request.get_ref().event_id)?;
-                let view = events::replay(&self.ctx, &self.runtime, &access, None, id).await?;
+                let message = request.get_ref();
+                let id = parse_event_id(&message.event_id)?;
+                let integration = message.integration_id.as_deref().map(integration_ref);
+                let view =
+                    events::replay(&self.ctx, &self.runtime, &access, integration.as_ref(), id)
+                        .await?;
+                Ok(event_to_proto(view))
+            }
+            .await,
+        )
+    }
+
+    async fn get_event(
+        &self,
+        request: Request<GetEventRequest>,
+    ) -> Result<Response<WebhookEvent>, Status> {
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let message = request.get_ref();
+                let integration = integration_ref(&message.integration_id);
+                let id = parse_event_id(&message.event_id)?;
+                let view = events::get(&self.ctx, &access, Some(&integration), id).await?;
                 Ok(event_to_proto(view))
             }
             .await,

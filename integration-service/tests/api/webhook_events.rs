@@ -440,6 +440,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
                 page_size: 2,
                 page_token: page_token.into(),
                 status: None,
+                ..Default::default()
             },
         )
     };
@@ -486,6 +487,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
                 page_size: 0,
                 page_token: String::new(),
                 status: Some("dead".into()),
+                ..Default::default()
             },
         ))
         .await
@@ -498,6 +500,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
             &stranger,
             ReplayEventRequest {
                 event_id: ids[0].clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -508,6 +511,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
             &owner,
             ReplayEventRequest {
                 event_id: ids[0].clone(),
+                ..Default::default()
             },
         ))
         .await

@@ -3,8 +3,10 @@
 
 mod connect_then_receive;
 mod edges;
+mod events;
 mod integrations;
 mod limits;
 mod oauth;
 mod provider_webhooks;
+mod request_tracing;
 mod webhooks;
