@@ -37,8 +37,10 @@ pub struct Application {
 }
 
 impl Application {
-    /// Starts the background tasks of one service process.
-    pub fn start(ctx: AppContext, health: HealthReporter) -> Self {
+    /// Starts the background tasks of one service process; health is known before the first
+    /// call can arrive.
+    pub async fn start(ctx: AppContext, health: HealthReporter) -> Self {
+        set_health(&health, ctx.db.ping().await.is_ok()).await;
         let tasks = TaskTracker::new();
         let draining = CancellationToken::new();
         let stopping = CancellationToken::new();

@@ -64,7 +64,7 @@ pub async fn serve(
     );
 
     let grace = ctx.config.shutdown_grace;
-    let app = Application::start(ctx, reporter);
+    let app = Application::start(ctx, reporter).await;
     // Connections still open after the grace period are dropped with `server` at the end of
     // this block.
     let result = {
