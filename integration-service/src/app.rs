@@ -44,7 +44,8 @@ impl Application {
         let tasks = TaskTracker::new();
         let draining = CancellationToken::new();
         let stopping = CancellationToken::new();
-        let webhooks = WebhookRuntime::start(ctx.db.clone(), &tasks, draining.clone());
+        let webhooks = WebhookRuntime::start(ctx.db.clone(), &tasks, draining.clone())
+            .with_quotas(ctx.config.webhook_quota);
         tasks.spawn(watch_health(ctx.clone(), health.clone(), draining.clone()));
         if let Some(retention) = ctx.config.webhook_retention {
             tasks.spawn(crate::webhooks::retention::run(

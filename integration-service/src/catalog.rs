@@ -84,6 +84,36 @@ impl WebhookScheme {
     }
 }
 
+impl WebhookScheme {
+    /// The header carrying the signature or token: without it a delivery is unauthenticated
+    /// (401). Microsoft Graph carries its `clientState` in the body.
+    pub fn signature_header(&self) -> Option<&'static str> {
+        match self {
+            Self::None | Self::MicrosoftGraph => None,
+            Self::GithubHmacSha256 => Some("x-hub-signature-256"),
+            Self::SlackV0 => Some("x-slack-signature"),
+            Self::GitlabToken => Some("x-gitlab-token"),
+            Self::BitbucketHmacSha256 | Self::JiraHmacSha256 => Some("x-hub-signature"),
+            Self::GooglePushChannel => Some("x-goog-channel-token"),
+        }
+    }
+
+    /// Every other header a delivery of this scheme must carry (lower case); checked before
+    /// the body is read (`webhooks::admission`). Add a scheme's headers here.
+    pub fn required_headers(&self) -> &'static [&'static str] {
+        match self {
+            Self::GithubHmacSha256 => &["x-github-event", "x-github-delivery"],
+            Self::SlackV0 => &["x-slack-request-timestamp"],
+            Self::None
+            | Self::GitlabToken
+            | Self::BitbucketHmacSha256
+            | Self::JiraHmacSha256
+            | Self::GooglePushChannel
+            | Self::MicrosoftGraph => &[],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provider {

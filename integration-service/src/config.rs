@@ -112,6 +112,8 @@ pub struct Config {
     /// `TOKEN_REFRESH_LEASE_SECS` (default 30): how long a refresher owns an integration's
     /// refresh before another replica may take it over (a crashed owner's lease expires).
     pub refresh_lease: std::time::Duration,
+    /// Per-integration budgets of verified deliveries (`WEBHOOK_TENANT_*`).
+    pub webhook_quota: crate::webhooks::quota::QuotaLimits,
 }
 
 /// Reads variables by name; `std::env::var` in production, a map in tests.
@@ -192,6 +194,7 @@ impl Config {
                 30,
                 3600,
             )?),
+            webhook_quota: webhook_quota(&env)?,
         })
     }
 
@@ -447,6 +450,27 @@ fn retention(env: &Env) -> Result<Option<Duration>, ConfigError> {
             "expected at most 36500 days (0 keeps events forever)",
         )),
     }
+}
+
+/// `WEBHOOK_TENANT_DELIVERIES_PER_SEC`, `_DELIVERIES_BURST`, `_BYTES_PER_SEC`, `_BYTES_BURST`.
+fn webhook_quota(env: &Env) -> Result<crate::webhooks::quota::QuotaLimits, ConfigError> {
+    let defaults = crate::webhooks::quota::QuotaLimits::default();
+    let positive = |name: &str, default: f64| -> Result<f64, ConfigError> {
+        match env.number(name, default as u64)? {
+            0 => Err(invalid(name, "expected at least 1")),
+            n => Ok(n as f64),
+        }
+    };
+    let limits = crate::webhooks::quota::QuotaLimits {
+        deliveries_per_sec: positive(
+            "WEBHOOK_TENANT_DELIVERIES_PER_SEC",
+            defaults.deliveries_per_sec,
+        )?,
+        deliveries_burst: positive("WEBHOOK_TENANT_DELIVERIES_BURST", defaults.deliveries_burst)?,
+        bytes_per_sec: positive("WEBHOOK_TENANT_BYTES_PER_SEC", defaults.bytes_per_sec)?,
+        bytes_burst: positive("WEBHOOK_TENANT_BYTES_BURST", defaults.bytes_burst)?,
+    };
+    Ok(limits)
 }
 
 /// Every variable a catalog entry may name, by suffix.

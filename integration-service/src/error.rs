@@ -57,6 +57,12 @@ pub enum ServiceError {
     FailedPrecondition(Problem),
     #[error("{0}")]
     Provider(Problem),
+    /// Over a quota: 429 with `Retry-After` (sent as `google.rpc.RetryInfo`).
+    #[error("{problem}")]
+    QuotaExceeded {
+        problem: Problem,
+        retry_after: std::time::Duration,
+    },
     #[error("database unavailable")]
     DatabaseUnavailable(#[source] BoxError),
     #[error("database error")]
@@ -118,7 +124,8 @@ impl ServiceError {
             | Self::PermissionDenied(p)
             | Self::NotFound(p)
             | Self::FailedPrecondition(p)
-            | Self::Provider(p) => p.details = Some(details.into()),
+            | Self::Provider(p)
+            | Self::QuotaExceeded { problem: p, .. } => p.details = Some(details.into()),
             Self::DatabaseUnavailable(_) | Self::Database(_) | Self::Internal { .. } => {}
         }
         self
@@ -191,7 +198,15 @@ fn unavailable_code(code: &str) -> bool {
 /// inside the RPC's span, before converting it.
 impl From<ServiceError> for Status {
     fn from(err: ServiceError) -> Self {
+        let mut retry_after = None;
         let (code, problem, reason) = match err {
+            ServiceError::QuotaExceeded {
+                problem,
+                retry_after: after,
+            } => {
+                retry_after = Some(after);
+                (Code::ResourceExhausted, problem, "QUOTA_EXCEEDED")
+            }
             ServiceError::InvalidArgument(p) => (Code::InvalidArgument, p, "INVALID_ARGUMENT"),
             ServiceError::Unauthenticated(p) => (Code::Unauthenticated, p, "UNAUTHENTICATED"),
             ServiceError::PermissionDenied(p) => (Code::PermissionDenied, p, "PERMISSION_DENIED"),
@@ -215,11 +230,11 @@ impl From<ServiceError> for Status {
         if let Some(details) = problem.details {
             metadata.insert("details".to_string(), details);
         }
-        Status::with_error_details(
-            code,
-            problem.message,
-            ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
-        )
+        let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+        if let Some(after) = retry_after {
+            details.set_retry_info(Some(after));
+        }
+        Status::with_error_details(code, problem.message, details)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Webhooks: providers' deliveries verified, stored durably before the 2xx, and handed to
 //! internal consumers asynchronously.
 //!
+//! - `admission`: what the headers alone tell, asked by the gateway before it reads a body.
 //! - `signature`: GitHub's and Slack's signature schemes (pure, constant-time).
 //! - `receive`: the shared path of one delivery — scheme dispatch, secrets, the one storing
 //!   sequence, the answer; `github`, `slack`, `gitlab`, `bitbucket`, `jira`, `google`,
@@ -10,11 +11,13 @@
 //! - `dispatch`: the worker leasing due events to subscribed consumers.
 //! - `events`: the rules of stored events — consume, acknowledge, fail, list, read, replay.
 //! - `retry`: backoff with jitter and the dead-letter limit.
+//! - `quota`: per-integration token buckets of deliveries and bytes (429 beyond them).
 //! - `retention`: the batched purge of processed and dead events past `WEBHOOK_RETENTION_DAYS`.
 //!
 //! Invariant: nothing is answered 2xx before its row is committed; nothing unverified is
 //! written.
 
+pub mod admission;
 pub mod bitbucket;
 pub mod dispatch;
 pub mod events;
@@ -24,6 +27,7 @@ pub mod google;
 pub mod ingest;
 pub mod jira;
 pub mod microsoft;
+pub mod quota;
 pub mod receive;
 pub mod retention;
 pub mod retry;
@@ -42,6 +46,7 @@ pub struct WebhookRuntime {
     pub ingest: ingest::Ingest,
     pub dispatcher: Arc<dispatch::Dispatcher>,
     pub secrets: Arc<secrets::SecretCache>,
+    pub quotas: Arc<quota::TenantQuotas>,
 }
 
 impl WebhookRuntime {
@@ -55,6 +60,13 @@ impl WebhookRuntime {
             ingest,
             dispatcher,
             secrets: Arc::default(),
+            quotas: Arc::default(),
         }
+    }
+
+    /// Replaces the default per-integration budgets.
+    pub fn with_quotas(mut self, limits: quota::QuotaLimits) -> Self {
+        self.quotas = Arc::new(quota::TenantQuotas::new(limits));
+        self
     }
 }

@@ -66,6 +66,9 @@ pub struct GatewayConfig {
     pub service_url: String,
     pub json_body_limit: usize,
     pub webhook_body_limit: usize,
+    /// `WEBHOOK_BYTES_IN_FLIGHT` (64 MiB): webhook body bytes held at once across all
+    /// requests, from reading to the service's answer; beyond it 503 with `Retry-After`.
+    pub webhook_bytes_in_flight: usize,
     /// `UPSTREAM_TIMEOUT_SECS` (30): deadline of one call to the service (504 beyond it).
     pub upstream_timeout: Duration,
     pub connections: ConnectionLimits,
@@ -134,6 +137,12 @@ impl GatewayConfig {
             service_url,
             json_body_limit: DEFAULT_JSON_BODY_LIMIT,
             webhook_body_limit: DEFAULT_WEBHOOK_BODY_LIMIT,
+            webhook_bytes_in_flight: usize::try_from(number(
+                "WEBHOOK_BYTES_IN_FLIGHT",
+                64 * 1024 * 1024,
+                DEFAULT_WEBHOOK_BODY_LIMIT as u64,
+            )?)
+            .unwrap_or(usize::MAX),
             upstream_timeout: secs("UPSTREAM_TIMEOUT_SECS", 30)?,
             connections,
             body_rate,

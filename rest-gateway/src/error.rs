@@ -31,6 +31,9 @@ pub enum GatewayError {
     BodyTooSlow,
     #[error("Internal server error")]
     Internal,
+    /// Too much work in flight: 503 with `Retry-After`.
+    #[error("Service busy")]
+    Busy { retry_after_secs: u64 },
     #[error("upstream: {0}")]
     Upstream(Status),
 }
@@ -75,6 +78,11 @@ impl GatewayError {
                 "Request body too slow".into(),
                 Some("the body did not arrive at the minimum rate".into()),
             ),
+            Self::Busy { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service busy".into(),
+                Some("too many webhook bytes in flight; retry later".into()),
+            ),
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Internal server error".into(),
@@ -89,6 +97,13 @@ impl From<Status> for GatewayError {
     fn from(status: Status) -> Self {
         Self::Upstream(status)
     }
+}
+
+/// Whole seconds of the `google.rpc.RetryInfo` the service attached (at least 1), for the
+/// `Retry-After` header of 429 and 503 answers.
+pub fn retry_after_secs(status: &Status) -> Option<u64> {
+    let delay = status.get_error_details().retry_info()?.retry_delay?;
+    Some(delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).map(|secs| secs.max(1))
 }
 
 fn upstream_parts(status: &Status) -> (StatusCode, String, Option<String>) {

@@ -83,6 +83,18 @@ pub fn error_response(err: &GatewayError) -> HttpResponse {
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         // The rest of a too-slow body is not worth waiting for: hyper closes the connection.
+        GatewayError::Upstream(status) => {
+            if let Some(after) = crate::error::retry_after_secs(status) {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(after));
+            }
+        }
+        GatewayError::Busy { retry_after_secs } => {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         GatewayError::BodyTooSlow => {
             response
                 .headers_mut()

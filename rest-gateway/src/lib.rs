@@ -25,11 +25,20 @@ use upstream::Upstream;
 pub struct Gateway {
     pub config: GatewayConfig,
     pub upstream: Upstream,
+    /// Webhook body bytes in flight across all requests, in KiB permits.
+    pub webhook_bytes: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
     pub fn new(config: GatewayConfig) -> Result<Self, tonic::transport::Error> {
         let upstream = Upstream::new(&config.service_url, config.upstream_timeout)?;
-        Ok(Self { config, upstream })
+        let webhook_bytes = std::sync::Arc::new(tokio::sync::Semaphore::new(webhooks::kib(
+            config.webhook_bytes_in_flight,
+        ) as usize));
+        Ok(Self {
+            config,
+            upstream,
+            webhook_bytes,
+        })
     }
 }

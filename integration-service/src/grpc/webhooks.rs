@@ -6,10 +6,10 @@ use std::pin::Pin;
 
 use futures::Stream;
 use integrations_proto::v1::{
-    webhook_service_server::WebhookService, GetEventRequest, ListEventsRequest, ListEventsResponse,
-    MarkProcessedRequest, MarkProcessedResponse, ReceiveWebhookRequest, ReceiveWebhookResponse,
-    RecordErrorRequest, RecordErrorResponse, ReplayEventRequest, SubscribeEventsRequest,
-    WebhookEvent,
+    webhook_service_server::WebhookService, AdmitWebhookRequest, AdmitWebhookResponse,
+    GetEventRequest, ListEventsRequest, ListEventsResponse, MarkProcessedRequest,
+    MarkProcessedResponse, ReceiveWebhookRequest, ReceiveWebhookResponse, RecordErrorRequest,
+    RecordErrorResponse, ReplayEventRequest, SubscribeEventsRequest, WebhookEvent,
 };
 use tonic::{Request, Response, Status};
 
@@ -18,6 +18,7 @@ use crate::{
     context::AppContext,
     store::webhook_events::EventFilter,
     webhooks::{
+        admission,
         dispatch::Subscription,
         events::{self, parse_event_id, EventView, ListQuery, StreamSettings},
         receive::{self, Delivery},
@@ -69,6 +70,35 @@ impl WebhookService for WebhookApi {
                 })
             }
             .await,
+        )
+    }
+
+    async fn admit_webhook(
+        &self,
+        request: Request<AdmitWebhookRequest>,
+    ) -> Result<Response<AdmitWebhookResponse>, Status> {
+        let message = request.into_inner();
+        let provider = message.provider.to_ascii_lowercase();
+        let headers = message.headers;
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(&h.value).ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        respond(
+            admission::admit(
+                &self.ctx,
+                &self.runtime,
+                &provider,
+                message.integration_id.as_deref(),
+                header,
+            )
+            .await
+            .map(|()| AdmitWebhookResponse {}),
         )
     }
 

@@ -63,7 +63,7 @@ const STORED_HEADERS: &[&str] = &[
 
 /// A delivery as the gateway received it: header names lower-cased, the body untouched
 /// (a slice of the gRPC frame, shared — never copied — by verification and parsing).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Delivery {
     pub provider: String,
     pub integration_id: Option<String>,
@@ -71,6 +71,20 @@ pub struct Delivery {
     pub body: Bytes,
     /// The URL's query string, undecoded.
     pub query: Option<String>,
+}
+
+/// Header values (signatures) and the body (payloads) never reach a log through `Debug`.
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.headers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Delivery")
+            .field("provider", &self.provider)
+            .field("integration_id", &self.integration_id)
+            .field("header_names", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Delivery {
@@ -290,6 +304,19 @@ pub(super) async fn store_event(
     runtime: &WebhookRuntime,
     event: Verified<'_>,
 ) -> ServiceResult<Uuid> {
+    runtime
+        .quotas
+        .spend(
+            event.integration_id,
+            event.payload.len(),
+            std::time::Instant::now(),
+        )
+        .map_err(|retry_after| ServiceError::QuotaExceeded {
+            problem: Problem::new("Too many deliveries").details(
+                "this integration is over its webhook budget; retry after the indicated delay",
+            ),
+            retry_after,
+        })?;
     runtime
         .ingest
         .store(NewEvent {
