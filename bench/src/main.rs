@@ -29,7 +29,7 @@ use chrono::Utc;
 use clap::Parser;
 use integration_service::{
     config::EncryptionKey,
-    crypto::{Binding, Keyring},
+    crypto::{Keyring, SecretColumn},
     store::{
         self,
         entities::integration,
@@ -419,17 +419,14 @@ async fn github_integration(database_url: &str) -> anyhow::Result<Uuid> {
     let key: [u8; 32] = hex::decode(ENCRYPTION_KEY)?
         .try_into()
         .map_err(|_| anyhow::anyhow!("key length"))?;
-    let secret = Keyring::new(&EncryptionKey(key), &[]).encrypt(
+    let secret = Keyring::new(&EncryptionKey(key), &[]).seal(
+        SecretColumn::WebhookSecret,
+        id,
         WEBHOOK_SECRET,
-        Binding {
-            table: "integrations",
-            row: &id.to_string(),
-            column: "webhook_secret",
-        },
     );
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
-    active.status = Set(Some("ACTIVE".into()));
+    active.status = Set(Some(integration::IntegrationStatus::Active));
     active.webhook_secret = Set(Some(secret));
     active.update(&db).await?;
     let _ = db.close().await;

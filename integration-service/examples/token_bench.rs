@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use integration_service::{
     config::EncryptionKey,
-    crypto::{Binding, Keyring},
+    crypto::{Keyring, SecretColumn},
     store::{entities::integration, organizations},
 };
 use integrations_proto::v1::{o_auth_service_client::OAuthServiceClient, GetAccessTokenRequest};
@@ -85,26 +85,16 @@ async fn main() {
         .expect("32 bytes");
     let keyring = Keyring::new(&EncryptionKey(key), &[]);
     let id = Uuid::new_v4();
-    let row = id.to_string();
-    let seal = |value: &str, column: &str| {
-        keyring.encrypt(
-            value,
-            Binding {
-                table: "integrations",
-                row: &row,
-                column,
-            },
-        )
-    };
+    let seal = |value: &str, column: SecretColumn| keyring.seal(column, id, value);
     let now = Utc::now();
     let record = integration::ActiveModel {
         id: Set(id),
         organization_id: Set(1),
         provider: Set("gitlab".into()),
         connected: Set(true),
-        status: Set(Some("ACTIVE".into())),
-        access_token: Set(Some(seal("access-0", "access_token"))),
-        refresh_token: Set(Some(seal("seed", "refresh_token"))),
+        status: Set(Some(integration::IntegrationStatus::Active)),
+        access_token: Set(Some(seal("access-0", SecretColumn::AccessToken))),
+        refresh_token: Set(Some(seal("seed", SecretColumn::RefreshToken))),
         token_expires_at: Set(Some(now + chrono::Duration::hours(1))),
         config: Set(serde_json::json!({})),
         created_at: Set(now),

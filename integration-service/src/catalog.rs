@@ -32,8 +32,11 @@ pub enum RevokeStyle {
     None,
     /// RFC 7009 token revocation.
     Rfc7009,
-    /// GitHub: `DELETE /applications/{client_id}/grant` with basic auth.
-    GithubGrant,
+    /// GitHub: `DELETE /applications/{client_id}/token` with basic auth — this one token
+    /// only. (Deleting the *grant* would revoke the same GitHub user's tokens in every other
+    /// organization.) `github_grant` is still accepted as the old name of this style.
+    #[serde(alias = "github_grant")]
+    GithubToken,
     /// Slack: `auth.revoke` with the token.
     SlackAuthRevoke,
 }

@@ -103,6 +103,15 @@ pub struct Config {
     /// `WEBHOOK_RETENTION_DAYS` (30; 0 keeps events forever): processed and dead events older
     /// than this are deleted.
     pub webhook_retention: Option<std::time::Duration>,
+    /// `SHUTDOWN_GRACE_SECS` (default 20): after SIGTERM, how long in-flight calls may still
+    /// finish before the process exits anyway.
+    pub shutdown_grace: std::time::Duration,
+    /// `MAX_CONCURRENT_REFRESHES` (default 8): provider token refreshes one process runs at
+    /// once; further callers wait for a slot (or for another replica's refresh).
+    pub max_concurrent_refreshes: usize,
+    /// `TOKEN_REFRESH_LEASE_SECS` (default 30): how long a refresher owns an integration's
+    /// refresh before another replica may take it over (a crashed owner's lease expires).
+    pub refresh_lease: std::time::Duration,
     /// Per-integration budgets of verified deliveries (`WEBHOOK_TENANT_*`).
     pub webhook_quota: crate::webhooks::quota::QuotaLimits,
 }
@@ -178,6 +187,13 @@ impl Config {
             grpc_max_concurrent_streams: grpc.max_concurrent_streams,
             grpc_request_timeout: grpc.request_timeout,
             webhook_retention: retention(&env)?,
+            shutdown_grace: Duration::from_secs(env.positive("SHUTDOWN_GRACE_SECS", 20, 3600)?),
+            max_concurrent_refreshes: env.positive("MAX_CONCURRENT_REFRESHES", 8, 1024)? as usize,
+            refresh_lease: Duration::from_secs(env.positive(
+                "TOKEN_REFRESH_LEASE_SECS",
+                30,
+                3600,
+            )?),
             webhook_quota: webhook_quota(&env)?,
         })
     }
@@ -220,6 +236,17 @@ impl Env<'_> {
                 .trim()
                 .parse::<u64>()
                 .map_err(|_| invalid(name, &format!("expected a whole number, got {text:?}"))),
+        }
+    }
+
+    /// A whole number in `1..=max`.
+    fn positive(&self, name: &str, default: u64, max: u64) -> Result<u64, ConfigError> {
+        match self.number(name, default)? {
+            n if (1..=max).contains(&n) => Ok(n),
+            n => Err(invalid(
+                name,
+                &format!("expected a whole number from 1 to {max}, got {n}"),
+            )),
         }
     }
 

@@ -19,6 +19,10 @@ pub struct AppContext {
     pub catalog: Arc<Catalog>,
     pub sessions: SessionVerifier,
     pub keyring: Arc<Keyring>,
+    /// This process's name as a lease owner (token refreshes).
+    pub instance: Arc<str>,
+    /// Provider token refreshes this process may run at once (`MAX_CONCURRENT_REFRESHES`).
+    pub refresh_slots: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,8 @@ impl AppContext {
             .await
             .map_err(StartupError::Migrations)?;
         Ok(Self {
+            instance: format!("service-{}", uuid::Uuid::new_v4().simple()).into(),
+            refresh_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_refreshes)),
             sessions: SessionVerifier::new(config.jwt_secret.expose())
                 .with_issuer(config.session_issuer()),
             keyring: Arc::new(Keyring::new(

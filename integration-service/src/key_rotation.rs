@@ -1,26 +1,27 @@
-//! `integration-service rotate-keys`: re-encrypts every stored secret under the current key.
+//! `integration-service rotate-keys`: re-encrypts every stored secret under the current data
+//! key (values sealed under a previous key, or directly under a master key before data keys
+//! existed).
 //!
-//! All or nothing: every value is decrypted first; a value that is tampered, malformed or
-//! under a key not configured stops the command with the row and column named, before
-//! anything is written. Then the changes are written in one transaction.
+//! Checked first: every value is opened before anything is written; a value that is
+//! tampered, malformed or under a key not configured stops the command with the row and
+//! column named, and nothing is changed.
+//!
+//! Then row by row, with compare-and-swap on the old ciphertexts: a row is rewritten only if
+//! none of its secret columns changed since it was read; a row that changed (a disconnect,
+//! refresh, reconnect or webhook-secret rotation ran meanwhile) is read again and retried.
+//! The service keeps running throughout, and a concurrent write always wins: the command never
+//! writes back a value someone else has replaced.
 
-use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{DatabaseConnection, DbErr};
+use uuid::Uuid;
 
 use crate::{
-    crypto::{Binding, CryptoError, Keyring},
+    crypto::{CryptoError, Keyring, SecretColumn},
     store::{self, entities::integration},
 };
 
-/// The secret columns of `integrations`.
-const SECRET_COLUMNS: [(integration::Column, &str); 4] = [
-    (integration::Column::AccessToken, "access_token"),
-    (integration::Column::RefreshToken, "refresh_token"),
-    (integration::Column::WebhookSecret, "webhook_secret"),
-    (
-        integration::Column::PreviousWebhookSecret,
-        "previous_webhook_secret",
-    ),
-];
+/// Attempts per row before giving up on a row that keeps changing.
+const MAX_ATTEMPTS_PER_ROW: usize = 50;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RotationReport {
@@ -30,6 +31,8 @@ pub struct RotationReport {
     pub reencrypted: usize,
     /// Secret values already under the current key.
     pub already_current: usize,
+    /// Rows changed by someone else while being rotated, read again and retried.
+    pub retried: usize,
     /// Pending OAuth states whose PKCE verifier was re-encrypted.
     pub states_reencrypted: usize,
 }
@@ -40,7 +43,15 @@ impl std::fmt::Display for RotationReport {
             f,
             "{} integration rows examined, {} secrets re-encrypted, {} already under the current key, {} pending OAuth states re-encrypted",
             self.rows, self.reencrypted, self.already_current, self.states_reencrypted
-        )
+        )?;
+        if self.retried > 0 {
+            write!(
+                f,
+                ", {} rows retried after a concurrent change",
+                self.retried
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -53,6 +64,15 @@ pub enum RotationError {
         column: &'static str,
         source: CryptoError,
     },
+    #[error("{table} row {row} column {column}: {source} (written while rotate-keys ran); rows before it are rotated, run rotate-keys again")]
+    UndecryptableLater {
+        table: &'static str,
+        row: String,
+        column: &'static str,
+        source: CryptoError,
+    },
+    #[error("integration {0} kept changing while being rotated; run rotate-keys again")]
+    Contended(Uuid),
     #[error("database: {0}")]
     Database(#[from] DbErr),
 }
@@ -62,82 +82,113 @@ pub async fn rotate_keys(
     db: &DatabaseConnection,
     keyring: &Keyring,
 ) -> Result<RotationReport, RotationError> {
-    let mut report = RotationReport::default();
-    let mut integration_changes = Vec::new();
-    for record in store::integrations::all(db).await? {
-        report.rows += 1;
-        let row = record.id.to_string();
-        let mut changes = Vec::new();
-        for (column, name) in SECRET_COLUMNS {
-            let stored = match column {
-                integration::Column::AccessToken => &record.access_token,
-                integration::Column::RefreshToken => &record.refresh_token,
-                integration::Column::WebhookSecret => &record.webhook_secret,
-                _ => &record.previous_webhook_secret,
-            };
-            let Some(stored) = stored else { continue };
-            let binding = Binding {
-                table: "integrations",
-                row: &row,
-                column: name,
-            };
-            match reencrypt(keyring, stored, binding) {
-                Ok(Some(fresh)) => {
-                    changes.push((column, fresh));
-                    report.reencrypted += 1;
+    let ids = store::integrations::all_ids(db).await?;
+    // Check: nothing is written unless every stored value opens.
+    for id in &ids {
+        if let Some(record) = store::integrations::find_any(db, *id).await? {
+            row_changes(keyring, &record).map_err(|(column, source)| {
+                RotationError::Undecryptable {
+                    table: column.table(),
+                    row: id.to_string(),
+                    column: column.column(),
+                    source,
                 }
-                Ok(None) => report.already_current += 1,
-                Err(source) => {
-                    return Err(RotationError::Undecryptable {
-                        table: "integrations",
-                        row,
-                        column: name,
-                        source,
-                    })
-                }
-            }
-        }
-        if !changes.is_empty() {
-            integration_changes.push((record.id, changes));
+            })?;
         }
     }
-    let mut state_changes = Vec::new();
+    let mut report = RotationReport::default();
+    for id in ids {
+        rotate_row(db, keyring, id, &mut report).await?;
+    }
     for state in store::oauth_states::all(db).await? {
         let Some(stored) = &state.pkce_verifier else {
             continue;
         };
-        let binding = Binding {
-            table: "oauth_states",
-            row: &state.nonce,
-            column: "pkce_verifier",
-        };
         // A pending state that cannot be opened is useless anyway: it is left to expire.
-        if let Ok(Some(fresh)) = reencrypt(keyring, stored, binding) {
-            state_changes.push((state.nonce.clone(), fresh));
+        if let Ok(Some(fresh)) =
+            reencrypt(keyring, SecretColumn::PkceVerifier, &state.nonce, stored)
+        {
+            // A state consumed meanwhile is simply gone.
+            if store::oauth_states::replace_pkce_verifier(db, &state.nonce, stored, fresh).await? {
+                report.states_reencrypted += 1;
+            }
         }
     }
-    let txn = db.begin().await?;
-    for (id, changes) in &integration_changes {
-        store::integrations::replace_secret_columns(&txn, *id, changes).await?;
-    }
-    for (nonce, fresh) in state_changes {
-        store::oauth_states::set_pkce_verifier(&txn, &nonce, fresh).await?;
-        report.states_reencrypted += 1;
-    }
-    txn.commit().await?;
     Ok(report)
+}
+
+/// Rotates one integration row, compare-and-swap, retrying while it changes under us.
+async fn rotate_row(
+    db: &DatabaseConnection,
+    keyring: &Keyring,
+    id: Uuid,
+    report: &mut RotationReport,
+) -> Result<(), RotationError> {
+    for attempt in 0..MAX_ATTEMPTS_PER_ROW {
+        let Some(record) = store::integrations::find_any(db, id).await? else {
+            return Ok(());
+        };
+        let (changes, current) = row_changes(keyring, &record).map_err(|(column, source)| {
+            RotationError::UndecryptableLater {
+                table: column.table(),
+                row: id.to_string(),
+                column: column.column(),
+                source,
+            }
+        })?;
+        if changes.is_empty()
+            || store::integrations::replace_secrets_if_unchanged(db, &record, &changes).await?
+        {
+            report.rows += 1;
+            report.reencrypted += changes.len();
+            report.already_current += current;
+            if attempt > 0 {
+                report.retried += 1;
+            }
+            return Ok(());
+        }
+        tracing::info!(integration = %id, "row changed during key rotation: reading it again");
+    }
+    Err(RotationError::Contended(id))
+}
+
+/// The re-encrypted values of a row's secret columns that are not under the current key, and
+/// how many already are; or the first column that does not open.
+#[allow(clippy::type_complexity)]
+fn row_changes(
+    keyring: &Keyring,
+    record: &integration::Model,
+) -> Result<(Vec<(SecretColumn, String)>, usize), (SecretColumn, CryptoError)> {
+    let mut changes = Vec::new();
+    let mut current = 0;
+    for column in SecretColumn::INTEGRATION {
+        let Some(stored) = store::integrations::secret_value(record, column) else {
+            continue;
+        };
+        match reencrypt(keyring, column, record.id, stored) {
+            Ok(Some(fresh)) => changes.push((column, fresh)),
+            Ok(None) => current += 1,
+            Err(e) => return Err((column, e)),
+        }
+    }
+    Ok((changes, current))
 }
 
 /// The value under the current key, or `None` when it already is.
 fn reencrypt(
     keyring: &Keyring,
+    column: SecretColumn,
+    row: impl std::fmt::Display + Copy,
     stored: &str,
-    binding: Binding<'_>,
 ) -> Result<Option<String>, CryptoError> {
-    // Decrypt even values under the current key: a tampered one must be reported.
-    let plain = keyring.decrypt(stored, binding)?;
+    // Open even values under the current key: a tampered one must be reported.
+    let plain = keyring.open(column, row, stored)?;
     if !keyring.needs_rotation(stored)? {
         return Ok(None);
     }
-    Ok(Some(keyring.encrypt(&plain, binding)))
+    Ok(Some(keyring.seal(
+        column,
+        row,
+        secrecy::ExposeSecret::expose_secret(&plain),
+    )))
 }

@@ -5,6 +5,7 @@
 //! `store` (SeaORM). `config` is read once at start; `catalog` is data.
 
 pub mod access;
+pub mod app;
 pub mod auth;
 pub mod catalog;
 pub mod config;

@@ -11,6 +11,7 @@ pub mod state;
 
 use chrono::Utc;
 use sea_orm::SqlErr;
+use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 use crate::{
@@ -18,7 +19,7 @@ use crate::{
     auth::parse_cookie_header,
     catalog::Provider,
     context::AppContext,
-    crypto::Binding,
+    crypto::SecretColumn,
     error::{ServiceError, ServiceResult},
     integrations::{self, IntegrationRef},
     providers::{
@@ -114,14 +115,6 @@ fn redirect_uri(ctx: &AppContext, provider: &Provider) -> String {
     )
 }
 
-fn verifier_binding(nonce: &str) -> Binding<'_> {
-    Binding {
-        table: "oauth_states",
-        row: nonce,
-        column: "pkce_verifier",
-    }
-}
-
 /// Route 4/7: gets or creates the record, remembers a state, answers the authorize URL.
 pub async fn start_authorization(
     ctx: &AppContext,
@@ -169,7 +162,7 @@ pub async fn start_authorization(
             integration_id: record.id,
             pkce_verifier: verifier
                 .as_deref()
-                .map(|v| ctx.keyring.encrypt(v, verifier_binding(&nonce))),
+                .map(|v| ctx.keyring.seal(SecretColumn::PkceVerifier, &nonce, v)),
             redirect_uri: &redirect_uri,
             expires_at: now + chrono::Duration::seconds(state::STATE_LIFETIME_SECS),
         },
@@ -317,20 +310,20 @@ async fn exchange(
     let verifier = row
         .pkce_verifier
         .as_deref()
-        .map(|stored| ctx.keyring.decrypt(stored, verifier_binding(&row.nonce)))
+        .map(|stored| {
+            ctx.keyring
+                .open(SecretColumn::PkceVerifier, &row.nonce, stored)
+        })
         .transpose()
         .map_err(|e| e.to_string())?;
-    token_client::exchange_code(&client, code, &row.redirect_uri, verifier.as_deref())
-        .await
-        .map_err(|e| e.to_string())
-}
-
-fn secret_binding<'a>(row: &'a str, column: &'a str) -> Binding<'a> {
-    Binding {
-        table: "integrations",
-        row,
-        column,
-    }
+    token_client::exchange_code(
+        &client,
+        code,
+        &row.redirect_uri,
+        verifier.as_ref().map(|v| v.expose_secret()),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 async fn save_grant(
@@ -339,7 +332,6 @@ async fn save_grant(
     id: Uuid,
     grant: TokenGrant,
 ) -> ServiceResult<()> {
-    let row = id.to_string();
     let scopes = grant
         .scopes
         .clone()
@@ -348,22 +340,57 @@ async fn save_grant(
     let connection = store::integrations::Connection {
         access_token: ctx
             .keyring
-            .encrypt(&grant.access_token, secret_binding(&row, "access_token")),
-        refresh_token: grant.refresh_token.as_deref().map(|t| {
-            ctx.keyring
-                .encrypt(t, secret_binding(&row, "refresh_token"))
-        }),
+            .seal(SecretColumn::AccessToken, id, &grant.access_token),
+        refresh_token: grant
+            .refresh_token
+            .as_deref()
+            .map(|t| ctx.keyring.seal(SecretColumn::RefreshToken, id, t)),
         token_expires_at: expires_at(&grant),
         permissions: text_list::encode(&scopes),
         account_id: grant.account_id.clone(),
         account_name: grant.account_name.clone(),
-        webhook_secret: ctx.keyring.encrypt(
-            &new_webhook_secret(),
-            secret_binding(&row, "webhook_secret"),
+        webhook_secret: ctx.keyring.seal(
+            SecretColumn::WebhookSecret,
+            id,
+            new_webhook_secret().expose_secret(),
         ),
     };
-    store::integrations::save_connection(&ctx.db, id, connection).await?;
-    Ok(())
+    // The provider's code is single use and already spent: a busy or briefly unreachable
+    // database must not lose the grant, so the local write is retried.
+    let mut attempt = 0;
+    loop {
+        match store::integrations::save_connection(&ctx.db, id, connection.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < SAVE_RETRIES && is_transient(&e) => {
+                attempt += 1;
+                tracing::warn!(integration = %id, attempt, error = %e, "saving the connection failed: retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Retries of the local write after a code exchange (100 ms, 200 ms, ... 3.2 s).
+const SAVE_RETRIES: u32 = 5;
+
+/// A database error worth retrying: busy/locked, serialization, unreachable.
+fn is_transient(e: &sea_orm::DbErr) -> bool {
+    if matches!(
+        ServiceError::from(e.clone()),
+        ServiceError::DatabaseUnavailable(_)
+    ) {
+        return true;
+    }
+    let text = e.to_string().to_ascii_lowercase();
+    [
+        "database is locked",
+        "busy",
+        "could not serialize",
+        "deadlock",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }
 
 /// Longest `expires_in` taken at its word: 100 years. A provider answering more (up to
@@ -396,20 +423,67 @@ pub fn revoke_in_background(ctx: &AppContext, record: &integration::Model) {
     let Ok(client) = ProviderClient::configured(&ctx.config, provider) else {
         return;
     };
-    let row = record.id.to_string();
-    let open = |stored: &Option<String>, column: &str| {
+    let open = |stored: &Option<String>, column: SecretColumn| {
         stored
             .as_deref()
-            .and_then(|s| ctx.keyring.decrypt(s, secret_binding(&row, column)).ok())
+            .and_then(|s| ctx.keyring.open(column, record.id, s).ok())
+            .map(|s| s.expose_secret().to_string())
     };
     let tokens = RevocableTokens {
-        access_token: open(&record.access_token, "access_token"),
-        refresh_token: open(&record.refresh_token, "refresh_token"),
+        access_token: open(&record.access_token, SecretColumn::AccessToken),
+        refresh_token: open(&record.refresh_token, SecretColumn::RefreshToken),
     };
     if tokens.access_token.is_none() && tokens.refresh_token.is_none() {
         return;
     }
-    spawn_revocation(client, tokens);
+    let ctx = ctx.clone();
+    let (id, provider) = (record.id, record.provider.clone());
+    tokio::spawn(async move {
+        match without_shared_credentials(&ctx, &provider, id, tokens).await {
+            Ok(tokens) if tokens.access_token.is_some() || tokens.refresh_token.is_some() => {
+                spawn_revocation(client, tokens)
+            }
+            Ok(_) => {
+                tracing::info!(integration = %id, %provider, "not revoked: another integration still stores the same credential")
+            }
+            Err(e) => {
+                tracing::warn!(integration = %id, %provider, error = %e, "not revoked: could not check other integrations")
+            }
+        }
+    });
+}
+
+/// `tokens` minus any credential another connected integration of the provider still stores
+/// (a Slack workspace's bot token connected by two organizations, say): revoking it would cut
+/// that integration off.
+async fn without_shared_credentials(
+    ctx: &AppContext,
+    provider: &str,
+    disconnected: Uuid,
+    mut tokens: RevocableTokens,
+) -> Result<RevocableTokens, sea_orm::DbErr> {
+    use subtle::ConstantTimeEq;
+    let same = |a: &str, b: &str| bool::from(a.as_bytes().ct_eq(b.as_bytes()));
+    for other in store::integrations::connected_of_provider(&ctx.db, provider).await? {
+        if other.id == disconnected {
+            continue;
+        }
+        for column in [SecretColumn::AccessToken, SecretColumn::RefreshToken] {
+            let Some(stored) = store::integrations::secret_value(&other, column) else {
+                continue;
+            };
+            let Ok(held) = ctx.keyring.open(column, other.id, stored) else {
+                continue;
+            };
+            let held = held.expose_secret();
+            for mine in [&mut tokens.access_token, &mut tokens.refresh_token] {
+                if mine.as_deref().is_some_and(|t| same(t, held)) {
+                    *mine = None;
+                }
+            }
+        }
+    }
+    Ok(tokens)
 }
 
 #[cfg(test)]

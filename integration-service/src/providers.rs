@@ -150,7 +150,7 @@ mod tests {
         );
         assert_eq!(
             client.revoke_url.as_deref(),
-            Some("https://api.github.com/applications/cid/grant")
+            Some("https://api.github.com/applications/cid/token")
         );
     }
 

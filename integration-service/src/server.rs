@@ -1,5 +1,6 @@
 //! The gRPC server: our services plus the standard health and reflection services, with a
-//! health status that follows the database, and graceful shutdown.
+//! health status that follows the database (see `app`), and a shutdown that drains within a
+//! bounded grace period.
 
 use std::{future::Future, time::Duration};
 
@@ -11,10 +12,9 @@ use tokio::net::TcpListener;
 use tonic::transport::{server::TcpIncoming, Server};
 
 use crate::{
+    app::Application,
     context::AppContext,
     grpc::{integrations::IntegrationApi, oauth::OAuthApi, webhooks::WebhookApi},
-    tokens,
-    webhooks::WebhookRuntime,
 };
 
 /// Largest ReceiveWebhook message: a 25 MB body plus headers.
@@ -22,9 +22,6 @@ const MAX_WEBHOOK_MESSAGE: usize = 32 * 1024 * 1024;
 
 /// Largest metadata (HTTP/2 header list) of a call.
 const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
-
-/// How often the health status re-checks the database.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -34,7 +31,9 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight calls finish.
+/// Serves until `shutdown` resolves, then drains: health NOT_SERVING at once, event streams
+/// end with a status, in-flight calls finish — for at most `SHUTDOWN_GRACE_SECS`, after which
+/// the remaining connections are dropped — and the background tasks stop.
 pub async fn serve(
     ctx: AppContext,
     listener: TcpListener,
@@ -64,77 +63,60 @@ pub async fn serve(
         ctx.config.grpc_request_timeout,
     );
 
-    let refresher = tokens::spawn_background_refresh(ctx.clone());
-    let retention = crate::webhooks::retention::spawn(ctx.db.clone(), ctx.config.webhook_retention);
-    let db = ctx.db.clone();
-    let watcher = tokio::spawn(async move {
-        let mut was_up = None;
-        loop {
-            let up = db.ping().await.is_ok();
-            if was_up != Some(up) {
-                if up {
-                    reporter
-                        .set_serving::<IntegrationServiceServer<IntegrationApi>>()
-                        .await;
-                    reporter
-                        .set_service_status("", tonic_health::ServingStatus::Serving)
-                        .await;
-                } else {
-                    tracing::warn!("database unreachable: health is NOT_SERVING");
-                    reporter
-                        .set_not_serving::<IntegrationServiceServer<IntegrationApi>>()
-                        .await;
-                    reporter
-                        .set_service_status("", tonic_health::ServingStatus::NotServing)
-                        .await;
-                }
-                was_up = Some(up);
-            }
-            tokio::time::sleep(HEALTH_INTERVAL).await;
+    let grace = ctx.config.shutdown_grace;
+    let app = Application::start(ctx, reporter).await;
+    // Connections still open after the grace period are dropped with `server` at the end of
+    // this block.
+    let result = {
+        let mut builder = Server::builder()
+            .max_concurrent_streams(Some(limits.0))
+            // Room for session cookies beside the bearer token (the gateway forwards at most
+            // 48 KiB of credentials); h2's default is 16 KiB.
+            .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES));
+        if let Some(timeout) = limits.1 {
+            builder = builder.timeout(timeout);
         }
-    });
-
-    let webhooks = WebhookRuntime::start(ctx.db.clone()).with_quotas(ctx.config.webhook_quota);
-    let mut builder = Server::builder()
-        .max_concurrent_streams(Some(limits.0))
-        // Room for session cookies beside the bearer token (the gateway forwards at most
-        // 48 KiB of credentials); h2's default is 16 KiB.
-        .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES));
-    if let Some(timeout) = limits.1 {
-        builder = builder.timeout(timeout);
-    }
-    let result = builder
-        .trace_fn(crate::grpc::rpc_span)
-        // A panic in a handler answers INTERNAL (no message of it leaves) and ends nothing else.
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-            panic_answer,
-        ))
-        .add_service(health)
-        .add_optional_service(reflection_v1)
-        .add_optional_service(reflection_v1alpha)
-        .add_service(IntegrationServiceServer::new(IntegrationApi::new(
-            ctx.clone(),
-        )))
-        .add_service(OAuthServiceServer::new(OAuthApi::new(ctx.clone())))
-        .add_service(
-            WebhookServiceServer::new(WebhookApi::new(ctx, webhooks.clone()))
-                .max_decoding_message_size(MAX_WEBHOOK_MESSAGE),
-        )
-        // No Nagle: small HTTP/2 frames (headers, trailers) would otherwise wait for the peer's
-        // delayed ACK, adding ~40 ms to answers.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await;
-    watcher.abort();
-    webhooks.shutdown();
-    if let Some(refresher) = refresher {
-        refresher.abort();
-    }
-    if let Some(retention) = retention {
-        retention.abort();
-    }
+        let server = builder
+            .trace_fn(crate::grpc::rpc_span)
+            // A panic in a handler answers INTERNAL (no message of it leaves) and ends nothing
+            // else.
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_answer,
+            ))
+            .add_service(health)
+            .add_optional_service(reflection_v1)
+            .add_optional_service(reflection_v1alpha)
+            .add_service(IntegrationServiceServer::new(IntegrationApi::new(
+                app.ctx.clone(),
+            )))
+            .add_service(OAuthServiceServer::new(OAuthApi::new(app.ctx.clone())))
+            .add_service(
+                WebhookServiceServer::new(WebhookApi::new(app.ctx.clone(), app.webhooks.clone()))
+                    .max_decoding_message_size(MAX_WEBHOOK_MESSAGE),
+            )
+            // No Nagle: small HTTP/2 frames (headers, trailers) would otherwise wait for the
+            // peer's delayed ACK, adding ~40 ms to answers.
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                app.draining().cancelled_owned(),
+            );
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => result,
+            () = shutdown => {
+                app.drain().await;
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(?grace, "grace period over: closing the remaining connections");
+                        Ok(())
+                    }
+                }
+            }
+        }
+    };
+    app.stop(Duration::from_secs(5)).await;
+    tracing::info!("integration-service stopped");
     Ok(result?)
 }
 

@@ -1,29 +1,35 @@
 //! Valid access tokens for internal callers, refreshed when expired or about to expire.
 //!
+//! A refresh never holds the database across the provider's HTTP call:
+//! 1. the refresher takes a short committed lease on the integration (owner and expiry in
+//!    `refresh_lease_owner`, `refresh_lease_expires_at`; compare-and-set: free or expired),
+//!    re-reads the row and re-checks that the token still needs refreshing;
+//! 2. it calls the provider outside any transaction;
+//! 3. it commits the new tokens with an update conditional on still owning the lease (a
+//!    disconnect or reconnect meanwhile clears the lease and wins), and only then hands the
+//!    new access token out.
+//!
 //! Invariants:
-//! - one refresh at a time per integration, across every process sharing the database: the
-//!   refresher holds the row's lock (`store::integrations::begin_with_row_lock`) from
-//!   re-reading the row until the new tokens are committed; whoever waited re-reads and uses
-//!   the new token instead of refreshing again (single-use refresh tokens survive this);
+//! - exactly one provider refresh per expiry across every process sharing the database: the
+//!   lease admits one refresher; everyone else waits on the lease (polling the row) and then
+//!   uses the new token; a crashed owner's lease expires and a waiter takes over;
 //! - the rotated refresh token is committed before the new access token is handed out;
 //! - a refused refresh token (`invalid_grant`) puts the integration in ERROR and no refresh
-//!   is attempted again until the integration is authorized anew.
+//!   is attempted again until the integration is authorized anew;
+//! - at most `MAX_CONCURRENT_REFRESHES` provider calls per process; waiting holds no database
+//!   connection.
 
-use std::{
-    collections::HashMap,
-    panic::AssertUnwindSafe,
-    sync::{Arc, Mutex, OnceLock},
-    time::Duration,
-};
+use std::{panic::AssertUnwindSafe, time::Duration};
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
+use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
 use crate::{
     access::Access,
     context::AppContext,
-    crypto::Binding,
+    crypto::SecretColumn,
     error::{Problem, ServiceError, ServiceResult},
     integrations::{self, IntegrationRef},
     oauth::expires_at,
@@ -31,7 +37,11 @@ use crate::{
         token_client::{self, TokenError},
         ProviderClient,
     },
-    store::{self, entities::integration, text_list},
+    store::{
+        self,
+        entities::integration::{self, IntegrationStatus},
+        text_list,
+    },
 };
 
 /// A token this close to expiry is refreshed before being handed out.
@@ -40,34 +50,18 @@ pub const REFRESH_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
 pub const BACKGROUND_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 
 /// A valid access token. `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct AccessToken {
-    pub access_token: String,
+    pub access_token: SecretString,
     pub expires_at: Option<DateTime<Utc>>,
     pub token_type: String,
     pub scopes: Vec<String>,
-}
-
-impl std::fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccessToken")
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
 }
 
 fn reauthorization_required(details: impl Into<String>) -> ServiceError {
     ServiceError::FailedPrecondition(
         Problem::new("re-authorization required").details(details.into()),
     )
-}
-
-fn binding<'a>(row: &'a str, column: &'a str) -> Binding<'a> {
-    Binding {
-        table: "integrations",
-        row,
-        column,
-    }
 }
 
 /// The GetAccessToken rule: service_role callers only.
@@ -93,7 +87,7 @@ fn not_connected() -> ServiceError {
 }
 
 fn check_usable(record: &integration::Model) -> ServiceResult<()> {
-    if record.status.as_deref() == Some("ERROR") {
+    if record.status == Some(IntegrationStatus::Error) {
         return Err(reauthorization_required(
             record
                 .last_error
@@ -114,11 +108,10 @@ fn is_fresh(record: &integration::Model, margin: chrono::Duration) -> bool {
 }
 
 fn token_of(ctx: &AppContext, record: &integration::Model) -> ServiceResult<AccessToken> {
-    let row = record.id.to_string();
     let stored = record.access_token.as_deref().ok_or_else(not_connected)?;
     let access_token = ctx
         .keyring
-        .decrypt(stored, binding(&row, "access_token"))
+        .open(SecretColumn::AccessToken, record.id, stored)
         .map_err(|e| {
             ServiceError::internal_caused(format!("integration {} access_token", record.id), e)
         })?;
@@ -134,16 +127,8 @@ fn token_of(ctx: &AppContext, record: &integration::Model) -> ServiceResult<Acce
     })
 }
 
-/// The in-process queue of one integration's refreshers. Only its holder waits on the
-/// database lock, so many callers in one replica hold one database connection, not many.
-fn local_refresh_lock(id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    locks.entry(id).or_default().clone()
-}
+/// How often a caller waiting on another refresher's lease looks at the row again.
+const LEASE_POLL: Duration = Duration::from_millis(100);
 
 /// The record's access token, refreshed first when it expires within `REFRESH_MARGIN`.
 pub async fn valid_token(
@@ -154,30 +139,93 @@ pub async fn valid_token(
     if is_fresh(&record, REFRESH_MARGIN) {
         return token_of(ctx, &record);
     }
-    let local = local_refresh_lock(record.id);
-    let _queued = local.lock().await;
-    // The database lock stays the authority: other replicas refresh too.
-    refresh_locked(ctx, record.id, REFRESH_MARGIN).await
+    refresh(ctx, record.id, REFRESH_MARGIN).await
 }
 
-/// Refreshes under the integration's lock unless, once the lock is held, the token is fresh
-/// for `margin` (another caller refreshed it meanwhile).
-pub async fn refresh_locked(
+/// Makes the token fresh for `margin`: refreshes it under the integration's refresh lease, or
+/// waits for whoever holds the lease and uses their token.
+pub async fn refresh(
     ctx: &AppContext,
     id: Uuid,
     margin: chrono::Duration,
 ) -> ServiceResult<AccessToken> {
-    let (txn, current) = store::integrations::begin_with_row_lock(&ctx.db, id).await?;
-    let current = current.ok_or_else(|| ServiceError::not_found("Integration not found"))?;
-    check_usable(&current)?;
+    let lease = chrono::Duration::from_std(ctx.config.refresh_lease)
+        .unwrap_or_else(|_| chrono::Duration::seconds(30));
+    // Long enough for a crashed owner's lease to expire and be taken over.
+    let give_up = tokio::time::Instant::now() + ctx.config.refresh_lease + Duration::from_secs(5);
+    loop {
+        let current = read(ctx, id).await?;
+        check_usable(&current)?;
+        if is_fresh(&current, margin) {
+            return token_of(ctx, &current);
+        }
+        {
+            // The process-wide cap: taken before the lease, so no lease waits on a slot.
+            let _slot = ctx
+                .refresh_slots
+                .acquire()
+                .await
+                .map_err(|_| ServiceError::internal("refresh slots closed"))?;
+            let now = Utc::now();
+            if store::integrations::try_take_refresh_lease(
+                &ctx.db,
+                id,
+                &ctx.instance,
+                now,
+                now + lease,
+            )
+            .await?
+            {
+                return refresh_with_lease(ctx, id, margin).await;
+            }
+        }
+        if tokio::time::Instant::now() >= give_up {
+            // The holder neither finished nor let its lease expire in time.
+            return if current.token_expires_at.is_some_and(|at| at <= Utc::now()) {
+                Err(ServiceError::Provider(
+                    Problem::new("Provider failed")
+                        .details("token refresh still in progress elsewhere; try again"),
+                ))
+            } else {
+                token_of(ctx, &current)
+            };
+        }
+        tokio::time::sleep(LEASE_POLL).await;
+    }
+}
+
+async fn read(ctx: &AppContext, id: Uuid) -> ServiceResult<integration::Model> {
+    store::integrations::find_any(&ctx.db, id)
+        .await?
+        .ok_or_else(|| ServiceError::not_found("Integration not found"))
+}
+
+/// The refresh itself, by the lease's owner. Every path gives the lease back.
+async fn refresh_with_lease(
+    ctx: &AppContext,
+    id: Uuid,
+    margin: chrono::Duration,
+) -> ServiceResult<AccessToken> {
+    let release = || store::integrations::release_refresh_lease(&ctx.db, id, &ctx.instance);
+    // Re-read under the lease: another refresher may have finished just before we took it.
+    let current = match read(ctx, id).await {
+        Ok(current) => current,
+        Err(e) => {
+            release().await?;
+            return Err(e);
+        }
+    };
+    if let Err(e) = check_usable(&current) {
+        release().await?;
+        return Err(e);
+    }
     if is_fresh(&current, margin) {
-        txn.commit().await?;
+        release().await?;
         return token_of(ctx, &current);
     }
-    let row = id.to_string();
     let expired = current.token_expires_at.is_some_and(|at| at <= Utc::now());
     let Some(stored_refresh) = current.refresh_token.as_deref() else {
-        txn.commit().await?;
+        release().await?;
         return if expired {
             Err(reauthorization_required(
                 "the access token expired and the provider issued no refresh token",
@@ -186,34 +234,56 @@ pub async fn refresh_locked(
             token_of(ctx, &current)
         };
     };
-    let refresh_token = ctx
+    let prepared = ctx
         .keyring
-        .decrypt(stored_refresh, binding(&row, "refresh_token"))
-        .map_err(|e| ServiceError::internal_caused(format!("integration {id} refresh_token"), e))?;
-    let provider = ctx.catalog.get(&current.provider).ok_or_else(|| {
-        ServiceError::internal(format!("provider {} not in catalog", current.provider))
-    })?;
-    let client = ProviderClient::configured(&ctx.config, provider)?;
-    match token_client::refresh(&client, &refresh_token).await {
+        .open(SecretColumn::RefreshToken, id, stored_refresh)
+        .map_err(|e| ServiceError::internal_caused(format!("integration {id} refresh_token"), e))
+        .and_then(|token| {
+            let provider = ctx.catalog.get(&current.provider).ok_or_else(|| {
+                ServiceError::internal(format!("provider {} not in catalog", current.provider))
+            })?;
+            Ok((
+                token,
+                provider,
+                ProviderClient::configured(&ctx.config, provider)?,
+            ))
+        });
+    let (refresh_token, provider, client) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            release().await?;
+            return Err(e);
+        }
+    };
+    // No transaction, no connection held: the lease alone keeps other refreshers out.
+    match token_client::refresh(&client, refresh_token.expose_secret()).await {
         Ok(grant) => {
             let new_expiry = expires_at(&grant);
-            store::integrations::save_refreshed_tokens(
-                &txn,
+            let saved = store::integrations::save_refreshed_tokens(
+                &ctx.db,
                 id,
+                &ctx.instance,
                 ctx.keyring
-                    .encrypt(&grant.access_token, binding(&row, "access_token")),
+                    .seal(SecretColumn::AccessToken, id, &grant.access_token),
                 grant
                     .refresh_token
                     .as_deref()
-                    .map(|t| ctx.keyring.encrypt(t, binding(&row, "refresh_token"))),
+                    .map(|t| ctx.keyring.seal(SecretColumn::RefreshToken, id, t)),
                 new_expiry,
             )
             .await?;
+            if !saved {
+                // Disconnected, reconnected or the lease lost meanwhile: their state wins.
+                tracing::warn!(integration = %id, provider = %provider.name, "refreshed token discarded: the integration changed during the refresh");
+                return Err(ServiceError::FailedPrecondition(
+                    Problem::new("Integration changed")
+                        .details("the integration was disconnected or re-authorized during the token refresh"),
+                ));
+            }
             // Committed before anyone sees the new access token: a crash now loses nothing.
-            txn.commit().await?;
             tracing::info!(integration = %id, provider = %provider.name, "access token refreshed");
             Ok(AccessToken {
-                access_token: grant.access_token,
+                access_token: SecretString::from(grant.access_token),
                 expires_at: new_expiry,
                 token_type: "bearer".into(),
                 scopes: current
@@ -227,13 +297,13 @@ pub async fn refresh_locked(
             let why = format!(
                 "refresh token rejected by the provider ({code}); re-authorization required"
             );
-            store::integrations::mark_reauthorization_required(&txn, id, &why).await?;
-            txn.commit().await?;
+            store::integrations::mark_reauthorization_required(&ctx.db, id, &ctx.instance, &why)
+                .await?;
             tracing::warn!(integration = %id, provider = %provider.name, %code, "refresh token rejected: integration needs re-authorization");
             Err(reauthorization_required(why))
         }
         Err(other) => {
-            drop(txn);
+            release().await?;
             tracing::warn!(integration = %id, provider = %provider.name, error = %other, "token refresh failed");
             if expired {
                 Err(ServiceError::Provider(
@@ -246,25 +316,33 @@ pub async fn refresh_locked(
     }
 }
 
-/// Refreshes, every `TOKEN_REFRESH_INTERVAL_SECS`, the tokens expiring within
-/// `BACKGROUND_WINDOW`, so callers rarely wait for a refresh. `None` when turned off.
-pub fn spawn_background_refresh(ctx: AppContext) -> Option<tokio::task::JoinHandle<()>> {
-    let interval: Duration = ctx.config.token_refresh_interval?;
-    Some(tokio::spawn(async move {
-        // The first pass waits one interval: a starting replica does not stampede.
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            // A panic in one pass is logged and the next pass runs: the task never ends.
-            match AssertUnwindSafe(refresh_due(&ctx)).catch_unwind().await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(refreshed = n, "background token refresh"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "background token refresh failed"),
-                Err(_) => tracing::error!("background token refresh panicked"),
-            }
+/// Refreshes, every `interval` (`TOKEN_REFRESH_INTERVAL_SECS`), the tokens expiring within
+/// `BACKGROUND_WINDOW`, so callers rarely wait for a refresh; until `stop` is cancelled.
+pub async fn run_background_refresh(
+    ctx: AppContext,
+    interval: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    // The first pass waits one interval: a starting replica does not stampede.
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return,
         }
-    }))
+        // A panic in one pass is logged and the next pass runs: the task never ends early.
+        let pass = tokio::select! {
+            pass = AssertUnwindSafe(refresh_due(&ctx)).catch_unwind() => pass,
+            () = stop.cancelled() => return,
+        };
+        match pass {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(refreshed = n, "background token refresh"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "background token refresh failed"),
+            Err(_) => tracing::error!("background token refresh panicked"),
+        }
+    }
 }
 
 /// One pass of the background refresher: how many tokens it refreshed.
@@ -273,7 +351,7 @@ pub async fn refresh_due(ctx: &AppContext) -> ServiceResult<usize> {
     let mut refreshed = 0;
     for (id, _organization) in due {
         // One integration's failure or panic does not stop the others.
-        match AssertUnwindSafe(refresh_locked(ctx, id, BACKGROUND_WINDOW))
+        match AssertUnwindSafe(refresh(ctx, id, BACKGROUND_WINDOW))
             .catch_unwind()
             .await
         {

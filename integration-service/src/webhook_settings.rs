@@ -3,15 +3,17 @@
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
+use secrecy::SecretString;
 
 use crate::{
     access::Access,
     catalog::WebhookScheme,
     context::AppContext,
-    crypto::Binding,
+    crypto::SecretColumn,
     error::{Problem, ServiceError, ServiceResult},
     integrations::{self, IntegrationRef},
     store::{self, entities::integration},
+    webhooks::secrets::{seal_grace, WebhookSecrets},
 };
 
 /// How long a rotated-out secret keeps verifying by default.
@@ -20,32 +22,26 @@ pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
 pub const MAX_GRACE_SECS: i64 = 7 * 24 * 3600;
 
 /// A fresh webhook secret: 32 random bytes, hex.
-pub fn new_webhook_secret() -> String {
+pub fn new_webhook_secret() -> SecretString {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    hex::encode(bytes)
+    SecretString::from(hex::encode(bytes))
 }
 
-#[derive(Clone, PartialEq, Eq)]
+/// The webhook URL, the current secret, and until when each rotated-out secret verifies.
+/// `Debug` never shows the secret.
+#[derive(Clone, Debug)]
 pub struct WebhookSettings {
     pub url: String,
-    pub secret: String,
-    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    pub secret: SecretString,
+    /// End of grace of every rotated-out secret still verifying, soonest first.
+    pub previous_secrets_valid_until: Vec<DateTime<Utc>>,
 }
 
-impl std::fmt::Debug for WebhookSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookSettings")
-            .field("url", &self.url)
-            .finish_non_exhaustive()
-    }
-}
-
-fn binding<'a>(row: &'a str, column: &'a str) -> Binding<'a> {
-    Binding {
-        table: "integrations",
-        row,
-        column,
+impl WebhookSettings {
+    /// The latest end of grace (what `previous_secret_expires_at` has always meant).
+    pub fn previous_secret_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.previous_secrets_valid_until.iter().max().copied()
     }
 }
 
@@ -77,28 +73,36 @@ async fn webhook_target(
             )),
         ));
     };
-    if record.webhook_secret.is_none() {
+    check_has_secret(&record)?;
+    let base = ctx.config.public_api_url.as_str().trim_end_matches('/');
+    Ok((record, format!("{base}{path}")))
+}
+
+fn check_has_secret(record: &integration::Model) -> ServiceResult<()> {
+    if !record.connected || record.webhook_secret.is_none() {
         return Err(ServiceError::FailedPrecondition(
             Problem::new("Integration not connected")
                 .details("the webhook secret is created when authorization completes"),
         ));
     }
-    let base = ctx.config.public_api_url.as_str().trim_end_matches('/');
-    Ok((record, format!("{base}{path}")))
+    Ok(())
 }
 
-fn decrypt_secret(
-    ctx: &AppContext,
-    record: &integration::Model,
-    column: &str,
-    stored: &str,
-) -> ServiceResult<String> {
-    let row = record.id.to_string();
-    ctx.keyring
-        .decrypt(stored, binding(&row, column))
-        .map_err(|e| {
-            ServiceError::internal_caused(format!("integration {} {column}", record.id), e)
-        })
+fn open_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResult<WebhookSecrets> {
+    WebhookSecrets::open(&ctx.keyring, record, Utc::now()).map_err(|e| {
+        ServiceError::internal_caused(format!("integration {} webhook secrets", record.id), e)
+    })
+}
+
+fn settings(url: String, secrets: WebhookSecrets) -> ServiceResult<WebhookSettings> {
+    let secret = secrets.current.ok_or_else(|| {
+        ServiceError::FailedPrecondition(Problem::new("Integration not connected"))
+    })?;
+    Ok(WebhookSettings {
+        url,
+        secret,
+        previous_secrets_valid_until: secrets.grace.iter().map(|(_, until)| *until).collect(),
+    })
 }
 
 pub async fn get(
@@ -107,14 +111,7 @@ pub async fn get(
     id: &IntegrationRef,
 ) -> ServiceResult<WebhookSettings> {
     let (record, url) = webhook_target(ctx, access, id).await?;
-    let stored = record.webhook_secret.as_deref().unwrap_or_default();
-    Ok(WebhookSettings {
-        secret: decrypt_secret(ctx, &record, "webhook_secret", stored)?,
-        url,
-        previous_secret_expires_at: record
-            .previous_webhook_secret_expires_at
-            .filter(|at| *at > Utc::now()),
-    })
+    settings(url, open_secrets(ctx, &record)?)
 }
 
 /// Longest provider-issued secret accepted.
@@ -144,19 +141,20 @@ pub async fn set(
         ));
     }
     validate_provider_secret(scheme, secret)?;
-    let row = record.id.to_string();
-    store::integrations::set_webhook_secret(
+    // No grace list: the provider signs with its new secret only.
+    store::integrations::set_webhook_secrets(
         &ctx.db,
         record.id,
-        ctx.keyring.encrypt(secret, binding(&row, "webhook_secret")),
+        ctx.keyring
+            .seal(SecretColumn::WebhookSecret, record.id, secret),
         None,
     )
     .await?;
     tracing::info!(integration = %record.id, "provider-issued webhook secret stored");
     Ok(WebhookSettings {
         url,
-        secret: String::new(),
-        previous_secret_expires_at: None,
+        secret: SecretString::from(String::new()),
+        previous_secrets_valid_until: Vec::new(),
     })
 }
 
@@ -180,8 +178,12 @@ fn validate_provider_secret(scheme: WebhookScheme, secret: &str) -> ServiceResul
     Ok(())
 }
 
-/// A new secret; the current one moves to `previous_webhook_secret` for `grace_secs`
-/// (0 means the default, 24 h).
+/// A new secret; the current one keeps verifying for `grace_secs` (0 means the default,
+/// 24 h), and every secret rotated out earlier keeps its own grace.
+///
+/// Runs under the row's write lock: two rotations at once (a double click, two tabs) apply
+/// one after the other, each keeping what the other rotated out, and a concurrent
+/// disconnect or key rotation is never undone.
 pub async fn rotate(
     ctx: &AppContext,
     access: &Access,
@@ -210,31 +212,34 @@ pub async fn rotate(
                 .details("set the provider's new secret with PUT instead of rotating"),
         ));
     }
-    let current = decrypt_secret(
-        ctx,
-        &record,
-        "webhook_secret",
-        record.webhook_secret.as_deref().unwrap_or_default(),
-    )?;
-    let row = record.id.to_string();
+    let (txn, current) = store::integrations::begin_with_row_lock(&ctx.db, record.id).await?;
+    let current = current
+        .filter(|row| row.organization_id == record.organization_id)
+        .ok_or_else(|| ServiceError::not_found("Integration not found"))?;
+    check_has_secret(&current)?;
+    let now = Utc::now();
+    let secrets = open_secrets(ctx, &current)?;
+    let grace_list = secrets.rotated_grace(now + chrono::Duration::seconds(grace), now);
     let secret = new_webhook_secret();
-    let expires_at = Utc::now() + chrono::Duration::seconds(grace);
-    store::integrations::set_webhook_secret(
-        &ctx.db,
-        record.id,
-        ctx.keyring
-            .encrypt(&secret, binding(&row, "webhook_secret")),
-        Some((
-            ctx.keyring
-                .encrypt(&current, binding(&row, "previous_webhook_secret")),
-            expires_at,
-        )),
+    store::integrations::set_webhook_secrets(
+        &txn,
+        current.id,
+        ctx.keyring.seal(
+            SecretColumn::WebhookSecret,
+            current.id,
+            secrecy::ExposeSecret::expose_secret(&secret),
+        ),
+        seal_grace(&ctx.keyring, current.id, &grace_list),
     )
     .await?;
-    tracing::info!(integration = %record.id, "webhook secret rotated");
-    Ok(WebhookSettings {
+    txn.commit().await?;
+    tracing::info!(integration = %current.id, grace_secrets = grace_list.len(), "webhook secret rotated");
+    settings(
         url,
-        secret,
-        previous_secret_expires_at: Some(expires_at),
-    })
+        WebhookSecrets {
+            current: Some(secret),
+            grace: grace_list,
+            cached: false,
+        },
+    )
 }

@@ -40,6 +40,7 @@ pub mod standard_webhooks;
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// The webhook machinery of one service process: its writer and its worker.
 #[derive(Clone)]
@@ -51,10 +52,11 @@ pub struct WebhookRuntime {
 }
 
 impl WebhookRuntime {
-    /// Starts the writer and the worker tasks; they stop when the runtime is dropped
-    /// (writer) or `shutdown` is called (worker).
-    pub fn start(db: DatabaseConnection) -> Self {
-        let dispatcher = dispatch::Dispatcher::start(db.clone());
+    /// Starts the writer and the worker tasks. The worker (on `tasks`) stops handing out
+    /// events when `draining` is cancelled; the writers finish what is queued and stop when
+    /// every clone of the runtime is dropped.
+    pub fn start(db: DatabaseConnection, tasks: &TaskTracker, draining: CancellationToken) -> Self {
+        let dispatcher = dispatch::Dispatcher::start(db.clone(), tasks, draining);
         let ingest = ingest::Ingest::start(db, dispatcher.clone());
         Self {
             ingest,
@@ -68,9 +70,5 @@ impl WebhookRuntime {
     pub fn with_quotas(mut self, limits: quota::QuotaLimits) -> Self {
         self.quotas = Arc::new(quota::TenantQuotas::new(limits));
         self
-    }
-
-    pub fn shutdown(&self) {
-        self.dispatcher.shutdown();
     }
 }

@@ -95,6 +95,7 @@ fn settings_json(settings: WebhookSettings) -> HttpResponse {
             "url": settings.url,
             "secret": settings.secret,
             "previous_secret_expires_at": settings.previous_secret_expires_at,
+            "previous_secrets_valid_until": settings.previous_secrets_valid_until,
         }}),
     )
 }

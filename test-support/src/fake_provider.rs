@@ -3,7 +3,7 @@
 //!
 //! Endpoints: `GET /authorize` (redirects back with a code, or `error=access_denied`),
 //! `POST /token` (code exchange and refresh, PKCE S256 checked, codes and refresh tokens
-//! single use), `POST /revoke`, `DELETE /applications/{client_id}/grant`.
+//! single use), `POST /revoke`, `DELETE /applications/{client_id}/token`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -142,7 +142,7 @@ impl FakeProvider {
     /// The service variables pointing provider `prefix` (e.g. `GITHUB`) at this fake.
     pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
         let revoke = match self.style {
-            FakeStyle::Github => format!("{}/applications/{{client_id}}/grant", self.base_url),
+            FakeStyle::Github => format!("{}/applications/{{client_id}}/token", self.base_url),
             _ => format!("{}/revoke", self.base_url),
         };
         vec![

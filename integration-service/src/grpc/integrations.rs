@@ -157,7 +157,7 @@ pub fn to_proto(public_api_url: &url::Url, view: IntegrationView) -> Integration
             provider: record.provider.clone(),
             organization_id: record.organization_id,
             connected: record.connected,
-            status: record.status.clone(),
+            status: record.status.map(|s| s.as_str().to_string()),
             permissions: record
                 .permissions
                 .as_deref()

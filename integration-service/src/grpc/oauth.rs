@@ -6,6 +6,7 @@ use integrations_proto::v1::{
     GetWebhookSettingsRequest, RotateWebhookSecretRequest, SetWebhookSecretRequest,
     StartAuthorizationRequest, StartAuthorizationResponse, WebhookSettings,
 };
+use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};
 
 use super::{authorize, integration_ref, respond, rfc3339, Need};
@@ -27,9 +28,14 @@ impl OAuthApi {
 
 fn settings_to_proto(settings: webhook_settings::WebhookSettings) -> WebhookSettings {
     WebhookSettings {
+        previous_secret_expires_at: settings.previous_secret_expires_at().map(rfc3339),
         url: settings.url,
-        secret: settings.secret,
-        previous_secret_expires_at: settings.previous_secret_expires_at.map(rfc3339),
+        secret: settings.secret.expose_secret().to_string(),
+        previous_secrets_valid_until: settings
+            .previous_secrets_valid_until
+            .into_iter()
+            .map(rfc3339)
+            .collect(),
     }
 }
 
@@ -98,7 +104,7 @@ impl OAuthService for OAuthApi {
                 let id = integration_ref(&request.get_ref().id);
                 let token = tokens::get_access_token(&self.ctx, &access, &id).await?;
                 Ok(GetAccessTokenResponse {
-                    access_token: token.access_token,
+                    access_token: token.access_token.expose_secret().to_string(),
                     expires_at: token.expires_at.map(rfc3339),
                     token_type: token.token_type,
                     scopes: token.scopes,

@@ -19,6 +19,7 @@ use crate::{
     store::webhook_events::EventFilter,
     webhooks::{
         admission,
+        dispatch::Subscription,
         events::{self, parse_event_id, EventView, ListQuery, StreamSettings},
         receive::{self, Delivery},
         WebhookRuntime,
@@ -117,22 +118,10 @@ impl WebhookService for WebhookApi {
                     provider: message.provider.map(|p| p.to_ascii_lowercase()),
                     event_types: message.event_types,
                 };
-                let (subscription, mut claimed) =
-                    events::subscribe(&self.runtime, filter, settings);
-                let stream = async_stream(move |yielder| async move {
-                    // The subscription lives as long as the stream: dropped when the consumer leaves.
-                    let _subscription = subscription;
-                    while let Some(event) = claimed.recv().await {
-                        if yielder
-                            .send(Ok(event_to_proto(event.into())))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                });
-                Ok(stream)
+                let subscription = events::subscribe(&self.runtime, filter, settings);
+                Ok(async_stream(move |yielder| {
+                    stream_events(subscription, yielder)
+                }))
             }
             .await,
         )
@@ -164,7 +153,7 @@ impl WebhookService for WebhookApi {
                 let id = parse_event_id(&message.event_id)?;
                 let event = events::record_error(&self.ctx, id, &message.error).await?;
                 Ok(RecordErrorResponse {
-                    status: event.status,
+                    status: event.status.to_string(),
                     next_attempt_at: event.next_attempt_at.map(rfc3339),
                 })
             }
@@ -235,6 +224,38 @@ impl WebhookService for WebhookApi {
     }
 }
 
+/// Feeds one consumer's stream. When the consumer leaves, what was claimed for it but not
+/// sent is released (no attempt lost); when the service shuts down, the stream ends with
+/// UNAVAILABLE so the consumer subscribes again (to another replica).
+async fn stream_events(
+    mut subscription: Subscription,
+    yielder: tokio::sync::mpsc::Sender<Result<WebhookEvent, Status>>,
+) {
+    loop {
+        let claimed = tokio::select! {
+            claimed = subscription.next() => claimed,
+            () = yielder.closed() => break,
+        };
+        let Some(claimed) = claimed else {
+            let _ = yielder
+                .send(Err(Status::unavailable(
+                    "the service is shutting down: subscribe again",
+                )))
+                .await;
+            return;
+        };
+        if yielder
+            .send(Ok(event_to_proto(claimed.clone().into())))
+            .await
+            .is_err()
+        {
+            subscription.release(Some(claimed)).await;
+            return;
+        }
+    }
+    subscription.release(None).await;
+}
+
 pub fn event_to_proto(view: EventView) -> WebhookEvent {
     let EventView {
         event,
@@ -252,7 +273,7 @@ pub fn event_to_proto(view: EventView) -> WebhookEvent {
             .headers
             .map(|h| h.to_string())
             .unwrap_or_else(|| "{}".into()),
-        status: event.status,
+        status: event.status.to_string(),
         retry_count: event.retry_count,
         last_error: event.last_error,
         received_at: rfc3339(event.received_at),

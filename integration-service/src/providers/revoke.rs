@@ -36,8 +36,9 @@ pub async fn revoke(client: &ProviderClient, tokens: &RevocableTokens) -> Result
     };
     let request = match client.provider.revoke_style {
         RevokeStyle::None => return Ok(()),
-        // DELETE /applications/{client_id}/grant revokes every token of the grant.
-        RevokeStyle::GithubGrant => {
+        // DELETE /applications/{client_id}/token revokes this token only, never the user's
+        // grant (which other organizations' integrations may hold tokens of).
+        RevokeStyle::GithubToken => {
             let Some(token) = &tokens.access_token else {
                 return Ok(());
             };

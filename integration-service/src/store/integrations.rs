@@ -4,11 +4,12 @@
 use chrono::Utc;
 use sea_orm::{
     sea_query::Expr, ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait,
-    DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, TransactionTrait,
+    DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 use uuid::Uuid;
 
-use super::entities::integration::{self, Model};
+use super::entities::integration::{self, IntegrationStatus, Model};
+use crate::crypto::SecretColumn;
 
 pub async fn list_for_organization(
     db: &impl ConnectionTrait,
@@ -127,7 +128,10 @@ pub async fn disconnect(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr
     let null_time: Option<chrono::DateTime<Utc>> = None;
     integration::Entity::update_many()
         .col_expr(integration::Column::Connected, Expr::value(false))
-        .col_expr(integration::Column::Status, Expr::value("DISCONNECTED"))
+        .col_expr(
+            integration::Column::Status,
+            Expr::value(IntegrationStatus::Disconnected),
+        )
         .col_expr(
             integration::Column::AccessToken,
             Expr::value(null_text.clone()),
@@ -149,6 +153,18 @@ pub async fn disconnect(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr
             integration::Column::PreviousWebhookSecretExpiresAt,
             Expr::value(null_time),
         )
+        .col_expr(
+            integration::Column::WebhookSecretGrace,
+            Expr::value(null_text.clone()),
+        )
+        .col_expr(
+            integration::Column::RefreshLeaseOwner,
+            Expr::value(null_text.clone()),
+        )
+        .col_expr(
+            integration::Column::RefreshLeaseExpiresAt,
+            Expr::value(null_time),
+        )
         .col_expr(integration::Column::LastError, Expr::value(null_text))
         .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(integration::Column::Id.eq(id))
@@ -162,6 +178,7 @@ pub async fn disconnect(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr
 // ---------------------------------------------------------------------------------------------
 
 /// What a completed authorization stores. Secret fields are ciphertext.
+#[derive(Clone)]
 pub struct Connection {
     pub access_token: String,
     pub refresh_token: Option<String>,
@@ -180,19 +197,23 @@ pub async fn save_connection(
     id: Uuid,
     connection: Connection,
 ) -> Result<(), DbErr> {
-    let txn = db.begin().await?;
-    let Some(current) = integration::Entity::find_by_id(id).one(&txn).await? else {
+    // Write first: on SQLite the transaction holds the write lock from its first statement.
+    let (txn, current) = begin_with_row_lock(db, id).await?;
+    let Some(current) = current else {
         return Err(DbErr::RecordNotFound("integration".into()));
     };
     let keep_secret = current.webhook_secret.is_some();
     let mut active: integration::ActiveModel = current.into();
     active.connected = Set(true);
-    active.status = Set(Some("ACTIVE".into()));
+    active.status = Set(Some(IntegrationStatus::Active));
     active.access_token = Set(Some(connection.access_token));
     active.refresh_token = Set(connection.refresh_token);
     active.token_expires_at = Set(connection.token_expires_at);
     active.permissions = Set(Some(connection.permissions));
     active.last_error = Set(None);
+    // A refresh of the previous grant in flight must not overwrite these tokens.
+    active.refresh_lease_owner = Set(None);
+    active.refresh_lease_expires_at = Set(None);
     if connection.account_id.is_some() {
         active.account_id = Set(connection.account_id);
         active.account_name = Set(connection.account_name);
@@ -224,8 +245,9 @@ pub async fn set_last_error(
 ///
 /// The first statement is an UPDATE of the row: on PostgreSQL it takes the row lock (every
 /// other writer of the row, in any process, waits for our commit); on SQLite it takes the
-/// database write lock. Whoever gets the lock next re-reads the row and sees our changes —
-/// concurrent merge patches lose no key, concurrent token refreshes refresh once.
+/// database write lock at once (a transaction that read first and wrote later could fail with
+/// SQLITE_BUSY_SNAPSHOT). Whoever gets the lock next re-reads the row and sees our changes —
+/// concurrent merge patches lose no key, concurrent rotations keep each other's secrets.
 pub async fn begin_with_row_lock(
     db: &DatabaseConnection,
     id: Uuid,
@@ -243,14 +265,71 @@ pub async fn begin_with_row_lock(
     Ok((txn, current))
 }
 
-/// Stores refreshed tokens (ciphertext); `refresh_token: None` keeps the current one.
+/// Takes the refresh lease of a connected integration for `owner` until `until`, if it is
+/// free or expired (compare-and-set, committed at once). `true` when taken.
+pub async fn try_take_refresh_lease(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    owner: &str,
+    now: chrono::DateTime<Utc>,
+    until: chrono::DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let result = integration::Entity::update_many()
+        .col_expr(integration::Column::RefreshLeaseOwner, Expr::value(owner))
+        .col_expr(
+            integration::Column::RefreshLeaseExpiresAt,
+            Expr::value(until),
+        )
+        .filter(integration::Column::Id.eq(id))
+        .filter(integration::Column::Connected.eq(true))
+        .filter(
+            sea_orm::Condition::any()
+                .add(integration::Column::RefreshLeaseOwner.is_null())
+                .add(integration::Column::RefreshLeaseExpiresAt.is_null())
+                .add(integration::Column::RefreshLeaseExpiresAt.lte(now)),
+        )
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Gives the refresh lease back, if `owner` still holds it.
+pub async fn release_refresh_lease(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    owner: &str,
+) -> Result<(), DbErr> {
+    let null_text: Option<String> = None;
+    let null_time: Option<chrono::DateTime<Utc>> = None;
+    integration::Entity::update_many()
+        .col_expr(
+            integration::Column::RefreshLeaseOwner,
+            Expr::value(null_text),
+        )
+        .col_expr(
+            integration::Column::RefreshLeaseExpiresAt,
+            Expr::value(null_time),
+        )
+        .filter(integration::Column::Id.eq(id))
+        .filter(integration::Column::RefreshLeaseOwner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Stores refreshed tokens (ciphertext) and gives the lease back, only if `owner` still holds
+/// the refresh lease; `refresh_token: None` keeps the current one. `false` when the lease
+/// was lost (a disconnect or reconnect cleared it): nothing is written.
 pub async fn save_refreshed_tokens(
     db: &impl ConnectionTrait,
     id: Uuid,
+    owner: &str,
     access_token: String,
     refresh_token: Option<String>,
     token_expires_at: Option<chrono::DateTime<Utc>>,
-) -> Result<(), DbErr> {
+) -> Result<bool, DbErr> {
+    let null_text: Option<String> = None;
+    let null_time: Option<chrono::DateTime<Utc>> = None;
     let mut update = integration::Entity::update_many()
         .col_expr(integration::Column::AccessToken, Expr::value(access_token))
         .col_expr(
@@ -259,7 +338,15 @@ pub async fn save_refreshed_tokens(
         )
         .col_expr(
             integration::Column::LastError,
-            Expr::value(Option::<String>::None),
+            Expr::value(null_text.clone()),
+        )
+        .col_expr(
+            integration::Column::RefreshLeaseOwner,
+            Expr::value(null_text),
+        )
+        .col_expr(
+            integration::Column::RefreshLeaseExpiresAt,
+            Expr::value(null_time),
         )
         .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()));
     if let Some(refresh_token) = refresh_token {
@@ -268,27 +355,45 @@ pub async fn save_refreshed_tokens(
             Expr::value(refresh_token),
         );
     }
-    update
+    let result = update
         .filter(integration::Column::Id.eq(id))
+        .filter(integration::Column::RefreshLeaseOwner.eq(owner))
+        .filter(integration::Column::Connected.eq(true))
         .exec(db)
         .await?;
-    Ok(())
+    Ok(result.rows_affected == 1)
 }
 
-/// The provider refused the refresh token: ERROR until someone authorizes again.
+/// The provider refused the refresh token: ERROR until someone authorizes again (only if
+/// `owner` still holds the refresh lease, which is given back).
 pub async fn mark_reauthorization_required(
     db: &impl ConnectionTrait,
     id: Uuid,
+    owner: &str,
     last_error: &str,
-) -> Result<(), DbErr> {
-    integration::Entity::update_many()
-        .col_expr(integration::Column::Status, Expr::value("ERROR"))
+) -> Result<bool, DbErr> {
+    let null_text: Option<String> = None;
+    let null_time: Option<chrono::DateTime<Utc>> = None;
+    let result = integration::Entity::update_many()
+        .col_expr(
+            integration::Column::Status,
+            Expr::value(IntegrationStatus::Error),
+        )
         .col_expr(integration::Column::LastError, Expr::value(last_error))
+        .col_expr(
+            integration::Column::RefreshLeaseOwner,
+            Expr::value(null_text),
+        )
+        .col_expr(
+            integration::Column::RefreshLeaseExpiresAt,
+            Expr::value(null_time),
+        )
         .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(integration::Column::Id.eq(id))
+        .filter(integration::Column::RefreshLeaseOwner.eq(owner))
         .exec(db)
         .await?;
-    Ok(())
+    Ok(result.rows_affected == 1)
 }
 
 /// Connected, ACTIVE integrations with a refresh token whose access token expires before
@@ -299,7 +404,7 @@ pub async fn due_for_refresh(
 ) -> Result<Vec<(Uuid, i64)>, DbErr> {
     Ok(integration::Entity::find()
         .filter(integration::Column::Connected.eq(true))
-        .filter(integration::Column::Status.eq("ACTIVE"))
+        .filter(integration::Column::Status.eq(IntegrationStatus::Active))
         .filter(integration::Column::RefreshToken.is_not_null())
         .filter(integration::Column::TokenExpiresAt.lt(before))
         .all(db)
@@ -309,30 +414,29 @@ pub async fn due_for_refresh(
         .collect())
 }
 
-/// Sets the webhook secret (ciphertext), keeping the previous one verifying until
-/// `previous_expires_at` when given.
-pub async fn set_webhook_secret(
+/// Sets the webhook secret and the sealed list of rotated-out secrets still verifying
+/// (ciphertexts); the older single previous-secret columns are folded into that list.
+pub async fn set_webhook_secrets(
     db: &impl ConnectionTrait,
     id: Uuid,
     webhook_secret: String,
-    previous: Option<(String, chrono::DateTime<Utc>)>,
+    grace: Option<String>,
 ) -> Result<(), DbErr> {
-    let (previous_secret, previous_expires_at) = match previous {
-        Some((secret, at)) => (Some(secret), Some(at)),
-        None => (None, None),
-    };
+    let null_text: Option<String> = None;
+    let null_time: Option<chrono::DateTime<Utc>> = None;
     integration::Entity::update_many()
         .col_expr(
             integration::Column::WebhookSecret,
             Expr::value(webhook_secret),
         )
+        .col_expr(integration::Column::WebhookSecretGrace, Expr::value(grace))
         .col_expr(
             integration::Column::PreviousWebhookSecret,
-            Expr::value(previous_secret),
+            Expr::value(null_text),
         )
         .col_expr(
             integration::Column::PreviousWebhookSecretExpiresAt,
-            Expr::value(previous_expires_at),
+            Expr::value(null_time),
         )
         .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(integration::Column::Id.eq(id))
@@ -341,38 +445,91 @@ pub async fn set_webhook_secret(
     Ok(())
 }
 
-/// Every integration row (key rotation walks them all).
-pub async fn all(db: &impl ConnectionTrait) -> Result<Vec<Model>, DbErr> {
+/// The entity column holding a secret column of `integrations`.
+fn entity_column(column: SecretColumn) -> Option<integration::Column> {
+    match column {
+        SecretColumn::AccessToken => Some(integration::Column::AccessToken),
+        SecretColumn::RefreshToken => Some(integration::Column::RefreshToken),
+        SecretColumn::WebhookSecret => Some(integration::Column::WebhookSecret),
+        SecretColumn::PreviousWebhookSecret => Some(integration::Column::PreviousWebhookSecret),
+        SecretColumn::WebhookSecretGrace => Some(integration::Column::WebhookSecretGrace),
+        SecretColumn::PkceVerifier => None,
+    }
+}
+
+/// The stored (sealed) value of a secret column of an integration row.
+pub fn secret_value(record: &Model, column: SecretColumn) -> Option<&str> {
+    match column {
+        SecretColumn::AccessToken => record.access_token.as_deref(),
+        SecretColumn::RefreshToken => record.refresh_token.as_deref(),
+        SecretColumn::WebhookSecret => record.webhook_secret.as_deref(),
+        SecretColumn::PreviousWebhookSecret => record.previous_webhook_secret.as_deref(),
+        SecretColumn::WebhookSecretGrace => record.webhook_secret_grace.as_deref(),
+        SecretColumn::PkceVerifier => None,
+    }
+}
+
+/// Compare-and-swap of secret columns: writes `changes` only if every secret column of the
+/// row still holds what `seen` held (the same ciphertext, or NULL). `false` when the row
+/// changed meanwhile (a disconnect, refresh, reconnect or secret rotation won): re-read and
+/// try again.
+pub async fn replace_secrets_if_unchanged(
+    db: &impl ConnectionTrait,
+    seen: &Model,
+    changes: &[(SecretColumn, String)],
+) -> Result<bool, DbErr> {
+    let mut update = integration::Entity::update_many();
+    for (column, value) in changes {
+        if let Some(column) = entity_column(*column) {
+            update = update.col_expr(column, Expr::value(value.clone()));
+        }
+    }
+    update = update.filter(integration::Column::Id.eq(seen.id));
+    for column in SecretColumn::INTEGRATION {
+        let Some(entity) = entity_column(column) else {
+            continue;
+        };
+        update = match secret_value(seen, column) {
+            Some(value) => update.filter(entity.eq(value)),
+            None => update.filter(entity.is_null()),
+        };
+    }
+    Ok(update.exec(db).await?.rows_affected == 1)
+}
+
+/// Every integration id (key rotation visits them one by one).
+pub async fn all_ids(db: &impl ConnectionTrait) -> Result<Vec<Uuid>, DbErr> {
     integration::Entity::find()
+        .select_only()
+        .column(integration::Column::Id)
         .order_by_asc(integration::Column::Id)
+        .into_tuple::<Uuid>()
         .all(db)
         .await
 }
 
-/// Replaces secret columns with re-encrypted values; `None` leaves a column unchanged.
-pub async fn replace_secret_columns(
-    db: &impl ConnectionTrait,
-    id: Uuid,
-    columns: &[(integration::Column, String)],
-) -> Result<(), DbErr> {
-    if columns.is_empty() {
-        return Ok(());
-    }
-    let mut update = integration::Entity::update_many();
-    for (column, value) in columns {
-        update = update.col_expr(*column, Expr::value(value.clone()));
-    }
-    update
-        .filter(integration::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    Ok(())
+/// An integration by id in any organization (key rotation, background work).
+pub async fn find_any(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Model>, DbErr> {
+    integration::Entity::find_by_id(id).one(db).await
 }
 
 /// An integration by id in any organization: a webhook URL names it, the signature proves the
 /// sender knows its secret.
 pub async fn find_for_webhook(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Model>, DbErr> {
     integration::Entity::find_by_id(id).one(db).await
+}
+
+/// Every connected integration of `provider`, in any organization (a disconnect checks that
+/// no other integration still stores the credential it is about to revoke).
+pub async fn connected_of_provider(
+    db: &impl ConnectionTrait,
+    provider: &str,
+) -> Result<Vec<Model>, DbErr> {
+    integration::Entity::find()
+        .filter(integration::Column::Provider.eq(provider))
+        .filter(integration::Column::Connected.eq(true))
+        .all(db)
+        .await
 }
 
 /// The connected integration of `provider` whose provider-side account (Slack workspace or

@@ -70,18 +70,22 @@ pub async fn all(db: &impl ConnectionTrait) -> Result<Vec<Model>, DbErr> {
     oauth_state::Entity::find().all(db).await
 }
 
-pub async fn set_pkce_verifier(
+/// Replaces the PKCE verifier only if it is still `expected` (compare-and-swap): `false` when
+/// the state was consumed or changed meanwhile.
+pub async fn replace_pkce_verifier(
     db: &impl ConnectionTrait,
     nonce: &str,
+    expected: &str,
     pkce_verifier: String,
-) -> Result<(), DbErr> {
-    oauth_state::Entity::update_many()
+) -> Result<bool, DbErr> {
+    let result = oauth_state::Entity::update_many()
         .col_expr(
             oauth_state::Column::PkceVerifier,
             sea_orm::sea_query::Expr::value(pkce_verifier),
         )
         .filter(oauth_state::Column::Nonce.eq(nonce))
+        .filter(oauth_state::Column::PkceVerifier.eq(expected))
         .exec(db)
         .await?;
-    Ok(())
+    Ok(result.rows_affected == 1)
 }

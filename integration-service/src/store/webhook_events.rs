@@ -14,12 +14,13 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::entities::webhook_event::{self, Model};
+use super::entities::webhook_event::{self, EventStatus, Model};
 
-pub const PENDING: &str = "PENDING";
-pub const DELIVERED: &str = "DELIVERED";
-pub const PROCESSED: &str = "PROCESSED";
-pub const DEAD: &str = "DEAD";
+// The stored texts, for the statements written as SQL.
+pub const PENDING: &str = EventStatus::Pending.as_str();
+pub const DELIVERED: &str = EventStatus::Delivered.as_str();
+pub const PROCESSED: &str = EventStatus::Processed.as_str();
+pub const DEAD: &str = EventStatus::Dead.as_str();
 
 /// A verified delivery to store. `payload` and `headers` are JSON texts, already validated.
 #[derive(Debug, Clone)]
@@ -252,14 +253,15 @@ pub struct ClaimedEvent {
 }
 
 /// Leases up to `limit` due events matching `filter` to `owner` until `lease_until`: pending
-/// events whose next attempt is due, and delivered events whose lease ran out. Each claim
-/// counts one attempt (`retry_count + 1`).
+/// events whose next attempt is due, and delivered events whose lease ran out, with fewer
+/// than `max_attempts` attempts so far. Each claim counts one attempt (`retry_count + 1`).
 pub async fn claim_due_events(
     db: &DatabaseConnection,
     owner: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
     limit: u64,
+    max_attempts: i32,
     filter: &EventFilter,
 ) -> Result<Vec<ClaimedEvent>, DbErr> {
     let backend = db.get_database_backend();
@@ -278,7 +280,8 @@ pub async fn claim_due_events(
         .bind(DELIVERED)
         .push(" AND e.lease_expires_at <= ")
         .bind(now)
-        .push("))");
+        .push(")) AND e.retry_count < ")
+        .bind(max_attempts);
     if let Some(organization_id) = filter.organization_id {
         sql.push(" AND i.organization_id = ").bind(organization_id);
     }
@@ -328,6 +331,71 @@ pub async fn claim_due_events(
     Ok(claimed)
 }
 
+/// Gives back claims of `owner` that never reached a consumer: due again at `now`, the
+/// attempt their claim counted undone. Answers how many were released.
+pub async fn release_claims(
+    db: &impl ConnectionTrait,
+    owner: &str,
+    ids: &[Uuid],
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let null_time: Option<DateTime<Utc>> = None;
+    let null_text: Option<String> = None;
+    let result = webhook_event::Entity::update_many()
+        .col_expr(
+            webhook_event::Column::Status,
+            Expr::value(EventStatus::Pending),
+        )
+        .col_expr(
+            webhook_event::Column::RetryCount,
+            sea_orm::sea_query::ExprTrait::sub(Expr::col(webhook_event::Column::RetryCount), 1),
+        )
+        .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(now))
+        .col_expr(
+            webhook_event::Column::LeaseExpiresAt,
+            Expr::value(null_time),
+        )
+        .col_expr(webhook_event::Column::LeaseOwner, Expr::value(null_text))
+        .filter(webhook_event::Column::Id.is_in(ids.iter().copied()))
+        .filter(webhook_event::Column::Status.eq(EventStatus::Delivered))
+        .filter(webhook_event::Column::LeaseOwner.eq(owner))
+        .filter(webhook_event::Column::RetryCount.gt(0))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// Events whose lease ran out on their last allowed attempt become DEAD, with the reason in
+/// `last_error`. Answers how many.
+pub async fn dead_letter_expired(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    max_attempts: i32,
+) -> Result<u64, DbErr> {
+    let null_time: Option<DateTime<Utc>> = None;
+    let null_text: Option<String> = None;
+    let result = webhook_event::Entity::update_many()
+        .col_expr(webhook_event::Column::Status, Expr::value(EventStatus::Dead))
+        .col_expr(
+            webhook_event::Column::LastError,
+            Expr::value(format!(
+                "lease expired without an acknowledgement on attempt {max_attempts} of {max_attempts}"
+            )),
+        )
+        .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(null_time))
+        .col_expr(
+            webhook_event::Column::LeaseExpiresAt,
+            Expr::value(null_time),
+        )
+        .col_expr(webhook_event::Column::LeaseOwner, Expr::value(null_text))
+        .filter(webhook_event::Column::Status.eq(EventStatus::Delivered))
+        .filter(webhook_event::Column::LeaseExpiresAt.lte(now))
+        .filter(webhook_event::Column::RetryCount.gte(max_attempts))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
 pub async fn find(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Model>, DbErr> {
     webhook_event::Entity::find_by_id(id).one(db).await
 }
@@ -341,7 +409,10 @@ pub async fn mark_processed(
     let null_time: Option<DateTime<Utc>> = None;
     let null_text: Option<String> = None;
     let result = webhook_event::Entity::update_many()
-        .col_expr(webhook_event::Column::Status, Expr::value(PROCESSED))
+        .col_expr(
+            webhook_event::Column::Status,
+            Expr::value(EventStatus::Processed),
+        )
         .col_expr(webhook_event::Column::Processed, Expr::value(true))
         .col_expr(webhook_event::Column::ProcessedAt, Expr::value(now))
         .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(null_time))
@@ -351,7 +422,7 @@ pub async fn mark_processed(
         )
         .col_expr(webhook_event::Column::LeaseOwner, Expr::value(null_text))
         .filter(webhook_event::Column::Id.eq(id))
-        .filter(webhook_event::Column::Status.is_in([PENDING, DELIVERED]))
+        .filter(webhook_event::Column::Status.is_in([EventStatus::Pending, EventStatus::Delivered]))
         .exec(db)
         .await?;
     Ok(result.rows_affected > 0)
@@ -373,18 +444,29 @@ pub async fn record_error(
     decide: impl FnOnce(i32) -> AfterError,
 ) -> Result<Option<(Model, AfterError)>, DbErr> {
     let txn = db.begin().await?;
+    // Write first: on SQLite the transaction then holds the write lock from its first
+    // statement (read-then-write could fail with SQLITE_BUSY_SNAPSHOT under concurrent
+    // ingest); on PostgreSQL it locks the row against a concurrent claim.
+    webhook_event::Entity::update_many()
+        .col_expr(
+            webhook_event::Column::RetryCount,
+            Expr::col(webhook_event::Column::RetryCount),
+        )
+        .filter(webhook_event::Column::Id.eq(id))
+        .exec(&txn)
+        .await?;
     let Some(event) = find(&txn, id).await? else {
         return Ok(None);
     };
-    if event.status != PENDING && event.status != DELIVERED {
+    if !matches!(event.status, EventStatus::Pending | EventStatus::Delivered) {
         return Ok(None);
     }
     let after = decide(event.retry_count);
     let null_time: Option<DateTime<Utc>> = None;
     let null_text: Option<String> = None;
     let (status, next_attempt) = match &after {
-        AfterError::RetryAt(at) => (PENDING, Some(*at)),
-        AfterError::Dead => (DEAD, None),
+        AfterError::RetryAt(at) => (EventStatus::Pending, Some(*at)),
+        AfterError::Dead => (EventStatus::Dead, None),
     };
     let result = webhook_event::Entity::update_many()
         .col_expr(webhook_event::Column::Status, Expr::value(status))
@@ -399,7 +481,7 @@ pub async fn record_error(
         )
         .col_expr(webhook_event::Column::LeaseOwner, Expr::value(null_text))
         .filter(webhook_event::Column::Id.eq(id))
-        .filter(webhook_event::Column::Status.eq(event.status.clone()))
+        .filter(webhook_event::Column::Status.eq(event.status))
         .filter(webhook_event::Column::RetryCount.eq(event.retry_count))
         .exec(&txn)
         .await?;
@@ -470,7 +552,10 @@ pub async fn replay(
     let null_time: Option<DateTime<Utc>> = None;
     let null_text: Option<String> = None;
     webhook_event::Entity::update_many()
-        .col_expr(webhook_event::Column::Status, Expr::value(PENDING))
+        .col_expr(
+            webhook_event::Column::Status,
+            Expr::value(EventStatus::Pending),
+        )
         .col_expr(webhook_event::Column::Processed, Expr::value(false))
         .col_expr(webhook_event::Column::RetryCount, Expr::value(0))
         .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(now))

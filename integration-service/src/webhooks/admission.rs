@@ -82,7 +82,9 @@ pub async fn admit(
             None => load_secrets(ctx, runtime, provider, id).await?,
         };
         // Microsoft's validation handshake needs only the integration (as `receive`).
-        if scheme != WebhookScheme::MicrosoftGraph && secrets.valid_now().is_empty() {
+        if scheme != WebhookScheme::MicrosoftGraph
+            && secrets.candidates(chrono::Utc::now()).is_empty()
+        {
             return Err(ServiceError::NotFound(
                 Problem::new("Webhooks not configured")
                     .details("the integration has no webhook secret: connect it first"),

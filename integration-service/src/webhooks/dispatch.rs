@@ -7,10 +7,19 @@
 //! acknowledged nor reported before its lease runs out is due again and redelivered. Claims
 //! are atomic in the database (see `store::webhook_events::claim_due_events`), so several
 //! processes on one PostgreSQL never lease one event twice at once.
+//!
+//! Invariants:
+//! - every claim is an attempt: a lease that runs out counts like a reported error, and an
+//!   event whose lease ran out after `retry::MAX_ATTEMPTS` attempts becomes DEAD with the
+//!   reason, whatever the consumer did (or did not) do;
+//! - a claim that never reached a live stream (the stream closed in between) is released at
+//!   once, without costing an attempt;
+//! - once shutdown begins (`drain`), nothing more is handed out and every subscriber's stream
+//!   ends after the events already handed to it.
 
 use std::{
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -19,8 +28,10 @@ use std::{
 use chrono::Utc;
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, Notify};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
+use super::retry::MAX_ATTEMPTS;
 use crate::store::webhook_events::{self, ClaimedEvent, EventFilter};
 
 /// How often due retries and expired leases are looked for without a wake-up.
@@ -40,13 +51,16 @@ pub struct Dispatcher {
     subscribers: Mutex<Vec<Arc<Subscriber>>>,
     next_id: AtomicU64,
     wake: Notify,
-    stopped: AtomicBool,
+    /// Cancelled when shutdown begins: nothing more is handed out.
+    draining: CancellationToken,
 }
 
-/// A consumer's registration; dropping it unsubscribes.
+/// A consumer's registration and the events claimed for it. Dropping it unsubscribes;
+/// `release` also gives back, without costing an attempt, what was claimed but never sent.
 pub struct Subscription {
     dispatcher: Arc<Dispatcher>,
     id: u64,
+    events: mpsc::Receiver<ClaimedEvent>,
 }
 
 impl Drop for Subscription {
@@ -55,18 +69,43 @@ impl Drop for Subscription {
     }
 }
 
+impl Subscription {
+    /// The next event claimed for this consumer; `None` once the service is shutting down
+    /// and everything already claimed was taken.
+    pub async fn next(&mut self) -> Option<ClaimedEvent> {
+        self.events.recv().await
+    }
+
+    /// The consumer is gone: unsubscribes, and releases `unsent` and every event claimed for
+    /// it still waiting here, so they are due again now, their attempt not counted.
+    pub async fn release(mut self, unsent: Option<ClaimedEvent>) {
+        self.dispatcher.unsubscribe(self.id);
+        self.events.close();
+        let mut ids: Vec<Uuid> = unsent.map(|e| e.event.id).into_iter().collect();
+        while let Ok(event) = self.events.try_recv() {
+            ids.push(event.event.id);
+        }
+        self.dispatcher.release(&ids).await;
+    }
+}
+
 impl Dispatcher {
-    /// Starts the worker task of this process.
-    pub fn start(db: DatabaseConnection) -> Arc<Self> {
+    /// Starts the worker task of this process on `tasks`; it stops when `draining` is
+    /// cancelled, and every subscriber's stream then ends.
+    pub fn start(
+        db: DatabaseConnection,
+        tasks: &TaskTracker,
+        draining: CancellationToken,
+    ) -> Arc<Self> {
         let dispatcher = Arc::new(Self {
             db,
             owner: format!("worker-{}", Uuid::new_v4().simple()),
             subscribers: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             wake: Notify::new(),
-            stopped: AtomicBool::new(false),
+            draining,
         });
-        tokio::spawn(run(dispatcher.clone()));
+        tasks.spawn(run(dispatcher.clone()));
         dispatcher
     }
 
@@ -79,36 +118,30 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
-    /// Stops the worker; leased events are redelivered after their lease.
-    pub fn shutdown(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        self.wake.notify_one();
-    }
-
-    /// Registers a consumer: claimed events arrive on the returned receiver, at most
-    /// `prefetch` of them waiting there at once.
+    /// Registers a consumer: claimed events arrive on the subscription, at most `prefetch`
+    /// of them waiting there at once. During shutdown the subscription ends at once.
     pub fn subscribe(
         self: &Arc<Self>,
         filter: EventFilter,
         lease: Duration,
         prefetch: usize,
-    ) -> (Subscription, mpsc::Receiver<ClaimedEvent>) {
+    ) -> Subscription {
         let (events, receiver) = mpsc::channel(prefetch.max(1));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock_subscribers().push(Arc::new(Subscriber {
-            id,
-            filter,
-            lease,
-            events,
-        }));
-        self.wake();
-        (
-            Subscription {
-                dispatcher: self.clone(),
+        if !self.draining.is_cancelled() {
+            self.lock_subscribers().push(Arc::new(Subscriber {
                 id,
-            },
-            receiver,
-        )
+                filter,
+                lease,
+                events,
+            }));
+            self.wake();
+        }
+        Subscription {
+            dispatcher: self.clone(),
+            id,
+            events: receiver,
+        }
     }
 
     fn unsubscribe(&self, id: u64) {
@@ -122,10 +155,39 @@ impl Dispatcher {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// One round: every subscriber with room gets what is due for it.
+    /// Gives claims back without costing an attempt.
+    async fn release(&self, ids: &[Uuid]) {
+        if ids.is_empty() {
+            return;
+        }
+        match webhook_events::release_claims(&self.db, &self.owner, ids, Utc::now()).await {
+            Ok(released) => {
+                tracing::debug!(released, "claims that reached no consumer released");
+                self.wake();
+            }
+            // They stay leased until their lease runs out; nothing is lost.
+            Err(e) => tracing::warn!(error = %e, "releasing unsent claims failed"),
+        }
+    }
+
+    /// One round: expired leases out of attempts become DEAD; then every subscriber with room
+    /// gets what is due for it.
     async fn deliver_due(&self) {
+        match webhook_events::dead_letter_expired(&self.db, Utc::now(), MAX_ATTEMPTS).await {
+            Ok(0) => {}
+            Ok(dead) => {
+                tracing::warn!(
+                    dead,
+                    "webhook events dead: leases ran out on their last attempt"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, "dead-lettering expired leases failed"),
+        }
         let subscribers: Vec<Arc<Subscriber>> = self.lock_subscribers().clone();
         for subscriber in subscribers {
+            if self.draining.is_cancelled() {
+                return;
+            }
             if subscriber.events.is_closed() {
                 self.unsubscribe(subscriber.id);
                 continue;
@@ -144,30 +206,50 @@ impl Dispatcher {
                 now,
                 lease_until,
                 room as u64,
+                MAX_ATTEMPTS,
                 &subscriber.filter,
             )
             .await;
             match claimed {
                 Ok(events) => {
+                    let mut unsent = Vec::new();
                     for event in events {
-                        // A stream closed meanwhile: the lease runs out and another gets it.
-                        if subscriber.events.try_send(event).is_err() {
-                            break;
+                        if !unsent.is_empty() {
+                            unsent.push(event.event.id);
+                            continue;
+                        }
+                        // The stream closed meanwhile: this and the rest go back at once.
+                        if let Err(e) = subscriber.events.try_send(event) {
+                            let event = match e {
+                                mpsc::error::TrySendError::Full(event)
+                                | mpsc::error::TrySendError::Closed(event) => event,
+                            };
+                            unsent.push(event.event.id);
                         }
                     }
+                    self.release(&unsent).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "claiming webhook events failed"),
             }
         }
     }
+
+    /// Shutdown: forgets every subscriber, so each stream ends once it has taken the events
+    /// already handed to it.
+    fn end_streams(&self) {
+        self.lock_subscribers().clear();
+    }
 }
 
 async fn run(dispatcher: Arc<Dispatcher>) {
-    while !dispatcher.stopped.load(Ordering::SeqCst) {
+    while !dispatcher.draining.is_cancelled() {
         dispatcher.deliver_due().await;
         tokio::select! {
             _ = dispatcher.wake.notified() => {}
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            _ = dispatcher.draining.cancelled() => {}
         }
     }
+    dispatcher.end_streams();
+    tracing::info!("webhook dispatcher stopped: no more events handed out");
 }

@@ -125,7 +125,7 @@ pub fn subscribe(
     runtime: &WebhookRuntime,
     filter: EventFilter,
     settings: StreamSettings,
-) -> (Subscription, tokio::sync::mpsc::Receiver<ClaimedEvent>) {
+) -> Subscription {
     runtime
         .dispatcher
         .subscribe(filter, settings.lease, settings.prefetch)
@@ -139,7 +139,7 @@ pub async fn mark_processed(
 ) -> ServiceResult<()> {
     if !store::webhook_events::mark_processed(&ctx.db, id, Utc::now()).await? {
         let event = find_any(ctx, id).await?;
-        if event.status != store::webhook_events::PROCESSED {
+        if event.status.as_str() != store::webhook_events::PROCESSED {
             return Err(
                 ServiceError::failed_precondition("Event cannot be acknowledged")
                     .with_details(format!("the event is {}", event.status)),

@@ -10,6 +10,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use bytes::Bytes;
 use chrono::Utc;
+use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -20,7 +21,6 @@ use super::{
 use crate::{
     catalog::WebhookScheme,
     context::AppContext,
-    crypto::Binding,
     error::{Problem, ServiceError, ServiceResult},
     store::{self, entities::integration, webhook_events::NewEvent},
 };
@@ -277,39 +277,15 @@ pub(super) async fn load_secrets(
     }))
 }
 
-/// The current webhook secret and the previous one with the end of its grace period.
+/// The webhook secrets of a connected integration (none for a disconnected one, whatever its
+/// columns hold).
 fn decrypt_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResult<WebhookSecrets> {
-    let row = record.id.to_string();
-    let decrypt = |stored: &str, column: &str| {
-        ctx.keyring
-            .decrypt(
-                stored,
-                Binding {
-                    table: "integrations",
-                    row: &row,
-                    column,
-                },
-            )
-            .map_err(|e| ServiceError::internal_caused(format!("webhook secret of {row}"), e))
-    };
-    let current = record
-        .webhook_secret
-        .as_deref()
-        .map(|stored| decrypt(stored, "webhook_secret"))
-        .transpose()?;
-    let previous = match (
-        record.previous_webhook_secret.as_deref(),
-        record.previous_webhook_secret_expires_at,
-    ) {
-        (Some(stored), Some(expires)) if expires > Utc::now() => {
-            Some((decrypt(stored, "previous_webhook_secret")?, expires))
-        }
-        _ => None,
-    };
+    let secrets = WebhookSecrets::open(&ctx.keyring, record, Utc::now()).map_err(|e| {
+        ServiceError::internal_caused(format!("webhook secret of {}", record.id), e)
+    })?;
     Ok(WebhookSecrets {
-        current,
-        previous,
         cached: true,
+        ..secrets
     })
 }
 
@@ -394,7 +370,7 @@ async fn any_secret<F>(secrets: &WebhookSecrets, body: &Bytes, check: F) -> Serv
 where
     F: Fn(&[u8], &[u8]) -> bool + Send + 'static,
 {
-    let valid = secrets.valid_now();
+    let valid = secrets.candidates(Utc::now());
     if valid.is_empty() {
         return Err(ServiceError::NotFound(
             Problem::new("Webhooks not configured")
@@ -403,7 +379,9 @@ where
     }
     let body = body.clone();
     off_executor(body.len(), move || {
-        valid.iter().any(|secret| check(secret.as_bytes(), &body))
+        valid
+            .iter()
+            .any(|(secret, _)| check(secret.expose_secret().as_bytes(), &body))
     })
     .await
 }

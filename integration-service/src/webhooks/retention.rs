@@ -41,30 +41,31 @@ pub async fn purge(db: &DatabaseConnection, retention: Duration, batch: u64) -> 
     }
 }
 
-/// The background purge, every `INTERVAL` (the first one shortly after start); `None` when
-/// retention is off. A failing or panicking pass is logged and the next one runs.
-pub fn spawn(
+/// The background purge, every `INTERVAL` (the first one shortly after start), until `stop`
+/// is cancelled. A failing or panicking pass is logged and the next one runs.
+pub async fn run(
     db: DatabaseConnection,
-    retention: Option<Duration>,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let retention = retention?;
-    Some(tokio::spawn(async move {
-        let mut ticker = tokio::time::interval_at(
-            tokio::time::Instant::now() + Duration::from_secs(60),
-            INTERVAL,
-        );
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            match AssertUnwindSafe(purge(&db, retention, BATCH))
-                .catch_unwind()
-                .await
-            {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(deleted = n, "webhook retention purge"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "webhook retention purge failed"),
-                Err(_) => tracing::error!("webhook retention purge panicked"),
-            }
+    retention: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut ticker = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(60),
+        INTERVAL,
+    );
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return,
         }
-    }))
+        match AssertUnwindSafe(purge(&db, retention, BATCH))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(deleted = n, "webhook retention purge"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "webhook retention purge failed"),
+            Err(_) => tracing::error!("webhook retention purge panicked"),
+        }
+    }
 }

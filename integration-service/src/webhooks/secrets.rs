@@ -1,7 +1,13 @@
-//! A short-lived cache of decrypted GitHub webhook secrets, so a delivery costs no database
-//! read for its secret. Entries live `TTL`; a signature that fails against a cached secret is
-//! checked again against the database (a rotation is seen at once), so the cache can only
-//! make a just-disconnected integration accept genuine deliveries for up to `TTL`.
+//! The webhook secrets a delivery may be signed with, and a short-lived cache of them.
+//!
+//! An integration verifies with its current secret and every rotated-out secret still inside
+//! its grace period (`integrations.webhook_secret_grace`, a sealed JSON list with expiries;
+//! the older single `previous_webhook_secret` column counts too until its own expiry).
+//! `WebhookSecrets::candidates` is the one list every signature scheme checks against.
+//!
+//! Cache: entries live `TTL`; a signature that fails against a cached secret is checked again
+//! against the database (a rotation is seen at once), so the cache can only make a
+//! just-disconnected integration accept genuine deliveries for up to `TTL`.
 
 use std::{
     collections::HashMap,
@@ -10,19 +16,36 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::{
+    crypto::{CryptoError, Keyring, SecretColumn},
+    store::entities::integration,
+};
 
 /// How long a decrypted secret is reused.
 pub const TTL: Duration = Duration::from_secs(1);
 /// Entries at most; the cache is emptied when full.
 const CAPACITY: usize = 10_000;
+/// Rotated-out secrets kept at most (the ones expiring soonest are dropped first).
+pub const MAX_GRACE_SECRETS: usize = 8;
+
+/// One rotated-out secret and the end of its grace period.
+#[derive(Clone, Serialize, Deserialize)]
+struct GraceEntry {
+    secret: String,
+    #[serde(rename = "validUntil")]
+    valid_until: DateTime<Utc>,
+}
 
 /// An integration's webhook secrets. `Debug` never shows them.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct WebhookSecrets {
-    pub current: Option<String>,
-    /// The previous secret and the end of its grace period.
-    pub previous: Option<(String, DateTime<Utc>)>,
+    pub current: Option<SecretString>,
+    /// Rotated-out secrets with the end of their grace period, soonest first.
+    pub grace: Vec<(SecretString, DateTime<Utc>)>,
     /// Whether these came from the cache (and may be stale).
     pub cached: bool,
 }
@@ -32,28 +55,111 @@ impl std::fmt::Debug for WebhookSecrets {
         f.debug_struct("WebhookSecrets")
             .field("current", &self.current.as_ref().map(|_| "[redacted]"))
             .field(
-                "previous_expires",
-                &self.previous.as_ref().map(|(_, at)| at),
+                "grace_until",
+                &self.grace.iter().map(|(_, at)| at).collect::<Vec<_>>(),
             )
             .finish()
     }
 }
 
 impl WebhookSecrets {
-    /// The secrets a signature may be made with now.
-    pub fn valid_now(&self) -> Vec<String> {
-        let now = Utc::now();
+    /// Opens the secrets of an integration row: the current one and every grace secret still
+    /// valid at `now`. A disconnected integration has none, whatever its columns hold.
+    pub fn open(
+        keyring: &Keyring,
+        record: &integration::Model,
+        now: DateTime<Utc>,
+    ) -> Result<Self, CryptoError> {
+        if !record.connected {
+            return Ok(Self::default());
+        }
+        let current = record
+            .webhook_secret
+            .as_deref()
+            .map(|stored| keyring.open(SecretColumn::WebhookSecret, record.id, stored))
+            .transpose()?;
+        let mut grace = Vec::new();
+        if let Some(stored) = record.webhook_secret_grace.as_deref() {
+            let list = keyring.open(SecretColumn::WebhookSecretGrace, record.id, stored)?;
+            let entries: Vec<GraceEntry> =
+                serde_json::from_str(list.expose_secret()).map_err(|_| CryptoError::Malformed)?;
+            grace.extend(
+                entries
+                    .into_iter()
+                    .map(|e| (SecretString::from(e.secret), e.valid_until)),
+            );
+        }
+        if let (Some(stored), Some(until)) = (
+            record.previous_webhook_secret.as_deref(),
+            record.previous_webhook_secret_expires_at,
+        ) {
+            let secret = keyring.open(SecretColumn::PreviousWebhookSecret, record.id, stored)?;
+            grace.push((secret, until));
+        }
+        grace.retain(|(_, until)| *until > now);
+        grace.sort_by_key(|(_, until)| *until);
+        Ok(Self {
+            current,
+            grace,
+            cached: false,
+        })
+    }
+
+    /// Every secret a signature may be made with at `now`, with the end of its validity
+    /// (`None`: the current secret, valid until rotated). The list all schemes verify with.
+    pub fn candidates(&self, now: DateTime<Utc>) -> Vec<(SecretString, Option<DateTime<Utc>>)> {
         self.current
             .iter()
-            .cloned()
+            .map(|s| (s.clone(), None))
             .chain(
-                self.previous
+                self.grace
                     .iter()
-                    .filter(|(_, expires)| *expires > now)
-                    .map(|(secret, _)| secret.clone()),
+                    .filter(|(_, until)| *until > now)
+                    .map(|(s, until)| (s.clone(), Some(*until))),
             )
             .collect()
     }
+
+    /// The secrets after a rotation to a new current secret: the old current one verifies
+    /// until `old_until`, the grace secrets keep their own expiries; at most
+    /// `MAX_GRACE_SECRETS`, the latest-expiring kept.
+    pub fn rotated_grace(
+        &self,
+        old_until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Vec<(SecretString, DateTime<Utc>)> {
+        let mut grace: Vec<_> = self
+            .grace
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .cloned()
+            .chain(self.current.iter().map(|s| (s.clone(), old_until)))
+            .collect();
+        grace.sort_by_key(|(_, until)| *until);
+        let excess = grace.len().saturating_sub(MAX_GRACE_SECRETS);
+        grace.drain(..excess);
+        grace
+    }
+}
+
+/// The sealed `webhook_secret_grace` value of a grace list (`None` when empty).
+pub fn seal_grace(
+    keyring: &Keyring,
+    integration_id: Uuid,
+    grace: &[(SecretString, DateTime<Utc>)],
+) -> Option<String> {
+    if grace.is_empty() {
+        return None;
+    }
+    let entries: Vec<GraceEntry> = grace
+        .iter()
+        .map(|(secret, valid_until)| GraceEntry {
+            secret: secret.expose_secret().to_string(),
+            valid_until: *valid_until,
+        })
+        .collect();
+    let json = serde_json::to_string(&entries).unwrap_or_default();
+    Some(keyring.seal(SecretColumn::WebhookSecretGrace, integration_id, &json))
 }
 
 #[derive(Default)]
@@ -89,20 +195,73 @@ impl SecretCache {
 mod tests {
     use super::*;
 
+    fn s(value: &str) -> SecretString {
+        SecretString::from(value.to_string())
+    }
+
+    fn names(list: &[(SecretString, Option<DateTime<Utc>>)]) -> Vec<String> {
+        list.iter()
+            .map(|(s, _)| s.expose_secret().to_string())
+            .collect()
+    }
+
     #[test]
-    fn previous_secret_counts_only_before_it_expires() {
+    fn grace_secrets_count_only_before_they_expire() {
+        let now = Utc::now();
         let secrets = WebhookSecrets {
-            current: Some("new".into()),
-            previous: Some(("old".into(), Utc::now() + chrono::Duration::hours(1))),
+            current: Some(s("new")),
+            grace: vec![
+                (s("older"), now - chrono::Duration::seconds(1)),
+                (s("old"), now + chrono::Duration::hours(1)),
+            ],
             cached: false,
         };
-        assert_eq!(secrets.valid_now(), ["new", "old"]);
-        let expired = WebhookSecrets {
-            previous: Some(("old".into(), Utc::now() - chrono::Duration::seconds(1))),
-            ..secrets
+        let candidates = secrets.candidates(now);
+        assert_eq!(names(&candidates), ["new", "old"]);
+        assert_eq!(candidates[0].1, None);
+        assert_eq!(candidates[1].1, Some(now + chrono::Duration::hours(1)));
+        assert!(!format!("{secrets:?}").contains("new"));
+    }
+
+    #[test]
+    fn a_double_rotation_keeps_both_older_secrets() {
+        let now = Utc::now();
+        let day = chrono::Duration::hours(24);
+        let first = WebhookSecrets {
+            current: Some(s("a")),
+            ..Default::default()
         };
-        assert_eq!(expired.valid_now(), ["new"]);
-        assert!(!format!("{expired:?}").contains("new\""));
+        let after_first = WebhookSecrets {
+            current: Some(s("b")),
+            grace: first.rotated_grace(now + day, now),
+            cached: false,
+        };
+        let later = now + chrono::Duration::seconds(1);
+        let after_second = WebhookSecrets {
+            current: Some(s("c")),
+            grace: after_first.rotated_grace(later + day, later),
+            cached: false,
+        };
+        assert_eq!(names(&after_second.candidates(later)), ["c", "a", "b"]);
+    }
+
+    #[test]
+    fn the_grace_list_is_bounded_keeping_the_latest() {
+        let now = Utc::now();
+        let mut secrets = WebhookSecrets {
+            current: Some(s("0")),
+            ..Default::default()
+        };
+        for i in 1..=20 {
+            let at = now + chrono::Duration::seconds(i);
+            secrets = WebhookSecrets {
+                grace: secrets.rotated_grace(at + chrono::Duration::hours(1), now),
+                current: Some(s(&i.to_string())),
+                cached: false,
+            };
+        }
+        assert_eq!(secrets.grace.len(), MAX_GRACE_SECRETS);
+        assert_eq!(secrets.grace.last().unwrap().0.expose_secret(), "19");
     }
 
     #[test]
@@ -113,8 +272,8 @@ mod tests {
         cache.put(
             id,
             Arc::new(WebhookSecrets {
-                current: Some("s".into()),
-                previous: None,
+                current: Some(s("s")),
+                grace: Vec::new(),
                 cached: true,
             }),
         );

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use integration_service::{
     auth::{sign_session, Audience, Claims},
     config::EncryptionKey,
-    crypto::{Binding, Keyring},
+    crypto::{Keyring, SecretColumn},
     store::{entities::integration, organizations},
 };
 use reqwest::StatusCode;
@@ -41,25 +41,23 @@ async fn seed_due(app: &TestApp, provider: &str, refresh_token: &str) -> Uuid {
         .await
         .unwrap();
     let id = Uuid::new_v4();
-    let row = id.to_string();
-    let binding = |column| Binding {
-        table: "integrations",
-        row: &row,
-        column,
-    };
     let now = Utc::now();
     integration::ActiveModel {
         id: Set(id),
         organization_id: Set(5),
         provider: Set(provider.into()),
         connected: Set(true),
-        status: Set(Some("ACTIVE".into())),
-        access_token: Set(Some(
-            keyring().encrypt("old-access", binding("access_token")),
-        )),
-        refresh_token: Set(Some(
-            keyring().encrypt(refresh_token, binding("refresh_token")),
-        )),
+        status: Set(Some(integration::IntegrationStatus::Active)),
+        access_token: Set(Some(keyring().seal(
+            SecretColumn::AccessToken,
+            id,
+            "old-access",
+        ))),
+        refresh_token: Set(Some(keyring().seal(
+            SecretColumn::RefreshToken,
+            id,
+            refresh_token,
+        ))),
         token_expires_at: Set(Some(now + chrono::Duration::minutes(10))),
         config: Set(serde_json::json!({})),
         sync_enabled: Set(false),

@@ -24,7 +24,7 @@ async fn insert(app: &TestApp, integration: Uuid, status: &str, age_days: i64) -
         payload: Set(serde_json::json!({})),
         headers: Set(None),
         processed: Set(status == webhook_events::PROCESSED),
-        status: Set(status.into()),
+        status: Set(webhook_event::EventStatus::parse(status).unwrap()),
         retry_count: Set(0),
         last_error: Set(None),
         next_attempt_at: Set(None),

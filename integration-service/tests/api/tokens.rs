@@ -9,15 +9,19 @@ use chrono::{DateTime, Utc};
 use integration_service::{
     config::{Config, EncryptionKey},
     context::AppContext,
-    crypto::{Binding, Keyring},
+    crypto::{Keyring, SecretColumn},
     key_rotation::{rotate_keys, RotationError},
-    store::{entities::integration, organizations, text_list},
+    store::{
+        entities::integration::{self, IntegrationStatus},
+        organizations, text_list,
+    },
     tokens,
 };
 use integrations_proto::v1::{
     o_auth_service_client::OAuthServiceClient, GetAccessTokenRequest, GetAccessTokenResponse,
 };
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+use secrecy::ExposeSecret;
 use test_support::{
     dual_db_test,
     fake_provider::{FakeProvider, FakeStyle},
@@ -36,12 +40,11 @@ fn test_keyring() -> Keyring {
     Keyring::new(&key(TEST_ENCRYPTION_KEY), &[])
 }
 
-fn binding<'a>(row: &'a str, column: &'a str) -> Binding<'a> {
-    Binding {
-        table: "integrations",
-        row,
-        column,
-    }
+fn column_named(column: &str) -> SecretColumn {
+    SecretColumn::INTEGRATION
+        .into_iter()
+        .find(|c| c.column() == column)
+        .unwrap()
 }
 
 /// Inserts a connected integration whose secrets are encrypted with `keyring`.
@@ -57,24 +60,21 @@ async fn seed(
         .await
         .unwrap();
     let id = Uuid::new_v4();
-    let row = id.to_string();
     let now = Utc::now();
     integration::ActiveModel {
         id: Set(id),
         organization_id: Set(org),
         provider: Set(provider.into()),
         connected: Set(true),
-        status: Set(Some("ACTIVE".into())),
-        access_token: Set(Some(
-            keyring.encrypt("old-access", binding(&row, "access_token")),
-        )),
-        refresh_token: Set(
-            refresh_token.map(|t| keyring.encrypt(t, binding(&row, "refresh_token")))
-        ),
+        status: Set(Some(IntegrationStatus::Active)),
+        access_token: Set(Some(keyring.seal(
+            SecretColumn::AccessToken,
+            id,
+            "old-access",
+        ))),
+        refresh_token: Set(refresh_token.map(|t| keyring.seal(SecretColumn::RefreshToken, id, t))),
         token_expires_at: Set(expires_at),
-        webhook_secret: Set(Some(
-            keyring.encrypt("whsec", binding(&row, "webhook_secret")),
-        )),
+        webhook_secret: Set(Some(keyring.seal(SecretColumn::WebhookSecret, id, "whsec"))),
         permissions: Set(Some(text_list::encode(&["read".into()]))),
         config: Set(serde_json::json!({})),
         sync_enabled: Set(false),
@@ -103,11 +103,10 @@ fn open(
     stored: &Option<String>,
 ) -> String {
     keyring
-        .decrypt(
-            stored.as_deref().unwrap(),
-            binding(&record.id.to_string(), column),
-        )
+        .open(column_named(column), record.id, stored.as_deref().unwrap())
         .unwrap()
+        .expose_secret()
+        .to_string()
 }
 
 async fn get_token(
@@ -283,7 +282,7 @@ async fn github_and_slack_refresh_quirks_and_invalid_grant(kind: Db) {
         assert_eq!(err.code(), Code::FailedPrecondition, "{provider}");
         assert_eq!(err.message(), "re-authorization required");
         let stored = row(&app, id).await;
-        assert_eq!(stored.status.as_deref(), Some("ERROR"));
+        assert_eq!(stored.status.map(IntegrationStatus::as_str), Some("ERROR"));
         assert_eq!(
             stored.last_error.as_deref(),
             Some(
@@ -316,7 +315,7 @@ async fn provider_outage_keeps_the_integration_active(kind: Db) {
     assert_eq!(err.message(), "Provider failed");
     let stored = row(&app, id).await;
     assert_eq!(
-        stored.status.as_deref(),
+        stored.status.map(IntegrationStatus::as_str),
         Some("ACTIVE"),
         "a retry may succeed"
     );
@@ -573,7 +572,7 @@ async fn rotate_keys_reencrypts_everything_and_refuses_tampered_values(kind: Db)
             ("webhook_secret", &record.webhook_secret),
         ] {
             assert!(current_only
-                .decrypt(stored.as_deref().unwrap(), binding(&id.to_string(), column))
+                .open(column_named(column), id, stored.as_deref().unwrap())
                 .is_ok());
         }
     }

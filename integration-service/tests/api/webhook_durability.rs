@@ -7,7 +7,7 @@ use std::{process::Stdio, time::Duration};
 use futures::future::join_all;
 use integration_service::{
     config::EncryptionKey,
-    crypto::{Binding, Keyring},
+    crypto::{Keyring, SecretColumn},
     store::{self, entities::integration, entities::webhook_event},
     webhooks::signature::github_signature,
 };
@@ -80,14 +80,8 @@ async fn github_integration(database_url: &str) -> Uuid {
         .unwrap()
         .try_into()
         .unwrap();
-    let secret = Keyring::new(&EncryptionKey(bytes), &[]).encrypt(
-        SECRET,
-        Binding {
-            table: "integrations",
-            row: &id.to_string(),
-            column: "webhook_secret",
-        },
-    );
+    let secret =
+        Keyring::new(&EncryptionKey(bytes), &[]).seal(SecretColumn::WebhookSecret, id, SECRET);
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
     active.webhook_secret = Set(Some(secret));
@@ -160,7 +154,7 @@ async fn acknowledged_events_survive_sigkill(kind: Db) {
             .unwrap()
             .unwrap_or_else(|| panic!("acknowledged event {event_id} lost"));
         assert_eq!(event.delivery_id.as_deref(), Some(delivery.as_str()));
-        assert_eq!(event.status, "PENDING");
+        assert_eq!(event.status.as_str(), "PENDING");
     }
     let _ = db.close().await;
 

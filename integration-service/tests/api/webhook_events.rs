@@ -7,7 +7,7 @@ use std::{collections::HashSet, time::Duration};
 use chrono::{DateTime, Utc};
 use integration_service::{
     config::EncryptionKey,
-    crypto::{Binding, Keyring},
+    crypto::{Keyring, SecretColumn},
     store::{self, entities::integration, entities::webhook_event},
     webhooks::{retry, signature::github_signature},
 };
@@ -50,17 +50,11 @@ async fn github_integration(app: &TestApp, org: i64) -> Uuid {
         .unwrap()
         .try_into()
         .unwrap();
-    let secret = Keyring::new(&EncryptionKey(bytes), &[]).encrypt(
-        SECRET,
-        Binding {
-            table: "integrations",
-            row: &id.to_string(),
-            column: "webhook_secret",
-        },
-    );
+    let secret =
+        Keyring::new(&EncryptionKey(bytes), &[]).seal(SecretColumn::WebhookSecret, id, SECRET);
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
-    active.status = Set(Some("ACTIVE".into()));
+    active.status = Set(Some(integration::IntegrationStatus::Active));
     active.webhook_secret = Set(Some(secret));
     active.update(&app.db).await.unwrap();
     id
@@ -180,7 +174,7 @@ async fn consumer_gets_leased_events_matching_its_filter_and_acknowledges(app: T
     assert_eq!(event.organization_id, 1);
     assert_eq!(event.provider, "github");
     assert_eq!(event.event_type, "push");
-    assert_eq!(event.status, "DELIVERED");
+    assert_eq!(event.status.as_str(), "DELIVERED");
     assert_eq!(event.retry_count, 1);
     assert_eq!(event.delivery_id.as_deref(), Some("d-push"));
     assert_eq!(
@@ -203,7 +197,7 @@ async fn consumer_gets_leased_events_matching_its_filter_and_acknowledges(app: T
         .await
         .unwrap();
     let stored = row(&app, &push).await;
-    assert_eq!(stored.status, "PROCESSED");
+    assert_eq!(stored.status.as_str(), "PROCESSED");
     assert!(stored.processed);
     assert!(stored.processed_at.is_some());
     assert_eq!(stored.lease_owner, None);
@@ -260,12 +254,12 @@ async fn errors_are_retried_with_backoff_then_dead(app: TestApp) {
             Some(format!("consumer failed #{attempt}").as_str())
         );
         if attempt == retry::MAX_ATTEMPTS {
-            assert_eq!(answer.status, "DEAD");
+            assert_eq!(answer.status.as_str(), "DEAD");
             assert_eq!(answer.next_attempt_at, None);
-            assert_eq!(stored.status, "DEAD");
+            assert_eq!(stored.status.as_str(), "DEAD");
             break;
         }
-        assert_eq!(answer.status, "PENDING");
+        assert_eq!(answer.status.as_str(), "PENDING");
         let delay = (at(answer.next_attempt_at.as_deref().unwrap()) - before).num_milliseconds();
         let base = retry::backoff_ms(attempt);
         assert!(
@@ -481,7 +475,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
     // A dead event replayed is due again, as a new series of attempts.
     let stored = row(&app, &ids[0]).await;
     let mut active: webhook_event::ActiveModel = stored.into();
-    active.status = Set("DEAD".into());
+    active.status = Set(webhook_event::EventStatus::Dead);
     active.retry_count = Set(retry::MAX_ATTEMPTS);
     active.last_error = Set(Some("boom".into()));
     active.update(&app.db).await.unwrap();
@@ -523,7 +517,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(replayed.status, "PENDING");
+    assert_eq!(replayed.status.as_str(), "PENDING");
     assert_eq!(replayed.retry_count, 0);
     assert_eq!(replayed.last_error, None);
     let mut stream = subscribe(

@@ -225,8 +225,8 @@ async fn a_slack_workspace_has_one_owner_and_no_fan_out(kind: Db) {
     let second_after = rows.iter().find(|r| r.id == second.id).unwrap();
     assert!(!first_after.connected, "the owner is disconnected");
     assert_eq!(
-        (second_after.status.clone(), second_after.updated_at),
-        (second.status.clone(), second.updated_at),
+        (second_after.status, second_after.updated_at),
+        (second.status, second.updated_at),
         "the other organization's row is untouched"
     );
     let events = webhook_event::Entity::find().all(&app.db).await.unwrap();

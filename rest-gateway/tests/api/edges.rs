@@ -50,7 +50,7 @@ async fn an_unreadable_organization_selector_changes_nothing(app: TestApp) {
         .unwrap();
     let mut active: integration::ActiveModel = record.clone().into();
     active.connected = Set(true);
-    active.status = Set(Some("ACTIVE".into()));
+    active.status = Set(Some(integration::IntegrationStatus::Active));
     active.update(&app.db).await.unwrap();
 
     for (name, value) in [
@@ -98,14 +98,11 @@ async fn connected_github(app: &TestApp, org: i64, secret: &str) -> uuid::Uuid {
     );
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
-    active.status = Set(Some("ACTIVE".into()));
-    active.webhook_secret = Set(Some(keyring.encrypt(
+    active.status = Set(Some(integration::IntegrationStatus::Active));
+    active.webhook_secret = Set(Some(keyring.seal(
+        integration_service::crypto::SecretColumn::WebhookSecret,
+        id,
         secret,
-        integration_service::crypto::Binding {
-            table: "integrations",
-            row: &id.to_string(),
-            column: "webhook_secret",
-        },
     )));
     active.update(&app.db).await.unwrap();
     id

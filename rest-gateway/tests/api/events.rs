@@ -36,17 +36,14 @@ async fn github_integration(app: &TestApp, org: i64) -> Uuid {
         ),
         &[],
     );
-    let sealed = keyring.encrypt(
+    let sealed = keyring.seal(
+        integration_service::crypto::SecretColumn::WebhookSecret,
+        id,
         SECRET,
-        integration_service::crypto::Binding {
-            table: "integrations",
-            row: &id.to_string(),
-            column: "webhook_secret",
-        },
     );
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
-    active.status = Set(Some("ACTIVE".into()));
+    active.status = Set(Some(integration::IntegrationStatus::Active));
     active.webhook_secret = Set(Some(sealed));
     active.update(&app.db).await.unwrap();
     id
@@ -156,7 +153,7 @@ async fn deliveries_are_listed_read_and_replayed(app: TestApp) {
         .unwrap()
         .unwrap();
     let mut dead_event: webhook_event::ActiveModel = stored.into();
-    dead_event.status = Set("DEAD".into());
+    dead_event.status = Set(webhook_event::EventStatus::Dead);
     dead_event.retry_count = Set(5);
     dead_event.last_error = Set(Some("consumer said no".into()));
     dead_event.update(&app.db).await.unwrap();
@@ -266,6 +263,6 @@ async fn hostile_event_queries_are_400_and_change_nothing(app: TestApp) {
     // Nothing changed: the one event is still pending, never attempted.
     let stored = webhook_event::Entity::find().all(&app.db).await.unwrap();
     assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].status, "PENDING");
+    assert_eq!(stored[0].status.as_str(), "PENDING");
     assert_eq!(stored[0].retry_count, 0);
 }

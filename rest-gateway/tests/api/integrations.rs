@@ -82,7 +82,7 @@ async fn connected_github(app: &TestApp, token: &str) -> integration::Model {
         .unwrap();
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
-    active.status = Set(Some("ACTIVE".into()));
+    active.status = Set(Some(integration::IntegrationStatus::Active));
     active.access_token = Set(Some("SECRET-ACCESS-TOKEN".into()));
     active.refresh_token = Set(Some("SECRET-REFRESH-TOKEN".into()));
     active.webhook_secret = Set(Some("SECRET-WEBHOOK".into()));
@@ -739,7 +739,7 @@ async fn delete_is_soft_idempotent_and_keeps_events(app: TestApp) {
         payload: Set(json!({"ref": "main"})),
         headers: Set(None),
         processed: Set(false),
-        status: Set("PENDING".into()),
+        status: Set(webhook_event::EventStatus::Pending),
         retry_count: Set(0),
         received_at: Set(chrono::Utc::now()),
         ..Default::default()
@@ -769,7 +769,7 @@ async fn delete_is_soft_idempotent_and_keeps_events(app: TestApp) {
         .unwrap()
         .unwrap();
     assert!(!row.connected);
-    assert_eq!(row.status.as_deref(), Some("DISCONNECTED"));
+    assert_eq!(row.status.map(|s| s.as_str()), Some("DISCONNECTED"));
     assert_eq!(
         (row.access_token, row.refresh_token, row.webhook_secret),
         (None, None, None)

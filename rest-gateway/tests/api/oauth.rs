@@ -7,12 +7,13 @@ use std::time::Duration;
 use integration_service::{
     catalog::Catalog,
     config::EncryptionKey,
-    crypto::{Binding, Keyring},
+    crypto::{Keyring, SecretColumn},
     oauth::state,
     store::{entities::integration, entities::oauth_state, text_list},
 };
 use reqwest::{header, StatusCode};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use test_support::{
     dual_db_test,
@@ -60,16 +61,15 @@ async fn record(app: &TestApp, provider: &str) -> integration::Model {
 }
 
 fn open(record: &integration::Model, column: &str, stored: &Option<String>) -> String {
+    let column = SecretColumn::INTEGRATION
+        .into_iter()
+        .find(|c| c.column() == column)
+        .unwrap();
     keyring()
-        .decrypt(
-            stored.as_deref().unwrap(),
-            Binding {
-                table: "integrations",
-                row: &record.id.to_string(),
-                column,
-            },
-        )
+        .open(column, record.id, stored.as_deref().unwrap())
         .unwrap()
+        .expose_secret()
+        .to_string()
 }
 
 /// Replaces a URL's query parameter.
@@ -166,7 +166,7 @@ async fn github_flow_connects_with_pkce_and_stores_ciphertext(kind: Db) {
 
     let stored = record(&app, "github").await;
     assert!(stored.connected);
-    assert_eq!(stored.status.as_deref(), Some("ACTIVE"));
+    assert_eq!(stored.status.map(|s| s.as_str()), Some("ACTIVE"));
     assert_eq!(
         text_list::decode(stored.permissions.as_deref().unwrap()).unwrap(),
         ["repo", "read:user", "read:org"]
@@ -233,7 +233,7 @@ async fn slack_flow_stores_the_workspace_and_bot_token(kind: Db) {
     assert_eq!(location, app_redirect("success=slack_connected"));
 
     let stored = record(&app, "slack").await;
-    assert_eq!(stored.status.as_deref(), Some("ACTIVE"));
+    assert_eq!(stored.status.map(|s| s.as_str()), Some("ACTIVE"));
     assert_eq!(stored.account_id.as_deref(), Some("T0TEAM"));
     assert_eq!(stored.account_name.as_deref(), Some("Acme <Workspace>"));
     assert!(open(&stored, "access_token", &stored.access_token).starts_with("xoxb-"));
@@ -302,7 +302,7 @@ async fn every_catalog_provider_connects_through_the_generic_flow(kind: Db) {
         assert_eq!(fake.code_exchanges().len(), 1, "{}", provider.name);
         let stored = record(&app, &provider.name).await;
         assert_eq!(
-            stored.status.as_deref(),
+            stored.status.map(|s| s.as_str()),
             Some("ACTIVE"),
             "{}",
             provider.name
@@ -660,17 +660,31 @@ async fn webhook_settings_reveal_and_rotate_the_secret(kind: Db) {
         open(&after, "webhook_secret", &after.webhook_secret),
         new_secret
     );
+    // The rotated-out secret is kept in the sealed grace list, with its 24 h expiry.
+    let grace_list: Value = serde_json::from_str(&open(
+        &after,
+        "webhook_secret_grace",
+        &after.webhook_secret_grace,
+    ))
+    .unwrap();
     assert_eq!(
-        open(
-            &after,
-            "previous_webhook_secret",
-            &after.previous_webhook_secret
-        ),
-        secret,
+        grace_list[0]["secret"], secret,
         "the previous secret keeps verifying"
     );
-    let grace = after.previous_webhook_secret_expires_at.unwrap() - chrono::Utc::now();
+    let until: chrono::DateTime<chrono::Utc> = grace_list[0]["validUntil"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let grace = until - chrono::Utc::now();
     assert!(grace > chrono::Duration::hours(23) && grace <= chrono::Duration::hours(24));
+    assert_eq!(
+        rotated["data"]["previous_secrets_valid_until"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     let member = app.member_token(1, Uuid::new_v4(), "MEMBER").await;
     let forbidden = app
@@ -709,7 +723,8 @@ async fn disconnect_revokes_at_the_provider_in_the_background(kind: Db) {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let path = format!("/applications/{FAKE_CLIENT_ID}/grant");
+    // The token, not the grant: the grant would end the user's tokens in other organizations.
+    let path = format!("/applications/{FAKE_CLIENT_ID}/token");
     let mut revocations = Vec::new();
     for _ in 0..50 {
         revocations = fake.requests_to(&path);
@@ -729,7 +744,7 @@ async fn disconnect_revokes_at_the_provider_in_the_background(kind: Db) {
         json!({"access_token": access})
     );
     let after = record(&app, "github").await;
-    assert_eq!(after.status.as_deref(), Some("DISCONNECTED"));
+    assert_eq!(after.status.map(|s| s.as_str()), Some("DISCONNECTED"));
     assert_eq!(after.access_token, None);
 
     // A provider that cannot be reached does not fail or delay the local disconnect.
@@ -754,7 +769,7 @@ async fn disconnect_revokes_at_the_provider_in_the_background(kind: Db) {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
-        record(&app, "slack").await.status.as_deref(),
+        record(&app, "slack").await.status.map(|s| s.as_str()),
         Some("DISCONNECTED")
     );
 }

@@ -4,7 +4,7 @@
 use chrono::{Duration, Utc};
 use integration_service::{
     config::EncryptionKey,
-    crypto::{Binding, Keyring},
+    crypto::{Keyring, SecretColumn},
     store::{
         self,
         entities::{integration, webhook_event},
@@ -32,14 +32,11 @@ fn keyring() -> Keyring {
 }
 
 fn encrypt(id: Uuid, column: &str, plain: &str) -> String {
-    keyring().encrypt(
-        plain,
-        Binding {
-            table: "integrations",
-            row: &id.to_string(),
-            column,
-        },
-    )
+    let column = SecretColumn::INTEGRATION
+        .into_iter()
+        .find(|c| c.column() == column)
+        .unwrap();
+    keyring().seal(column, id, plain)
 }
 
 /// A connected integration of `provider` for organization `org`, with `secret` as its
@@ -52,7 +49,7 @@ async fn connected(app: &TestApp, org: i64, provider: &str, secret: Option<&str>
     let id = record.id;
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
-    active.status = Set(Some("ACTIVE".into()));
+    active.status = Set(Some(integration::IntegrationStatus::Active));
     active.webhook_secret = Set(secret.map(|s| encrypt(id, "webhook_secret", s)));
     if provider == "slack" {
         active.account_id = Set(Some(TEAM.into()));
@@ -153,7 +150,7 @@ async fn github_push_is_committed_and_answered_with_its_id(app: TestApp) {
         event.payload,
         serde_json::from_slice::<Value>(&body).unwrap()
     );
-    assert_eq!(event.status, "PENDING");
+    assert_eq!(event.status.as_str(), "PENDING");
     assert!(!event.processed);
     assert_eq!(event.retry_count, 0);
     let headers = event.headers.clone().unwrap();
@@ -210,7 +207,7 @@ async fn github_ping_is_answered_and_recorded_processed(app: TestApp) {
     let stored = rows(&app).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].event_type, "ping");
-    assert_eq!(stored[0].status, "PROCESSED");
+    assert_eq!(stored[0].status.as_str(), "PROCESSED");
     assert!(stored[0].processed);
     assert!(stored[0].processed_at.is_some());
 }
@@ -559,7 +556,7 @@ async fn slack_app_uninstalled_disconnects_the_integration(app: TestApp) {
         .unwrap()
         .unwrap();
     assert!(!record.connected);
-    assert_eq!(record.status.as_deref(), Some("DISCONNECTED"));
+    assert_eq!(record.status.map(|s| s.as_str()), Some("DISCONNECTED"));
     assert_eq!(record.access_token, None);
     let stored = rows(&app).await;
     assert_eq!(stored.len(), 1);

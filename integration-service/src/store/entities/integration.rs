@@ -9,13 +9,18 @@ pub struct Model {
     pub organization_id: i64,
     pub provider: String,
     pub connected: bool,
-    pub status: Option<String>,
+    pub status: Option<IntegrationStatus>,
     pub access_token: Option<String>,
     pub refresh_token: Option<String>,
     pub token_expires_at: Option<DateTimeUtc>,
     pub webhook_secret: Option<String>,
     pub previous_webhook_secret: Option<String>,
     pub previous_webhook_secret_expires_at: Option<DateTimeUtc>,
+    /// Sealed JSON list of rotated-out webhook secrets with the end of their grace period.
+    pub webhook_secret_grace: Option<String>,
+    /// Which process holds the refresh lease, until when (see `tokens`).
+    pub refresh_lease_owner: Option<String>,
+    pub refresh_lease_expires_at: Option<DateTimeUtc>,
     #[sea_orm(column_type = "JsonBinary")]
     pub config: Json,
     /// TEXT[] on PostgreSQL, text on SQLite: read and written as an array literal
@@ -41,6 +46,29 @@ impl std::fmt::Debug for Model {
             .field("connected", &self.connected)
             .field("status", &self.status)
             .finish_non_exhaustive()
+    }
+}
+
+/// `integrations.status`, stored as the upper-case text the proto also carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+pub enum IntegrationStatus {
+    #[sea_orm(string_value = "ACTIVE")]
+    Active,
+    /// The provider refused the stored grant: re-authorization required.
+    #[sea_orm(string_value = "ERROR")]
+    Error,
+    #[sea_orm(string_value = "DISCONNECTED")]
+    Disconnected,
+}
+
+impl IntegrationStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            IntegrationStatus::Active => "ACTIVE",
+            IntegrationStatus::Error => "ERROR",
+            IntegrationStatus::Disconnected => "DISCONNECTED",
+        }
     }
 }
 
