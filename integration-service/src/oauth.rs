@@ -37,7 +37,6 @@ use state::{StateClaims, StateError};
 const RETURN_PATH: &str = "/organization/integrations";
 
 /// The answer to an authorize request.
-#[derive(Debug)]
 pub struct Started {
     pub redirect_url: String,
     /// `Set-Cookie` value binding the state to this browser, when binding is on.
@@ -45,7 +44,7 @@ pub struct Started {
 }
 
 /// A provider's callback as the gateway received it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Callback {
     pub provider: String,
     pub code: Option<String>,
@@ -53,6 +52,33 @@ pub struct Callback {
     pub error: Option<String>,
     /// The request's `Cookie` headers.
     pub cookie_headers: Vec<String>,
+}
+
+/// The state (in the URL) and its binding cookie are credentials: `Debug` hides them.
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started")
+            .field("redirect_url", &"[redacted]")
+            .field(
+                "set_cookie",
+                &self.set_cookie.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
+}
+
+/// The code, the state and the cookies are credentials: `Debug` shows only whether they came.
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |v: &Option<String>| v.as_ref().map(|_| "[redacted]");
+        f.debug_struct("Callback")
+            .field("provider", &self.provider)
+            .field("code", &shown(&self.code))
+            .field("state", &shown(&self.state))
+            .field("error", &self.error)
+            .field("cookie_headers", &self.cookie_headers.len())
+            .finish()
+    }
 }
 
 /// How a callback ended; each becomes a redirect to the app.
@@ -489,6 +515,43 @@ async fn without_shared_credentials(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_of_credential_holders_is_redacted() {
+        let callback = Callback {
+            provider: "github".into(),
+            code: Some("the-code-123".into()),
+            state: Some("the-state-456".into()),
+            error: None,
+            cookie_headers: vec!["sb-access-token=jwt-789".into()],
+        };
+        let started = Started {
+            redirect_url: "https://github.com/login/oauth/authorize?state=the-state-456".into(),
+            set_cookie: Some("oauth_state_github=bind-000".into()),
+        };
+        let delivery = crate::webhooks::receive::Delivery {
+            provider: "github".into(),
+            integration_id: None,
+            headers: [(
+                "x-hub-signature-256".to_string(),
+                b"sha256=sig-111".to_vec(),
+            )]
+            .into(),
+            body: bytes::Bytes::from_static(b"{\"payload\":\"body-222\"}"),
+            ..Default::default()
+        };
+        let shown = format!("{callback:?} {started:?} {delivery:?}");
+        for secret in [
+            "code-123",
+            "state-456",
+            "jwt-789",
+            "bind-000",
+            "sig-111",
+            "body-222",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 
     #[test]
     fn absurd_lifetimes_do_not_expire_and_never_panic() {
