@@ -12,6 +12,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod integrations;
+pub mod metrics;
 pub mod oauth;
 pub mod router;
 pub mod server;
@@ -25,11 +26,18 @@ use upstream::Upstream;
 pub struct Gateway {
     pub config: GatewayConfig,
     pub upstream: Upstream,
+    /// The Prometheus recorder, when `GATEWAY_METRICS` is on.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Gateway {
     pub fn new(config: GatewayConfig) -> Result<Self, tonic::transport::Error> {
         let upstream = Upstream::new(&config.service_url, config.upstream_timeout)?;
-        Ok(Self { config, upstream })
+        let metrics = config.metrics_enabled.then(metrics::recorder).flatten();
+        Ok(Self {
+            config,
+            upstream,
+            metrics,
+        })
     }
 }
