@@ -73,6 +73,8 @@ pub struct GatewayConfig {
     pub upstream_timeout: Duration,
     pub connections: ConnectionLimits,
     pub body_rate: BodyRate,
+    /// `GATEWAY_METRICS` (`on`): Prometheus metrics at `GET /metrics`; `off` turns them off.
+    pub metrics_enabled: bool,
 }
 
 impl GatewayConfig {
@@ -132,7 +134,18 @@ impl GatewayConfig {
             grace: secs("HTTP_BODY_GRACE_SECS", 10)?,
             min_bytes_per_sec: number("HTTP_BODY_MIN_BYTES_PER_SEC", 32 * 1024, 1)?,
         };
+        let metrics_enabled = match get("GATEWAY_METRICS").as_deref().map(str::trim) {
+            None | Some("on") | Some("true") | Some("1") => true,
+            Some("off") | Some("false") | Some("0") => false,
+            Some(other) => {
+                return Err(ConfigError {
+                    variable: "GATEWAY_METRICS",
+                    why: format!("expected on or off, got {other:?}"),
+                })
+            }
+        };
         Ok(Self {
+            metrics_enabled,
             http_addr,
             service_url,
             json_body_limit: DEFAULT_JSON_BODY_LIMIT,

@@ -12,6 +12,7 @@ pub mod events;
 pub mod health;
 pub mod http;
 pub mod integrations;
+pub mod metrics;
 pub mod oauth;
 pub mod router;
 pub mod server;
@@ -27,6 +28,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     /// Webhook body bytes in flight across all requests, in KiB permits.
     pub webhook_bytes: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The Prometheus recorder, when `GATEWAY_METRICS` is on.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Gateway {
@@ -35,10 +38,12 @@ impl Gateway {
         let webhook_bytes = std::sync::Arc::new(tokio::sync::Semaphore::new(webhooks::kib(
             config.webhook_bytes_in_flight,
         ) as usize));
+        let metrics = config.metrics_enabled.then(metrics::recorder).flatten();
         Ok(Self {
             config,
             upstream,
             webhook_bytes,
+            metrics,
         })
     }
 }

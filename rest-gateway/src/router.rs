@@ -18,6 +18,11 @@ pub async fn route(
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = parts.method.clone();
     match segments.as_slice() {
+        ["metrics"] => match (&method, &gateway.metrics) {
+            (&Method::GET, Some(handle)) => Ok(crate::metrics::render(handle)),
+            (_, Some(_)) => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
+            (_, None) => Err(GatewayError::NotFound),
+        },
         ["health"] | ["healthz"] => match method {
             Method::GET | Method::HEAD => Ok(health::health(gateway).await),
             _ => Err(GatewayError::MethodNotAllowed { allow: "GET, HEAD" }),
@@ -115,6 +120,34 @@ pub async fn route(
     }
 }
 
+/// The route template of a path (`:id` placeholders, which every text-format parser reads
+/// inside a label), the bounded `route` label of the request metrics.
+pub fn template(path: &str) -> &'static str {
+    let path = path.trim_end_matches('/');
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["metrics"] => "/metrics",
+        ["health"] => "/health",
+        ["healthz"] => "/healthz",
+        ["api", "integrations"] => "/api/integrations",
+        ["api", "integrations", _] => "/api/integrations/:id",
+        ["api", "auth", "code", "github"] => "/api/auth/code/github",
+        ["api", "integrations", _, "authorize"] => "/api/integrations/:id/authorize",
+        ["api", "integrations", _, "callback"] => "/api/integrations/:provider/callback",
+        ["api", "integrations", _, "events"] => "/api/integrations/:id/events",
+        ["api", "integrations", _, "events", _] => "/api/integrations/:id/events/:eventId",
+        ["api", "integrations", _, "events", _, "replay"] => {
+            "/api/integrations/:id/events/:eventId/replay"
+        }
+        ["api", "integrations", _, "webhook"] => "/api/integrations/:id/webhook",
+        ["api", "integrations", _, "webhook", "rotate"] => "/api/integrations/:id/webhook/rotate",
+        ["api", "integrations", _, "webhook", _] => {
+            "/api/integrations/:provider/webhook/:integration_id"
+        }
+        _ => "unmatched",
+    }
+}
+
 /// A percent-decoded path segment; ids are short, printable strings.
 fn decode_segment(segment: &str) -> Result<String, GatewayError> {
     let decoded = percent_encoding::percent_decode_str(segment)
@@ -143,6 +176,19 @@ mod tests {
                 Err(err) => prop_assert_eq!(err.parts().0.as_u16(), 400),
             }
         }
+    }
+
+    #[test]
+    fn templates_hide_ids() {
+        assert_eq!(
+            template("/api/integrations/github/"),
+            "/api/integrations/:id"
+        );
+        assert_eq!(
+            template("/api/integrations/github/events/0b7e3e4a-1c2d-4e5f-8a9b-0c1d2e3f4a5b/replay"),
+            "/api/integrations/:id/events/:eventId/replay"
+        );
+        assert_eq!(template("/wp-admin/x/y/z/w/v"), "unmatched");
     }
 
     #[test]

@@ -238,6 +238,14 @@ async fn handle_identified(
             }
         }
     };
+    if gateway.metrics.is_some() {
+        crate::metrics::record_request(
+            router::template(&path),
+            &method,
+            response.status(),
+            started.elapsed(),
+        );
+    }
     tracing::info!(
         %method,
         path = %path,

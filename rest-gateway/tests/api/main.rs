@@ -6,6 +6,7 @@ mod edges;
 mod events;
 mod integrations;
 mod limits;
+mod metrics;
 mod oauth;
 mod provider_webhooks;
 mod request_tracing;
