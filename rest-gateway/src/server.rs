@@ -62,7 +62,7 @@ async fn handle(gateway: &Gateway, request: Request<Incoming>) -> crate::http::H
         Ok(response) => response,
         Err(err) => error_response(&err),
     };
-    tracing::info!(
+    tracing::debug!(
         %method,
         path = %path,
         status = response.status().as_u16(),
