@@ -13,8 +13,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, ConnectionTrait, Database, Dat
 use std::time::Duration;
 use uuid::Uuid;
 
-pub const ENCRYPTION_KEY: &str =
-    "4f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+pub const ENCRYPTION_KEY: &str = "4f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 pub const WEBHOOK_SECRET: &str = "bench-webhook-secret";
 pub const JWT_SECRET: &str = "bench-jwt-secret";
 
@@ -160,4 +159,3 @@ pub async fn wait_for_port(port: u16) -> anyhow::Result<()> {
     }
     bail!("nothing listens on port {port}")
 }
-

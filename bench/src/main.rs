@@ -207,9 +207,8 @@ impl Row {
         if self.cpu.is_empty() || self.measure.requests == 0 {
             return "-".into();
         }
-        let per = |d: &Option<Duration>| {
-            d.map(|d| d.as_secs_f64() * 1e6 / self.measure.requests as f64)
-        };
+        let per =
+            |d: &Option<Duration>| d.map(|d| d.as_secs_f64() * 1e6 / self.measure.requests as f64);
         let parts: Vec<f64> = self.cpu.iter().filter_map(per).collect();
         let total: f64 = parts.iter().sum();
         if parts.len() > 1 {
@@ -261,7 +260,11 @@ async fn run_ingest(
                     .profile_dir
                     .join(format!("{}-{}.perf.data", database.kind, process.name));
                 if let Some(pid) = process.pid() {
-                    recordings.push((process.name, file.clone(), PerfRecording::start(pid, &file)?));
+                    recordings.push((
+                        process.name,
+                        file.clone(),
+                        PerfRecording::start(pid, &file)?,
+                    ));
                 }
             }
             recordings

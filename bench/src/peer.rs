@@ -17,7 +17,10 @@ pub async fn install(dir: &Path) -> anyhow::Result<()> {
     if dir.join("node_modules").is_dir() {
         return Ok(());
     }
-    println!("installing the Node peer's packages (npm ci in {})", dir.display());
+    println!(
+        "installing the Node peer's packages (npm ci in {})",
+        dir.display()
+    );
     let status = Command::new("npm")
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
         .current_dir(dir)

@@ -102,7 +102,16 @@ impl PerfRecording {
     pub fn start(pid: u32, output: &Path) -> anyhow::Result<Self> {
         let output = output.display().to_string();
         let child = Command::new("perf")
-            .args(["record", "-e", "cpu-clock", "-F", "999", "-g", "-o", &output])
+            .args([
+                "record",
+                "-e",
+                "cpu-clock",
+                "-F",
+                "999",
+                "-g",
+                "-o",
+                &output,
+            ])
             .args(["-p", &pid.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -122,7 +131,15 @@ impl PerfRecording {
         }
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
         let report = Command::new("perf")
-            .args(["report", "-i", &self.output, "--stdio", "--no-children", "-g", "none"])
+            .args([
+                "report",
+                "-i",
+                &self.output,
+                "--stdio",
+                "--no-children",
+                "-g",
+                "none",
+            ])
             .args(["--sort", "dso,symbol", "--percent-limit", "1", "-q"])
             .stderr(Stdio::null())
             .output()

@@ -128,9 +128,10 @@ pub async fn drive_access_token(
                 request
                     .metadata_mut()
                     .insert("authorization", bearer.clone());
-                request
-                    .metadata_mut()
-                    .insert("x-organization-id", tonic::metadata::MetadataValue::from_static("1"));
+                request.metadata_mut().insert(
+                    "x-organization-id",
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
                 let started = Instant::now();
                 match client.get_access_token(request).await {
                     Ok(_) => tally.latencies.push(started.elapsed()),

@@ -132,9 +132,15 @@ mod tests {
                 "postgres://127.0.0.1/db?sslmode=require",
             ),
             // Another machine: sqlx's default (prefer) stays.
-            ("postgres://db.internal:5432/app", "postgres://db.internal:5432/app"),
+            (
+                "postgres://db.internal:5432/app",
+                "postgres://db.internal:5432/app",
+            ),
             ("postgres://10.0.0.5/app", "postgres://10.0.0.5/app"),
-            ("sqlite://./data/x.db?mode=rwc", "sqlite://./data/x.db?mode=rwc"),
+            (
+                "sqlite://./data/x.db?mode=rwc",
+                "sqlite://./data/x.db?mode=rwc",
+            ),
         ] {
             assert_eq!(without_loopback_tls(given), expected, "{given}");
         }
