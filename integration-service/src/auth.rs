@@ -3,7 +3,14 @@
 //! Sources, first match wins: `authorization: Bearer <jwt>`, the `sb-access-token` cookie, the
 //! @supabase/ssr `sb-<ref>-auth-token` cookie (JSON or `base64-`-prefixed JSON holding
 //! `access_token`, possibly split into `.0`, `.1`, ... chunks). The JWT is HS256 with
-//! `SUPABASE_JWT_SECRET`; `exp` is enforced; `role: service_role` marks an internal caller.
+//! `SUPABASE_JWT_SECRET`.
+//!
+//! Only sessions as Supabase issues them pass, because the main application may sign other
+//! HS256 tokens with the same secret: `exp`, `nbf` and `iat` are checked (30 s leeway); a user
+//! needs `role: "authenticated"`, `aud` containing `"authenticated"` (a string or an array, as
+//! RFC 7519 allows) and a UUID `sub`; `role: "service_role"` (Supabase's service key) is an
+//! internal caller and nothing else; with `SUPABASE_URL` configured a user token's `iss` must
+//! be `{SUPABASE_URL}/auth/v1`.
 
 use base64::Engine;
 use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
@@ -17,11 +24,21 @@ use crate::error::{Problem, ServiceError};
 const LEEWAY_SECONDS: u64 = 30;
 
 /// Credentials as the gateway forwards them (or a gRPC client sends them).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Default, Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub token: Option<String>,
     /// `x-organization-id`, else the `org_id` cookie.
     pub requested_organization: Option<String>,
+}
+
+/// The session token is a bearer credential: `Debug` says whether there is one, never what.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("requested_organization", &self.requested_organization)
+            .finish()
+    }
 }
 
 /// An authenticated caller.
@@ -32,62 +49,123 @@ pub enum Caller {
     Service,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     pub exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
 }
+
+/// `aud`: one audience or several (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    pub fn contains(&self, wanted: &str) -> bool {
+        match self {
+            Self::One(aud) => aud == wanted,
+            Self::Many(auds) => auds.iter().any(|aud| aud == wanted),
+        }
+    }
+}
+
+impl From<&str> for Audience {
+    fn from(aud: &str) -> Self {
+        Self::One(aud.to_string())
+    }
+}
+
+/// The role and audience of a Supabase user session.
+pub const USER_ROLE: &str = "authenticated";
+/// The role of Supabase's service key.
+pub const SERVICE_ROLE: &str = "service_role";
 
 /// Verifies session JWTs with the configured HS256 secret.
 #[derive(Clone)]
 pub struct SessionVerifier {
     key: DecodingKey,
     validation: Validation,
+    /// `{SUPABASE_URL}/auth/v1` when `SUPABASE_URL` is configured.
+    issuer: Option<String>,
 }
 
 impl SessionVerifier {
     pub fn new(secret: &str) -> Self {
         let mut validation = Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        // The audience is checked below, where a service key (which has none) is told apart.
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp"]);
         Self {
             key: DecodingKey::from_secret(secret.as_bytes()),
             validation,
+            issuer: None,
         }
     }
 
+    /// Requires user tokens to come from this issuer (`{SUPABASE_URL}/auth/v1`).
+    pub fn with_issuer(mut self, issuer: Option<String>) -> Self {
+        self.issuer = issuer;
+        self
+    }
+
     pub fn verify(&self, token: &str) -> Result<Caller, ServiceError> {
+        let refused = |why: &str| {
+            ServiceError::Unauthenticated(Problem::new("Invalid or expired session").details(why))
+        };
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
-                let why = match e.kind() {
+                refused(match e.kind() {
                     ErrorKind::ExpiredSignature => "the session has expired",
+                    ErrorKind::ImmatureSignature => "the session is not valid yet",
                     ErrorKind::InvalidSignature => "the session signature is not valid",
                     ErrorKind::InvalidAlgorithm => "the session must be signed with HS256",
                     _ => "the session token is malformed",
-                };
-                ServiceError::Unauthenticated(
-                    Problem::new("Invalid or expired session").details(why),
-                )
+                })
             })?;
         let claims = data.claims;
-        if claims.role.as_deref() == Some("service_role") {
-            return Ok(Caller::Service);
+        let now = chrono::Utc::now().timestamp();
+        if claims
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(LEEWAY_SECONDS as i64))
+        {
+            return Err(refused("the session was issued in the future"));
+        }
+        match claims.role.as_deref() {
+            Some(SERVICE_ROLE) => return Ok(Caller::Service),
+            Some(USER_ROLE) => {}
+            _ => return Err(refused("the session is not a user session")),
+        }
+        if !claims
+            .aud
+            .as_ref()
+            .is_some_and(|aud| aud.contains(USER_ROLE))
+        {
+            return Err(refused("the session is not meant for this application"));
+        }
+        if let Some(issuer) = &self.issuer {
+            if claims.iss.as_deref() != Some(issuer.as_str()) {
+                return Err(refused("the session was issued by another project"));
+            }
         }
         let sub = claims.sub.as_deref().unwrap_or_default();
-        let user = Uuid::parse_str(sub).map_err(|_| {
-            ServiceError::Unauthenticated(
-                Problem::new("Invalid or expired session").details("the session has no user id"),
-            )
-        })?;
+        let user = Uuid::parse_str(sub).map_err(|_| refused("the session has no user id"))?;
         Ok(Caller::User(user))
     }
 }
@@ -208,6 +286,8 @@ fn percent_decode(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::Strategy;
+
     use super::*;
 
     const SECRET: &str = "test-secret-with-enough-length-000000";
@@ -216,44 +296,272 @@ mod tests {
         sign_session(secret, claims).unwrap()
     }
 
-    fn claims(sub: Option<&str>, exp_from_now: i64, role: Option<&str>) -> Claims {
+    fn user_claims(user: &Uuid) -> Claims {
+        let now = chrono::Utc::now().timestamp();
         Claims {
-            sub: sub.map(str::to_string),
-            exp: chrono::Utc::now().timestamp() + exp_from_now,
-            iat: None,
-            role: role.map(str::to_string),
+            sub: Some(user.to_string()),
+            exp: now + 600,
+            iat: Some(now),
+            role: Some(USER_ROLE.into()),
             aud: Some("authenticated".into()),
+            ..Claims::default()
         }
+    }
+
+    fn refused(verifier: &SessionVerifier, claims: &Claims) -> bool {
+        matches!(
+            verifier.verify(&token(claims, SECRET)),
+            Err(ServiceError::Unauthenticated(_))
+        )
     }
 
     #[test]
     fn verifies_user_and_service_tokens() {
         let user = Uuid::new_v4();
         let verifier = SessionVerifier::new(SECRET);
-        let t = token(
-            &claims(Some(&user.to_string()), 600, Some("authenticated")),
-            SECRET,
-        );
+        let t = token(&user_claims(&user), SECRET);
         assert_eq!(verifier.verify(&t).unwrap(), Caller::User(user));
-        let t = token(&claims(None, 600, Some("service_role")), SECRET);
+        let array_aud = Claims {
+            aud: Some(Audience::Many(vec!["other".into(), "authenticated".into()])),
+            ..user_claims(&user)
+        };
+        let t = token(&array_aud, SECRET);
+        assert_eq!(verifier.verify(&t).unwrap(), Caller::User(user));
+        // Supabase's service key: no sub, no aud, iss "supabase".
+        let service = Claims {
+            sub: None,
+            aud: None,
+            role: Some(SERVICE_ROLE.into()),
+            iss: Some("supabase".into()),
+            ..user_claims(&user)
+        };
+        let t = token(&service, SECRET);
         assert_eq!(verifier.verify(&t).unwrap(), Caller::Service);
     }
 
     #[test]
-    fn refuses_expired_foreign_and_userless_tokens() {
+    fn time_claims_are_enforced_with_leeway() {
+        let user = Uuid::new_v4();
         let verifier = SessionVerifier::new(SECRET);
-        let user = Uuid::new_v4().to_string();
-        for t in [
-            token(&claims(Some(&user), -120, None), SECRET),
-            token(&claims(Some(&user), 600, None), "another-secret"),
-            token(&claims(None, 600, Some("authenticated")), SECRET),
-            "not.a.jwt".to_string(),
+        let now = chrono::Utc::now().timestamp();
+        let base = || user_claims(&user);
+        assert!(refused(
+            &verifier,
+            &Claims {
+                exp: now - 120,
+                ..base()
+            }
+        ));
+        assert!(!refused(
+            &verifier,
+            &Claims {
+                exp: now - 10,
+                ..base()
+            }
+        ));
+        assert!(refused(
+            &verifier,
+            &Claims {
+                nbf: Some(now + 120),
+                ..base()
+            }
+        ));
+        assert!(!refused(
+            &verifier,
+            &Claims {
+                nbf: Some(now + 10),
+                ..base()
+            }
+        ));
+        assert!(refused(
+            &verifier,
+            &Claims {
+                iat: Some(now + 120),
+                ..base()
+            }
+        ));
+        assert!(!refused(
+            &verifier,
+            &Claims {
+                iat: Some(now + 10),
+                ..base()
+            }
+        ));
+        assert!(refused(
+            &verifier,
+            &Claims {
+                exp: i64::MIN,
+                ..base()
+            }
+        ));
+        assert!(!refused(
+            &verifier,
+            &Claims {
+                iat: Some(i64::MIN),
+                ..base()
+            }
+        ));
+        assert!(refused(
+            &verifier,
+            &Claims {
+                iat: Some(i64::MAX),
+                ..base()
+            }
+        ));
+    }
+
+    #[test]
+    fn only_authenticated_users_of_this_audience_pass() {
+        let user = Uuid::new_v4();
+        let verifier = SessionVerifier::new(SECRET);
+        let base = || user_claims(&user);
+        for claims in [
+            Claims {
+                role: Some("anon".into()),
+                ..base()
+            },
+            Claims {
+                role: None,
+                ..base()
+            },
+            Claims {
+                role: Some("Authenticated".into()),
+                ..base()
+            },
+            Claims {
+                aud: None,
+                ..base()
+            },
+            Claims {
+                aud: Some("anon".into()),
+                ..base()
+            },
+            Claims {
+                aud: Some(Audience::Many(vec![])),
+                ..base()
+            },
+            Claims {
+                aud: Some(Audience::Many(vec!["x".into()])),
+                ..base()
+            },
+            Claims {
+                sub: None,
+                ..base()
+            },
+            Claims {
+                sub: Some("not-a-uuid".into()),
+                ..base()
+            },
         ] {
-            assert!(matches!(
-                verifier.verify(&t),
-                Err(ServiceError::Unauthenticated(_))
-            ));
+            assert!(refused(&verifier, &claims), "{claims:?}");
         }
+        assert!(matches!(
+            verifier.verify(&token(&base(), "another-secret")),
+            Err(ServiceError::Unauthenticated(_))
+        ));
+        assert!(verifier.verify("not.a.jwt").is_err());
+    }
+
+    #[test]
+    fn the_issuer_is_checked_when_configured() {
+        let user = Uuid::new_v4();
+        let issuer = "https://abc.supabase.co/auth/v1";
+        let verifier = SessionVerifier::new(SECRET).with_issuer(Some(issuer.into()));
+        assert!(refused(&verifier, &user_claims(&user)));
+        let foreign = Claims {
+            iss: Some("https://other.supabase.co/auth/v1".into()),
+            ..user_claims(&user)
+        };
+        assert!(refused(&verifier, &foreign));
+        let ours = Claims {
+            iss: Some(issuer.into()),
+            ..user_claims(&user)
+        };
+        assert!(!refused(&verifier, &ours));
+        // The service key's issuer is "supabase": a service caller is not a user session.
+        let service = Claims {
+            role: Some(SERVICE_ROLE.into()),
+            iss: Some("supabase".into()),
+            ..user_claims(&user)
+        };
+        assert!(!refused(&verifier, &service));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_claims_json_is_verified_or_cleanly_refused(
+            claims in proptest::collection::hash_map(
+                "sub|exp|nbf|iat|role|aud|iss|x",
+                proptest::prop_oneof![
+                    proptest::prelude::any::<i64>().prop_map(serde_json::Value::from),
+                    proptest::prelude::any::<f64>().prop_map(serde_json::Value::from),
+                    "\\PC{0,20}".prop_map(serde_json::Value::from),
+                    proptest::prelude::Just(serde_json::json!(["authenticated", 1])),
+                    proptest::prelude::Just(serde_json::Value::Null),
+                ],
+                0..8,
+            )
+        ) {
+            let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+            let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&claims).unwrap());
+            let message = format!("{header}.{payload}");
+            let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+            let signature = jsonwebtoken::crypto::sign(
+                message.as_bytes(),
+                &key,
+                jsonwebtoken::Algorithm::HS256,
+            )
+            .unwrap();
+            let verifier = SessionVerifier::new(SECRET);
+            match verifier.verify(&format!("{message}.{signature}")) {
+                Ok(_) | Err(ServiceError::Unauthenticated(_)) => {}
+                Err(other) => proptest::prop_assert!(false, "{other:?}"),
+            }
+        }
+
+        #[test]
+        fn cookie_and_chunk_parsing_never_panic(header in "\\PC{0,300}") {
+            let cookies = parse_cookie_header(&header);
+            let _ = session_from_cookies(&cookies);
+            let _ = access_token_from_ssr_value(&header);
+        }
+
+        #[test]
+        fn chunked_ssr_cookies_reassemble_in_any_order(
+            token in "[A-Za-z0-9._-]{1,200}",
+            cut in 1usize..40,
+            reverse in proptest::prelude::any::<bool>(),
+        ) {
+            let json = serde_json::json!({"access_token": token}).to_string();
+            let value = format!(
+                "base64-{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+            );
+            let mut chunks: Vec<String> = value
+                .as_bytes()
+                .chunks(cut)
+                .enumerate()
+                .map(|(i, c)| format!("sb-ref-auth-token.{i}={}", std::str::from_utf8(c).unwrap()))
+                .collect();
+            if reverse {
+                chunks.reverse();
+            }
+            let cookies = parse_cookie_header(&chunks.join("; "));
+            proptest::prop_assert_eq!(session_from_cookies(&cookies), Some(token));
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_session() {
+        let creds = Credentials {
+            token: Some("eyJ.secret.sig".into()),
+            requested_organization: Some("2".into()),
+        };
+        let shown = format!("{creds:?}");
+        assert!(!shown.contains("eyJ"), "{shown}");
+        assert!(shown.contains("[redacted]"));
     }
 
     #[test]

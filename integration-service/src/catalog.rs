@@ -58,8 +58,57 @@ pub enum WebhookScheme {
     None,
     /// `X-Hub-Signature-256`, per-integration secret, URL names the integration.
     GithubHmacSha256,
-    /// `X-Slack-Signature` v0 with the app's signing secret, routed by team id.
+    /// `X-Slack-Signature` v0 with the app's signing secret, routed by installation.
     SlackV0,
+    /// GitLab: `X-Gitlab-Token` equal to the integration's generated secret.
+    GitlabToken,
+    /// Bitbucket Cloud: `X-Hub-Signature: sha256=<hex HMAC of the body>`.
+    BitbucketHmacSha256,
+    /// Jira / Atlassian webhooks with a secret: `X-Hub-Signature: sha256=<hex HMAC>`.
+    JiraHmacSha256,
+    /// Google push channels (Drive, Calendar): `X-Goog-Channel-Token` equal to ours.
+    GooglePushChannel,
+    /// Microsoft Graph change notifications: `validationToken` handshake, `clientState`
+    /// equal to ours in every notification of a batch.
+    MicrosoftGraph,
+}
+
+impl WebhookScheme {
+    /// Whether deliveries name their integration in the URL (its own secret verifies them);
+    /// app-level schemes route by the account in the payload instead.
+    pub fn per_integration(self) -> bool {
+        !matches!(self, Self::None | Self::SlackV0)
+    }
+}
+
+impl WebhookScheme {
+    /// The header carrying the signature or token: without it a delivery is unauthenticated
+    /// (401). Microsoft Graph carries its `clientState` in the body.
+    pub fn signature_header(&self) -> Option<&'static str> {
+        match self {
+            Self::None | Self::MicrosoftGraph => None,
+            Self::GithubHmacSha256 => Some("x-hub-signature-256"),
+            Self::SlackV0 => Some("x-slack-signature"),
+            Self::GitlabToken => Some("x-gitlab-token"),
+            Self::BitbucketHmacSha256 | Self::JiraHmacSha256 => Some("x-hub-signature"),
+            Self::GooglePushChannel => Some("x-goog-channel-token"),
+        }
+    }
+
+    /// Every other header a delivery of this scheme must carry (lower case); checked before
+    /// the body is read (`webhooks::admission`). Add a scheme's headers here.
+    pub fn required_headers(&self) -> &'static [&'static str] {
+        match self {
+            Self::GithubHmacSha256 => &["x-github-event", "x-github-delivery"],
+            Self::SlackV0 => &["x-slack-request-timestamp"],
+            Self::None
+            | Self::GitlabToken
+            | Self::BitbucketHmacSha256
+            | Self::JiraHmacSha256
+            | Self::GooglePushChannel
+            | Self::MicrosoftGraph => &[],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -127,12 +176,12 @@ impl Provider {
     pub fn webhook_path(&self, integration_id: &uuid::Uuid) -> Option<String> {
         match self.webhook {
             WebhookScheme::None => None,
-            WebhookScheme::GithubHmacSha256 => Some(format!(
+            // One app-level URL: deliveries are routed by installation.
+            WebhookScheme::SlackV0 => Some(format!("/api/integrations/{}/webhook", self.name)),
+            _ => Some(format!(
                 "/api/integrations/{}/webhook/{integration_id}",
                 self.name
             )),
-            // One app-level URL: deliveries are routed by team id.
-            WebhookScheme::SlackV0 => Some(format!("/api/integrations/{}/webhook", self.name)),
         }
     }
 }

@@ -10,6 +10,7 @@ use std::{
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use rand::RngCore;
@@ -28,6 +29,8 @@ pub enum ConfigError {
     Missing { variable: &'static str, why: String },
     #[error("{variable} is invalid: {why}")]
     Invalid { variable: String, why: String },
+    #[error("refusing the development secret {path}: {why} (delete it to have a new one generated, or set the variable)")]
+    UntrustedDevSecret { path: PathBuf, why: String },
     #[error("could not prepare the development secret {path}: {source}")]
     DevSecret {
         path: PathBuf,
@@ -73,6 +76,8 @@ pub struct Config {
     pub encryption_key: EncryptionKey,
     pub previous_encryption_keys: Vec<EncryptionKey>,
     pub jwt_secret: Secret,
+    /// `SUPABASE_URL`: when set, user sessions must carry `iss = {SUPABASE_URL}/auth/v1`.
+    pub supabase_url: Option<Url>,
     pub app_url: Url,
     pub public_api_url: Url,
     /// `PROVIDERS_FILE`: extra or overriding catalog entries.
@@ -87,6 +92,19 @@ pub struct Config {
     /// `TOKEN_REFRESH_INTERVAL_SECS` (default 60; 0 turns it off): how often the background
     /// task refreshes access tokens that expire soon.
     pub token_refresh_interval: Option<std::time::Duration>,
+    /// `GRPC_REFLECTION` (`on` outside production, `off` in production): serve the reflection
+    /// services that let grpcurl discover the API.
+    pub grpc_reflection: bool,
+    /// `GRPC_MAX_CONCURRENT_STREAMS` (256): calls at once on one HTTP/2 connection.
+    pub grpc_max_concurrent_streams: u32,
+    /// `GRPC_REQUEST_TIMEOUT_SECS` (60; 0 = none): deadline of a unary call, and the most a
+    /// client's `grpc-timeout` is honoured beyond. Streams (`SubscribeEvents`) are not bounded.
+    pub grpc_request_timeout: Option<std::time::Duration>,
+    /// `WEBHOOK_RETENTION_DAYS` (30; 0 keeps events forever): processed and dead events older
+    /// than this are deleted.
+    pub webhook_retention: Option<std::time::Duration>,
+    /// Per-integration budgets of verified deliveries (`WEBHOOK_TENANT_*`).
+    pub webhook_quota: crate::webhooks::quota::QuotaLimits,
 }
 
 /// Reads variables by name; `std::env::var` in production, a map in tests.
@@ -135,150 +153,308 @@ impl Config {
     }
 
     pub fn from_vars(vars: &dyn Vars) -> Result<Self, ConfigError> {
-        let get = |name: &str| vars.get(name).filter(|v| !v.trim().is_empty());
-        let database_url = get("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-        let sqlite = database_url.starts_with("sqlite:");
-        if !sqlite
-            && !database_url.starts_with("postgres://")
-            && !database_url.starts_with("postgresql://")
-        {
-            return Err(invalid(
-                "DATABASE_URL",
-                "expected a sqlite://... or postgres://... URL",
-            ));
-        }
-        let production = match get("APP_ENV").as_deref() {
-            None | Some("development") | Some("test") => false,
-            Some("production") => true,
-            Some(other) => {
-                return Err(invalid(
-                    "APP_ENV",
-                    &format!("expected production, development or test, got {other:?}"),
-                ))
-            }
-        };
-        // Development secrets are only ever generated for an SQLite database outside production.
-        let dev_dir = (sqlite && !production).then(|| sqlite_data_dir(&database_url));
-        let refuse_why = if production {
-            "APP_ENV=production never uses a generated development secret".to_string()
-        } else {
-            "a PostgreSQL database never uses a generated development secret".to_string()
-        };
-
-        let encryption_key = match get("INTEGRATION_ENCRYPTION_KEY") {
-            Some(hex) => parse_key("INTEGRATION_ENCRYPTION_KEY", &hex)?,
-            None => match &dev_dir {
-                Some(dir) => {
-                    let hex = dev_secret(
-                        dir.as_deref(),
-                        "encryption.key",
-                        "INTEGRATION_ENCRYPTION_KEY",
-                    )?;
-                    parse_key("INTEGRATION_ENCRYPTION_KEY", &hex)?
-                }
-                None => {
-                    return Err(ConfigError::Missing {
-                        variable: "INTEGRATION_ENCRYPTION_KEY",
-                        why: format!("64 hex characters (32 bytes); {refuse_why}"),
-                    })
-                }
-            },
-        };
-        let previous_encryption_keys = match get("INTEGRATION_ENCRYPTION_KEY_PREVIOUS") {
-            None => Vec::new(),
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|k| !k.is_empty())
-                .map(|k| parse_key("INTEGRATION_ENCRYPTION_KEY_PREVIOUS", k))
-                .collect::<Result<_, _>>()?,
-        };
-        let jwt_secret = match get("SUPABASE_JWT_SECRET") {
-            Some(secret) => Secret::new(secret),
-            None => match &dev_dir {
-                Some(dir) => Secret::new(dev_secret(
-                    dir.as_deref(),
-                    "jwt.secret",
-                    "SUPABASE_JWT_SECRET",
-                )?),
-                None => {
-                    return Err(ConfigError::Missing {
-                        variable: "SUPABASE_JWT_SECRET",
-                        why: format!("the HS256 secret of Supabase session JWTs; {refuse_why}"),
-                    })
-                }
-            },
-        };
-
-        let grpc_addr = get("GRPC_ADDR").unwrap_or_else(|| DEFAULT_GRPC_ADDR.into());
-        let grpc_addr = grpc_addr.parse().map_err(|_| {
-            invalid(
-                "GRPC_ADDR",
-                &format!("expected host:port, got {grpc_addr:?}"),
-            )
-        })?;
-        let app_url = match get("APP_URL").or_else(|| get("NEXT_PUBLIC_APP_URL")) {
-            Some(url) => parse_url("APP_URL", &url)?,
-            None => parse_url("APP_URL", DEFAULT_APP_URL)?,
-        };
-        let public_api_url = parse_url(
-            "PUBLIC_API_URL",
-            &get("PUBLIC_API_URL").unwrap_or_else(|| DEFAULT_PUBLIC_API_URL.into()),
-        )?;
-        let provider_vars = vars
-            .all()
-            .into_iter()
-            .filter(|(name, value)| {
-                !value.trim().is_empty() && PROVIDER_VAR_SUFFIXES.iter().any(|s| name.ends_with(s))
-            })
-            .map(|(name, value)| (name, Secret::new(value)))
-            .collect();
-
-        let oauth_state_cookie = match get("OAUTH_STATE_COOKIE").as_deref().map(str::trim) {
-            None | Some("on") | Some("true") | Some("1") => true,
-            Some("off") | Some("false") | Some("0") => false,
-            Some(other) => {
-                return Err(invalid(
-                    "OAUTH_STATE_COOKIE",
-                    &format!("expected on or off, got {other:?}"),
-                ))
-            }
-        };
-
-        let token_refresh_interval = match get("TOKEN_REFRESH_INTERVAL_SECS") {
-            None => Some(std::time::Duration::from_secs(60)),
-            Some(text) => match text.trim().parse::<u64>() {
-                Ok(0) => None,
-                Ok(secs) => Some(std::time::Duration::from_secs(secs)),
-                Err(_) => {
-                    return Err(invalid(
-                        "TOKEN_REFRESH_INTERVAL_SECS",
-                        &format!("expected a number of seconds, got {text:?}"),
-                    ))
-                }
-            },
-        };
-
+        let env = Env(vars);
+        let (database_url, production) = database(&env)?;
+        let dev_dir = development_secrets_dir(&database_url, production);
+        let keys = keys(&env, &dev_dir, production)?;
+        let session = sessions(&env, &dev_dir, production)?;
+        let urls = urls(&env)?;
+        let grpc = grpc(&env, production)?;
         Ok(Self {
             database_url,
-            grpc_addr,
+            grpc_addr: grpc.addr,
             production,
-            encryption_key,
-            previous_encryption_keys,
-            jwt_secret,
-            app_url,
-            public_api_url,
-            providers_file: get("PROVIDERS_FILE").map(PathBuf::from),
-            provider_vars,
-            oauth_state_cookie,
-            token_refresh_interval,
+            encryption_key: keys.current,
+            previous_encryption_keys: keys.previous,
+            jwt_secret: session.jwt_secret,
+            supabase_url: session.supabase_url,
+            app_url: urls.app,
+            public_api_url: urls.public_api,
+            providers_file: env.get("PROVIDERS_FILE").map(PathBuf::from),
+            provider_vars: provider_vars(vars),
+            oauth_state_cookie: env.switch("OAUTH_STATE_COOKIE", true)?,
+            token_refresh_interval: env.optional_secs("TOKEN_REFRESH_INTERVAL_SECS", 60)?,
+            grpc_reflection: grpc.reflection,
+            grpc_max_concurrent_streams: grpc.max_concurrent_streams,
+            grpc_request_timeout: grpc.request_timeout,
+            webhook_retention: retention(&env)?,
+            webhook_quota: webhook_quota(&env)?,
         })
+    }
+
+    /// `{SUPABASE_URL}/auth/v1`, the `iss` of user sessions, when `SUPABASE_URL` is set.
+    pub fn session_issuer(&self) -> Option<String> {
+        self.supabase_url
+            .as_ref()
+            .map(|url| format!("{}/auth/v1", url.as_str().trim_end_matches('/')))
     }
 
     /// A provider variable's value (`GITHUB_CLIENT_ID`...), when set.
     pub fn provider_var(&self, name: &str) -> Option<&Secret> {
         self.provider_vars.get(name)
     }
+}
+
+/// Non-empty variables, with the parsers every group shares.
+struct Env<'a>(&'a dyn Vars);
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// `on`/`off` (also `true`/`false`, `1`/`0`).
+    fn switch(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.get(name).as_deref().map(str::trim) {
+            None => Ok(default),
+            Some("on" | "true" | "1") => Ok(true),
+            Some("off" | "false" | "0") => Ok(false),
+            Some(other) => Err(invalid(name, &format!("expected on or off, got {other:?}"))),
+        }
+    }
+
+    fn number(&self, name: &str, default: u64) -> Result<u64, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| invalid(name, &format!("expected a whole number, got {text:?}"))),
+        }
+    }
+
+    /// Seconds, where 0 turns the feature off.
+    fn optional_secs(&self, name: &str, default: u64) -> Result<Option<Duration>, ConfigError> {
+        Ok(match self.number(name, default)? {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        })
+    }
+}
+
+/// `DATABASE_URL` and `APP_ENV`.
+fn database(env: &Env) -> Result<(String, bool), ConfigError> {
+    let database_url = env
+        .get("DATABASE_URL")
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+    if !database_url.starts_with("sqlite:")
+        && !database_url.starts_with("postgres://")
+        && !database_url.starts_with("postgresql://")
+    {
+        return Err(invalid(
+            "DATABASE_URL",
+            "expected a sqlite://... or postgres://... URL",
+        ));
+    }
+    let production = match env.get("APP_ENV").as_deref() {
+        None | Some("development") | Some("test") => false,
+        Some("production") => true,
+        Some(other) => {
+            return Err(invalid(
+                "APP_ENV",
+                &format!("expected production, development or test, got {other:?}"),
+            ))
+        }
+    };
+    Ok((database_url, production))
+}
+
+/// Where development secrets may be generated: only for an SQLite database outside
+/// production (`Some(None)` for an in-memory one).
+fn development_secrets_dir(database_url: &str, production: bool) -> Option<Option<PathBuf>> {
+    (database_url.starts_with("sqlite:") && !production).then(|| sqlite_data_dir(database_url))
+}
+
+fn refuse_generated_why(production: bool) -> &'static str {
+    if production {
+        "APP_ENV=production never uses a generated development secret"
+    } else {
+        "a PostgreSQL database never uses a generated development secret"
+    }
+}
+
+struct Keys {
+    current: EncryptionKey,
+    previous: Vec<EncryptionKey>,
+}
+
+/// `INTEGRATION_ENCRYPTION_KEY` and `INTEGRATION_ENCRYPTION_KEY_PREVIOUS`.
+fn keys(
+    env: &Env,
+    dev_dir: &Option<Option<PathBuf>>,
+    production: bool,
+) -> Result<Keys, ConfigError> {
+    const VARIABLE: &str = "INTEGRATION_ENCRYPTION_KEY";
+    let current = match (env.get(VARIABLE), dev_dir) {
+        (Some(hex), _) => parse_key(VARIABLE, &hex)?,
+        (None, Some(dir)) => parse_key(
+            VARIABLE,
+            &dev_secret(dir.as_deref(), "encryption.key", VARIABLE)?,
+        )?,
+        (None, None) => {
+            return Err(ConfigError::Missing {
+                variable: VARIABLE,
+                why: format!(
+                    "64 hex characters (32 bytes); {}",
+                    refuse_generated_why(production)
+                ),
+            })
+        }
+    };
+    let previous = match env.get("INTEGRATION_ENCRYPTION_KEY_PREVIOUS") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| parse_key("INTEGRATION_ENCRYPTION_KEY_PREVIOUS", k))
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(Keys { current, previous })
+}
+
+/// Shortest `SUPABASE_JWT_SECRET` accepted in production (Supabase's are 40 characters).
+pub const MIN_PRODUCTION_JWT_SECRET_LEN: usize = 32;
+
+struct Sessions {
+    jwt_secret: Secret,
+    supabase_url: Option<Url>,
+}
+
+/// `SUPABASE_JWT_SECRET` and `SUPABASE_URL`.
+fn sessions(
+    env: &Env,
+    dev_dir: &Option<Option<PathBuf>>,
+    production: bool,
+) -> Result<Sessions, ConfigError> {
+    const VARIABLE: &str = "SUPABASE_JWT_SECRET";
+    let jwt_secret = match (env.get(VARIABLE), dev_dir) {
+        (Some(secret), _) => Secret::new(secret),
+        (None, Some(dir)) => Secret::new(dev_secret(dir.as_deref(), "jwt.secret", VARIABLE)?),
+        (None, None) => {
+            return Err(ConfigError::Missing {
+                variable: VARIABLE,
+                why: format!(
+                    "the HS256 secret of Supabase session JWTs; {}",
+                    refuse_generated_why(production)
+                ),
+            })
+        }
+    };
+    if production && jwt_secret.expose().len() < MIN_PRODUCTION_JWT_SECRET_LEN {
+        return Err(invalid(
+            VARIABLE,
+            &format!(
+                "at least {MIN_PRODUCTION_JWT_SECRET_LEN} characters in production \
+                 (a short HS256 secret can be guessed offline from one token)"
+            ),
+        ));
+    }
+    let supabase_url = env
+        .get("SUPABASE_URL")
+        .map(|url| parse_url("SUPABASE_URL", &url))
+        .transpose()?;
+    Ok(Sessions {
+        jwt_secret,
+        supabase_url,
+    })
+}
+
+struct Urls {
+    app: Url,
+    public_api: Url,
+}
+
+/// `APP_URL` (alias `NEXT_PUBLIC_APP_URL`) and `PUBLIC_API_URL`.
+fn urls(env: &Env) -> Result<Urls, ConfigError> {
+    let app = parse_url(
+        "APP_URL",
+        &env.get("APP_URL")
+            .or_else(|| env.get("NEXT_PUBLIC_APP_URL"))
+            .unwrap_or_else(|| DEFAULT_APP_URL.into()),
+    )?;
+    let public_api = parse_url(
+        "PUBLIC_API_URL",
+        &env.get("PUBLIC_API_URL")
+            .unwrap_or_else(|| DEFAULT_PUBLIC_API_URL.into()),
+    )?;
+    Ok(Urls { app, public_api })
+}
+
+struct Grpc {
+    addr: SocketAddr,
+    reflection: bool,
+    max_concurrent_streams: u32,
+    request_timeout: Option<Duration>,
+}
+
+/// `GRPC_ADDR`, `GRPC_REFLECTION`, `GRPC_MAX_CONCURRENT_STREAMS`, `GRPC_REQUEST_TIMEOUT_SECS`.
+fn grpc(env: &Env, production: bool) -> Result<Grpc, ConfigError> {
+    let addr = env
+        .get("GRPC_ADDR")
+        .unwrap_or_else(|| DEFAULT_GRPC_ADDR.into());
+    let addr = addr
+        .parse()
+        .map_err(|_| invalid("GRPC_ADDR", &format!("expected host:port, got {addr:?}")))?;
+    let max_concurrent_streams = match env.number("GRPC_MAX_CONCURRENT_STREAMS", 256)? {
+        0 => {
+            return Err(invalid(
+                "GRPC_MAX_CONCURRENT_STREAMS",
+                "expected at least 1",
+            ))
+        }
+        n => u32::try_from(n).unwrap_or(u32::MAX),
+    };
+    Ok(Grpc {
+        addr,
+        reflection: env.switch("GRPC_REFLECTION", !production)?,
+        max_concurrent_streams,
+        request_timeout: env.optional_secs("GRPC_REQUEST_TIMEOUT_SECS", 60)?,
+    })
+}
+
+/// `WEBHOOK_RETENTION_DAYS` (0 = forever), at most 100 years.
+fn retention(env: &Env) -> Result<Option<Duration>, ConfigError> {
+    match env.number("WEBHOOK_RETENTION_DAYS", 30)? {
+        0 => Ok(None),
+        days if days <= 36_500 => Ok(Some(Duration::from_secs(days * 24 * 3600))),
+        _ => Err(invalid(
+            "WEBHOOK_RETENTION_DAYS",
+            "expected at most 36500 days (0 keeps events forever)",
+        )),
+    }
+}
+
+/// `WEBHOOK_TENANT_DELIVERIES_PER_SEC`, `_DELIVERIES_BURST`, `_BYTES_PER_SEC`, `_BYTES_BURST`.
+fn webhook_quota(env: &Env) -> Result<crate::webhooks::quota::QuotaLimits, ConfigError> {
+    let defaults = crate::webhooks::quota::QuotaLimits::default();
+    let positive = |name: &str, default: f64| -> Result<f64, ConfigError> {
+        match env.number(name, default as u64)? {
+            0 => Err(invalid(name, "expected at least 1")),
+            n => Ok(n as f64),
+        }
+    };
+    let limits = crate::webhooks::quota::QuotaLimits {
+        deliveries_per_sec: positive(
+            "WEBHOOK_TENANT_DELIVERIES_PER_SEC",
+            defaults.deliveries_per_sec,
+        )?,
+        deliveries_burst: positive("WEBHOOK_TENANT_DELIVERIES_BURST", defaults.deliveries_burst)?,
+        bytes_per_sec: positive("WEBHOOK_TENANT_BYTES_PER_SEC", defaults.bytes_per_sec)?,
+        bytes_burst: positive("WEBHOOK_TENANT_BYTES_BURST", defaults.bytes_burst)?,
+    };
+    Ok(limits)
+}
+
+/// Every variable a catalog entry may name, by suffix.
+fn provider_vars(vars: &dyn Vars) -> HashMap<String, Secret> {
+    vars.all()
+        .into_iter()
+        .filter(|(name, value)| {
+            !value.trim().is_empty() && PROVIDER_VAR_SUFFIXES.iter().any(|s| name.ends_with(s))
+        })
+        .map(|(name, value)| (name, Secret::new(value)))
+        .collect()
 }
 
 fn invalid(variable: &str, why: &str) -> ConfigError {
@@ -343,10 +519,17 @@ fn dev_secret(dir: Option<&Path>, name: &str, variable: &str) -> Result<String, 
         path: path.clone(),
         source,
     };
-    if let Ok(existing) = std::fs::read_to_string(&path) {
+    if path.exists() {
+        if let Some(why) = crate::private_fs::untrusted_secret_file(&path).map_err(io_err)? {
+            return Err(ConfigError::UntrustedDevSecret {
+                path: path.clone(),
+                why,
+            });
+        }
+        let existing = std::fs::read_to_string(&path).map_err(io_err)?;
         return Ok(existing.trim().to_string());
     }
-    std::fs::create_dir_all(dir).map_err(io_err)?;
+    crate::private_fs::create_private_dir_all(dir).map_err(io_err)?;
     write_private(&path, &fresh).map_err(io_err)?;
     tracing::warn!(
         "!!! {variable} is not set: generated a DEVELOPMENT secret into {} (mode 0600). \
@@ -438,6 +621,83 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_planted_development_secret_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let planted = dir.join("dev-jwt.secret");
+        std::fs::write(&planted, "attacker-chosen").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.display());
+        let err = Config::from_vars(&vars(&[
+            ("DATABASE_URL", &url),
+            ("INTEGRATION_ENCRYPTION_KEY", KEY),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("refusing the development secret"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("attacker-chosen"));
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = Config::from_vars(&vars(&[
+            ("DATABASE_URL", &url),
+            ("INTEGRATION_ENCRYPTION_KEY", KEY),
+        ]))
+        .unwrap();
+        assert_eq!(config.jwt_secret.expose(), "attacker-chosen");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn production_needs_a_long_jwt_secret_and_turns_reflection_off() {
+        let short = Config::from_vars(&vars(&[
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", "postgres://localhost/x"),
+            ("INTEGRATION_ENCRYPTION_KEY", KEY),
+            ("SUPABASE_JWT_SECRET", "short"),
+        ]))
+        .unwrap_err();
+        assert!(
+            short
+                .to_string()
+                .starts_with("SUPABASE_JWT_SECRET is invalid"),
+            "{short}"
+        );
+        assert!(!short.to_string().contains("short\""));
+        let long = "x".repeat(MIN_PRODUCTION_JWT_SECRET_LEN);
+        let config = Config::from_vars(&vars(&[
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", "postgres://localhost/x"),
+            ("INTEGRATION_ENCRYPTION_KEY", KEY),
+            ("SUPABASE_JWT_SECRET", &long),
+            ("SUPABASE_URL", "https://abc.supabase.co/"),
+        ]))
+        .unwrap();
+        assert!(!config.grpc_reflection);
+        assert_eq!(
+            config.session_issuer().as_deref(),
+            Some("https://abc.supabase.co/auth/v1")
+        );
+        let development = Config::from_vars(&vars(&[("DATABASE_URL", "sqlite::memory:")])).unwrap();
+        assert!(development.grpc_reflection);
+        assert_eq!(development.grpc_max_concurrent_streams, 256);
+        let off = Config::from_vars(&vars(&[
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("GRPC_REFLECTION", "off"),
+        ]))
+        .unwrap();
+        assert!(!off.grpc_reflection);
+        let err = Config::from_vars(&vars(&[
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("GRPC_REFLECTION", "maybe"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().starts_with("GRPC_REFLECTION is invalid"));
     }
 
     #[test]

@@ -42,7 +42,8 @@ impl AppContext {
             .await
             .map_err(StartupError::Migrations)?;
         Ok(Self {
-            sessions: SessionVerifier::new(config.jwt_secret.expose()),
+            sessions: SessionVerifier::new(config.jwt_secret.expose())
+                .with_issuer(config.session_issuer()),
             keyring: Arc::new(Keyring::new(
                 &config.encryption_key,
                 &config.previous_encryption_keys,

@@ -45,8 +45,10 @@ pub async fn issue(
             sub: Some(user_id.to_string()),
             exp: now + ttl_hours * 3600,
             iat: Some(now),
-            role: Some("authenticated".into()),
-            aud: Some("authenticated".into()),
+            role: Some(crate::auth::USER_ROLE.into()),
+            aud: Some(crate::auth::USER_ROLE.into()),
+            iss: config.session_issuer(),
+            ..Claims::default()
         },
     )?)
 }

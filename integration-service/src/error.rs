@@ -2,7 +2,8 @@
 //!
 //! The status message is the user-facing `error`; optional context travels as
 //! `google.rpc.ErrorInfo` metadata `details` (the gateway turns it into the JSON `details`).
-//! Internal causes (SQL, I/O) are logged here and never sent.
+//! Internal causes (SQL, I/O, decryption) stay on the error as its `source` for the one log
+//! line the RPC layer writes, and are never sent.
 
 use std::collections::HashMap;
 
@@ -10,10 +11,7 @@ use sea_orm::{DbErr, RuntimeErr};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// Domain of the `ErrorInfo` details this service attaches.
-pub const ERROR_DOMAIN: &str = "integrations.v1";
-/// `ErrorInfo.reason` of a failed provider call (the gateway answers 502 for it).
-pub const REASON_PROVIDER_FAILED: &str = "PROVIDER_FAILED";
+pub use service_kit::wire::{ERROR_DOMAIN, REASON_PROVIDER_FAILED};
 
 /// A user-facing message with optional context; neither may contain a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +40,9 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// A cause kept for the log: never sent to a client.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("{0}")]
@@ -56,17 +57,34 @@ pub enum ServiceError {
     FailedPrecondition(Problem),
     #[error("{0}")]
     Provider(Problem),
-    #[error("database unavailable: {0}")]
-    DatabaseUnavailable(DbErr),
-    #[error("database error: {0}")]
-    Database(DbErr),
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// Over a quota: 429 with `Retry-After` (sent as `google.rpc.RetryInfo`).
+    #[error("{problem}")]
+    QuotaExceeded {
+        problem: Problem,
+        retry_after: std::time::Duration,
+    },
+    #[error("database unavailable")]
+    DatabaseUnavailable(#[source] BoxError),
+    #[error("database error")]
+    Database(#[source] BoxError),
+    #[error("internal error: {context}")]
+    Internal {
+        /// What was being done (ids and names only, never a secret).
+        context: String,
+        #[source]
+        source: Option<BoxError>,
+    },
 }
 
+/// Constructors, written one way: `ServiceError::not_found("Integration not found")`,
+/// `ServiceError::invalid("Invalid lease").with_details("lease_seconds: 1 to 3600")`.
 impl ServiceError {
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::InvalidArgument(Problem::new(message))
+    }
+    /// "Invalid request body" with `field: why` as details.
+    pub fn invalid_field(field: &str, why: impl std::fmt::Display) -> Self {
+        Self::invalid("Invalid request body").with_details(format!("{field}: {why}"))
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::NotFound(Problem::new(message))
@@ -77,20 +95,75 @@ impl ServiceError {
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::Unauthenticated(Problem::new(message))
     }
+    pub fn failed_precondition(message: impl Into<String>) -> Self {
+        Self::FailedPrecondition(Problem::new(message))
+    }
+    pub fn provider(message: impl Into<String>) -> Self {
+        Self::Provider(Problem::new(message))
+    }
+    /// A failure of ours with no underlying error value.
+    pub fn internal(context: impl Into<String>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: None,
+        }
+    }
+    /// A failure of ours caused by `source` (kept for the log).
+    pub fn internal_caused(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self::Internal {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Adds user-facing context to a client error; internal errors keep theirs private.
+    pub fn with_details(mut self, details: impl Into<String>) -> Self {
+        match &mut self {
+            Self::InvalidArgument(p)
+            | Self::Unauthenticated(p)
+            | Self::PermissionDenied(p)
+            | Self::NotFound(p)
+            | Self::FailedPrecondition(p)
+            | Self::Provider(p)
+            | Self::QuotaExceeded { problem: p, .. } => p.details = Some(details.into()),
+            Self::DatabaseUnavailable(_) | Self::Database(_) | Self::Internal { .. } => {}
+        }
+        self
+    }
+
+    /// Whether this is our failure (logged at error level) rather than the caller's.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Self::DatabaseUnavailable(_) | Self::Database(_) | Self::Internal { .. }
+        )
+    }
+
+    /// The message with every cause, for the log line that records this error.
+    pub fn report(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(err) = cause {
+            text.push_str(": ");
+            text.push_str(&err.to_string());
+            cause = err.source();
+        }
+        text
+    }
 }
 
 impl From<DbErr> for ServiceError {
     fn from(err: DbErr) -> Self {
         if is_unavailable(&err) {
-            Self::DatabaseUnavailable(err)
+            Self::DatabaseUnavailable(Box::new(err))
         } else {
-            Self::Database(err)
+            Self::Database(Box::new(err))
         }
     }
 }
 
 /// Whether a database error means "could not reach the database" (retryable, 503).
-fn is_unavailable(err: &DbErr) -> bool {
+pub fn is_unavailable(err: &DbErr) -> bool {
     use sea_orm::sqlx::Error as Sqlx;
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
@@ -121,9 +194,19 @@ fn unavailable_code(code: &str) -> bool {
         .is_ok_and(|extended| matches!(extended & 0xff, 5 | 6))
 }
 
+/// The conversion has no side effect: the RPC layer (`grpc::respond`) logs the error once,
+/// inside the RPC's span, before converting it.
 impl From<ServiceError> for Status {
     fn from(err: ServiceError) -> Self {
+        let mut retry_after = None;
         let (code, problem, reason) = match err {
+            ServiceError::QuotaExceeded {
+                problem,
+                retry_after: after,
+            } => {
+                retry_after = Some(after);
+                (Code::ResourceExhausted, problem, "QUOTA_EXCEEDED")
+            }
             ServiceError::InvalidArgument(p) => (Code::InvalidArgument, p, "INVALID_ARGUMENT"),
             ServiceError::Unauthenticated(p) => (Code::Unauthenticated, p, "UNAUTHENTICATED"),
             ServiceError::PermissionDenied(p) => (Code::PermissionDenied, p, "PERMISSION_DENIED"),
@@ -132,40 +215,26 @@ impl From<ServiceError> for Status {
                 (Code::FailedPrecondition, p, "FAILED_PRECONDITION")
             }
             ServiceError::Provider(p) => (Code::Unavailable, p, REASON_PROVIDER_FAILED),
-            ServiceError::DatabaseUnavailable(e) => {
-                tracing::error!(error = %e, "database unavailable");
-                (
-                    Code::Unavailable,
-                    Problem::new("Database unavailable").details("retry later"),
-                    "DATABASE_UNAVAILABLE",
-                )
-            }
-            ServiceError::Database(e) => {
-                tracing::error!(error = %e, "database error");
-                (
-                    Code::Internal,
-                    Problem::new("Internal server error"),
-                    "INTERNAL",
-                )
-            }
-            ServiceError::Internal(e) => {
-                tracing::error!(error = %e, "internal error");
-                (
-                    Code::Internal,
-                    Problem::new("Internal server error"),
-                    "INTERNAL",
-                )
-            }
+            ServiceError::DatabaseUnavailable(_) => (
+                Code::Unavailable,
+                Problem::new("Database unavailable").details("retry later"),
+                "DATABASE_UNAVAILABLE",
+            ),
+            ServiceError::Database(_) | ServiceError::Internal { .. } => (
+                Code::Internal,
+                Problem::new("Internal server error"),
+                "INTERNAL",
+            ),
         };
         let mut metadata = HashMap::new();
         if let Some(details) = problem.details {
             metadata.insert("details".to_string(), details);
         }
-        Status::with_error_details(
-            code,
-            problem.message,
-            ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
-        )
+        let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+        if let Some(after) = retry_after {
+            details.set_retry_info(Some(after));
+        }
+        Status::with_error_details(code, problem.message, details)
     }
 }
 
@@ -178,7 +247,7 @@ mod tests {
     #[test]
     fn sql_errors_are_not_sent() {
         let status: Status =
-            ServiceError::Database(DbErr::Custom("syntax error at SELECT secret".into())).into();
+            ServiceError::from(DbErr::Custom("syntax error at SELECT secret".into())).into();
         assert_eq!(status.code(), Code::Internal);
         assert_eq!(status.message(), "Internal server error");
         assert!(status
@@ -191,13 +260,27 @@ mod tests {
 
     #[test]
     fn details_travel_as_error_info() {
-        let status: Status = ServiceError::InvalidArgument(
-            Problem::new("Bad input").details("syncFrequency: too small"),
-        )
-        .into();
+        let status: Status = ServiceError::invalid_field("syncFrequency", "too small").into();
         assert_eq!(status.code(), Code::InvalidArgument);
         let info = status.get_error_details().error_info().cloned().unwrap();
         assert_eq!(info.metadata["details"], "syncFrequency: too small");
+        assert_eq!(status.message(), "Invalid request body");
+    }
+
+    #[test]
+    fn causes_are_kept_for_the_log_and_not_sent() {
+        let err = ServiceError::internal_caused(
+            "integration 7 access_token",
+            DbErr::Custom("cipher text abc".into()),
+        );
+        assert!(err.is_internal());
+        assert_eq!(
+            err.report(),
+            "internal error: integration 7 access_token: Custom Error: cipher text abc"
+        );
+        let status: Status = err.into();
+        assert_eq!(status.message(), "Internal server error");
+        assert!(!format!("{:?}", status.details()).contains("cipher"));
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! The rules of integration management: flexible ids, catalog-driven "available" items,
 //! RFC 7396 merge of `config`, validation of sync settings, soft disconnect.
 
-use sea_orm::DatabaseConnection;
 use uuid::Uuid;
 
 use crate::{
     access::Access,
     catalog::{Catalog, Provider},
-    error::{Problem, ServiceError, ServiceResult},
+    context::AppContext,
+    error::{ServiceError, ServiceResult},
     store::{self, entities::integration, integrations::SettingsChange},
 };
 
@@ -16,7 +16,7 @@ pub const SYNC_FREQUENCY_RANGE: std::ops::RangeInclusive<i64> = 60..=2_592_000;
 /// Largest stored `config`, serialized.
 pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
 
-/// What `{id}` in a route names.
+/// What `{id}` in a route names; parsed once, at the edge (the RPC layer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IntegrationRef {
     Id(Uuid),
@@ -59,14 +59,11 @@ pub struct SettingsUpdate {
 
 /// Every catalog provider, with the organization's record where one exists; records of
 /// providers no longer in the catalog are listed too rather than hidden.
-pub async fn list(
-    db: &DatabaseConnection,
-    catalog: &Catalog,
-    access: &Access,
-) -> ServiceResult<Vec<IntegrationView>> {
+pub async fn list(ctx: &AppContext, access: &Access) -> ServiceResult<Vec<IntegrationView>> {
     let mut records =
-        store::integrations::list_for_organization(db, access.organization_id).await?;
-    let mut views: Vec<IntegrationView> = catalog
+        store::integrations::list_for_organization(&ctx.db, access.organization_id).await?;
+    let mut views: Vec<IntegrationView> = ctx
+        .catalog
         .iter()
         .map(|provider| {
             let record = records
@@ -89,88 +86,112 @@ pub async fn list(
 }
 
 /// One integration by UUID or provider name (an available item when there is no record).
+/// The one resolution of `{id}` every rule uses: a provider name is looked up in the catalog
+/// (404 naming the known providers), a UUID within the caller's organization.
 pub async fn get(
-    db: &DatabaseConnection,
-    catalog: &Catalog,
+    ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
 ) -> ServiceResult<IntegrationView> {
-    match IntegrationRef::parse(id) {
+    let view = match id {
         IntegrationRef::Id(uuid) => {
-            let record = store::integrations::find_by_id(db, access.organization_id, uuid)
+            let record = store::integrations::find_by_id(&ctx.db, access.organization_id, *uuid)
                 .await?
                 .ok_or_else(integration_not_found)?;
-            Ok(view_of(catalog, access, record))
+            view_of(&ctx.catalog, access, record)
         }
         IntegrationRef::Provider(name) => {
-            let provider = known_provider(catalog, &name)?;
-            let record =
-                store::integrations::find_by_provider(db, access.organization_id, &provider.name)
-                    .await?;
-            Ok(IntegrationView {
+            let provider = known_provider(&ctx.catalog, name)?;
+            let record = store::integrations::find_by_provider(
+                &ctx.db,
+                access.organization_id,
+                &provider.name,
+            )
+            .await?;
+            IntegrationView {
                 provider: provider.clone(),
                 organization_id: access.organization_id,
                 record,
-            })
+            }
         }
+    };
+    if let Some(record) = &view.record {
+        note_integration(record.id);
     }
+    Ok(view)
+}
+
+/// The organization's record for `id`: 404 when the provider was never connected.
+pub async fn get_record(
+    ctx: &AppContext,
+    access: &Access,
+    id: &IntegrationRef,
+) -> ServiceResult<integration::Model> {
+    get(ctx, access, id)
+        .await?
+        .record
+        .ok_or_else(integration_not_found)
+}
+
+/// Names the integration on the current span (the RPC's), so every later line carries it.
+fn note_integration(id: Uuid) {
+    tracing::Span::current().record("integration_id", tracing::field::display(id));
 }
 
 /// Merge-patches the config and sets sync settings; a provider with no record gets one.
 pub async fn update(
-    db: &DatabaseConnection,
-    catalog: &Catalog,
+    ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
     update: SettingsUpdate,
 ) -> ServiceResult<IntegrationView> {
     validate_update(&update)?;
-    let record = get_or_create(db, catalog, access, id).await?;
-    let updated =
-        store::integrations::update_settings(db, access.organization_id, record.id, |current| {
-            settings_change(&current.config, &update)
-        })
-        .await??;
-    Ok(view_of(catalog, access, updated))
+    let record = get_or_create(ctx, access, id).await?;
+    let updated = store::integrations::update_settings(
+        &ctx.db,
+        access.organization_id,
+        record.id,
+        |current| settings_change(&current.config, &update),
+    )
+    .await??;
+    Ok(view_of(&ctx.catalog, access, updated))
 }
 
 /// Soft disconnect; disconnecting what was never connected succeeds too.
 /// Returns the record as it was before, for best-effort revocation at the provider.
 pub async fn disconnect(
-    db: &DatabaseConnection,
-    catalog: &Catalog,
+    ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
 ) -> ServiceResult<Option<integration::Model>> {
-    let view = get(db, catalog, access, id).await?;
+    let view = get(ctx, access, id).await?;
     let Some(record) = view.record else {
         return Ok(None);
     };
-    store::integrations::disconnect(db, record.id).await?;
+    store::integrations::disconnect(&ctx.db, record.id).await?;
     Ok(Some(record))
 }
 
 /// The record for `id`, created for a known provider when absent.
 pub async fn get_or_create(
-    db: &DatabaseConnection,
-    catalog: &Catalog,
+    ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
 ) -> ServiceResult<integration::Model> {
-    match IntegrationRef::parse(id) {
+    let record = match id {
         IntegrationRef::Id(uuid) => {
-            store::integrations::find_by_id(db, access.organization_id, uuid)
+            store::integrations::find_by_id(&ctx.db, access.organization_id, *uuid)
                 .await?
-                .ok_or_else(integration_not_found)
+                .ok_or_else(integration_not_found)?
         }
         IntegrationRef::Provider(name) => {
-            let provider = known_provider(catalog, &name)?;
-            Ok(
-                store::integrations::get_or_create(db, access.organization_id, &provider.name)
-                    .await?,
-            )
+            let provider = known_provider(&ctx.catalog, name)?;
+            store::integrations::get_or_create(&ctx.db, access.organization_id, &provider.name)
+                .await?
         }
-    }
+    };
+    note_integration(record.id);
+    Ok(record)
 }
 
 fn view_of(catalog: &Catalog, access: &Access, record: integration::Model) -> IntegrationView {
@@ -186,15 +207,19 @@ fn view_of(catalog: &Catalog, access: &Access, record: integration::Model) -> In
 
 fn known_provider<'c>(catalog: &'c Catalog, name: &str) -> ServiceResult<&'c Provider> {
     catalog.get(name).ok_or_else(|| {
-        ServiceError::NotFound(Problem::new("Integration not found").details(format!(
-                "unknown provider {:?}; known providers: {}",
-                truncate(name, 64),
-                catalog.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
-            )))
+        integration_not_found().with_details(format!(
+            "unknown provider {:?}; known providers: {}",
+            truncate(name, 64),
+            catalog
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
     })
 }
 
-fn integration_not_found() -> ServiceError {
+pub fn integration_not_found() -> ServiceError {
     ServiceError::not_found("Integration not found")
 }
 
@@ -222,22 +247,19 @@ fn truncate(value: &str, max: usize) -> String {
     value.chars().take(max).collect()
 }
 
-fn invalid_field(field: &str, why: impl Into<String>) -> ServiceError {
-    ServiceError::InvalidArgument(
-        Problem::new("Invalid request body").details(format!("{field}: {}", why.into())),
-    )
-}
-
 /// Type and range checks that do not need the stored row.
 pub fn validate_update(update: &SettingsUpdate) -> ServiceResult<()> {
     if let Some(patch) = &update.config_patch {
         if !patch.is_object() {
-            return Err(invalid_field("config", "must be a JSON object"));
+            return Err(ServiceError::invalid_field(
+                "config",
+                "must be a JSON object",
+            ));
         }
     }
     if let Some(Some(frequency)) = update.sync_frequency {
         if !SYNC_FREQUENCY_RANGE.contains(&frequency) {
-            return Err(invalid_field(
+            return Err(ServiceError::invalid_field(
                 "syncFrequency",
                 format!(
                     "must be between {} and {} seconds",
@@ -268,7 +290,7 @@ fn settings_change(
                 .map(|v| v.len())
                 .unwrap_or(usize::MAX);
             if size > MAX_CONFIG_BYTES {
-                return Err(invalid_field(
+                return Err(ServiceError::invalid_field(
                     "config",
                     format!(
                         "the merged config is {size} bytes; at most {MAX_CONFIG_BYTES} are kept"

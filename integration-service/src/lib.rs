@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod integrations;
 pub mod key_rotation;
 pub mod oauth;
+pub mod private_fs;
 pub mod providers;
 pub mod server;
 pub mod store;

@@ -5,7 +5,6 @@ use clap::{Parser, Subcommand};
 use integration_service::{
     config::Config, context::AppContext, crypto::Keyring, dev_token, key_rotation, server, store,
 };
-use tracing_subscriber::EnvFilter;
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -45,12 +44,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    service_kit::telemetry::init_from_env().map_err(anyhow::Error::msg)?;
     let cli = Cli::parse();
     let config = Config::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
@@ -61,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on GRPC_ADDR {addr}"))?;
             tracing::info!(%addr, "integration-service listening (gRPC)");
-            server::serve(ctx, listener, server::shutdown_signal()).await?;
+            server::serve(ctx, listener, service_kit::shutdown::shutdown_signal()).await?;
         }
         Command::Migrate => {
             let db = store::connect(&config.database_url).await?;

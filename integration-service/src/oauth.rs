@@ -10,6 +10,7 @@
 pub mod state;
 
 use chrono::Utc;
+use sea_orm::SqlErr;
 use uuid::Uuid;
 
 use crate::{
@@ -19,7 +20,7 @@ use crate::{
     context::AppContext,
     crypto::Binding,
     error::{ServiceError, ServiceResult},
-    integrations,
+    integrations::{self, IntegrationRef},
     providers::{
         revoke::{spawn_revocation, RevocableTokens},
         sanitize_provider_text,
@@ -56,10 +57,14 @@ pub struct Callback {
 /// How a callback ended; each becomes a redirect to the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Connected { provider: String },
+    Connected {
+        provider: String,
+    },
     AccessDenied,
     InvalidState(StateError),
     CallbackFailed,
+    /// The provider account is connected to another organization: nothing was changed.
+    AlreadyConnected,
 }
 
 impl Outcome {
@@ -72,6 +77,7 @@ impl Outcome {
             Self::AccessDenied => "error=access_denied".into(),
             Self::InvalidState(_) => "error=invalid_state".into(),
             Self::CallbackFailed => "error=callback_failed".into(),
+            Self::AlreadyConnected => "error=already_connected".into(),
         };
         format!("{base}{RETURN_PATH}?{query}")
     }
@@ -120,9 +126,9 @@ fn verifier_binding(nonce: &str) -> Binding<'_> {
 pub async fn start_authorization(
     ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
 ) -> ServiceResult<Started> {
-    let record = integrations::get_or_create(&ctx.db, &ctx.catalog, access, id).await?;
+    let record = integrations::get_or_create(ctx, access, id).await?;
     let provider = ctx
         .catalog
         .get(&record.provider)
@@ -171,7 +177,7 @@ pub async fn start_authorization(
     .await?;
     let url =
         token_client::authorize_url(&client, &redirect_uri, sealed, challenge).map_err(|why| {
-            ServiceError::Internal(format!("authorize URL of {}: {why}", provider.name))
+            ServiceError::internal(format!("authorize URL of {}: {why}", provider.name))
         })?;
     Ok(Started {
         redirect_url: url.to_string(),
@@ -227,11 +233,55 @@ pub async fn complete_authorization(
             return Ok(Outcome::CallbackFailed);
         }
     };
-    save_grant(ctx, provider, row.integration_id, grant).await?;
+    if let Some(outcome) = claimed_elsewhere(ctx, provider, row.integration_id, &grant).await? {
+        return Ok(outcome);
+    }
+    if let Err(e) = save_grant(ctx, provider, row.integration_id, grant).await {
+        // A concurrent callback of another organization won the unique index in between.
+        if is_unique_violation(&e) {
+            return Ok(already_connected(provider, row.integration_id));
+        }
+        return Err(e);
+    }
     tracing::info!(provider = %provider.name, integration = %row.integration_id, "integration connected");
     Ok(Outcome::Connected {
         provider: provider.name.clone(),
     })
+}
+
+/// One provider account, one organization: when the granted account (Slack workspace or
+/// enterprise) is connected by another integration, the callback changes nothing. The token
+/// just granted is not revoked: for Slack it is the installation's token, which the owning
+/// organization stores too.
+async fn claimed_elsewhere(
+    ctx: &AppContext,
+    provider: &Provider,
+    integration_id: Uuid,
+    grant: &TokenGrant,
+) -> ServiceResult<Option<Outcome>> {
+    let Some(account) = grant.account_id.as_deref() else {
+        return Ok(None);
+    };
+    let owner =
+        store::integrations::account_owner(&ctx.db, &provider.name, account, integration_id)
+            .await?;
+    Ok(owner.map(|_| already_connected(provider, integration_id)))
+}
+
+/// Whether a failed save lost the race for the unique index over connected accounts.
+fn is_unique_violation(error: &ServiceError) -> bool {
+    let ServiceError::Database(source) = error else {
+        return false;
+    };
+    source
+        .downcast_ref::<sea_orm::DbErr>()
+        .and_then(sea_orm::DbErr::sql_err)
+        .is_some_and(|e| matches!(e, SqlErr::UniqueConstraintViolation(_)))
+}
+
+fn already_connected(provider: &Provider, integration_id: Uuid) -> Outcome {
+    tracing::warn!(provider = %provider.name, integration = %integration_id, "callback refused: the provider account is connected to another organization");
+    Outcome::AlreadyConnected
 }
 
 fn verified_claims(
@@ -316,12 +366,25 @@ async fn save_grant(
     Ok(())
 }
 
-/// When a granted token expires, `None` for tokens that do not.
+/// Longest `expires_in` taken at its word: 100 years. A provider answering more (up to
+/// `u64::MAX` seconds, which would overflow any date) has issued a token that, for us, does
+/// not expire: it is stored without an expiry and never refreshed ahead of time.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 100 * 365 * 24 * 3600;
+
+/// When a granted token expires, `None` for tokens that do not (or claim an absurd lifetime).
 pub fn expires_at(grant: &TokenGrant) -> Option<chrono::DateTime<Utc>> {
-    grant
-        .expires_in
-        .and_then(|d| chrono::Duration::from_std(d).ok())
-        .map(|d| Utc::now() + d)
+    expiry_after(Utc::now(), grant.expires_in?)
+}
+
+/// `now + expires_in` with checked arithmetic: never a panic, whatever the provider said.
+pub fn expiry_after(
+    now: chrono::DateTime<Utc>,
+    expires_in: std::time::Duration,
+) -> Option<chrono::DateTime<Utc>> {
+    if expires_in.as_secs() > MAX_TOKEN_LIFETIME_SECS {
+        return None;
+    }
+    now.checked_add_signed(chrono::Duration::from_std(expires_in).ok()?)
 }
 
 /// Best-effort revocation of a disconnected integration's grant, in the background.
@@ -352,6 +415,32 @@ pub fn revoke_in_background(ctx: &AppContext, record: &integration::Model) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_lifetimes_do_not_expire_and_never_panic() {
+        use std::time::Duration;
+        let now = Utc::now();
+        assert_eq!(
+            expiry_after(now, Duration::from_secs(3600)),
+            Some(now + chrono::Duration::seconds(3600))
+        );
+        for absurd in [
+            Duration::from_secs(u64::MAX),
+            Duration::from_secs(i64::MAX as u64),
+            Duration::from_secs(MAX_TOKEN_LIFETIME_SECS + 1),
+            Duration::MAX,
+        ] {
+            assert_eq!(expiry_after(now, absurd), None, "{absurd:?}");
+        }
+        assert!(expiry_after(chrono::DateTime::<Utc>::MAX_UTC, Duration::from_secs(1)).is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_expires_in_is_a_date_or_none(secs in proptest::prelude::any::<u64>()) {
+            let _ = expiry_after(Utc::now(), std::time::Duration::from_secs(secs));
+        }
+    }
 
     #[test]
     fn redirects_stay_under_app_url() {

@@ -20,6 +20,9 @@ use crate::{
 /// Largest ReceiveWebhook message: a 25 MB body plus headers.
 const MAX_WEBHOOK_MESSAGE: usize = 32 * 1024 * 1024;
 
+/// Largest metadata (HTTP/2 header list) of a call.
+const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
+
 /// How often the health status re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -38,16 +41,31 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(integrations_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(integrations_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let (reflection_v1, reflection_v1alpha) = if ctx.config.grpc_reflection {
+        (
+            Some(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(integrations_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1()?,
+            ),
+            Some(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(integrations_proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1alpha()?,
+            ),
+        )
+    } else {
+        (None, None)
+    };
+    let limits = (
+        ctx.config.grpc_max_concurrent_streams,
+        ctx.config.grpc_request_timeout,
+    );
 
     let refresher = tokens::spawn_background_refresh(ctx.clone());
+    let retention = crate::webhooks::retention::spawn(ctx.db.clone(), ctx.config.webhook_retention);
     let db = ctx.db.clone();
     let watcher = tokio::spawn(async move {
         let mut was_up = None;
@@ -76,11 +94,24 @@ pub async fn serve(
         }
     });
 
-    let webhooks = WebhookRuntime::start(ctx.db.clone());
-    let result = Server::builder()
+    let webhooks = WebhookRuntime::start(ctx.db.clone()).with_quotas(ctx.config.webhook_quota);
+    let mut builder = Server::builder()
+        .max_concurrent_streams(Some(limits.0))
+        // Room for session cookies beside the bearer token (the gateway forwards at most
+        // 48 KiB of credentials); h2's default is 16 KiB.
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES));
+    if let Some(timeout) = limits.1 {
+        builder = builder.timeout(timeout);
+    }
+    let result = builder
+        .trace_fn(crate::grpc::rpc_span)
+        // A panic in a handler answers INTERNAL (no message of it leaves) and ends nothing else.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_answer,
+        ))
         .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .add_service(IntegrationServiceServer::new(IntegrationApi::new(
             ctx.clone(),
         )))
@@ -101,28 +132,25 @@ pub async fn serve(
     if let Some(refresher) = refresher {
         refresher.abort();
     }
+    if let Some(retention) = retention {
+        retention.abort();
+    }
     Ok(result?)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down: finishing in-flight calls");
+/// The answer to a call whose handler panicked: gRPC `INTERNAL`, nothing of the panic.
+fn panic_answer(_panic: Box<dyn std::any::Any + Send + 'static>) -> http::Response<String> {
+    tracing::error!("a gRPC handler panicked (the panic message is above, from the hook)");
+    let mut response = http::Response::new(String::new());
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", http::HeaderValue::from_static("13"));
+    headers.insert(
+        "grpc-message",
+        http::HeaderValue::from_static("Internal%20error"),
+    );
+    response
 }

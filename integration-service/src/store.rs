@@ -38,7 +38,7 @@ pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
     Ok(db)
 }
 
-/// Creates the folder of an SQLite file and asks sqlx to create the file when missing.
+/// Creates the folder (0700) and the file (0600) of an SQLite database when missing.
 fn prepare_sqlite_url(database_url: &str) -> Result<String, DbErr> {
     if !database_url.starts_with("sqlite:") || database_url.contains(":memory:") {
         return Ok(database_url.to_string());
@@ -53,8 +53,14 @@ fn prepare_sqlite_url(database_url: &str) -> Result<String, DbErr> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
     {
-        std::fs::create_dir_all(dir)
+        crate::private_fs::create_private_dir_all(dir)
             .map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    // Created here, 0600, rather than by SQLite with the process umask (often 0644): the
+    // file holds webhook payloads.
+    if !path.is_empty() && !database_url.contains("mode=ro") {
+        crate::private_fs::create_private_file_if_missing(std::path::Path::new(path))
+            .map_err(|e| DbErr::Custom(format!("cannot create {path}: {e}")))?;
     }
     Ok(if database_url.contains("mode=") {
         database_url.to_string()

@@ -11,11 +11,13 @@
 
 use std::{
     collections::HashMap,
+    panic::AssertUnwindSafe,
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use uuid::Uuid;
 
 use crate::{
@@ -23,7 +25,7 @@ use crate::{
     context::AppContext,
     crypto::Binding,
     error::{Problem, ServiceError, ServiceResult},
-    integrations,
+    integrations::{self, IntegrationRef},
     oauth::expires_at,
     providers::{
         token_client::{self, TokenError},
@@ -72,14 +74,14 @@ fn binding<'a>(row: &'a str, column: &'a str) -> Binding<'a> {
 pub async fn get_access_token(
     ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
 ) -> ServiceResult<AccessToken> {
     if !access.is_service() {
         return Err(ServiceError::PermissionDenied(
             Problem::new("Forbidden").details("access tokens are for service_role callers only"),
         ));
     }
-    let view = integrations::get(&ctx.db, &ctx.catalog, access, id).await?;
+    let view = integrations::get(ctx, access, id).await?;
     let record = view.record.ok_or_else(not_connected)?;
     valid_token(ctx, record).await
 }
@@ -118,7 +120,7 @@ fn token_of(ctx: &AppContext, record: &integration::Model) -> ServiceResult<Acce
         .keyring
         .decrypt(stored, binding(&row, "access_token"))
         .map_err(|e| {
-            ServiceError::Internal(format!("integration {} access_token: {e}", record.id))
+            ServiceError::internal_caused(format!("integration {} access_token", record.id), e)
         })?;
     Ok(AccessToken {
         access_token,
@@ -187,9 +189,9 @@ pub async fn refresh_locked(
     let refresh_token = ctx
         .keyring
         .decrypt(stored_refresh, binding(&row, "refresh_token"))
-        .map_err(|e| ServiceError::Internal(format!("integration {id} refresh_token: {e}")))?;
+        .map_err(|e| ServiceError::internal_caused(format!("integration {id} refresh_token"), e))?;
     let provider = ctx.catalog.get(&current.provider).ok_or_else(|| {
-        ServiceError::Internal(format!("provider {} not in catalog", current.provider))
+        ServiceError::internal(format!("provider {} not in catalog", current.provider))
     })?;
     let client = ProviderClient::configured(&ctx.config, provider)?;
     match token_client::refresh(&client, &refresh_token).await {
@@ -254,10 +256,12 @@ pub fn spawn_background_refresh(ctx: AppContext) -> Option<tokio::task::JoinHand
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            match refresh_due(&ctx).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(refreshed = n, "background token refresh"),
-                Err(e) => tracing::warn!(error = %e, "background token refresh failed"),
+            // A panic in one pass is logged and the next pass runs: the task never ends.
+            match AssertUnwindSafe(refresh_due(&ctx)).catch_unwind().await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(refreshed = n, "background token refresh"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "background token refresh failed"),
+                Err(_) => tracing::error!("background token refresh panicked"),
             }
         }
     }))
@@ -268,10 +272,17 @@ pub async fn refresh_due(ctx: &AppContext) -> ServiceResult<usize> {
     let due = store::integrations::due_for_refresh(&ctx.db, Utc::now() + BACKGROUND_WINDOW).await?;
     let mut refreshed = 0;
     for (id, _organization) in due {
-        match refresh_locked(ctx, id, BACKGROUND_WINDOW).await {
-            Ok(_) => refreshed += 1,
-            Err(e) => {
+        // One integration's failure or panic does not stop the others.
+        match AssertUnwindSafe(refresh_locked(ctx, id, BACKGROUND_WINDOW))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(_)) => refreshed += 1,
+            Ok(Err(e)) => {
                 tracing::warn!(integration = %id, error = %e, "background refresh of one integration failed")
+            }
+            Err(_) => {
+                tracing::error!(integration = %id, "background refresh of one integration panicked")
             }
         }
     }

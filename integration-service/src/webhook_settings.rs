@@ -10,7 +10,7 @@ use crate::{
     context::AppContext,
     crypto::Binding,
     error::{Problem, ServiceError, ServiceResult},
-    integrations,
+    integrations::{self, IntegrationRef},
     store::{self, entities::integration},
 };
 
@@ -53,9 +53,9 @@ fn binding<'a>(row: &'a str, column: &'a str) -> Binding<'a> {
 async fn webhook_target(
     ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
 ) -> ServiceResult<(integration::Model, String)> {
-    let view = integrations::get(&ctx.db, &ctx.catalog, access, id).await?;
+    let view = integrations::get(ctx, access, id).await?;
     if view.provider.webhook == WebhookScheme::SlackV0 {
         return Err(ServiceError::FailedPrecondition(
             Problem::new("No per-integration webhook secret").details(format!(
@@ -96,10 +96,16 @@ fn decrypt_secret(
     let row = record.id.to_string();
     ctx.keyring
         .decrypt(stored, binding(&row, column))
-        .map_err(|e| ServiceError::Internal(format!("integration {} {column}: {e}", record.id)))
+        .map_err(|e| {
+            ServiceError::internal_caused(format!("integration {} {column}", record.id), e)
+        })
 }
 
-pub async fn get(ctx: &AppContext, access: &Access, id: &str) -> ServiceResult<WebhookSettings> {
+pub async fn get(
+    ctx: &AppContext,
+    access: &Access,
+    id: &IntegrationRef,
+) -> ServiceResult<WebhookSettings> {
     let (record, url) = webhook_target(ctx, access, id).await?;
     let stored = record.webhook_secret.as_deref().unwrap_or_default();
     Ok(WebhookSettings {
@@ -116,7 +122,7 @@ pub async fn get(ctx: &AppContext, access: &Access, id: &str) -> ServiceResult<W
 pub async fn rotate(
     ctx: &AppContext,
     access: &Access,
-    id: &str,
+    id: &IntegrationRef,
     grace_secs: i64,
 ) -> ServiceResult<WebhookSettings> {
     let grace = match grace_secs {

@@ -1,22 +1,39 @@
 //! Webhooks: providers' deliveries verified, stored durably before the 2xx, and handed to
 //! internal consumers asynchronously.
 //!
+//! - `admission`: what the headers alone tell, asked by the gateway before it reads a body.
 //! - `signature`: GitHub's and Slack's signature schemes (pure, constant-time).
-//! - `receive`: the rules of one delivery — which integration, which secret, which answer.
+//! - `receive`: the shared path of one delivery — scheme dispatch, secrets, the one storing
+//!   sequence, the answer; `github`, `slack`, `gitlab`, `bitbucket`, `jira`, `google`,
+//!   `microsoft`: one module per provider scheme.
 //! - `ingest`: the group-commit writer: concurrent deliveries share one transaction, each
 //!   request waits for its own row's commit.
 //! - `dispatch`: the worker leasing due events to subscribed consumers.
+//! - `events`: the rules of stored events — consume, acknowledge, fail, list, read, replay.
 //! - `retry`: backoff with jitter and the dead-letter limit.
+//! - `quota`: per-integration token buckets of deliveries and bytes (429 beyond them).
+//! - `retention`: the batched purge of processed and dead events past `WEBHOOK_RETENTION_DAYS`.
 //!
 //! Invariant: nothing is answered 2xx before its row is committed; nothing unverified is
 //! written.
 
+pub mod admission;
+pub mod bitbucket;
 pub mod dispatch;
+pub mod events;
+pub mod github;
+pub mod gitlab;
+pub mod google;
 pub mod ingest;
+pub mod jira;
+pub mod microsoft;
+pub mod quota;
 pub mod receive;
+pub mod retention;
 pub mod retry;
 pub mod secrets;
 pub mod signature;
+pub mod slack;
 
 use std::sync::Arc;
 
@@ -28,6 +45,7 @@ pub struct WebhookRuntime {
     pub ingest: ingest::Ingest,
     pub dispatcher: Arc<dispatch::Dispatcher>,
     pub secrets: Arc<secrets::SecretCache>,
+    pub quotas: Arc<quota::TenantQuotas>,
 }
 
 impl WebhookRuntime {
@@ -40,7 +58,14 @@ impl WebhookRuntime {
             ingest,
             dispatcher,
             secrets: Arc::default(),
+            quotas: Arc::default(),
         }
+    }
+
+    /// Replaces the default per-integration budgets.
+    pub fn with_quotas(mut self, limits: quota::QuotaLimits) -> Self {
+        self.quotas = Arc::new(quota::TenantQuotas::new(limits));
+        self
     }
 
     pub fn shutdown(&self) {

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_initial;
 mod m20261125_000003_webhooks;
+mod m20261125_000011_one_owner_per_account;
 
 /// Every migration of the service, oldest first.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261125_000003_webhooks::Migration),
+            Box::new(m20261125_000011_one_owner_per_account::Migration),
         ]
     }
 }

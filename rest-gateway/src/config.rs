@@ -1,6 +1,10 @@
 //! The gateway's typed configuration, read once at start (environment and `.env`).
+//!
+//! Every limit that protects the public listener has a variable and a default chosen for a
+//! public webhook endpoint: silent or trickling clients are cut off, the number of open
+//! connections is capped, and nothing waits forever (see README, Configuration).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 const DEFAULT_SERVICE_URL: &str = "http://127.0.0.1:50051";
@@ -16,12 +20,59 @@ pub struct ConfigError {
     pub why: String,
 }
 
+/// Limits of the listener and of each connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// `HTTP_HEADER_READ_TIMEOUT_SECS` (10): a connection that has not sent a whole request
+    /// head within this time is closed. The clock also runs while a keep-alive connection waits
+    /// for its next request, so it is the idle timeout of HTTP/1 connections too.
+    pub header_read_timeout: Duration,
+    /// `HTTP2_KEEP_ALIVE_INTERVAL_SECS` (20): PING interval on HTTP/2 connections; a peer that
+    /// does not answer within the same time is disconnected.
+    pub http2_keep_alive_interval: Duration,
+    /// `HTTP2_MAX_CONCURRENT_STREAMS` (64): requests at once on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+    /// `HTTP_MAX_CONNECTIONS` (4096): open connections at once. Beyond it the oldest idle
+    /// connection is closed to make room; when none is idle, the new one is refused.
+    pub max_connections: usize,
+    /// `HTTP_MAX_HEADER_BYTES` (65536): the request head (names and values) beyond which the
+    /// answer is 431.
+    pub max_header_bytes: usize,
+    /// `HTTP_SHUTDOWN_TIMEOUT_SECS` (10): how long a graceful shutdown waits for open
+    /// connections before closing them.
+    pub shutdown_timeout: Duration,
+}
+
+/// How slowly a request body may arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyRate {
+    /// `HTTP_BODY_GRACE_SECS` (10): time allowed before the minimum rate applies.
+    pub grace: Duration,
+    /// `HTTP_BODY_MIN_BYTES_PER_SEC` (32768): the average rate a body must keep after the
+    /// grace period; a slower body is refused with 408 and its connection closed.
+    pub min_bytes_per_sec: u64,
+}
+
+impl BodyRate {
+    /// The time `bytes` take at the minimum rate.
+    pub fn time_for(&self, bytes: usize) -> Duration {
+        Duration::from_secs_f64(bytes as f64 / self.min_bytes_per_sec.max(1) as f64)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
     pub http_addr: SocketAddr,
     pub service_url: String,
     pub json_body_limit: usize,
     pub webhook_body_limit: usize,
+    /// `WEBHOOK_BYTES_IN_FLIGHT` (64 MiB): webhook body bytes held at once across all
+    /// requests, from reading to the service's answer; beyond it 503 with `Retry-After`.
+    pub webhook_bytes_in_flight: usize,
+    /// `UPSTREAM_TIMEOUT_SECS` (30): deadline of one call to the service (504 beyond it).
+    pub upstream_timeout: Duration,
+    pub connections: ConnectionLimits,
+    pub body_rate: BodyRate,
 }
 
 impl GatewayConfig {
@@ -49,11 +100,52 @@ impl GatewayConfig {
                 why: "expected an http:// or https:// URL".into(),
             });
         }
+        let number = |variable: &'static str, default: u64, min: u64| -> Result<u64, ConfigError> {
+            match get(variable) {
+                None => Ok(default),
+                Some(text) => match text.trim().parse::<u64>() {
+                    Ok(n) if n >= min => Ok(n),
+                    _ => Err(ConfigError {
+                        variable,
+                        why: format!("expected a whole number of at least {min}, got {text:?}"),
+                    }),
+                },
+            }
+        };
+        let secs = |variable, default| number(variable, default, 1).map(Duration::from_secs);
+        let connections = ConnectionLimits {
+            header_read_timeout: secs("HTTP_HEADER_READ_TIMEOUT_SECS", 10)?,
+            http2_keep_alive_interval: secs("HTTP2_KEEP_ALIVE_INTERVAL_SECS", 20)?,
+            http2_max_concurrent_streams: u32::try_from(number(
+                "HTTP2_MAX_CONCURRENT_STREAMS",
+                64,
+                1,
+            )?)
+            .unwrap_or(u32::MAX),
+            max_connections: usize::try_from(number("HTTP_MAX_CONNECTIONS", 4096, 1)?)
+                .unwrap_or(usize::MAX),
+            max_header_bytes: usize::try_from(number("HTTP_MAX_HEADER_BYTES", 65536, 4096)?)
+                .unwrap_or(usize::MAX),
+            shutdown_timeout: secs("HTTP_SHUTDOWN_TIMEOUT_SECS", 10)?,
+        };
+        let body_rate = BodyRate {
+            grace: secs("HTTP_BODY_GRACE_SECS", 10)?,
+            min_bytes_per_sec: number("HTTP_BODY_MIN_BYTES_PER_SEC", 32 * 1024, 1)?,
+        };
         Ok(Self {
             http_addr,
             service_url,
             json_body_limit: DEFAULT_JSON_BODY_LIMIT,
             webhook_body_limit: DEFAULT_WEBHOOK_BODY_LIMIT,
+            webhook_bytes_in_flight: usize::try_from(number(
+                "WEBHOOK_BYTES_IN_FLIGHT",
+                64 * 1024 * 1024,
+                DEFAULT_WEBHOOK_BODY_LIMIT as u64,
+            )?)
+            .unwrap_or(usize::MAX),
+            upstream_timeout: secs("UPSTREAM_TIMEOUT_SECS", 30)?,
+            connections,
+            body_rate,
         })
     }
 }
@@ -77,5 +169,31 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("INTEGRATION_SERVICE_URL is invalid"));
+    }
+
+    #[test]
+    fn limits_have_defaults_and_are_validated() {
+        let config = GatewayConfig::from_lookup(|_| None).unwrap();
+        assert_eq!(
+            config.connections.header_read_timeout,
+            Duration::from_secs(10)
+        );
+        assert_eq!(config.connections.max_connections, 4096);
+        assert_eq!(config.body_rate.min_bytes_per_sec, 32 * 1024);
+        assert_eq!(config.upstream_timeout, Duration::from_secs(30));
+        for (variable, value) in [
+            ("HTTP_HEADER_READ_TIMEOUT_SECS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "-1"),
+            ("HTTP_MAX_HEADER_BYTES", "100"),
+            ("HTTP_BODY_MIN_BYTES_PER_SEC", "fast"),
+        ] {
+            let err =
+                GatewayConfig::from_lookup(|n| (n == variable).then(|| value.into())).unwrap_err();
+            assert!(err.to_string().starts_with(variable), "{err}");
+        }
+        let config =
+            GatewayConfig::from_lookup(|n| (n == "HTTP_MAX_CONNECTIONS").then(|| "7".into()))
+                .unwrap();
+        assert_eq!(config.connections.max_connections, 7);
     }
 }

@@ -6,10 +6,9 @@ use http::StatusCode;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-/// `ErrorInfo.domain` the service attaches; statuses without it did not come from our rules
-/// (transport failures) and their messages are not forwarded.
-const SERVICE_DOMAIN: &str = "integrations.v1";
-const REASON_PROVIDER_FAILED: &str = "PROVIDER_FAILED";
+// `ErrorInfo.domain` the service attaches; statuses without it did not come from our rules
+// (transport failures) and their messages are not forwarded.
+use service_kit::wire::{ERROR_DOMAIN as SERVICE_DOMAIN, REASON_PROVIDER_FAILED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -26,6 +25,15 @@ pub enum GatewayError {
         message: String,
         details: Option<String>,
     },
+    #[error("Request header fields too large")]
+    HeadersTooLarge { limit: usize },
+    #[error("Request body too slow")]
+    BodyTooSlow,
+    #[error("Internal server error")]
+    Internal,
+    /// Too much work in flight: 503 with `Retry-After`.
+    #[error("Service busy")]
+    Busy { retry_after_secs: u64 },
     #[error("upstream: {0}")]
     Upstream(Status),
 }
@@ -60,6 +68,26 @@ impl GatewayError {
             Self::BadRequest { message, details } => {
                 (StatusCode::BAD_REQUEST, message.clone(), details.clone())
             }
+            Self::HeadersTooLarge { limit } => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "Request header fields too large".into(),
+                Some(format!("at most {limit} bytes of headers")),
+            ),
+            Self::BodyTooSlow => (
+                StatusCode::REQUEST_TIMEOUT,
+                "Request body too slow".into(),
+                Some("the body did not arrive at the minimum rate".into()),
+            ),
+            Self::Busy { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service busy".into(),
+                Some("too many webhook bytes in flight; retry later".into()),
+            ),
+            Self::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal server error".into(),
+                None,
+            ),
             Self::Upstream(status) => upstream_parts(status),
         }
     }
@@ -69,6 +97,13 @@ impl From<Status> for GatewayError {
     fn from(status: Status) -> Self {
         Self::Upstream(status)
     }
+}
+
+/// Whole seconds of the `google.rpc.RetryInfo` the service attached (at least 1), for the
+/// `Retry-After` header of 429 and 503 answers.
+pub fn retry_after_secs(status: &Status) -> Option<u64> {
+    let delay = status.get_error_details().retry_info()?.retry_delay?;
+    Some(delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).map(|secs| secs.max(1))
 }
 
 fn upstream_parts(status: &Status) -> (StatusCode, String, Option<String>) {
@@ -87,7 +122,8 @@ fn upstream_parts(status: &Status) -> (StatusCode, String, Option<String>) {
         (Code::AlreadyExists | Code::Aborted, _) => StatusCode::CONFLICT,
         (Code::ResourceExhausted, _) => StatusCode::TOO_MANY_REQUESTS,
         (Code::Unavailable, _) => StatusCode::SERVICE_UNAVAILABLE,
-        (Code::DeadlineExceeded, _) => StatusCode::GATEWAY_TIMEOUT,
+        // The gateway's own deadline on the call surfaces as `Cancelled` ("Timeout expired").
+        (Code::DeadlineExceeded | Code::Cancelled, _) => StatusCode::GATEWAY_TIMEOUT,
         (Code::Unimplemented, _) => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
@@ -161,5 +197,33 @@ mod tests {
             GatewayError::Upstream(Status::internal("panic at foo.rs")).parts();
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(message, "Internal server error");
+    }
+
+    #[test]
+    fn deadlines_and_cancellations_are_504_unreachable_is_503() {
+        for (status, http, message) in [
+            (
+                Status::cancelled("Timeout expired"),
+                504,
+                "Integration service timed out",
+            ),
+            (
+                Status::deadline_exceeded("deadline"),
+                504,
+                "Integration service timed out",
+            ),
+            (
+                Status::unavailable("connection refused"),
+                503,
+                "Integration service unavailable",
+            ),
+        ] {
+            let (code, text, details) = GatewayError::Upstream(status).parts();
+            assert_eq!(code.as_u16(), http);
+            assert_eq!(text, message);
+            assert_eq!(details, None);
+        }
+        let (code, _, _) = GatewayError::HeadersTooLarge { limit: 10 }.parts();
+        assert_eq!(code.as_u16(), 431);
     }
 }

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde::Serialize;
 
-use crate::error::GatewayError;
+use crate::{config::BodyRate, error::GatewayError};
 
 pub type HttpResponse = Response<Full<Bytes>>;
 
@@ -27,6 +27,20 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    secure_headers(headers);
+    response
+}
+
+/// A non-JSON answer the service chose for a provider handshake (e.g. `text/plain`).
+pub fn raw(status: StatusCode, content_type: &str, body: Vec<u8>) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type)
+            .unwrap_or_else(|_| HeaderValue::from_static("application/octet-stream")),
     );
     secure_headers(headers);
     response
@@ -62,19 +76,43 @@ struct ErrorBody {
 pub fn error_response(err: &GatewayError) -> HttpResponse {
     let (status, error, details) = err.parts();
     let mut response = json(status, &ErrorBody { error, details });
-    if let GatewayError::MethodNotAllowed { allow } = err {
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    match err {
+        GatewayError::MethodNotAllowed { allow } => {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        // The rest of a too-slow body is not worth waiting for: hyper closes the connection.
+        GatewayError::Upstream(status) => {
+            if let Some(after) = crate::error::retry_after_secs(status) {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(after));
+            }
+        }
+        GatewayError::Busy { retry_after_secs } => {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        GatewayError::BodyTooSlow => {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
     }
     response
 }
 
-/// Reads the whole body, refusing more than `limit` bytes (413) without buffering them.
+/// Reads the whole body, refusing more than `limit` bytes (413) without buffering them, and a
+/// body slower than `rate` (408): after the grace period the average rate must stay above the
+/// minimum, so a client trickling bytes cannot hold the request (and its memory) open.
 pub async fn read_body(
     headers: &HeaderMap,
     mut body: Incoming,
     limit: usize,
+    rate: BodyRate,
 ) -> Result<Bytes, GatewayError> {
     let too_large = GatewayError::PayloadTooLarge { limit };
     let declared = headers
@@ -86,7 +124,14 @@ pub async fn read_body(
         return Err(too_large);
     }
     let mut collected = BytesMut::with_capacity(declared.map_or(0, |len| len as usize));
-    while let Some(frame) = body.frame().await {
+    let started = tokio::time::Instant::now();
+    loop {
+        let deadline = started + rate.grace + rate.time_for(collected.len());
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(GatewayError::BodyTooSlow),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame,
+        };
         let frame = frame.map_err(|_| {
             GatewayError::bad_request("Invalid request body", "the body could not be read")
         })?;

@@ -128,7 +128,13 @@ pub async fn update(
     id: String,
 ) -> Result<HttpResponse, GatewayError> {
     require_json(&parts.headers)?;
-    let bytes = read_body(&parts.headers, body, gateway.config.json_body_limit).await?;
+    let bytes = read_body(
+        &parts.headers,
+        body,
+        gateway.config.json_body_limit,
+        gateway.config.body_rate,
+    )
+    .await?;
     let body = parse_update_body(&bytes)?;
     let request = UpdateIntegrationRequest {
         id,

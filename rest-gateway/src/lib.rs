@@ -6,7 +6,9 @@
 //! are bounded (`http`). No rules, no SQL.
 
 pub mod config;
+pub mod connections;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod http;
 pub mod integrations;
@@ -23,11 +25,20 @@ use upstream::Upstream;
 pub struct Gateway {
     pub config: GatewayConfig,
     pub upstream: Upstream,
+    /// Webhook body bytes in flight across all requests, in KiB permits.
+    pub webhook_bytes: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
     pub fn new(config: GatewayConfig) -> Result<Self, tonic::transport::Error> {
-        let upstream = Upstream::new(&config.service_url)?;
-        Ok(Self { config, upstream })
+        let upstream = Upstream::new(&config.service_url, config.upstream_timeout)?;
+        let webhook_bytes = std::sync::Arc::new(tokio::sync::Semaphore::new(webhooks::kib(
+            config.webhook_bytes_in_flight,
+        ) as usize));
+        Ok(Self {
+            config,
+            upstream,
+            webhook_bytes,
+        })
     }
 }

@@ -132,7 +132,13 @@ pub async fn rotate_webhook_secret(
     let has_body = parts.headers.contains_key(header::CONTENT_TYPE);
     let body: RotateBody = if has_body {
         require_json(&parts.headers)?;
-        let bytes = read_body(&parts.headers, body, gateway.config.json_body_limit).await?;
+        let bytes = read_body(
+            &parts.headers,
+            body,
+            gateway.config.json_body_limit,
+            gateway.config.body_rate,
+        )
+        .await?;
         if bytes.is_empty() {
             RotateBody::default()
         } else {

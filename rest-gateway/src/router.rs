@@ -5,7 +5,7 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 
 use crate::{
-    error::GatewayError, health, http::HttpResponse, integrations, oauth, webhooks, Gateway,
+    error::GatewayError, events, health, http::HttpResponse, integrations, oauth, webhooks, Gateway,
 };
 
 pub async fn route(
@@ -13,6 +13,7 @@ pub async fn route(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, GatewayError> {
     let (parts, body) = request.into_parts();
+    crate::upstream::check_credentials(&parts.headers)?;
     let path = parts.uri.path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = parts.method.clone();
@@ -64,6 +65,30 @@ pub async fn route(
                 _ => Err(GatewayError::MethodNotAllowed { allow: "GET, POST" }),
             }
         }
+        // Deliveries for the frontend: list, read, replay.
+        ["api", "integrations", id, "events"] => {
+            let id = decode_segment(id)?;
+            match method {
+                Method::GET => events::list(gateway, &parts, id).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
+            }
+        }
+        ["api", "integrations", id, "events", event_id] => {
+            let id = decode_segment(id)?;
+            let event_id = decode_segment(event_id)?;
+            match method {
+                Method::GET => events::get(gateway, &parts, id, event_id).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
+            }
+        }
+        ["api", "integrations", id, "events", event_id, "replay"] => {
+            let id = decode_segment(id)?;
+            let event_id = decode_segment(event_id)?;
+            match method {
+                Method::POST => events::replay(gateway, &parts, id, event_id).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
+            }
+        }
         ["api", "integrations", id, "webhook", "rotate"] => {
             let id = decode_segment(id)?;
             match method {
@@ -102,7 +127,19 @@ fn decode_segment(segment: &str) -> Result<String, GatewayError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn any_segment_decodes_or_is_a_clean_400(segment in "\\PC{0,200}|(%[0-9a-fA-F]{2}){0,80}") {
+            match decode_segment(&segment) {
+                Ok(id) => prop_assert!(!id.is_empty() && id.len() <= 128),
+                Err(err) => prop_assert_eq!(err.parts().0.as_u16(), 400),
+            }
+        }
+    }
 
     #[test]
     fn segments_are_decoded_and_bounded() {

@@ -9,6 +9,7 @@
 
 pub mod database;
 pub mod fake_provider;
+pub mod logs;
 pub mod oauth_flow;
 pub mod reflection;
 
@@ -131,6 +132,7 @@ impl TestApp {
                 iat: Some(now),
                 role: role.map(str::to_string),
                 aud: Some("authenticated".into()),
+                ..Default::default()
             },
         )
         .expect("sign")
@@ -229,9 +231,13 @@ pub async fn spawn_app_with(kind: Db, vars: &[(&str, &str)]) -> Option<TestApp> 
         })
         .await;
     });
+    // The gateway reads its own variables (HTTP_*, WEBHOOK_BYTES_IN_FLIGHT...) from `vars` too.
     let gateway_config = rest_gateway::config::GatewayConfig::from_lookup(|name| match name {
         "INTEGRATION_SERVICE_URL" => Some(grpc_url.clone()),
-        _ => None,
+        _ => vars
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string()),
     })
     .expect("gateway config");
     let gateway = rest_gateway::Gateway::new(gateway_config).expect("gateway");

@@ -7,10 +7,10 @@ use integrations_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use super::{authorize, integration_ref, respond, rfc3339, Need};
 use crate::{
-    access,
     context::AppContext,
-    error::{Problem, ServiceError},
+    error::ServiceError,
     integrations::{self, IntegrationView, SettingsUpdate},
     store::text_list,
 };
@@ -24,13 +24,6 @@ impl IntegrationApi {
         Self { ctx }
     }
 
-    async fn manager(
-        &self,
-        metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<access::Access, Status> {
-        Ok(access::require_manager(&self.ctx.db, &self.ctx.sessions, metadata).await?)
-    }
-
     fn to_proto(&self, view: IntegrationView) -> Integration {
         to_proto(&self.ctx.config.public_api_url, view)
     }
@@ -42,61 +35,71 @@ impl IntegrationService for IntegrationApi {
         &self,
         request: Request<ListIntegrationsRequest>,
     ) -> Result<Response<ListIntegrationsResponse>, Status> {
-        let access = self.manager(request.metadata()).await?;
-        let views = integrations::list(&self.ctx.db, &self.ctx.catalog, &access).await?;
-        Ok(Response::new(ListIntegrationsResponse {
-            integrations: views.into_iter().map(|v| self.to_proto(v)).collect(),
-        }))
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let views = integrations::list(&self.ctx, &access).await?;
+                Ok(ListIntegrationsResponse {
+                    integrations: views.into_iter().map(|v| self.to_proto(v)).collect(),
+                })
+            }
+            .await,
+        )
     }
 
     async fn get_integration(
         &self,
         request: Request<GetIntegrationRequest>,
     ) -> Result<Response<Integration>, Status> {
-        let access = self.manager(request.metadata()).await?;
-        let view = integrations::get(
-            &self.ctx.db,
-            &self.ctx.catalog,
-            &access,
-            &request.get_ref().id,
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let id = integration_ref(&request.get_ref().id);
+                let view = integrations::get(&self.ctx, &access, &id).await?;
+                Ok(self.to_proto(view))
+            }
+            .await,
         )
-        .await?;
-        Ok(Response::new(self.to_proto(view)))
     }
 
     async fn update_integration(
         &self,
         request: Request<UpdateIntegrationRequest>,
     ) -> Result<Response<Integration>, Status> {
-        let access = self.manager(request.metadata()).await?;
-        let body = request.get_ref();
-        let update = settings_update(body)?;
-        let view = integrations::update(&self.ctx.db, &self.ctx.catalog, &access, &body.id, update)
-            .await?;
-        Ok(Response::new(self.to_proto(view)))
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let body = request.get_ref();
+                let update = settings_update(body)?;
+                let id = integration_ref(&body.id);
+                let view = integrations::update(&self.ctx, &access, &id, update).await?;
+                Ok(self.to_proto(view))
+            }
+            .await,
+        )
     }
 
     async fn disconnect_integration(
         &self,
         request: Request<DisconnectIntegrationRequest>,
     ) -> Result<Response<DisconnectIntegrationResponse>, Status> {
-        let access = self.manager(request.metadata()).await?;
-        let previous = integrations::disconnect(
-            &self.ctx.db,
-            &self.ctx.catalog,
-            &access,
-            &request.get_ref().id,
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let id = integration_ref(&request.get_ref().id);
+                let previous = integrations::disconnect(&self.ctx, &access, &id).await?;
+                if let Some(record) = previous {
+                    tracing::info!(integration = %record.id, provider = %record.provider, "integration disconnected");
+                    // Best effort, in the background: never delays or fails the local disconnect.
+                    crate::oauth::revoke_in_background(&self.ctx, &record);
+                }
+                Ok(DisconnectIntegrationResponse {
+                    success: true,
+                    message: "Integration disconnected successfully".into(),
+                })
+            }
+            .await,
         )
-        .await?;
-        if let Some(record) = previous {
-            tracing::info!(integration = %record.id, provider = %record.provider, "integration disconnected");
-            // Best effort, in the background: never delays or fails the local disconnect.
-            crate::oauth::revoke_in_background(&self.ctx, &record);
-        }
-        Ok(Response::new(DisconnectIntegrationResponse {
-            success: true,
-            message: "Integration disconnected successfully".into(),
-        }))
     }
 }
 
@@ -105,17 +108,14 @@ fn settings_update(body: &UpdateIntegrationRequest) -> Result<SettingsUpdate, Se
         .config_patch_json
         .as_deref()
         .map(|text| {
-            serde_json::from_str::<serde_json::Value>(text).map_err(|_| {
-                ServiceError::InvalidArgument(
-                    Problem::new("Invalid request body").details("config: must be a JSON object"),
-                )
-            })
+            serde_json::from_str::<serde_json::Value>(text)
+                .map_err(|_| ServiceError::invalid_field("config", "must be a JSON object"))
         })
         .transpose()?;
     if body.clear_sync_frequency && body.sync_frequency.is_some() {
-        return Err(ServiceError::InvalidArgument(
-            Problem::new("Invalid request body")
-                .details("syncFrequency: set a value or clear it, not both"),
+        return Err(ServiceError::invalid_field(
+            "syncFrequency",
+            "set a value or clear it, not both",
         ));
     }
     let sync_frequency = if body.clear_sync_frequency {
@@ -176,8 +176,4 @@ pub fn to_proto(public_api_url: &url::Url, view: IntegrationView) -> Integration
             account_name: record.account_name.clone(),
         },
     }
-}
-
-pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

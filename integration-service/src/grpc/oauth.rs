@@ -8,10 +8,9 @@ use integrations_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use super::{authorize, integration_ref, respond, rfc3339, Need};
 use crate::{
-    access,
     context::AppContext,
-    grpc::integrations::rfc3339,
     oauth::{self, Callback, Outcome},
     tokens, webhook_settings,
 };
@@ -23,13 +22,6 @@ pub struct OAuthApi {
 impl OAuthApi {
     pub fn new(ctx: AppContext) -> Self {
         Self { ctx }
-    }
-
-    async fn manager(
-        &self,
-        metadata: &tonic::metadata::MetadataMap,
-    ) -> Result<access::Access, Status> {
-        Ok(access::require_manager(&self.ctx.db, &self.ctx.sessions, metadata).await?)
     }
 }
 
@@ -47,12 +39,18 @@ impl OAuthService for OAuthApi {
         &self,
         request: Request<StartAuthorizationRequest>,
     ) -> Result<Response<StartAuthorizationResponse>, Status> {
-        let access = self.manager(request.metadata()).await?;
-        let started = oauth::start_authorization(&self.ctx, &access, &request.get_ref().id).await?;
-        Ok(Response::new(StartAuthorizationResponse {
-            redirect_url: started.redirect_url,
-            set_cookie: started.set_cookie,
-        }))
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let id = integration_ref(&request.get_ref().id);
+                let started = oauth::start_authorization(&self.ctx, &access, &id).await?;
+                Ok(StartAuthorizationResponse {
+                    redirect_url: started.redirect_url,
+                    set_cookie: started.set_cookie,
+                })
+            }
+            .await,
+        )
     }
 
     async fn complete_authorization(
@@ -67,56 +65,79 @@ impl OAuthService for OAuthApi {
             .collect();
         let body = request.into_inner();
         let set_cookie = oauth::clear_state_cookie(&self.ctx, &body.provider);
-        let outcome = oauth::complete_authorization(
-            &self.ctx,
-            Callback {
-                provider: body.provider,
-                code: body.code,
-                state: body.state,
-                error: body.error,
-                cookie_headers,
-            },
+        respond(
+            async {
+                let outcome = oauth::complete_authorization(
+                    &self.ctx,
+                    Callback {
+                        provider: body.provider,
+                        code: body.code,
+                        state: body.state,
+                        error: body.error,
+                        cookie_headers,
+                    },
+                )
+                .await?;
+                Ok(CompleteAuthorizationResponse {
+                    redirect_url: outcome.redirect_url(&self.ctx.config.app_url),
+                    success: matches!(outcome, Outcome::Connected { .. }),
+                    set_cookie,
+                })
+            }
+            .await,
         )
-        .await?;
-        Ok(Response::new(CompleteAuthorizationResponse {
-            redirect_url: outcome.redirect_url(&self.ctx.config.app_url),
-            success: matches!(outcome, Outcome::Connected { .. }),
-            set_cookie,
-        }))
     }
 
     async fn get_access_token(
         &self,
         request: Request<GetAccessTokenRequest>,
     ) -> Result<Response<GetAccessTokenResponse>, Status> {
-        let access = access::resolve(&self.ctx.db, &self.ctx.sessions, request.metadata()).await?;
-        let token = tokens::get_access_token(&self.ctx, &access, &request.get_ref().id).await?;
-        Ok(Response::new(GetAccessTokenResponse {
-            access_token: token.access_token,
-            expires_at: token.expires_at.map(rfc3339),
-            token_type: token.token_type,
-            scopes: token.scopes,
-        }))
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Member).await?;
+                let id = integration_ref(&request.get_ref().id);
+                let token = tokens::get_access_token(&self.ctx, &access, &id).await?;
+                Ok(GetAccessTokenResponse {
+                    access_token: token.access_token,
+                    expires_at: token.expires_at.map(rfc3339),
+                    token_type: token.token_type,
+                    scopes: token.scopes,
+                })
+            }
+            .await,
+        )
     }
 
     async fn get_webhook_settings(
         &self,
         request: Request<GetWebhookSettingsRequest>,
     ) -> Result<Response<WebhookSettings>, Status> {
-        let access = self.manager(request.metadata()).await?;
-        let settings = webhook_settings::get(&self.ctx, &access, &request.get_ref().id).await?;
-        Ok(Response::new(settings_to_proto(settings)))
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let id = integration_ref(&request.get_ref().id);
+                let settings = webhook_settings::get(&self.ctx, &access, &id).await?;
+                Ok(settings_to_proto(settings))
+            }
+            .await,
+        )
     }
 
     async fn rotate_webhook_secret(
         &self,
         request: Request<RotateWebhookSecretRequest>,
     ) -> Result<Response<WebhookSettings>, Status> {
-        let access = self.manager(request.metadata()).await?;
-        let body = request.get_ref();
-        let settings =
-            webhook_settings::rotate(&self.ctx, &access, &body.id, body.grace_period_seconds)
-                .await?;
-        Ok(Response::new(settings_to_proto(settings)))
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let body = request.get_ref();
+                let id = integration_ref(&body.id);
+                let settings =
+                    webhook_settings::rotate(&self.ctx, &access, &id, body.grace_period_seconds)
+                        .await?;
+                Ok(settings_to_proto(settings))
+            }
+            .await,
+        )
     }
 }

@@ -1,42 +1,29 @@
 //! `integrations.v1.WebhookService`: receiving deliveries (the gateway), consuming events
-//! (internal services, service_role), inspecting and replaying them (Owner/Admin).
+//! (internal services, service_role), inspecting and replaying them (Owner/Admin). The rules
+//! are in `webhooks::receive` and `webhooks::events`.
 
-use std::{pin::Pin, time::Duration};
+use std::pin::Pin;
 
-use chrono::Utc;
 use futures::Stream;
 use integrations_proto::v1::{
-    webhook_service_server::WebhookService, ListEventsRequest, ListEventsResponse,
-    MarkProcessedRequest, MarkProcessedResponse, ReceiveWebhookRequest, ReceiveWebhookResponse,
-    RecordErrorRequest, RecordErrorResponse, ReplayEventRequest, SubscribeEventsRequest,
-    WebhookEvent,
+    webhook_service_server::WebhookService, AdmitWebhookRequest, AdmitWebhookResponse,
+    GetEventRequest, ListEventsRequest, ListEventsResponse, MarkProcessedRequest,
+    MarkProcessedResponse, ReceiveWebhookRequest, ReceiveWebhookResponse, RecordErrorRequest,
+    RecordErrorResponse, ReplayEventRequest, SubscribeEventsRequest, WebhookEvent,
 };
-use tonic::{metadata::MetadataMap, Request, Response, Status};
-use uuid::Uuid;
+use tonic::{Request, Response, Status};
 
-use super::integrations::rfc3339;
+use super::{authorize, authorize_service, integration_ref, respond, rfc3339, Need};
 use crate::{
-    access,
-    auth::{credentials_from_metadata, Caller},
     context::AppContext,
-    error::{Problem, ServiceError, ServiceResult},
-    integrations::IntegrationRef,
-    store::{
-        self,
-        entities::webhook_event,
-        webhook_events::{AfterError, ClaimedEvent, EventFilter},
-    },
+    store::webhook_events::EventFilter,
     webhooks::{
+        admission,
+        events::{self, parse_event_id, EventView, ListQuery, StreamSettings},
         receive::{self, Delivery},
-        retry, WebhookRuntime,
+        WebhookRuntime,
     },
 };
-
-/// Default and largest page of ListEvents.
-const DEFAULT_PAGE: u64 = 50;
-const MAX_PAGE: u64 = 200;
-/// Longest error text kept on an event.
-const MAX_ERROR_LEN: usize = 2000;
 
 pub struct WebhookApi {
     ctx: AppContext,
@@ -47,44 +34,6 @@ impl WebhookApi {
     pub fn new(ctx: AppContext, runtime: WebhookRuntime) -> Self {
         Self { ctx, runtime }
     }
-
-    /// Consumers are internal services: a service_role token, any organization.
-    fn require_service(&self, metadata: &MetadataMap) -> ServiceResult<()> {
-        let token = credentials_from_metadata(metadata)
-            .token
-            .ok_or_else(|| ServiceError::unauthenticated("Authentication required"))?;
-        match self.ctx.sessions.verify(&token)? {
-            Caller::Service => Ok(()),
-            Caller::User(_) => Err(ServiceError::PermissionDenied(
-                Problem::new("Forbidden").details("event consumers use a service_role token"),
-            )),
-        }
-    }
-
-    /// An event of the caller's organization (404 for another organization's event).
-    async fn event_of(
-        &self,
-        metadata: &MetadataMap,
-        event_id: &str,
-    ) -> ServiceResult<webhook_event::Model> {
-        let access = access::require_manager(&self.ctx.db, &self.ctx.sessions, metadata).await?;
-        let id = parse_event_id(event_id)?;
-        let event = store::webhook_events::find(&self.ctx.db, id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("Event not found"))?;
-        store::integrations::find_by_id(&self.ctx.db, access.organization_id, event.integration_id)
-            .await?
-            .ok_or_else(|| ServiceError::not_found("Event not found"))?;
-        Ok(event)
-    }
-}
-
-fn parse_event_id(value: &str) -> ServiceResult<Uuid> {
-    Uuid::parse_str(value.trim()).map_err(|_| {
-        ServiceError::InvalidArgument(
-            Problem::new("Invalid event id").details("expected the event's UUID"),
-        )
-    })
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<WebhookEvent, Status>> + Send>>;
@@ -105,13 +54,51 @@ impl WebhookService for WebhookApi {
                 .map(|h| (h.name.to_ascii_lowercase(), h.value))
                 .collect(),
             body: message.body,
+            query: message.query,
         };
-        let answer = receive::receive(&self.ctx, &self.runtime, delivery).await?;
-        Ok(Response::new(ReceiveWebhookResponse {
-            http_status: answer.http_status.into(),
-            body_json: answer.body.to_string(),
-            event_id: answer.event_id.map(|id| id.to_string()),
-        }))
+        respond(
+            async {
+                let answer = receive::receive(&self.ctx, &self.runtime, delivery).await?;
+                let (content_type, raw_body) = answer.raw.unzip();
+                Ok(ReceiveWebhookResponse {
+                    http_status: answer.http_status.into(),
+                    body_json: answer.body.to_string(),
+                    event_id: answer.event_id.map(|id| id.to_string()),
+                    content_type,
+                    raw_body,
+                })
+            }
+            .await,
+        )
+    }
+
+    async fn admit_webhook(
+        &self,
+        request: Request<AdmitWebhookRequest>,
+    ) -> Result<Response<AdmitWebhookResponse>, Status> {
+        let message = request.into_inner();
+        let provider = message.provider.to_ascii_lowercase();
+        let headers = message.headers;
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(&h.value).ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        respond(
+            admission::admit(
+                &self.ctx,
+                &self.runtime,
+                &provider,
+                message.integration_id.as_deref(),
+                header,
+            )
+            .await
+            .map(|()| AdmitWebhookResponse {}),
+        )
     }
 
     type SubscribeEventsStream = EventStream;
@@ -120,202 +107,140 @@ impl WebhookService for WebhookApi {
         &self,
         request: Request<SubscribeEventsRequest>,
     ) -> Result<Response<Self::SubscribeEventsStream>, Status> {
-        self.require_service(request.metadata())?;
-        let message = request.into_inner();
-        let lease = message.lease_seconds.unwrap_or(30);
-        if !(1..=3600).contains(&lease) {
-            return Err(ServiceError::InvalidArgument(
-                Problem::new("Invalid lease").details("lease_seconds: 1 to 3600"),
-            )
-            .into());
-        }
-        let prefetch = message.prefetch.unwrap_or(16);
-        if !(1..=256).contains(&prefetch) {
-            return Err(ServiceError::InvalidArgument(
-                Problem::new("Invalid prefetch").details("prefetch: 1 to 256"),
-            )
-            .into());
-        }
-        let filter = EventFilter {
-            organization_id: message.organization_id,
-            provider: message.provider.map(|p| p.to_ascii_lowercase()),
-            event_types: message.event_types,
-        };
-        let (subscription, mut events) = self.runtime.dispatcher.subscribe(
-            filter,
-            Duration::from_secs(lease as u64),
-            prefetch as usize,
-        );
-        let stream = async_stream(move |yielder| async move {
-            // The subscription lives as long as the stream: dropped when the consumer leaves.
-            let _subscription = subscription;
-            while let Some(claimed) = events.recv().await {
-                if yielder.send(Ok(claimed_to_proto(claimed))).await.is_err() {
-                    break;
-                }
+        respond(
+            async {
+                authorize_service(&self.ctx, request.metadata())?;
+                let message = request.into_inner();
+                let settings = StreamSettings::new(message.lease_seconds, message.prefetch)?;
+                let filter = EventFilter {
+                    organization_id: message.organization_id,
+                    provider: message.provider.map(|p| p.to_ascii_lowercase()),
+                    event_types: message.event_types,
+                };
+                let (subscription, mut claimed) =
+                    events::subscribe(&self.runtime, filter, settings);
+                let stream = async_stream(move |yielder| async move {
+                    // The subscription lives as long as the stream: dropped when the consumer leaves.
+                    let _subscription = subscription;
+                    while let Some(event) = claimed.recv().await {
+                        if yielder
+                            .send(Ok(event_to_proto(event.into())))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                Ok(stream)
             }
-        });
-        Ok(Response::new(stream))
+            .await,
+        )
     }
 
     async fn mark_processed(
         &self,
         request: Request<MarkProcessedRequest>,
     ) -> Result<Response<MarkProcessedResponse>, Status> {
-        self.require_service(request.metadata())?;
-        let id = parse_event_id(&request.get_ref().event_id)?;
-        if !store::webhook_events::mark_processed(&self.ctx.db, id, Utc::now())
-            .await
-            .map_err(ServiceError::from)?
-        {
-            let event = store::webhook_events::find(&self.ctx.db, id)
-                .await
-                .map_err(ServiceError::from)?
-                .ok_or_else(|| ServiceError::not_found("Event not found"))?;
-            if event.status != store::webhook_events::PROCESSED {
-                return Err(ServiceError::FailedPrecondition(
-                    Problem::new("Event cannot be acknowledged")
-                        .details(format!("the event is {}", event.status)),
-                )
-                .into());
+        respond(
+            async {
+                authorize_service(&self.ctx, request.metadata())?;
+                let id = parse_event_id(&request.get_ref().event_id)?;
+                events::mark_processed(&self.ctx, &self.runtime, id).await?;
+                Ok(MarkProcessedResponse {})
             }
-        }
-        self.runtime.dispatcher.wake();
-        Ok(Response::new(MarkProcessedResponse {}))
+            .await,
+        )
     }
 
     async fn record_error(
         &self,
         request: Request<RecordErrorRequest>,
     ) -> Result<Response<RecordErrorResponse>, Status> {
-        self.require_service(request.metadata())?;
-        let message = request.into_inner();
-        let id = parse_event_id(&message.event_id)?;
-        let error: String = message.error.chars().take(MAX_ERROR_LEN).collect();
-        let now = Utc::now();
-        let recorded = store::webhook_events::record_error(&self.ctx.db, id, &error, |attempts| {
-            retry::after_error(attempts, now)
-        })
-        .await
-        .map_err(ServiceError::from)?;
-        let Some((event, after)) = recorded else {
-            let event = store::webhook_events::find(&self.ctx.db, id)
-                .await
-                .map_err(ServiceError::from)?
-                .ok_or_else(|| ServiceError::not_found("Event not found"))?;
-            return Err(ServiceError::FailedPrecondition(
-                Problem::new("Event cannot take an error")
-                    .details(format!("the event is {}", event.status)),
-            )
-            .into());
-        };
-        if matches!(after, AfterError::Dead) {
-            tracing::warn!(event = %id, attempts = event.retry_count, "webhook event dead after its last attempt");
-        }
-        Ok(Response::new(RecordErrorResponse {
-            status: event.status,
-            next_attempt_at: event.next_attempt_at.map(rfc3339),
-        }))
+        respond(
+            async {
+                authorize_service(&self.ctx, request.metadata())?;
+                let message = request.get_ref();
+                let id = parse_event_id(&message.event_id)?;
+                let event = events::record_error(&self.ctx, id, &message.error).await?;
+                Ok(RecordErrorResponse {
+                    status: event.status,
+                    next_attempt_at: event.next_attempt_at.map(rfc3339),
+                })
+            }
+            .await,
+        )
     }
 
     async fn list_events(
         &self,
         request: Request<ListEventsRequest>,
     ) -> Result<Response<ListEventsResponse>, Status> {
-        let access =
-            access::require_manager(&self.ctx.db, &self.ctx.sessions, request.metadata()).await?;
-        let message = request.into_inner();
-        let record = match IntegrationRef::parse(message.integration_id.trim()) {
-            IntegrationRef::Id(id) => {
-                store::integrations::find_by_id(&self.ctx.db, access.organization_id, id).await
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let message = request.into_inner();
+                let integration = integration_ref(&message.integration_id);
+                let query = ListQuery {
+                    page_size: Some(message.page_size.into()),
+                    cursor: Some(message.page_token),
+                    status: message.status,
+                    event_type: message.event_type,
+                    since: message.since,
+                };
+                let page = events::list(&self.ctx, &access, &integration, query).await?;
+                Ok(ListEventsResponse {
+                    events: page.events.into_iter().map(event_to_proto).collect(),
+                    next_page_token: page.next_cursor.unwrap_or_default(),
+                })
             }
-            IntegrationRef::Provider(name) => {
-                store::integrations::find_by_provider(
-                    &self.ctx.db,
-                    access.organization_id,
-                    &name.to_ascii_lowercase(),
-                )
-                .await
-            }
-        }
-        .map_err(ServiceError::from)?
-        .ok_or_else(|| ServiceError::not_found("Integration not found"))?;
-        let page_size = match message.page_size {
-            0 => DEFAULT_PAGE,
-            n if n < 0 => {
-                return Err(ServiceError::invalid("page_size must not be negative").into())
-            }
-            n => (n as u64).min(MAX_PAGE),
-        };
-        let offset = match message.page_token.trim() {
-            "" => 0,
-            token => token.parse::<u64>().map_err(|_| {
-                ServiceError::InvalidArgument(
-                    Problem::new("Invalid page token").details("use next_page_token as given"),
-                )
-            })?,
-        };
-        let status = message
-            .status
-            .as_deref()
-            .map(|s| s.trim().to_ascii_uppercase());
-        let mut events = store::webhook_events::list_for_integration(
-            &self.ctx.db,
-            record.id,
-            status.as_deref(),
-            offset,
-            page_size + 1,
+            .await,
         )
-        .await
-        .map_err(ServiceError::from)?;
-        let more = events.len() as u64 > page_size;
-        events.truncate(page_size as usize);
-        Ok(Response::new(ListEventsResponse {
-            next_page_token: if more {
-                (offset + page_size).to_string()
-            } else {
-                String::new()
-            },
-            events: events
-                .into_iter()
-                .map(|event| event_to_proto(event, record.organization_id, record.provider.clone()))
-                .collect(),
-        }))
     }
 
     async fn replay_event(
         &self,
         request: Request<ReplayEventRequest>,
     ) -> Result<Response<WebhookEvent>, Status> {
-        let event = self
-            .event_of(request.metadata(), &request.get_ref().event_id)
-            .await?;
-        let record = store::integrations::find_for_webhook(&self.ctx.db, event.integration_id)
-            .await
-            .map_err(ServiceError::from)?
-            .ok_or_else(|| ServiceError::not_found("Event not found"))?;
-        let replayed = store::webhook_events::replay(&self.ctx.db, event.id, Utc::now())
-            .await
-            .map_err(ServiceError::from)?
-            .ok_or_else(|| ServiceError::not_found("Event not found"))?;
-        self.runtime.dispatcher.wake();
-        Ok(Response::new(event_to_proto(
-            replayed,
-            record.organization_id,
-            record.provider,
-        )))
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let message = request.get_ref();
+                let id = parse_event_id(&message.event_id)?;
+                let integration = message.integration_id.as_deref().map(integration_ref);
+                let view =
+                    events::replay(&self.ctx, &self.runtime, &access, integration.as_ref(), id)
+                        .await?;
+                Ok(event_to_proto(view))
+            }
+            .await,
+        )
+    }
+
+    async fn get_event(
+        &self,
+        request: Request<GetEventRequest>,
+    ) -> Result<Response<WebhookEvent>, Status> {
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let message = request.get_ref();
+                let integration = integration_ref(&message.integration_id);
+                let id = parse_event_id(&message.event_id)?;
+                let view = events::get(&self.ctx, &access, Some(&integration), id).await?;
+                Ok(event_to_proto(view))
+            }
+            .await,
+        )
     }
 }
 
-fn claimed_to_proto(claimed: ClaimedEvent) -> WebhookEvent {
-    event_to_proto(claimed.event, claimed.organization_id, claimed.provider)
-}
-
-pub fn event_to_proto(
-    event: webhook_event::Model,
-    organization_id: i64,
-    provider: String,
-) -> WebhookEvent {
+pub fn event_to_proto(view: EventView) -> WebhookEvent {
+    let EventView {
+        event,
+        organization_id,
+        provider,
+    } = view;
     WebhookEvent {
         id: event.id.to_string(),
         integration_id: event.integration_id.to_string(),

@@ -131,7 +131,7 @@ pub async fn exchange_code(
             if let Some(verifier) = pkce_verifier {
                 request = request.set_pkce_verifier(PkceCodeVerifier::new(verifier.to_string()));
             }
-            read_standard(client, request.request_async(http_client()).await)
+            read_standard(client, request.request_async(&capped_http).await)
         }
         TokenStyle::Github | TokenStyle::SlackV2 => {
             let mut form = vec![
@@ -162,7 +162,7 @@ pub async fn refresh(
             let token = RefreshToken::new(refresh_token.to_string());
             let response = oauth
                 .exchange_refresh_token(&token)
-                .request_async(http_client())
+                .request_async(&capped_http)
                 .await;
             read_standard(client, response)
         }
@@ -225,6 +225,57 @@ fn read_standard<E: std::error::Error>(
     }
 }
 
+/// Largest token response read: real ones are well under 16 KiB; a provider (or whoever
+/// answers at its URL) streaming more is refused rather than buffered.
+pub const MAX_TOKEN_RESPONSE_BYTES: usize = 256 * 1024;
+
+/// Reads a response body of at most `MAX_TOKEN_RESPONSE_BYTES`.
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, &'static str> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_TOKEN_RESPONSE_BYTES as u64)
+    {
+        return Err("token response too large");
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|_| "unreadable token response")?
+    {
+        if body.len() + chunk.len() > MAX_TOKEN_RESPONSE_BYTES {
+            return Err("token response too large");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The `oauth2` crate's HTTP client, over the shared reqwest client, with a capped body.
+async fn capped_http(
+    request: oauth2::HttpRequest,
+) -> Result<oauth2::HttpResponse, CappedHttpError> {
+    let (parts, body) = request.into_parts();
+    let response = http_client()
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .map_err(|_| CappedHttpError("token endpoint unreachable"))?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = read_capped(response).await.map_err(CappedHttpError)?;
+    let mut answer = oauth2::HttpResponse::new(body);
+    *answer.status_mut() = status;
+    *answer.headers_mut() = headers;
+    Ok(answer)
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct CappedHttpError(&'static str);
+
 async fn post_quirky(
     client: &ProviderClient,
     form: &[(&str, &str)],
@@ -242,10 +293,9 @@ async fn post_quirky(
             TokenError::Unavailable("unreachable".into())
         })?;
     let status = response.status();
-    let body = response
-        .bytes()
+    let body = read_capped(response)
         .await
-        .map_err(|_| TokenError::Unavailable("unreadable token response".into()))?;
+        .map_err(|why| TokenError::Unavailable(why.into()))?;
     parse_quirky_response(client.provider.token_style, status.as_u16(), &body)
 }
 
@@ -259,6 +309,8 @@ struct QuirkyResponse {
     expires_in: Option<u64>,
     scope: Option<ScopeField>,
     team: Option<SlackTeam>,
+    enterprise: Option<SlackTeam>,
+    is_enterprise_install: Option<bool>,
     authed_user: Option<SlackAuthedUser>,
 }
 
@@ -351,8 +403,14 @@ pub fn parse_quirky_response(
             ))
         }
     };
-    let (account_id, account_name) = match parsed.team {
-        Some(team) => (team.id, team.name),
+    // The installation's account: the workspace, or the Enterprise Grid organization for an
+    // org-wide install (its events are routed by enterprise id).
+    let installed = match parsed.is_enterprise_install {
+        Some(true) => parsed.enterprise,
+        _ => parsed.team,
+    };
+    let (account_id, account_name) = match installed {
+        Some(account) => (account.id, account.name),
         None => (None, None),
     };
     Ok(TokenGrant {
@@ -379,6 +437,46 @@ pub fn split_scopes(scope: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server answering every connection with `head` and `body_len` bytes, chunked or not.
+    async fn oversized_server(chunked: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let body = vec![b'a'; MAX_TOKEN_RESPONSE_BYTES + 1];
+                let head = if chunked {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
+                        body.len()
+                    )
+                } else {
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len())
+                };
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+                if chunked {
+                    let _ = stream.write_all(b"\r\n0\r\n\r\n").await;
+                }
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn token_responses_are_read_with_a_cap() {
+        for chunked in [false, true] {
+            let url = oversized_server(chunked).await;
+            let response = http_client().post(&url).send().await.unwrap();
+            assert_eq!(
+                read_capped(response).await.unwrap_err(),
+                "token response too large"
+            );
+        }
+    }
 
     #[test]
     fn github_errors_come_with_http_200() {

@@ -375,18 +375,34 @@ pub async fn find_for_webhook(db: &impl ConnectionTrait, id: Uuid) -> Result<Opt
     integration::Entity::find_by_id(id).one(db).await
 }
 
-/// The connected integrations of `provider` whose provider-side account is `account_id`
-/// (a Slack workspace may be connected by several organizations).
+/// The connected integration of `provider` whose provider-side account (Slack workspace or
+/// enterprise, GitHub App installation) is `account_id`. At most one row matches: the unique
+/// partial index `integrations_connected_account_uniq` enforces it.
 pub async fn find_connected_by_account(
     db: &impl ConnectionTrait,
     provider: &str,
     account_id: &str,
-) -> Result<Vec<Model>, DbErr> {
+) -> Result<Option<Model>, DbErr> {
     integration::Entity::find()
         .filter(integration::Column::Provider.eq(provider))
         .filter(integration::Column::AccountId.eq(account_id))
         .filter(integration::Column::Connected.eq(true))
-        .order_by_asc(integration::Column::OrganizationId)
-        .all(db)
+        .one(db)
+        .await
+}
+
+/// Another integration (not `except`) that has `provider`'s account `account_id` connected.
+pub async fn account_owner(
+    db: &impl ConnectionTrait,
+    provider: &str,
+    account_id: &str,
+    except: Uuid,
+) -> Result<Option<Model>, DbErr> {
+    integration::Entity::find()
+        .filter(integration::Column::Provider.eq(provider))
+        .filter(integration::Column::AccountId.eq(account_id))
+        .filter(integration::Column::Connected.eq(true))
+        .filter(integration::Column::Id.ne(except))
+        .one(db)
         .await
 }

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    sea_query::Expr, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    sea_query::Expr, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
     TransactionTrait, Value,
 };
@@ -231,6 +231,18 @@ pub struct EventFilter {
     pub event_types: Vec<String>,
 }
 
+/// One page of an integration's events, newest first (keyset: strictly older than `before`).
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery<'a> {
+    pub status: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    /// Received at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// The (received_at, id) of the last event of the previous page.
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: u64,
+}
+
 /// A claimed event with the integration facts consumers filter and route on.
 #[derive(Debug, Clone)]
 pub struct ClaimedEvent {
@@ -406,20 +418,34 @@ pub async fn record_error(
 pub async fn list_for_integration(
     db: &impl ConnectionTrait,
     integration_id: Uuid,
-    status: Option<&str>,
-    offset: u64,
-    limit: u64,
+    query: &EventQuery<'_>,
 ) -> Result<Vec<Model>, DbErr> {
-    let mut query = webhook_event::Entity::find()
+    let mut select = webhook_event::Entity::find()
         .filter(webhook_event::Column::IntegrationId.eq(integration_id));
-    if let Some(status) = status {
-        query = query.filter(webhook_event::Column::Status.eq(status));
+    if let Some(status) = query.status {
+        select = select.filter(webhook_event::Column::Status.eq(status));
     }
-    query
+    if let Some(event_type) = query.event_type {
+        select = select.filter(webhook_event::Column::EventType.eq(event_type));
+    }
+    if let Some(since) = query.since {
+        select = select.filter(webhook_event::Column::ReceivedAt.gte(since));
+    }
+    if let Some((received_at, id)) = query.before {
+        select = select.filter(
+            Condition::any()
+                .add(webhook_event::Column::ReceivedAt.lt(received_at))
+                .add(
+                    Condition::all()
+                        .add(webhook_event::Column::ReceivedAt.eq(received_at))
+                        .add(webhook_event::Column::Id.lt(id)),
+                ),
+        );
+    }
+    select
         .order_by_desc(webhook_event::Column::ReceivedAt)
         .order_by_desc(webhook_event::Column::Id)
-        .offset(offset)
-        .limit(limit)
+        .limit(query.limit)
         .all(db)
         .await
 }
@@ -462,4 +488,27 @@ pub async fn replay(
         .exec(db)
         .await?;
     find(db, id).await
+}
+
+/// Deletes at most `limit` PROCESSED or DEAD events received before `cutoff`, oldest first:
+/// one short statement, so no lock is held for long. Answers how many went.
+pub async fn purge_finished_before(
+    db: &DatabaseConnection,
+    cutoff: DateTime<Utc>,
+    limit: u64,
+) -> Result<u64, DbErr> {
+    let backend = db.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events WHERE status IN (",
+    )
+    .bind(PROCESSED)
+    .push(", ")
+    .bind(DEAD)
+    .push(") AND received_at < ")
+    .bind(cutoff)
+    .push(" ORDER BY received_at LIMIT ")
+    .bind(limit.min(i64::MAX as u64) as i64)
+    .push(")");
+    Ok(db.execute_raw(sql.statement()).await?.rows_affected())
 }

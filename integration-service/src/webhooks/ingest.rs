@@ -46,18 +46,21 @@ struct Job {
     reply: oneshot::Sender<Result<Uuid, Failure>>,
 }
 
-/// Why a batch failed, shared by all of its requests.
+/// Why a batch failed, shared by all of its requests (the database error itself, kept as the
+/// source of each request's error).
 #[derive(Debug, Clone)]
 enum Failure {
-    Unavailable(String),
-    Internal(String),
+    Unavailable(Arc<DbErr>),
+    Database(Arc<DbErr>),
+    NoId,
 }
 
 impl From<Failure> for ServiceError {
     fn from(failure: Failure) -> Self {
         match failure {
-            Failure::Unavailable(e) => ServiceError::DatabaseUnavailable(DbErr::Custom(e)),
-            Failure::Internal(e) => ServiceError::Database(DbErr::Custom(e)),
+            Failure::Unavailable(e) => ServiceError::DatabaseUnavailable(Box::new(e)),
+            Failure::Database(e) => ServiceError::Database(Box::new(e)),
+            Failure::NoId => ServiceError::internal("the insert returned no event id"),
         }
     }
 }
@@ -96,12 +99,10 @@ impl Ingest {
         self.queue
             .send(Job { row, reply })
             .await
-            .map_err(|_| ServiceError::Internal("webhook writer stopped".into()))?;
+            .map_err(|_| ServiceError::internal("webhook writer stopped"))?;
         match answer.await {
             Ok(result) => result.map_err(ServiceError::from),
-            Err(_) => Err(ServiceError::Internal(
-                "webhook writer dropped a row".into(),
-            )),
+            Err(_) => Err(ServiceError::internal("webhook writer dropped a row")),
         }
     }
 }
@@ -190,11 +191,7 @@ async fn write_with_fallback(
                 let result = webhook_events::insert_batch(db, std::slice::from_ref(row))
                     .await
                     .map_err(classify)
-                    .and_then(|ids| {
-                        ids.into_iter()
-                            .next()
-                            .ok_or_else(|| Failure::Internal("no id".into()))
-                    });
+                    .and_then(|ids| ids.into_iter().next().ok_or(Failure::NoId));
                 results.push(result);
             }
             Ok(results)
@@ -203,8 +200,9 @@ async fn write_with_fallback(
 }
 
 fn classify(e: DbErr) -> Failure {
-    match ServiceError::from(e) {
-        ServiceError::DatabaseUnavailable(e) => Failure::Unavailable(e.to_string()),
-        other => Failure::Internal(other.to_string()),
+    if crate::error::is_unavailable(&e) {
+        Failure::Unavailable(Arc::new(e))
+    } else {
+        Failure::Database(Arc::new(e))
     }
 }

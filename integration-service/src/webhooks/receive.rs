@@ -1,9 +1,10 @@
-//! One delivery: which provider scheme, which integration, which secret, which answer.
+//! The shared path of one delivery: the catalog's scheme picks the provider module
+//! (`github`, `slack`), which verifies the raw bytes and routes the delivery; this module holds
+//! what every scheme shares — the delivery and the answer, the integration's decrypted
+//! secrets, the one storing sequence (`store_event`) and the errors.
 //!
-//! GitHub deliveries name their integration in the URL and are signed with its webhook secret
-//! (or, during a rotation's grace period, the previous one). Slack deliveries are signed with
-//! the app's signing secret and routed by workspace (team id → `integrations.account_id`).
-//! Every rejection happens before anything is written.
+//! Invariant: every rejection happens before anything is written; nothing is answered 2xx
+//! before its row is committed (`store_event` awaits the writer's commit).
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -13,8 +14,7 @@ use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
 use super::{
-    secrets::WebhookSecrets,
-    signature::{slack_timestamp_is_fresh, verify_github_signature, verify_slack_signature},
+    bitbucket, github, gitlab, google, jira, microsoft, secrets::WebhookSecrets, slack,
     WebhookRuntime,
 };
 use crate::{
@@ -28,8 +28,9 @@ use crate::{
 /// Bodies larger than this are verified and parsed on the blocking pool, off the executor.
 pub const BLOCKING_THRESHOLD: usize = 64 * 1024;
 
-/// Delivery headers kept with the event (never signatures or credentials).
-const STORED_HEADERS: [&str; 11] = [
+/// Delivery headers kept with the event (never signatures, tokens or credentials:
+/// `X-Gitlab-Token` and `X-Goog-Channel-Token` are secrets and are not kept).
+const STORED_HEADERS: &[&str] = &[
     "content-type",
     "user-agent",
     "x-github-event",
@@ -40,21 +41,54 @@ const STORED_HEADERS: [&str; 11] = [
     "x-slack-request-timestamp",
     "x-slack-retry-num",
     "x-slack-retry-reason",
+    "x-gitlab-event",
+    "x-gitlab-event-uuid",
+    "x-gitlab-webhook-uuid",
+    "x-gitlab-instance",
+    "idempotency-key",
+    "x-event-key",
+    "x-request-uuid",
+    "x-hook-uuid",
+    "x-atlassian-webhook-identifier",
+    "x-atlassian-webhook-retry",
+    "x-goog-channel-id",
+    "x-goog-message-number",
+    "x-goog-resource-id",
+    "x-goog-resource-state",
+    "x-goog-resource-uri",
+    "x-goog-changed",
+    "x-goog-channel-expiration",
     "x-forwarded-for",
 ];
 
 /// A delivery as the gateway received it: header names lower-cased, the body untouched
 /// (a slice of the gRPC frame, shared — never copied — by verification and parsing).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Delivery {
     pub provider: String,
     pub integration_id: Option<String>,
     pub headers: HashMap<String, Vec<u8>>,
     pub body: Bytes,
+    /// The URL's query string, undecoded.
+    pub query: Option<String>,
+}
+
+/// Header values (signatures) and the body (payloads) never reach a log through `Debug`.
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.headers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Delivery")
+            .field("provider", &self.provider)
+            .field("integration_id", &self.integration_id)
+            .field("header_names", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Delivery {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .get(name)
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -62,7 +96,47 @@ impl Delivery {
             .filter(|v| !v.is_empty())
     }
 
-    fn media_type(&self) -> Option<String> {
+    /// A query parameter of the delivery's URL, decoded.
+    pub(super) fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.query.as_deref()?;
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// The integration the URL names (`/api/integrations/{provider}/webhook/{id}`).
+    pub(super) fn url_integration(&self) -> ServiceResult<Uuid> {
+        let id = self.integration_id.as_deref().ok_or_else(|| {
+            bad_request(
+                "Missing integration id",
+                format!(
+                    "deliver to /api/integrations/{}/webhook/<integration id>",
+                    self.provider
+                ),
+            )
+        })?;
+        Uuid::parse_str(id.trim())
+            .map_err(|_| bad_request("Invalid integration id", "expected a UUID"))
+    }
+
+    /// A required header, bounded in length: 400 when missing or too long.
+    pub(super) fn required(&self, name: &str, display: &str, max: usize) -> ServiceResult<String> {
+        let value = self.header(name).ok_or_else(|| {
+            bad_request(
+                "Missing delivery header",
+                format!("the {display} header is missing"),
+            )
+        })?;
+        if value.len() > max {
+            return Err(bad_request(
+                "Invalid delivery header",
+                format!("{display} is too long"),
+            ));
+        }
+        Ok(value.to_string())
+    }
+
+    pub(super) fn media_type(&self) -> Option<String> {
         self.header("content-type").map(|v| {
             v.split(';')
                 .next()
@@ -72,7 +146,7 @@ impl Delivery {
         })
     }
 
-    fn stored_headers(&self) -> String {
+    pub(super) fn stored_headers(&self) -> String {
         let kept: Map<String, Value> = STORED_HEADERS
             .iter()
             .filter_map(|name| {
@@ -90,22 +164,47 @@ pub struct Answer {
     pub http_status: u16,
     pub body: Value,
     pub event_id: Option<Uuid>,
+    /// A handshake answer that is not JSON: (content type, bytes), answered instead of `body`.
+    pub raw: Option<(String, Vec<u8>)>,
 }
 
 impl Answer {
-    fn ok(body: Value) -> Self {
+    pub(super) fn ok(body: Value) -> Self {
         Self {
             http_status: 200,
             body,
             event_id: None,
+            raw: None,
         }
     }
 
-    fn stored(event_id: Uuid) -> Self {
+    pub(super) fn stored(event_id: Uuid) -> Self {
         Self {
             http_status: 200,
             body: json!({"success": true, "eventId": event_id.to_string()}),
             event_id: Some(event_id),
+            raw: None,
+        }
+    }
+
+    /// A batch: one event per item, `eventId` the first (absent for an empty batch).
+    pub(super) fn stored_all(status: u16, ids: &[Uuid]) -> Self {
+        let all: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        Self {
+            http_status: status,
+            body: json!({"success": true, "eventId": all.first(), "eventIds": all}),
+            event_id: ids.first().copied(),
+            raw: None,
+        }
+    }
+
+    /// A text answer (Microsoft Graph's validation handshake).
+    pub(super) fn text(body: String) -> Self {
+        Self {
+            http_status: 200,
+            body: Value::Null,
+            event_id: None,
+            raw: Some(("text/plain; charset=utf-8".into(), body.into_bytes())),
         }
     }
 }
@@ -121,8 +220,13 @@ pub async fn receive(
         .map(|p| p.webhook)
         .unwrap_or_default();
     match scheme {
-        WebhookScheme::GithubHmacSha256 => receive_github(ctx, runtime, delivery).await,
-        WebhookScheme::SlackV0 => receive_slack(ctx, runtime, delivery).await,
+        WebhookScheme::GithubHmacSha256 => github::receive(ctx, runtime, delivery).await,
+        WebhookScheme::SlackV0 => slack::receive(ctx, runtime, delivery).await,
+        WebhookScheme::GitlabToken => gitlab::receive(ctx, runtime, delivery).await,
+        WebhookScheme::BitbucketHmacSha256 => bitbucket::receive(ctx, runtime, delivery).await,
+        WebhookScheme::JiraHmacSha256 => jira::receive(ctx, runtime, delivery).await,
+        WebhookScheme::GooglePushChannel => google::receive(ctx, runtime, delivery).await,
+        WebhookScheme::MicrosoftGraph => microsoft::receive(ctx, runtime, delivery).await,
         WebhookScheme::None => Err(ServiceError::NotFound(
             Problem::new("Unknown webhook provider")
                 .details(format!("{:?} receives no webhooks", delivery.provider)),
@@ -130,138 +234,30 @@ pub async fn receive(
     }
 }
 
-fn unauthenticated(details: &str) -> ServiceError {
+pub(super) fn unauthenticated(details: &str) -> ServiceError {
     ServiceError::Unauthenticated(Problem::new("Invalid webhook signature").details(details))
 }
 
-fn bad_request(message: &str, details: impl Into<String>) -> ServiceError {
+pub(super) fn bad_request(message: &str, details: impl Into<String>) -> ServiceError {
     ServiceError::InvalidArgument(Problem::new(message).details(details))
 }
 
 /// Runs `work` on the blocking pool when the body is large, inline otherwise.
-async fn off_executor<T: Send + 'static>(
+pub(super) async fn off_executor<T: Send + 'static>(
     size: usize,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> ServiceResult<T> {
     if size > BLOCKING_THRESHOLD {
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| ServiceError::Internal(format!("verification task failed: {e}")))
+            .map_err(|e| ServiceError::internal_caused("verification task failed", e))
     } else {
         Ok(work())
     }
 }
 
-// ----------------------------------------------------------------------------------------
-// GitHub
-// ----------------------------------------------------------------------------------------
-
-async fn receive_github(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
-    let signature = delivery
-        .header("x-hub-signature-256")
-        .ok_or_else(|| unauthenticated("the X-Hub-Signature-256 header is missing"))?
-        .to_string();
-    let event_type = delivery
-        .header("x-github-event")
-        .ok_or_else(|| bad_request("Missing event type", "the X-GitHub-Event header is missing"))?
-        .to_string();
-    let delivery_id = delivery
-        .header("x-github-delivery")
-        .ok_or_else(|| {
-            bad_request(
-                "Missing delivery id",
-                "the X-GitHub-Delivery header is missing",
-            )
-        })?
-        .to_string();
-    if event_type.len() > 100 || delivery_id.len() > 200 {
-        return Err(bad_request(
-            "Invalid delivery headers",
-            "X-GitHub-Event or X-GitHub-Delivery is too long",
-        ));
-    }
-    let integration_id = delivery
-        .integration_id
-        .as_deref()
-        .ok_or_else(|| {
-            bad_request(
-                "Missing integration id",
-                "deliver to /api/integrations/github/webhook/<integration id>",
-            )
-        })
-        .and_then(|id| {
-            Uuid::parse_str(id.trim())
-                .map_err(|_| bad_request("Invalid integration id", "expected a UUID"))
-        })?;
-    let media_type = delivery.media_type();
-    let headers = delivery.stored_headers();
-    let body = delivery.body;
-    let mut secrets = match runtime.secrets.get(integration_id) {
-        Some(cached) => cached,
-        None => load_secrets(ctx, runtime, &delivery.provider, integration_id).await?,
-    };
-    let mut verified = verify_github(&secrets, &body, &signature).await?;
-    if !verified && secrets.cached {
-        // The secret may have been rotated since it was cached: check against the database.
-        secrets = load_secrets(ctx, runtime, &delivery.provider, integration_id).await?;
-        verified = verify_github(&secrets, &body, &signature).await?;
-    }
-    if !verified {
-        return Err(unauthenticated(
-            "the signature does not match the integration's webhook secret",
-        ));
-    }
-    let payload = off_executor(body.len(), move || {
-        github_payload(media_type.as_deref(), &body)
-    })
-    .await??;
-
-    let processed = event_type == "ping";
-    let event_id = runtime
-        .ingest
-        .store(NewEvent {
-            id: Uuid::new_v4(),
-            integration_id,
-            event_type,
-            delivery_id: Some(delivery_id),
-            payload,
-            headers,
-            processed,
-            received_at: Utc::now(),
-        })
-        .await?;
-    Ok(Answer::stored(event_id))
-}
-
-/// Whether `signature` matches under one of the secrets valid now.
-async fn verify_github(
-    secrets: &WebhookSecrets,
-    body: &Bytes,
-    signature: &str,
-) -> ServiceResult<bool> {
-    let valid = secrets.valid_now();
-    if valid.is_empty() {
-        return Err(ServiceError::NotFound(
-            Problem::new("Webhooks not configured")
-                .details("the integration has no webhook secret: connect it first"),
-        ));
-    }
-    let body = body.clone();
-    let signature = signature.to_string();
-    off_executor(body.len(), move || {
-        valid
-            .iter()
-            .any(|secret| verify_github_signature(secret.as_bytes(), &body, &signature))
-    })
-    .await
-}
-
 /// Reads and decrypts the integration's webhook secrets, and caches them.
-async fn load_secrets(
+pub(super) async fn load_secrets(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     provider: &str,
@@ -292,7 +288,7 @@ fn decrypt_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResu
                     column,
                 },
             )
-            .map_err(|e| ServiceError::Internal(format!("webhook secret of {row}: {e}")))
+            .map_err(|e| ServiceError::internal_caused(format!("webhook secret of {row}"), e))
     };
     let current = record
         .webhook_secret
@@ -315,400 +311,147 @@ fn decrypt_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResu
     })
 }
 
-/// The JSON payload of a GitHub body: the body itself (`application/json`) or its `payload`
-/// field (`application/x-www-form-urlencoded`). Stored as sent, after checking it is JSON.
-pub fn github_payload(media_type: Option<&str>, body: &[u8]) -> ServiceResult<String> {
-    let text = match media_type {
-        Some("application/x-www-form-urlencoded") => url::form_urlencoded::parse(body)
-            .find(|(name, _)| name == "payload")
-            .map(|(_, value)| value.into_owned())
-            .ok_or_else(|| {
-                bad_request(
-                    "Invalid webhook body",
-                    "a form-encoded delivery carries its JSON in the payload field",
-                )
-            })?,
-        None | Some("application/json") => String::from_utf8(body.to_vec())
-            .map_err(|_| bad_request("Invalid webhook body", "the body is not UTF-8"))?,
-        Some(other) => {
-            return Err(bad_request(
-                "Unsupported content type",
-                format!("{other}: expected application/json or application/x-www-form-urlencoded"),
-            ))
-        }
-    };
-    serde_json::from_str::<serde::de::IgnoredAny>(&text)
-        .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))?;
-    Ok(text)
+/// An event to store for one integration.
+pub(super) struct Verified<'a> {
+    pub integration_id: Uuid,
+    pub event_type: &'a str,
+    pub delivery_id: Option<String>,
+    pub payload: String,
+    pub headers: &'a str,
+    /// Stored as already processed (e.g. GitHub's `ping`): never dispatched.
+    pub processed: bool,
 }
 
-// ----------------------------------------------------------------------------------------
-// Slack
-// ----------------------------------------------------------------------------------------
-
-/// A verified Slack request, by kind.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SlackRequest {
-    UrlVerification {
-        challenge: String,
-    },
-    SslCheck,
-    /// Events API callback (`event_callback`, `app_rate_limited`...).
-    Event {
-        team_id: String,
-        event_id: Option<String>,
-        event_type: String,
-        payload: Value,
-    },
-    SlashCommand {
-        team_id: String,
-        command: String,
-        trigger_id: Option<String>,
-        payload: Value,
-    },
-    Interaction {
-        team_id: String,
-        kind: String,
-        trigger_id: Option<String>,
-        payload: Value,
-    },
-}
-
-async fn receive_slack(
-    ctx: &AppContext,
+/// The one storing sequence: queues the row with the group-commit writer and waits for its
+/// commit. A duplicate (same integration and delivery id) answers the existing event's id.
+pub(super) async fn store_event(
     runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
-    let secret = ctx
-        .config
-        .provider_var("SLACK_SIGNING_SECRET")
-        .ok_or_else(|| {
-            ServiceError::FailedPrecondition(
-                Problem::new("Slack webhooks not configured")
-                    .details("set SLACK_SIGNING_SECRET to the Slack app's signing secret"),
-            )
-        })?
-        .expose()
-        .to_string();
-    let signature = delivery
-        .header("x-slack-signature")
-        .ok_or_else(|| unauthenticated("the X-Slack-Signature header is missing"))?
-        .to_string();
-    let timestamp = delivery
-        .header("x-slack-request-timestamp")
-        .ok_or_else(|| unauthenticated("the X-Slack-Request-Timestamp header is missing"))?
-        .to_string();
-    let seconds: i64 = timestamp
-        .parse()
-        .map_err(|_| unauthenticated("X-Slack-Request-Timestamp is not a Unix time"))?;
-    if !slack_timestamp_is_fresh(seconds, Utc::now().timestamp()) {
-        return Err(unauthenticated(
-            "X-Slack-Request-Timestamp is more than 5 minutes away: replayed or clock skew",
-        ));
-    }
-    let media_type = delivery.media_type();
-    let headers = delivery.stored_headers();
-    let body = delivery.body;
-    let (verified, request) = off_executor(body.len(), move || {
-        if !verify_slack_signature(secret.as_bytes(), &timestamp, &body, &signature) {
-            return (false, Err(unauthenticated("no match")));
-        }
-        (true, parse_slack(media_type.as_deref(), &body))
-    })
-    .await?;
-    if !verified {
-        return Err(unauthenticated(
-            "the signature does not match SLACK_SIGNING_SECRET",
-        ));
-    }
-    match request? {
-        SlackRequest::UrlVerification { challenge } => {
-            Ok(Answer::ok(json!({ "challenge": challenge })))
-        }
-        SlackRequest::SslCheck => Ok(Answer::ok(json!({ "success": true }))),
-        SlackRequest::Event {
-            team_id,
-            event_id,
-            event_type,
-            payload,
-        } => {
-            let integrations = slack_integrations(ctx, &team_id).await?;
-            let event_id_stored = store_for_each(
-                runtime,
-                &integrations,
-                &event_type,
-                event_id,
-                &payload,
-                &headers,
-            )
-            .await?;
-            if matches!(event_type.as_str(), "app_uninstalled" | "tokens_revoked") {
-                for record in &integrations {
-                    store::integrations::disconnect(&ctx.db, record.id).await?;
-                    tracing::info!(integration = %record.id, %event_type, "Slack integration disconnected by Slack");
-                }
-            }
-            Ok(Answer::stored(event_id_stored))
-        }
-        SlackRequest::SlashCommand {
-            team_id,
-            command,
-            trigger_id,
-            payload,
-        } => {
-            let integrations = slack_integrations(ctx, &team_id).await?;
-            let event_id = store_for_each(
-                runtime,
-                &integrations,
-                "slash_command",
-                trigger_id,
-                &payload,
-                &headers,
-            )
-            .await?;
-            // Slack shows this to the user who ran the command; the work happens later.
-            Ok(Answer {
-                http_status: 200,
-                body: json!({
-                    "response_type": "ephemeral",
-                    "text": format!("Got it: {command} is being processed."),
-                }),
-                event_id: Some(event_id),
-            })
-        }
-        SlackRequest::Interaction {
-            team_id,
-            kind,
-            trigger_id,
-            payload,
-        } => {
-            let integrations = slack_integrations(ctx, &team_id).await?;
-            let event_id = store_for_each(
-                runtime,
-                &integrations,
-                &kind,
-                trigger_id,
-                &payload,
-                &headers,
-            )
-            .await?;
-            Ok(Answer::stored(event_id))
-        }
-    }
-}
-
-async fn slack_integrations(
-    ctx: &AppContext,
-    team_id: &str,
-) -> ServiceResult<Vec<integration::Model>> {
-    let found = store::integrations::find_connected_by_account(&ctx.db, "slack", team_id).await?;
-    if found.is_empty() {
-        return Err(ServiceError::NotFound(
-            Problem::new("Integration not found")
-                .details(format!("no connected Slack integration for team {team_id}")),
-        ));
-    }
-    Ok(found)
-}
-
-/// Stores the delivery once per integration connected to the workspace; answers the first id.
-async fn store_for_each(
-    runtime: &WebhookRuntime,
-    integrations: &[integration::Model],
-    event_type: &str,
-    delivery_id: Option<String>,
-    payload: &Value,
-    headers: &str,
+    event: Verified<'_>,
 ) -> ServiceResult<Uuid> {
-    let payload = payload.to_string();
-    let now = Utc::now();
-    let mut first = None;
-    for record in integrations {
-        let id = runtime
-            .ingest
-            .store(NewEvent {
-                id: Uuid::new_v4(),
-                integration_id: record.id,
-                event_type: event_type.to_string(),
-                delivery_id: delivery_id.clone(),
-                payload: payload.clone(),
-                headers: headers.to_string(),
+    runtime
+        .quotas
+        .spend(
+            event.integration_id,
+            event.payload.len(),
+            std::time::Instant::now(),
+        )
+        .map_err(|retry_after| ServiceError::QuotaExceeded {
+            problem: Problem::new("Too many deliveries").details(
+                "this integration is over its webhook budget; retry after the indicated delay",
+            ),
+            retry_after,
+        })?;
+    runtime
+        .ingest
+        .store(NewEvent {
+            id: Uuid::new_v4(),
+            integration_id: event.integration_id,
+            event_type: event.event_type.to_string(),
+            delivery_id: event.delivery_id,
+            payload: event.payload,
+            headers: event.headers.to_string(),
+            processed: event.processed,
+            received_at: Utc::now(),
+        })
+        .await
+}
+
+/// Verifies a delivery against the integration's secrets valid now (current, and previous
+/// ones inside their grace period) with `check(secret, body)`, on the blocking pool for large
+/// bodies. A cached secret that fails is re-read from the database first (a rotation is seen
+/// at once). `what` names the check in the 401's details.
+pub(super) async fn verify_with_integration_secrets<F>(
+    ctx: &AppContext,
+    runtime: &WebhookRuntime,
+    delivery: &Delivery,
+    integration_id: Uuid,
+    what: &str,
+    check: F,
+) -> ServiceResult<()>
+where
+    F: Fn(&[u8], &[u8]) -> bool + Clone + Send + 'static,
+{
+    let mut secrets = match runtime.secrets.get(integration_id) {
+        Some(cached) => cached,
+        None => load_secrets(ctx, runtime, &delivery.provider, integration_id).await?,
+    };
+    let mut verified = any_secret(&secrets, &delivery.body, check.clone()).await?;
+    if !verified && secrets.cached {
+        secrets = load_secrets(ctx, runtime, &delivery.provider, integration_id).await?;
+        verified = any_secret(&secrets, &delivery.body, check).await?;
+    }
+    if !verified {
+        return Err(unauthenticated(&format!(
+            "{what} does not match the integration's webhook secret"
+        )));
+    }
+    Ok(())
+}
+
+async fn any_secret<F>(secrets: &WebhookSecrets, body: &Bytes, check: F) -> ServiceResult<bool>
+where
+    F: Fn(&[u8], &[u8]) -> bool + Send + 'static,
+{
+    let valid = secrets.valid_now();
+    if valid.is_empty() {
+        return Err(ServiceError::NotFound(
+            Problem::new("Webhooks not configured")
+                .details("the integration has no webhook secret: connect it first"),
+        ));
+    }
+    let body = body.clone();
+    off_executor(body.len(), move || {
+        valid.iter().any(|secret| check(secret.as_bytes(), &body))
+    })
+    .await
+}
+
+/// One item of a verified delivery (a batch has several).
+pub(super) struct Item {
+    pub event_type: String,
+    pub delivery_id: Option<String>,
+    pub payload: String,
+}
+
+/// Stores every item for the integration, each deduplicated on its own delivery id; the ids
+/// in order.
+pub(super) async fn store_items(
+    runtime: &WebhookRuntime,
+    integration_id: Uuid,
+    headers: &str,
+    items: Vec<Item>,
+) -> ServiceResult<Vec<Uuid>> {
+    let stored = items.into_iter().map(|item| async move {
+        store_event(
+            runtime,
+            Verified {
+                integration_id,
+                event_type: &item.event_type,
+                delivery_id: item.delivery_id,
+                payload: item.payload,
+                headers,
                 processed: false,
-                received_at: now,
-            })
-            .await?;
-        first.get_or_insert(id);
-    }
-    first.ok_or_else(|| ServiceError::not_found("Integration not found"))
+            },
+        )
+        .await
+    });
+    futures::future::try_join_all(stored).await
 }
 
-/// Classifies a verified Slack body: Events API JSON, or a form (slash command,
-/// interactivity `payload`, `ssl_check`).
-pub fn parse_slack(media_type: Option<&str>, body: &[u8]) -> ServiceResult<SlackRequest> {
-    match media_type {
-        Some("application/x-www-form-urlencoded") => parse_slack_form(body),
-        None | Some("application/json") => parse_slack_json(body),
-        Some(other) => Err(bad_request(
-            "Unsupported content type",
-            format!("{other}: expected application/json or application/x-www-form-urlencoded"),
-        )),
-    }
+/// A JSON body checked to be JSON, as text (stored as sent).
+pub(super) fn json_text(body: &[u8]) -> ServiceResult<String> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| bad_request("Invalid webhook body", "the body is not UTF-8"))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))?;
+    Ok(text.to_string())
 }
 
-fn text(value: &Value, pointer: &str) -> Option<String> {
+/// Bounded text of a JSON field, for event types taken from a verified body.
+pub(super) fn field(value: &Value, pointer: &str, max: usize) -> Option<String> {
     value
         .pointer(pointer)
         .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty() && s.len() <= max)
         .map(str::to_string)
-}
-
-fn parse_slack_json(body: &[u8]) -> ServiceResult<SlackRequest> {
-    let payload: Value = serde_json::from_slice(body)
-        .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))?;
-    let kind = text(&payload, "/type")
-        .ok_or_else(|| bad_request("Invalid webhook body", "the type field is missing"))?;
-    if kind == "url_verification" {
-        let challenge = text(&payload, "/challenge").ok_or_else(|| {
-            bad_request("Invalid webhook body", "url_verification without challenge")
-        })?;
-        return Ok(SlackRequest::UrlVerification { challenge });
-    }
-    let team_id = text(&payload, "/team_id")
-        .or_else(|| text(&payload, "/authorizations/0/team_id"))
-        .ok_or_else(|| bad_request("Invalid webhook body", "the team_id field is missing"))?;
-    let event_type = if kind == "event_callback" {
-        text(&payload, "/event/type").unwrap_or(kind)
-    } else {
-        kind
-    };
-    Ok(SlackRequest::Event {
-        team_id,
-        event_id: text(&payload, "/event_id"),
-        event_type,
-        payload,
-    })
-}
-
-fn parse_slack_form(body: &[u8]) -> ServiceResult<SlackRequest> {
-    let fields: Map<String, Value> = url::form_urlencoded::parse(body)
-        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-        .collect();
-    let form = Value::Object(fields);
-    if text(&form, "/ssl_check").is_some() {
-        return Ok(SlackRequest::SslCheck);
-    }
-    if let Some(embedded) = text(&form, "/payload") {
-        let payload: Value = serde_json::from_str(&embedded).map_err(|e| {
-            bad_request("Invalid webhook body", format!("payload is not JSON: {e}"))
-        })?;
-        let kind = text(&payload, "/type").unwrap_or_else(|| "interaction".into());
-        let team_id = text(&payload, "/team/id")
-            .or_else(|| text(&payload, "/user/team_id"))
-            .ok_or_else(|| bad_request("Invalid webhook body", "payload without team.id"))?;
-        return Ok(SlackRequest::Interaction {
-            team_id,
-            kind,
-            trigger_id: text(&payload, "/trigger_id"),
-            payload,
-        });
-    }
-    if let Some(command) = text(&form, "/command") {
-        let team_id = text(&form, "/team_id")
-            .ok_or_else(|| bad_request("Invalid webhook body", "command without team_id"))?;
-        return Ok(SlackRequest::SlashCommand {
-            team_id,
-            command,
-            trigger_id: text(&form, "/trigger_id"),
-            payload: form,
-        });
-    }
-    Err(bad_request(
-        "Invalid webhook body",
-        "expected a slash command (command=), an interaction (payload=) or ssl_check",
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn github_payload_from_json_and_form() {
-        assert_eq!(
-            github_payload(Some("application/json"), br#"{"a":1}"#).unwrap(),
-            r#"{"a":1}"#
-        );
-        let form = b"payload=%7B%22zen%22%3A%22Keep+it+simple%22%7D";
-        assert_eq!(
-            github_payload(Some("application/x-www-form-urlencoded"), form).unwrap(),
-            r#"{"zen":"Keep it simple"}"#
-        );
-        assert!(github_payload(Some("application/json"), b"{nope").is_err());
-        assert!(github_payload(Some("application/x-www-form-urlencoded"), b"other=1").is_err());
-        assert!(github_payload(Some("text/plain"), b"{}").is_err());
-    }
-
-    #[test]
-    fn slack_bodies_are_classified() {
-        assert_eq!(
-            parse_slack(
-                Some("application/json"),
-                br#"{"type":"url_verification","challenge":"abc","token":"t"}"#
-            )
-            .unwrap(),
-            SlackRequest::UrlVerification {
-                challenge: "abc".into()
-            }
-        );
-        let SlackRequest::Event {
-            team_id,
-            event_id,
-            event_type,
-            ..
-        } = parse_slack(
-            None,
-            br#"{"type":"event_callback","team_id":"T1","event_id":"Ev1","event":{"type":"app_mention"}}"#,
-        )
-        .unwrap()
-        else {
-            panic!("event expected");
-        };
-        assert_eq!(
-            (team_id.as_str(), event_id.as_deref(), event_type.as_str()),
-            ("T1", Some("Ev1"), "app_mention")
-        );
-        assert_eq!(
-            parse_slack(
-                Some("application/x-www-form-urlencoded"),
-                b"ssl_check=1&token=x"
-            )
-            .unwrap(),
-            SlackRequest::SslCheck
-        );
-        let SlackRequest::SlashCommand {
-            team_id, command, ..
-        } = parse_slack(
-            Some("application/x-www-form-urlencoded"),
-            b"command=%2Fdeploy&team_id=T9&text=now",
-        )
-        .unwrap()
-        else {
-            panic!("command expected");
-        };
-        assert_eq!((team_id.as_str(), command.as_str()), ("T9", "/deploy"));
-        let SlackRequest::Interaction { team_id, kind, .. } = parse_slack(
-            Some("application/x-www-form-urlencoded"),
-            b"payload=%7B%22type%22%3A%22block_actions%22%2C%22team%22%3A%7B%22id%22%3A%22T2%22%7D%7D",
-        )
-        .unwrap()
-        else {
-            panic!("interaction expected");
-        };
-        assert_eq!((team_id.as_str(), kind.as_str()), ("T2", "block_actions"));
-        for bad in [&b"{}"[..], b"not json", br#"{"type":"event_callback"}"#] {
-            assert!(parse_slack(Some("application/json"), bad).is_err());
-        }
-        assert!(parse_slack(Some("application/x-www-form-urlencoded"), b"x=1").is_err());
-    }
 }

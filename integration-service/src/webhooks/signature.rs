@@ -63,7 +63,7 @@ pub fn slack_signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 /// Whether Slack's request timestamp is within the window around `now` (both in Unix seconds).
 pub fn slack_timestamp_is_fresh(timestamp: i64, now: i64) -> bool {
     now.checked_sub(timestamp)
-        .is_some_and(|skew| skew.abs() <= SLACK_MAX_SKEW_SECONDS)
+        .is_some_and(|skew| skew.unsigned_abs() <= SLACK_MAX_SKEW_SECONDS.unsigned_abs())
 }
 
 /// HMAC accepts keys of every length; `new_from_slice` cannot fail for it.
@@ -73,7 +73,40 @@ fn unreachable_hmac() -> HmacSha256 {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    // Every parser of delivery input, on arbitrary bytes: a clean answer, never a panic.
+    proptest! {
+        #[test]
+        fn signature_headers_of_any_shape_are_verified_or_refused(
+            header in "\\PC{0,120}|sha256=[0-9a-fA-F]{0,70}|v0=[0-9a-f]{0,70}",
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            timestamp in "\\PC{0,20}",
+        ) {
+            prop_assert!(!verify_github_signature(b"secret", &body, &header));
+            prop_assert!(!verify_slack_signature(b"secret", &timestamp, &body, &header));
+        }
+
+        #[test]
+        fn any_timestamp_pair_is_judged_without_overflow(timestamp in any::<i64>(), now in any::<i64>()) {
+            let _ = slack_timestamp_is_fresh(timestamp, now);
+        }
+
+        #[test]
+        fn slack_and_github_bodies_of_any_bytes_parse_or_are_refused(
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+            form in "(command|payload|text|team_id|type)=[%A-Za-z0-9{}\":,_&=+-]{0,80}",
+        ) {
+            for media in [None, Some("application/json"), Some("application/x-www-form-urlencoded"), Some("text/plain")] {
+                let _ = crate::webhooks::slack::parse_slack(media, &body);
+                let _ = crate::webhooks::slack::parse_slack(media, form.as_bytes());
+                let _ = crate::webhooks::github::github_payload(media, &body);
+                let _ = crate::webhooks::github::github_payload(media, form.as_bytes());
+            }
+        }
+    }
 
     /// https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
     #[test]

@@ -3,6 +3,8 @@
 
 mod binary;
 mod grpc;
+mod hostile_input;
+mod retention;
 mod tokens;
 mod webhook_durability;
 mod webhook_events;

@@ -123,6 +123,7 @@ async fn deliver(
             integration_id: Some(integration.to_string()),
             headers,
             body: body.into(),
+            query: None,
         })
         .await
         .expect("delivery accepted")

@@ -90,6 +90,7 @@ async fn deliver(client: &mut Client, integration: Uuid, event: &str, delivery: 
             integration_id: Some(integration.to_string()),
             headers,
             body: body.into(),
+            query: None,
         })
         .await
         .unwrap()
@@ -147,6 +148,8 @@ dual_test!(
     two_replicas_lease_disjoint_events,
     consumers_must_be_internal_services,
     events_are_listed_paginated_and_replayed,
+    hostile_page_tokens_are_invalid_arguments,
+    unknown_providers_are_resolved_through_the_catalog,
 );
 
 async fn consumer_gets_leased_events_matching_its_filter_and_acknowledges(app: TestApp) {
@@ -443,6 +446,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
                 page_size: 2,
                 page_token: page_token.into(),
                 status: None,
+                ..Default::default()
             },
         )
     };
@@ -489,6 +493,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
                 page_size: 0,
                 page_token: String::new(),
                 status: Some("dead".into()),
+                ..Default::default()
             },
         ))
         .await
@@ -501,6 +506,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
             &stranger,
             ReplayEventRequest {
                 event_id: ids[0].clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -511,6 +517,7 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
             &owner,
             ReplayEventRequest {
                 event_id: ids[0].clone(),
+                ..Default::default()
             },
         ))
         .await
@@ -530,4 +537,89 @@ async fn events_are_listed_paginated_and_replayed(app: TestApp) {
         delivered.insert(next(&mut stream, WAIT).await.id);
     }
     assert!(delivered.contains(&ids[0]));
+}
+
+async fn hostile_page_tokens_are_invalid_arguments(app: TestApp) {
+    let id = github_integration(&app, 1).await;
+    let (_, owner) = app.owner(1).await;
+    let mut client = client(&app.grpc_url).await;
+    deliver(&mut client, id, "push", "d-1").await;
+    // The old offset tokens above i64::MAX made the database driver panic; cursors are opaque.
+    for token in [
+        "9223372036854775808",
+        "18446744073709551615",
+        "-1",
+        "not base64 at all",
+        "djF8eWVzdGVyZGF5fG5vdC1hLXV1aWQ",
+    ] {
+        let status = client
+            .list_events(authorized(
+                &owner,
+                ListEventsRequest {
+                    integration_id: "github".into(),
+                    page_token: token.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{token}");
+        assert_eq!(status.message(), "Invalid page token");
+    }
+    let bad_status = client
+        .list_events(authorized(
+            &owner,
+            ListEventsRequest {
+                integration_id: "github".into(),
+                status: Some("GONE".into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad_status.code(), Code::InvalidArgument);
+    // The service still answers, and nothing changed.
+    let page = client
+        .list_events(authorized(
+            &owner,
+            ListEventsRequest {
+                integration_id: "github".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.events.len(), 1);
+}
+
+async fn unknown_providers_are_resolved_through_the_catalog(app: TestApp) {
+    let (_, owner) = app.owner(1).await;
+    let mut client = client(&app.grpc_url).await;
+    let status = client
+        .list_events(authorized(
+            &owner,
+            ListEventsRequest {
+                integration_id: "nosuchprovider".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    let details = tonic_types::StatusExt::get_error_details(&status);
+    let info = details.error_info().expect("error info");
+    assert!(info.metadata["details"].starts_with("unknown provider \"nosuchprovider\""));
+    // A catalog provider that was never connected has no events to list.
+    let status = client
+        .list_events(authorized(
+            &owner,
+            ListEventsRequest {
+                integration_id: "slack".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
 }

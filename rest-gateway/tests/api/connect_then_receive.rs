@@ -3,11 +3,11 @@
 //! the generated GitHub webhook secret, the Slack workspace id — on SQLite and PostgreSQL.
 
 use integration_service::{
-    store::entities::webhook_event,
+    store::entities::{integration, webhook_event},
     webhooks::signature::{github_signature, slack_signature},
 };
 use reqwest::{header, StatusCode};
-use sea_orm::EntityTrait;
+use sea_orm::{sea_query::Expr, ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{json, Value};
 use test_support::{
     dual_db_test,
@@ -21,6 +21,7 @@ const SLACK_SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 dual_db_test!(
     github_connected_by_oauth_receives_signed_deliveries,
     slack_connected_by_oauth_receives_its_workspace_events,
+    a_slack_workspace_has_one_owner_and_no_fan_out,
 );
 
 async fn github_connected_by_oauth_receives_signed_deliveries(kind: Db) {
@@ -141,4 +142,99 @@ async fn slack_connected_by_oauth_receives_its_workspace_events(kind: Db) {
         "routed by team id"
     );
     assert_eq!(events[0].delivery_id.as_deref(), Some("Ev0PV52K21"));
+}
+
+/// Two organizations, one Slack workspace: the second connection is refused with
+/// `error=already_connected` and changes nothing; the workspace's events reach only the owner;
+/// `app_uninstalled` disconnects only the owner; the database refuses a second connected row
+/// even when the callback's check is bypassed.
+async fn a_slack_workspace_has_one_owner_and_no_fan_out(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Slack).await;
+    let mut vars = fake.env("SLACK");
+    vars.push(("SLACK_SIGNING_SECRET".into(), SLACK_SIGNING_SECRET.into()));
+    let Some(app) = spawn_app_with_env(kind, &vars).await else {
+        return;
+    };
+    let (_, owner_1) = app.owner(1).await;
+    let (_, owner_2) = app.owner(2).await;
+    assert_eq!(
+        connect(&app, &owner_1, "slack").await,
+        format!("{TEST_APP_URL}/organization/integrations?success=slack_connected")
+    );
+    assert_eq!(
+        connect(&app, &owner_2, "slack").await,
+        format!("{TEST_APP_URL}/organization/integrations?error=already_connected")
+    );
+    let rows = integration::Entity::find().all(&app.db).await.unwrap();
+    let first = rows.iter().find(|r| r.organization_id == 1).unwrap();
+    let second = rows.iter().find(|r| r.organization_id == 2).unwrap();
+    assert!(first.connected);
+    assert_eq!(first.account_id.as_deref(), Some("T0TEAM"));
+    assert!(
+        !second.connected,
+        "nothing changed for the second organization"
+    );
+    assert!(second.access_token.is_none() && second.account_id.is_none());
+    assert!(second.webhook_secret.is_none());
+
+    // The database enforces it too (a race past the callback's check).
+    let forced = integration::Entity::update_many()
+        .col_expr(integration::Column::Connected, Expr::value(true))
+        .col_expr(integration::Column::AccountId, Expr::value("T0TEAM"))
+        .filter(integration::Column::Id.eq(second.id))
+        .exec(&app.db)
+        .await;
+    assert!(forced.is_err(), "unique index over connected accounts");
+
+    let deliver = |body: Value| {
+        let body = body.to_string();
+        let timestamp = chrono::Utc::now().timestamp().to_string();
+        app.http
+            .post(app.url("/api/integrations/slack/webhook"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("X-Slack-Request-Timestamp", &timestamp)
+            .header(
+                "X-Slack-Signature",
+                slack_signature(SLACK_SIGNING_SECRET.as_bytes(), &timestamp, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+    };
+    let message = deliver(json!({
+        "type": "event_callback", "team_id": "T0TEAM", "event_id": "Ev1",
+        "authorizations": [{"team_id": "T0TEAM", "is_enterprise_install": false}],
+        "event": {"type": "message", "channel": "C1", "text": "private"}
+    }))
+    .await
+    .unwrap();
+    assert_eq!(message.status(), StatusCode::OK);
+    let events = webhook_event::Entity::find().all(&app.db).await.unwrap();
+    assert_eq!(events.len(), 1, "stored once, for the owner only");
+    assert_eq!(events[0].integration_id, first.id);
+
+    let uninstalled = deliver(json!({
+        "type": "event_callback", "team_id": "T0TEAM", "event_id": "Ev2",
+        "authorizations": [{"team_id": "T0TEAM", "is_enterprise_install": false}],
+        "event": {"type": "app_uninstalled"}
+    }))
+    .await
+    .unwrap();
+    assert_eq!(uninstalled.status(), StatusCode::OK);
+    let rows = integration::Entity::find().all(&app.db).await.unwrap();
+    let first_after = rows.iter().find(|r| r.id == first.id).unwrap();
+    let second_after = rows.iter().find(|r| r.id == second.id).unwrap();
+    assert!(!first_after.connected, "the owner is disconnected");
+    assert_eq!(
+        (second_after.status.clone(), second_after.updated_at),
+        (second.status.clone(), second.updated_at),
+        "the other organization's row is untouched"
+    );
+    let events = webhook_event::Entity::find().all(&app.db).await.unwrap();
+    assert!(events.iter().all(|e| e.integration_id == first.id));
+
+    // Once the owner let go, the workspace may be connected elsewhere.
+    assert_eq!(
+        connect(&app, &owner_2, "slack").await,
+        format!("{TEST_APP_URL}/organization/integrations?success=slack_connected")
+    );
 }

@@ -2,6 +2,11 @@
 //! service is linked once (see ARCHITECTURE.md, Testing).
 
 mod connect_then_receive;
+mod edges;
+mod events;
 mod integrations;
+mod limits;
 mod oauth;
+mod provider_webhooks;
+mod request_tracing;
 mod webhooks;

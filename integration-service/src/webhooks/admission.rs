@@ -1,0 +1,93 @@
+//! Admission before the body: what a delivery's headers alone can tell, asked by the gateway
+//! before it reads a byte of the body, so that unauthenticated bodies to unknown or
+//! disconnected integrations are never read, buffered or forwarded.
+//!
+//! Invariant: every refusal here is one `receive` would also give for the same headers (same
+//! status); admission never accepts what `receive` would refuse for its headers, and it
+//! writes nothing. The per-scheme header requirements live on `catalog::WebhookScheme`.
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use super::{
+    receive::{bad_request, load_secrets, unauthenticated},
+    signature::slack_timestamp_is_fresh,
+    WebhookRuntime,
+};
+use crate::{
+    catalog::WebhookScheme,
+    context::AppContext,
+    error::{Problem, ServiceError, ServiceResult},
+};
+
+/// Admits a delivery for `provider` by its headers (names lower case), or answers why not.
+pub async fn admit(
+    ctx: &AppContext,
+    runtime: &WebhookRuntime,
+    provider: &str,
+    integration_id: Option<&str>,
+    header: impl Fn(&str) -> Option<String>,
+) -> ServiceResult<()> {
+    let scheme = ctx
+        .catalog
+        .get(provider)
+        .map(|p| p.webhook)
+        .unwrap_or_default();
+    if scheme == WebhookScheme::None {
+        return Err(ServiceError::NotFound(
+            Problem::new("Unknown webhook provider")
+                .details(format!("{provider:?} receives no webhooks")),
+        ));
+    }
+    if let Some(name) = scheme.signature_header() {
+        if header(name).is_none() {
+            return Err(unauthenticated(&format!("the {name} header is missing")));
+        }
+    }
+    for name in scheme.required_headers() {
+        if header(name).is_none() {
+            return match (scheme, *name) {
+                (WebhookScheme::SlackV0, _) => {
+                    Err(unauthenticated(&format!("the {name} header is missing")))
+                }
+                _ => Err(bad_request(
+                    "Missing delivery headers",
+                    format!("the {name} header is missing"),
+                )),
+            };
+        }
+    }
+    if scheme == WebhookScheme::SlackV0 {
+        let fresh = header("x-slack-request-timestamp")
+            .and_then(|t| t.parse::<i64>().ok())
+            .is_some_and(|t| slack_timestamp_is_fresh(t, Utc::now().timestamp()));
+        if !fresh {
+            return Err(unauthenticated(
+                "X-Slack-Request-Timestamp is more than 5 minutes away: replayed or clock skew",
+            ));
+        }
+    }
+    if scheme.per_integration() {
+        let Some(id) = integration_id else {
+            return Err(bad_request(
+                "Missing integration id",
+                format!("deliver to /api/integrations/{provider}/webhook/<integration id>"),
+            ));
+        };
+        let id = Uuid::parse_str(id.trim())
+            .map_err(|_| bad_request("Invalid integration id", "expected a UUID"))?;
+        // Exists for this provider and holds a secret valid now (disconnecting clears it).
+        let secrets = match runtime.secrets.get(id) {
+            Some(cached) => cached,
+            None => load_secrets(ctx, runtime, provider, id).await?,
+        };
+        // Microsoft's validation handshake needs only the integration (as `receive`).
+        if scheme != WebhookScheme::MicrosoftGraph && secrets.valid_now().is_empty() {
+            return Err(ServiceError::NotFound(
+                Problem::new("Webhooks not configured")
+                    .details("the integration has no webhook secret: connect it first"),
+            ));
+        }
+    }
+    Ok(())
+}
