@@ -70,6 +70,7 @@ pub async fn prepare(database_url: &str, integration_id: Uuid) -> anyhow::Result
                 iat: Some(now),
                 role: Some(role.into()),
                 aud: Some("authenticated".into()),
+                ..Claims::default()
             },
         )
     };
