@@ -17,6 +17,7 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 /// Connects to the database of `DATABASE_URL`, preparing an SQLite file's folder and pragmas.
 pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
     let url = prepare_sqlite_url(database_url)?;
+    let url = without_loopback_tls(&url);
     let sqlite = url.starts_with("sqlite:");
     let mut options = ConnectOptions::new(url);
     options
@@ -70,7 +71,84 @@ fn prepare_sqlite_url(database_url: &str) -> Result<String, DbErr> {
     })
 }
 
+/// A PostgreSQL URL to this machine (loopback address, `localhost`, or a Unix socket) that
+/// does not choose an `sslmode` gets `sslmode=disable`: sqlx's default (`prefer`) would
+/// negotiate TLS with a server that has it on, and encrypting every query on a connection
+/// that never leaves the machine costs CPU and protects nothing. An `sslmode` in the URL is
+/// always honoured; other URLs are left as they are.
+pub fn without_loopback_tls(database_url: &str) -> String {
+    let Ok(url) = url::Url::parse(database_url) else {
+        return database_url.to_string();
+    };
+    if !matches!(url.scheme(), "postgres" | "postgresql")
+        || url.query_pairs().any(|(name, _)| name == "sslmode")
+    {
+        return database_url.to_string();
+    }
+    let socket = url
+        .query_pairs()
+        .any(|(name, value)| name == "host" && value.starts_with('/'));
+    let local = match url.host() {
+        // `postgres:` is not a special scheme: its IPv4 hosts parse as names.
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => true,
+    };
+    if !(local || socket) {
+        return database_url.to_string();
+    }
+    let separator = if url.query().is_some() { '&' } else { '?' };
+    format!("{database_url}{separator}sslmode=disable")
+}
+
 /// Applies every pending migration.
 pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_loopback_tls;
+
+    #[test]
+    fn loopback_postgres_goes_without_tls_unless_the_url_asks() {
+        for (given, expected) in [
+            (
+                "postgres://postgres@127.0.0.1:5432/test",
+                "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+            ),
+            (
+                "postgresql://u:p@localhost/db?application_name=x",
+                "postgresql://u:p@localhost/db?application_name=x&sslmode=disable",
+            ),
+            ("postgres://[::1]/db", "postgres://[::1]/db?sslmode=disable"),
+            (
+                "postgres:///db?host=/var/run/postgresql",
+                "postgres:///db?host=/var/run/postgresql&sslmode=disable",
+            ),
+            // Asked for: honoured, on loopback too.
+            (
+                "postgres://127.0.0.1/db?sslmode=require",
+                "postgres://127.0.0.1/db?sslmode=require",
+            ),
+            // Another machine: sqlx's default (prefer) stays.
+            (
+                "postgres://db.internal:5432/app",
+                "postgres://db.internal:5432/app",
+            ),
+            ("postgres://10.0.0.5/app", "postgres://10.0.0.5/app"),
+            (
+                "sqlite://./data/x.db?mode=rwc",
+                "sqlite://./data/x.db?mode=rwc",
+            ),
+        ] {
+            assert_eq!(without_loopback_tls(given), expected, "{given}");
+        }
+    }
 }

@@ -246,7 +246,7 @@ async fn handle_identified(
             started.elapsed(),
         );
     }
-    tracing::info!(
+    tracing::debug!(
         %method,
         path = %path,
         status = response.status().as_u16(),
