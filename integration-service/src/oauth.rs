@@ -141,7 +141,7 @@ fn redirect_uri(ctx: &AppContext, provider: &Provider) -> String {
     )
 }
 
-/// Route 4/7: gets or creates the record, remembers a state, answers the authorize URL.
+/// `POST /api/integrations/{id}/authorize`: gets or creates the record, remembers a state, answers the authorize URL.
 pub async fn start_authorization(
     ctx: &AppContext,
     access: &Access,
@@ -205,7 +205,7 @@ pub async fn start_authorization(
     })
 }
 
-/// Routes 5/8: verifies and consumes the state, exchanges the code, stores the connection.
+/// The providers' callbacks (`/api/auth/code/github`, `/api/integrations/{provider}/callback`): verifies and consumes the state, exchanges the code, stores the connection.
 /// Database failures are errors; every other failure is an `Outcome`.
 pub async fn complete_authorization(
     ctx: &AppContext,

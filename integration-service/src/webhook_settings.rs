@@ -1,4 +1,4 @@
-//! Route 11: the webhook URL and secret a person pastes into the provider's settings, and
+//! `GET /api/integrations/{id}/webhook` (+ `/rotate`, `PUT`): the webhook URL and secret a person pastes into the provider's settings, and
 //! rotation of that secret with a grace period for deliveries already in flight.
 
 use chrono::{DateTime, Utc};
@@ -120,7 +120,7 @@ const MAX_PROVIDER_SECRET: usize = 512;
 /// `PUT /api/integrations/{id}/webhook`: stores a secret the provider issued (Linear's signing
 /// secret, a Standard Webhooks `whsec_`), encrypted like the generated ones. It replaces the
 /// current secret at once (the provider signs with the new one only) and is never answered
-/// back here: route 11 reveals it to an Owner/Admin.
+/// back here: `GET /api/integrations/{id}/webhook` reveals it to an Owner/Admin.
 pub async fn set(
     ctx: &AppContext,
     access: &Access,

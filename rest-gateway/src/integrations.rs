@@ -1,4 +1,4 @@
-//! Routes 1–3 and 10: list, read, update and disconnect integrations, translated onto
+//! `GET /api/integrations`, `GET|PATCH|DELETE /api/integrations/{id}`: list, read, update and disconnect integrations, translated onto
 //! `integrations.v1.IntegrationService`.
 
 use http::{request::Parts, StatusCode};
@@ -17,7 +17,7 @@ use crate::{
     Gateway,
 };
 
-/// An integration as the frontend sees it (route 1's item shape).
+/// An integration as the frontend sees it (an item of `GET /api/integrations`).
 #[derive(Serialize)]
 pub struct IntegrationJson {
     pub id: String,

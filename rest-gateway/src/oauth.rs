@@ -1,4 +1,4 @@
-//! Routes 4, 5, 7, 8 and 11: starting authorization, provider callbacks, webhook settings,
+//! `/authorize`, the callbacks and `/webhook` settings: starting authorization, provider callbacks, webhook settings,
 //! translated onto `integrations.v1.OAuthService`.
 
 use http::{header, request::Parts, HeaderValue, StatusCode};

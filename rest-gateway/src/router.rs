@@ -60,9 +60,9 @@ pub async fn route(
                 _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
             }
         }
-        // GET: route 11, the webhook settings of `{id}`; PUT: a provider-issued secret for
-        // `{id}`. POST: route 6 (GitHub,
-        // `?integration_id=`) and route 9 (Slack), provider deliveries for `{provider}`.
+        // GET: the webhook settings of `{id}`; PUT: a provider-issued secret for
+        // `{id}`. POST: GitHub deliveries (`/api/integrations/github/webhook`,
+        // `?integration_id=`) and Slack's app-level deliveries for `{provider}`.
         ["api", "integrations", id, "webhook"] => {
             let id = decode_segment(id)?;
             match method {
@@ -105,7 +105,7 @@ pub async fn route(
                 _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
             }
         }
-        // Route 6 with the integration in the path (the webhook URL the service hands out).
+        // Provider deliveries with the integration in the path (the webhook URL the service hands out).
         ["api", "integrations", provider, "webhook", integration_id] => {
             let provider = decode_segment(provider)?;
             let integration_id = decode_segment(integration_id)?;

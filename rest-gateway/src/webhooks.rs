@@ -1,4 +1,4 @@
-//! Routes 6 and 9: provider webhook deliveries, passed to `WebhookService.ReceiveWebhook`
+//! `POST /api/integrations/{provider}/webhook[/{integration_id}]`: provider webhook deliveries, passed to `WebhookService.ReceiveWebhook`
 //! untouched — every header and the raw body bytes — since signatures cover the exact bytes.
 //! No session: the signature authenticates the sender, and the service checks it.
 //!
