@@ -3,8 +3,8 @@
 //!
 //! - `admission`: what the headers alone tell, asked by the gateway before it reads a body.
 //! - `signature`: GitHub's and Slack's signature schemes (pure, constant-time).
-//! - `receive`: the shared path of one delivery — scheme dispatch, secrets, the one storing
-//!   sequence, the answer; `github`, `slack`, `gitlab`, `bitbucket`, `jira`, `google`,
+//! - `intake`: the entry of one delivery — the catalog's scheme picks the provider module.
+//! - `receive`: what every scheme shares — secrets, the one storing sequence, the answer; `github`, `slack`, `gitlab`, `bitbucket`, `jira`, `google`,
 //!   `microsoft`, `linear`, `standard_webhooks`: one module per provider scheme.
 //! - `ingest`: the group-commit writer: concurrent deliveries share one transaction, each
 //!   request waits for its own row's commit.
@@ -25,6 +25,7 @@ pub mod github;
 pub mod gitlab;
 pub mod google;
 pub mod ingest;
+pub mod intake;
 pub mod jira;
 pub mod linear;
 pub mod microsoft;

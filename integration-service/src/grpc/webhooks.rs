@@ -21,7 +21,8 @@ use crate::{
         admission,
         dispatch::Subscription,
         events::{self, parse_event_id, EventView, ListQuery, StreamSettings},
-        receive::{self, Delivery},
+        intake,
+        receive::Delivery,
         WebhookRuntime,
     },
 };
@@ -59,7 +60,7 @@ impl WebhookService for WebhookApi {
         };
         respond(
             async {
-                let answer = receive::receive(&self.ctx, &self.runtime, delivery).await?;
+                let answer = intake::receive(&self.ctx, &self.runtime, delivery).await?;
                 let (content_type, raw_body) = answer.raw.unzip();
                 Ok(ReceiveWebhookResponse {
                     http_status: answer.http_status.into(),

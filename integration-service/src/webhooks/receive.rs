@@ -1,6 +1,5 @@
-//! The shared path of one delivery: the catalog's scheme picks the provider module
-//! (`github`, `slack`), which verifies the raw bytes and routes the delivery; this module holds
-//! what every scheme shares — the delivery and the answer, the integration's decrypted
+//! What every provider scheme shares (`intake` picks the scheme's module, which verifies the
+//! raw bytes and routes the delivery; this module imports none of them): it holds — the delivery and the answer, the integration's decrypted
 //! secrets, the one storing sequence (`store_event`) and the errors.
 //!
 //! Invariant: every rejection happens before anything is written; nothing is answered 2xx
@@ -14,12 +13,8 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{
-    bitbucket, github, gitlab, google, jira, linear, microsoft, secrets::WebhookSecrets, slack,
-    standard_webhooks, WebhookRuntime,
-};
+use super::{secrets::WebhookSecrets, WebhookRuntime};
 use crate::{
-    catalog::WebhookScheme,
     context::AppContext,
     error::{Problem, ServiceError, ServiceResult},
     store::{self, entities::integration, webhook_events::NewEvent},
@@ -206,33 +201,6 @@ impl Answer {
             event_id: None,
             raw: Some(("text/plain; charset=utf-8".into(), body.into_bytes())),
         }
-    }
-}
-
-pub async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
-    let scheme = ctx
-        .catalog
-        .get(&delivery.provider)
-        .map(|p| p.webhook)
-        .unwrap_or_default();
-    match scheme {
-        WebhookScheme::GithubHmacSha256 => github::receive(ctx, runtime, delivery).await,
-        WebhookScheme::SlackV0 => slack::receive(ctx, runtime, delivery).await,
-        WebhookScheme::GitlabToken => gitlab::receive(ctx, runtime, delivery).await,
-        WebhookScheme::BitbucketHmacSha256 => bitbucket::receive(ctx, runtime, delivery).await,
-        WebhookScheme::JiraHmacSha256 => jira::receive(ctx, runtime, delivery).await,
-        WebhookScheme::GooglePushChannel => google::receive(ctx, runtime, delivery).await,
-        WebhookScheme::MicrosoftGraph => microsoft::receive(ctx, runtime, delivery).await,
-        WebhookScheme::LinearHmacSha256 => linear::receive(ctx, runtime, delivery).await,
-        WebhookScheme::StandardWebhooks => standard_webhooks::receive(ctx, runtime, delivery).await,
-        WebhookScheme::None => Err(ServiceError::NotFound(
-            Problem::new("Unknown webhook provider")
-                .details(format!("{:?} receives no webhooks", delivery.provider)),
-        )),
     }
 }
 

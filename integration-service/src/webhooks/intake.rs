@@ -1,0 +1,42 @@
+//! The entry of one delivery: the catalog's scheme picks the provider module that verifies
+//! the raw bytes and routes it. Kept apart from `receive` (what the schemes share) so the
+//! schemes depend on `receive` and only this module depends on the schemes.
+
+use super::{
+    bitbucket, github, gitlab, google, jira, linear, microsoft,
+    receive::{Answer, Delivery},
+    slack, standard_webhooks, WebhookRuntime,
+};
+use crate::{
+    catalog::WebhookScheme,
+    context::AppContext,
+    error::{Problem, ServiceError, ServiceResult},
+};
+
+/// Verifies and stores one delivery with its provider's scheme.
+pub async fn receive(
+    ctx: &AppContext,
+    runtime: &WebhookRuntime,
+    delivery: Delivery,
+) -> ServiceResult<Answer> {
+    let scheme = ctx
+        .catalog
+        .get(&delivery.provider)
+        .map(|p| p.webhook)
+        .unwrap_or_default();
+    match scheme {
+        WebhookScheme::GithubHmacSha256 => github::receive(ctx, runtime, delivery).await,
+        WebhookScheme::SlackV0 => slack::receive(ctx, runtime, delivery).await,
+        WebhookScheme::GitlabToken => gitlab::receive(ctx, runtime, delivery).await,
+        WebhookScheme::BitbucketHmacSha256 => bitbucket::receive(ctx, runtime, delivery).await,
+        WebhookScheme::JiraHmacSha256 => jira::receive(ctx, runtime, delivery).await,
+        WebhookScheme::GooglePushChannel => google::receive(ctx, runtime, delivery).await,
+        WebhookScheme::MicrosoftGraph => microsoft::receive(ctx, runtime, delivery).await,
+        WebhookScheme::LinearHmacSha256 => linear::receive(ctx, runtime, delivery).await,
+        WebhookScheme::StandardWebhooks => standard_webhooks::receive(ctx, runtime, delivery).await,
+        WebhookScheme::None => Err(ServiceError::NotFound(
+            Problem::new("Unknown webhook provider")
+                .details(format!("{:?} receives no webhooks", delivery.provider)),
+        )),
+    }
+}
