@@ -6,10 +6,7 @@
 //! Invariant: the signature is checked on the raw bytes before the body is parsed.
 
 use super::{
-    receive::{
-        json_text, store_items, unauthenticated, verify_with_integration_secrets, Answer, Delivery,
-        Item,
-    },
+    receive::{json_text, store_one, verify_with_integration_secrets, Answer, Delivery, Item},
     signature::verify_github_signature,
     WebhookRuntime,
 };
@@ -25,10 +22,7 @@ pub(super) async fn receive(
     runtime: &WebhookRuntime,
     delivery: Delivery,
 ) -> ServiceResult<Answer> {
-    let signature = delivery
-        .header("x-hub-signature")
-        .ok_or_else(|| unauthenticated("the X-Hub-Signature header is missing"))?
-        .to_string();
+    let signature = delivery.credential("x-hub-signature", "X-Hub-Signature")?;
     let event_type = delivery.required("x-event-key", "X-Event-Key", 100)?;
     let delivery_id = delivery.required("x-request-uuid", "X-Request-UUID", 200)?;
     let integration_id = delivery.url_integration()?;
@@ -42,18 +36,17 @@ pub(super) async fn receive(
     )
     .await?;
     let payload = json_text(&delivery.body)?;
-    let ids = store_items(
+    store_one(
         runtime,
         integration_id,
-        &delivery.stored_headers(),
-        vec![Item {
+        &delivery,
+        Item {
             event_type,
             delivery_id: Some(delivery_id),
             payload,
-        }],
+        },
     )
-    .await?;
-    Ok(Answer::stored_all(200, &ids))
+    .await
 }
 
 #[cfg(test)]

@@ -8,10 +8,7 @@
 use subtle::ConstantTimeEq;
 
 use super::{
-    receive::{
-        json_text, store_items, unauthenticated, verify_with_integration_secrets, Answer, Delivery,
-        Item,
-    },
+    receive::{json_text, store_one, verify_with_integration_secrets, Answer, Delivery, Item},
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
@@ -26,10 +23,7 @@ pub(super) async fn receive(
     runtime: &WebhookRuntime,
     delivery: Delivery,
 ) -> ServiceResult<Answer> {
-    let token = delivery
-        .header("x-gitlab-token")
-        .ok_or_else(|| unauthenticated("the X-Gitlab-Token header is missing"))?
-        .to_string();
+    let token = delivery.credential("x-gitlab-token", "X-Gitlab-Token")?;
     let event_type = delivery.required("x-gitlab-event", "X-Gitlab-Event", 100)?;
     let delivery_id = match delivery.header("idempotency-key") {
         Some(_) => delivery.required("idempotency-key", "Idempotency-Key", 200)?,
@@ -46,18 +40,17 @@ pub(super) async fn receive(
     )
     .await?;
     let payload = json_text(&delivery.body)?;
-    let ids = store_items(
+    store_one(
         runtime,
         integration_id,
-        &delivery.stored_headers(),
-        vec![Item {
+        &delivery,
+        Item {
             event_type,
             delivery_id: Some(delivery_id),
             payload,
-        }],
+        },
     )
-    .await?;
-    Ok(Answer::stored_all(200, &ids))
+    .await
 }
 
 #[cfg(test)]

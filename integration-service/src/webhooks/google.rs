@@ -10,9 +10,7 @@ use serde_json::json;
 
 use super::{
     gitlab::token_matches,
-    receive::{
-        store_items, unauthenticated, verify_with_integration_secrets, Answer, Delivery, Item,
-    },
+    receive::{store_one, verify_with_integration_secrets, Answer, Delivery, Item},
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
@@ -22,10 +20,7 @@ pub(super) async fn receive(
     runtime: &WebhookRuntime,
     delivery: Delivery,
 ) -> ServiceResult<Answer> {
-    let token = delivery
-        .header("x-goog-channel-token")
-        .ok_or_else(|| unauthenticated("the X-Goog-Channel-Token header is missing"))?
-        .to_string();
+    let token = delivery.credential("x-goog-channel-token", "X-Goog-Channel-Token")?;
     let channel = delivery.required("x-goog-channel-id", "X-Goog-Channel-ID", 200)?;
     let number = delivery.required("x-goog-message-number", "X-Goog-Message-Number", 20)?;
     let state = delivery.required("x-goog-resource-state", "X-Goog-Resource-State", 50)?;
@@ -53,18 +48,17 @@ pub(super) async fn receive(
         "changed": header("x-goog-changed"),
         "channelExpiration": header("x-goog-channel-expiration"),
     });
-    let ids = store_items(
+    store_one(
         runtime,
         integration_id,
-        &delivery.stored_headers(),
-        vec![Item {
+        &delivery,
+        Item {
             event_type: state,
             delivery_id: Some(dedupe_key(&channel, &number)),
             payload: payload.to_string(),
-        }],
+        },
     )
-    .await?;
-    Ok(Answer::stored_all(200, &ids))
+    .await
 }
 
 /// A message is identified by its channel and its number within the channel.

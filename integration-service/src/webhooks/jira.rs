@@ -10,8 +10,7 @@ use serde_json::Value;
 use super::{
     bitbucket::verify_hub_signature,
     receive::{
-        bad_request, field, store_items, unauthenticated, verify_with_integration_secrets, Answer,
-        Delivery, Item,
+        bad_request, field, store_one, verify_with_integration_secrets, Answer, Delivery, Item,
     },
     WebhookRuntime,
 };
@@ -22,10 +21,7 @@ pub(super) async fn receive(
     runtime: &WebhookRuntime,
     delivery: Delivery,
 ) -> ServiceResult<Answer> {
-    let signature = delivery
-        .header("x-hub-signature")
-        .ok_or_else(|| unauthenticated("the X-Hub-Signature header is missing"))?
-        .to_string();
+    let signature = delivery.credential("x-hub-signature", "X-Hub-Signature")?;
     let delivery_id = delivery.required(
         "x-atlassian-webhook-identifier",
         "X-Atlassian-Webhook-Identifier",
@@ -42,18 +38,17 @@ pub(super) async fn receive(
     )
     .await?;
     let (event_type, payload) = jira_event(&delivery.body)?;
-    let ids = store_items(
+    store_one(
         runtime,
         integration_id,
-        &delivery.stored_headers(),
-        vec![Item {
+        &delivery,
+        Item {
             event_type,
             delivery_id: Some(delivery_id),
             payload,
-        }],
+        },
     )
-    .await?;
-    Ok(Answer::stored_all(200, &ids))
+    .await
 }
 
 /// The event type (`webhookEvent`, e.g. `jira:issue_created`) and the JSON text of a body.

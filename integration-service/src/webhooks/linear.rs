@@ -7,15 +7,14 @@
 //! timestamp is read from the body only after the signature has matched.
 
 use chrono::Utc;
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
 
 use super::{
     receive::{
-        bad_request, store_items, unauthenticated, verify_with_integration_secrets, Answer,
-        Delivery, Item,
+        bad_request, store_one, unauthenticated, verify_with_integration_secrets, Answer, Delivery,
+        Item,
     },
+    signature::verify_hmac_sha256_hex,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
@@ -25,14 +24,7 @@ pub const MAX_SKEW_MILLIS: i64 = 60_000;
 
 /// Whether `Linear-Signature` (hex) is the HMAC-SHA256 of `body` under `secret`.
 pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
-    let Ok(expected) = hex::decode(header.trim()) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
-        return false;
-    };
-    mac.update(body);
-    mac.verify_slice(&expected).is_ok()
+    verify_hmac_sha256_hex(secret, body, header)
 }
 
 /// Whether the body's `webhookTimestamp` (ms) is within 60 s of `now_millis`.
@@ -49,10 +41,7 @@ pub(super) async fn receive(
     runtime: &WebhookRuntime,
     delivery: Delivery,
 ) -> ServiceResult<Answer> {
-    let signature = delivery
-        .header("linear-signature")
-        .ok_or_else(|| unauthenticated("the Linear-Signature header is missing"))?
-        .to_string();
+    let signature = delivery.credential("linear-signature", "Linear-Signature")?;
     let event_type = delivery.required("linear-event", "Linear-Event", 100)?;
     let delivery_id = delivery.required("linear-delivery", "Linear-Delivery", 200)?;
     let integration_id = delivery.url_integration()?;
@@ -74,18 +63,17 @@ pub(super) async fn receive(
     }
     let text = String::from_utf8(delivery.body.to_vec())
         .map_err(|_| bad_request("Invalid webhook body", "the body is not UTF-8"))?;
-    let ids = store_items(
+    store_one(
         runtime,
         integration_id,
-        &delivery.stored_headers(),
-        vec![Item {
+        &delivery,
+        Item {
             event_type,
             delivery_id: Some(delivery_id),
             payload: text,
-        }],
+        },
     )
-    .await?;
-    Ok(Answer::stored_all(200, &ids))
+    .await
 }
 
 #[cfg(test)]

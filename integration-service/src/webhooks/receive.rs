@@ -91,6 +91,13 @@ impl Delivery {
             .filter(|v| !v.is_empty())
     }
 
+    /// The header carrying the delivery's signature or token, or 401 naming it.
+    pub(super) fn credential(&self, name: &str, display: &str) -> ServiceResult<String> {
+        self.header(name)
+            .map(str::to_string)
+            .ok_or_else(|| unauthenticated(&format!("the {display} header is missing")))
+    }
+
     /// A query parameter of the delivery's URL, decoded.
     pub(super) fn query_param(&self, name: &str) -> Option<String> {
         let query = self.query.as_deref()?;
@@ -384,6 +391,23 @@ pub(super) async fn store_items(
         .await
     });
     futures::future::try_join_all(stored).await
+}
+
+/// Stores a delivery that is one event and answers 200 with its id.
+pub(super) async fn store_one(
+    runtime: &WebhookRuntime,
+    integration_id: Uuid,
+    delivery: &Delivery,
+    item: Item,
+) -> ServiceResult<Answer> {
+    let ids = store_items(
+        runtime,
+        integration_id,
+        &delivery.stored_headers(),
+        vec![item],
+    )
+    .await?;
+    Ok(Answer::stored_all(200, &ids))
 }
 
 /// A JSON body checked to be JSON, as text (stored as sent).

@@ -14,10 +14,15 @@ pub const SLACK_MAX_SKEW_SECONDS: i64 = 300;
 
 /// Whether `header` is GitHub's signature of `body` under `secret`.
 pub fn verify_github_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
-    let Some(hex_digest) = header.trim().strip_prefix("sha256=") else {
-        return false;
-    };
-    let Ok(expected) = hex::decode(hex_digest) else {
+    header
+        .trim()
+        .strip_prefix("sha256=")
+        .is_some_and(|hex_digest| verify_hmac_sha256_hex(secret, body, hex_digest))
+}
+
+/// Whether `hex_digest` is the hex HMAC-SHA256 of `body` under `secret` (constant time).
+pub fn verify_hmac_sha256_hex(secret: &[u8], body: &[u8], hex_digest: &str) -> bool {
+    let Ok(expected) = hex::decode(hex_digest.trim()) else {
         return false;
     };
     let Ok(mut mac) = HmacSha256::new_from_slice(secret) else {

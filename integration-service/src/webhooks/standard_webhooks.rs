@@ -14,7 +14,7 @@ use sha2::Sha256;
 
 use super::{
     receive::{
-        field, json_text, store_items, unauthenticated, verify_with_integration_secrets, Answer,
+        field, json_text, store_one, unauthenticated, verify_with_integration_secrets, Answer,
         Delivery, Item,
     },
     WebhookRuntime,
@@ -66,19 +66,13 @@ pub(super) async fn receive(
     runtime: &WebhookRuntime,
     delivery: Delivery,
 ) -> ServiceResult<Answer> {
-    let signature = delivery
-        .header("webhook-signature")
-        .ok_or_else(|| unauthenticated("the webhook-signature header is missing"))?
-        .to_string();
+    let signature = delivery.credential("webhook-signature", "webhook-signature")?;
     let id = delivery
         .header("webhook-id")
         .filter(|id| id.len() <= 200)
         .ok_or_else(|| unauthenticated("the webhook-id header is missing or too long"))?
         .to_string();
-    let timestamp = delivery
-        .header("webhook-timestamp")
-        .ok_or_else(|| unauthenticated("the webhook-timestamp header is missing"))?
-        .to_string();
+    let timestamp = delivery.credential("webhook-timestamp", "webhook-timestamp")?;
     let seconds: i64 = timestamp
         .parse()
         .map_err(|_| unauthenticated("webhook-timestamp is not a Unix time"))?;
@@ -103,18 +97,17 @@ pub(super) async fn receive(
         .ok()
         .and_then(|v| field(&v, "/type", 100))
         .unwrap_or_else(|| "webhook".into());
-    let ids = store_items(
+    store_one(
         runtime,
         integration_id,
-        &delivery.stored_headers(),
-        vec![Item {
+        &delivery,
+        Item {
             event_type,
             delivery_id: Some(id),
             payload,
-        }],
+        },
     )
-    .await?;
-    Ok(Answer::stored_all(200, &ids))
+    .await
 }
 
 #[cfg(test)]
