@@ -112,6 +112,12 @@ impl Stack {
             .env("INTEGRATION_ENCRYPTION_KEY", ENCRYPTION_KEY)
             .env("SUPABASE_JWT_SECRET", JWT_SECRET)
             .env("GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+            // One integration takes the whole load here: its per-tenant budget (50 deliveries/s
+            // by default) would measure the quota, not ingest; the peer has none.
+            .env("WEBHOOK_TENANT_DELIVERIES_PER_SEC", "1000000000")
+            .env("WEBHOOK_TENANT_DELIVERIES_BURST", "1000000000")
+            .env("WEBHOOK_TENANT_BYTES_PER_SEC", "1000000000000")
+            .env("WEBHOOK_TENANT_BYTES_BURST", "1000000000000")
             .env("RUST_LOG", log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
