@@ -9,6 +9,8 @@ use std::{net::SocketAddr, time::Duration};
 const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 const DEFAULT_SERVICE_URL: &str = "http://127.0.0.1:50051";
 /// Largest JSON body of the management routes.
+/// The frontend's default address, as in the service (SPEC's configuration table).
+pub const DEFAULT_APP_URL: &str = "http://localhost:3007";
 pub const DEFAULT_JSON_BODY_LIMIT: usize = 1024 * 1024;
 /// Largest webhook body (GitHub's own limit is 25 MB).
 pub const DEFAULT_WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
@@ -75,6 +77,9 @@ pub struct GatewayConfig {
     pub body_rate: BodyRate,
     /// `GATEWAY_METRICS` (`on`): Prometheus metrics at `GET /metrics`; `off` turns them off.
     pub metrics_enabled: bool,
+    /// The origin of `APP_URL` (alias `NEXT_PUBLIC_APP_URL`, default `http://localhost:3007`):
+    /// the one site whose cookie-authenticated state changes are accepted (`cross_site`).
+    pub app_origin: String,
 }
 
 impl GatewayConfig {
@@ -144,8 +149,23 @@ impl GatewayConfig {
                 })
             }
         };
+        let app_url = get("APP_URL")
+            .or_else(|| get("NEXT_PUBLIC_APP_URL"))
+            .unwrap_or_else(|| DEFAULT_APP_URL.into());
+        let app_origin = match url::Url::parse(app_url.trim()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                url.origin().ascii_serialization()
+            }
+            _ => {
+                return Err(ConfigError {
+                    variable: "APP_URL",
+                    why: format!("expected an http:// or https:// URL, got {app_url:?}"),
+                })
+            }
+        };
         Ok(Self {
             metrics_enabled,
+            app_origin,
             http_addr,
             service_url,
             json_body_limit: DEFAULT_JSON_BODY_LIMIT,
@@ -172,6 +192,16 @@ mod tests {
         let config = GatewayConfig::from_lookup(|_| None).unwrap();
         assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.service_url, "http://127.0.0.1:50051");
+        assert_eq!(config.app_origin, "http://localhost:3007");
+        let config = GatewayConfig::from_lookup(|n| {
+            (n == "NEXT_PUBLIC_APP_URL").then(|| "https://App.example.com:443/org/".into())
+        })
+        .unwrap();
+        assert_eq!(config.app_origin, "https://app.example.com");
+        let err =
+            GatewayConfig::from_lookup(|n| (n == "APP_URL").then(|| "app.example.com".into()))
+                .unwrap_err();
+        assert!(err.to_string().starts_with("APP_URL is invalid"));
         let err =
             GatewayConfig::from_lookup(|n| (n == "HTTP_ADDR").then(|| "x".into())).unwrap_err();
         assert!(err.to_string().starts_with("HTTP_ADDR is invalid"));

@@ -25,6 +25,9 @@ pub enum GatewayError {
         message: String,
         details: Option<String>,
     },
+    /// A cookie-authenticated state change from another site (see `cross_site`).
+    #[error("Cross-site request refused")]
+    CrossSite,
     #[error("Request header fields too large")]
     HeadersTooLarge { limit: usize },
     #[error("Request body too slow")]
@@ -68,6 +71,11 @@ impl GatewayError {
             Self::BadRequest { message, details } => {
                 (StatusCode::BAD_REQUEST, message.clone(), details.clone())
             }
+            Self::CrossSite => (
+                StatusCode::FORBIDDEN,
+                "Cross-site request refused".into(),
+                Some("requests authenticated by cookie must come from APP_URL".into()),
+            ),
             Self::HeadersTooLarge { limit } => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "Request header fields too large".into(),

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod connections;
+pub mod cross_site;
 pub mod error;
 pub mod events;
 pub mod health;

@@ -5,7 +5,8 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 
 use crate::{
-    error::GatewayError, events, health, http::HttpResponse, integrations, oauth, webhooks, Gateway,
+    cross_site, error::GatewayError, events, health, http::HttpResponse, integrations, oauth,
+    webhooks, Gateway,
 };
 
 pub async fn route(
@@ -17,6 +18,9 @@ pub async fn route(
     let path = parts.uri.path().trim_end_matches('/').to_string();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     let method = parts.method.clone();
+    // The state changes a browser makes with its session cookie (not provider deliveries,
+    // which carry no session): refused when forged from another site.
+    let browser = || cross_site::check(&method, &parts.headers, &gateway.config.app_origin);
     match segments.as_slice() {
         ["metrics"] => match (&method, &gateway.metrics) {
             (&Method::GET, Some(handle)) => Ok(crate::metrics::render(handle)),
@@ -35,8 +39,14 @@ pub async fn route(
             let id = decode_segment(id)?;
             match method {
                 Method::GET => integrations::get(gateway, &parts, id).await,
-                Method::PATCH => integrations::update(gateway, &parts, body, id).await,
-                Method::DELETE => integrations::disconnect(gateway, &parts, id).await,
+                Method::PATCH => {
+                    browser()?;
+                    integrations::update(gateway, &parts, body, id).await
+                }
+                Method::DELETE => {
+                    browser()?;
+                    integrations::disconnect(gateway, &parts, id).await
+                }
                 _ => Err(GatewayError::MethodNotAllowed {
                     allow: "GET, PATCH, DELETE",
                 }),
@@ -49,7 +59,10 @@ pub async fn route(
         ["api", "integrations", id, "authorize"] => {
             let id = decode_segment(id)?;
             match method {
-                Method::POST => oauth::authorize(gateway, &parts, id).await,
+                Method::POST => {
+                    browser()?;
+                    oauth::authorize(gateway, &parts, id).await
+                }
                 _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
             }
         }
@@ -68,7 +81,10 @@ pub async fn route(
             match method {
                 Method::GET => oauth::webhook_settings(gateway, &parts, id).await,
                 Method::POST => webhooks::receive(gateway, &parts, body, id, None).await,
-                Method::PUT => oauth::set_webhook_secret(gateway, &parts, body, id).await,
+                Method::PUT => {
+                    browser()?;
+                    oauth::set_webhook_secret(gateway, &parts, body, id).await
+                }
                 _ => Err(GatewayError::MethodNotAllowed {
                     allow: "GET, POST, PUT",
                 }),
@@ -94,14 +110,20 @@ pub async fn route(
             let id = decode_segment(id)?;
             let event_id = decode_segment(event_id)?;
             match method {
-                Method::POST => events::replay(gateway, &parts, id, event_id).await,
+                Method::POST => {
+                    browser()?;
+                    events::replay(gateway, &parts, id, event_id).await
+                }
                 _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
             }
         }
         ["api", "integrations", id, "webhook", "rotate"] => {
             let id = decode_segment(id)?;
             match method {
-                Method::POST => oauth::rotate_webhook_secret(gateway, &parts, body, id).await,
+                Method::POST => {
+                    browser()?;
+                    oauth::rotate_webhook_secret(gateway, &parts, body, id).await
+                }
                 _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
             }
         }

@@ -231,13 +231,11 @@ pub async fn spawn_app_with(kind: Db, vars: &[(&str, &str)]) -> Option<TestApp> 
         })
         .await;
     });
-    // The gateway reads its own variables (HTTP_*, WEBHOOK_BYTES_IN_FLIGHT...) from `vars` too.
+    // The gateway reads its own variables (HTTP_*, WEBHOOK_BYTES_IN_FLIGHT...) from `vars` too,
+    // and shares APP_URL with the service.
     let gateway_config = rest_gateway::config::GatewayConfig::from_lookup(|name| match name {
         "INTEGRATION_SERVICE_URL" => Some(grpc_url.clone()),
-        _ => vars
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string()),
+        _ => env.get(name).cloned(),
     })
     .expect("gateway config");
     let gateway = rest_gateway::Gateway::new(gateway_config).expect("gateway");
