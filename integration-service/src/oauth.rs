@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 use crate::{
-    access::Access,
+    access::{Access, Role},
     auth::parse_cookie_header,
     catalog::Provider,
     context::AppContext,
@@ -92,6 +92,9 @@ pub enum Outcome {
     CallbackFailed,
     /// The provider account is connected to another organization: nothing was changed.
     AlreadyConnected,
+    /// The user who started the flow is no longer an Owner/Admin of the organization (or no
+    /// longer a member): the code was not exchanged, nothing was changed.
+    Forbidden,
 }
 
 impl Outcome {
@@ -105,6 +108,7 @@ impl Outcome {
             Self::InvalidState(_) => "error=invalid_state".into(),
             Self::CallbackFailed => "error=callback_failed".into(),
             Self::AlreadyConnected => "error=already_connected".into(),
+            Self::Forbidden => "error=forbidden".into(),
         };
         format!("{base}{RETURN_PATH}?{query}")
     }
@@ -228,6 +232,10 @@ pub async fn complete_authorization(
     if row.provider != provider.name || row.integration_id != claims.integration_id {
         return Ok(Outcome::InvalidState(StateError::Forged));
     }
+    if !still_manager(ctx, &claims).await? {
+        tracing::warn!(provider = %provider.name, integration = %row.integration_id, "callback refused: the user who started it is no longer an Owner/Admin");
+        return Ok(Outcome::Forbidden);
+    }
     if let Some(error) = &callback.error {
         let error = sanitize_provider_text(error);
         tracing::info!(provider = %provider.name, %error, "authorization not granted at the provider");
@@ -266,6 +274,21 @@ pub async fn complete_authorization(
     Ok(Outcome::Connected {
         provider: provider.name.clone(),
     })
+}
+
+/// Whether the user who started the flow may still manage the organization's integrations:
+/// a demotion or removal between the start and the callback (up to the state's 10 minutes)
+/// ends the flow before the code is exchanged. A flow started by a `service_role` caller has
+/// no user to re-check.
+async fn still_manager(ctx: &AppContext, claims: &StateClaims) -> ServiceResult<bool> {
+    let Some(user) = claims.user_id else {
+        return Ok(true);
+    };
+    let memberships = store::organizations::memberships_of(&ctx.db, user).await?;
+    Ok(memberships.iter().any(|(organization, role)| {
+        *organization == claims.organization_id
+            && matches!(Role::parse(role), Some(Role::Owner | Role::Admin))
+    }))
 }
 
 /// One provider account, one organization: when the granted account (Slack workspace or

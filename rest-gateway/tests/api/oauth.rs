@@ -9,7 +9,11 @@ use integration_service::{
     config::EncryptionKey,
     crypto::{Keyring, SecretColumn},
     oauth::state,
-    store::{entities::integration, entities::oauth_state, text_list},
+    store::{
+        self,
+        entities::{integration, oauth_state, organization_member},
+        text_list,
+    },
 };
 use reqwest::{header, StatusCode};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait};
@@ -101,6 +105,7 @@ dual_db_test!(
     state_of_another_provider_is_invalid_at_this_callback,
     state_cookie_binds_the_browser_unless_turned_off,
     token_exchange_failure_redirects_callback_failed,
+    a_user_demoted_or_removed_before_the_callback_connects_nothing,
     authorize_names_the_missing_client_id_and_requires_a_manager,
     webhook_settings_reveal_and_rotate_the_secret,
     disconnect_revokes_at_the_provider_in_the_background,
@@ -554,6 +559,51 @@ async fn token_exchange_failure_redirects_callback_failed(kind: Db) {
         connect(&app, &token, "slack").await,
         app_redirect("error=callback_failed")
     );
+}
+
+async fn a_user_demoted_or_removed_before_the_callback_connects_nothing(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    let Some(app) = app_with(kind, &[("GITHUB", &fake)], &[]).await else {
+        return;
+    };
+    let (user, token) = app.owner(1).await;
+    // Demoted to MEMBER while at the provider's consent screen.
+    let authorization = authorize(&app, &token, "github").await;
+    let callback = consent(&app, &authorization).await;
+    store::organizations::ensure_membership(&app.db, 1, user, "MEMBER")
+        .await
+        .unwrap();
+    let (status, location) =
+        follow_callback(&app, &callback, authorization.cookie.as_deref()).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(location, app_redirect("error=forbidden"));
+    // Removed from the organization, member of another one.
+    store::organizations::ensure_membership(&app.db, 1, user, "ADMIN")
+        .await
+        .unwrap();
+    let authorization = authorize(&app, &token, "github").await;
+    let callback = consent(&app, &authorization).await;
+    store::organizations::ensure_membership(&app.db, 2, user, "OWNER")
+        .await
+        .unwrap();
+    organization_member::Entity::delete_by_id((1, user))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let (_, location) = follow_callback(&app, &callback, authorization.cookie.as_deref()).await;
+    assert_eq!(location, app_redirect("error=forbidden"));
+    // The codes were never exchanged, nothing was connected, the states are spent.
+    assert!(fake.code_exchanges().is_empty());
+    let stored = record(&app, "github").await;
+    assert!(!stored.connected);
+    assert_eq!(stored.access_token, None);
+    assert_eq!(oauth_state::Entity::find().count(&app.db).await.unwrap(), 0);
+    // Promoted back, the same user connects.
+    store::organizations::ensure_membership(&app.db, 1, user, "ADMIN")
+        .await
+        .unwrap();
+    let location = connect(&app, &token, "github").await;
+    assert_eq!(location, app_redirect("success=github_connected"));
 }
 
 async fn authorize_names_the_missing_client_id_and_requires_a_manager(kind: Db) {
