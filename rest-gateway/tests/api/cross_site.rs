@@ -17,6 +17,16 @@ dual_test!(
     the_frontend_and_bearer_callers_are_not_refused,
 );
 
+/// (method, path, content type, Origin, Sec-Fetch-Site, expected status)
+type Attack = (
+    Method,
+    String,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+    u16,
+);
+
 const EVIL: &str = "https://evil.example";
 
 async fn connected_github(app: &TestApp) -> integration::Model {
@@ -35,15 +45,7 @@ async fn forged_cross_site_cookie_requests_change_nothing(app: TestApp) {
     let id = before.id.to_string();
     let session = format!("sb-access-token={token}");
     let event = uuid::Uuid::new_v4();
-    // (method, path, content type, Origin, Sec-Fetch-Site, expected status)
-    let attacks: Vec<(
-        Method,
-        String,
-        Option<&str>,
-        Option<&str>,
-        Option<&str>,
-        u16,
-    )> = vec![
+    let attacks: Vec<Attack> = vec![
         // A hidden form on another site: no preflight, cookie attached.
         (
             Method::POST,
