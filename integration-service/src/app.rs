@@ -41,6 +41,7 @@ impl Application {
     /// call can arrive.
     pub async fn start(ctx: AppContext, health: HealthReporter) -> Self {
         set_health(&health, ctx.db.ping().await.is_ok()).await;
+        crate::oauth::warn_if_unbound(&ctx.config);
         let tasks = TaskTracker::new();
         let draining = CancellationToken::new();
         let stopping = CancellationToken::new();

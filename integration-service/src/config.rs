@@ -89,6 +89,11 @@ pub struct Config {
     /// that started it with an HttpOnly SameSite=Lax cookie. Turn off only for a frontend
     /// that starts authorization from another site, where the cookie cannot travel.
     pub oauth_state_cookie: bool,
+    /// `OAUTH_FRONTEND_CALLBACK_URL` (unset by default): the safe mode for a frontend on
+    /// another site. Providers return the browser to `{this URL}/{provider}`; the frontend
+    /// posts the `code` and `state` to `POST /api/integrations/{provider}/callback` with the
+    /// user's session, and only the user who started the flow can complete it.
+    pub oauth_frontend_callback_url: Option<Url>,
     /// `TOKEN_REFRESH_INTERVAL_SECS` (default 60; 0 turns it off): how often the background
     /// task refreshes access tokens that expire soon.
     pub token_refresh_interval: Option<std::time::Duration>,
@@ -179,6 +184,7 @@ impl Config {
             supabase_url: session.supabase_url,
             app_url: urls.app,
             public_api_url: urls.public_api,
+            oauth_frontend_callback_url: urls.frontend_callback,
             providers_file: env.get("PROVIDERS_FILE").map(PathBuf::from),
             provider_vars: provider_vars(vars),
             oauth_state_cookie: env.switch("OAUTH_STATE_COOKIE", true)?,
@@ -390,9 +396,10 @@ fn sessions(
 struct Urls {
     app: Url,
     public_api: Url,
+    frontend_callback: Option<Url>,
 }
 
-/// `APP_URL` (alias `NEXT_PUBLIC_APP_URL`) and `PUBLIC_API_URL`.
+/// `APP_URL` (alias `NEXT_PUBLIC_APP_URL`), `PUBLIC_API_URL`, `OAUTH_FRONTEND_CALLBACK_URL`.
 fn urls(env: &Env) -> Result<Urls, ConfigError> {
     let app = parse_url(
         "APP_URL",
@@ -405,7 +412,15 @@ fn urls(env: &Env) -> Result<Urls, ConfigError> {
         &env.get("PUBLIC_API_URL")
             .unwrap_or_else(|| DEFAULT_PUBLIC_API_URL.into()),
     )?;
-    Ok(Urls { app, public_api })
+    let frontend_callback = env
+        .get("OAUTH_FRONTEND_CALLBACK_URL")
+        .map(|value| parse_url("OAUTH_FRONTEND_CALLBACK_URL", &value))
+        .transpose()?;
+    Ok(Urls {
+        app,
+        public_api,
+        frontend_callback,
+    })
 }
 
 struct Grpc {

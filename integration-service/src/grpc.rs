@@ -13,6 +13,7 @@ pub mod webhooks;
 use service_kit::wire::{is_valid_request_id, REQUEST_ID};
 use tonic::{metadata::MetadataMap, Response, Status};
 use tracing::{field::Empty, Span};
+use uuid::Uuid;
 
 use crate::{
     access::{self, Access},
@@ -94,6 +95,19 @@ pub fn authorize_service(ctx: &AppContext, metadata: &MetadataMap) -> ServiceRes
         Caller::Service => Ok(()),
         Caller::User(_) => Err(ServiceError::forbidden("Forbidden")
             .with_details("event consumers use a service_role token")),
+    }
+}
+
+/// The user of a verified session (callbacks completed by the frontend); a service_role
+/// token has no browser flow to complete.
+pub fn authenticated_user(ctx: &AppContext, metadata: &MetadataMap) -> ServiceResult<Uuid> {
+    let token = credentials_from_metadata(metadata)
+        .token
+        .ok_or_else(|| ServiceError::unauthenticated("Authentication required"))?;
+    match ctx.sessions.verify(&token)? {
+        Caller::User(user) => Ok(user),
+        Caller::Service => Err(ServiceError::forbidden("Forbidden")
+            .with_details("an authorization is completed by the user who started it")),
     }
 }
 

@@ -20,7 +20,7 @@ use crate::{
     catalog::Provider,
     context::AppContext,
     crypto::SecretColumn,
-    error::{ServiceError, ServiceResult},
+    error::{Problem, ServiceError, ServiceResult},
     integrations::{self, IntegrationRef},
     providers::{
         revoke::{spawn_revocation, RevocableTokens},
@@ -52,6 +52,9 @@ pub struct Callback {
     pub error: Option<String>,
     /// The request's `Cookie` headers.
     pub cookie_headers: Vec<String>,
+    /// The user whose verified session posted the callback (frontend callback mode); `None`
+    /// for the provider's redirect to the gateway.
+    pub completed_by: Option<Uuid>,
 }
 
 /// The state (in the URL) and its binding cookie are credentials: `Debug` hides them.
@@ -77,6 +80,7 @@ impl std::fmt::Debug for Callback {
             .field("state", &shown(&self.state))
             .field("error", &self.error)
             .field("cookie_headers", &self.cookie_headers.len())
+            .field("completed_by", &self.completed_by)
             .finish()
     }
 }
@@ -137,12 +141,29 @@ pub fn clear_state_cookie(ctx: &AppContext, provider: &str) -> Option<String> {
         .then(|| state_cookie(ctx, provider, "", 0))
 }
 
+/// At start: a loud warning when OAuth states are bound to nothing (neither the browser's
+/// cookie nor, in frontend callback mode, the user's session).
+pub fn warn_if_unbound(config: &crate::config::Config) {
+    if !config.oauth_state_cookie && config.oauth_frontend_callback_url.is_none() {
+        tracing::warn!("OAUTH_STATE_COOKIE=off: OAuth states are NOT bound to the browser that started them; an attacker can make a victim's browser finish a flow (login CSRF). For a frontend on another site set OAUTH_FRONTEND_CALLBACK_URL instead");
+    }
+}
+
+/// Where the provider returns the browser: the gateway's callback, or in frontend callback
+/// mode `{OAUTH_FRONTEND_CALLBACK_URL}/{provider}`.
 fn redirect_uri(ctx: &AppContext, provider: &Provider) -> String {
-    format!(
-        "{}{}",
-        ctx.config.public_api_url.as_str().trim_end_matches('/'),
-        provider.callback_path()
-    )
+    match &ctx.config.oauth_frontend_callback_url {
+        Some(frontend) => format!(
+            "{}/{}",
+            frontend.as_str().trim_end_matches('/'),
+            provider.name
+        ),
+        None => format!(
+            "{}{}",
+            ctx.config.public_api_url.as_str().trim_end_matches('/'),
+            provider.callback_path()
+        ),
+    }
 }
 
 /// `POST /api/integrations/{id}/authorize`: gets or creates the record, remembers a state, answers the authorize URL.
@@ -166,10 +187,21 @@ pub async fn start_authorization(
         false => (None, None),
     };
     let nonce = state::random_token(16);
-    let cookie_value = ctx
-        .config
-        .oauth_state_cookie
-        .then(|| state::random_token(32));
+    let session_bound = ctx.config.oauth_frontend_callback_url.is_some();
+    if session_bound && access.user_id.is_none() {
+        return Err(ServiceError::FailedPrecondition(
+            Problem::new("A user session is required").details(
+                "with OAUTH_FRONTEND_CALLBACK_URL set, only the user who starts an authorization can complete it",
+            ),
+        ));
+    }
+    // In frontend callback mode the browser returns to another site: the session, not a
+    // cookie of ours, binds the state.
+    let cookie_value =
+        (ctx.config.oauth_state_cookie && !session_bound).then(|| state::random_token(32));
+    if cookie_value.is_none() && !session_bound {
+        tracing::warn!(provider = %provider.name, "OAuth state NOT bound to the browser (OAUTH_STATE_COOKIE=off): any browser holding the link can finish this flow (login CSRF); set OAUTH_FRONTEND_CALLBACK_URL instead");
+    }
     let now = Utc::now();
     let claims = StateClaims {
         provider: provider.name.clone(),
@@ -179,6 +211,7 @@ pub async fn start_authorization(
         nonce: nonce.clone(),
         issued_at: now.timestamp(),
         binding: cookie_value.as_deref().map(state::binding_hash),
+        session_bound,
     };
     let sealed = state::seal(&ctx.keyring, &claims);
     store::oauth_states::purge_expired(&ctx.db).await?;
@@ -345,6 +378,7 @@ fn verified_claims(
         &provider.name,
         Utc::now().timestamp(),
         cookie.as_deref(),
+        callback.completed_by,
     )?;
     Ok(claims)
 }
@@ -547,6 +581,7 @@ mod tests {
             state: Some("the-state-456".into()),
             error: None,
             cookie_headers: vec!["sb-access-token=jwt-789".into()],
+            completed_by: None,
         };
         let started = Started {
             redirect_url: "https://github.com/login/oauth/authorize?state=the-state-456".into(),

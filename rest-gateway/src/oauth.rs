@@ -88,6 +88,61 @@ pub async fn callback(
     ))
 }
 
+/// The body the frontend posts in frontend callback mode: the query parameters the provider
+/// returned the browser with.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrontendCallback {
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// `POST /api/integrations/{provider}/callback` (`OAUTH_FRONTEND_CALLBACK_URL` mode): the
+/// frontend completes the flow with the user's session → `{"redirectUrl", "success"}`, the
+/// same outcome the redirect of the gateway's own callback carries.
+pub async fn callback_from_frontend(
+    gateway: &Gateway,
+    parts: &Parts,
+    body: Incoming,
+    provider: String,
+) -> Result<HttpResponse, GatewayError> {
+    require_json(&parts.headers)?;
+    let bytes = read_body(
+        &parts.headers,
+        body,
+        gateway.config.json_body_limit,
+        gateway.config.body_rate,
+    )
+    .await?;
+    let posted: FrontendCallback = serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::bad_request("Invalid request body", e.to_string()))?;
+    let bounded = |value: Option<String>| value.filter(|v| v.len() <= MAX_CALLBACK_PARAM);
+    let request = CompleteAuthorizationRequest {
+        provider,
+        code: bounded(posted.code),
+        state: bounded(posted.state),
+        error: bounded(posted.error),
+        from_frontend: true,
+    };
+    let completed = gateway
+        .upstream
+        .oauth()
+        .complete_authorization(forwarded(&parts.headers, request))
+        .await?
+        .into_inner();
+    Ok(with_cookie(
+        json(
+            StatusCode::OK,
+            &json!({ "redirectUrl": completed.redirect_url, "success": completed.success }),
+        ),
+        completed.set_cookie,
+    ))
+}
+
 fn settings_json(settings: WebhookSettings) -> HttpResponse {
     json(
         StatusCode::OK,

@@ -70,7 +70,12 @@ pub async fn route(
             let provider = decode_segment(provider)?;
             match method {
                 Method::GET => oauth::callback(gateway, &parts, provider).await,
-                _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
+                // Frontend callback mode: the frontend posts the code with the session.
+                Method::POST => {
+                    browser()?;
+                    oauth::callback_from_frontend(gateway, &parts, body, provider).await
+                }
+                _ => Err(GatewayError::MethodNotAllowed { allow: "GET, POST" }),
             }
         }
         // GET: the webhook settings of `{id}`; PUT: a provider-issued secret for

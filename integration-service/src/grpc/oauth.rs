@@ -9,7 +9,7 @@ use integrations_proto::v1::{
 use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};
 
-use super::{authorize, integration_ref, respond, rfc3339, Need};
+use super::{authenticated_user, authorize, integration_ref, respond, rfc3339, Need};
 use crate::{
     context::AppContext,
     oauth::{self, Callback, Outcome},
@@ -69,6 +69,13 @@ impl OAuthService for OAuthApi {
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
+        let completed_by = match request.get_ref().from_frontend {
+            true => match authenticated_user(&self.ctx, request.metadata()) {
+                Ok(user) => Some(user),
+                Err(e) => return respond(Err(e)),
+            },
+            false => None,
+        };
         let body = request.into_inner();
         let set_cookie = oauth::clear_state_cookie(&self.ctx, &body.provider);
         respond(
@@ -81,6 +88,7 @@ impl OAuthService for OAuthApi {
                         state: body.state,
                         error: body.error,
                         cookie_headers,
+                        completed_by,
                     },
                 )
                 .await?;

@@ -46,6 +46,9 @@ pub struct StateClaims {
     /// Hex SHA-256 of the binding cookie's value.
     #[serde(rename = "b", default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<String>,
+    /// Frontend callback mode: only a session of `user_id` may complete this state.
+    #[serde(rename = "s", default, skip_serializing_if = "std::ops::Not::not")]
+    pub session_bound: bool,
 }
 
 /// Why a state is refused; all of them end as `error=invalid_state`.
@@ -129,12 +132,14 @@ pub fn open(keyring: &Keyring, state: &str) -> Result<StateClaims, StateError> {
     Err(StateError::Forged)
 }
 
-/// The checks that need no database: provider, age, browser binding.
+/// The checks that need no database: provider, age, browser binding, and for a
+/// session-bound state the user completing it (`completed_by`, the verified session's user).
 pub fn verify(
     claims: &StateClaims,
     provider: &str,
     now_unix: i64,
     cookie_value: Option<&str>,
+    completed_by: Option<Uuid>,
 ) -> Result<(), StateError> {
     if claims.provider != provider {
         return Err(StateError::WrongProvider);
@@ -148,6 +153,9 @@ pub fn verify(
         if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
             return Err(StateError::Unbound);
         }
+    }
+    if claims.session_bound && (claims.user_id.is_none() || completed_by != claims.user_id) {
+        return Err(StateError::Unbound);
     }
     Ok(())
 }
@@ -166,6 +174,7 @@ mod tests {
             nonce: random_token(16),
             issued_at: 1_000_000,
             binding,
+            session_bound: false,
         }
     }
 
@@ -199,25 +208,57 @@ mod tests {
     fn provider_age_and_binding_are_checked() {
         let c = claims(Some(binding_hash("cookie-value")));
         assert_eq!(
-            verify(&c, "github", 1_000_010, Some("cookie-value")),
+            verify(&c, "github", 1_000_010, Some("cookie-value"), None),
             Ok(())
         );
         assert_eq!(
-            verify(&c, "slack", 1_000_010, Some("cookie-value")),
+            verify(&c, "slack", 1_000_010, Some("cookie-value"), None),
             Err(StateError::WrongProvider)
         );
         assert_eq!(
-            verify(&c, "github", 1_000_601, Some("cookie-value")),
+            verify(&c, "github", 1_000_601, Some("cookie-value"), None),
             Err(StateError::Expired)
         );
         assert_eq!(
-            verify(&c, "github", 1_000_010, None),
+            verify(&c, "github", 1_000_010, None, None),
             Err(StateError::Unbound)
         );
         assert_eq!(
-            verify(&c, "github", 1_000_010, Some("other")),
+            verify(&c, "github", 1_000_010, Some("other"), None),
             Err(StateError::Unbound)
         );
-        assert_eq!(verify(&claims(None), "github", 1_000_010, None), Ok(()));
+        assert_eq!(
+            verify(&claims(None), "github", 1_000_010, None, None),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_session_bound_state_is_completed_only_by_its_user() {
+        let mut c = claims(None);
+        c.session_bound = true;
+        let user = c.user_id;
+        assert_eq!(verify(&c, "github", 1_000_010, None, user), Ok(()));
+        assert_eq!(
+            verify(&c, "github", 1_000_010, None, Some(Uuid::new_v4())),
+            Err(StateError::Unbound)
+        );
+        assert_eq!(
+            verify(&c, "github", 1_000_010, None, None),
+            Err(StateError::Unbound)
+        );
+        // The flag survives sealing; states sealed before it existed read as unbound to a session.
+        let ring = Keyring::new(&EncryptionKey([1; 32]), &[]);
+        assert!(open(&ring, &seal(&ring, &c)).unwrap().session_bound);
+        assert!(
+            !open(&ring, &seal(&ring, &claims(None)))
+                .unwrap()
+                .session_bound
+        );
+        c.user_id = None;
+        assert_eq!(
+            verify(&c, "github", 1_000_010, None, None),
+            Err(StateError::Unbound)
+        );
     }
 }

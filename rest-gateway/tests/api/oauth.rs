@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use test_support::{
     dual_db_test,
     fake_provider::{FakeProvider, FakeStyle, FAKE_CLIENT_ID},
+    logs::{capture_logs, lines_containing},
     oauth_flow::{authorize, connect, consent, follow_callback},
     spawn_app_with_env, Db, TestApp, TEST_APP_URL, TEST_ENCRYPTION_KEY,
 };
@@ -106,6 +107,7 @@ dual_db_test!(
     state_cookie_binds_the_browser_unless_turned_off,
     token_exchange_failure_redirects_callback_failed,
     a_user_demoted_or_removed_before_the_callback_connects_nothing,
+    frontend_callback_mode_binds_the_state_to_the_session,
     authorize_names_the_missing_client_id_and_requires_a_manager,
     webhook_settings_reveal_and_rotate_the_secret,
     disconnect_revokes_at_the_provider_in_the_background,
@@ -512,6 +514,9 @@ async fn state_cookie_binds_the_browser_unless_turned_off(kind: Db) {
     assert_eq!(fake.requests_to("/token").len(), 0);
     drop(app);
 
+    // Turned off: it still works, and says loudly at start and at every authorization that
+    // states are bound to nothing.
+    capture_logs();
     let fake = FakeProvider::start(FakeStyle::Github).await;
     let Some(app) = app_with(kind, &[("GITHUB", &fake)], &[("OAUTH_STATE_COOKIE", "off")]).await
     else {
@@ -520,6 +525,17 @@ async fn state_cookie_binds_the_browser_unless_turned_off(kind: Db) {
     let (_, token) = app.owner(1).await;
     let authorization = authorize(&app, &token, "github").await;
     assert_eq!(authorization.set_cookie, None);
+    let warnings = lines_containing("NOT bound to the browser");
+    assert!(
+        warnings
+            .iter()
+            .any(|line| line["level"] == "WARN" && line["provider"] == "github"),
+        "{warnings:?}"
+    );
+    assert!(warnings.iter().any(|line| line["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("OAUTH_FRONTEND_CALLBACK_URL")));
     let callback = consent(&app, &authorization).await;
     let (_, location) = follow_callback(&app, &callback, None).await;
     assert_eq!(location, app_redirect("success=github_connected"));
@@ -604,6 +620,91 @@ async fn a_user_demoted_or_removed_before_the_callback_connects_nothing(kind: Db
         .unwrap();
     let location = connect(&app, &token, "github").await;
     assert_eq!(location, app_redirect("success=github_connected"));
+}
+
+/// `OAUTH_FRONTEND_CALLBACK_URL`: the provider returns the browser to the frontend, which posts
+/// the code with the user's session. Nobody else's session, no anonymous caller and no GET to
+/// the gateway's callback can complete the state, and none of them spends it.
+async fn frontend_callback_mode_binds_the_state_to_the_session(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    let frontend = format!("{TEST_APP_URL}/integrations/callback");
+    let Some(app) = app_with(
+        kind,
+        &[("GITHUB", &fake)],
+        &[("OAUTH_FRONTEND_CALLBACK_URL", frontend.as_str())],
+    )
+    .await
+    else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let authorization = authorize(&app, &token, "github").await;
+    assert_eq!(
+        authorization.cookie, None,
+        "the session binds, not a cookie"
+    );
+    let redirect_uri = format!("{frontend}/github");
+    assert_eq!(
+        authorization.param("redirect_uri"),
+        Some(redirect_uri.clone())
+    );
+    let returned = Url::parse(&consent(&app, &authorization).await).unwrap();
+    assert!(returned.as_str().starts_with(&redirect_uri));
+    let query: std::collections::HashMap<String, String> =
+        returned.query_pairs().into_owned().collect();
+    let body = json!({"code": query["code"], "state": query["state"]});
+    let post = |bearer: Option<String>| {
+        let mut request = app
+            .http
+            .post(app.url("/api/integrations/github/callback"))
+            .json(&body);
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        request.send()
+    };
+
+    // The link alone, at the gateway's own callback: no session, refused, state kept.
+    let gateway_callback = format!(
+        "{}/api/auth/code/github?{}",
+        app.http_url,
+        returned.query().unwrap()
+    );
+    let (_, location) = follow_callback(&app, &gateway_callback, None).await;
+    assert_eq!(location, app_redirect("error=invalid_state"));
+    // Another owner of the same organization (the attacker's session in the victim's flow).
+    let other = app.member_token(1, Uuid::new_v4(), "OWNER").await;
+    let response = post(Some(other)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer,
+        json!({"redirectUrl": app_redirect("error=invalid_state"), "success": false})
+    );
+    assert_eq!(post(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        post(Some(app.service_token())).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert!(fake.code_exchanges().is_empty());
+    assert!(!record(&app, "github").await.connected);
+
+    // The user who started it.
+    let response = post(Some(token.clone())).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(
+        answer,
+        json!({"redirectUrl": app_redirect("success=github_connected"), "success": true})
+    );
+    let exchanges = fake.code_exchanges();
+    assert_eq!(exchanges.len(), 1);
+    assert_eq!(exchanges[0].form().get("redirect_uri"), Some(&redirect_uri));
+    assert!(record(&app, "github").await.connected);
+    // Single use, as always.
+    let answer: Value = post(Some(token)).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["redirectUrl"], app_redirect("error=invalid_state"));
+    assert_eq!(fake.code_exchanges().len(), 1);
 }
 
 async fn authorize_names_the_missing_client_id_and_requires_a_manager(kind: Db) {
