@@ -2,8 +2,11 @@
 //!
 //! Invariants:
 //! - a state is accepted once, at its own provider's callback, within 10 minutes, from the
-//!   browser that started it (unless `OAUTH_STATE_COOKIE=off`); anything else is
-//!   `error=invalid_state` and no token request is made;
+//!   browser that started it (its cookie), or in frontend callback mode posted with the
+//!   session of the user who started it (unless `OAUTH_STATE_COOKIE=off`, logged loudly);
+//!   anything else is `error=invalid_state` and no token request is made;
+//! - the user who started the flow is still an Owner/Admin when it completes
+//!   (`error=forbidden` otherwise, before the code is exchanged);
 //! - every redirect goes to `APP_URL`, with only catalog names and fixed words in its query;
 //! - tokens and the webhook secret are stored encrypted, bound to their row and column.
 
