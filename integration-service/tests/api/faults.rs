@@ -221,6 +221,7 @@ async fn get_token(
 dual_db_test!(
     key_rotation_never_undoes_a_concurrent_write,
     rotate_keys_racing_disconnects_and_secret_rotations_loses_none,
+    rotate_keys_racing_refreshes_keeps_every_rotated_refresh_token,
     a_disconnected_integration_refuses_webhooks_whatever_its_columns_hold,
     double_rotation_keeps_both_older_secrets_verifying,
     a_slow_token_endpoint_holds_no_lock_and_no_connection,
@@ -437,6 +438,92 @@ async fn rotate_keys_racing_disconnects_and_secret_rotations_loses_none(kind: Db
             }
         }
     }
+}
+
+/// rotate-keys while refreshes are in flight against a provider whose refresh tokens are single
+/// use: every refresh's rotated refresh token survives (had rotation written back the old one,
+/// the next refresh would be refused as `invalid_grant`), and everything ends under the new key.
+/// The read-then-write-back interleaving itself is pinned deterministically by
+/// `key_rotation_never_undoes_a_concurrent_write`.
+async fn rotate_keys_racing_refreshes_keeps_every_rotated_refresh_token(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Standard).await;
+    fake.set_expires_in(Some(3600));
+    // Each refresh spends 300 ms at the provider between its lease and its commit.
+    fake.set_refresh_delay(Duration::from_millis(300));
+    let mut vars = fake.env("ASANA");
+    vars.push(("INTEGRATION_ENCRYPTION_KEY_PREVIOUS".into(), OLD_KEY.into()));
+    let Some(app) = spawn_app_with_env(kind, &vars).await else {
+        return;
+    };
+    let old = Keyring::new(&key(OLD_KEY), &[]);
+    const N: i64 = 6;
+    let expired = Some(Utc::now() - chrono::Duration::minutes(5));
+    let service = app.service_token();
+    let current = current_keyring();
+    let mut ids = Vec::new();
+    // rotate-keys starting before the leases, while the refreshes are at the provider, and
+    // just as they commit: each round's rows are sealed under the old key.
+    for (round, start_after_ms) in [0u64, 150, 290].into_iter().enumerate() {
+        let orgs: Vec<i64> = (1..=N).map(|i| round as i64 * 100 + i).collect();
+        let mut round_ids = Vec::new();
+        for org in &orgs {
+            let seed_token = format!("seed-{org}");
+            fake.accept_refresh_token(&seed_token);
+            round_ids.push(seed(&app, &old, *org, "asana", Some(&seed_token), expired, "s").await);
+        }
+        let refreshes = orgs.iter().map(|org| {
+            let (url, service, org) = (app.grpc_url.clone(), service.clone(), *org);
+            async move { get_token(&url, &service, org, "asana").await }
+        });
+        let rotation = {
+            let db = app.db.clone();
+            let rotating = Keyring::new(&key(TEST_ENCRYPTION_KEY), &[key(OLD_KEY)]);
+            async move {
+                tokio::time::sleep(Duration::from_millis(start_after_ms)).await;
+                rotate_keys(&db, &rotating).await
+            }
+        };
+        let (handed_out, report) = tokio::join!(join_all(refreshes), rotation);
+        println!("rotate-keys after {start_after_ms} ms: {}", report.unwrap());
+        for (i, id) in round_ids.iter().enumerate() {
+            let handed = handed_out[i].as_ref().expect("the refresh succeeded");
+            let record = row(&app, *id).await;
+            let open = |column, stored: &Option<String>| {
+                current
+                    .open(column, *id, stored.as_deref().unwrap())
+                    .expect("under the current key")
+                    .expose_secret()
+                    .to_string()
+            };
+            assert_eq!(
+                &open(SecretColumn::AccessToken, &record.access_token),
+                handed
+            );
+            let refresh = open(SecretColumn::RefreshToken, &record.refresh_token);
+            assert!(
+                refresh.starts_with("refresh-"),
+                "org {}: {refresh}",
+                orgs[i]
+            );
+        }
+        ids.extend(orgs.into_iter().zip(round_ids));
+    }
+    let total = ids.len();
+    assert_eq!(fake.refresh_requests().len(), total);
+    // The stored refresh tokens are the live ones (single use at the provider): expire every
+    // token and refresh again.
+    for (_, id) in &ids {
+        let mut active: integration::ActiveModel = row(&app, *id).await.into();
+        active.token_expires_at = Set(expired);
+        active.update(&app.db).await.unwrap();
+    }
+    fake.set_refresh_delay(Duration::ZERO);
+    for (org, _) in &ids {
+        get_token(&app.grpc_url, &service, *org, "asana")
+            .await
+            .expect("the committed refresh token is accepted");
+    }
+    assert_eq!(fake.refresh_requests().len(), 2 * total);
 }
 
 async fn a_disconnected_integration_refuses_webhooks_whatever_its_columns_hold(kind: Db) {
