@@ -78,6 +78,7 @@ struct FakeState {
     fail_refresh_unavailable: bool,
     expires_in: Option<u64>,
     refresh_delay: Duration,
+    exchange_delay: Duration,
     scope_as_array: bool,
 }
 
@@ -106,6 +107,7 @@ impl FakeProvider {
             fail_refresh_unavailable: false,
             expires_in: (style == FakeStyle::Standard).then_some(3600),
             refresh_delay: Duration::ZERO,
+            exchange_delay: Duration::ZERO,
             scope_as_array: false,
         }));
         let (tx, mut rx) = oneshot::channel::<()>();
@@ -191,6 +193,11 @@ impl FakeProvider {
         self.with(|s| s.refresh_delay = delay);
     }
 
+    /// Each code exchange takes this long (a window to act while the code is being spent).
+    pub fn set_exchange_delay(&self, delay: Duration) {
+        self.with(|s| s.exchange_delay = delay);
+    }
+
     /// Makes `token` a valid (single-use) refresh token.
     pub fn accept_refresh_token(&self, token: &str) {
         self.with(|s| s.refresh_tokens.insert(token.to_string()));
@@ -270,13 +277,16 @@ async fn handle(
     let delay = {
         let mut s = state.lock().expect("fake state");
         s.log.push(logged.clone());
-        s.refresh_delay
+        (s.refresh_delay, s.exchange_delay)
     };
+    let (refresh_delay, exchange_delay) = delay;
     let answer = match (logged.method.as_str(), logged.path.as_str()) {
         ("GET", "/authorize") => authorize(&state, &logged),
         ("POST", "/token") => {
             if logged.form().get("grant_type").map(String::as_str) == Some("refresh_token") {
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(refresh_delay).await;
+            } else {
+                tokio::time::sleep(exchange_delay).await;
             }
             token(&state, &logged)
         }

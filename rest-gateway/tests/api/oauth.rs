@@ -16,7 +16,10 @@ use integration_service::{
     },
 };
 use reqwest::{header, StatusCode};
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ConnectionTrait, EntityTrait, PaginatorTrait,
+    TransactionTrait,
+};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use test_support::{
@@ -705,6 +708,60 @@ async fn frontend_callback_mode_binds_the_state_to_the_session(kind: Db) {
     let answer: Value = post(Some(token)).await.unwrap().json().await.unwrap();
     assert_eq!(answer["redirectUrl"], app_redirect("error=invalid_state"));
     assert_eq!(fake.code_exchanges().len(), 1);
+}
+
+/// The provider's code is single use: when SQLite is locked by another writer while the code
+/// is being exchanged, the callback retries its local write instead of losing the grant.
+#[tokio::test]
+async fn a_busy_sqlite_database_does_not_lose_the_spent_code() {
+    capture_logs();
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    fake.set_exchange_delay(Duration::from_millis(800));
+    let Some(app) = app_with(Db::Sqlite, &[("GITHUB", &fake)], &[]).await else {
+        return;
+    };
+    let (_, token) = app.owner(1).await;
+    let authorization = authorize(&app, &token, "github").await;
+    let callback = consent(&app, &authorization).await;
+    let completing = {
+        let (http, cookie) = (app.http.clone(), authorization.cookie.clone());
+        tokio::spawn(async move {
+            let mut request = http.get(callback);
+            if let Some(cookie) = cookie {
+                request = request.header(header::COOKIE, cookie);
+            }
+            request.send().await.unwrap()
+        })
+    };
+    // While the code is at the provider, another process takes SQLite's write lock and holds
+    // it past the service's busy timeout (5 s): the first save fails with SQLITE_BUSY.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = sea_orm::Database::connect(app.database.url.as_str())
+        .await
+        .unwrap();
+    let lock = other.begin().await.unwrap();
+    lock.execute_unprepared("UPDATE organizations SET name = name WHERE id = 1")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(6_000)).await;
+    lock.rollback().await.unwrap();
+    let response = completing.await.unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(
+        response.headers()[header::LOCATION],
+        app_redirect("success=github_connected").as_str()
+    );
+    assert_eq!(fake.code_exchanges().len(), 1);
+    let stored = record(&app, "github").await;
+    assert!(stored.connected);
+    assert!(stored.access_token.is_some());
+    let retried = lines_containing("saving the connection failed: retrying");
+    assert!(
+        retried
+            .iter()
+            .any(|line| line["integration"] == stored.id.to_string()),
+        "the first save met the lock: {retried:?}"
+    );
 }
 
 async fn authorize_names_the_missing_client_id_and_requires_a_manager(kind: Db) {
