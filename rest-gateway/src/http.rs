@@ -32,9 +32,10 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     response
 }
 
-/// A non-JSON answer the service chose for a provider handshake (e.g. `text/plain`).
-pub fn raw(status: StatusCode, content_type: &str, body: Vec<u8>) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+/// A non-JSON answer: a provider handshake the service chose (e.g. `text/plain`), or the
+/// OpenAPI document.
+pub fn raw(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
