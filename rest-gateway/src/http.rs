@@ -191,3 +191,50 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
         }),
     }
 }
+
+/// A JSON integer of a request body, also when written with a zero fraction (`3600.0`, the
+/// same integer for JSON Schema and JavaScript); any other number is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonInteger(pub i64);
+
+impl<'de> serde::Deserialize<'de> for JsonInteger {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // i64::MIN and i64::MAX + 1 as f64: integral values in between convert exactly.
+        const RANGE: std::ops::Range<f64> =
+            -9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0;
+        let number = serde_json::Number::deserialize(deserializer)?;
+        if let Some(n) = number.as_i64() {
+            return Ok(Self(n));
+        }
+        match number.as_f64() {
+            Some(f) if f.fract() == 0.0 && RANGE.contains(&f) => Ok(Self(f as i64)),
+            _ => Err(serde::de::Error::custom(format_args!(
+                "invalid number {number}, expected an integer"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JsonInteger;
+
+    #[test]
+    fn integers_with_a_zero_fraction_are_integers() {
+        let parse = |text: &str| serde_json::from_str::<JsonInteger>(text).map(|n| n.0);
+        assert_eq!(parse("3600").unwrap(), 3600);
+        assert_eq!(parse("1235.0").unwrap(), 1235);
+        assert_eq!(parse("-60.0").unwrap(), -60);
+        assert_eq!(parse("1e3").unwrap(), 1000);
+        for bad in [
+            "36.5",
+            "1e300",
+            "18446744073709551615",
+            "\"3600\"",
+            "true",
+            "null",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

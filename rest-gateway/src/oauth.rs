@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::{
     error::GatewayError,
-    http::{json, read_body, redirect, require_json, HttpResponse},
+    http::{json, read_body, redirect, require_json, HttpResponse, JsonInteger},
     upstream::forwarded,
     Gateway,
 };
@@ -119,7 +119,7 @@ pub async fn webhook_settings(
 #[serde(deny_unknown_fields)]
 struct RotateBody {
     #[serde(default, rename = "gracePeriodSeconds", alias = "grace_period_seconds")]
-    grace_period_seconds: Option<i64>,
+    grace_period_seconds: Option<JsonInteger>,
 }
 
 /// `POST /api/integrations/{id}/webhook/rotate`, with an optional JSON body
@@ -156,7 +156,7 @@ pub async fn rotate_webhook_secret(
             &parts.headers,
             RotateWebhookSecretRequest {
                 id,
-                grace_period_seconds: body.grace_period_seconds.unwrap_or(0),
+                grace_period_seconds: body.grace_period_seconds.map_or(0, |n| n.0),
             },
         ))
         .await?
