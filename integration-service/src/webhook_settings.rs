@@ -261,9 +261,8 @@ pub async fn arm_handshake(
         s if (1..=MAX_HANDSHAKE_SECS).contains(&s) => s,
         _ => {
             return Err(ServiceError::InvalidArgument(
-                Problem::new("Invalid handshake window").details(format!(
-                    "windowSeconds: between 1 and {MAX_HANDSHAKE_SECS}"
-                )),
+                Problem::new("Invalid handshake window")
+                    .details(format!("windowSeconds: between 1 and {MAX_HANDSHAKE_SECS}")),
             ))
         }
     };

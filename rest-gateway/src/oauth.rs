@@ -4,8 +4,9 @@
 use http::{header, request::Parts, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use integrations_proto::v1::{
-    ArmWebhookHandshakeRequest, CompleteAuthorizationRequest, GetWebhookSettingsRequest, RotateWebhookSecretRequest,
-    SetWebhookSecretRequest, StartAuthorizationRequest, WebhookSettings,
+    ArmWebhookHandshakeRequest, CompleteAuthorizationRequest, GetWebhookSettingsRequest,
+    RotateWebhookSecretRequest, SetWebhookSecretRequest, StartAuthorizationRequest,
+    WebhookSettings,
 };
 use serde::Deserialize;
 use serde_json::json;

@@ -4,8 +4,7 @@ use integrations_proto::v1::{
     o_auth_service_server::OAuthService, ArmWebhookHandshakeRequest, CompleteAuthorizationRequest,
     CompleteAuthorizationResponse, GetAccessTokenRequest, GetAccessTokenResponse,
     GetWebhookSettingsRequest, RotateWebhookSecretRequest, SetWebhookSecretRequest,
-    StartAuthorizationRequest, StartAuthorizationResponse, WebhookHandshakeWindow,
-    WebhookSettings,
+    StartAuthorizationRequest, StartAuthorizationResponse, WebhookHandshakeWindow, WebhookSettings,
 };
 use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};

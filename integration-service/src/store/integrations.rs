@@ -579,7 +579,10 @@ pub async fn arm_handshake(
     until: chrono::DateTime<Utc>,
 ) -> Result<bool, DbErr> {
     let result = integration::Entity::update_many()
-        .col_expr(integration::Column::WebhookHandshakeUntil, Expr::value(until))
+        .col_expr(
+            integration::Column::WebhookHandshakeUntil,
+            Expr::value(until),
+        )
         .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(integration::Column::Id.eq(id))
         .filter(integration::Column::Connected.eq(true))
@@ -646,7 +649,10 @@ pub async fn set_webhook_account_secret(
             integration::Column::WebhookSecret,
             Expr::value(sealed_secret),
         )
-        .col_expr(integration::Column::WebhookSecretGrace, Expr::value(null_text))
+        .col_expr(
+            integration::Column::WebhookSecretGrace,
+            Expr::value(null_text),
+        )
         .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(integration::Column::Id.eq(id))
         .exec(db)

@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 
 use super::{
     receive::{
-        accept_handshake, bad_request, field, store_items, verify_with_integration_secrets,
-        Answer, Delivery, Item,
+        accept_handshake, bad_request, field, store_items, verify_with_integration_secrets, Answer,
+        Delivery, Item,
     },
     signature::verify_hmac_sha256_hex,
     WebhookRuntime,
@@ -42,7 +42,7 @@ pub(super) async fn receive(
 ) -> ServiceResult<Answer> {
     let integration_id = delivery.url_integration()?;
     if let Some(secret) = delivery.header("x-hook-secret").map(str::to_string) {
-        accept_handshake(ctx, &delivery, integration_id, &secret).await?;
+        accept_handshake(ctx, runtime, &delivery, integration_id, &secret).await?;
         return Ok(Answer {
             headers: vec![("X-Hook-Secret".into(), secret)],
             ..Answer::ok(json!({"success": true}))
@@ -122,7 +122,8 @@ mod tests {
     #[test]
     fn heartbeats_batches_and_keys() {
         assert!(parse_events(br#"{"events":[]}"#).unwrap().is_empty());
-        let batch = br#"{"events":[{"action":"added","resource":{"gid":"1","resource_type":"story"}},
+        let batch =
+            br#"{"events":[{"action":"added","resource":{"gid":"1","resource_type":"story"}},
             {"action":"added","resource":{"gid":"2","resource_type":"story"}},
             {"action":"added","resource":{"gid":"1","resource_type":"story"}}]}"#;
         let items = parse_events(batch).unwrap();

@@ -48,7 +48,10 @@ pub fn public_key(hex_key: &str) -> Option<VerifyingKey> {
 /// Whether `signature_hex` is the Ed25519 signature of `timestamp` + `body` under the hex
 /// public key `public_key_hex` (strict verification: no malleable or small-order forms).
 pub fn verify(public_key_hex: &[u8], timestamp: &str, body: &[u8], signature_hex: &str) -> bool {
-    let Some(key) = std::str::from_utf8(public_key_hex).ok().and_then(public_key) else {
+    let Some(key) = std::str::from_utf8(public_key_hex)
+        .ok()
+        .and_then(public_key)
+    else {
         return false;
     };
     let Some(signature) = hex::decode(signature_hex.trim())
@@ -76,7 +79,11 @@ pub fn signature(seed: &[u8; 32], timestamp: &str, body: &[u8]) -> String {
 
 /// The hex public key of the signing key `seed` (tests).
 pub fn public_key_hex(seed: &[u8; 32]) -> String {
-    hex::encode(ed25519_dalek::SigningKey::from_bytes(seed).verifying_key().to_bytes())
+    hex::encode(
+        ed25519_dalek::SigningKey::from_bytes(seed)
+            .verifying_key()
+            .to_bytes(),
+    )
 }
 
 /// Whether `timestamp` (Unix seconds) is within the window around `now`.
@@ -179,9 +186,10 @@ pub(super) async fn receive(
     let record = store::integrations::find_connected_by_account(&ctx.db, "discord", &application)
         .await?
         .ok_or_else(|| {
-            ServiceError::NotFound(Problem::new("Integration not found").details(
-                "no organization has set this Discord application's public key",
-            ))
+            ServiceError::NotFound(
+                Problem::new("Integration not found")
+                    .details("no organization has set this Discord application's public key"),
+            )
         })?;
     verify_with_integration_secrets(
         ctx,
@@ -285,7 +293,10 @@ mod tests {
 
     #[test]
     fn keys_ids_and_window() {
-        assert!(public_key("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a").is_some());
+        assert!(
+            public_key("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+                .is_some()
+        );
         assert!(public_key("d75a98").is_none());
         assert!(public_key(&"zz".repeat(32)).is_none());
         assert!(valid_application_id("1191122233344455566"));

@@ -3,9 +3,9 @@
 //! schemes depend on `receive` and only this module depends on the schemes.
 
 use super::{
-    asana, bitbucket, discord, github, gitlab, google, jira, linear, microsoft,
+    asana, bitbucket, discord, github, gitlab, google, jira, linear, microsoft, notion,
     receive::{Answer, Delivery},
-    notion, slack, standard_webhooks, WebhookRuntime,
+    slack, standard_webhooks, WebhookRuntime,
 };
 use crate::{
     catalog::WebhookScheme,

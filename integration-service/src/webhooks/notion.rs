@@ -37,7 +37,7 @@ pub(super) async fn receive(
     let Some(signature) = delivery.header("x-notion-signature").map(str::to_string) else {
         let token = verification_token(&delivery.body)
             .ok_or_else(|| unauthenticated("the X-Notion-Signature header is missing"))?;
-        accept_handshake(ctx, &delivery, integration_id, &token).await?;
+        accept_handshake(ctx, runtime, &delivery, integration_id, &token).await?;
         return Ok(Answer::ok(json!({"success": true})));
     };
     verify_with_integration_secrets(

@@ -291,6 +291,7 @@ const MAX_HANDSHAKE_SECRET: usize = 512;
 /// before the provider does.
 pub(super) async fn accept_handshake(
     ctx: &AppContext,
+    runtime: &WebhookRuntime,
     delivery: &Delivery,
     integration_id: Uuid,
     secret: &str,
@@ -321,6 +322,8 @@ pub(super) async fn accept_handshake(
             )),
         ));
     }
+    // The replaced secret must not verify from the cache.
+    load_secrets(ctx, runtime, &delivery.provider, integration_id).await?;
     tracing::info!(integration = %integration_id, provider = %delivery.provider, "webhook handshake accepted: secret stored");
     Ok(())
 }
