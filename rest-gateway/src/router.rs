@@ -43,6 +43,7 @@ enum Endpoint {
     Event,
     Replay,
     RotateWebhookSecret,
+    ArmWebhookHandshake,
     ProviderWebhook,
 }
 
@@ -102,6 +103,12 @@ pub const ROUTES: &[Route] = &[
         "/api/integrations/:id/webhook/rotate",
         "POST",
         Endpoint::RotateWebhookSecret,
+    ),
+    // Opens the window in which a provider's webhook handshake may set the secret.
+    entry(
+        "/api/integrations/:id/webhook/handshake",
+        "POST",
+        Endpoint::ArmWebhookHandshake,
     ),
     // Provider deliveries with the integration in the path (the webhook URL the service
     // hands out).
@@ -183,6 +190,9 @@ pub async fn route(
         (Endpoint::Replay, _) => events::replay(gateway, &parts, param()?, param()?).await,
         (Endpoint::RotateWebhookSecret, _) => {
             oauth::rotate_webhook_secret(gateway, &parts, body, param()?).await
+        }
+        (Endpoint::ArmWebhookHandshake, _) => {
+            oauth::arm_webhook_handshake(gateway, &parts, body, param()?).await
         }
         (Endpoint::ProviderWebhook, _) => {
             let provider = param()?;
