@@ -199,18 +199,37 @@ pub struct JsonInteger(pub i64);
 
 impl<'de> serde::Deserialize<'de> for JsonInteger {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(IntegerVisitor)
+    }
+}
+
+struct IntegerVisitor;
+
+impl serde::de::Visitor<'_> for IntegerVisitor {
+    type Value = JsonInteger;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an integer")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<JsonInteger, E> {
+        Ok(JsonInteger(value))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<JsonInteger, E> {
+        i64::try_from(value)
+            .map(JsonInteger)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(value), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<JsonInteger, E> {
         // i64::MIN and i64::MAX + 1 as f64: integral values in between convert exactly.
         const RANGE: std::ops::Range<f64> =
             -9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0;
-        let number = serde_json::Number::deserialize(deserializer)?;
-        if let Some(n) = number.as_i64() {
-            return Ok(Self(n));
-        }
-        match number.as_f64() {
-            Some(f) if f.fract() == 0.0 && RANGE.contains(&f) => Ok(Self(f as i64)),
-            _ => Err(serde::de::Error::custom(format_args!(
-                "invalid number {number}, expected an integer"
-            ))),
+        if value.fract() == 0.0 && RANGE.contains(&value) {
+            Ok(JsonInteger(value as i64))
+        } else {
+            Err(E::invalid_value(serde::de::Unexpected::Float(value), &self))
         }
     }
 }
