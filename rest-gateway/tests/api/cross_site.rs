@@ -129,6 +129,22 @@ async fn forged_cross_site_cookie_requests_change_nothing(app: TestApp) {
             None,
             403,
         ),
+        (
+            Method::POST,
+            format!("/api/integrations/{id}/webhook/handshake"),
+            Some("text/plain"),
+            None,
+            None,
+            415,
+        ),
+        (
+            Method::POST,
+            "/api/integrations/github/callback".into(),
+            Some("application/json"),
+            Some(EVIL),
+            None,
+            403,
+        ),
     ];
     for (method, path, content_type, origin, fetch_site, expected) in attacks {
         let mut request = app
