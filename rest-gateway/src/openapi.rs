@@ -145,9 +145,10 @@ mod tests {
             assert!(schemes.contains_key(name), "{name}");
         }
         for (path, method, operation) in spec.operations() {
-            // Providers' redirects and deliveries authenticate by state or signature.
+            // Providers' redirects and deliveries authenticate by state or signature; the
+            // frontend's POST of a callback carries the user's session.
             let provider_facing = path.starts_with("/api/auth/")
-                || path.ends_with("/callback")
+                || (path.ends_with("/callback") && method != http::Method::POST)
                 || operation
                     .operation_id
                     .as_deref()
