@@ -70,6 +70,7 @@ pub async fn callback(
             "code" => &mut request.code,
             "state" => &mut request.state,
             "error" => &mut request.error,
+            "installation_id" => &mut request.installation_id,
             _ => continue,
         };
         // The first occurrence wins; a repeated parameter cannot override it.

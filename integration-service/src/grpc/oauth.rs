@@ -80,6 +80,7 @@ impl OAuthService for OAuthApi {
                         code: body.code,
                         state: body.state,
                         error: body.error,
+                        installation_id: body.installation_id,
                         cookie_headers,
                     },
                 )
