@@ -574,6 +574,7 @@ mod tests {
             code: Some("the-code-123".into()),
             state: Some("the-state-456".into()),
             error: None,
+            installation_id: Some("12345678".into()),
             cookie_headers: vec!["sb-access-token=jwt-789".into()],
         };
         let started = Started {

@@ -91,11 +91,20 @@ pub async fn callback(
 }
 
 fn settings_json(settings: WebhookSettings) -> HttpResponse {
+    let guide = settings.guide.unwrap_or_default();
     json(
         StatusCode::OK,
         &json!({ "data": {
             "url": settings.url,
             "secret": settings.secret,
+            "guide": {
+                "secretSource": guide.secret_source,
+                "secretField": guide.secret_field,
+                "signatureHeader": guide.signature_header,
+                "contentType": guide.content_type,
+                "events": guide.events,
+                "steps": guide.steps,
+            },
             "previous_secret_expires_at": settings.previous_secret_expires_at,
             "previous_secrets_valid_until": settings.previous_secrets_valid_until,
         }}),

@@ -82,6 +82,38 @@ async fn connected_with(
             "one URL shape: {url}"
         ),
     }
+    // Route 11 says what to paste where: the secret's origin, the header, the steps with the URL.
+    let guide = &settings["data"]["guide"];
+    let (source, header) = match provider {
+        "gitlab" => ("generated", "X-Gitlab-Token"),
+        "bitbucket" | "atlassian" => ("generated", "X-Hub-Signature"),
+        "google" => ("generated", "X-Goog-Channel-Token"),
+        "microsoft" => ("generated", ""),
+        "linear" => ("provider_issued", "Linear-Signature"),
+        "acme" => ("provider_issued", "webhook-signature"),
+        "discord" => ("provider_issued", "X-Signature-Ed25519"),
+        "asana" => ("handshake", "X-Hook-Signature"),
+        "notion" => ("handshake", "X-Notion-Signature"),
+        other => panic!("no guide expectation for {other}"),
+    };
+    assert_eq!(guide["secretSource"], source, "{provider}");
+    assert_eq!(
+        guide["signatureHeader"].as_str().unwrap_or(""),
+        header,
+        "{provider}"
+    );
+    assert!(
+        guide["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().contains(&url)),
+        "{provider}: {guide}"
+    );
+    assert!(
+        !guide.to_string().contains(&secret),
+        "no secret in the guide"
+    );
     Some(Connected {
         app,
         _fake: fake,
