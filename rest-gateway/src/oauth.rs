@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::{
     error::GatewayError,
-    http::{json, read_body, redirect, require_json, HttpResponse},
+    http::{json, read_body, redirect, require_json, HttpResponse, JsonInteger},
     upstream::forwarded,
     Gateway,
 };
@@ -130,7 +130,7 @@ pub async fn webhook_settings(
 #[serde(deny_unknown_fields)]
 struct RotateBody {
     #[serde(default, rename = "gracePeriodSeconds", alias = "grace_period_seconds")]
-    grace_period_seconds: Option<i64>,
+    grace_period_seconds: Option<JsonInteger>,
 }
 
 /// `POST /api/integrations/{id}/webhook/rotate`, with an optional JSON body
@@ -167,7 +167,7 @@ pub async fn rotate_webhook_secret(
             &parts.headers,
             RotateWebhookSecretRequest {
                 id,
-                grace_period_seconds: body.grace_period_seconds.unwrap_or(0),
+                grace_period_seconds: body.grace_period_seconds.map_or(0, |n| n.0),
             },
         ))
         .await?
@@ -226,7 +226,7 @@ pub async fn set_webhook_secret(
 #[serde(deny_unknown_fields)]
 struct HandshakeBody {
     #[serde(default, rename = "windowSeconds", alias = "window_seconds")]
-    window_seconds: Option<i64>,
+    window_seconds: Option<JsonInteger>,
 }
 
 /// `POST /api/integrations/{id}/webhook/handshake`, with an optional JSON body
@@ -245,7 +245,7 @@ pub async fn arm_webhook_handshake(
             &parts.headers,
             ArmWebhookHandshakeRequest {
                 id,
-                window_seconds: body.window_seconds.unwrap_or(0),
+                window_seconds: body.window_seconds.map_or(0, |n| n.0),
             },
         ))
         .await?
