@@ -381,4 +381,80 @@ mod tests {
         };
         assert!(settings_change(&json!({}), &update).is_err());
     }
+
+    /// Arbitrary JSON, a few levels deep (keys from a small alphabet so patches hit them).
+    fn json_value() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            "\\PC{0,12}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-e]", inner, 0..5)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn json_object() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        proptest::collection::btree_map("[a-e]", json_value(), 0..6)
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()))
+    }
+
+    proptest::proptest! {
+        /// RFC 7396 over any stored config and any object patch: a null removes its key, any
+        /// other value replaces or merges into it, untouched keys stay, applying the same
+        /// patch twice changes nothing more, and nothing panics.
+        #[test]
+        fn merge_patches_follow_rfc_7396(current in json_value(), patch in json_object()) {
+            let update = SettingsUpdate {
+                config_patch: Some(patch.clone()),
+                ..Default::default()
+            };
+            let merged = settings_change(&current, &update).unwrap().config.unwrap();
+            let merged_map = merged.as_object().expect("the config stays an object");
+            let patch_map = patch.as_object().unwrap();
+            for (key, value) in patch_map {
+                match value {
+                    serde_json::Value::Null => proptest::prop_assert!(!merged_map.contains_key(key)),
+                    serde_json::Value::Object(_) => {
+                        proptest::prop_assert!(merged_map[key].is_object())
+                    }
+                    other => proptest::prop_assert_eq!(&merged_map[key], other),
+                }
+            }
+            if let Some(before) = current.as_object() {
+                for (key, value) in before {
+                    if !patch_map.contains_key(key) {
+                        proptest::prop_assert_eq!(&merged_map[key], value);
+                    }
+                }
+            }
+            let again = settings_change(&merged, &update).unwrap().config.unwrap();
+            proptest::prop_assert_eq!(again, merged);
+        }
+
+        /// A patch whose result is over the bound is a clean field error, never a panic.
+        #[test]
+        fn oversized_merges_are_refused_by_size(len in 0usize..(2 * MAX_CONFIG_BYTES)) {
+            let update = SettingsUpdate {
+                config_patch: Some(json!({ "big": "x".repeat(len) })),
+                ..Default::default()
+            };
+            match settings_change(&json!({}), &update) {
+                Ok(change) => proptest::prop_assert!(
+                    serde_json::to_vec(&change.config.unwrap()).unwrap().len() <= MAX_CONFIG_BYTES
+                ),
+                Err(err) => proptest::prop_assert!(matches!(err, ServiceError::InvalidArgument(_))),
+            }
+        }
+    }
 }

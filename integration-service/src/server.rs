@@ -136,3 +136,34 @@ fn panic_answer(_panic: Box<dyn std::any::Any + Send + 'static>) -> http::Respon
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use tower::{ServiceBuilder, ServiceExt};
+
+    use super::*;
+
+    /// The layer `serve` installs, around a handler that panics with a credential in its
+    /// message: the call ends as gRPC INTERNAL with a fixed message, nothing of the panic.
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_and_nothing_of_the_panic() {
+        let handler = ServiceBuilder::new()
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_answer,
+            ))
+            .service_fn(|request: http::Request<String>| async move {
+                if request.uri().path().starts_with('/') {
+                    panic!("bug while holding refresh_token=leaked-secret");
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            });
+        let response = handler
+            .oneshot(http::Request::new(String::new()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(response.headers()["grpc-status"], "13");
+        assert_eq!(response.headers()["grpc-message"], "Internal%20error");
+        assert!(!format!("{:?}", response.headers()).contains("leaked"));
+    }
+}

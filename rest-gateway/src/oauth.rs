@@ -70,6 +70,7 @@ pub async fn callback(
             "code" => &mut request.code,
             "state" => &mut request.state,
             "error" => &mut request.error,
+            "installation_id" => &mut request.installation_id,
             _ => continue,
         };
         // The first occurrence wins; a repeated parameter cannot override it.
@@ -100,6 +101,9 @@ struct FrontendCallback {
     state: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    /// GitHub App install-and-authorize redirects carry it.
+    #[serde(default)]
+    installation_id: Option<String>,
 }
 
 /// `POST /api/integrations/{provider}/callback` (`OAUTH_FRONTEND_CALLBACK_URL` mode): the
@@ -127,6 +131,7 @@ pub async fn callback_from_frontend(
         code: bounded(posted.code),
         state: bounded(posted.state),
         error: bounded(posted.error),
+        installation_id: bounded(posted.installation_id),
         from_frontend: true,
     };
     let completed = gateway
@@ -145,11 +150,20 @@ pub async fn callback_from_frontend(
 }
 
 fn settings_json(settings: WebhookSettings) -> HttpResponse {
+    let guide = settings.guide.unwrap_or_default();
     json(
         StatusCode::OK,
         &json!({ "data": {
             "url": settings.url,
             "secret": settings.secret,
+            "guide": {
+                "secretSource": guide.secret_source,
+                "secretField": guide.secret_field,
+                "signatureHeader": guide.signature_header,
+                "contentType": guide.content_type,
+                "events": guide.events,
+                "steps": guide.steps,
+            },
             "previous_secret_expires_at": settings.previous_secret_expires_at,
             "previous_secrets_valid_until": settings.previous_secrets_valid_until,
         }}),

@@ -224,19 +224,7 @@ async fn handle_identified(
             limit: max_header_bytes,
         })
     } else {
-        match AssertUnwindSafe(router::route(gateway, request))
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(response)) => response,
-            Ok(Err(err)) => error_response(&err),
-            Err(_) => {
-                // The panic message was already printed by the panic hook; nothing of it
-                // reaches the client.
-                tracing::error!(%method, path = %path, "request handler panicked");
-                error_response(&GatewayError::Internal)
-            }
-        }
+        contain_panics(router::route(gateway, request), &method, &path).await
     };
     if gateway.metrics.is_some() {
         crate::metrics::record_request(
@@ -256,6 +244,26 @@ async fn handle_identified(
     response
 }
 
+/// The answer of one routed request: its response, its error as the SPEC's body, or — when
+/// the handler panicked — a 500 with the usual body and nothing of the panic; the connection
+/// and the server go on.
+async fn contain_panics(
+    routed: impl Future<Output = Result<crate::http::HttpResponse, GatewayError>>,
+    method: &http::Method,
+    path: &str,
+) -> crate::http::HttpResponse {
+    match AssertUnwindSafe(routed).catch_unwind().await {
+        Ok(Ok(response)) => response,
+        Ok(Err(err)) => error_response(&err),
+        Err(_) => {
+            // The panic message was already printed by the panic hook; nothing of it
+            // reaches the client.
+            tracing::error!(%method, path = %path, "request handler panicked");
+            error_response(&GatewayError::Internal)
+        }
+    }
+}
+
 /// Size of the request head as HTTP/1 would carry it (names, values, separators, target).
 fn header_bytes<B>(request: &Request<B>) -> usize {
     let target = request
@@ -268,4 +276,35 @@ fn header_bytes<B>(request: &Request<B>) -> usize {
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum::<usize>()
         + target
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_with_the_usual_body() {
+        let secret_path = "/api/integrations/github";
+        let panicking = async {
+            if secret_path.is_empty() {
+                return Err(GatewayError::NotFound);
+            }
+            panic!("handler bug holding sb-access-token=leaked-jwt");
+        };
+        let response = contain_panics(panicking, &http::Method::GET, secret_path).await;
+        assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body, serde_json::json!({"error": "Internal server error"}));
+        // Errors and answers pass through untouched.
+        let refused = contain_panics(
+            async { Err(GatewayError::NotFound) },
+            &http::Method::GET,
+            "/x",
+        )
+        .await;
+        assert_eq!(refused.status(), http::StatusCode::NOT_FOUND);
+    }
 }

@@ -443,4 +443,29 @@ mod tests {
         assert_eq!(parse_status("dead").unwrap(), "DEAD");
         assert!(parse_status("GONE").is_err());
     }
+
+    proptest::proptest! {
+        /// Any page token a client can send is a cursor or a clean invalid-argument error.
+        #[test]
+        fn any_page_token_decodes_or_is_invalid(
+            text in "\\PC{0,300}",
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            for token in [text.clone(), URL_SAFE_NO_PAD.encode(&bytes), URL_SAFE_NO_PAD.encode(format!("v1|{text}"))] {
+                if let Err(err) = Cursor::decode(&token) {
+                    proptest::prop_assert!(matches!(err, ServiceError::InvalidArgument(_)));
+                }
+            }
+        }
+
+        /// Every cursor we hand out reads back exactly.
+        #[test]
+        fn cursors_round_trip(secs in 0i64..8_000_000_000, nanos in 0u32..1_000_000_000, id in proptest::prelude::any::<u128>()) {
+            let cursor = Cursor {
+                received_at: DateTime::from_timestamp(secs, nanos).unwrap(),
+                id: Uuid::from_u128(id),
+            };
+            proptest::prop_assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
+        }
+    }
 }

@@ -497,4 +497,24 @@ mod tests {
             ["E5"]
         );
     }
+
+    proptest::proptest! {
+        /// Any form body (after verification, from a signed sender) is understood or refused
+        /// as a 400, never a panic: arbitrary bytes, and forms whose `payload` is near-JSON.
+        #[test]
+        fn any_form_body_is_parsed_or_refused(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..1024),
+            payload in "\\{(\"(type|team|enterprise|id|is_enterprise_install)\":(\"[a-zA-Z0-9]{0,4}\"|true|null|\\{\"id\":\"T[0-9]{0,3}\"\\}),?){0,5}\\}?",
+        ) {
+            let form = format!(
+                "payload={}",
+                url::form_urlencoded::byte_serialize(payload.as_bytes()).collect::<String>()
+            );
+            for body in [bytes.as_slice(), form.as_bytes()] {
+                if let Err(err) = parse_slack_form(body) {
+                    proptest::prop_assert!(matches!(err, ServiceError::InvalidArgument(_)));
+                }
+            }
+        }
+    }
 }
