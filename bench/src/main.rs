@@ -21,10 +21,8 @@
 //!  target/release/webhook-bench` (PostgreSQL from `--postgres-url`, default the test server).
 
 mod baseline;
-mod fixtures;
 mod load;
 mod peer;
-mod process;
 mod reads;
 
 use std::{
@@ -34,6 +32,7 @@ use std::{
 };
 
 use anyhow::Context;
+use bench::{fixtures, process};
 use clap::{Parser, ValueEnum};
 use integration_service::webhooks::signature::github_signature;
 use tokio::process::Command;
