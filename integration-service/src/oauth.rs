@@ -288,7 +288,7 @@ async fn claimed_elsewhere(
 }
 
 /// Whether a failed save lost the race for the unique index over connected accounts.
-fn is_unique_violation(error: &ServiceError) -> bool {
+pub(crate) fn is_unique_violation(error: &ServiceError) -> bool {
     let ServiceError::Database(source) = error else {
         return false;
     };

@@ -4,8 +4,9 @@
 use http::{header, request::Parts, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use integrations_proto::v1::{
-    CompleteAuthorizationRequest, GetWebhookSettingsRequest, RotateWebhookSecretRequest,
-    SetWebhookSecretRequest, StartAuthorizationRequest, WebhookSettings,
+    ArmWebhookHandshakeRequest, CompleteAuthorizationRequest, GetWebhookSettingsRequest,
+    RotateWebhookSecretRequest, SetWebhookSecretRequest, StartAuthorizationRequest,
+    WebhookSettings,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -168,9 +169,13 @@ pub async fn rotate_webhook_secret(
 #[serde(deny_unknown_fields)]
 struct SecretBody {
     secret: String,
+    /// Discord: the application the public key belongs to.
+    #[serde(default, rename = "applicationId", alias = "application_id")]
+    application_id: Option<String>,
 }
 
-/// `PUT /api/integrations/{id}/webhook` `{"secret": "..."}`: stores a provider-issued secret;
+/// `PUT /api/integrations/{id}/webhook` `{"secret": "...", "applicationId": "..."}` (the id for
+/// Discord only): stores a provider-issued secret;
 /// answers `{"data": {"url", "secretSet": true}}`, never the secret.
 pub async fn set_webhook_secret(
     gateway: &Gateway,
@@ -196,6 +201,7 @@ pub async fn set_webhook_secret(
             SetWebhookSecretRequest {
                 id,
                 secret: body.secret,
+                application_id: body.application_id,
             },
         ))
         .await?
@@ -204,4 +210,62 @@ pub async fn set_webhook_secret(
         StatusCode::OK,
         &json!({ "data": { "url": settings.url, "secretSet": true } }),
     ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandshakeBody {
+    #[serde(default, rename = "windowSeconds", alias = "window_seconds")]
+    window_seconds: Option<i64>,
+}
+
+/// `POST /api/integrations/{id}/webhook/handshake`, with an optional JSON body
+/// `{"windowSeconds": 600}` → `{"data": {"url", "armedUntil"}}`.
+pub async fn arm_webhook_handshake(
+    gateway: &Gateway,
+    parts: &Parts,
+    body: Incoming,
+    id: String,
+) -> Result<HttpResponse, GatewayError> {
+    let body: HandshakeBody = optional_json(gateway, parts, body).await?;
+    let window = gateway
+        .upstream
+        .oauth()
+        .arm_webhook_handshake(forwarded(
+            &parts.headers,
+            ArmWebhookHandshakeRequest {
+                id,
+                window_seconds: body.window_seconds.unwrap_or(0),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "data": { "url": window.url, "armedUntil": window.armed_until } }),
+    ))
+}
+
+/// An optional JSON body: the default when there is none.
+async fn optional_json<T: Default + serde::de::DeserializeOwned>(
+    gateway: &Gateway,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<T, GatewayError> {
+    if !parts.headers.contains_key(header::CONTENT_TYPE) {
+        return Ok(T::default());
+    }
+    require_json(&parts.headers)?;
+    let bytes = read_body(
+        &parts.headers,
+        body,
+        gateway.config.json_body_limit,
+        gateway.config.body_rate,
+    )
+    .await?;
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::bad_request("Invalid request body", e.to_string()))
 }

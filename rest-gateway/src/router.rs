@@ -105,6 +105,13 @@ pub async fn route(
                 _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
             }
         }
+        ["api", "integrations", id, "webhook", "handshake"] => {
+            let id = decode_segment(id)?;
+            match method {
+                Method::POST => oauth::arm_webhook_handshake(gateway, &parts, body, id).await,
+                _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
+            }
+        }
         // Provider deliveries with the integration in the path (the webhook URL the service hands out).
         ["api", "integrations", provider, "webhook", integration_id] => {
             let provider = decode_segment(provider)?;
@@ -141,6 +148,9 @@ pub fn template(path: &str) -> &'static str {
         }
         ["api", "integrations", _, "webhook"] => "/api/integrations/:id/webhook",
         ["api", "integrations", _, "webhook", "rotate"] => "/api/integrations/:id/webhook/rotate",
+        ["api", "integrations", _, "webhook", "handshake"] => {
+            "/api/integrations/:id/webhook/handshake"
+        }
         ["api", "integrations", _, "webhook", _] => {
             "/api/integrations/:provider/webhook/:integration_id"
         }

@@ -1,10 +1,10 @@
 //! `integrations.v1.OAuthService`.
 
 use integrations_proto::v1::{
-    o_auth_service_server::OAuthService, CompleteAuthorizationRequest,
+    o_auth_service_server::OAuthService, ArmWebhookHandshakeRequest, CompleteAuthorizationRequest,
     CompleteAuthorizationResponse, GetAccessTokenRequest, GetAccessTokenResponse,
     GetWebhookSettingsRequest, RotateWebhookSecretRequest, SetWebhookSecretRequest,
-    StartAuthorizationRequest, StartAuthorizationResponse, WebhookSettings,
+    StartAuthorizationRequest, StartAuthorizationResponse, WebhookHandshakeWindow, WebhookSettings,
 };
 use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};
@@ -156,8 +156,36 @@ impl OAuthService for OAuthApi {
                 let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
                 let body = request.get_ref();
                 let id = integration_ref(&body.id);
-                let settings = webhook_settings::set(&self.ctx, &access, &id, &body.secret).await?;
+                let settings = webhook_settings::set(
+                    &self.ctx,
+                    &access,
+                    &id,
+                    &body.secret,
+                    body.application_id.as_deref(),
+                )
+                .await?;
                 Ok(settings_to_proto(settings))
+            }
+            .await,
+        )
+    }
+
+    async fn arm_webhook_handshake(
+        &self,
+        request: Request<ArmWebhookHandshakeRequest>,
+    ) -> Result<Response<WebhookHandshakeWindow>, Status> {
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let body = request.get_ref();
+                let id = integration_ref(&body.id);
+                let window =
+                    webhook_settings::arm_handshake(&self.ctx, &access, &id, body.window_seconds)
+                        .await?;
+                Ok(WebhookHandshakeWindow {
+                    url: window.url,
+                    armed_until: rfc3339(window.armed_until),
+                })
             }
             .await,
         )

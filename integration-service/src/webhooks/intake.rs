@@ -3,7 +3,7 @@
 //! schemes depend on `receive` and only this module depends on the schemes.
 
 use super::{
-    bitbucket, github, gitlab, google, jira, linear, microsoft,
+    asana, bitbucket, discord, github, gitlab, google, jira, linear, microsoft, notion,
     receive::{Answer, Delivery},
     slack, standard_webhooks, WebhookRuntime,
 };
@@ -34,6 +34,9 @@ pub async fn receive(
         WebhookScheme::MicrosoftGraph => microsoft::receive(ctx, runtime, delivery).await,
         WebhookScheme::LinearHmacSha256 => linear::receive(ctx, runtime, delivery).await,
         WebhookScheme::StandardWebhooks => standard_webhooks::receive(ctx, runtime, delivery).await,
+        WebhookScheme::DiscordEd25519 => discord::receive(ctx, runtime, delivery).await,
+        WebhookScheme::AsanaHook => asana::receive(ctx, runtime, delivery).await,
+        WebhookScheme::NotionHmacSha256 => notion::receive(ctx, runtime, delivery).await,
         WebhookScheme::None => Err(ServiceError::NotFound(
             Problem::new("Unknown webhook provider")
                 .details(format!("{:?} receives no webhooks", delivery.provider)),
