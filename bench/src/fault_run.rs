@@ -504,14 +504,22 @@ async fn run_on(options: &Options, cluster: &Cluster) -> anyhow::Result<Report> 
     findings.figure("SubscribeEvents streams opened", streams);
     let lifetime = chrono::Duration::from_std(options.token_lifetime)?;
     let refresh_requests = fake.refresh_requests();
-    checks::refreshes(
+    let issued = fake.issued_tokens();
+    let expiries = checks::refresh_chain(
+        &seed_generation,
+        &issued,
+        &refresh_requests,
+        lifetime,
+        &mut findings,
+    );
+    findings.figure("provider refreshes", refresh_requests.len());
+    findings.figure("token expiries (generations replaced)", expiries);
+    checks::tokens_handed_out(
         &db,
         seeded.token,
         &seed_generation,
-        &fake.issued_tokens(),
-        &refresh_requests,
+        &issued,
         &calls,
-        lifetime,
         &mut findings,
     )
     .await?;

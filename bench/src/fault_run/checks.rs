@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
 use integration_service::{
     crypto::{Keyring, SecretColumn},
     store::{
@@ -313,19 +312,15 @@ pub fn leases(leases: &[Lease], findings: &mut Findings) {
 }
 
 /// The refresh chain at the fake provider: every refresh token presented once, none before
-/// its access token needed refreshing; every token handed out one the provider issued and
-/// not expired; the integration not in ERROR at the end.
-#[allow(clippy::too_many_arguments)]
-pub async fn refreshes(
-    db: &DatabaseConnection,
-    integration_id: Uuid,
+/// its access token needed refreshing (tokens are issued for the service's margin +
+/// `lifetime`); answers how many generations were replaced.
+pub fn refresh_chain(
     seed: &IssuedToken,
     issued: &[IssuedToken],
     refresh_requests: &[LoggedRequest],
-    calls: &[TokenCall],
     lifetime: chrono::Duration,
     findings: &mut Findings,
-) -> anyhow::Result<()> {
+) -> usize {
     let generations: Vec<&IssuedToken> = std::iter::once(seed).chain(issued).collect();
     let by_refresh: HashMap<&str, &IssuedToken> = generations
         .iter()
@@ -345,8 +340,7 @@ pub async fn refreshes(
                 "a refresh presented a refresh token the provider never issued",
             ),
             Some(generation) => {
-                // The service refreshes once the token is within its margin of expiry: with
-                // tokens issued for margin + lifetime, not before `lifetime` has passed.
+                // Not due before `lifetime` has passed since the provider issued it.
                 let due = generation.at + lifetime - chrono::Duration::milliseconds(50);
                 if request.at < due && generation.access_token != seed.access_token {
                     findings.violation(
@@ -372,11 +366,19 @@ pub async fn refreshes(
             );
         }
     }
-    findings.figure("provider refreshes", refresh_requests.len());
-    findings.figure(
-        "token expiries (generations replaced)",
-        generations.len().saturating_sub(1),
-    );
+    generations.len() - 1
+}
+
+/// Every token handed out is one the provider issued, unexpired when answered; the
+/// integration is not in ERROR at the end.
+pub async fn tokens_handed_out(
+    db: &DatabaseConnection,
+    integration_id: Uuid,
+    seed: &IssuedToken,
+    issued: &[IssuedToken],
+    calls: &[TokenCall],
+    findings: &mut Findings,
+) -> anyhow::Result<()> {
     let ok = calls.iter().filter(|c| c.result.is_ok()).count();
     let mut errors: HashMap<String, usize> = HashMap::new();
     for call in calls {
@@ -388,15 +390,15 @@ pub async fn refreshes(
         "GetAccessToken calls (ok / failed by code)",
         format!("{} ({ok} / {errors:?})", calls.len()),
     );
-    let issued_at: HashMap<&str, DateTime<Utc>> = generations
-        .iter()
-        .map(|g| (g.access_token.as_str(), g.at))
+    let known: HashSet<&str> = std::iter::once(seed)
+        .chain(issued)
+        .map(|g| g.access_token.as_str())
         .collect();
     for call in calls {
         let Ok((token, expires_at)) = &call.result else {
             continue;
         };
-        if !issued_at.contains_key(token.as_str()) {
+        if !known.contains(token.as_str()) {
             findings.violation(
                 TOKENS_VALID,
                 "a token handed out that the provider never issued",
@@ -460,6 +462,8 @@ pub async fn secrets_under(
 
 #[cfg(test)]
 mod tests {
+    use chrono::{DateTime, Utc};
+
     use super::*;
 
     fn at(ms: i64) -> DateTime<Utc> {
@@ -481,6 +485,73 @@ mod tests {
         let mut findings = Findings::default();
         super::leases(leases, &mut findings);
         findings.violations.len()
+    }
+
+    fn generation(n: u32, issued_ms: i64) -> IssuedToken {
+        IssuedToken {
+            access_token: format!("access-{n}"),
+            refresh_token: Some(format!("refresh-{n}")),
+            expires_in: Some(303),
+            at: at(issued_ms),
+        }
+    }
+
+    fn refresh(token: &str, ms: i64) -> LoggedRequest {
+        LoggedRequest {
+            method: "POST".into(),
+            path: "/token".into(),
+            query: String::new(),
+            headers: Vec::new(),
+            body: format!("grant_type=refresh_token&refresh_token={token}"),
+            at: at(ms),
+        }
+    }
+
+    fn chain_violations(issued: &[IssuedToken], requests: &[LoggedRequest]) -> usize {
+        let mut findings = Findings::default();
+        refresh_chain(
+            &generation(0, 0),
+            issued,
+            requests,
+            chrono::Duration::seconds(3),
+            &mut findings,
+        );
+        findings.violations.len()
+    }
+
+    #[test]
+    fn a_refresh_token_presented_twice_or_early_breaks_the_chain() {
+        let issued = [generation(1, 10), generation(2, 3100)];
+        // One refresh per expiry.
+        assert_eq!(
+            chain_violations(
+                &issued,
+                &[refresh("refresh-0", 5), refresh("refresh-1", 3090)]
+            ),
+            0
+        );
+        // The same expiry refreshed twice (two replicas, or a lost commit).
+        assert_eq!(
+            chain_violations(
+                &issued,
+                &[
+                    refresh("refresh-0", 5),
+                    refresh("refresh-1", 3090),
+                    refresh("refresh-1", 3200)
+                ]
+            ),
+            1
+        );
+        // Refreshed 1 s after issue, 2 s before it was due.
+        assert_eq!(
+            chain_violations(
+                &issued,
+                &[refresh("refresh-0", 5), refresh("refresh-1", 1010)]
+            ),
+            1
+        );
+        // A token nobody issued.
+        assert_eq!(chain_violations(&issued, &[refresh("forged", 5)]), 1);
     }
 
     #[test]
