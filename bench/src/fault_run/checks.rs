@@ -161,6 +161,13 @@ pub async fn deliveries(
     );
     findings.figure("deliveries answered 2xx", answered);
     findings.figure(
+        "2xx answers carrying an eventId (compared with the row)",
+        sent.iter()
+            .flat_map(|d| &d.attempts)
+            .filter(|a| a.is_success() && a.event_id.is_some())
+            .count(),
+    );
+    findings.figure(
         "deliveries never answered 2xx (sender gave up)",
         sent.len() - answered,
     );
