@@ -1,0 +1,9 @@
+//! What the `bench/` programs share: fixtures on a fresh database (`fixtures`), the release
+//! or debug binaries started as measured child processes (`stack`, `process`) and the load
+//! loop (`load`). `webhook-bench` (`main.rs`) judges ingest speed; `attack` (`attack/`) runs
+//! hostile clients against the same stack while it measures a legitimate one.
+
+pub mod fixtures;
+pub mod load;
+pub mod process;
+pub mod stack;
