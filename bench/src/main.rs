@@ -173,7 +173,7 @@ async fn run_ingest(
 ) -> anyhow::Result<()> {
     // One integration takes the whole load here: its per-tenant budget (50 deliveries/s by
     // default) would measure the quota, not ingest; the peer has none.
-    let mut stack = Stack::start(bin_dir, &database.url, &args.log, UNLIMITED_QUOTAS).await?;
+    let mut stack = Stack::start(bin_dir, &database.url, &args.log, UNLIMITED_QUOTAS, None).await?;
     let integration_id = fixtures::github_integration(&database.url).await?;
     let mut node = None;
     if database.kind == "postgres" && !args.no_peer {
@@ -285,7 +285,7 @@ async fn run_ingest(
 /// `--mode reads`: `GET /api/integrations` (gateway + service) and `GetAccessToken`
 /// (service alone) at each concurrency.
 async fn run_reads(args: &Args, bin_dir: &Path, database: &BenchDatabase) -> anyhow::Result<()> {
-    let mut stack = Stack::start(bin_dir, &database.url, &args.log, UNLIMITED_QUOTAS).await?;
+    let mut stack = Stack::start(bin_dir, &database.url, &args.log, UNLIMITED_QUOTAS, None).await?;
     let integration_id = fixtures::github_integration(&database.url).await?;
     let fixtures = reads::prepare(&database.url, integration_id).await?;
     let warmup = Duration::from_secs(args.warmup);

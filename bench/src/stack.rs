@@ -21,14 +21,28 @@ pub struct Stack {
 
 impl Stack {
     /// Starts `integration-service serve` and `rest-gateway` from `bin_dir` on `database_url`;
-    /// `service_env` is added to the service's environment (e.g. quotas for a run). Both
-    /// processes' output is discarded; `log` is their `RUST_LOG`.
+    /// `service_env` is added to the service's environment (e.g. quotas for a run). `log` is
+    /// their `RUST_LOG`; their output goes to `service.log` and `gateway.log` in `log_dir`, or
+    /// nowhere.
     pub async fn start(
         bin_dir: &Path,
         database_url: &str,
         log: &str,
         service_env: &[(&str, &str)],
+        log_dir: Option<&Path>,
     ) -> anyhow::Result<Self> {
+        let output = |name: &str| -> anyhow::Result<Stdio> {
+            Ok(match log_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)?;
+                    let path = dir.join(name);
+                    std::fs::File::create(&path)
+                        .with_context(|| format!("create {}", path.display()))?
+                        .into()
+                }
+                None => Stdio::null(),
+            })
+        };
         let grpc_port = fixtures::free_port()?;
         let http_port = fixtures::free_port()?;
         let service = Command::new(bin_dir.join("integration-service"))
@@ -40,7 +54,7 @@ impl Stack {
             .envs(service_env.iter().copied())
             .env("RUST_LOG", log)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(output("service.log")?)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| {
@@ -62,7 +76,7 @@ impl Stack {
             )
             .env("RUST_LOG", log)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(output("gateway.log")?)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| {

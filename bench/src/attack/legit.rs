@@ -1,7 +1,9 @@
 //! The legitimate tenant: signed GitHub deliveries for its own integration at a steady rate,
 //! each on a new connection as GitHub's deliveries arrive, each with GitHub's own 10 s
 //! timeout. The schedule is open-loop (a slow answer does not delay the next delivery), so
-//! the latencies are those a provider would see, not those of a client that backs off.
+//! the latencies are those a provider would see, not those of a client that backs off. It
+//! runs on its own thread and runtime, so the attackers' tasks in this process never delay
+//! it in a scheduler queue: only the machine's CPU is shared.
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
@@ -18,15 +20,24 @@ use crate::outcome::{Latencies, Outcomes};
 /// GitHub gives up on a delivery after 10 s.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One tenant's signed deliveries to post.
+/// One tenant's signed deliveries to post (one payload, so one signature: GitHub's covers
+/// the body only).
 #[derive(Clone)]
 pub struct Tenant {
-    pub url: String,
-    pub secret: String,
-    pub payload: Bytes,
+    url: String,
+    signature: String,
+    payload: Bytes,
 }
 
 impl Tenant {
+    pub fn new(url: String, secret: &str, payload: Bytes) -> Self {
+        Self {
+            signature: github_signature(secret.as_bytes(), &payload),
+            url,
+            payload,
+        }
+    }
+
     /// A request for one delivery with a unique id, signed with the tenant's secret.
     pub fn delivery(&self, client: &reqwest::Client, id: &str) -> reqwest::RequestBuilder {
         client
@@ -35,10 +46,7 @@ impl Tenant {
             .header("user-agent", "GitHub-Hookshot/attack")
             .header("x-github-event", "push")
             .header("x-github-delivery", id)
-            .header(
-                "x-hub-signature-256",
-                github_signature(self.secret.as_bytes(), &self.payload),
-            )
+            .header("x-hub-signature-256", &self.signature)
             .body(self.payload.clone())
     }
 }
@@ -54,12 +62,15 @@ pub struct LegitReport {
 /// A running legitimate client; `finish` stops it and waits for its last answers.
 pub struct LegitClient {
     stop: CancellationToken,
-    schedule: tokio::task::JoinHandle<()>,
+    thread: std::thread::JoinHandle<()>,
     report: Arc<Mutex<LegitReport>>,
 }
 
 impl LegitClient {
     pub fn start(tenant: Tenant, per_second: f64) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         // No pooled connection: every delivery opens its own, as GitHub's do.
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
@@ -69,17 +80,21 @@ impl LegitClient {
         let stop = CancellationToken::new();
         let report = Arc::new(Mutex::new(LegitReport::default()));
         let period = Duration::from_secs_f64(1.0 / per_second.max(0.1));
-        let schedule = tokio::spawn(run(client, tenant, period, stop.clone(), report.clone()));
+        let schedule = run(client, tenant, period, stop.clone(), report.clone());
+        let thread = std::thread::Builder::new()
+            .name("legitimate-tenant".into())
+            .spawn(move || runtime.block_on(schedule))?;
         Ok(Self {
             stop,
-            schedule,
+            thread,
             report,
         })
     }
 
     pub async fn finish(self) -> LegitReport {
         self.stop.cancel();
-        let _ = self.schedule.await;
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         let report = self.report.lock().unwrap_or_else(PoisonError::into_inner);
         report.clone()
     }

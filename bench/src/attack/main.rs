@@ -32,7 +32,7 @@ use std::{
 use anyhow::Context;
 use bench::{
     fixtures::{self, BenchDatabase},
-    process::{CpuWindow, Measured},
+    process::{cpu_time, CpuWindow, Measured},
     stack::Stack,
 };
 use bytes::Bytes;
@@ -89,9 +89,13 @@ struct Args {
     /// Keep-alive connections of the flooding tenant (scenario `flood`).
     #[arg(long, default_value_t = 32)]
     flood_connections: usize,
-    /// RUST_LOG of the service and the gateway (their output is discarded).
+    /// RUST_LOG of the service and the gateway.
     #[arg(long, default_value = "info")]
     log: String,
+    /// Folder where the service's and the gateway's output is kept (`service.log`,
+    /// `gateway.log`); without it their output is discarded.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
     /// Exit non-zero when a scenario misses its target.
     #[arg(long)]
     strict: bool,
@@ -168,15 +172,24 @@ async fn run(
     database: &BenchDatabase,
 ) -> anyhow::Result<Vec<(&'static str, bool)>> {
     // The product's defaults: limits, timeouts and quotas are what is being tried.
-    let mut stack = Stack::start(bin_dir, &database.url, &args.log, &[]).await?;
+    let mut stack = Stack::start(
+        bin_dir,
+        &database.url,
+        &args.log,
+        &[],
+        args.log_dir.as_deref(),
+    )
+    .await?;
     let payload = Bytes::from(fixtures::push_payload());
-    let tenant_of = |id: uuid::Uuid, secret: &str| Tenant {
-        url: format!(
-            "http://127.0.0.1:{}/api/integrations/github/webhook/{id}",
-            stack.http_port
-        ),
-        secret: secret.to_string(),
-        payload: payload.clone(),
+    let tenant_of = |id: uuid::Uuid, secret: &str| {
+        Tenant::new(
+            format!(
+                "http://127.0.0.1:{}/api/integrations/github/webhook/{id}",
+                stack.http_port
+            ),
+            secret,
+            payload.clone(),
+        )
     };
     let legit_id = fixtures::github_integration_of(&database.url, 2, LEGIT_SECRET).await?;
     let flooder_id = fixtures::github_integration_of(&database.url, 3, FLOODER_SECRET).await?;
@@ -324,6 +337,9 @@ fn verdict(pass: bool) -> &'static str {
 struct Phase {
     legit: LegitClient,
     cpu: CpuWindow,
+    /// CPU of this program (the attackers and the legitimate client) at the start.
+    own_cpu: Option<Duration>,
+    machine: Option<MachineCpu>,
     started: Instant,
     peaks_reset: bool,
 }
@@ -336,6 +352,9 @@ struct Figures {
     gateway_rss: f64,
     peaks_reset: bool,
     cpu: Vec<Option<Duration>>,
+    own_cpu: Option<Duration>,
+    /// Share of the machine's CPU time that was busy (every process, every core).
+    machine_busy: Option<f64>,
     /// Both processes still running at the end.
     alive: bool,
 }
@@ -345,6 +364,8 @@ impl Phase {
         let peaks_reset = stack.service.reset_peak_rss() & stack.gateway.reset_peak_rss();
         Ok(Self {
             cpu: CpuWindow::start(&[&stack.service, &stack.gateway]),
+            own_cpu: cpu_time(std::process::id()),
+            machine: MachineCpu::read(),
             legit: LegitClient::start(tenant, rate)?,
             started: Instant::now(),
             peaks_reset,
@@ -362,8 +383,16 @@ impl Phase {
                 alive = false;
             }
         }
+        let own_cpu = cpu_time(std::process::id())
+            .zip(self.own_cpu)
+            .map(|(now, before)| now.saturating_sub(before));
+        let machine_busy = MachineCpu::read()
+            .zip(self.machine)
+            .and_then(|(now, before)| now.busy_since(&before));
         Ok(Figures {
             cpu: self.cpu.used(&[&stack.service, &stack.gateway]),
+            own_cpu,
+            machine_busy,
             service_rss: rss(&stack.service),
             gateway_rss: rss(&stack.gateway),
             legit,
@@ -394,13 +423,56 @@ impl Figures {
             })
         };
         println!(
-            "  peak RSS{}: service {:.1} MiB + gateway {:.1} MiB = {:.1} MiB; CPU service {}, gateway {}",
-            if self.peaks_reset { "" } else { " (since start: could not reset)" },
+            "  peak RSS{}: service {:.1} MiB + gateway {:.1} MiB = {:.1} MiB",
+            if self.peaks_reset {
+                ""
+            } else {
+                " (since start: could not reset)"
+            },
             self.service_rss,
             self.gateway_rss,
             self.service_rss + self.gateway_rss,
+        );
+        println!(
+            "  CPU (100 % = one core): service {}, gateway {}, this program {}; machine busy {}",
             self.cpu.first().map_or("?".into(), cpu),
             self.cpu.get(1).map_or("?".into(), cpu),
+            cpu(&self.own_cpu),
+            self.machine_busy
+                .map_or("?".into(), |busy| format!("{:.0} %", busy * 100.0)),
         );
+    }
+}
+
+/// The first line of `/proc/stat`: CPU time of the whole machine, in clock ticks.
+#[derive(Clone, Copy)]
+struct MachineCpu {
+    total: u64,
+    idle: u64,
+}
+
+impl MachineCpu {
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|field| field.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal ...
+        let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+        Some(Self {
+            total: ticks.iter().sum(),
+            idle,
+        })
+    }
+
+    /// Busy share of the time between `before` and this reading.
+    fn busy_since(&self, before: &MachineCpu) -> Option<f64> {
+        let total = self.total.checked_sub(before.total)?;
+        let idle = self.idle.checked_sub(before.idle)?;
+        (total > 0).then(|| 1.0 - idle as f64 / total as f64)
     }
 }
