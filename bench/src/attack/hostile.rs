@@ -62,6 +62,9 @@ pub struct KindReport {
     pub first_close: Option<Duration>,
     /// Connections still open when the phase ended.
     pub open_at_end: u64,
+    /// Connects that took more than a second (a full accept queue: the SYN was retried).
+    pub slow_connects: u64,
+    pub slowest_connect: Duration,
 }
 
 impl KindReport {
@@ -146,6 +149,7 @@ async fn worker(
         f(&mut report.lock().unwrap_or_else(PoisonError::into_inner));
     };
     while !stop.is_cancelled() {
+        let connecting = Instant::now();
         let connect = tokio::time::timeout(
             Duration::from_secs(5),
             TcpStream::connect(("127.0.0.1", target.port)),
@@ -167,7 +171,14 @@ async fn worker(
                 continue;
             }
         };
-        record(&mut |r| r.connected += 1);
+        let took = connecting.elapsed();
+        record(&mut |r| {
+            r.connected += 1;
+            r.slowest_connect = r.slowest_connect.max(took);
+            if took > Duration::from_secs(1) {
+                r.slow_connects += 1;
+            }
+        });
         let opened = Instant::now();
         match hold(kind, &target, stream, &stop).await {
             Ended::ByGateway { status } => {

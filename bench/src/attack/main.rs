@@ -229,7 +229,7 @@ async fn run(
                 figures.print();
                 for (kind, report) in &kinds {
                     println!(
-                        "  hostile {:<15} connected {:>5}, ended by the gateway {:>5} ({}), first after {}, lifetime min/median/max {}, open at the end {}, failed connects: {}",
+                        "  hostile {:<15} connected {:>5}, ended by the gateway {:>5} ({}), first after {}, lifetime min/median/max {}, open at the end {}; failed connects: {}, connects over 1 s {} (slowest {:.1} s)",
                         kind.name(),
                         report.connected,
                         report.closed_by_gateway.total(),
@@ -240,6 +240,8 @@ async fn run(
                         report.lifetime_summary(),
                         report.open_at_end,
                         report.connect_failures,
+                        report.slow_connects,
+                        report.slowest_connect.as_secs_f64(),
                     );
                 }
                 let p99 = figures.legit.latencies.quantile(0.99);
