@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::{
     error::GatewayError,
-    http::{json, read_body, redirect, require_json, HttpResponse},
+    http::{json, read_body, redirect, require_json, HttpResponse, JsonInteger},
     upstream::forwarded,
     Gateway,
 };
@@ -70,6 +70,7 @@ pub async fn callback(
             "code" => &mut request.code,
             "state" => &mut request.state,
             "error" => &mut request.error,
+            "installation_id" => &mut request.installation_id,
             _ => continue,
         };
         // The first occurrence wins; a repeated parameter cannot override it.
@@ -90,11 +91,20 @@ pub async fn callback(
 }
 
 fn settings_json(settings: WebhookSettings) -> HttpResponse {
+    let guide = settings.guide.unwrap_or_default();
     json(
         StatusCode::OK,
         &json!({ "data": {
             "url": settings.url,
             "secret": settings.secret,
+            "guide": {
+                "secretSource": guide.secret_source,
+                "secretField": guide.secret_field,
+                "signatureHeader": guide.signature_header,
+                "contentType": guide.content_type,
+                "events": guide.events,
+                "steps": guide.steps,
+            },
             "previous_secret_expires_at": settings.previous_secret_expires_at,
             "previous_secrets_valid_until": settings.previous_secrets_valid_until,
         }}),
@@ -120,7 +130,7 @@ pub async fn webhook_settings(
 #[serde(deny_unknown_fields)]
 struct RotateBody {
     #[serde(default, rename = "gracePeriodSeconds", alias = "grace_period_seconds")]
-    grace_period_seconds: Option<i64>,
+    grace_period_seconds: Option<JsonInteger>,
 }
 
 /// `POST /api/integrations/{id}/webhook/rotate`, with an optional JSON body
@@ -157,7 +167,7 @@ pub async fn rotate_webhook_secret(
             &parts.headers,
             RotateWebhookSecretRequest {
                 id,
-                grace_period_seconds: body.grace_period_seconds.unwrap_or(0),
+                grace_period_seconds: body.grace_period_seconds.map_or(0, |n| n.0),
             },
         ))
         .await?
@@ -216,7 +226,7 @@ pub async fn set_webhook_secret(
 #[serde(deny_unknown_fields)]
 struct HandshakeBody {
     #[serde(default, rename = "windowSeconds", alias = "window_seconds")]
-    window_seconds: Option<i64>,
+    window_seconds: Option<JsonInteger>,
 }
 
 /// `POST /api/integrations/{id}/webhook/handshake`, with an optional JSON body
@@ -235,7 +245,7 @@ pub async fn arm_webhook_handshake(
             &parts.headers,
             ArmWebhookHandshakeRequest {
                 id,
-                window_seconds: body.window_seconds.unwrap_or(0),
+                window_seconds: body.window_seconds.map_or(0, |n| n.0),
             },
         ))
         .await?
