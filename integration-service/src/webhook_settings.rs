@@ -13,6 +13,7 @@ use crate::{
     error::{Problem, ServiceError, ServiceResult},
     integrations::{self, IntegrationRef},
     store::{self, entities::integration},
+    webhook_guide::{guide, WebhookGuide},
     webhooks::secrets::{seal_grace, WebhookSecrets},
 };
 
@@ -36,6 +37,8 @@ pub struct WebhookSettings {
     pub secret: SecretString,
     /// End of grace of every rotated-out secret still verifying, soonest first.
     pub previous_secrets_valid_until: Vec<DateTime<Utc>>,
+    /// What to paste where at the provider.
+    pub guide: WebhookGuide,
 }
 
 impl WebhookSettings {
@@ -94,24 +97,58 @@ fn open_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResult<
     })
 }
 
-fn settings(url: String, secrets: WebhookSecrets) -> ServiceResult<WebhookSettings> {
+fn settings(
+    ctx: &AppContext,
+    record: &integration::Model,
+    url: String,
+    secrets: WebhookSecrets,
+) -> ServiceResult<WebhookSettings> {
     let secret = secrets.current.ok_or_else(|| {
         ServiceError::FailedPrecondition(Problem::new("Integration not connected"))
     })?;
     Ok(WebhookSettings {
+        guide: provider_guide(ctx, &record.provider, &url),
         url,
         secret,
         previous_secrets_valid_until: secrets.grace.iter().map(|(_, until)| *until).collect(),
     })
 }
 
+fn provider_guide(ctx: &AppContext, provider: &str, url: &str) -> WebhookGuide {
+    match ctx.catalog.get(provider) {
+        Some(provider) => guide(provider, url),
+        None => WebhookGuide {
+            secret_source: crate::webhook_guide::SecretSource::Generated,
+            secret_field: None,
+            signature_header: None,
+            content_type: None,
+            events: &[],
+            steps: Vec::new(),
+        },
+    }
+}
+
+/// Route 11. An app-level secret kept in the configuration (Slack's signing secret) is never
+/// shown: the answer has the URL and the guide, and an empty secret.
 pub async fn get(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,
 ) -> ServiceResult<WebhookSettings> {
+    let view = integrations::get(ctx, access, id).await?;
+    if view.provider.webhook == WebhookScheme::SlackV0 {
+        let base = ctx.config.public_api_url.as_str().trim_end_matches('/');
+        let url = format!("{base}/api/integrations/{}/webhook", view.provider.name);
+        return Ok(WebhookSettings {
+            guide: guide(&view.provider, &url),
+            url,
+            secret: SecretString::from(String::new()),
+            previous_secrets_valid_until: Vec::new(),
+        });
+    }
     let (record, url) = webhook_target(ctx, access, id).await?;
-    settings(url, open_secrets(ctx, &record)?)
+    let secrets = open_secrets(ctx, &record)?;
+    settings(ctx, &record, url, secrets)
 }
 
 /// Longest provider-issued secret accepted.
@@ -176,6 +213,7 @@ pub async fn set(
     }
     tracing::info!(integration = %record.id, "provider-issued webhook secret stored");
     Ok(WebhookSettings {
+        guide: provider_guide(ctx, &record.provider, &url),
         url,
         secret: SecretString::from(String::new()),
         previous_secrets_valid_until: Vec::new(),
@@ -344,6 +382,8 @@ pub async fn rotate(
     txn.commit().await?;
     tracing::info!(integration = %current.id, grace_secrets = grace_list.len(), "webhook secret rotated");
     settings(
+        ctx,
+        &current,
         url,
         WebhookSecrets {
             current: Some(secret),

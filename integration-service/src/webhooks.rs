@@ -6,7 +6,7 @@
 //! - `intake`: the entry of one delivery — the catalog's scheme picks the provider module.
 //! - `receive`: what every scheme shares — secrets, the one storing sequence, handshake
 //!   secrets accepted only while armed, the answer.
-//! - `github`, `slack`, `gitlab`, `bitbucket`, `jira`, `google`, `microsoft`, `linear`,
+//! - `github`, `github_app`, `slack`, `gitlab`, `bitbucket`, `jira`, `google`, `microsoft`, `linear`,
 //!   `standard_webhooks`, `discord`, `asana`, `notion`: one module per provider scheme.
 //! - `ingest`: the group-commit writer: concurrent deliveries share one transaction, each
 //!   request waits for its own row's commit.
@@ -26,6 +26,7 @@ pub mod discord;
 pub mod dispatch;
 pub mod events;
 pub mod github;
+pub mod github_app;
 pub mod gitlab;
 pub mod google;
 pub mod ingest;

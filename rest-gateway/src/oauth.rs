@@ -70,6 +70,7 @@ pub async fn callback(
             "code" => &mut request.code,
             "state" => &mut request.state,
             "error" => &mut request.error,
+            "installation_id" => &mut request.installation_id,
             _ => continue,
         };
         // The first occurrence wins; a repeated parameter cannot override it.
@@ -90,11 +91,20 @@ pub async fn callback(
 }
 
 fn settings_json(settings: WebhookSettings) -> HttpResponse {
+    let guide = settings.guide.unwrap_or_default();
     json(
         StatusCode::OK,
         &json!({ "data": {
             "url": settings.url,
             "secret": settings.secret,
+            "guide": {
+                "secretSource": guide.secret_source,
+                "secretField": guide.secret_field,
+                "signatureHeader": guide.signature_header,
+                "contentType": guide.content_type,
+                "events": guide.events,
+                "steps": guide.steps,
+            },
             "previous_secret_expires_at": settings.previous_secret_expires_at,
             "previous_secrets_valid_until": settings.previous_secrets_valid_until,
         }}),

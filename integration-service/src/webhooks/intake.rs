@@ -3,7 +3,7 @@
 //! schemes depend on `receive` and only this module depends on the schemes.
 
 use super::{
-    asana, bitbucket, discord, github, gitlab, google, jira, linear, microsoft, notion,
+    asana, bitbucket, discord, github, github_app, gitlab, google, jira, linear, microsoft, notion,
     receive::{Answer, Delivery},
     slack, standard_webhooks, WebhookRuntime,
 };
@@ -25,6 +25,10 @@ pub async fn receive(
         .map(|p| p.webhook)
         .unwrap_or_default();
     match scheme {
+        // No integration in the URL: the GitHub App's app-level delivery.
+        WebhookScheme::GithubHmacSha256 if delivery.integration_id.is_none() => {
+            github_app::receive(ctx, runtime, delivery).await
+        }
         WebhookScheme::GithubHmacSha256 => github::receive(ctx, runtime, delivery).await,
         WebhookScheme::SlackV0 => slack::receive(ctx, runtime, delivery).await,
         WebhookScheme::GitlabToken => gitlab::receive(ctx, runtime, delivery).await,

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use test_support::{
     dual_db_test,
     fake_provider::{FakeProvider, FakeStyle},
-    oauth_flow::connect,
+    oauth_flow::{authorize, connect, consent, follow_callback},
     spawn_app_with_env, Db, TestApp, TEST_APP_URL,
 };
 
@@ -31,6 +31,7 @@ dual_db_test!(
     discord_deliveries_signed_with_the_applications_key,
     asana_handshake_only_while_armed_then_signed_batches,
     notion_verification_token_only_while_armed_then_signed_events,
+    github_app_deliveries_routed_by_installation,
 );
 
 /// A provider connected by organization 1 through the fake: the app, route 11's URL and secret.
@@ -81,6 +82,38 @@ async fn connected_with(
             "one URL shape: {url}"
         ),
     }
+    // Route 11 says what to paste where: the secret's origin, the header, the steps with the URL.
+    let guide = &settings["data"]["guide"];
+    let (source, header) = match provider {
+        "gitlab" => ("generated", "X-Gitlab-Token"),
+        "bitbucket" | "atlassian" => ("generated", "X-Hub-Signature"),
+        "google" => ("generated", "X-Goog-Channel-Token"),
+        "microsoft" => ("generated", ""),
+        "linear" => ("provider_issued", "Linear-Signature"),
+        "acme" => ("provider_issued", "webhook-signature"),
+        "discord" => ("provider_issued", "X-Signature-Ed25519"),
+        "asana" => ("handshake", "X-Hook-Signature"),
+        "notion" => ("handshake", "X-Notion-Signature"),
+        other => panic!("no guide expectation for {other}"),
+    };
+    assert_eq!(guide["secretSource"], source, "{provider}");
+    assert_eq!(
+        guide["signatureHeader"].as_str().unwrap_or(""),
+        header,
+        "{provider}"
+    );
+    assert!(
+        guide["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().contains(&url)),
+        "{provider}: {guide}"
+    );
+    assert!(
+        !guide.to_string().contains(&secret),
+        "no secret in the guide"
+    );
     Some(Connected {
         app,
         _fake: fake,
@@ -1034,4 +1067,131 @@ async fn notion_verification_token_only_while_armed_then_signed_events(kind: Db)
         events[0].delivery_id.as_deref(),
         Some("367cba44-b6f3-4c92-81e7-6a2e9659efd4")
     );
+}
+
+/// Connects GitHub for `token` through the install-and-authorize redirect carrying
+/// `installation_id`: the final Location.
+async fn connect_github_installation(app: &TestApp, token: &str, installation: &str) -> String {
+    let authorization = authorize(app, token, "github").await;
+    let callback = consent(app, &authorization).await;
+    let callback = format!("{callback}&installation_id={installation}&setup_action=install");
+    let (status, location) = follow_callback(app, &callback, authorization.cookie.as_deref()).await;
+    assert_eq!(status, StatusCode::FOUND);
+    location
+}
+
+async fn github_app_deliveries_routed_by_installation(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    fake.set_installations(&[(12345678, "octo-org"), (555, "other-org")]);
+    let app_secret = "github-app-webhook-secret";
+    let mut vars = fake.env("GITHUB");
+    vars.push(("GITHUB_APP_WEBHOOK_SECRET".into(), app_secret.into()));
+    let Some(app) = spawn_app_with_env(kind, &vars).await else {
+        return;
+    };
+    let (_, owner) = app.owner(1).await;
+    assert_eq!(
+        connect_github_installation(&app, &owner, "12345678").await,
+        format!("{TEST_APP_URL}/organization/integrations?success=github_connected")
+    );
+    // A forged installation id (not one the user can access) is not recorded.
+    let (_, second) = app.owner(2).await;
+    assert_eq!(
+        connect_github_installation(&app, &second, "999").await,
+        format!("{TEST_APP_URL}/organization/integrations?error=callback_failed")
+    );
+    // One installation, one organization.
+    assert_eq!(
+        connect_github_installation(&app, &second, "12345678").await,
+        format!("{TEST_APP_URL}/organization/integrations?error=already_connected")
+    );
+
+    let url = app.url("/api/integrations/github/webhook");
+    let rows = || async { webhook_event::Entity::find().count(&app.db).await.unwrap() };
+    let post = |signature: Option<String>, delivery: &str, body: &str| {
+        let mut request = app
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", delivery)
+            .body(body.to_string());
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        request.send()
+    };
+    let push = |installation: u64| {
+        json!({"ref": "refs/heads/main", "installation": {"id": installation, "node_id": "MDIz"},
+            "repository": {"full_name": "octo-org/repo"}})
+        .to_string()
+    };
+    let body = push(12345678);
+    let forged = github_signature(b"not the app secret", body.as_bytes());
+    assert_eq!(
+        post(Some(forged), "d-1", &body).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post(None, "d-1", &body).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let unknown = push(777);
+    let answer = post(
+        Some(github_signature(app_secret.as_bytes(), unknown.as_bytes())),
+        "d-2",
+        &unknown,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["stored"], false);
+    assert!(answer["details"].as_str().unwrap().contains("777"));
+    assert_eq!(
+        rows().await,
+        0,
+        "refused or unrouted deliveries leave no row"
+    );
+
+    let signed = github_signature(app_secret.as_bytes(), body.as_bytes());
+    let first: Value = post(Some(signed.clone()), "d-1", &body)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let again: Value = post(Some(signed), "d-1", &body)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["success"], true);
+    assert_eq!(first["eventId"], again["eventId"]);
+    assert_eq!(rows().await, 1, "X-GitHub-Delivery dedupes");
+
+    let mut client = WebhookServiceClient::connect(app.grpc_url.clone())
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(SubscribeEventsRequest {
+        provider: Some("github".into()),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", app.service_token()).parse().unwrap(),
+    );
+    let mut stream = client.subscribe_events(request).await.unwrap().into_inner();
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+        .expect("stream open");
+    assert_eq!(event.event_type, "push");
+    assert_eq!(
+        event.organization_id, 1,
+        "routed to the installation's organization"
+    );
+    assert_eq!(event.id, first["eventId"].as_str().unwrap());
 }
