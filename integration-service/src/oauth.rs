@@ -22,6 +22,7 @@ use crate::{
     crypto::SecretColumn,
     error::{ServiceError, ServiceResult},
     integrations::{self, IntegrationRef},
+    metrics::ProviderEndpoint,
     providers::{
         revoke::{spawn_revocation, RevocableTokens},
         sanitize_provider_text,
@@ -342,14 +343,19 @@ async fn exchange(
         })
         .transpose()
         .map_err(|e| e.to_string())?;
-    token_client::exchange_code(
+    let exchanged = token_client::exchange_code(
         &client,
         code,
         &row.redirect_uri,
         verifier.as_ref().map(|v| v.expose_secret()),
     )
-    .await
-    .map_err(|e| e.to_string())
+    .await;
+    ctx.metrics.provider_request(
+        &provider.name,
+        ProviderEndpoint::Token,
+        token_client::outcome(&exchanged),
+    );
+    exchanged.map_err(|e| e.to_string())
 }
 
 async fn save_grant(
@@ -467,7 +473,7 @@ pub fn revoke_in_background(ctx: &AppContext, record: &integration::Model) {
     tokio::spawn(async move {
         match without_shared_credentials(&ctx, &provider, id, tokens).await {
             Ok(tokens) if tokens.access_token.is_some() || tokens.refresh_token.is_some() => {
-                spawn_revocation(client, tokens)
+                spawn_revocation(client, tokens, ctx.metrics.clone())
             }
             Ok(_) => {
                 tracing::info!(integration = %id, %provider, "not revoked: another integration still stores the same credential")

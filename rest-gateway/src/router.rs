@@ -19,7 +19,7 @@ pub async fn route(
     let method = parts.method.clone();
     match segments.as_slice() {
         ["metrics"] => match (&method, &gateway.metrics) {
-            (&Method::GET, Some(handle)) => Ok(crate::metrics::render(handle)),
+            (&Method::GET, Some(handle)) => Ok(crate::metrics::render(handle, gateway)),
             (_, Some(_)) => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
             (_, None) => Err(GatewayError::NotFound),
         },
