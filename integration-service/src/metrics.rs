@@ -143,15 +143,37 @@ impl Metrics {
             Ok(builder) => {
                 let recorder = builder.build_recorder();
                 let handle = recorder.handle();
-                Self {
+                let metrics = Self {
                     inner: Some(Arc::new(Inner { recorder, handle })),
-                }
+                };
+                metrics.describe();
+                metrics
             }
             // Only empty bucket lists are refused, and ours are constants.
             Err(e) => {
                 tracing::error!(error = %e, "metrics disabled: the recorder could not be built");
                 Self::default()
             }
+        }
+    }
+
+    /// HELP lines, and the series of rare events at 0 so that rates and alerts see them
+    /// before the first one happens.
+    fn describe(&self) {
+        let Some(inner) = &self.inner else { return };
+        for (name, help) in DESCRIPTIONS {
+            inner
+                .recorder
+                .describe_counter((*name).into(), None, (*help).into());
+        }
+        self.counter("webhook_event_leases_total", Vec::new(), 0);
+        self.counter("webhook_event_redeliveries_total", Vec::new(), 0);
+        for reason in ["lease_expired", "consumer_error"] {
+            self.counter(
+                "webhook_events_dead_total",
+                vec![Label::new("reason", reason)],
+                0,
+            );
         }
     }
 
@@ -323,6 +345,23 @@ impl Metrics {
         );
     }
 }
+
+/// The HELP text of every series.
+const DESCRIPTIONS: &[(&str, &str)] = &[
+    ("grpc_server_handled_total", "gRPC calls answered, by service, method and code."),
+    ("grpc_server_handling_seconds", "Duration of gRPC calls (a stream's whole life)."),
+    ("webhook_deliveries_total", "Webhook deliveries by provider and outcome (accepted, duplicate, handshake, throttled, each refusal)."),
+    ("webhook_ingest_batch_rows", "Rows written per group-commit transaction."),
+    ("webhook_ingest_commit_duration_seconds", "Time to write and commit one group-commit batch."),
+    ("webhook_event_leases_total", "Webhook events leased to consumers."),
+    ("webhook_event_redeliveries_total", "Leases of events leased before (retries and expired leases)."),
+    ("webhook_events_dead_total", "Webhook events dead-lettered, by reason."),
+    ("webhook_events", "Stored webhook events by status (refreshed every METRICS_BACKLOG_INTERVAL_SECS)."),
+    ("webhook_oldest_pending_event_age_seconds", "Age of the oldest event not yet processed (PENDING or DELIVERED); 0 when none."),
+    ("token_refreshes_total", "Token refreshes at providers, by provider and outcome."),
+    ("token_refresh_duration_seconds", "Duration of token refresh calls at providers."),
+    ("provider_requests_total", "HTTP calls to providers by provider, endpoint (token, refresh, revoke) and outcome."),
+];
 
 /// `(grpc_service, grpc_method)` of a call path, both `other` for a path we do not serve.
 fn grpc_labels(path: &str) -> (&'static str, &'static str) {

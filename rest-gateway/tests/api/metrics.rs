@@ -3,14 +3,22 @@
 //! outcomes, group commits, leases, backlog, token refreshes and provider calls. No id in any
 //! label.
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use integration_service::webhooks::signature::github_signature;
 use integrations_proto::v1::{
     o_auth_service_client::OAuthServiceClient, webhook_service_client::WebhookServiceClient,
     GetAccessTokenRequest, MarkProcessedRequest, RecordErrorRequest, SubscribeEventsRequest,
 };
+use promql_parser::{
+    parser::Expr,
+    util::{walk_expr, ExprVisitor},
+};
 use reqwest::{header, StatusCode};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use test_support::{
     dual_db_test, dual_test,
@@ -327,6 +335,9 @@ async fn both_endpoints_count_real_traffic(kind: Db) {
     assert!(!text.contains("organization"), "{text}");
 
     let gateway = Scrape::fetch(&app.http, &app.url("/metrics")).await;
+    let mut names = scrape.names();
+    names.extend(gateway.names());
+    check_alert_rules(&names);
     assert!(
         gateway.sum(
             "http_requests_total",
@@ -347,4 +358,96 @@ async fn both_endpoints_count_real_traffic(kind: Db) {
         "{}",
         gateway.text
     );
+}
+
+/// `ops/alerts.yml`, as `promtool check rules` would read it (Debian's `prometheus` package is
+/// ~100 MB for that one tool): the rule-file shape, every expression parsed by a PromQL parser,
+/// every `for` a duration, a severity and a summary on every alert — and every metric an
+/// expression selects present in `scraped` (`up` is Prometheus' own).
+fn check_alert_rules(scraped: &BTreeSet<String>) {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RuleFile {
+        groups: Vec<Group>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Group {
+        name: String,
+        rules: Vec<Rule>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Rule {
+        alert: String,
+        expr: String,
+        #[serde(rename = "for")]
+        pending: Option<String>,
+        labels: BTreeMap<String, String>,
+        annotations: BTreeMap<String, String>,
+    }
+    struct Selected(BTreeSet<String>);
+    impl ExprVisitor for Selected {
+        type Error = String;
+        fn pre_visit(&mut self, expr: &Expr) -> Result<bool, String> {
+            let selector = match expr {
+                Expr::VectorSelector(vs) => Some(vs),
+                Expr::MatrixSelector(ms) => Some(&ms.vs),
+                _ => None,
+            };
+            if let Some(name) = selector.and_then(|vs| vs.name.clone()) {
+                self.0.insert(name);
+            }
+            Ok(true)
+        }
+    }
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../ops/alerts.yml");
+    let text = std::fs::read_to_string(path).expect("ops/alerts.yml");
+    let file: RuleFile = serde_yaml_ng::from_str(&text).expect("a Prometheus rule file");
+    let mut alerts = BTreeSet::new();
+    let mut selected = Selected(BTreeSet::new());
+    assert!(!file.groups.is_empty());
+    for group in &file.groups {
+        assert!(
+            !group.name.is_empty() && !group.rules.is_empty(),
+            "{}",
+            group.name
+        );
+        for rule in &group.rules {
+            assert!(alerts.insert(rule.alert.clone()), "{} twice", rule.alert);
+            let expr = promql_parser::parser::parse(&rule.expr)
+                .unwrap_or_else(|e| panic!("{}: {e}", rule.alert));
+            walk_expr(&mut selected, &expr).unwrap();
+            if let Some(pending) = &rule.pending {
+                promql_parser::util::parse_duration(pending)
+                    .unwrap_or_else(|e| panic!("{}: for {pending}: {e}", rule.alert));
+            }
+            assert!(
+                matches!(
+                    rule.labels.get("severity").map(String::as_str),
+                    Some("page" | "ticket")
+                ),
+                "{}: severity page or ticket",
+                rule.alert
+            );
+            assert!(
+                rule.annotations
+                    .get("summary")
+                    .is_some_and(|s| !s.is_empty()),
+                "{}: a summary",
+                rule.alert
+            );
+        }
+    }
+    let unknown: Vec<&String> = selected
+        .0
+        .iter()
+        .filter(|name| *name != "up" && !scraped.contains(*name))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "alert rules use metrics no endpoint exports: {unknown:?}"
+    );
+    assert!(selected.0.len() >= 10, "{:?}", selected.0);
 }
