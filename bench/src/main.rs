@@ -86,6 +86,9 @@ struct Args {
     /// Folder of the profiles' data files.
     #[arg(long, default_value = "bench-profile")]
     profile_dir: PathBuf,
+    /// After the ingest runs, print the service's and the gateway's metrics of the run.
+    #[arg(long)]
+    show_metrics: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -100,14 +103,17 @@ struct Stack {
     gateway: Measured,
     grpc_port: u16,
     http_port: u16,
+    metrics_port: u16,
 }
 
 impl Stack {
     async fn start(bin_dir: &Path, database_url: &str, log: &str) -> anyhow::Result<Self> {
         let grpc_port = fixtures::free_port()?;
         let http_port = fixtures::free_port()?;
+        let metrics_port = fixtures::free_port()?;
         let service = Command::new(bin_dir.join("integration-service"))
             .arg("serve")
+            .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
             .env("DATABASE_URL", database_url)
             .env("INTEGRATION_ENCRYPTION_KEY", ENCRYPTION_KEY)
             .env("SUPABASE_JWT_SECRET", JWT_SECRET)
@@ -151,7 +157,38 @@ impl Stack {
             gateway,
             grpc_port,
             http_port,
+            metrics_port,
         })
+    }
+
+    /// Both processes' metrics of the run: the series an operator reads after a load test.
+    async fn print_metrics(&self) -> anyhow::Result<()> {
+        const SHOWN: [&str; 8] = [
+            "webhook_deliveries_total",
+            "webhook_ingest_batch_rows_count",
+            "webhook_ingest_batch_rows_sum",
+            "webhook_ingest_commit_duration_seconds_count",
+            "webhook_ingest_commit_duration_seconds_sum",
+            "grpc_server_handled_total",
+            "http_requests_total",
+            "webhook_bytes_in_flight",
+        ];
+        for (name, port) in [("service", self.metrics_port), ("gateway", self.http_port)] {
+            let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+                .await?
+                .text()
+                .await?;
+            println!("\nmetrics of the {name} after the run:");
+            for line in text.lines().filter(|line| {
+                SHOWN.iter().any(|series| {
+                    line.starts_with(&format!("{series}{{"))
+                        || line.starts_with(&format!("{series} "))
+                })
+            }) {
+                println!("  {line}");
+            }
+        }
+        Ok(())
     }
 
     async fn stop(&mut self) {
@@ -337,6 +374,9 @@ async fn run_ingest(
     }
     if let Some((mut process, _)) = node {
         process.stop().await;
+    }
+    if args.show_metrics {
+        stack.print_metrics().await?;
     }
     stack.stop().await;
     Ok(())
