@@ -2,6 +2,7 @@
 //! service is linked once (see ARCHITECTURE.md, Testing).
 
 mod binary;
+mod clients;
 mod faults;
 mod grpc;
 mod hostile_input;
