@@ -80,27 +80,48 @@ pub enum WebhookScheme {
     /// Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature` v1) with a
     /// provider-issued `whsec_` secret; for providers added through `PROVIDERS_FILE`.
     StandardWebhooks,
+    /// Discord interactions and webhook events: Ed25519 (`X-Signature-Ed25519`) over
+    /// `X-Signature-Timestamp` + body with the application's public key; one app-level URL,
+    /// routed by the payload's `application_id`.
+    DiscordEd25519,
+    /// Asana: the `X-Hook-Secret` handshake (accepted only while armed), then
+    /// `X-Hook-Signature` hex HMAC of the body under that secret.
+    AsanaHook,
+    /// Notion: the subscription's `verification_token` (accepted only while armed), then
+    /// `X-Notion-Signature: sha256=<hex HMAC>` under that token.
+    NotionHmacSha256,
 }
 
 impl WebhookScheme {
     /// Whether deliveries name their integration in the URL (its own secret verifies them);
     /// app-level schemes route by the account in the payload instead.
     pub fn per_integration(self) -> bool {
-        !matches!(self, Self::None | Self::SlackV0)
+        !matches!(self, Self::None | Self::SlackV0 | Self::DiscordEd25519)
     }
 
     /// Whether the provider issues the secret (stored with `PUT .../webhook`) rather than us.
     pub fn provider_issued_secret(self) -> bool {
-        matches!(self, Self::LinearHmacSha256 | Self::StandardWebhooks)
+        matches!(
+            self,
+            Self::LinearHmacSha256 | Self::StandardWebhooks | Self::DiscordEd25519
+        )
+    }
+
+    /// Whether the secret arrives in a handshake delivery, accepted only while an Owner/Admin
+    /// has armed the integration (`POST /api/integrations/{id}/webhook/handshake`).
+    pub fn handshake_secret(self) -> bool {
+        matches!(self, Self::AsanaHook | Self::NotionHmacSha256)
     }
 }
 
 impl WebhookScheme {
     /// The header carrying the signature or token: without it a delivery is unauthenticated
-    /// (401). Microsoft Graph carries its `clientState` in the body.
+    /// (401). Microsoft Graph carries its `clientState` in the body; Asana's and Notion's
+    /// handshakes come unsigned (their modules refuse an unsigned delivery that is not one).
     pub fn signature_header(&self) -> Option<&'static str> {
         match self {
-            Self::None | Self::MicrosoftGraph => None,
+            Self::None | Self::MicrosoftGraph | Self::AsanaHook | Self::NotionHmacSha256 => None,
+            Self::DiscordEd25519 => Some("x-signature-ed25519"),
             Self::GithubHmacSha256 => Some("x-hub-signature-256"),
             Self::SlackV0 => Some("x-slack-signature"),
             Self::GitlabToken => Some("x-gitlab-token"),
@@ -118,7 +139,10 @@ impl WebhookScheme {
             Self::GithubHmacSha256 => &["x-github-event", "x-github-delivery"],
             Self::SlackV0 => &["x-slack-request-timestamp"],
             Self::LinearHmacSha256 => &["linear-event", "linear-delivery"],
+            Self::DiscordEd25519 => &["x-signature-timestamp"],
             Self::None
+            | Self::AsanaHook
+            | Self::NotionHmacSha256
             | Self::StandardWebhooks
             | Self::GitlabToken
             | Self::BitbucketHmacSha256
@@ -195,7 +219,9 @@ impl Provider {
         match self.webhook {
             WebhookScheme::None => None,
             // One app-level URL: deliveries are routed by installation.
-            WebhookScheme::SlackV0 => Some(format!("/api/integrations/{}/webhook", self.name)),
+            WebhookScheme::SlackV0 | WebhookScheme::DiscordEd25519 => {
+                Some(format!("/api/integrations/{}/webhook", self.name))
+            }
             _ => Some(format!(
                 "/api/integrations/{}/webhook/{integration_id}",
                 self.name

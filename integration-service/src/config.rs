@@ -152,13 +152,16 @@ impl Vars for HashMap<String, String> {
 }
 
 /// Prefixes of provider variables: `GITHUB_CLIENT_ID`, `SLACK_SIGNING_SECRET`, `GITLAB_TOKEN_URL`...
-const PROVIDER_VAR_SUFFIXES: [&str; 6] = [
+const PROVIDER_VAR_SUFFIXES: [&str; 8] = [
     "_CLIENT_ID",
     "_CLIENT_SECRET",
     "_SIGNING_SECRET",
     "_AUTHORIZE_URL",
     "_TOKEN_URL",
     "_REVOKE_URL",
+    // `GITHUB_API_URL` (GitHub Enterprise, tests), `GITHUB_APP_WEBHOOK_SECRET`.
+    "_API_URL",
+    "_WEBHOOK_SECRET",
 ];
 
 impl Config {

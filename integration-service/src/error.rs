@@ -55,6 +55,9 @@ pub enum ServiceError {
     NotFound(Problem),
     #[error("{0}")]
     FailedPrecondition(Problem),
+    /// Someone else holds it (a provider account connected to another organization): 409.
+    #[error("{0}")]
+    Conflict(Problem),
     #[error("{0}")]
     Provider(Problem),
     /// Over a quota: 429 with `Retry-After` (sent as `google.rpc.RetryInfo`).
@@ -124,6 +127,7 @@ impl ServiceError {
             | Self::PermissionDenied(p)
             | Self::NotFound(p)
             | Self::FailedPrecondition(p)
+            | Self::Conflict(p)
             | Self::Provider(p)
             | Self::QuotaExceeded { problem: p, .. } => p.details = Some(details.into()),
             Self::DatabaseUnavailable(_) | Self::Database(_) | Self::Internal { .. } => {}
@@ -214,6 +218,7 @@ impl From<ServiceError> for Status {
             ServiceError::FailedPrecondition(p) => {
                 (Code::FailedPrecondition, p, "FAILED_PRECONDITION")
             }
+            ServiceError::Conflict(p) => (Code::AlreadyExists, p, "ALREADY_EXISTS"),
             ServiceError::Provider(p) => (Code::Unavailable, p, REASON_PROVIDER_FAILED),
             ServiceError::DatabaseUnavailable(_) => (
                 Code::Unavailable,

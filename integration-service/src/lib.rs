@@ -24,5 +24,6 @@ pub mod providers;
 pub mod server;
 pub mod store;
 pub mod tokens;
+pub mod webhook_guide;
 pub mod webhook_settings;
 pub mod webhooks;

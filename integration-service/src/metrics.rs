@@ -61,7 +61,7 @@ pub enum DeliveryOutcome {
     InvalidRequest,
     /// Refused: unknown provider or integration, or no webhook secret (404).
     NotFound,
-    /// Refused for another reason of the caller's (403, 412).
+    /// Refused for another reason of the caller's (403, 409, 412).
     Refused,
     /// The database could not be reached (503: the provider retries).
     Unavailable,
@@ -93,9 +93,9 @@ impl DeliveryOutcome {
             ServiceError::Unauthenticated(_) => Self::InvalidSignature,
             ServiceError::InvalidArgument(_) => Self::InvalidRequest,
             ServiceError::NotFound(_) => Self::NotFound,
-            ServiceError::PermissionDenied(_) | ServiceError::FailedPrecondition(_) => {
-                Self::Refused
-            }
+            ServiceError::PermissionDenied(_)
+            | ServiceError::FailedPrecondition(_)
+            | ServiceError::Conflict(_) => Self::Refused,
             ServiceError::DatabaseUnavailable(_) => Self::Unavailable,
             ServiceError::Provider(_)
             | ServiceError::Database(_)
@@ -113,6 +113,8 @@ pub enum ProviderEndpoint {
     Refresh,
     /// A grant revoked at disconnect.
     Revoke,
+    /// GitHub's installations of the authorizing user (a GitHub App callback's check).
+    Installations,
 }
 
 impl ProviderEndpoint {
@@ -121,6 +123,7 @@ impl ProviderEndpoint {
             Self::Token => "token",
             Self::Refresh => "refresh",
             Self::Revoke => "revoke",
+            Self::Installations => "installations",
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct Callback {
     pub code: Option<String>,
     pub state: Option<String>,
     pub error: Option<String>,
+    /// GitHub App: the installation the user just installed and authorized (verified against
+    /// the user's installations before it is recorded).
+    pub installation_id: Option<String>,
     /// The request's `Cookie` headers.
     pub cookie_headers: Vec<String>,
 }
@@ -77,6 +80,7 @@ impl std::fmt::Debug for Callback {
             .field("code", &shown(&self.code))
             .field("state", &shown(&self.state))
             .field("error", &self.error)
+            .field("installation_id", &self.installation_id)
             .field("cookie_headers", &self.cookie_headers.len())
             .finish()
     }
@@ -253,6 +257,19 @@ pub async fn complete_authorization(
             return Ok(Outcome::CallbackFailed);
         }
     };
+    let grant = match github_installation(ctx, provider, &callback, grant).await {
+        Ok(grant) => grant,
+        Err(why) => {
+            tracing::warn!(provider = %provider.name, integration = %row.integration_id, %why, "GitHub App installation not recorded");
+            store::integrations::set_last_error(
+                &ctx.db,
+                row.integration_id,
+                &format!("authorization failed: {why}"),
+            )
+            .await?;
+            return Ok(Outcome::CallbackFailed);
+        }
+    };
     if let Some(outcome) = claimed_elsewhere(ctx, provider, row.integration_id, &grant).await? {
         return Ok(outcome);
     }
@@ -267,6 +284,44 @@ pub async fn complete_authorization(
     Ok(Outcome::Connected {
         provider: provider.name.clone(),
     })
+}
+
+/// GitHub App: the callback's `installation_id` becomes the integration's provider account
+/// (GitHub App deliveries are routed by it) once GitHub confirms the authorizing user can
+/// access that installation; a forged or foreign id fails the callback. Other providers
+/// ignore the parameter.
+async fn github_installation(
+    ctx: &AppContext,
+    provider: &Provider,
+    callback: &Callback,
+    mut grant: TokenGrant,
+) -> Result<TokenGrant, String> {
+    let Some(installation) = callback.installation_id.as_deref() else {
+        return Ok(grant);
+    };
+    if provider.token_style != crate::catalog::TokenStyle::Github {
+        return Ok(grant);
+    }
+    if !crate::providers::github_app::valid_installation_id(installation) {
+        return Err("installation_id is not a GitHub installation id".into());
+    }
+    let checked = crate::providers::github_app::accessible_installation(
+        &ctx.config,
+        &grant.access_token,
+        installation,
+    )
+    .await;
+    ctx.metrics.provider_request(
+        &provider.name,
+        ProviderEndpoint::Installations,
+        token_client::outcome(&checked),
+    );
+    let login = checked.map_err(|e| e.to_string())?.ok_or_else(|| {
+        format!("installation {installation} is not accessible to the authorizing user")
+    })?;
+    grant.account_id = Some(installation.to_string());
+    grant.account_name = Some(sanitize_provider_text(&login)).filter(|l| !l.is_empty());
+    Ok(grant)
 }
 
 /// One provider account, one organization: when the granted account (Slack workspace or
@@ -289,7 +344,7 @@ async fn claimed_elsewhere(
 }
 
 /// Whether a failed save lost the race for the unique index over connected accounts.
-fn is_unique_violation(error: &ServiceError) -> bool {
+pub(crate) fn is_unique_violation(error: &ServiceError) -> bool {
     let ServiceError::Database(source) = error else {
         return false;
     };
@@ -529,6 +584,7 @@ mod tests {
             code: Some("the-code-123".into()),
             state: Some("the-state-456".into()),
             error: None,
+            installation_id: Some("12345678".into()),
             cookie_headers: vec!["sb-access-token=jwt-789".into()],
         };
         let started = Started {

@@ -5,6 +5,7 @@
 //! answers, revocation styles) live in `token_client` and `revoke`, nowhere else.
 //! Invariant: no provider secret, token or code ever reaches a log line or an error message.
 
+pub mod github_app;
 pub mod revoke;
 pub mod token_client;
 

@@ -4,8 +4,10 @@
 //! - `admission`: what the headers alone tell, asked by the gateway before it reads a body.
 //! - `signature`: GitHub's and Slack's signature schemes (pure, constant-time).
 //! - `intake`: the entry of one delivery — the catalog's scheme picks the provider module.
-//! - `receive`: what every scheme shares — secrets, the one storing sequence, the answer; `github`, `slack`, `gitlab`, `bitbucket`, `jira`, `google`,
-//!   `microsoft`, `linear`, `standard_webhooks`: one module per provider scheme.
+//! - `receive`: what every scheme shares — secrets, the one storing sequence, handshake
+//!   secrets accepted only while armed, the answer.
+//! - `github`, `github_app`, `slack`, `gitlab`, `bitbucket`, `jira`, `google`, `microsoft`, `linear`,
+//!   `standard_webhooks`, `discord`, `asana`, `notion`: one module per provider scheme.
 //! - `ingest`: the group-commit writer: concurrent deliveries share one transaction, each
 //!   request waits for its own row's commit.
 //! - `dispatch`: the worker leasing due events to subscribed consumers.
@@ -18,10 +20,13 @@
 //! written.
 
 pub mod admission;
+pub mod asana;
 pub mod bitbucket;
+pub mod discord;
 pub mod dispatch;
 pub mod events;
 pub mod github;
+pub mod github_app;
 pub mod gitlab;
 pub mod google;
 pub mod ingest;
@@ -29,6 +34,7 @@ pub mod intake;
 pub mod jira;
 pub mod linear;
 pub mod microsoft;
+pub mod notion;
 pub mod quota;
 pub mod receive;
 pub mod retention;

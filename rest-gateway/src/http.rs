@@ -32,9 +32,10 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     response
 }
 
-/// A non-JSON answer the service chose for a provider handshake (e.g. `text/plain`).
-pub fn raw(status: StatusCode, content_type: &str, body: Vec<u8>) -> HttpResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+/// A non-JSON answer: a provider handshake the service chose (e.g. `text/plain`), or the
+/// OpenAPI document.
+pub fn raw(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> HttpResponse {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -188,5 +189,71 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
         _ => Err(GatewayError::UnsupportedMediaType {
             expected: "application/json",
         }),
+    }
+}
+
+/// A JSON integer of a request body, also when written with a zero fraction (`3600.0`, the
+/// same integer for JSON Schema and JavaScript); any other number is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonInteger(pub i64);
+
+impl<'de> serde::Deserialize<'de> for JsonInteger {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(IntegerVisitor)
+    }
+}
+
+struct IntegerVisitor;
+
+impl serde::de::Visitor<'_> for IntegerVisitor {
+    type Value = JsonInteger;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("an integer")
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<JsonInteger, E> {
+        Ok(JsonInteger(value))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<JsonInteger, E> {
+        i64::try_from(value)
+            .map(JsonInteger)
+            .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(value), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<JsonInteger, E> {
+        // i64::MIN and i64::MAX + 1 as f64: integral values in between convert exactly.
+        const RANGE: std::ops::Range<f64> =
+            -9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0;
+        if value.fract() == 0.0 && RANGE.contains(&value) {
+            Ok(JsonInteger(value as i64))
+        } else {
+            Err(E::invalid_value(serde::de::Unexpected::Float(value), &self))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JsonInteger;
+
+    #[test]
+    fn integers_with_a_zero_fraction_are_integers() {
+        let parse = |text: &str| serde_json::from_str::<JsonInteger>(text).map(|n| n.0);
+        assert_eq!(parse("3600").unwrap(), 3600);
+        assert_eq!(parse("1235.0").unwrap(), 1235);
+        assert_eq!(parse("-60.0").unwrap(), -60);
+        assert_eq!(parse("1e3").unwrap(), 1000);
+        for bad in [
+            "36.5",
+            "1e300",
+            "18446744073709551615",
+            "\"3600\"",
+            "true",
+            "null",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

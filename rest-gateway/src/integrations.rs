@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     error::GatewayError,
-    http::{json, read_body, require_json, HttpResponse},
+    http::{json, read_body, require_json, HttpResponse, JsonInteger},
     upstream::forwarded,
     Gateway,
 };
@@ -103,12 +103,14 @@ struct UpdateBody {
         alias = "sync_frequency",
         deserialize_with = "present"
     )]
-    sync_frequency: Option<Option<i64>>,
+    sync_frequency: Option<Option<JsonInteger>>,
 }
 
 /// Distinguishes an explicit `null` (Some(None)) from an absent field (None).
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Option<i64>>, D::Error> {
-    Option::<i64>::deserialize(deserializer).map(Some)
+fn present<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<JsonInteger>>, D::Error> {
+    Option::<JsonInteger>::deserialize(deserializer).map(Some)
 }
 
 /// Parses a PATCH body; serde would accept a JSON array as a struct, so objects are checked first.
@@ -140,7 +142,7 @@ pub async fn update(
         id,
         config_patch_json: body.config.map(|c| Value::Object(c).to_string()),
         sync_enabled: body.sync_enabled,
-        sync_frequency: body.sync_frequency.flatten(),
+        sync_frequency: body.sync_frequency.flatten().map(|n| n.0),
         clear_sync_frequency: matches!(body.sync_frequency, Some(None)),
     };
     let item = gateway
@@ -187,7 +189,9 @@ mod tests {
         assert_eq!(body.sync_enabled, Some(true));
         assert_eq!(body.sync_frequency, Some(None));
         let body = parse_update_body(br#"{"sync_frequency":3600}"#).unwrap();
-        assert_eq!(body.sync_frequency, Some(Some(3600)));
+        assert_eq!(body.sync_frequency, Some(Some(JsonInteger(3600))));
+        let body = parse_update_body(br#"{"syncFrequency":3600.0}"#).unwrap();
+        assert_eq!(body.sync_frequency, Some(Some(JsonInteger(3600))));
         let body = parse_update_body(b"{}").unwrap();
         assert_eq!(body.sync_frequency, None);
     }

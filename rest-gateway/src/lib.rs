@@ -14,6 +14,7 @@ pub mod http;
 pub mod integrations;
 pub mod metrics;
 pub mod oauth;
+pub mod openapi;
 pub mod router;
 pub mod server;
 pub mod upstream;

@@ -4,15 +4,16 @@
 use http::{header, request::Parts, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use integrations_proto::v1::{
-    CompleteAuthorizationRequest, GetWebhookSettingsRequest, RotateWebhookSecretRequest,
-    SetWebhookSecretRequest, StartAuthorizationRequest, WebhookSettings,
+    ArmWebhookHandshakeRequest, CompleteAuthorizationRequest, GetWebhookSettingsRequest,
+    RotateWebhookSecretRequest, SetWebhookSecretRequest, StartAuthorizationRequest,
+    WebhookSettings,
 };
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
     error::GatewayError,
-    http::{json, read_body, redirect, require_json, HttpResponse},
+    http::{json, read_body, redirect, require_json, HttpResponse, JsonInteger},
     upstream::forwarded,
     Gateway,
 };
@@ -69,6 +70,7 @@ pub async fn callback(
             "code" => &mut request.code,
             "state" => &mut request.state,
             "error" => &mut request.error,
+            "installation_id" => &mut request.installation_id,
             _ => continue,
         };
         // The first occurrence wins; a repeated parameter cannot override it.
@@ -89,11 +91,20 @@ pub async fn callback(
 }
 
 fn settings_json(settings: WebhookSettings) -> HttpResponse {
+    let guide = settings.guide.unwrap_or_default();
     json(
         StatusCode::OK,
         &json!({ "data": {
             "url": settings.url,
             "secret": settings.secret,
+            "guide": {
+                "secretSource": guide.secret_source,
+                "secretField": guide.secret_field,
+                "signatureHeader": guide.signature_header,
+                "contentType": guide.content_type,
+                "events": guide.events,
+                "steps": guide.steps,
+            },
             "previous_secret_expires_at": settings.previous_secret_expires_at,
             "previous_secrets_valid_until": settings.previous_secrets_valid_until,
         }}),
@@ -119,7 +130,7 @@ pub async fn webhook_settings(
 #[serde(deny_unknown_fields)]
 struct RotateBody {
     #[serde(default, rename = "gracePeriodSeconds", alias = "grace_period_seconds")]
-    grace_period_seconds: Option<i64>,
+    grace_period_seconds: Option<JsonInteger>,
 }
 
 /// `POST /api/integrations/{id}/webhook/rotate`, with an optional JSON body
@@ -156,7 +167,7 @@ pub async fn rotate_webhook_secret(
             &parts.headers,
             RotateWebhookSecretRequest {
                 id,
-                grace_period_seconds: body.grace_period_seconds.unwrap_or(0),
+                grace_period_seconds: body.grace_period_seconds.map_or(0, |n| n.0),
             },
         ))
         .await?
@@ -168,9 +179,13 @@ pub async fn rotate_webhook_secret(
 #[serde(deny_unknown_fields)]
 struct SecretBody {
     secret: String,
+    /// Discord: the application the public key belongs to.
+    #[serde(default, rename = "applicationId", alias = "application_id")]
+    application_id: Option<String>,
 }
 
-/// `PUT /api/integrations/{id}/webhook` `{"secret": "..."}`: stores a provider-issued secret;
+/// `PUT /api/integrations/{id}/webhook` `{"secret": "...", "applicationId": "..."}` (the id for
+/// Discord only): stores a provider-issued secret;
 /// answers `{"data": {"url", "secretSet": true}}`, never the secret.
 pub async fn set_webhook_secret(
     gateway: &Gateway,
@@ -196,6 +211,7 @@ pub async fn set_webhook_secret(
             SetWebhookSecretRequest {
                 id,
                 secret: body.secret,
+                application_id: body.application_id,
             },
         ))
         .await?
@@ -204,4 +220,62 @@ pub async fn set_webhook_secret(
         StatusCode::OK,
         &json!({ "data": { "url": settings.url, "secretSet": true } }),
     ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HandshakeBody {
+    #[serde(default, rename = "windowSeconds", alias = "window_seconds")]
+    window_seconds: Option<JsonInteger>,
+}
+
+/// `POST /api/integrations/{id}/webhook/handshake`, with an optional JSON body
+/// `{"windowSeconds": 600}` → `{"data": {"url", "armedUntil"}}`.
+pub async fn arm_webhook_handshake(
+    gateway: &Gateway,
+    parts: &Parts,
+    body: Incoming,
+    id: String,
+) -> Result<HttpResponse, GatewayError> {
+    let body: HandshakeBody = optional_json(gateway, parts, body).await?;
+    let window = gateway
+        .upstream
+        .oauth()
+        .arm_webhook_handshake(forwarded(
+            &parts.headers,
+            ArmWebhookHandshakeRequest {
+                id,
+                window_seconds: body.window_seconds.map_or(0, |n| n.0),
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(json(
+        StatusCode::OK,
+        &json!({ "data": { "url": window.url, "armedUntil": window.armed_until } }),
+    ))
+}
+
+/// An optional JSON body: the default when there is none.
+async fn optional_json<T: Default + serde::de::DeserializeOwned>(
+    gateway: &Gateway,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<T, GatewayError> {
+    if !parts.headers.contains_key(header::CONTENT_TYPE) {
+        return Ok(T::default());
+    }
+    require_json(&parts.headers)?;
+    let bytes = read_body(
+        &parts.headers,
+        body,
+        gateway.config.json_body_limit,
+        gateway.config.body_rate,
+    )
+    .await?;
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::bad_request("Invalid request body", e.to_string()))
 }

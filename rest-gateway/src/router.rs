@@ -1,12 +1,144 @@
-//! Route table: method and path → handler. Unknown paths are JSON 404s; known paths with
-//! another method are JSON 405s with `Allow`.
+//! Route table: method and path → handler. [`ROUTES`] is the one list of what the gateway
+//! answers (templates and methods): dispatch, the `Allow` header of a 405, the `route` label of
+//! the request metrics and the OpenAPI document's coverage test all read it. Unknown paths are
+//! JSON 404s; known paths with another method are JSON 405s with `Allow`.
 
 use http::{Method, Request};
 use hyper::body::Incoming;
 
 use crate::{
-    error::GatewayError, events, health, http::HttpResponse, integrations, oauth, webhooks, Gateway,
+    error::GatewayError, events, health, http::HttpResponse, integrations, oauth, openapi,
+    webhooks, Gateway,
 };
+
+/// One route: its template (`:name` placeholders, which every Prometheus text-format parser
+/// reads inside a label; also the `route` label of the request metrics) and the methods it
+/// answers, as the `Allow` header lists them.
+#[derive(Debug)]
+pub struct Route {
+    pub template: &'static str,
+    pub allow: &'static str,
+    endpoint: Endpoint,
+}
+
+impl Route {
+    /// The methods of `allow`, one by one.
+    pub fn methods(&self) -> impl Iterator<Item = &'static str> {
+        self.allow.split(", ")
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Endpoint {
+    Metrics,
+    Health,
+    OpenApi,
+    Integrations,
+    Integration,
+    GithubCallback,
+    Authorize,
+    Callback,
+    Webhook,
+    Events,
+    Event,
+    Replay,
+    RotateWebhookSecret,
+    ArmWebhookHandshake,
+    ProviderWebhook,
+}
+
+const fn entry(template: &'static str, allow: &'static str, endpoint: Endpoint) -> Route {
+    Route {
+        template,
+        allow,
+        endpoint,
+    }
+}
+
+/// Every route, tried in order: the first whose template matches the path wins (so the
+/// literal `rotate` is tried before `:integration_id`).
+pub const ROUTES: &[Route] = &[
+    entry("/metrics", "GET", Endpoint::Metrics),
+    entry("/health", "GET, HEAD", Endpoint::Health),
+    entry("/healthz", "GET, HEAD", Endpoint::Health),
+    entry("/openapi.json", "GET", Endpoint::OpenApi),
+    entry("/api/integrations", "GET", Endpoint::Integrations),
+    entry(
+        "/api/integrations/:id",
+        "GET, PATCH, DELETE",
+        Endpoint::Integration,
+    ),
+    entry("/api/auth/code/github", "GET", Endpoint::GithubCallback),
+    entry(
+        "/api/integrations/:id/authorize",
+        "POST",
+        Endpoint::Authorize,
+    ),
+    entry(
+        "/api/integrations/:provider/callback",
+        "GET",
+        Endpoint::Callback,
+    ),
+    // GET: the webhook settings of `:id`; PUT: a provider-issued secret for `:id`.
+    // POST: GitHub deliveries (`/api/integrations/github/webhook?integration_id=`) and
+    // Slack's app-level deliveries, `:id` being the provider.
+    entry(
+        "/api/integrations/:id/webhook",
+        "GET, POST, PUT",
+        Endpoint::Webhook,
+    ),
+    // Deliveries for the frontend: list, read, replay.
+    entry("/api/integrations/:id/events", "GET", Endpoint::Events),
+    entry(
+        "/api/integrations/:id/events/:eventId",
+        "GET",
+        Endpoint::Event,
+    ),
+    entry(
+        "/api/integrations/:id/events/:eventId/replay",
+        "POST",
+        Endpoint::Replay,
+    ),
+    entry(
+        "/api/integrations/:id/webhook/rotate",
+        "POST",
+        Endpoint::RotateWebhookSecret,
+    ),
+    // Opens the window in which a provider's webhook handshake may set the secret.
+    entry(
+        "/api/integrations/:id/webhook/handshake",
+        "POST",
+        Endpoint::ArmWebhookHandshake,
+    ),
+    // Provider deliveries with the integration in the path (the webhook URL the service
+    // hands out).
+    entry(
+        "/api/integrations/:provider/webhook/:integration_id",
+        "POST",
+        Endpoint::ProviderWebhook,
+    ),
+];
+
+/// The route of `path` and the raw (still percent-encoded) values of its placeholders.
+fn resolve(path: &str) -> Option<(&'static Route, Vec<&str>)> {
+    let path = path.trim_end_matches('/');
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    ROUTES.iter().find_map(|route| {
+        let pattern: Vec<&str> = route.template.split('/').skip(1).collect();
+        if pattern.len() != segments.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (expected, actual) in pattern.iter().zip(&segments) {
+            if expected.starts_with(':') {
+                params.push(*actual);
+            } else if expected != actual {
+                return None;
+            }
+        }
+        Some((route, params))
+    })
+}
 
 pub async fn route(
     gateway: &Gateway,
@@ -14,138 +146,65 @@ pub async fn route(
 ) -> Result<HttpResponse, GatewayError> {
     let (parts, body) = request.into_parts();
     crate::upstream::check_credentials(&parts.headers)?;
-    let path = parts.uri.path().trim_end_matches('/').to_string();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let (route, raw_params) = resolve(parts.uri.path()).ok_or(GatewayError::NotFound)?;
+    if matches!(route.endpoint, Endpoint::Metrics) && gateway.metrics.is_none() {
+        return Err(GatewayError::NotFound);
+    }
     let method = parts.method.clone();
-    match segments.as_slice() {
-        ["metrics"] => match (&method, &gateway.metrics) {
-            (&Method::GET, Some(handle)) => Ok(crate::metrics::render(handle, gateway)),
-            (_, Some(_)) => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
-            (_, None) => Err(GatewayError::NotFound),
+    if !route.methods().any(|allowed| allowed == method.as_str()) {
+        return Err(GatewayError::MethodNotAllowed { allow: route.allow });
+    }
+    let mut params = Vec::with_capacity(raw_params.len());
+    for raw in raw_params {
+        params.push(decode_segment(raw)?);
+    }
+    let mut params = params.into_iter();
+    // Every placeholder of the template was captured, so `param()` only fails on a handler
+    // asking for more than its template has: a 404 rather than a panic.
+    let mut param = || params.next().ok_or(GatewayError::NotFound);
+    match (route.endpoint, method) {
+        (Endpoint::Metrics, _) => match &gateway.metrics {
+            Some(handle) => Ok(crate::metrics::render(handle, gateway)),
+            None => Err(GatewayError::NotFound),
         },
-        ["health"] | ["healthz"] => match method {
-            Method::GET | Method::HEAD => Ok(health::health(gateway).await),
-            _ => Err(GatewayError::MethodNotAllowed { allow: "GET, HEAD" }),
-        },
-        ["api", "integrations"] => match method {
-            Method::GET => integrations::list(gateway, &parts).await,
-            _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
-        },
-        ["api", "integrations", id] => {
-            let id = decode_segment(id)?;
-            match method {
-                Method::GET => integrations::get(gateway, &parts, id).await,
-                Method::PATCH => integrations::update(gateway, &parts, body, id).await,
-                Method::DELETE => integrations::disconnect(gateway, &parts, id).await,
-                _ => Err(GatewayError::MethodNotAllowed {
-                    allow: "GET, PATCH, DELETE",
-                }),
-            }
+        (Endpoint::Health, _) => Ok(health::health(gateway).await),
+        (Endpoint::OpenApi, _) => Ok(openapi::document()),
+        (Endpoint::Integrations, _) => integrations::list(gateway, &parts).await,
+        (Endpoint::Integration, Method::GET) => integrations::get(gateway, &parts, param()?).await,
+        (Endpoint::Integration, Method::PATCH) => {
+            integrations::update(gateway, &parts, body, param()?).await
         }
-        ["api", "auth", "code", "github"] => match method {
-            Method::GET => oauth::callback(gateway, &parts, "github".into()).await,
-            _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
-        },
-        ["api", "integrations", id, "authorize"] => {
-            let id = decode_segment(id)?;
-            match method {
-                Method::POST => oauth::authorize(gateway, &parts, id).await,
-                _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
-            }
+        (Endpoint::Integration, _) => integrations::disconnect(gateway, &parts, param()?).await,
+        (Endpoint::GithubCallback, _) => oauth::callback(gateway, &parts, "github".into()).await,
+        (Endpoint::Authorize, _) => oauth::authorize(gateway, &parts, param()?).await,
+        (Endpoint::Callback, _) => oauth::callback(gateway, &parts, param()?).await,
+        (Endpoint::Webhook, Method::GET) => {
+            oauth::webhook_settings(gateway, &parts, param()?).await
         }
-        ["api", "integrations", provider, "callback"] => {
-            let provider = decode_segment(provider)?;
-            match method {
-                Method::GET => oauth::callback(gateway, &parts, provider).await,
-                _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
-            }
+        (Endpoint::Webhook, Method::POST) => {
+            webhooks::receive(gateway, &parts, body, param()?, None).await
         }
-        // GET: the webhook settings of `{id}`; PUT: a provider-issued secret for
-        // `{id}`. POST: GitHub deliveries (`/api/integrations/github/webhook`,
-        // `?integration_id=`) and Slack's app-level deliveries for `{provider}`.
-        ["api", "integrations", id, "webhook"] => {
-            let id = decode_segment(id)?;
-            match method {
-                Method::GET => oauth::webhook_settings(gateway, &parts, id).await,
-                Method::POST => webhooks::receive(gateway, &parts, body, id, None).await,
-                Method::PUT => oauth::set_webhook_secret(gateway, &parts, body, id).await,
-                _ => Err(GatewayError::MethodNotAllowed {
-                    allow: "GET, POST, PUT",
-                }),
-            }
+        (Endpoint::Webhook, _) => oauth::set_webhook_secret(gateway, &parts, body, param()?).await,
+        (Endpoint::Events, _) => events::list(gateway, &parts, param()?).await,
+        (Endpoint::Event, _) => events::get(gateway, &parts, param()?, param()?).await,
+        (Endpoint::Replay, _) => events::replay(gateway, &parts, param()?, param()?).await,
+        (Endpoint::RotateWebhookSecret, _) => {
+            oauth::rotate_webhook_secret(gateway, &parts, body, param()?).await
         }
-        // Deliveries for the frontend: list, read, replay.
-        ["api", "integrations", id, "events"] => {
-            let id = decode_segment(id)?;
-            match method {
-                Method::GET => events::list(gateway, &parts, id).await,
-                _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
-            }
+        (Endpoint::ArmWebhookHandshake, _) => {
+            oauth::arm_webhook_handshake(gateway, &parts, body, param()?).await
         }
-        ["api", "integrations", id, "events", event_id] => {
-            let id = decode_segment(id)?;
-            let event_id = decode_segment(event_id)?;
-            match method {
-                Method::GET => events::get(gateway, &parts, id, event_id).await,
-                _ => Err(GatewayError::MethodNotAllowed { allow: "GET" }),
-            }
+        (Endpoint::ProviderWebhook, _) => {
+            let provider = param()?;
+            let integration_id = param()?;
+            webhooks::receive(gateway, &parts, body, provider, Some(integration_id)).await
         }
-        ["api", "integrations", id, "events", event_id, "replay"] => {
-            let id = decode_segment(id)?;
-            let event_id = decode_segment(event_id)?;
-            match method {
-                Method::POST => events::replay(gateway, &parts, id, event_id).await,
-                _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
-            }
-        }
-        ["api", "integrations", id, "webhook", "rotate"] => {
-            let id = decode_segment(id)?;
-            match method {
-                Method::POST => oauth::rotate_webhook_secret(gateway, &parts, body, id).await,
-                _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
-            }
-        }
-        // Provider deliveries with the integration in the path (the webhook URL the service hands out).
-        ["api", "integrations", provider, "webhook", integration_id] => {
-            let provider = decode_segment(provider)?;
-            let integration_id = decode_segment(integration_id)?;
-            match method {
-                Method::POST => {
-                    webhooks::receive(gateway, &parts, body, provider, Some(integration_id)).await
-                }
-                _ => Err(GatewayError::MethodNotAllowed { allow: "POST" }),
-            }
-        }
-        _ => Err(GatewayError::NotFound),
     }
 }
 
-/// The route template of a path (`:id` placeholders, which every text-format parser reads
-/// inside a label), the bounded `route` label of the request metrics.
+/// The route template of a path, the bounded `route` label of the request metrics.
 pub fn template(path: &str) -> &'static str {
-    let path = path.trim_end_matches('/');
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    match segments.as_slice() {
-        ["metrics"] => "/metrics",
-        ["health"] => "/health",
-        ["healthz"] => "/healthz",
-        ["api", "integrations"] => "/api/integrations",
-        ["api", "integrations", _] => "/api/integrations/:id",
-        ["api", "auth", "code", "github"] => "/api/auth/code/github",
-        ["api", "integrations", _, "authorize"] => "/api/integrations/:id/authorize",
-        ["api", "integrations", _, "callback"] => "/api/integrations/:provider/callback",
-        ["api", "integrations", _, "events"] => "/api/integrations/:id/events",
-        ["api", "integrations", _, "events", _] => "/api/integrations/:id/events/:eventId",
-        ["api", "integrations", _, "events", _, "replay"] => {
-            "/api/integrations/:id/events/:eventId/replay"
-        }
-        ["api", "integrations", _, "webhook"] => "/api/integrations/:id/webhook",
-        ["api", "integrations", _, "webhook", "rotate"] => "/api/integrations/:id/webhook/rotate",
-        ["api", "integrations", _, "webhook", _] => {
-            "/api/integrations/:provider/webhook/:integration_id"
-        }
-        _ => "unmatched",
-    }
+    resolve(path).map_or("unmatched", |(route, _)| route.template)
 }
 
 /// A percent-decoded path segment; ids are short, printable strings.
@@ -189,6 +248,25 @@ mod tests {
             "/api/integrations/:id/events/:eventId/replay"
         );
         assert_eq!(template("/wp-admin/x/y/z/w/v"), "unmatched");
+    }
+
+    #[test]
+    fn literals_win_over_placeholders_and_templates_resolve_to_themselves() {
+        assert_eq!(
+            template("/api/integrations/github/webhook/rotate"),
+            "/api/integrations/:id/webhook/rotate"
+        );
+        assert_eq!(
+            template("/api/integrations/gitlab/webhook/0b7e3e4a-1c2d-4e5f-8a9b-0c1d2e3f4a5b"),
+            "/api/integrations/:provider/webhook/:integration_id"
+        );
+        for route in ROUTES {
+            let example = route.template.replace(':', "x-");
+            assert_eq!(template(&example), route.template, "{example}");
+            assert!(route.methods().all(|m| m.parse::<Method>().is_ok()));
+        }
+        let (_, params) = resolve("/api/integrations/a%2Fb/events/e1/replay/").unwrap();
+        assert_eq!(params, ["a%2Fb", "e1"]);
     }
 
     #[test]

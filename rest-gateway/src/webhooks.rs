@@ -87,12 +87,25 @@ pub async fn receive(
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
-    if let (Some(content_type), Some(bytes)) = (answer.content_type, answer.raw_body) {
-        return Ok(raw(status, &content_type, bytes.to_vec()));
+    let mut response = match (answer.content_type, answer.raw_body) {
+        (Some(content_type), Some(bytes)) => raw(status, &content_type, bytes.to_vec()),
+        _ => {
+            let body: Value = serde_json::from_str(&answer.body_json).map_err(|_| {
+                GatewayError::Upstream(tonic::Status::internal("webhook answer not JSON"))
+            })?;
+            json(status, &body)
+        }
+    };
+    // Headers the provider's handshake expects (Asana's X-Hook-Secret echoed back).
+    for header in answer.response_headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(header.name.as_bytes()),
+            http::HeaderValue::from_bytes(&header.value),
+        ) {
+            response.headers_mut().insert(name, value);
+        }
     }
-    let body: Value = serde_json::from_str(&answer.body_json)
-        .map_err(|_| GatewayError::Upstream(tonic::Status::internal("webhook answer not JSON")))?;
-    Ok(json(status, &body))
+    Ok(response)
 }
 
 /// Largest webhook body of `provider`: Slack's are small (events, commands, interactions);

@@ -3,7 +3,8 @@
 //!
 //! Endpoints: `GET /authorize` (redirects back with a code, or `error=access_denied`),
 //! `POST /token` (code exchange and refresh, PKCE S256 checked, codes and refresh tokens
-//! single use), `POST /revoke`, `DELETE /applications/{client_id}/token`.
+//! single use), `POST /revoke`, `DELETE /applications/{client_id}/token`, and GitHub's
+//! `GET /user/installations` (the installations `set_installations` named, for issued tokens).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -79,6 +80,10 @@ struct FakeState {
     expires_in: Option<u64>,
     refresh_delay: Duration,
     scope_as_array: bool,
+    /// GitHub App installations every user of this fake can access (`GET /user/installations`).
+    installations: Vec<(u64, String)>,
+    /// Access tokens issued, which the API endpoints accept.
+    access_tokens: HashSet<String>,
 }
 
 /// A running fake provider; stops when dropped.
@@ -107,6 +112,8 @@ impl FakeProvider {
             expires_in: (style == FakeStyle::Standard).then_some(3600),
             refresh_delay: Duration::ZERO,
             scope_as_array: false,
+            installations: Vec::new(),
+            access_tokens: HashSet::new(),
         }));
         let (tx, mut rx) = oneshot::channel::<()>();
         let shared = state.clone();
@@ -157,7 +164,18 @@ impl FakeProvider {
                 format!("{}/token", self.base_url),
             ),
             (format!("{prefix}_REVOKE_URL"), revoke),
+            (format!("{prefix}_API_URL"), self.base_url.clone()),
         ]
+    }
+
+    /// GitHub App installations the fake's users can access (`GET /user/installations`).
+    pub fn set_installations(&self, installations: &[(u64, &str)]) {
+        self.with(|s| {
+            s.installations = installations
+                .iter()
+                .map(|(id, login)| (*id, login.to_string()))
+                .collect()
+        });
     }
 
     /// The user declines at the provider: authorize redirects with `error=access_denied`.
@@ -281,12 +299,37 @@ async fn handle(
             token(&state, &logged)
         }
         ("POST", "/revoke") => reply(StatusCode::OK, json!({"ok": true})),
+        ("GET", "/user/installations") => user_installations(&state, &logged),
         ("DELETE", path) if path.starts_with("/applications/") => {
             reply(StatusCode::NO_CONTENT, json!({}))
         }
         _ => reply(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
     };
     Ok(answer)
+}
+
+/// GitHub's `GET /user/installations` for a token this fake issued.
+fn user_installations(state: &Mutex<FakeState>, request: &LoggedRequest) -> Reply {
+    let s = state.lock().expect("fake state");
+    let token = request
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !s.access_tokens.contains(token) {
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"message": "Bad credentials"}),
+        );
+    }
+    let installations: Vec<Value> = s
+        .installations
+        .iter()
+        .map(|(id, login)| json!({"id": id, "account": {"login": login, "type": "Organization"}}))
+        .collect();
+    reply(
+        StatusCode::OK,
+        json!({"total_count": installations.len(), "installations": installations}),
+    )
 }
 
 fn authorize(state: &Mutex<FakeState>, request: &LoggedRequest) -> Reply {
@@ -482,6 +525,9 @@ fn token(state: &Mutex<FakeState>, request: &LoggedRequest) -> Reply {
     if let (Some(secs), Some(token)) = (s.expires_in, refresh_token) {
         body["expires_in"] = json!(secs);
         body["refresh_token"] = json!(token);
+    }
+    if let Some(token) = body["access_token"].as_str() {
+        s.access_tokens.insert(token.to_string());
     }
     reply(StatusCode::OK, body)
 }

@@ -1,10 +1,11 @@
 //! `integrations.v1.OAuthService`.
 
 use integrations_proto::v1::{
-    o_auth_service_server::OAuthService, CompleteAuthorizationRequest,
+    o_auth_service_server::OAuthService, ArmWebhookHandshakeRequest, CompleteAuthorizationRequest,
     CompleteAuthorizationResponse, GetAccessTokenRequest, GetAccessTokenResponse,
     GetWebhookSettingsRequest, RotateWebhookSecretRequest, SetWebhookSecretRequest,
-    StartAuthorizationRequest, StartAuthorizationResponse, WebhookSettings,
+    StartAuthorizationRequest, StartAuthorizationResponse, WebhookGuide, WebhookHandshakeWindow,
+    WebhookSettings,
 };
 use secrecy::ExposeSecret;
 use tonic::{Request, Response, Status};
@@ -27,7 +28,16 @@ impl OAuthApi {
 }
 
 fn settings_to_proto(settings: webhook_settings::WebhookSettings) -> WebhookSettings {
+    let guide = settings.guide.clone();
     WebhookSettings {
+        guide: Some(WebhookGuide {
+            secret_source: guide.secret_source.as_str().to_string(),
+            secret_field: guide.secret_field.map(str::to_string),
+            signature_header: guide.signature_header.map(str::to_string),
+            content_type: guide.content_type.map(str::to_string),
+            events: guide.events.iter().map(|e| e.to_string()).collect(),
+            steps: guide.steps,
+        }),
         previous_secret_expires_at: settings.previous_secret_expires_at().map(rfc3339),
         url: settings.url,
         secret: settings.secret.expose_secret().to_string(),
@@ -80,6 +90,7 @@ impl OAuthService for OAuthApi {
                         code: body.code,
                         state: body.state,
                         error: body.error,
+                        installation_id: body.installation_id,
                         cookie_headers,
                     },
                 )
@@ -156,8 +167,36 @@ impl OAuthService for OAuthApi {
                 let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
                 let body = request.get_ref();
                 let id = integration_ref(&body.id);
-                let settings = webhook_settings::set(&self.ctx, &access, &id, &body.secret).await?;
+                let settings = webhook_settings::set(
+                    &self.ctx,
+                    &access,
+                    &id,
+                    &body.secret,
+                    body.application_id.as_deref(),
+                )
+                .await?;
                 Ok(settings_to_proto(settings))
+            }
+            .await,
+        )
+    }
+
+    async fn arm_webhook_handshake(
+        &self,
+        request: Request<ArmWebhookHandshakeRequest>,
+    ) -> Result<Response<WebhookHandshakeWindow>, Status> {
+        respond(
+            async {
+                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
+                let body = request.get_ref();
+                let id = integration_ref(&body.id);
+                let window =
+                    webhook_settings::arm_handshake(&self.ctx, &access, &id, body.window_seconds)
+                        .await?;
+                Ok(WebhookHandshakeWindow {
+                    url: window.url,
+                    armed_until: rfc3339(window.armed_until),
+                })
             }
             .await,
         )

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use futures::Stream;
 use integrations_proto::v1::{
     webhook_service_server::WebhookService, AdmitWebhookRequest, AdmitWebhookResponse,
-    GetEventRequest, ListEventsRequest, ListEventsResponse, MarkProcessedRequest,
+    GetEventRequest, Header, ListEventsRequest, ListEventsResponse, MarkProcessedRequest,
     MarkProcessedResponse, ReceiveWebhookRequest, ReceiveWebhookResponse, RecordErrorRequest,
     RecordErrorResponse, ReplayEventRequest, SubscribeEventsRequest, WebhookEvent,
 };
@@ -68,6 +68,14 @@ impl WebhookService for WebhookApi {
                     event_id: answer.event_id.map(|id| id.to_string()),
                     content_type,
                     raw_body,
+                    response_headers: answer
+                        .headers
+                        .into_iter()
+                        .map(|(name, value)| Header {
+                            name,
+                            value: value.into_bytes(),
+                        })
+                        .collect(),
                 })
             }
             .await,

@@ -166,6 +166,10 @@ pub async fn disconnect(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr
             Expr::value(null_time),
         )
         .col_expr(integration::Column::LastError, Expr::value(null_text))
+        .col_expr(
+            integration::Column::WebhookHandshakeUntil,
+            Expr::value(null_time),
+        )
         .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(integration::Column::Id.eq(id))
         .exec(db)
@@ -562,4 +566,96 @@ pub async fn account_owner(
         .filter(integration::Column::Id.ne(except))
         .one(db)
         .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhook handshakes (Asana, Notion) and provider accounts set by an Owner/Admin (Discord).
+// ---------------------------------------------------------------------------------------------
+
+/// Opens the handshake window of a connected integration until `until`.
+pub async fn arm_handshake(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    until: chrono::DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let result = integration::Entity::update_many()
+        .col_expr(
+            integration::Column::WebhookHandshakeUntil,
+            Expr::value(until),
+        )
+        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(integration::Column::Id.eq(id))
+        .filter(integration::Column::Connected.eq(true))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Stores a handshake secret (sealed) and closes the window, in one conditional UPDATE: only
+/// while the window is open (after `now`) on a connected row. `false` when it is not armed —
+/// then nothing was written. Two handshakes racing: the first wins, the second finds it
+/// closed. No grace list: the provider signs with this secret only.
+pub async fn accept_handshake_secret(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    sealed_secret: String,
+    now: chrono::DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let null_text: Option<String> = None;
+    let null_time: Option<chrono::DateTime<Utc>> = None;
+    let result = integration::Entity::update_many()
+        .col_expr(
+            integration::Column::WebhookSecret,
+            Expr::value(sealed_secret),
+        )
+        .col_expr(
+            integration::Column::WebhookSecretGrace,
+            Expr::value(null_text.clone()),
+        )
+        .col_expr(
+            integration::Column::PreviousWebhookSecret,
+            Expr::value(null_text),
+        )
+        .col_expr(
+            integration::Column::PreviousWebhookSecretExpiresAt,
+            Expr::value(null_time),
+        )
+        .col_expr(
+            integration::Column::WebhookHandshakeUntil,
+            Expr::value(null_time),
+        )
+        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(integration::Column::Id.eq(id))
+        .filter(integration::Column::Connected.eq(true))
+        .filter(integration::Column::WebhookHandshakeUntil.gt(now))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Sets a provider-issued secret together with the provider account it belongs to (Discord:
+/// the application's public key and id). The unique partial index over connected accounts
+/// refuses an account another organization holds.
+pub async fn set_webhook_account_secret(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    account_id: &str,
+    sealed_secret: String,
+) -> Result<(), DbErr> {
+    let null_text: Option<String> = None;
+    integration::Entity::update_many()
+        .col_expr(integration::Column::AccountId, Expr::value(account_id))
+        .col_expr(
+            integration::Column::WebhookSecret,
+            Expr::value(sealed_secret),
+        )
+        .col_expr(
+            integration::Column::WebhookSecretGrace,
+            Expr::value(null_text),
+        )
+        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(integration::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
 }

@@ -6,7 +6,7 @@
 //! a scheme added later is counted without a line of its own.
 
 use super::{
-    bitbucket, github, gitlab, google, jira, linear, microsoft,
+    asana, bitbucket, discord, github, github_app, gitlab, google, jira, linear, microsoft, notion,
     receive::{Answer, Delivery},
     slack, standard_webhooks, WebhookRuntime,
 };
@@ -48,6 +48,10 @@ async fn receive_with(
     delivery: Delivery,
 ) -> ServiceResult<Answer> {
     match scheme {
+        // No integration in the URL: the GitHub App's app-level delivery.
+        WebhookScheme::GithubHmacSha256 if delivery.integration_id.is_none() => {
+            github_app::receive(ctx, runtime, delivery).await
+        }
         WebhookScheme::GithubHmacSha256 => github::receive(ctx, runtime, delivery).await,
         WebhookScheme::SlackV0 => slack::receive(ctx, runtime, delivery).await,
         WebhookScheme::GitlabToken => gitlab::receive(ctx, runtime, delivery).await,
@@ -57,6 +61,9 @@ async fn receive_with(
         WebhookScheme::MicrosoftGraph => microsoft::receive(ctx, runtime, delivery).await,
         WebhookScheme::LinearHmacSha256 => linear::receive(ctx, runtime, delivery).await,
         WebhookScheme::StandardWebhooks => standard_webhooks::receive(ctx, runtime, delivery).await,
+        WebhookScheme::DiscordEd25519 => discord::receive(ctx, runtime, delivery).await,
+        WebhookScheme::AsanaHook => asana::receive(ctx, runtime, delivery).await,
+        WebhookScheme::NotionHmacSha256 => notion::receive(ctx, runtime, delivery).await,
         WebhookScheme::None => Err(ServiceError::NotFound(
             Problem::new("Unknown webhook provider")
                 .details(format!("{:?} receives no webhooks", delivery.provider)),

@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::{secrets::WebhookSecrets, WebhookRuntime};
 use crate::{
     context::AppContext,
+    crypto::SecretColumn,
     error::{Problem, ServiceError, ServiceResult},
     store::{self, entities::integration, webhook_events::NewEvent},
 };
@@ -168,6 +169,8 @@ pub struct Answer {
     pub event_id: Option<Uuid>,
     /// A handshake answer that is not JSON: (content type, bytes), answered instead of `body`.
     pub raw: Option<(String, Vec<u8>)>,
+    /// Headers the provider expects on the answer (Asana's handshake echoes `X-Hook-Secret`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Answer {
@@ -177,6 +180,18 @@ impl Answer {
             body,
             event_id: None,
             raw: None,
+            headers: Vec::new(),
+        }
+    }
+
+    /// 204 with no body (Discord's webhook events).
+    pub(super) fn no_content() -> Self {
+        Self {
+            http_status: 204,
+            body: Value::Null,
+            event_id: None,
+            raw: Some(("text/plain; charset=utf-8".into(), Vec::new())),
+            headers: Vec::new(),
         }
     }
 
@@ -186,6 +201,7 @@ impl Answer {
             body: json!({"success": true, "eventId": event_id.to_string()}),
             event_id: Some(event_id),
             raw: None,
+            headers: Vec::new(),
         }
     }
 
@@ -197,6 +213,7 @@ impl Answer {
             body: json!({"success": true, "eventId": all.first(), "eventIds": all}),
             event_id: ids.first().copied(),
             raw: None,
+            headers: Vec::new(),
         }
     }
 
@@ -207,6 +224,7 @@ impl Answer {
             body: Value::Null,
             event_id: None,
             raw: Some(("text/plain; charset=utf-8".into(), body.into_bytes())),
+            headers: Vec::new(),
         }
     }
 }
@@ -262,6 +280,52 @@ fn decrypt_secrets(ctx: &AppContext, record: &integration::Model) -> ServiceResu
         cached: true,
         ..secrets
     })
+}
+
+/// Longest handshake secret accepted (Asana's `X-Hook-Secret`, Notion's token).
+const MAX_HANDSHAKE_SECRET: usize = 512;
+
+/// Stores a handshake secret for the URL's integration, only while an Owner/Admin has armed it
+/// (`POST /api/integrations/{id}/webhook/handshake`); the window closes on success. Outside the
+/// window the handshake is refused (403) and nothing is written, so nobody can plant a secret
+/// before the provider does.
+pub(super) async fn accept_handshake(
+    ctx: &AppContext,
+    runtime: &WebhookRuntime,
+    delivery: &Delivery,
+    integration_id: Uuid,
+    secret: &str,
+) -> ServiceResult<()> {
+    if secret.is_empty()
+        || secret.len() > MAX_HANDSHAKE_SECRET
+        || !secret.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad_request(
+            "Invalid handshake secret",
+            "1 to 512 printable ASCII characters",
+        ));
+    }
+    store::integrations::find_for_webhook(&ctx.db, integration_id)
+        .await?
+        .filter(|r| r.provider == delivery.provider && r.connected)
+        .ok_or_else(|| ServiceError::not_found("Integration not found"))?;
+    let sealed = ctx
+        .keyring
+        .seal(SecretColumn::WebhookSecret, integration_id, secret);
+    if !store::integrations::accept_handshake_secret(&ctx.db, integration_id, sealed, Utc::now())
+        .await?
+    {
+        return Err(ServiceError::PermissionDenied(
+            Problem::new("Webhook handshake not armed").details(format!(
+                "an Owner/Admin opens the window first: POST /api/integrations/{}/webhook/handshake",
+                delivery.provider
+            )),
+        ));
+    }
+    // The replaced secret must not verify from the cache.
+    load_secrets(ctx, runtime, &delivery.provider, integration_id).await?;
+    tracing::info!(integration = %integration_id, provider = %delivery.provider, "webhook handshake accepted: secret stored");
+    Ok(())
 }
 
 /// An event to store for one integration.

@@ -148,6 +148,7 @@ pub(super) async fn receive(
                 }),
                 event_id: Some(event_id),
                 raw: None,
+                headers: Vec::new(),
             })
         }
         SlackRequest::Interaction {

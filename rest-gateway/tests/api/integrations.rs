@@ -568,12 +568,12 @@ async fn patch_refuses_bad_input_and_changes_nothing(app: TestApp) {
         (
             r#"{"syncFrequency":"3600"}"#,
             StatusCode::BAD_REQUEST,
-            "invalid type: string \"3600\", expected i64",
+            "invalid type: string \"3600\", expected an integer",
         ),
         (
             r#"{"syncFrequency":1.5}"#,
             StatusCode::BAD_REQUEST,
-            "invalid type: floating point",
+            "invalid value: floating point `1.5`, expected an integer",
         ),
         (
             r#"{"config":[1]}"#,

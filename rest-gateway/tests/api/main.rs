@@ -8,6 +8,7 @@ mod integrations;
 mod limits;
 mod metrics;
 mod oauth;
+mod openapi;
 mod provider_webhooks;
 mod request_tracing;
 mod webhooks;

@@ -799,7 +799,8 @@ async fn expiring_github_app_and_rotating_slack_tokens_are_stored_with_expiry(ki
             "{provider}: {lifetime}"
         );
     }
-    // Slack verifies deliveries with the app's signing secret: no per-integration secret.
+    // Slack verifies deliveries with the app's signing secret: route 11 gives the app-level
+    // URL and says where the secret goes, and shows no secret.
     let response = app
         .http
         .get(app.url("/api/integrations/slack/webhook"))
@@ -807,10 +808,20 @@ async fn expiring_github_app_and_rotating_slack_tokens_are_stored_with_expiry(ki
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(
-        body["details"],
-        "Slack deliveries are verified with the app's signing secret (SLACK_SIGNING_SECRET)"
-    );
+    let url = app.url("/api/integrations/slack/webhook");
+    assert_eq!(body["data"]["url"], url.as_str());
+    assert_eq!(body["data"]["secret"], "");
+    let guide = &body["data"]["guide"];
+    assert_eq!(guide["secretSource"], "app_config");
+    assert_eq!(guide["signatureHeader"], "X-Slack-Signature");
+    let steps: Vec<&str> = guide["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(steps.iter().any(|s| s.contains(&url)), "{steps:?}");
+    assert!(steps.iter().any(|s| s.contains("SLACK_SIGNING_SECRET")));
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use test_support::{
     dual_db_test,
     fake_provider::{FakeProvider, FakeStyle},
-    oauth_flow::connect,
+    oauth_flow::{authorize, connect, consent, follow_callback},
     spawn_app_with_env, Db, TestApp, TEST_APP_URL,
 };
 
@@ -28,6 +28,10 @@ dual_db_test!(
     microsoft_graph_validation_and_batched_notifications,
     linear_deliveries_with_the_secret_linear_issued,
     standard_webhooks_for_a_providers_file_provider,
+    discord_deliveries_signed_with_the_applications_key,
+    asana_handshake_only_while_armed_then_signed_batches,
+    notion_verification_token_only_while_armed_then_signed_events,
+    github_app_deliveries_routed_by_installation,
 );
 
 /// A provider connected by organization 1 through the fake: the app, route 11's URL and secret.
@@ -70,9 +74,45 @@ async fn connected_with(
         .unwrap();
     let url = settings["data"]["url"].as_str().unwrap().to_string();
     let secret = settings["data"]["secret"].as_str().unwrap().to_string();
+    match provider {
+        // App-level: one URL, routed by the account in the payload.
+        "discord" => assert_eq!(url, app.url("/api/integrations/discord/webhook")),
+        _ => assert!(
+            url.starts_with(&app.url(&format!("/api/integrations/{provider}/webhook/"))),
+            "one URL shape: {url}"
+        ),
+    }
+    // Route 11 says what to paste where: the secret's origin, the header, the steps with the URL.
+    let guide = &settings["data"]["guide"];
+    let (source, header) = match provider {
+        "gitlab" => ("generated", "X-Gitlab-Token"),
+        "bitbucket" | "atlassian" => ("generated", "X-Hub-Signature"),
+        "google" => ("generated", "X-Goog-Channel-Token"),
+        "microsoft" => ("generated", ""),
+        "linear" => ("provider_issued", "Linear-Signature"),
+        "acme" => ("provider_issued", "webhook-signature"),
+        "discord" => ("provider_issued", "X-Signature-Ed25519"),
+        "asana" => ("handshake", "X-Hook-Signature"),
+        "notion" => ("handshake", "X-Notion-Signature"),
+        other => panic!("no guide expectation for {other}"),
+    };
+    assert_eq!(guide["secretSource"], source, "{provider}");
+    assert_eq!(
+        guide["signatureHeader"].as_str().unwrap_or(""),
+        header,
+        "{provider}"
+    );
     assert!(
-        url.starts_with(&app.url(&format!("/api/integrations/{provider}/webhook/"))),
-        "one URL shape: {url}"
+        guide["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().contains(&url)),
+        "{provider}: {guide}"
+    );
+    assert!(
+        !guide.to_string().contains(&secret),
+        "no secret in the guide"
     );
     Some(Connected {
         app,
@@ -97,6 +137,18 @@ impl Connected {
             .send()
             .await
             .unwrap()
+    }
+
+    /// `POST /api/integrations/{provider}/webhook/handshake` as `token`.
+    async fn arm(&self, provider: &str, token: &str, body: Option<Value>) -> reqwest::Response {
+        let mut request = self.app.http.post(
+            self.app
+                .url(&format!("/api/integrations/{provider}/webhook/handshake")),
+        );
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.bearer_auth(token).send().await.unwrap()
     }
 
     /// Route 11's secret now.
@@ -652,4 +704,494 @@ async fn standard_webhooks_for_a_providers_file_provider(kind: Db) {
     let events = c.consume("acme", 1).await;
     assert_eq!(events[0].event_type, "invoice.paid");
     let _ = std::fs::remove_file(&path);
+}
+
+/// The fake Discord application's signing key (the private half never leaves the test).
+const DISCORD_SEED: [u8; 32] = [7; 32];
+const DISCORD_APP: &str = "1191122233344455566";
+
+async fn discord_deliveries_signed_with_the_applications_key(kind: Db) {
+    use integration_service::webhooks::discord::{public_key_hex, signature};
+    let Some(c) = connected(kind, "discord").await else {
+        return;
+    };
+    let public = public_key_hex(&DISCORD_SEED);
+    let key = |secret: &str, app: Option<&str>| match app {
+        Some(app) => json!({ "secret": secret, "applicationId": app }),
+        None => json!({ "secret": secret }),
+    };
+    // Only an Owner/Admin, only a real public key with its application id.
+    let member = c.app.member_token(1, uuid::Uuid::new_v4(), "MEMBER").await;
+    assert_eq!(
+        c.put_secret("discord", &member, key(&public, Some(DISCORD_APP)))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    for bad in [
+        key("d75a98", Some(DISCORD_APP)),
+        key(&public, None),
+        key(&public, Some("not-a-snowflake")),
+    ] {
+        assert_eq!(
+            c.put_secret("discord", &c.token, bad).await.status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+    let stored = c
+        .put_secret("discord", &c.token, key(&public, Some(DISCORD_APP)))
+        .await;
+    assert_eq!(stored.status(), StatusCode::OK);
+    assert!(!stored.text().await.unwrap().contains(&public));
+
+    // One application, one organization: a second organization is refused, nothing changes.
+    let (_, other) = c.app.owner(2).await;
+    assert_eq!(
+        connect(&c.app, &other, "discord").await,
+        format!("{TEST_APP_URL}/organization/integrations?success=discord_connected")
+    );
+    let refused = c
+        .put_secret("discord", &other, key(&public, Some(DISCORD_APP)))
+        .await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let refused: Value = refused.json().await.unwrap();
+    assert_eq!(
+        refused["error"],
+        "Application connected to another organization"
+    );
+
+    let now = chrono::Utc::now().timestamp();
+    let headers = |signature: String, timestamp: i64| {
+        vec![
+            ("content-type", "application/json".to_string()),
+            ("x-signature-ed25519", signature),
+            ("x-signature-timestamp", timestamp.to_string()),
+        ]
+    };
+    let signed = |seed: &[u8; 32], timestamp: i64, body: &str| {
+        headers(
+            signature(seed, &timestamp.to_string(), body.as_bytes()),
+            timestamp,
+        )
+    };
+    // The endpoint check: a signed PING is answered {"type": 1}, a bad signature 401.
+    let ping = json!({"application_id": DISCORD_APP, "id": "1", "token": "t", "type": 1,
+        "version": 1})
+    .to_string();
+    let pong = c
+        .post(&c.url, &signed(&DISCORD_SEED, now, &ping), &ping)
+        .await;
+    assert_eq!(pong.status(), StatusCode::OK);
+    assert_eq!(pong.json::<Value>().await.unwrap(), json!({"type": 1}));
+    let command = json!({"application_id": DISCORD_APP, "id": "1191122233344455600",
+        "token": "interaction-token", "type": 2, "data": {"name": "deploy"}})
+    .to_string();
+    assert_eq!(
+        c.post(&c.url, &signed(&[8; 32], now, &command), &command)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "signed by another key"
+    );
+    let mut unsigned = signed(&DISCORD_SEED, now, &command);
+    unsigned.retain(|(name, _)| *name != "x-signature-ed25519");
+    assert_eq!(
+        c.post(&c.url, &unsigned, &command).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        c.post(
+            &c.url,
+            &signed(&DISCORD_SEED, now - 600, &command),
+            &command
+        )
+        .await
+        .status(),
+        StatusCode::UNAUTHORIZED,
+        "a timestamp 10 minutes old"
+    );
+    let tampered = command.replace("deploy", "destroy");
+    assert_eq!(
+        c.post(&c.url, &signed(&DISCORD_SEED, now, &command), &tampered)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let unknown = command.replace(DISCORD_APP, "999");
+    assert_eq!(
+        c.post(&c.url, &signed(&DISCORD_SEED, now, &unknown), &unknown)
+            .await
+            .status(),
+        StatusCode::NOT_FOUND,
+        "no organization set that application"
+    );
+    assert_eq!(c.rows().await, 0, "refused deliveries leave no row");
+
+    for _ in 0..2 {
+        let answer = c
+            .post(&c.url, &signed(&DISCORD_SEED, now, &command), &command)
+            .await;
+        assert_eq!(answer.status(), StatusCode::OK);
+        assert_eq!(
+            answer.json::<Value>().await.unwrap(),
+            json!({"type": 5}),
+            "deferred: the consumer follows up"
+        );
+    }
+    assert_eq!(c.rows().await, 1, "the interaction id dedupes");
+    let event = json!({"version": 1, "application_id": DISCORD_APP, "type": 1,
+        "event": {"type": "APPLICATION_AUTHORIZED", "timestamp": "2024-10-18T14:42:53.064834",
+        "data": {"integration_type": 1}}})
+    .to_string();
+    for _ in 0..2 {
+        assert_eq!(
+            c.post(&c.url, &signed(&DISCORD_SEED, now, &event), &event)
+                .await
+                .status(),
+            StatusCode::NO_CONTENT
+        );
+    }
+    assert_eq!(c.rows().await, 2, "a webhook event dedupes by its body");
+    let events = c.consume("discord", 2).await;
+    let mut types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    types.sort();
+    assert_eq!(
+        types,
+        ["APPLICATION_AUTHORIZED", "interaction.application_command"]
+    );
+    assert!(
+        events.iter().all(|e| e.organization_id == 1),
+        "routed to the organization that set the key"
+    );
+}
+
+async fn asana_handshake_only_while_armed_then_signed_batches(kind: Db) {
+    let Some(c) = connected(kind, "asana").await else {
+        return;
+    };
+    let hook_secret = "b537207f20cbfa02357cf448134da559e8bd39d61597dcd5631b8012eae53e81";
+    let handshake = |secret: &str| vec![("x-hook-secret", secret.to_string())];
+    // Not armed: refused, nothing echoed, nothing stored.
+    let early = c.post(&c.url, &handshake(hook_secret), "").await;
+    assert_eq!(early.status(), StatusCode::FORBIDDEN);
+    assert!(early.headers().get("x-hook-secret").is_none());
+    assert_eq!(c.shown_secret("asana").await, c.secret, "nothing planted");
+    // Only an Owner/Admin arms it.
+    let member = c.app.member_token(1, uuid::Uuid::new_v4(), "MEMBER").await;
+    assert_eq!(
+        c.arm("asana", &member, None).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        c.arm("asana", &c.token, Some(json!({"windowSeconds": 0})))
+            .await
+            .status(),
+        StatusCode::OK,
+        "0 is the default window"
+    );
+    let armed: Value = c.arm("asana", &c.token, None).await.json().await.unwrap();
+    assert_eq!(armed["data"]["url"], c.url.as_str());
+    let until = chrono::DateTime::parse_from_rfc3339(armed["data"]["armedUntil"].as_str().unwrap())
+        .unwrap();
+    let left = until.timestamp() - chrono::Utc::now().timestamp();
+    assert!(
+        (590..=600).contains(&left),
+        "ten minutes by default: {left}"
+    );
+    // Armed: echoed with a 200, stored, and the window closes.
+    let accepted = c.post(&c.url, &handshake(hook_secret), "").await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    assert_eq!(accepted.headers()["x-hook-secret"], hook_secret);
+    assert_eq!(c.shown_secret("asana").await, hook_secret);
+    let again = c.post(&c.url, &handshake("a-second-secret"), "").await;
+    assert_eq!(
+        again.status(),
+        StatusCode::FORBIDDEN,
+        "the window is single use"
+    );
+    assert_eq!(c.shown_secret("asana").await, hook_secret);
+
+    let signed = |secret: &str, body: &str| {
+        vec![
+            ("content-type", "application/json".to_string()),
+            (
+                "x-hook-signature",
+                hmac_hex(secret.as_bytes(), body.as_bytes()),
+            ),
+        ]
+    };
+    let batch = json!({"events": [
+        {"user": {"gid": "1199", "resource_type": "user"}, "created_at": "2024-01-01T00:00:00.000Z",
+         "action": "changed", "resource": {"gid": "1200", "resource_type": "task"},
+         "change": {"field": "name", "action": "changed"}},
+        {"user": {"gid": "1199", "resource_type": "user"}, "created_at": "2024-01-01T00:00:01.000Z",
+         "action": "added", "resource": {"gid": "1300", "resource_type": "story"},
+         "parent": {"gid": "1200", "resource_type": "task"}}
+    ]})
+    .to_string();
+    assert_eq!(
+        c.post(&c.url, &signed(&c.secret, &batch), &batch)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED,
+        "the generated secret no longer verifies"
+    );
+    assert_eq!(
+        c.post(
+            &c.url,
+            &[("content-type", "application/json".into())],
+            &batch
+        )
+        .await
+        .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let heartbeat = json!({"events": []}).to_string();
+    assert_eq!(
+        c.post(&c.url, &signed(hook_secret, &heartbeat), &heartbeat)
+            .await
+            .status(),
+        StatusCode::OK,
+        "a heartbeat is acknowledged"
+    );
+    assert_eq!(c.rows().await, 0);
+    let first: Value = c
+        .post(&c.url, &signed(hook_secret, &batch), &batch)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["eventIds"].as_array().unwrap().len(), 2);
+    let retry: Value = c
+        .post(&c.url, &signed(hook_secret, &batch), &batch)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["eventIds"], retry["eventIds"]);
+    assert_eq!(c.rows().await, 2, "one event per item, each deduplicated");
+    let events = c.consume("asana", 2).await;
+    let mut types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    types.sort();
+    assert_eq!(types, ["story.added", "task.changed"]);
+    assert!(events.iter().all(|e| !e.headers_json.contains(hook_secret)));
+}
+
+async fn notion_verification_token_only_while_armed_then_signed_events(kind: Db) {
+    let Some(c) = connected(kind, "notion").await else {
+        return;
+    };
+    let token = "secret_tMrlL1qK5vuQAh1b6cZGhFChZTSYJlce98V0pYn7yBl";
+    let json_headers = vec![("content-type", "application/json".to_string())];
+    let verification = json!({ "verification_token": token }).to_string();
+    assert_eq!(
+        c.post(&c.url, &json_headers, &verification).await.status(),
+        StatusCode::FORBIDDEN,
+        "not armed"
+    );
+    // A window that has closed by itself accepts nothing either.
+    assert_eq!(
+        c.arm("notion", &c.token, Some(json!({"windowSeconds": 1})))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        c.post(&c.url, &json_headers, &verification).await.status(),
+        StatusCode::FORBIDDEN,
+        "expired window"
+    );
+    assert_eq!(c.shown_secret("notion").await, c.secret, "nothing stored");
+    assert_eq!(
+        c.arm("notion", &c.token, Some(json!({"windowSeconds": 7200})))
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        c.arm("notion", &c.token, None).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.post(&c.url, &json_headers, &verification).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.shown_secret("notion").await,
+        token,
+        "route 11 shows the token to paste back into Notion"
+    );
+
+    let event = json!({"id": "367cba44-b6f3-4c92-81e7-6a2e9659efd4",
+        "timestamp": "2024-12-05T23:55:34.285Z", "workspace_id": "w1", "subscription_id": "s1",
+        "integration_id": "i1", "type": "page.created", "attempt_number": 1,
+        "entity": {"id": "153104cd-477e-809d-8dc4-ff2d96ae3090", "type": "page"}})
+    .to_string();
+    let signed = |key: &str, body: &str| {
+        let mut headers = json_headers.clone();
+        headers.push((
+            "x-notion-signature",
+            github_signature(key.as_bytes(), body.as_bytes()),
+        ));
+        headers
+    };
+    assert_eq!(
+        c.post(&c.url, &signed("secret_forged", &event), &event)
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        c.post(&c.url, &json_headers, &event).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "unsigned and not a verification request"
+    );
+    assert_eq!(c.rows().await, 0);
+    for attempt in 0..2 {
+        let retry = event.replace(
+            "\"attempt_number\":1",
+            &format!("\"attempt_number\":{}", attempt + 1),
+        );
+        assert_eq!(
+            c.post(&c.url, &signed(token, &retry), &retry)
+                .await
+                .status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(c.rows().await, 1, "the event id dedupes Notion's retries");
+    let events = c.consume("notion", 1).await;
+    assert_eq!(events[0].event_type, "page.created");
+    assert_eq!(
+        events[0].delivery_id.as_deref(),
+        Some("367cba44-b6f3-4c92-81e7-6a2e9659efd4")
+    );
+}
+
+/// Connects GitHub for `token` through the install-and-authorize redirect carrying
+/// `installation_id`: the final Location.
+async fn connect_github_installation(app: &TestApp, token: &str, installation: &str) -> String {
+    let authorization = authorize(app, token, "github").await;
+    let callback = consent(app, &authorization).await;
+    let callback = format!("{callback}&installation_id={installation}&setup_action=install");
+    let (status, location) = follow_callback(app, &callback, authorization.cookie.as_deref()).await;
+    assert_eq!(status, StatusCode::FOUND);
+    location
+}
+
+async fn github_app_deliveries_routed_by_installation(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    fake.set_installations(&[(12345678, "octo-org"), (555, "other-org")]);
+    let app_secret = "github-app-webhook-secret";
+    let mut vars = fake.env("GITHUB");
+    vars.push(("GITHUB_APP_WEBHOOK_SECRET".into(), app_secret.into()));
+    let Some(app) = spawn_app_with_env(kind, &vars).await else {
+        return;
+    };
+    let (_, owner) = app.owner(1).await;
+    assert_eq!(
+        connect_github_installation(&app, &owner, "12345678").await,
+        format!("{TEST_APP_URL}/organization/integrations?success=github_connected")
+    );
+    // A forged installation id (not one the user can access) is not recorded.
+    let (_, second) = app.owner(2).await;
+    assert_eq!(
+        connect_github_installation(&app, &second, "999").await,
+        format!("{TEST_APP_URL}/organization/integrations?error=callback_failed")
+    );
+    // One installation, one organization.
+    assert_eq!(
+        connect_github_installation(&app, &second, "12345678").await,
+        format!("{TEST_APP_URL}/organization/integrations?error=already_connected")
+    );
+
+    let url = app.url("/api/integrations/github/webhook");
+    let rows = || async { webhook_event::Entity::find().count(&app.db).await.unwrap() };
+    let post = |signature: Option<String>, delivery: &str, body: &str| {
+        let mut request = app
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .header("x-github-delivery", delivery)
+            .body(body.to_string());
+        if let Some(signature) = signature {
+            request = request.header("x-hub-signature-256", signature);
+        }
+        request.send()
+    };
+    let push = |installation: u64| {
+        json!({"ref": "refs/heads/main", "installation": {"id": installation, "node_id": "MDIz"},
+            "repository": {"full_name": "octo-org/repo"}})
+        .to_string()
+    };
+    let body = push(12345678);
+    let forged = github_signature(b"not the app secret", body.as_bytes());
+    assert_eq!(
+        post(Some(forged), "d-1", &body).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post(None, "d-1", &body).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let unknown = push(777);
+    let answer = post(
+        Some(github_signature(app_secret.as_bytes(), unknown.as_bytes())),
+        "d-2",
+        &unknown,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    let answer: Value = answer.json().await.unwrap();
+    assert_eq!(answer["stored"], false);
+    assert!(answer["details"].as_str().unwrap().contains("777"));
+    assert_eq!(
+        rows().await,
+        0,
+        "refused or unrouted deliveries leave no row"
+    );
+
+    let signed = github_signature(app_secret.as_bytes(), body.as_bytes());
+    let first: Value = post(Some(signed.clone()), "d-1", &body)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let again: Value = post(Some(signed), "d-1", &body)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["success"], true);
+    assert_eq!(first["eventId"], again["eventId"]);
+    assert_eq!(rows().await, 1, "X-GitHub-Delivery dedupes");
+
+    let mut client = WebhookServiceClient::connect(app.grpc_url.clone())
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(SubscribeEventsRequest {
+        provider: Some("github".into()),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", app.service_token()).parse().unwrap(),
+    );
+    let mut stream = client.subscribe_events(request).await.unwrap().into_inner();
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+        .expect("stream open");
+    assert_eq!(event.event_type, "push");
+    assert_eq!(
+        event.organization_id, 1,
+        "routed to the installation's organization"
+    );
+    assert_eq!(event.id, first["eventId"].as_str().unwrap());
 }

@@ -32,6 +32,8 @@ pub struct Model {
     pub account_id: Option<String>,
     pub account_name: Option<String>,
     pub last_error: Option<String>,
+    /// End of the window in which a handshake secret (Asana, Notion) is accepted.
+    pub webhook_handshake_until: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
