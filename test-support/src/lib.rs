@@ -13,7 +13,6 @@ pub mod logs;
 pub mod oauth_flow;
 pub mod reflection;
 pub mod scrape;
-pub mod seed;
 
 use std::collections::HashMap;
 
