@@ -7,8 +7,8 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 
 use crate::{
-    cross_site, error::GatewayError, events, health, http::HttpResponse, integrations, oauth, openapi,
-    webhooks, Gateway,
+    cross_site, error::GatewayError, events, health, http::HttpResponse, integrations, oauth,
+    openapi, webhooks, Gateway,
 };
 
 /// One route: its template (`:name` placeholders, which every Prometheus text-format parser
