@@ -15,7 +15,7 @@ use integration_service::store::webhook_events::{insert_batch, NewEvent};
 use sea_orm::{ConnectOptions, Database};
 use uuid::Uuid;
 
-use crate::load::{run_workers, Measure, Tally};
+use bench::load::{run_workers, Measure, Tally};
 
 pub async fn drive_single_row_inserts(
     database_url: &str,

@@ -61,9 +61,18 @@ pub fn push_payload() -> Vec<u8> {
 
 /// Creates organization 1's connected GitHub integration with the bench's webhook secret.
 pub async fn github_integration(database_url: &str) -> anyhow::Result<Uuid> {
+    github_integration_of(database_url, 1, WEBHOOK_SECRET).await
+}
+
+/// Creates `organization_id`'s connected GitHub integration with `webhook_secret`: one tenant.
+pub async fn github_integration_of(
+    database_url: &str,
+    organization_id: i64,
+    webhook_secret: &str,
+) -> anyhow::Result<Uuid> {
     let db = store::connect(database_url).await?;
-    store::organizations::ensure_membership(&db, 1, Uuid::new_v4(), "OWNER").await?;
-    let record = store::integrations::get_or_create(&db, 1, "github").await?;
+    store::organizations::ensure_membership(&db, organization_id, Uuid::new_v4(), "OWNER").await?;
+    let record = store::integrations::get_or_create(&db, organization_id, "github").await?;
     let id = record.id;
     let key: [u8; 32] = hex::decode(ENCRYPTION_KEY)?
         .try_into()
@@ -71,7 +80,7 @@ pub async fn github_integration(database_url: &str) -> anyhow::Result<Uuid> {
     let secret = Keyring::new(&EncryptionKey(key), &[]).seal(
         SecretColumn::WebhookSecret,
         id,
-        WEBHOOK_SECRET,
+        webhook_secret,
     );
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);

@@ -21,27 +21,23 @@
 //!  target/release/webhook-bench` (PostgreSQL from `--postgres-url`, default the test server).
 
 mod baseline;
-mod fixtures;
-mod load;
 mod peer;
-mod process;
 mod reads;
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
     time::Duration,
 };
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use integration_service::webhooks::signature::github_signature;
-use tokio::process::Command;
 
-use crate::{
-    fixtures::{BenchDatabase, ENCRYPTION_KEY, JWT_SECRET, WEBHOOK_SECRET},
-    load::{Delivery, Measure},
+use bench::{
+    fixtures::{self, BenchDatabase, WEBHOOK_SECRET},
+    load::{self, Delivery, Measure},
     process::{CpuWindow, Measured, PerfRecording},
+    stack::Stack,
 };
 
 #[derive(Parser)]
@@ -94,71 +90,13 @@ enum Mode {
     Reads,
 }
 
-/// The service and the gateway in front of it.
-struct Stack {
-    service: Measured,
-    gateway: Measured,
-    grpc_port: u16,
-    http_port: u16,
-}
-
-impl Stack {
-    async fn start(bin_dir: &Path, database_url: &str, log: &str) -> anyhow::Result<Self> {
-        let grpc_port = fixtures::free_port()?;
-        let http_port = fixtures::free_port()?;
-        let service = Command::new(bin_dir.join("integration-service"))
-            .arg("serve")
-            .env("DATABASE_URL", database_url)
-            .env("INTEGRATION_ENCRYPTION_KEY", ENCRYPTION_KEY)
-            .env("SUPABASE_JWT_SECRET", JWT_SECRET)
-            .env("GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
-            // One integration takes the whole load here: its per-tenant budget (50 deliveries/s
-            // by default) would measure the quota, not ingest; the peer has none.
-            .env("WEBHOOK_TENANT_DELIVERIES_PER_SEC", "1000000000")
-            .env("WEBHOOK_TENANT_DELIVERIES_BURST", "1000000000")
-            .env("WEBHOOK_TENANT_BYTES_PER_SEC", "1000000000000")
-            .env("WEBHOOK_TENANT_BYTES_BURST", "1000000000000")
-            .env("RUST_LOG", log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("start integration-service (build it with --release)")?;
-        let service = Measured {
-            name: "service",
-            child: service,
-        };
-        fixtures::wait_for_port(grpc_port).await?;
-        let gateway = Command::new(bin_dir.join("rest-gateway"))
-            .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
-            .env(
-                "INTEGRATION_SERVICE_URL",
-                format!("http://127.0.0.1:{grpc_port}"),
-            )
-            .env("RUST_LOG", log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("start rest-gateway")?;
-        let gateway = Measured {
-            name: "gateway",
-            child: gateway,
-        };
-        fixtures::wait_for_port(http_port).await?;
-        Ok(Self {
-            service,
-            gateway,
-            grpc_port,
-            http_port,
-        })
-    }
-
-    async fn stop(&mut self) {
-        self.gateway.stop().await;
-        self.service.stop().await;
-    }
-}
+/// The service's per-integration quotas, raised out of the way of a one-integration run.
+const UNLIMITED_QUOTAS: &[(&str, &str)] = &[
+    ("WEBHOOK_TENANT_DELIVERIES_PER_SEC", "1000000000"),
+    ("WEBHOOK_TENANT_DELIVERIES_BURST", "1000000000"),
+    ("WEBHOOK_TENANT_BYTES_PER_SEC", "1000000000000"),
+    ("WEBHOOK_TENANT_BYTES_BURST", "1000000000000"),
+];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -233,7 +171,9 @@ async fn run_ingest(
     database: &BenchDatabase,
     payload: &[u8],
 ) -> anyhow::Result<()> {
-    let mut stack = Stack::start(bin_dir, &database.url, &args.log).await?;
+    // One integration takes the whole load here: its per-tenant budget (50 deliveries/s by
+    // default) would measure the quota, not ingest; the peer has none.
+    let mut stack = Stack::start(bin_dir, &database.url, &args.log, UNLIMITED_QUOTAS, None).await?;
     let integration_id = fixtures::github_integration(&database.url).await?;
     let mut node = None;
     if database.kind == "postgres" && !args.no_peer {
@@ -345,7 +285,7 @@ async fn run_ingest(
 /// `--mode reads`: `GET /api/integrations` (gateway + service) and `GetAccessToken`
 /// (service alone) at each concurrency.
 async fn run_reads(args: &Args, bin_dir: &Path, database: &BenchDatabase) -> anyhow::Result<()> {
-    let mut stack = Stack::start(bin_dir, &database.url, &args.log).await?;
+    let mut stack = Stack::start(bin_dir, &database.url, &args.log, UNLIMITED_QUOTAS, None).await?;
     let integration_id = fixtures::github_integration(&database.url).await?;
     let fixtures = reads::prepare(&database.url, integration_id).await?;
     let warmup = Duration::from_secs(args.warmup);

@@ -10,7 +10,7 @@ use tokio::{
     process::Command,
 };
 
-use crate::process::Measured;
+use bench::process::Measured;
 
 /// Installs the peer's packages when its `node_modules` is missing.
 pub async fn install(dir: &Path) -> anyhow::Result<()> {

@@ -35,6 +35,19 @@ impl Measured {
         Some(kib / 1024.0)
     }
 
+    /// Starts a new peak: the kernel resets `VmHWM` to the current RSS when `5` is written to
+    /// `/proc/<pid>/clear_refs` (Linux ≥ 4.0). False when it could not be reset, in which case
+    /// `peak_rss_mib` keeps answering the peak since the process started.
+    pub fn reset_peak_rss(&self) -> bool {
+        self.pid()
+            .is_some_and(|pid| std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok())
+    }
+
+    /// The exit status, when the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     pub async fn stop(&mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;

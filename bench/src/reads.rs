@@ -24,7 +24,7 @@ use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
 use tonic::transport::Endpoint;
 use uuid::Uuid;
 
-use crate::{
+use bench::{
     fixtures::{ENCRYPTION_KEY, JWT_SECRET},
     load::{self, run_workers, Measure, Tally},
 };

@@ -47,7 +47,8 @@ pub async fn admit(
     for name in scheme.required_headers() {
         if header(name).is_none() {
             return match (scheme, *name) {
-                (WebhookScheme::SlackV0, _) => {
+                // A signed timestamp missing is a missing credential, as `receive` says.
+                (WebhookScheme::SlackV0 | WebhookScheme::DiscordEd25519, _) => {
                     Err(unauthenticated(&format!("the {name} header is missing")))
                 }
                 _ => Err(bad_request(

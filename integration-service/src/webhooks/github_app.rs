@@ -3,7 +3,9 @@
 //! (`X-Hub-Signature-256`, as for repository hooks), routed by the payload's `installation.id`
 //! to the one connected integration that recorded that installation at its OAuth callback (an
 //! installation belongs to one organization: the unique index over connected accounts, as for
-//! Slack workspaces). `X-GitHub-Delivery` is the dedupe key.
+//! Slack workspaces). `X-GitHub-Delivery` is the dedupe key. An `installation` event with
+//! action `deleted` is stored, then disconnects that integration (as Slack's `app_uninstalled`
+//! does; a suspension is reversible and only stored).
 //!
 //! A genuine delivery no organization can take (an installation whose OAuth step never
 //! completed or was disconnected, the App's `ping`, events without an installation) is
@@ -76,6 +78,8 @@ pub(super) async fn receive(
             "no organization has connected GitHub App installation {installation}"
         )));
     };
+    let uninstalled = event_type == "installation"
+        && value.get("action").and_then(Value::as_str) == Some("deleted");
     let event_id = store_event(
         runtime,
         Verified {
@@ -88,6 +92,12 @@ pub(super) async fn receive(
         },
     )
     .await?;
+    // The installation is gone: its organization's integration no longer receives anything,
+    // and the installation may be connected again (by any organization) when reinstalled.
+    if uninstalled {
+        store::integrations::disconnect(&ctx.db, record.id).await?;
+        tracing::info!(integration = %record.id, "GitHub App installation removed: integration disconnected");
+    }
     Ok(Answer::stored(event_id))
 }
 

@@ -2,6 +2,8 @@
 //! service is linked once (see ARCHITECTURE.md, Testing).
 
 mod binary;
+mod clients;
+mod fault_run;
 mod faults;
 mod grpc;
 mod hostile_input;

@@ -25,7 +25,7 @@ const SECRET: &str = "consumer-test-secret";
 
 type Client = WebhookServiceClient<Channel>;
 
-async fn client(url: &str) -> Client {
+pub(crate) async fn client(url: &str) -> Client {
     WebhookServiceClient::connect(url.to_string())
         .await
         .unwrap()
@@ -40,7 +40,7 @@ fn authorized<T>(token: &str, message: T) -> Request<T> {
 }
 
 /// A connected GitHub integration of organization `org` with a webhook secret.
-async fn github_integration(app: &TestApp, org: i64) -> Uuid {
+pub(crate) async fn github_integration(app: &TestApp, org: i64) -> Uuid {
     app.owner(org).await;
     let record = store::integrations::get_or_create(&app.db, org, "github")
         .await
@@ -61,7 +61,12 @@ async fn github_integration(app: &TestApp, org: i64) -> Uuid {
 }
 
 /// Delivers a signed GitHub event straight to the service; answers the event id.
-async fn deliver(client: &mut Client, integration: Uuid, event: &str, delivery: &str) -> String {
+pub(crate) async fn deliver(
+    client: &mut Client,
+    integration: Uuid,
+    event: &str,
+    delivery: &str,
+) -> String {
     let body = format!(r#"{{"delivery":"{delivery}"}}"#).into_bytes();
     let headers = [
         ("content-type", "application/json".to_string()),

@@ -793,12 +793,15 @@ async fn discord_deliveries_signed_with_the_applications_key(kind: Db) {
         StatusCode::UNAUTHORIZED,
         "signed by another key"
     );
-    let mut unsigned = signed(&DISCORD_SEED, now, &command);
-    unsigned.retain(|(name, _)| *name != "x-signature-ed25519");
-    assert_eq!(
-        c.post(&c.url, &unsigned, &command).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    for header in ["x-signature-ed25519", "x-signature-timestamp"] {
+        let mut unsigned = signed(&DISCORD_SEED, now, &command);
+        unsigned.retain(|(name, _)| *name != header);
+        assert_eq!(
+            c.post(&c.url, &unsigned, &command).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "without {header}"
+        );
+    }
     assert_eq!(
         c.post(
             &c.url,
@@ -1194,4 +1197,39 @@ async fn github_app_deliveries_routed_by_installation(kind: Db) {
         "routed to the installation's organization"
     );
     assert_eq!(event.id, first["eventId"].as_str().unwrap());
+
+    // The App uninstalled: stored, the integration disconnected, the installation free again.
+    let deleted = json!({"action": "deleted", "installation": {"id": 12345678},
+        "sender": {"login": "octocat"}})
+    .to_string();
+    let answer = app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-github-event", "installation")
+        .header("x-github-delivery", "d-3")
+        .header(
+            "x-hub-signature-256",
+            github_signature(app_secret.as_bytes(), deleted.as_bytes()),
+        )
+        .body(deleted)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(rows().await, 2);
+    let after = post(
+        Some(github_signature(app_secret.as_bytes(), body.as_bytes())),
+        "d-4",
+        &body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(after.status(), StatusCode::ACCEPTED, "no longer routed");
+    assert_eq!(rows().await, 2);
+    assert_eq!(
+        connect_github_installation(&app, &second, "12345678").await,
+        format!("{TEST_APP_URL}/organization/integrations?success=github_connected"),
+        "a reinstall may be connected by another organization"
+    );
 }
