@@ -130,6 +130,9 @@ fn upstream_parts(status: &Status) -> (StatusCode, String, Option<String>) {
         (Code::AlreadyExists | Code::Aborted, _) => StatusCode::CONFLICT,
         (Code::ResourceExhausted, _) => StatusCode::TOO_MANY_REQUESTS,
         (Code::Unavailable, _) => StatusCode::SERVICE_UNAVAILABLE,
+        // Never answered by the service's rules (a panic is INTERNAL): the transport's report
+        // of a connection lost mid-call, e.g. a replica killed while it answered. Retryable.
+        (Code::Unknown, None) => StatusCode::SERVICE_UNAVAILABLE,
         // The gateway's own deadline on the call surfaces as `Cancelled` ("Timeout expired").
         (Code::DeadlineExceeded | Code::Cancelled, _) => StatusCode::GATEWAY_TIMEOUT,
         (Code::Unimplemented, _) => StatusCode::NOT_IMPLEMENTED,
@@ -205,6 +208,14 @@ mod tests {
             GatewayError::Upstream(Status::internal("panic at foo.rs")).parts();
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(message, "Internal server error");
+        // A connection reset mid-call (h2 reports it as UNKNOWN): the replica is gone, retry.
+        let (status, message, details) = GatewayError::Upstream(Status::unknown(
+            "h2 protocol error: error reading a body from connection",
+        ))
+        .parts();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(message, "Integration service unavailable");
+        assert_eq!(details, None);
     }
 
     #[test]
