@@ -37,6 +37,8 @@ export GRPC_ADDR=127.0.0.1:$grpc_port
 export HTTP_ADDR=127.0.0.1:$http_port
 export INTEGRATION_SERVICE_URL=http://127.0.0.1:$grpc_port
 export PUBLIC_API_URL=http://127.0.0.1:$http_port
+# The service's own metrics on a free port (9090, the default, may be taken on a shared host).
+export METRICS_ADDR=127.0.0.1:$(free_port)
 # An OAuth app for every catalog provider, so that authorize answers its 200 (no provider is
 # ever called: the callbacks' made-up states are refused before any code exchange).
 for provider in $(python3 -c 'import json; print(" ".join(p["name"] for p in json.load(open("integration-service/providers.json"))))'); do
