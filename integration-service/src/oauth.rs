@@ -257,6 +257,11 @@ pub async fn complete_authorization(
     callback: Callback,
 ) -> ServiceResult<Outcome> {
     let Some(provider) = ctx.catalog.get(&callback.provider) else {
+        // The browser's redirect always goes back to the app; the frontend's POST is an API
+        // call and learns that the provider does not exist.
+        if callback.completed_by.is_some() {
+            return Err(ServiceError::not_found("Provider not found"));
+        }
         return Ok(Outcome::InvalidState(StateError::WrongProvider));
     };
     let claims = match verified_claims(ctx, provider, &callback) {

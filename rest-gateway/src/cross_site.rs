@@ -8,7 +8,7 @@
 //! - send `Content-Type: application/json` when it is a `POST`, `PUT` or `PATCH`, so a
 //!   cross-site page cannot make it a CORS "simple request" (form posts and `text/plain` need
 //!   no preflight); `DELETE` is never simple, so its preflight happens anyway and it needs no
-//!   body;
+//!   body. Both refusals are 403 `Cross-site request refused`;
 //! - when the browser says where it comes from, come from the frontend: an `Origin` header
 //!   must be `APP_URL`'s origin, unless `Sec-Fetch-Site: same-origin` says the gateway's own
 //!   origin sent it; without `Origin`, `Sec-Fetch-Site: cross-site` is refused.
@@ -45,9 +45,9 @@ pub fn check(method: &Method, headers: &HeaderMap, app_origin: &str) -> Result<(
     }
     let has_body_method = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
     if has_body_method && media_type(headers).as_deref() != Some("application/json") {
-        return Err(GatewayError::UnsupportedMediaType {
-            expected: "application/json (required for requests authenticated by cookie)",
-        });
+        // 403, not 415: the request is refused as a possible forgery, whatever its body (and
+        // before its session is known to be valid, so it must not read as a content problem).
+        return Err(GatewayError::CrossSite);
     }
     Ok(())
 }
@@ -112,11 +112,11 @@ mod tests {
             status(Method::POST, &[COOKIE, JSON, ("origin", "null")]),
             Some(403)
         );
-        assert_eq!(status(Method::POST, &[COOKIE, form]), Some(415));
-        assert_eq!(status(Method::POST, &[COOKIE]), Some(415));
+        assert_eq!(status(Method::POST, &[COOKIE, form]), Some(403));
+        assert_eq!(status(Method::POST, &[COOKIE]), Some(403));
         assert_eq!(
             status(Method::PUT, &[COOKIE, ("content-type", "text/plain")]),
-            Some(415)
+            Some(403)
         );
         // The frontend (any case of the origin), and curl without Origin, pass.
         assert_eq!(status(Method::POST, &[COOKIE, JSON, ("origin", APP)]), None);
@@ -158,6 +158,6 @@ mod tests {
             "cookie",
             "org_id=2; sb-abc-auth-token.0=x; sb-abc-auth-token.1=y",
         );
-        assert_eq!(status(Method::POST, &[ssr]), Some(415));
+        assert_eq!(status(Method::POST, &[ssr]), Some(403));
     }
 }

@@ -74,7 +74,10 @@ impl GatewayError {
             Self::CrossSite => (
                 StatusCode::FORBIDDEN,
                 "Cross-site request refused".into(),
-                Some("requests authenticated by cookie must come from APP_URL".into()),
+                Some(
+                    "requests authenticated by cookie must come from APP_URL and send Content-Type: application/json"
+                        .into(),
+                ),
             ),
             Self::HeadersTooLarge { limit } => (
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

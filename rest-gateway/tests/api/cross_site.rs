@@ -1,6 +1,6 @@
 //! Cross-site request forgery, as a hostile page in the user's browser would try it: every
 //! state-changing route authenticated by the session cookie, sent from another origin or as a
-//! CORS "simple request" (form or text/plain body), is refused before the service and changes
+//! CORS "simple request" (form or text/plain body), is refused (403) before the service and changes
 //! nothing; the frontend at APP_URL, and bearer calls from anywhere, still work.
 
 use integration_service::store::{
@@ -70,7 +70,7 @@ async fn forged_cross_site_cookie_requests_change_nothing(app: TestApp) {
             Some("text/plain"),
             None,
             None,
-            415,
+            403,
         ),
         (
             Method::POST,
@@ -78,7 +78,7 @@ async fn forged_cross_site_cookie_requests_change_nothing(app: TestApp) {
             None,
             None,
             None,
-            415,
+            403,
         ),
         (
             Method::POST,
@@ -86,7 +86,7 @@ async fn forged_cross_site_cookie_requests_change_nothing(app: TestApp) {
             Some("multipart/form-data; boundary=x"),
             None,
             None,
-            415,
+            403,
         ),
         // JSON from another origin (a preflight the attacker's page would not pass either).
         (
@@ -135,7 +135,7 @@ async fn forged_cross_site_cookie_requests_change_nothing(app: TestApp) {
             Some("text/plain"),
             None,
             None,
-            415,
+            403,
         ),
         (
             Method::POST,

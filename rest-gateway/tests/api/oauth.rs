@@ -704,6 +704,17 @@ async fn frontend_callback_mode_binds_the_state_to_the_session(kind: Db) {
     assert_eq!(exchanges.len(), 1);
     assert_eq!(exchanges[0].form().get("redirect_uri"), Some(&redirect_uri));
     assert!(record(&app, "github").await.connected);
+    // A provider outside the catalog is an API error for the frontend (the browser's GET still
+    // redirects).
+    let unknown = app
+        .http
+        .post(app.url("/api/integrations/nope/callback"))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     // Single use, as always.
     let answer: Value = post(Some(token)).await.unwrap().json().await.unwrap();
     assert_eq!(answer["redirectUrl"], app_redirect("error=invalid_state"));
