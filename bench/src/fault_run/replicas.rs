@@ -83,6 +83,8 @@ impl Replica {
         let child = env
             .command("serve")
             .env("GRPC_ADDR", format!("127.0.0.1:{}", self.port))
+            // Several replicas run side by side: none takes the default metrics port.
+            .env("METRICS_ADDR", "off")
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
