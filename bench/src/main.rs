@@ -82,6 +82,11 @@ struct Args {
     /// Folder of the profiles' data files.
     #[arg(long, default_value = "bench-profile")]
     profile_dir: PathBuf,
+    /// After each database's run, print the Prometheus series of the service and the gateway
+    /// whose text contains one of these words (`--show-metrics webhook_,grpc_server_handled`);
+    /// `all` prints every series.
+    #[arg(long, value_delimiter = ',')]
+    show_metrics: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -274,6 +279,16 @@ async fn run_ingest(
             database.kind,
             file.display()
         );
+    }
+    if !args.show_metrics.is_empty() {
+        let filter: Vec<String> = match args.show_metrics.as_slice() {
+            [all] if all == "all" => Vec::new(),
+            words => words.to_vec(),
+        };
+        println!("\nmetrics after the {} run:", database.kind);
+        for line in stack.metrics(&filter).await? {
+            println!("  {line}");
+        }
     }
     if let Some((mut process, _)) = node {
         process.stop().await;

@@ -17,6 +17,8 @@ pub struct Stack {
     pub gateway: Measured,
     pub grpc_port: u16,
     pub http_port: u16,
+    /// The service's `METRICS_ADDR` port (the gateway serves its own at `/metrics`).
+    pub metrics_port: u16,
 }
 
 impl Stack {
@@ -45,6 +47,7 @@ impl Stack {
         };
         let grpc_port = fixtures::free_port()?;
         let http_port = fixtures::free_port()?;
+        let metrics_port = fixtures::free_port()?;
         let service = Command::new(bin_dir.join("integration-service"))
             .arg("serve")
             .env("DATABASE_URL", database_url)
@@ -52,10 +55,7 @@ impl Stack {
             .env("SUPABASE_JWT_SECRET", JWT_SECRET)
             .env("GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
             // Metrics on, as in production, on a port of this run's own.
-            .env(
-                "METRICS_ADDR",
-                format!("127.0.0.1:{}", fixtures::free_port()?),
-            )
+            .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
             .envs(service_env.iter().copied())
             .env("RUST_LOG", log)
             .stdout(Stdio::null())
@@ -100,7 +100,44 @@ impl Stack {
             gateway,
             grpc_port,
             http_port,
+            metrics_port,
         })
+    }
+
+    /// The Prometheus series of both processes after a run, one `process series value` line
+    /// each (comments and HELP/TYPE lines left out); `filter` keeps series whose text contains
+    /// any of its words (all when empty).
+    pub async fn metrics(&self, filter: &[String]) -> anyhow::Result<Vec<String>> {
+        let client = reqwest::Client::new();
+        let mut lines = Vec::new();
+        for (process, url) in [
+            (
+                "service",
+                format!("http://127.0.0.1:{}/metrics", self.metrics_port),
+            ),
+            (
+                "gateway",
+                format!("http://127.0.0.1:{}/metrics", self.http_port),
+            ),
+        ] {
+            let text = client
+                .get(&url)
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .with_context(|| format!("scrape {url}"))?
+                .text()
+                .await?;
+            lines.extend(
+                text.lines()
+                    .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+                    .filter(|line| {
+                        filter.is_empty() || filter.iter().any(|w| line.contains(w.as_str()))
+                    })
+                    .map(|line| format!("{process:<8} {line}")),
+            );
+        }
+        Ok(lines)
     }
 
     pub async fn stop(&mut self) {
