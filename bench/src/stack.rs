@@ -51,6 +51,11 @@ impl Stack {
             .env("INTEGRATION_ENCRYPTION_KEY", ENCRYPTION_KEY)
             .env("SUPABASE_JWT_SECRET", JWT_SECRET)
             .env("GRPC_ADDR", format!("127.0.0.1:{grpc_port}"))
+            // Metrics on, as in production, on a port of this run's own.
+            .env(
+                "METRICS_ADDR",
+                format!("127.0.0.1:{}", fixtures::free_port()?),
+            )
             .envs(service_env.iter().copied())
             .env("RUST_LOG", log)
             .stdout(Stdio::null())

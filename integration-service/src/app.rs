@@ -1,6 +1,7 @@
 //! The application value: everything one service process runs besides answering RPCs — the
 //! health watcher, the token refresher, the webhook retention purge, the webhook dispatcher
-//! and writers — owned in one place and stopped in order.
+//! and writers, the metrics endpoint and the backlog gauges' refresh — owned in one place and
+//! stopped in order.
 //!
 //! Shutdown drains (`drain`, then `stop`): health answers NOT_SERVING at once (load balancers
 //! and the gateway move away), the dispatcher stops handing out events and every
@@ -19,7 +20,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
-    context::AppContext, grpc::integrations::IntegrationApi, tokens, webhooks::WebhookRuntime,
+    context::AppContext, grpc::integrations::IntegrationApi, store::webhook_events, tokens,
+    webhooks::WebhookRuntime,
 };
 
 /// How often the health status re-checks the database.
@@ -38,14 +40,33 @@ pub struct Application {
 
 impl Application {
     /// Starts the background tasks of one service process; health is known before the first
-    /// call can arrive.
-    pub async fn start(ctx: AppContext, health: HealthReporter) -> Self {
+    /// call can arrive. `metrics` is the listener of `GET /metrics`, when served.
+    pub async fn start(
+        ctx: AppContext,
+        health: HealthReporter,
+        metrics: Option<tokio::net::TcpListener>,
+    ) -> Self {
         set_health(&health, ctx.db.ping().await.is_ok()).await;
         let tasks = TaskTracker::new();
         let draining = CancellationToken::new();
         let stopping = CancellationToken::new();
-        let webhooks = WebhookRuntime::start(ctx.db.clone(), &tasks, draining.clone())
-            .with_quotas(ctx.config.webhook_quota);
+        let webhooks = WebhookRuntime::start(
+            ctx.db.clone(),
+            ctx.metrics.clone(),
+            &tasks,
+            draining.clone(),
+        )
+        .with_quotas(ctx.config.webhook_quota);
+        if ctx.metrics.is_enabled() {
+            if let Some(listener) = metrics {
+                tasks.spawn(crate::metrics::endpoint::serve(
+                    listener,
+                    ctx.metrics.clone(),
+                    stopping.clone(),
+                ));
+            }
+            tasks.spawn(refresh_backlog(ctx.clone(), stopping.clone()));
+        }
         tasks.spawn(watch_health(ctx.clone(), health.clone(), draining.clone()));
         if let Some(retention) = ctx.config.webhook_retention {
             tasks.spawn(crate::webhooks::retention::run(
@@ -115,6 +136,38 @@ async fn set_health(reporter: &HealthReporter, serving: bool) {
         )
         .await;
     reporter.set_service_status("", status).await;
+}
+
+/// Refreshes the gauges of stored events by status and of the oldest unprocessed event's age
+/// every `METRICS_BACKLOG_INTERVAL_SECS`, until `stop` is cancelled.
+async fn refresh_backlog(ctx: AppContext, stop: CancellationToken) {
+    loop {
+        match webhook_events::backlog(&ctx.db).await {
+            Ok(backlog) => {
+                let by_status: Vec<(&'static str, u64)> = webhook_events::ALL_STATUSES
+                    .iter()
+                    .map(|status| {
+                        let count = backlog
+                            .by_status
+                            .iter()
+                            .find(|(s, _)| s == status)
+                            .map_or(0, |(_, n)| *n);
+                        (status.as_str(), count)
+                    })
+                    .collect();
+                let age = backlog
+                    .oldest_unprocessed
+                    .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
+                    .unwrap_or_default();
+                ctx.metrics.event_backlog(&by_status, age);
+            }
+            Err(e) => tracing::debug!(error = %e, "event backlog not read for the metrics"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(ctx.config.metrics_backlog_interval) => {}
+            () = stop.cancelled() => return,
+        }
+    }
 }
 
 /// Health follows the database until shutdown begins; from then on it stays NOT_SERVING.

@@ -19,6 +19,7 @@ use url::Url;
 /// Where `DATABASE_URL` points when unset: a file under `./data`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/integrations.db?mode=rwc";
 const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
+const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9090";
 const DEFAULT_APP_URL: &str = "http://localhost:3007";
 const DEFAULT_PUBLIC_API_URL: &str = "http://127.0.0.1:8080";
 
@@ -71,6 +72,12 @@ impl fmt::Debug for EncryptionKey {
 pub struct Config {
     pub database_url: String,
     pub grpc_addr: SocketAddr,
+    /// `METRICS_ADDR` (`127.0.0.1:9090`; `off` turns metrics off): where Prometheus scrapes
+    /// `GET /metrics`.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `METRICS_BACKLOG_INTERVAL_SECS` (15): how often the event backlog gauges are re-read
+    /// (two aggregate queries).
+    pub metrics_backlog_interval: Duration,
     /// `APP_ENV=production`: no generated development secrets.
     pub production: bool,
     pub encryption_key: EncryptionKey,
@@ -175,6 +182,12 @@ impl Config {
         Ok(Self {
             database_url,
             grpc_addr: grpc.addr,
+            metrics_addr: metrics_addr(&env)?,
+            metrics_backlog_interval: Duration::from_secs(env.positive(
+                "METRICS_BACKLOG_INTERVAL_SECS",
+                15,
+                3600,
+            )?),
             production,
             encryption_key: keys.current,
             previous_encryption_keys: keys.previous,
@@ -441,6 +454,22 @@ fn grpc(env: &Env, production: bool) -> Result<Grpc, ConfigError> {
         max_concurrent_streams,
         request_timeout: env.optional_secs("GRPC_REQUEST_TIMEOUT_SECS", 60)?,
     })
+}
+
+/// `METRICS_ADDR`: a listen address, or `off`.
+fn metrics_addr(env: &Env) -> Result<Option<SocketAddr>, ConfigError> {
+    let addr = env
+        .get("METRICS_ADDR")
+        .unwrap_or_else(|| DEFAULT_METRICS_ADDR.into());
+    match addr.trim() {
+        "off" | "false" | "0" => Ok(None),
+        addr => addr.parse().map(Some).map_err(|_| {
+            invalid(
+                "METRICS_ADDR",
+                &format!("expected host:port or off, got {addr:?}"),
+            )
+        }),
+    }
 }
 
 /// `WEBHOOK_RETENTION_DAYS` (0 = forever), at most 100 years.
@@ -756,5 +785,29 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().starts_with("GRPC_ADDR is invalid"), "{err}");
+    }
+
+    #[test]
+    fn metrics_address_defaults_turns_off_and_names_the_variable() {
+        let default = Config::from_vars(&vars(&[("DATABASE_URL", "sqlite::memory:")])).unwrap();
+        assert_eq!(
+            default.metrics_addr,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        let off = Config::from_vars(&vars(&[
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("METRICS_ADDR", "off"),
+        ]))
+        .unwrap();
+        assert_eq!(off.metrics_addr, None);
+        let err = Config::from_vars(&vars(&[
+            ("DATABASE_URL", "sqlite::memory:"),
+            ("METRICS_ADDR", "9090"),
+        ]))
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("METRICS_ADDR is invalid"),
+            "{err}"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! What every RPC needs, built once at start: configuration, database, catalog, verifier.
+//! What every RPC needs, built once at start: configuration, database, catalog, verifier,
+//! metrics.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use crate::{
     catalog::{Catalog, CatalogError},
     config::Config,
     crypto::Keyring,
+    metrics::Metrics,
     store,
 };
 
@@ -23,6 +25,8 @@ pub struct AppContext {
     pub instance: Arc<str>,
     /// Provider token refreshes this process may run at once (`MAX_CONCURRENT_REFRESHES`).
     pub refresh_slots: Arc<tokio::sync::Semaphore>,
+    /// This process's Prometheus recorder (disabled with `METRICS_ADDR=off`).
+    pub metrics: Metrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,7 @@ impl AppContext {
             .map_err(StartupError::Migrations)?;
         Ok(Self {
             instance: format!("service-{}", uuid::Uuid::new_v4().simple()).into(),
+            metrics: Metrics::new(config.metrics_addr.is_some()),
             refresh_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_refreshes)),
             sessions: SessionVerifier::new(config.jwt_secret.expose())
                 .with_issuer(config.session_issuer()),

@@ -2,7 +2,8 @@
 //! kept encrypted, internal callers get valid access tokens, webhooks are verified and stored.
 //!
 //! Layers, imported one way: `grpc` (RPC ↔ rules) → `integrations`, `access` (the rules) →
-//! `store` (SeaORM). `config` is read once at start; `catalog` is data.
+//! `store` (SeaORM). `config` is read once at start; `catalog` is data; `metrics` is recorded by
+//! every layer through its typed functions.
 
 pub mod access;
 pub mod app;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod grpc;
 pub mod integrations;
 pub mod key_rotation;
+pub mod metrics;
 pub mod oauth;
 pub mod private_fs;
 pub mod providers;

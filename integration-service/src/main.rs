@@ -56,7 +56,23 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on GRPC_ADDR {addr}"))?;
             tracing::info!(%addr, "integration-service listening (gRPC)");
-            server::serve(ctx, listener, service_kit::shutdown::shutdown_signal()).await?;
+            let metrics = match ctx.config.metrics_addr {
+                Some(addr) => {
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("cannot listen on METRICS_ADDR {addr}"))?;
+                    tracing::info!(%addr, "metrics at GET /metrics");
+                    Some(listener)
+                }
+                None => None,
+            };
+            server::serve_with_metrics(
+                ctx,
+                listener,
+                metrics,
+                service_kit::shutdown::shutdown_signal(),
+            )
+            .await?;
         }
         Command::Migrate => {
             let db = store::connect(&config.database_url).await?;

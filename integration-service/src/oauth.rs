@@ -22,6 +22,7 @@ use crate::{
     crypto::SecretColumn,
     error::{ServiceError, ServiceResult},
     integrations::{self, IntegrationRef},
+    metrics::ProviderEndpoint,
     providers::{
         revoke::{spawn_revocation, RevocableTokens},
         sanitize_provider_text,
@@ -304,14 +305,18 @@ async fn github_installation(
     if !crate::providers::github_app::valid_installation_id(installation) {
         return Err("installation_id is not a GitHub installation id".into());
     }
-    let login = crate::providers::github_app::accessible_installation(
+    let checked = crate::providers::github_app::accessible_installation(
         &ctx.config,
         &grant.access_token,
         installation,
     )
-    .await
-    .map_err(|e| e.to_string())?
-    .ok_or_else(|| {
+    .await;
+    ctx.metrics.provider_request(
+        &provider.name,
+        ProviderEndpoint::Installations,
+        token_client::outcome(&checked),
+    );
+    let login = checked.map_err(|e| e.to_string())?.ok_or_else(|| {
         format!("installation {installation} is not accessible to the authorizing user")
     })?;
     grant.account_id = Some(installation.to_string());
@@ -393,14 +398,19 @@ async fn exchange(
         })
         .transpose()
         .map_err(|e| e.to_string())?;
-    token_client::exchange_code(
+    let exchanged = token_client::exchange_code(
         &client,
         code,
         &row.redirect_uri,
         verifier.as_ref().map(|v| v.expose_secret()),
     )
-    .await
-    .map_err(|e| e.to_string())
+    .await;
+    ctx.metrics.provider_request(
+        &provider.name,
+        ProviderEndpoint::Token,
+        token_client::outcome(&exchanged),
+    );
+    exchanged.map_err(|e| e.to_string())
 }
 
 async fn save_grant(
@@ -518,7 +528,7 @@ pub fn revoke_in_background(ctx: &AppContext, record: &integration::Model) {
     tokio::spawn(async move {
         match without_shared_credentials(&ctx, &provider, id, tokens).await {
             Ok(tokens) if tokens.access_token.is_some() || tokens.refresh_token.is_some() => {
-                spawn_revocation(client, tokens)
+                spawn_revocation(client, tokens, ctx.metrics.clone())
             }
             Ok(_) => {
                 tracing::info!(integration = %id, %provider, "not revoked: another integration still stores the same credential")

@@ -1,6 +1,6 @@
 //! The gRPC server: our services plus the standard health and reflection services, with a
-//! health status that follows the database (see `app`), and a shutdown that drains within a
-//! bounded grace period.
+//! health status that follows the database (see `app`), every call counted by method and
+//! code (`metrics::grpc_calls`), and a shutdown that drains within a bounded grace period.
 
 use std::{future::Future, time::Duration};
 
@@ -15,6 +15,7 @@ use crate::{
     app::Application,
     context::AppContext,
     grpc::{integrations::IntegrationApi, oauth::OAuthApi, webhooks::WebhookApi},
+    metrics::grpc_calls::GrpcMetricsLayer,
 };
 
 /// Largest ReceiveWebhook message: a 25 MB body plus headers.
@@ -37,6 +38,16 @@ pub enum ServeError {
 pub async fn serve(
     ctx: AppContext,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    serve_with_metrics(ctx, listener, None, shutdown).await
+}
+
+/// As `serve`, and `GET /metrics` on `metrics` (the `METRICS_ADDR` listener) while serving.
+pub async fn serve_with_metrics(
+    ctx: AppContext,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -64,7 +75,8 @@ pub async fn serve(
     );
 
     let grace = ctx.config.shutdown_grace;
-    let app = Application::start(ctx, reporter).await;
+    let call_metrics = GrpcMetricsLayer::new(ctx.metrics.clone());
+    let app = Application::start(ctx, reporter, metrics).await;
     // Connections still open after the grace period are dropped with `server` at the end of
     // this block.
     let result = {
@@ -78,6 +90,8 @@ pub async fn serve(
         }
         let server = builder
             .trace_fn(crate::grpc::rpc_span)
+            // Outermost: every call is counted with the code its client sees, panics included.
+            .layer(call_metrics)
             // A panic in a handler answers INTERNAL (no message of it leaves) and ends nothing
             // else.
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(

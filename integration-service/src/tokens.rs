@@ -32,6 +32,7 @@ use crate::{
     crypto::SecretColumn,
     error::{Problem, ServiceError, ServiceResult},
     integrations::{self, IntegrationRef},
+    metrics::ProviderEndpoint,
     oauth::expires_at,
     providers::{
         token_client::{self, TokenError},
@@ -256,7 +257,18 @@ async fn refresh_with_lease(
         }
     };
     // No transaction, no connection held: the lease alone keeps other refreshers out.
-    match token_client::refresh(&client, refresh_token.expose_secret()).await {
+    let started = std::time::Instant::now();
+    let refreshed = token_client::refresh(&client, refresh_token.expose_secret()).await;
+    ctx.metrics.provider_request(
+        &provider.name,
+        ProviderEndpoint::Refresh,
+        token_client::outcome(&refreshed),
+    );
+    let record = |outcome| {
+        ctx.metrics
+            .token_refresh(&provider.name, outcome, started.elapsed())
+    };
+    match refreshed {
         Ok(grant) => {
             let new_expiry = expires_at(&grant);
             let saved = store::integrations::save_refreshed_tokens(
@@ -272,6 +284,7 @@ async fn refresh_with_lease(
                 new_expiry,
             )
             .await?;
+            record(if saved { "refreshed" } else { "discarded" });
             if !saved {
                 // Disconnected, reconnected or the lease lost meanwhile: their state wins.
                 tracing::warn!(integration = %id, provider = %provider.name, "refreshed token discarded: the integration changed during the refresh");
@@ -294,6 +307,7 @@ async fn refresh_with_lease(
             })
         }
         Err(TokenError::InvalidGrant(code)) => {
+            record("invalid_grant");
             let why = format!(
                 "refresh token rejected by the provider ({code}); re-authorization required"
             );
@@ -303,6 +317,7 @@ async fn refresh_with_lease(
             Err(reauthorization_required(why))
         }
         Err(other) => {
+            record("failed");
             release().await?;
             tracing::warn!(integration = %id, provider = %provider.name, error = %other, "token refresh failed");
             if expired {

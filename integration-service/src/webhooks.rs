@@ -44,10 +44,15 @@ pub mod signature;
 pub mod slack;
 pub mod standard_webhooks;
 
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicUsize, Ordering},
+    Arc,
+};
 
 use sea_orm::DatabaseConnection;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::metrics::Metrics;
 
 /// The webhook machinery of one service process: its writer and its worker.
 #[derive(Clone)]
@@ -56,21 +61,67 @@ pub struct WebhookRuntime {
     pub dispatcher: Arc<dispatch::Dispatcher>,
     pub secrets: Arc<secrets::SecretCache>,
     pub quotas: Arc<quota::TenantQuotas>,
+    /// What the delivery being received stored (`for_delivery` gives each its own).
+    tally: Arc<StoredTally>,
+}
+
+/// Rows one delivery stored, and how many of them were already there (duplicates): what
+/// `intake` needs to tell an accepted delivery from a redelivery, whatever the scheme.
+#[derive(Default)]
+pub struct StoredTally {
+    stored: AtomicUsize,
+    duplicates: AtomicUsize,
+}
+
+impl StoredTally {
+    fn record(&self, duplicate: bool) {
+        self.stored.fetch_add(1, Ordering::Relaxed);
+        if duplicate {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// (rows stored, of which duplicates).
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.stored.load(Ordering::Relaxed),
+            self.duplicates.load(Ordering::Relaxed),
+        )
+    }
 }
 
 impl WebhookRuntime {
     /// Starts the writer and the worker tasks. The worker (on `tasks`) stops handing out
     /// events when `draining` is cancelled; the writers finish what is queued and stop when
     /// every clone of the runtime is dropped.
-    pub fn start(db: DatabaseConnection, tasks: &TaskTracker, draining: CancellationToken) -> Self {
-        let dispatcher = dispatch::Dispatcher::start(db.clone(), tasks, draining);
-        let ingest = ingest::Ingest::start(db, dispatcher.clone());
+    pub fn start(
+        db: DatabaseConnection,
+        metrics: Metrics,
+        tasks: &TaskTracker,
+        draining: CancellationToken,
+    ) -> Self {
+        let dispatcher = dispatch::Dispatcher::start(db.clone(), metrics.clone(), tasks, draining);
+        let ingest = ingest::Ingest::start(db, dispatcher.clone(), metrics);
         Self {
             ingest,
             dispatcher,
             secrets: Arc::default(),
             quotas: Arc::default(),
+            tally: Arc::default(),
         }
+    }
+
+    /// The runtime for one delivery, with its own tally of stored rows.
+    pub fn for_delivery(&self) -> Self {
+        Self {
+            tally: Arc::default(),
+            ..self.clone()
+        }
+    }
+
+    /// What the delivery of this runtime stored so far.
+    pub fn tally(&self) -> &StoredTally {
+        &self.tally
     }
 
     /// Replaces the default per-integration budgets.

@@ -10,13 +10,9 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use service_kit::metrics::{CONTENT_TYPE, SECONDS_BUCKETS};
 
-use crate::http::HttpResponse;
-
-/// Buckets of every `_seconds` histogram: 1 ms to 30 s.
-const SECONDS_BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+use crate::{http::HttpResponse, webhooks::kib, Gateway};
 
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -56,15 +52,18 @@ pub fn record_request(route: &'static str, method: &Method, status: StatusCode, 
         .record(elapsed.as_secs_f64());
 }
 
-/// `GET /metrics`: the Prometheus text exposition format.
-pub fn render(handle: &PrometheusHandle) -> HttpResponse {
+/// `GET /metrics`: the Prometheus text exposition format. The gauge of webhook body bytes in
+/// flight (`webhook_bytes_in_flight`, reserved in the `WEBHOOK_BYTES_IN_FLIGHT` budget) is read
+/// now, at no cost between scrapes.
+pub fn render(handle: &PrometheusHandle, gateway: &Gateway) -> HttpResponse {
+    let budget = kib(gateway.config.webhook_bytes_in_flight) as usize;
+    let reserved = budget.saturating_sub(gateway.webhook_bytes.available_permits());
+    metrics::gauge!("webhook_bytes_in_flight").set((reserved * 1024) as f64);
+    metrics::gauge!("webhook_bytes_in_flight_limit").set((budget * 1024) as f64);
     handle.run_upkeep();
     let mut response = Response::new(Full::new(Bytes::from(handle.render())));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

@@ -164,7 +164,7 @@ pub async fn route(
     let mut param = || params.next().ok_or(GatewayError::NotFound);
     match (route.endpoint, method) {
         (Endpoint::Metrics, _) => match &gateway.metrics {
-            Some(handle) => Ok(crate::metrics::render(handle)),
+            Some(handle) => Ok(crate::metrics::render(handle, gateway)),
             None => Err(GatewayError::NotFound),
         },
         (Endpoint::Health, _) => Ok(health::health(gateway).await),

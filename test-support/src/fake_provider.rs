@@ -45,6 +45,8 @@ pub struct LoggedRequest {
     pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// When the fake received it.
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 impl LoggedRequest {
@@ -62,6 +64,15 @@ impl LoggedRequest {
     }
 }
 
+/// A token pair the fake handed out (code exchange or refresh), in order of issue.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<u64>,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 struct IssuedCode {
     redirect_uri: String,
     challenge: Option<String>,
@@ -74,6 +85,7 @@ struct FakeState {
     refresh_tokens: HashSet<String>,
     counter: u64,
     log: Vec<LoggedRequest>,
+    issued: Vec<IssuedToken>,
     deny: bool,
     fail_exchange: bool,
     fail_refresh_unavailable: bool,
@@ -106,6 +118,7 @@ impl FakeProvider {
             refresh_tokens: HashSet::new(),
             counter: 0,
             log: Vec::new(),
+            issued: Vec::new(),
             deny: false,
             fail_exchange: false,
             fail_refresh_unavailable: false,
@@ -214,6 +227,11 @@ impl FakeProvider {
         self.with(|s| s.refresh_tokens.insert(token.to_string()));
     }
 
+    /// Every token pair issued so far, oldest first.
+    pub fn issued_tokens(&self) -> Vec<IssuedToken> {
+        self.with(|s| s.issued.clone())
+    }
+
     pub fn requests(&self) -> Vec<LoggedRequest> {
         self.with(|s| s.log.clone())
     }
@@ -284,6 +302,7 @@ async fn handle(
             .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
             .collect(),
         body: String::from_utf8_lossy(&body).into(),
+        at: chrono::Utc::now(),
     };
     let delay = {
         let mut s = state.lock().expect("fake state");
@@ -522,13 +541,23 @@ fn token(state: &Mutex<FakeState>, request: &LoggedRequest) -> Reply {
             };
         }
     }
-    if let (Some(secs), Some(token)) = (s.expires_in, refresh_token) {
+    if let (Some(secs), Some(token)) = (s.expires_in, &refresh_token) {
         body["expires_in"] = json!(secs);
         body["refresh_token"] = json!(token);
     }
     if let Some(token) = body["access_token"].as_str() {
         s.access_tokens.insert(token.to_string());
     }
+    let issued = IssuedToken {
+        access_token: body["access_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        refresh_token,
+        expires_in: s.expires_in,
+        at: chrono::Utc::now(),
+    };
+    s.issued.push(issued);
     reply(StatusCode::OK, body)
 }
 

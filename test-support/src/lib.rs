@@ -12,6 +12,7 @@ pub mod fake_provider;
 pub mod logs;
 pub mod oauth_flow;
 pub mod reflection;
+pub mod scrape;
 
 use std::collections::HashMap;
 
@@ -82,6 +83,8 @@ pub struct TestApp {
     pub jwt_secret: String,
     pub http: reqwest::Client,
     pub kind: Db,
+    /// The service's Prometheus endpoint, e.g. `http://127.0.0.1:41236/metrics`.
+    pub service_metrics_url: String,
     shutdown: Vec<oneshot::Sender<()>>,
     // Dropped last: the database outlives the servers using it.
     pub database: TestDatabase,
@@ -224,11 +227,24 @@ pub async fn spawn_app_with(kind: Db, vars: &[(&str, &str)]) -> Option<TestApp> 
     let ctx = AppContext::start(config).await.expect("service start");
     let db = ctx.db.clone();
 
+    let metrics_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind metrics");
+    let service_metrics_url = format!(
+        "http://{}/metrics",
+        metrics_listener.local_addr().expect("addr")
+    );
+
     let (service_tx, service_rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
-        let _ = integration_service::server::serve(ctx, grpc_listener, async {
-            let _ = service_rx.await;
-        })
+        let _ = integration_service::server::serve_with_metrics(
+            ctx,
+            grpc_listener,
+            Some(metrics_listener),
+            async {
+                let _ = service_rx.await;
+            },
+        )
         .await;
     });
     // The gateway reads its own variables (HTTP_*, WEBHOOK_BYTES_IN_FLIGHT...) from `vars` too.
@@ -259,6 +275,7 @@ pub async fn spawn_app_with(kind: Db, vars: &[(&str, &str)]) -> Option<TestApp> 
             .build()
             .expect("client"),
         kind,
+        service_metrics_url,
         shutdown: vec![service_tx, gateway_tx],
         database,
     })

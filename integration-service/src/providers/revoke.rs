@@ -6,7 +6,10 @@
 use std::time::Duration;
 
 use super::{http_client, ProviderClient};
-use crate::catalog::{ClientAuth, RevokeStyle};
+use crate::{
+    catalog::{ClientAuth, RevokeStyle},
+    metrics::{Metrics, ProviderEndpoint},
+};
 
 /// Longest a revocation may take before it is abandoned.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,29 +21,40 @@ pub struct RevocableTokens {
 }
 
 /// Revokes in the background; returns at once.
-pub fn spawn_revocation(client: ProviderClient, tokens: RevocableTokens) {
+pub fn spawn_revocation(client: ProviderClient, tokens: RevocableTokens, metrics: Metrics) {
     tokio::spawn(async move {
         let provider = client.provider.name.clone();
-        match tokio::time::timeout(REVOKE_TIMEOUT, revoke(&client, &tokens)).await {
-            Ok(Ok(())) => tracing::info!(%provider, "grant revoked at the provider"),
-            Ok(Err(why)) => tracing::warn!(%provider, %why, "revocation at the provider failed"),
-            Err(_) => tracing::warn!(%provider, "revocation at the provider timed out"),
-        }
+        let outcome = match tokio::time::timeout(REVOKE_TIMEOUT, revoke(&client, &tokens)).await {
+            Ok(Ok(false)) => return,
+            Ok(Ok(true)) => {
+                tracing::info!(%provider, "grant revoked at the provider");
+                "ok"
+            }
+            Ok(Err(why)) => {
+                tracing::warn!(%provider, %why, "revocation at the provider failed");
+                "rejected"
+            }
+            Err(_) => {
+                tracing::warn!(%provider, "revocation at the provider timed out");
+                "timeout"
+            }
+        };
+        metrics.provider_request(&provider, ProviderEndpoint::Revoke, outcome);
     });
 }
 
 /// Revokes the grant as the provider's catalog entry says; `Err` carries a loggable reason.
-pub async fn revoke(client: &ProviderClient, tokens: &RevocableTokens) -> Result<(), String> {
+pub async fn revoke(client: &ProviderClient, tokens: &RevocableTokens) -> Result<bool, String> {
     let Some(url) = client.revoke_url.as_deref() else {
-        return Ok(());
+        return Ok(false);
     };
     let request = match client.provider.revoke_style {
-        RevokeStyle::None => return Ok(()),
+        RevokeStyle::None => return Ok(false),
         // DELETE /applications/{client_id}/token revokes this token only, never the user's
         // grant (which other organizations' integrations may hold tokens of).
         RevokeStyle::GithubToken => {
             let Some(token) = &tokens.access_token else {
-                return Ok(());
+                return Ok(false);
             };
             http_client()
                 .delete(url)
@@ -50,7 +64,7 @@ pub async fn revoke(client: &ProviderClient, tokens: &RevocableTokens) -> Result
         }
         RevokeStyle::SlackAuthRevoke => {
             let Some(token) = &tokens.access_token else {
-                return Ok(());
+                return Ok(false);
             };
             http_client().post(url).bearer_auth(token).header(
                 reqwest::header::CONTENT_TYPE,
@@ -62,7 +76,7 @@ pub async fn revoke(client: &ProviderClient, tokens: &RevocableTokens) -> Result
             let (token, hint) = match (&tokens.refresh_token, &tokens.access_token) {
                 (Some(refresh), _) => (refresh, "refresh_token"),
                 (None, Some(access)) => (access, "access_token"),
-                (None, None) => return Ok(()),
+                (None, None) => return Ok(false),
             };
             // One client authentication method only (RFC 6749 section 2.3).
             match client.provider.client_auth {
@@ -84,7 +98,7 @@ pub async fn revoke(client: &ProviderClient, tokens: &RevocableTokens) -> Result
         .await
         .map_err(|e| format!("unreachable: {}", e.without_url()))?;
     if response.status().is_success() {
-        Ok(())
+        Ok(true)
     } else {
         Err(format!("HTTP {}", response.status().as_u16()))
     }

@@ -116,6 +116,16 @@ pub fn authorize_url(
     Ok(request.url().0)
 }
 
+/// The `outcome` label of a token call's result (`provider_requests_total`).
+pub fn outcome<T>(result: &Result<T, TokenError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(TokenError::InvalidGrant(_)) => "invalid_grant",
+        Err(TokenError::Rejected(_)) => "rejected",
+        Err(TokenError::Unavailable(_)) => "unavailable",
+    }
+}
+
 /// Exchanges an authorization code, sending the same `redirect_uri` as the authorize URL.
 pub async fn exchange_code(
     client: &ProviderClient,

@@ -21,6 +21,13 @@ pub const PENDING: &str = EventStatus::Pending.as_str();
 pub const DELIVERED: &str = EventStatus::Delivered.as_str();
 pub const PROCESSED: &str = EventStatus::Processed.as_str();
 pub const DEAD: &str = EventStatus::Dead.as_str();
+/// Every status, in the order of an event's life.
+pub const ALL_STATUSES: [EventStatus; 4] = [
+    EventStatus::Pending,
+    EventStatus::Delivered,
+    EventStatus::Processed,
+    EventStatus::Dead,
+];
 
 /// A verified delivery to store. `payload` and `headers` are JSON texts, already validated.
 #[derive(Debug, Clone)]
@@ -596,4 +603,37 @@ pub async fn purge_finished_before(
     .bind(limit.min(i64::MAX as u64) as i64)
     .push(")");
     Ok(db.execute_raw(sql.statement()).await?.rows_affected())
+}
+
+/// The event backlog for the metrics: events by status, and when the oldest event still
+/// waiting for a consumer (PENDING, or DELIVERED and not acknowledged) was received.
+pub struct Backlog {
+    pub by_status: Vec<(EventStatus, u64)>,
+    pub oldest_unprocessed: Option<DateTime<Utc>>,
+}
+
+/// Two aggregate statements, for the metrics timer (retention keeps the table bounded).
+pub async fn backlog(db: &DatabaseConnection) -> Result<Backlog, DbErr> {
+    let counts: Vec<(EventStatus, i64)> = webhook_event::Entity::find()
+        .select_only()
+        .column(webhook_event::Column::Status)
+        .column_as(webhook_event::Column::Id.count(), "count")
+        .group_by(webhook_event::Column::Status)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let oldest_unprocessed: Option<Option<DateTime<Utc>>> = webhook_event::Entity::find()
+        .select_only()
+        .column_as(webhook_event::Column::ReceivedAt.min(), "oldest")
+        .filter(webhook_event::Column::Status.is_in([EventStatus::Pending, EventStatus::Delivered]))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(Backlog {
+        by_status: counts
+            .into_iter()
+            .map(|(status, count)| (status, u64::try_from(count).unwrap_or(0)))
+            .collect(),
+        oldest_unprocessed: oldest_unprocessed.flatten(),
+    })
 }

@@ -18,10 +18,32 @@ use crate::{
     catalog::WebhookScheme,
     context::AppContext,
     error::{Problem, ServiceError, ServiceResult},
+    metrics::DeliveryOutcome,
 };
 
 /// Admits a delivery for `provider` by its headers (names lower case), or answers why not.
+/// A refusal is counted as the delivery's outcome (it never reaches `intake`, which counts
+/// every admitted one).
 pub async fn admit(
+    ctx: &AppContext,
+    runtime: &WebhookRuntime,
+    provider: &str,
+    integration_id: Option<&str>,
+    header: impl Fn(&str) -> Option<String>,
+) -> ServiceResult<()> {
+    let result = check(ctx, runtime, provider, integration_id, header).await;
+    if let Err(err) = &result {
+        let label = ctx
+            .catalog
+            .get(provider)
+            .map_or("unknown", |p| p.name.as_str());
+        ctx.metrics
+            .webhook_delivery(label, DeliveryOutcome::of_error(err));
+    }
+    result
+}
+
+async fn check(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     provider: &str,

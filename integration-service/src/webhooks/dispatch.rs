@@ -32,7 +32,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
 use super::retry::MAX_ATTEMPTS;
-use crate::store::webhook_events::{self, ClaimedEvent, EventFilter};
+use crate::{
+    metrics::Metrics,
+    store::webhook_events::{self, ClaimedEvent, EventFilter},
+};
 
 /// How often due retries and expired leases are looked for without a wake-up.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -46,6 +49,7 @@ struct Subscriber {
 
 pub struct Dispatcher {
     db: DatabaseConnection,
+    metrics: Metrics,
     /// `lease_owner` of this process's claims.
     owner: String,
     subscribers: Mutex<Vec<Arc<Subscriber>>>,
@@ -94,11 +98,13 @@ impl Dispatcher {
     /// cancelled, and every subscriber's stream then ends.
     pub fn start(
         db: DatabaseConnection,
+        metrics: Metrics,
         tasks: &TaskTracker,
         draining: CancellationToken,
     ) -> Arc<Self> {
         let dispatcher = Arc::new(Self {
             db,
+            metrics,
             owner: format!("worker-{}", Uuid::new_v4().simple()),
             subscribers: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -176,6 +182,7 @@ impl Dispatcher {
         match webhook_events::dead_letter_expired(&self.db, Utc::now(), MAX_ATTEMPTS).await {
             Ok(0) => {}
             Ok(dead) => {
+                self.metrics.events_dead("lease_expired", dead);
                 tracing::warn!(
                     dead,
                     "webhook events dead: leases ran out on their last attempt"
@@ -212,6 +219,10 @@ impl Dispatcher {
             .await;
             match claimed {
                 Ok(events) => {
+                    // A claim after the first attempt is a redelivery (a retry after an
+                    // error, or a lease that ran out).
+                    let redeliveries = events.iter().filter(|e| e.event.retry_count > 1).count();
+                    self.metrics.events_leased(events.len(), redeliveries);
                     let mut unsent = Vec::new();
                     for event in events {
                         if !unsent.is_empty() {

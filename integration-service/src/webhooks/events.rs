@@ -171,6 +171,7 @@ pub async fn record_error(
         );
     };
     if matches!(after, AfterError::Dead) {
+        ctx.metrics.events_dead("consumer_error", 1);
         tracing::warn!(event = %id, attempts = event.retry_count, "webhook event dead after its last attempt");
     }
     Ok(event)

@@ -24,6 +24,7 @@ use uuid::Uuid;
 use super::dispatch::Dispatcher;
 use crate::{
     error::{ServiceError, ServiceResult},
+    metrics::Metrics,
     store::webhook_events::{self, NewEvent},
 };
 
@@ -74,7 +75,7 @@ pub struct Ingest {
 impl Ingest {
     /// Starts the writers: `PG_WRITERS` on PostgreSQL (one commits while another gathers),
     /// one on SQLite (a single writer anyway). They stop when every `Ingest` clone is dropped.
-    pub fn start(db: DatabaseConnection, dispatcher: Arc<Dispatcher>) -> Self {
+    pub fn start(db: DatabaseConnection, dispatcher: Arc<Dispatcher>, metrics: Metrics) -> Self {
         let (writers, max_batch) = match db.get_database_backend() {
             DbBackend::Postgres => (PG_WRITERS, PG_MAX_BATCH),
             _ => (1, MAX_BATCH),
@@ -86,6 +87,7 @@ impl Ingest {
                 db.clone(),
                 receiver.clone(),
                 dispatcher.clone(),
+                metrics.clone(),
                 max_batch,
             ));
         }
@@ -111,6 +113,7 @@ async fn write_batches(
     db: DatabaseConnection,
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     dispatcher: Arc<Dispatcher>,
+    metrics: Metrics,
     max_batch: usize,
 ) {
     loop {
@@ -125,6 +128,7 @@ async fn write_batches(
             batch.into_iter().map(|job| (job.row, job.reply)).unzip();
         let started = Instant::now();
         let result = write_with_fallback(&db, &rows).await;
+        metrics.ingest_batch(rows.len(), started.elapsed(), result.is_ok());
         tracing::debug!(
             rows = rows.len(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,

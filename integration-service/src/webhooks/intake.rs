@@ -1,6 +1,9 @@
 //! The entry of one delivery: the catalog's scheme picks the provider module that verifies
 //! the raw bytes and routes it. Kept apart from `receive` (what the schemes share) so the
 //! schemes depend on `receive` and only this module depends on the schemes.
+//!
+//! Every delivery's outcome is counted here, once, by provider (`webhook_deliveries_total`):
+//! a scheme added later is counted without a line of its own.
 
 use super::{
     asana, bitbucket, discord, github, github_app, gitlab, google, jira, linear, microsoft, notion,
@@ -11,19 +14,39 @@ use crate::{
     catalog::WebhookScheme,
     context::AppContext,
     error::{Problem, ServiceError, ServiceResult},
+    metrics::DeliveryOutcome,
 };
 
-/// Verifies and stores one delivery with its provider's scheme.
+/// Verifies and stores one delivery with its provider's scheme, and counts its outcome.
 pub async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,
 ) -> ServiceResult<Answer> {
-    let scheme = ctx
-        .catalog
-        .get(&delivery.provider)
-        .map(|p| p.webhook)
-        .unwrap_or_default();
+    let provider = ctx.catalog.get(&delivery.provider);
+    // A catalog name, never the URL's text: the label stays bounded.
+    let label = provider.map_or("unknown", |p| p.name.as_str());
+    let scheme = provider.map(|p| p.webhook).unwrap_or_default();
+    let runtime = runtime.for_delivery();
+    let result = receive_with(ctx, &runtime, scheme, delivery).await;
+    let outcome = match &result {
+        Ok(_) => match runtime.tally().counts() {
+            (0, _) => DeliveryOutcome::Handshake,
+            (stored, duplicates) if duplicates == stored => DeliveryOutcome::Duplicate,
+            _ => DeliveryOutcome::Accepted,
+        },
+        Err(err) => DeliveryOutcome::of_error(err),
+    };
+    ctx.metrics.webhook_delivery(label, outcome);
+    result
+}
+
+async fn receive_with(
+    ctx: &AppContext,
+    runtime: &WebhookRuntime,
+    scheme: WebhookScheme,
+    delivery: Delivery,
+) -> ServiceResult<Answer> {
     match scheme {
         // No integration in the URL: the GitHub App's app-level delivery.
         WebhookScheme::GithubHmacSha256 if delivery.integration_id.is_none() => {

@@ -340,7 +340,8 @@ pub(super) struct Verified<'a> {
 }
 
 /// The one storing sequence: queues the row with the group-commit writer and waits for its
-/// commit. A duplicate (same integration and delivery id) answers the existing event's id.
+/// commit. A duplicate (same integration and delivery id) answers the existing event's id;
+/// either is noted in the runtime's tally for the delivery's metrics.
 pub(super) async fn store_event(
     runtime: &WebhookRuntime,
     event: Verified<'_>,
@@ -358,10 +359,11 @@ pub(super) async fn store_event(
             ),
             retry_after,
         })?;
-    runtime
+    let new_id = Uuid::new_v4();
+    let id = runtime
         .ingest
         .store(NewEvent {
-            id: Uuid::new_v4(),
+            id: new_id,
             integration_id: event.integration_id,
             event_type: event.event_type.to_string(),
             delivery_id: event.delivery_id,
@@ -370,7 +372,10 @@ pub(super) async fn store_event(
             processed: event.processed,
             received_at: Utc::now(),
         })
-        .await
+        .await?;
+    // Another id answered: the row of an earlier delivery of the same event.
+    runtime.tally.record(id != new_id);
+    Ok(id)
 }
 
 /// Verifies a delivery against the integration's secrets valid now (current, and previous

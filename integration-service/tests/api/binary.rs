@@ -65,9 +65,11 @@ async fn wait_for_port(port: u16) {
 async fn zero_config_serve_dev_token_and_gateway() {
     let dir = temp_dir();
     let port = free_port();
+    let metrics_port = free_port();
     let _service = Running(
         service(&dir)
             .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
+            .env("METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -119,6 +121,20 @@ async fn zero_config_serve_dev_token_and_gateway() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["data"][0]["organization_id"], 3);
     assert_eq!(body["data"][0]["id"], "github");
+
+    // The binary serves its metrics on METRICS_ADDR: the call above is counted.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "grpc_server_handled_total{grpc_service=\"integrations.v1.IntegrationService\",grpc_method=\"ListIntegrations\",grpc_code=\"OK\"} 1"
+        ),
+        "{metrics}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

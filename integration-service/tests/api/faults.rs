@@ -741,6 +741,8 @@ async fn sigterm_ends_streams_and_exits_within_the_grace_period() {
         .env("SUPABASE_JWT_SECRET", &app.jwt_secret)
         .env("INTEGRATION_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
         .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
+        // Tests run side by side: no process may take the default metrics port.
+        .env("METRICS_ADDR", "off")
         .env("SHUTDOWN_GRACE_SECS", "3")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

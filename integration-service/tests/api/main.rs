@@ -3,6 +3,7 @@
 
 mod binary;
 mod clients;
+mod fault_run;
 mod faults;
 mod grpc;
 mod hostile_input;

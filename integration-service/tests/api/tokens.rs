@@ -154,6 +154,8 @@ fn service_process(
         .env("DATABASE_URL", &app.database.url)
         .env("SUPABASE_JWT_SECRET", &app.jwt_secret)
         .env("APP_URL", test_support::TEST_APP_URL)
+        // Tests run side by side: no process may take the default metrics port.
+        .env("METRICS_ADDR", "off")
         .env("RUST_LOG", "warn")
         .envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .kill_on_drop(true);

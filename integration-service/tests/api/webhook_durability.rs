@@ -50,6 +50,8 @@ async fn start_service(database_url: &str) -> Service {
         .env("DATABASE_URL", database_url)
         .env("INTEGRATION_ENCRYPTION_KEY", TEST_ENCRYPTION_KEY)
         .env("SUPABASE_JWT_SECRET", "durability-jwt-secret")
+        // Tests run side by side: no process may take the default metrics port.
+        .env("METRICS_ADDR", "off")
         .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -1,0 +1,633 @@
+//! The fault-injection run: the service's promises checked while it is being broken.
+//!
+//! On a PostgreSQL cluster of its own (`cluster`), two `integration-service` replicas run as
+//! real processes (`replicas`) behind two gateways (in this process, on real sockets, each in
+//! front of one replica). While
+//! - senders post signed GitHub and Slack deliveries alternately to both gateways, some sent
+//!   again on purpose, every failure retried as a provider would (`senders`),
+//! - two consumers lease events over `SubscribeEvents` and acknowledge them, failing some at
+//!   random with `RecordError` (`consumers`),
+//! - callers ask `GetAccessToken` for a token the fake provider lets expire every few seconds
+//!   (`token_callers`),
+//!
+//! a random replica is SIGKILLed every few seconds and restarted, PostgreSQL is restarted once
+//! (`pg_ctl restart -m fast`) and `integration-service rotate-keys` runs once. Then the faults
+//! stop, the senders finish their retries, the consumers drain what is left (no more random
+//! failures), and `checks` compares what everyone recorded with the database and the fake
+//! provider's log. [`run`] answers a [`Report`]; any violation is a broken promise.
+
+mod checks;
+mod cluster;
+mod consumers;
+mod replicas;
+mod senders;
+mod token_callers;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    path::PathBuf,
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use chrono::Utc;
+use integration_service::{
+    config::EncryptionKey,
+    crypto::{Keyring, SecretColumn},
+    store::{self, entities::integration, entities::webhook_event},
+    tokens::REFRESH_MARGIN,
+};
+use rand::Rng;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter,
+};
+use test_support::fake_provider::{FakeProvider, FakeStyle, IssuedToken};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use checks::{Findings, Violation, ALL as CHECKS};
+pub use cluster::find_server_binaries;
+
+use crate::fixtures;
+use cluster::Cluster;
+use replicas::{Replica, ServiceEnv};
+use senders::Source;
+
+/// The key every secret is sealed under before the run (the replicas keep it as previous).
+pub const OLD_KEY: &str = fixtures::ENCRYPTION_KEY;
+/// The key `rotate-keys` moves every secret to (the replicas' current key).
+pub const NEW_KEY: &str = "9c8b7a6f5e4d3c2b1a0918273645546372819a0b1c2d3e4f5a6b7c8d9e0f1a2b";
+const JWT_SECRET: &str = "fault-run-jwt-secret-at-least-32-characters";
+const GITHUB_SECRET: &str = "fault-run-github-secret";
+const SLACK_SIGNING_SECRET: &str = "fault-run-slack-signing-secret";
+const SLACK_TEAM: &str = "T0FAULTRUN";
+const ORGANIZATION: i64 = 1;
+/// The provider whose token expires quickly (standard OAuth dialect at the fake).
+const TOKEN_PROVIDER: &str = "asana";
+const SEED_ACCESS: &str = "seed-access";
+const SEED_REFRESH: &str = "seed-refresh";
+
+/// What to run, and how hard.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long load and faults last (then the senders' retries and the drain).
+    pub duration: Duration,
+    /// The `integration-service` binary.
+    pub service_binary: PathBuf,
+    /// The folder of `initdb` and `pg_ctl`.
+    pub postgres_bin: PathBuf,
+    /// A random replica is SIGKILLed this often (±25 %); `None`: never.
+    pub kill_every: Option<Duration>,
+    /// How long a killed replica stays down before it is started again.
+    pub down_for: Duration,
+    /// `pg_ctl restart -m fast` once, at 40 % of the duration.
+    pub restart_postgres: bool,
+    /// `integration-service rotate-keys` once, at 60 % of the duration.
+    pub rotate_keys: bool,
+    pub deliveries_per_sec: u32,
+    pub senders: usize,
+    /// Share of sends that are a deliberate redelivery of an id already answered 2xx.
+    pub duplicate_percent: u32,
+    /// Share of acknowledgements that are `RecordError` instead of `MarkProcessed`.
+    pub ack_failure_percent: u32,
+    /// How long an access token stays usable before the service must refresh it (the fake
+    /// issues `expires_in` = the service's refresh margin + this).
+    pub token_lifetime: Duration,
+    pub token_callers: usize,
+    /// `lease_seconds` of the consumers' streams.
+    pub lease_seconds: i32,
+    /// How long the consumers get to settle every event once the faults stopped.
+    pub drain_timeout: Duration,
+    /// `RUST_LOG` of the replicas (their logs go to the run's folder).
+    pub log: String,
+    /// Keep the run's folder (PostgreSQL data and log, replica logs) even when all is well.
+    pub keep_dir: bool,
+}
+
+impl Options {
+    /// The full run: five minutes, a kill every five seconds.
+    pub fn full(service_binary: PathBuf, postgres_bin: PathBuf) -> Self {
+        Self {
+            duration: Duration::from_secs(300),
+            service_binary,
+            postgres_bin,
+            kill_every: Some(Duration::from_secs(5)),
+            down_for: Duration::from_secs(1),
+            restart_postgres: true,
+            rotate_keys: true,
+            deliveries_per_sec: 40,
+            senders: 8,
+            duplicate_percent: 10,
+            ack_failure_percent: 20,
+            token_lifetime: Duration::from_secs(3),
+            token_callers: 2,
+            lease_seconds: 5,
+            drain_timeout: Duration::from_secs(180),
+            log: "warn".into(),
+            keep_dir: false,
+        }
+    }
+
+    /// The test suite's run: a few seconds, one or two kills, one PostgreSQL restart, one
+    /// key rotation.
+    pub fn ci(service_binary: PathBuf, postgres_bin: PathBuf) -> Self {
+        Self {
+            duration: Duration::from_secs(10),
+            kill_every: Some(Duration::from_secs(5)),
+            deliveries_per_sec: 20,
+            senders: 4,
+            token_lifetime: Duration::from_secs(2),
+            lease_seconds: 3,
+            drain_timeout: Duration::from_secs(60),
+            ..Self::full(service_binary, postgres_bin)
+        }
+    }
+}
+
+/// What the faults did.
+#[derive(Debug, Default)]
+pub struct FaultLog {
+    pub kills: u32,
+    /// Exits of a replica nobody killed (each is also a violation).
+    pub unexpected_exits: u32,
+    pub postgres_restart: Option<Duration>,
+    pub rotate_keys: Option<String>,
+}
+
+/// Figures, violations and the faults of a run.
+pub struct Report {
+    pub findings: Findings,
+    pub faults: FaultLog,
+    pub deliveries_answered_2xx: usize,
+    pub leases: usize,
+    pub refreshes: usize,
+    pub drained_in: Duration,
+    /// The run's folder (kept when something was violated, or with `keep_dir`).
+    pub dir: Option<PathBuf>,
+}
+
+impl Report {
+    pub fn violations(&self) -> &[Violation] {
+        &self.findings.violations
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "faults:")?;
+        writeln!(
+            f,
+            "  {:<70} {}",
+            "replicas SIGKILLed (and restarted)", self.faults.kills
+        )?;
+        writeln!(
+            f,
+            "  {:<70} {}",
+            "replica exits nobody caused", self.faults.unexpected_exits
+        )?;
+        writeln!(
+            f,
+            "  {:<70} {}",
+            "PostgreSQL restart (pg_ctl restart -m fast)",
+            self.faults
+                .postgres_restart
+                .map_or("not done".into(), |d| format!(
+                    "took {:.1} s",
+                    d.as_secs_f64()
+                ))
+        )?;
+        writeln!(
+            f,
+            "  {:<70} {}",
+            "integration-service rotate-keys",
+            self.faults.rotate_keys.as_deref().unwrap_or("not done")
+        )?;
+        writeln!(f, "figures:")?;
+        for (label, value) in &self.findings.figures {
+            writeln!(f, "  {label:<70} {value}")?;
+        }
+        writeln!(
+            f,
+            "  {:<70} {:.1} s",
+            "drain (faults stopped until every event settled)",
+            self.drained_in.as_secs_f64()
+        )?;
+        writeln!(f, "checks:")?;
+        for check in CHECKS {
+            let broken: Vec<&Violation> = self
+                .violations()
+                .iter()
+                .filter(|v| v.check == check)
+                .collect();
+            let verdict = if broken.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("{} VIOLATIONS", broken.len())
+            };
+            writeln!(f, "  {check:<70} {verdict}")?;
+            for violation in broken.iter().take(10) {
+                writeln!(f, "      {}", violation.detail)?;
+            }
+        }
+        if let Some(dir) = &self.dir {
+            writeln!(f, "logs and data: {}", dir.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// The integrations the run works with.
+struct Seeded {
+    github: Uuid,
+    slack: Uuid,
+    token: Uuid,
+}
+
+fn key(hex_key: &str) -> anyhow::Result<EncryptionKey> {
+    let bytes: [u8; 32] = hex::decode(hex_key)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("a key is 32 bytes"))?;
+    Ok(EncryptionKey(bytes))
+}
+
+/// Organization 1's connected GitHub, Slack and token integrations, sealed under the old key
+/// (as written before the deploy that brought the new one).
+async fn seed(db: &DatabaseConnection) -> anyhow::Result<Seeded> {
+    store::organizations::ensure_membership(db, ORGANIZATION, Uuid::new_v4(), "OWNER").await?;
+    let old = Keyring::new(&key(OLD_KEY)?, &[]);
+    let mut ids = Vec::new();
+    for provider in ["github", "slack", TOKEN_PROVIDER] {
+        let record = store::integrations::get_or_create(db, ORGANIZATION, provider).await?;
+        let id = record.id;
+        let mut active: integration::ActiveModel = record.into();
+        active.connected = Set(true);
+        active.status = Set(Some(integration::IntegrationStatus::Active));
+        match provider {
+            "github" => {
+                active.webhook_secret = Set(Some(old.seal(
+                    SecretColumn::WebhookSecret,
+                    id,
+                    GITHUB_SECRET,
+                )));
+            }
+            "slack" => {
+                active.account_id = Set(Some(SLACK_TEAM.into()));
+                active.access_token = Set(Some(old.seal(
+                    SecretColumn::AccessToken,
+                    id,
+                    "xoxb-fault-run",
+                )));
+            }
+            _ => {
+                active.access_token =
+                    Set(Some(old.seal(SecretColumn::AccessToken, id, SEED_ACCESS)));
+                active.refresh_token =
+                    Set(Some(old.seal(SecretColumn::RefreshToken, id, SEED_REFRESH)));
+                // Due at once: the first caller refreshes.
+                active.token_expires_at = Set(Some(Utc::now()));
+            }
+        }
+        active.update(db).await?;
+        ids.push(id);
+    }
+    Ok(Seeded {
+        github: ids[0],
+        slack: ids[1],
+        token: ids[2],
+    })
+}
+
+fn service_token() -> anyhow::Result<String> {
+    let now = Utc::now().timestamp();
+    Ok(integration_service::auth::sign_session(
+        JWT_SECRET,
+        &integration_service::auth::Claims {
+            exp: now + 24 * 3600,
+            iat: Some(now),
+            role: Some("service_role".into()),
+            aud: Some("authenticated".into()),
+            ..Default::default()
+        },
+    )?)
+}
+
+/// Attaches the bearer token to a gRPC request.
+fn authorized<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        request.metadata_mut().insert("authorization", value);
+    }
+    request
+}
+
+/// A gateway in this process, in front of one replica; stops when `stop` is sent.
+async fn start_gateway(replica_url: String) -> anyhow::Result<(String, oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let config = rest_gateway::config::GatewayConfig::from_lookup(|name| match name {
+        "INTEGRATION_SERVICE_URL" => Some(replica_url.clone()),
+        "UPSTREAM_TIMEOUT_SECS" => Some("10".into()),
+        _ => None,
+    })?;
+    let gateway = rest_gateway::Gateway::new(config)?;
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = rest_gateway::server::serve(gateway, listener, async {
+            let _ = rx.await;
+        })
+        .await;
+    });
+    Ok((url, tx))
+}
+
+/// Runs the whole thing; the report says what broke.
+pub async fn run(options: &Options) -> anyhow::Result<Report> {
+    let dir = std::env::temp_dir().join(format!("fault-run-{}", Uuid::new_v4().simple()));
+    let mut cluster = Cluster::start(&options.postgres_bin, &dir)
+        .await
+        .context("start the run's PostgreSQL cluster")?;
+    let result = run_on(options, &cluster).await;
+    cluster.stop().await;
+    let mut report = result?;
+    if options.keep_dir || !report.violations().is_empty() {
+        report.dir = Some(dir);
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(report)
+}
+
+async fn run_on(options: &Options, cluster: &Cluster) -> anyhow::Result<Report> {
+    let database_url = cluster.url();
+    let db = store::connect(&database_url).await?;
+    store::migrate(&db).await?;
+    let seeded = seed(&db).await?;
+
+    let fake = FakeProvider::start(FakeStyle::Standard).await;
+    let margin = REFRESH_MARGIN.num_seconds().unsigned_abs();
+    fake.set_expires_in(Some(margin + options.token_lifetime.as_secs().max(1)));
+    fake.accept_refresh_token(SEED_REFRESH);
+    let seed_generation = IssuedToken {
+        access_token: SEED_ACCESS.into(),
+        refresh_token: Some(SEED_REFRESH.into()),
+        expires_in: None,
+        at: Utc::now(),
+    };
+
+    let mut replicas = vec![
+        Replica::new(0, &cluster.dir)?,
+        Replica::new(1, &cluster.dir)?,
+    ];
+    let mut gateways = Vec::new();
+    for replica in &replicas {
+        gateways.push(start_gateway(replica.url()).await?);
+    }
+    let mut vars: Vec<(String, String)> = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("INTEGRATION_ENCRYPTION_KEY", NEW_KEY),
+        ("INTEGRATION_ENCRYPTION_KEY_PREVIOUS", OLD_KEY),
+        ("SUPABASE_JWT_SECRET", JWT_SECRET),
+        ("APP_URL", "http://app.test"),
+        ("PUBLIC_API_URL", gateways[0].0.as_str()),
+        ("SLACK_SIGNING_SECRET", SLACK_SIGNING_SECRET),
+        // On demand only: every refresh is one a caller needed.
+        ("TOKEN_REFRESH_INTERVAL_SECS", "0"),
+        // A killed refresher's lease runs out quickly.
+        ("TOKEN_REFRESH_LEASE_SECS", "5"),
+        ("SHUTDOWN_GRACE_SECS", "2"),
+        // One integration per provider takes all the load: the run checks durability, not
+        // the per-tenant quota.
+        ("WEBHOOK_TENANT_DELIVERIES_PER_SEC", "100000"),
+        ("WEBHOOK_TENANT_DELIVERIES_BURST", "100000"),
+        ("RUST_LOG", options.log.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    vars.extend(fake.env(&TOKEN_PROVIDER.to_uppercase()));
+    let env = ServiceEnv {
+        binary: options.service_binary.clone(),
+        dir: cluster.dir.clone(),
+        vars,
+    };
+    for replica in &mut replicas {
+        replica.start(&env).await?;
+    }
+
+    let token = service_token()?;
+    let replica_urls: Vec<String> = replicas.iter().map(Replica::url).collect();
+    let stop_new = CancellationToken::new();
+    let give_up = CancellationToken::new();
+    let stop_consumers = CancellationToken::new();
+    let consumers = consumers::Consumers::start(
+        consumers::ConsumerPlan {
+            replicas: replica_urls.clone(),
+            service_token: token.clone(),
+            lease_seconds: options.lease_seconds,
+            prefetch: 4,
+            ack_failure_percent: options.ack_failure_percent,
+        },
+        stop_consumers.clone(),
+    )?;
+    let callers = tokio::spawn(token_callers::run(
+        token_callers::CallPlan {
+            replicas: replica_urls,
+            service_token: token.clone(),
+            organization_id: ORGANIZATION,
+            integration: TOKEN_PROVIDER.into(),
+            callers: options.token_callers,
+            pause: Duration::from_millis(100),
+        },
+        stop_new.clone(),
+    ));
+    let senders = tokio::spawn(senders::run(
+        senders::Target {
+            gateways: gateways.iter().map(|(url, _)| url.clone()).collect(),
+            github_integration: seeded.github,
+            github_secret: GITHUB_SECRET.into(),
+            slack_signing_secret: SLACK_SIGNING_SECRET.into(),
+            slack_team: SLACK_TEAM.into(),
+            github_body: bytes::Bytes::from(fixtures::push_payload()),
+        },
+        senders::SendPlan {
+            senders: options.senders,
+            deliveries_per_sec: options.deliveries_per_sec,
+            duplicate_percent: options.duplicate_percent,
+        },
+        stop_new.clone(),
+        give_up.clone(),
+    ));
+
+    let mut findings = Findings::default();
+    let faults = inject_faults(&mut replicas, &env, cluster, options, &mut findings).await;
+
+    // Faults over, both replicas up: no new deliveries; retries go on for a while.
+    stop_new.cancel();
+    let retries_for = tokio::spawn({
+        let give_up = give_up.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            give_up.cancel();
+        }
+    });
+    let sent = senders.await?;
+    retries_for.abort();
+    let calls = callers.await??;
+
+    consumers.failures_on.store(false, Ordering::Relaxed);
+    let drain_started = Instant::now();
+    while unsettled(&db).await? > 0 && drain_started.elapsed() < options.drain_timeout {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let drained_in = drain_started.elapsed();
+    let streams = consumers.stats.streams.load(Ordering::Relaxed);
+    stop_consumers.cancel();
+    let leases = consumers.join().await;
+
+    for (_, stop) in gateways {
+        let _ = stop.send(());
+    }
+    for replica in &mut replicas {
+        replica.kill().await;
+    }
+
+    let integration_of = HashMap::from([
+        (Source::Github, seeded.github),
+        (Source::Slack, seeded.slack),
+    ]);
+    checks::deliveries(&db, &sent, &integration_of, &mut findings).await?;
+    checks::leases(&leases, &mut findings);
+    findings.figure("SubscribeEvents streams opened", streams);
+    let lifetime = chrono::Duration::from_std(options.token_lifetime)?;
+    let refresh_requests = fake.refresh_requests();
+    let issued = fake.issued_tokens();
+    let expiries = checks::refresh_chain(
+        &seed_generation,
+        &issued,
+        &refresh_requests,
+        lifetime,
+        &mut findings,
+    );
+    findings.figure("provider refreshes", refresh_requests.len());
+    findings.figure("token expiries (generations replaced)", expiries);
+    checks::tokens_handed_out(
+        &db,
+        seeded.token,
+        &seed_generation,
+        &issued,
+        &calls,
+        &mut findings,
+    )
+    .await?;
+    if options.rotate_keys {
+        checks::secrets_under(&db, &Keyring::new(&key(NEW_KEY)?, &[]), &mut findings).await?;
+    }
+    let _ = db.close().await;
+    Ok(Report {
+        deliveries_answered_2xx: sent.iter().filter(|d| d.answered_2xx()).count(),
+        leases: leases.len(),
+        refreshes: refresh_requests.len(),
+        findings,
+        faults,
+        drained_in,
+        dir: None,
+    })
+}
+
+/// Events not yet PROCESSED or DEAD.
+async fn unsettled(db: &DatabaseConnection) -> anyhow::Result<u64> {
+    Ok(webhook_event::Entity::find()
+        .filter(webhook_event::Column::Status.is_in([
+            webhook_event::EventStatus::Pending,
+            webhook_event::EventStatus::Delivered,
+        ]))
+        .count(db)
+        .await?)
+}
+
+/// Until `options.duration` has passed: a random replica SIGKILLed every `kill_every`
+/// (±25 %), down for `down_for`, started again; PostgreSQL restarted at 40 % and keys rotated
+/// at 60 % of the way. Ends with both replicas running.
+async fn inject_faults(
+    replicas: &mut [Replica],
+    env: &ServiceEnv,
+    cluster: &Cluster,
+    options: &Options,
+    findings: &mut Findings,
+) -> FaultLog {
+    let started = Instant::now();
+    let until = started + options.duration;
+    let jittered = |every: Duration| every.mul_f64(rand::thread_rng().gen_range(0.75..1.25));
+    let mut next_kill = options.kill_every.map(|every| started + jittered(every));
+    let mut restart_at = options
+        .restart_postgres
+        .then(|| started + options.duration.mul_f64(0.4));
+    let mut rotate_at = options
+        .rotate_keys
+        .then(|| started + options.duration.mul_f64(0.6));
+    let mut log = FaultLog::default();
+    while Instant::now() < until {
+        for replica in replicas.iter_mut() {
+            if let Some(status) = replica.exited() {
+                log.unexpected_exits += 1;
+                findings.violation(
+                    checks::FAULTS,
+                    format!("replica {} exited by itself ({status})", replica.index),
+                );
+                start_again(replica, env, findings).await;
+            }
+        }
+        let now = Instant::now();
+        if restart_at.is_some_and(|at| now >= at) {
+            restart_at = None;
+            match cluster.restart_fast().await {
+                Ok(took) => log.postgres_restart = Some(took),
+                Err(e) => findings.violation(checks::FAULTS, format!("pg_ctl restart: {e:#}")),
+            }
+        }
+        if rotate_at.is_some_and(|at| now >= at) {
+            rotate_at = None;
+            match env.rotate_keys().await {
+                Ok(report) => log.rotate_keys = Some(report),
+                Err(e) => findings.violation(checks::FAULTS, format!("{e:#}")),
+            }
+        }
+        if let (Some(at), Some(every)) = (next_kill, options.kill_every) {
+            if now >= at {
+                let victim = rand::thread_rng().gen_range(0..replicas.len());
+                replicas[victim].kill().await;
+                log.kills += 1;
+                tokio::time::sleep(options.down_for).await;
+                start_again(&mut replicas[victim], env, findings).await;
+                next_kill = Some(Instant::now() + jittered(every));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for replica in replicas.iter_mut() {
+        if !replica.is_running() {
+            start_again(replica, env, findings).await;
+        }
+    }
+    log
+}
+
+async fn start_again(replica: &mut Replica, env: &ServiceEnv, findings: &mut Findings) {
+    for _ in 0..3 {
+        match replica.start(env).await {
+            Ok(()) => return,
+            Err(_) => {
+                replica.kill().await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    findings.violation(
+        checks::FAULTS,
+        format!("replica {} did not start again", replica.index),
+    );
+}

@@ -1,0 +1,479 @@
+//! Prometheus metrics of one service process, served on `METRICS_ADDR` (`off` turns the
+//! endpoint and the recording off).
+//!
+//! Every series is recorded through the typed functions of `Metrics`, so names and labels are
+//! written once. The recorder belongs to the `AppContext` rather than to the process: two
+//! services in one process (tests, replicas) count apart and nothing is global.
+//!
+//! Invariant: every label value is bounded — gRPC methods of our own descriptors, catalog
+//! provider names, a fixed vocabulary of outcomes and statuses; never an id, a tenant or a
+//! text a client or provider chose.
+
+pub mod endpoint;
+pub mod grpc_calls;
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use metrics::{Key, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use service_kit::metrics::SECONDS_BUCKETS;
+use tonic::Code;
+
+use crate::error::ServiceError;
+
+/// Buckets of the group-commit batch size (rows per transaction).
+const BATCH_ROWS_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+const METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// The recorder of one service, cheap to clone; a disabled one records nothing.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    inner: Option<Arc<Inner>>,
+}
+
+struct Inner {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+/// What became of one webhook delivery (`webhook_deliveries_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// Stored as a new event (or several, for a batch).
+    Accepted,
+    /// Every event of it was stored before (a provider's redelivery).
+    Duplicate,
+    /// Answered without storing (a handshake: Slack's challenge, Microsoft's validation).
+    Handshake,
+    /// Over the integration's quota: 429.
+    Throttled,
+    /// Refused: the signature or credential did not verify (401).
+    InvalidSignature,
+    /// Refused: a malformed delivery (missing header, bad body, stale timestamp...: 400).
+    InvalidRequest,
+    /// Refused: unknown provider or integration, or no webhook secret (404).
+    NotFound,
+    /// Refused for another reason of the caller's (403, 409, 412).
+    Refused,
+    /// The database could not be reached (503: the provider retries).
+    Unavailable,
+    /// A failure of ours (500).
+    Error,
+}
+
+impl DeliveryOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Handshake => "handshake",
+            Self::Throttled => "throttled",
+            Self::InvalidSignature => "invalid_signature",
+            Self::InvalidRequest => "invalid_request",
+            Self::NotFound => "not_found",
+            Self::Refused => "refused",
+            Self::Unavailable => "unavailable",
+            Self::Error => "error",
+        }
+    }
+
+    /// The outcome of a refused delivery: one reason per kind of error, so a scheme added
+    /// later is classified without a line of its own.
+    pub fn of_error(err: &ServiceError) -> Self {
+        match err {
+            ServiceError::QuotaExceeded { .. } => Self::Throttled,
+            ServiceError::Unauthenticated(_) => Self::InvalidSignature,
+            ServiceError::InvalidArgument(_) => Self::InvalidRequest,
+            ServiceError::NotFound(_) => Self::NotFound,
+            ServiceError::PermissionDenied(_)
+            | ServiceError::FailedPrecondition(_)
+            | ServiceError::Conflict(_) => Self::Refused,
+            ServiceError::DatabaseUnavailable(_) => Self::Unavailable,
+            ServiceError::Provider(_)
+            | ServiceError::Database(_)
+            | ServiceError::Internal { .. } => Self::Error,
+        }
+    }
+}
+
+/// A provider endpoint called over HTTP (`provider_requests_total{endpoint}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderEndpoint {
+    /// The authorization code exchanged at the token endpoint.
+    Token,
+    /// A refresh token exchanged at the token endpoint.
+    Refresh,
+    /// A grant revoked at disconnect.
+    Revoke,
+    /// GitHub's installations of the authorizing user (a GitHub App callback's check).
+    Installations,
+}
+
+impl ProviderEndpoint {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Refresh => "refresh",
+            Self::Revoke => "revoke",
+            Self::Installations => "installations",
+        }
+    }
+}
+
+impl Metrics {
+    /// A recorder when `enabled`, else one that records nothing.
+    pub fn new(enabled: bool) -> Self {
+        if !enabled {
+            return Self::default();
+        }
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("webhook_ingest_batch_rows".into()),
+                    &BATCH_ROWS_BUCKETS,
+                )
+            });
+        match builder {
+            Ok(builder) => {
+                let recorder = builder.build_recorder();
+                let handle = recorder.handle();
+                let metrics = Self {
+                    inner: Some(Arc::new(Inner { recorder, handle })),
+                };
+                metrics.describe();
+                metrics
+            }
+            // Only empty bucket lists are refused, and ours are constants.
+            Err(e) => {
+                tracing::error!(error = %e, "metrics disabled: the recorder could not be built");
+                Self::default()
+            }
+        }
+    }
+
+    /// HELP lines, and the series of rare events at 0 so that rates and alerts see them
+    /// before the first one happens.
+    fn describe(&self) {
+        let Some(inner) = &self.inner else { return };
+        for (name, help) in DESCRIPTIONS {
+            inner
+                .recorder
+                .describe_counter((*name).into(), None, (*help).into());
+        }
+        self.counter("webhook_event_leases_total", Vec::new(), 0);
+        self.counter("webhook_event_redeliveries_total", Vec::new(), 0);
+        for reason in ["lease_expired", "consumer_error"] {
+            self.counter(
+                "webhook_events_dead_total",
+                vec![Label::new("reason", reason)],
+                0,
+            );
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// The Prometheus text exposition of every series, `None` when disabled.
+    pub fn render(&self) -> Option<String> {
+        let inner = self.inner.as_ref()?;
+        inner.handle.run_upkeep();
+        Some(inner.handle.render())
+    }
+
+    fn counter(&self, name: &'static str, labels: Vec<Label>, by: u64) {
+        if let Some(inner) = &self.inner {
+            inner
+                .recorder
+                .register_counter(&Key::from_parts(name, labels), &METADATA)
+                .increment(by);
+        }
+    }
+
+    fn histogram(&self, name: &'static str, labels: Vec<Label>, value: f64) {
+        if let Some(inner) = &self.inner {
+            inner
+                .recorder
+                .register_histogram(&Key::from_parts(name, labels), &METADATA)
+                .record(value);
+        }
+    }
+
+    fn gauge(&self, name: &'static str, labels: Vec<Label>, value: f64) {
+        if let Some(inner) = &self.inner {
+            inner
+                .recorder
+                .register_gauge(&Key::from_parts(name, labels), &METADATA)
+                .set(value);
+        }
+    }
+
+    /// One answered gRPC call (`grpc_server_handled_total`, `grpc_server_handling_seconds`).
+    /// `path` is the call's `/package.Service/Method`; one not served here counts as `other`.
+    pub fn grpc_call(&self, path: &str, code: Code, elapsed: Duration) {
+        if !self.is_enabled() {
+            return;
+        }
+        let (service, method) = grpc_labels(path);
+        self.counter(
+            "grpc_server_handled_total",
+            vec![
+                Label::new("grpc_service", service),
+                Label::new("grpc_method", method),
+                Label::new("grpc_code", code_name(code)),
+            ],
+            1,
+        );
+        self.histogram(
+            "grpc_server_handling_seconds",
+            vec![
+                Label::new("grpc_service", service),
+                Label::new("grpc_method", method),
+            ],
+            elapsed.as_secs_f64(),
+        );
+    }
+
+    /// One webhook delivery's outcome (`webhook_deliveries_total{provider, outcome}`).
+    /// `provider` must be a catalog name (or `unknown`).
+    pub fn webhook_delivery(&self, provider: &str, outcome: DeliveryOutcome) {
+        self.counter(
+            "webhook_deliveries_total",
+            vec![
+                Label::new("provider", provider.to_string()),
+                Label::new("outcome", outcome.as_str()),
+            ],
+            1,
+        );
+    }
+
+    /// One group-commit transaction: its rows and how long writing and committing took.
+    pub fn ingest_batch(&self, rows: usize, elapsed: Duration, committed: bool) {
+        self.histogram("webhook_ingest_batch_rows", Vec::new(), rows as f64);
+        self.histogram(
+            "webhook_ingest_commit_duration_seconds",
+            vec![Label::new(
+                "outcome",
+                if committed { "committed" } else { "failed" },
+            )],
+            elapsed.as_secs_f64(),
+        );
+    }
+
+    /// Events leased to consumers; `redeliveries` of them had been leased before.
+    pub fn events_leased(&self, leases: usize, redeliveries: usize) {
+        if leases > 0 {
+            self.counter("webhook_event_leases_total", Vec::new(), leases as u64);
+        }
+        if redeliveries > 0 {
+            self.counter(
+                "webhook_event_redeliveries_total",
+                Vec::new(),
+                redeliveries as u64,
+            );
+        }
+    }
+
+    /// Events made DEAD: `lease_expired` (a lease ran out on the last attempt) or
+    /// `consumer_error` (the last attempt reported an error).
+    pub fn events_dead(&self, reason: &'static str, count: u64) {
+        if count > 0 {
+            self.counter(
+                "webhook_events_dead_total",
+                vec![Label::new("reason", reason)],
+                count,
+            );
+        }
+    }
+
+    /// The stored events by status and the age of the oldest pending one (0 when none).
+    pub fn event_backlog(&self, by_status: &[(&'static str, u64)], oldest_pending: Duration) {
+        for (status, count) in by_status {
+            self.gauge(
+                "webhook_events",
+                vec![Label::new("status", *status)],
+                *count as f64,
+            );
+        }
+        self.gauge(
+            "webhook_oldest_pending_event_age_seconds",
+            Vec::new(),
+            oldest_pending.as_secs_f64(),
+        );
+    }
+
+    /// One token refresh at the provider: `refreshed`, `invalid_grant`, `failed` or
+    /// `discarded` (the integration changed meanwhile).
+    pub fn token_refresh(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
+        let labels = || {
+            vec![
+                Label::new("provider", provider.to_string()),
+                Label::new("outcome", outcome),
+            ]
+        };
+        self.counter("token_refreshes_total", labels(), 1);
+        self.histogram(
+            "token_refresh_duration_seconds",
+            labels(),
+            elapsed.as_secs_f64(),
+        );
+    }
+
+    /// One HTTP call to a provider: `ok`, `invalid_grant`, `rejected`, `unavailable` or
+    /// `timeout`.
+    pub fn provider_request(
+        &self,
+        provider: &str,
+        endpoint: ProviderEndpoint,
+        outcome: &'static str,
+    ) {
+        self.counter(
+            "provider_requests_total",
+            vec![
+                Label::new("provider", provider.to_string()),
+                Label::new("endpoint", endpoint.as_str()),
+                Label::new("outcome", outcome),
+            ],
+            1,
+        );
+    }
+}
+
+/// The HELP text of every series.
+const DESCRIPTIONS: &[(&str, &str)] = &[
+    ("grpc_server_handled_total", "gRPC calls answered, by service, method and code."),
+    ("grpc_server_handling_seconds", "Duration of gRPC calls (a stream's whole life)."),
+    ("webhook_deliveries_total", "Webhook deliveries by provider and outcome (accepted, duplicate, handshake, throttled, each refusal)."),
+    ("webhook_ingest_batch_rows", "Rows written per group-commit transaction."),
+    ("webhook_ingest_commit_duration_seconds", "Time to write and commit one group-commit batch."),
+    ("webhook_event_leases_total", "Webhook events leased to consumers."),
+    ("webhook_event_redeliveries_total", "Leases of events leased before (retries and expired leases)."),
+    ("webhook_events_dead_total", "Webhook events dead-lettered, by reason."),
+    ("webhook_events", "Stored webhook events by status (refreshed every METRICS_BACKLOG_INTERVAL_SECS)."),
+    ("webhook_oldest_pending_event_age_seconds", "Age of the oldest event not yet processed (PENDING or DELIVERED); 0 when none."),
+    ("token_refreshes_total", "Token refreshes at providers, by provider and outcome."),
+    ("token_refresh_duration_seconds", "Duration of token refresh calls at providers."),
+    ("provider_requests_total", "HTTP calls to providers by provider, endpoint (token, refresh, revoke) and outcome."),
+];
+
+/// `(grpc_service, grpc_method)` of a call path, both `other` for a path we do not serve.
+fn grpc_labels(path: &str) -> (&'static str, &'static str) {
+    known_methods()
+        .iter()
+        .find(|(full, _, _)| *full == path)
+        .map(|(_, service, method)| (*service, *method))
+        .unwrap_or(("other", "other"))
+}
+
+/// Every method served: ours, health and reflection, read from their descriptors once.
+fn known_methods() -> &'static [(&'static str, &'static str, &'static str)] {
+    static METHODS: OnceLock<Vec<(&'static str, &'static str, &'static str)>> = OnceLock::new();
+    METHODS.get_or_init(|| {
+        use prost::Message;
+        let mut seen = HashSet::new();
+        let mut methods = Vec::new();
+        for encoded in [
+            integrations_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
+                continue;
+            };
+            for file in set.file {
+                for service in &file.service {
+                    let service_name = match file.package.as_deref() {
+                        Some(package) if !package.is_empty() => {
+                            format!("{package}.{}", service.name())
+                        }
+                        _ => service.name().to_string(),
+                    };
+                    for method in &service.method {
+                        let path = format!("/{service_name}/{}", method.name());
+                        if seen.insert(path.clone()) {
+                            // Leaked once per method at start: labels borrow them for ever.
+                            let service: &'static str = Box::leak(service_name.clone().into());
+                            let method: &'static str = Box::leak(method.name().into());
+                            methods.push((&*Box::leak(path.into_boxed_str()), service, method));
+                        }
+                    }
+                }
+            }
+        }
+        methods
+    })
+}
+
+/// The code's name as gRPC documents it (`OK`, `NotFound`...), as other gRPC exporters do.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_methods_become_labels() {
+        assert_eq!(
+            grpc_labels("/integrations.v1.OAuthService/GetAccessToken"),
+            ("integrations.v1.OAuthService", "GetAccessToken")
+        );
+        assert_eq!(
+            grpc_labels("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health", "Check")
+        );
+        assert_eq!(
+            grpc_labels("/integrations.v1.IntegrationService/Made-Up-123"),
+            ("other", "other")
+        );
+    }
+
+    #[test]
+    fn a_disabled_recorder_renders_nothing() {
+        let metrics = Metrics::new(false);
+        metrics.webhook_delivery("github", DeliveryOutcome::Accepted);
+        assert!(metrics.render().is_none());
+    }
+
+    #[test]
+    fn series_carry_bounded_labels() {
+        let metrics = Metrics::new(true);
+        metrics.webhook_delivery("github", DeliveryOutcome::Throttled);
+        metrics.ingest_batch(3, Duration::from_millis(2), true);
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains("webhook_deliveries_total{provider=\"github\",outcome=\"throttled\"} 1")
+        );
+        assert!(text.contains("webhook_ingest_batch_rows_bucket{le=\"4\"} 1"));
+    }
+}
