@@ -45,6 +45,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     service_kit::telemetry::init_from_env().map_err(anyhow::Error::msg)?;
+    service_kit::memory::return_large_buffers_to_the_system();
     let cli = Cli::parse();
     let config = Config::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {

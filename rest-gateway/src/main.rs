@@ -7,6 +7,7 @@ use service_kit::shutdown::shutdown_signal;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     service_kit::telemetry::init_from_env().map_err(anyhow::Error::msg)?;
+    service_kit::memory::return_large_buffers_to_the_system();
     raise_open_file_limit();
     let config = GatewayConfig::from_env()?;
     let addr = config.http_addr;
