@@ -115,16 +115,7 @@ pub async fn callback_from_frontend(
     body: Incoming,
     provider: String,
 ) -> Result<HttpResponse, GatewayError> {
-    require_json(&parts.headers)?;
-    let bytes = read_body(
-        &parts.headers,
-        body,
-        gateway.config.json_body_limit,
-        gateway.config.body_rate,
-    )
-    .await?;
-    let posted: FrontendCallback = serde_json::from_slice(&bytes)
-        .map_err(|e| GatewayError::bad_request("Invalid request body", e.to_string()))?;
+    let posted: FrontendCallback = json_body(gateway, parts, body).await?;
     let bounded = |value: Option<String>| value.filter(|v| v.len() <= MAX_CALLBACK_PARAM);
     let request = CompleteAuthorizationRequest {
         provider,
@@ -200,25 +191,7 @@ pub async fn rotate_webhook_secret(
     body: Incoming,
     id: String,
 ) -> Result<HttpResponse, GatewayError> {
-    let has_body = parts.headers.contains_key(header::CONTENT_TYPE);
-    let body: RotateBody = if has_body {
-        require_json(&parts.headers)?;
-        let bytes = read_body(
-            &parts.headers,
-            body,
-            gateway.config.json_body_limit,
-            gateway.config.body_rate,
-        )
-        .await?;
-        if bytes.is_empty() {
-            RotateBody::default()
-        } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|e| GatewayError::bad_request("Invalid request body", e.to_string()))?
-        }
-    } else {
-        RotateBody::default()
-    };
+    let body: RotateBody = optional_json(gateway, parts, body).await?;
     let settings = gateway
         .upstream
         .oauth()
@@ -252,16 +225,7 @@ pub async fn set_webhook_secret(
     body: Incoming,
     id: String,
 ) -> Result<HttpResponse, GatewayError> {
-    require_json(&parts.headers)?;
-    let bytes = read_body(
-        &parts.headers,
-        body,
-        gateway.config.json_body_limit,
-        gateway.config.body_rate,
-    )
-    .await?;
-    let body: SecretBody = serde_json::from_slice(&bytes)
-        .map_err(|e| GatewayError::bad_request("Invalid request body", e.to_string()))?;
+    let body: SecretBody = json_body(gateway, parts, body).await?;
     let settings = gateway
         .upstream
         .oauth()
@@ -324,17 +288,39 @@ async fn optional_json<T: Default + serde::de::DeserializeOwned>(
     if !parts.headers.contains_key(header::CONTENT_TYPE) {
         return Ok(T::default());
     }
+    let bytes = json_bytes(gateway, parts, body).await?;
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    parse_json(&bytes)
+}
+
+/// A required JSON body (415 for another type, 413 beyond the limit, 400 when it does not
+/// parse as `T`).
+async fn json_body<T: serde::de::DeserializeOwned>(
+    gateway: &Gateway,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<T, GatewayError> {
+    parse_json(&json_bytes(gateway, parts, body).await?)
+}
+
+async fn json_bytes(
+    gateway: &Gateway,
+    parts: &Parts,
+    body: Incoming,
+) -> Result<bytes::Bytes, GatewayError> {
     require_json(&parts.headers)?;
-    let bytes = read_body(
+    read_body(
         &parts.headers,
         body,
         gateway.config.json_body_limit,
         gateway.config.body_rate,
     )
-    .await?;
-    if bytes.is_empty() {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&bytes)
+    .await
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
+    serde_json::from_slice(bytes)
         .map_err(|e| GatewayError::bad_request("Invalid request body", e.to_string()))
 }
