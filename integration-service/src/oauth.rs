@@ -296,27 +296,20 @@ pub async fn complete_authorization(
     let grant = match exchange(ctx, provider, &row, code).await {
         Ok(grant) => grant,
         Err(why) => {
-            tracing::warn!(provider = %provider.name, integration = %row.integration_id, %why, "code exchange failed");
-            store::integrations::set_last_error(
-                &ctx.db,
-                row.integration_id,
-                &format!("authorization failed: {why}"),
-            )
-            .await?;
-            return Ok(Outcome::CallbackFailed);
+            return authorization_failed(ctx, provider, &row, "code exchange failed", why).await
         }
     };
     let grant = match github_installation(ctx, provider, &callback, grant).await {
         Ok(grant) => grant,
         Err(why) => {
-            tracing::warn!(provider = %provider.name, integration = %row.integration_id, %why, "GitHub App installation not recorded");
-            store::integrations::set_last_error(
-                &ctx.db,
-                row.integration_id,
-                &format!("authorization failed: {why}"),
+            return authorization_failed(
+                ctx,
+                provider,
+                &row,
+                "GitHub App installation not recorded",
+                why,
             )
-            .await?;
-            return Ok(Outcome::CallbackFailed);
+            .await
         }
     };
     if let Some(outcome) = claimed_elsewhere(ctx, provider, row.integration_id, &grant).await? {
@@ -333,6 +326,26 @@ pub async fn complete_authorization(
     Ok(Outcome::Connected {
         provider: provider.name.clone(),
     })
+}
+
+/// A callback that got past its state but failed at the provider: the reason is kept as the
+/// integration's `last_error` and the browser is told
+/// `callback_failed`.
+async fn authorization_failed(
+    ctx: &AppContext,
+    provider: &Provider,
+    row: &store::entities::oauth_state::Model,
+    what: &str,
+    why: String,
+) -> ServiceResult<Outcome> {
+    tracing::warn!(provider = %provider.name, integration = %row.integration_id, %why, "{what}");
+    store::integrations::set_last_error(
+        &ctx.db,
+        row.integration_id,
+        &format!("authorization failed: {why}"),
+    )
+    .await?;
+    Ok(Outcome::CallbackFailed)
 }
 
 /// Whether the user who started the flow may still manage the organization's integrations:
