@@ -13,8 +13,15 @@ use std::{
     time::Duration,
 };
 
-use rand::RngCore;
 use url::Url;
+
+mod env;
+mod secrets;
+
+use env::{invalid, parse_url, Env};
+pub use env::{ProcessEnv, Vars};
+pub use secrets::MIN_PRODUCTION_JWT_SECRET_LEN;
+use secrets::{development_secrets_dir, keys, sessions};
 
 /// Where `DATABASE_URL` points when unset: a file under `./data`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/integrations.db?mode=rwc";
@@ -128,34 +135,6 @@ pub struct Config {
     pub webhook_quota: crate::webhooks::quota::QuotaLimits,
 }
 
-/// Reads variables by name; `std::env::var` in production, a map in tests.
-pub trait Vars {
-    fn get(&self, name: &str) -> Option<String>;
-    /// Every (name, value) pair, to capture provider variables by prefix.
-    fn all(&self) -> Vec<(String, String)>;
-}
-
-/// The process environment (after `.env` was loaded).
-pub struct ProcessEnv;
-
-impl Vars for ProcessEnv {
-    fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-    fn all(&self) -> Vec<(String, String)> {
-        std::env::vars().collect()
-    }
-}
-
-impl Vars for HashMap<String, String> {
-    fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name).cloned()
-    }
-    fn all(&self) -> Vec<(String, String)> {
-        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
-}
-
 /// Prefixes of provider variables: `GITHUB_CLIENT_ID`, `SLACK_SIGNING_SECRET`, `GITLAB_TOKEN_URL`...
 const PROVIDER_VAR_SUFFIXES: [&str; 8] = [
     "_CLIENT_ID",
@@ -233,54 +212,6 @@ impl Config {
     }
 }
 
-/// Non-empty variables, with the parsers every group shares.
-struct Env<'a>(&'a dyn Vars);
-
-impl Env<'_> {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0.get(name).filter(|v| !v.trim().is_empty())
-    }
-
-    /// `on`/`off` (also `true`/`false`, `1`/`0`).
-    fn switch(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
-        match self.get(name).as_deref().map(str::trim) {
-            None => Ok(default),
-            Some("on" | "true" | "1") => Ok(true),
-            Some("off" | "false" | "0") => Ok(false),
-            Some(other) => Err(invalid(name, &format!("expected on or off, got {other:?}"))),
-        }
-    }
-
-    fn number(&self, name: &str, default: u64) -> Result<u64, ConfigError> {
-        match self.get(name) {
-            None => Ok(default),
-            Some(text) => text
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| invalid(name, &format!("expected a whole number, got {text:?}"))),
-        }
-    }
-
-    /// A whole number in `1..=max`.
-    fn positive(&self, name: &str, default: u64, max: u64) -> Result<u64, ConfigError> {
-        match self.number(name, default)? {
-            n if (1..=max).contains(&n) => Ok(n),
-            n => Err(invalid(
-                name,
-                &format!("expected a whole number from 1 to {max}, got {n}"),
-            )),
-        }
-    }
-
-    /// Seconds, where 0 turns the feature off.
-    fn optional_secs(&self, name: &str, default: u64) -> Result<Option<Duration>, ConfigError> {
-        Ok(match self.number(name, default)? {
-            0 => None,
-            secs => Some(Duration::from_secs(secs)),
-        })
-    }
-}
-
 /// `DATABASE_URL` and `APP_ENV`.
 fn database(env: &Env) -> Result<(String, bool), ConfigError> {
     let database_url = env
@@ -306,107 +237,6 @@ fn database(env: &Env) -> Result<(String, bool), ConfigError> {
         }
     };
     Ok((database_url, production))
-}
-
-/// Where development secrets may be generated: only for an SQLite database outside
-/// production (`Some(None)` for an in-memory one).
-fn development_secrets_dir(database_url: &str, production: bool) -> Option<Option<PathBuf>> {
-    (database_url.starts_with("sqlite:") && !production).then(|| sqlite_data_dir(database_url))
-}
-
-fn refuse_generated_why(production: bool) -> &'static str {
-    if production {
-        "APP_ENV=production never uses a generated development secret"
-    } else {
-        "a PostgreSQL database never uses a generated development secret"
-    }
-}
-
-struct Keys {
-    current: EncryptionKey,
-    previous: Vec<EncryptionKey>,
-}
-
-/// `INTEGRATION_ENCRYPTION_KEY` and `INTEGRATION_ENCRYPTION_KEY_PREVIOUS`.
-fn keys(
-    env: &Env,
-    dev_dir: &Option<Option<PathBuf>>,
-    production: bool,
-) -> Result<Keys, ConfigError> {
-    const VARIABLE: &str = "INTEGRATION_ENCRYPTION_KEY";
-    let current = match (env.get(VARIABLE), dev_dir) {
-        (Some(hex), _) => parse_key(VARIABLE, &hex)?,
-        (None, Some(dir)) => parse_key(
-            VARIABLE,
-            &dev_secret(dir.as_deref(), "encryption.key", VARIABLE)?,
-        )?,
-        (None, None) => {
-            return Err(ConfigError::Missing {
-                variable: VARIABLE,
-                why: format!(
-                    "64 hex characters (32 bytes); {}",
-                    refuse_generated_why(production)
-                ),
-            })
-        }
-    };
-    let previous = match env.get("INTEGRATION_ENCRYPTION_KEY_PREVIOUS") {
-        None => Vec::new(),
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(|k| parse_key("INTEGRATION_ENCRYPTION_KEY_PREVIOUS", k))
-            .collect::<Result<_, _>>()?,
-    };
-    Ok(Keys { current, previous })
-}
-
-/// Shortest `SUPABASE_JWT_SECRET` accepted in production (Supabase's are 40 characters).
-pub const MIN_PRODUCTION_JWT_SECRET_LEN: usize = 32;
-
-struct Sessions {
-    jwt_secret: Secret,
-    supabase_url: Option<Url>,
-}
-
-/// `SUPABASE_JWT_SECRET` and `SUPABASE_URL`.
-fn sessions(
-    env: &Env,
-    dev_dir: &Option<Option<PathBuf>>,
-    production: bool,
-) -> Result<Sessions, ConfigError> {
-    const VARIABLE: &str = "SUPABASE_JWT_SECRET";
-    let jwt_secret = match (env.get(VARIABLE), dev_dir) {
-        (Some(secret), _) => Secret::new(secret),
-        (None, Some(dir)) => Secret::new(dev_secret(dir.as_deref(), "jwt.secret", VARIABLE)?),
-        (None, None) => {
-            return Err(ConfigError::Missing {
-                variable: VARIABLE,
-                why: format!(
-                    "the HS256 secret of Supabase session JWTs; {}",
-                    refuse_generated_why(production)
-                ),
-            })
-        }
-    };
-    if production && jwt_secret.expose().len() < MIN_PRODUCTION_JWT_SECRET_LEN {
-        return Err(invalid(
-            VARIABLE,
-            &format!(
-                "at least {MIN_PRODUCTION_JWT_SECRET_LEN} characters in production \
-                 (a short HS256 secret can be guessed offline from one token)"
-            ),
-        ));
-    }
-    let supabase_url = env
-        .get("SUPABASE_URL")
-        .map(|url| parse_url("SUPABASE_URL", &url))
-        .transpose()?;
-    Ok(Sessions {
-        jwt_secret,
-        supabase_url,
-    })
 }
 
 struct Urls {
@@ -520,6 +350,18 @@ fn webhook_quota(env: &Env) -> Result<crate::webhooks::quota::QuotaLimits, Confi
     Ok(limits)
 }
 
+/// The file of an SQLite database URL (`sqlite://./data/x.db?mode=rwc` → `./data/x.db`);
+/// `None` for another database or an in-memory one.
+pub fn sqlite_file(database_url: &str) -> Option<&Path> {
+    let path = database_url
+        .strip_prefix("sqlite:")?
+        .trim_start_matches("//")
+        .split('?')
+        .next()
+        .unwrap_or_default();
+    (!path.is_empty() && !path.contains(":memory:")).then(|| Path::new(path))
+}
+
 /// Every variable a catalog entry may name, by suffix.
 fn provider_vars(vars: &dyn Vars) -> HashMap<String, Secret> {
     vars.all()
@@ -529,104 +371,6 @@ fn provider_vars(vars: &dyn Vars) -> HashMap<String, Secret> {
         })
         .map(|(name, value)| (name, Secret::new(value)))
         .collect()
-}
-
-fn invalid(variable: &str, why: &str) -> ConfigError {
-    ConfigError::Invalid {
-        variable: variable.into(),
-        why: why.into(),
-    }
-}
-
-fn parse_key(variable: &str, hex_key: &str) -> Result<EncryptionKey, ConfigError> {
-    let bytes = hex::decode(hex_key.trim())
-        .map_err(|_| invalid(variable, "expected 64 hex characters (32 bytes)"))?;
-    let key: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| invalid(variable, "expected 64 hex characters (32 bytes)"))?;
-    Ok(EncryptionKey(key))
-}
-
-fn parse_url(variable: &str, value: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(value.trim_end_matches('/'))
-        .map_err(|e| invalid(variable, &format!("not an absolute URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(variable, "expected an http or https URL"));
-    }
-    Ok(url)
-}
-
-/// The folder holding an SQLite database file; `None` for an in-memory database.
-fn sqlite_data_dir(database_url: &str) -> Option<PathBuf> {
-    let path = database_url
-        .trim_start_matches("sqlite:")
-        .trim_start_matches("//")
-        .split('?')
-        .next()
-        .unwrap_or_default();
-    if path.is_empty() || path.contains(":memory:") {
-        return None;
-    }
-    Some(
-        Path::new(path)
-            .parent()
-            .map(Path::to_path_buf)
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from(".")),
-    )
-}
-
-/// Reads a development secret from `dir/name`, generating 32 random bytes (hex) on first use.
-/// An in-memory database gets a secret that lives as long as the process.
-fn dev_secret(dir: Option<&Path>, name: &str, variable: &str) -> Result<String, ConfigError> {
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let fresh = hex::encode(bytes);
-    let Some(dir) = dir else {
-        tracing::warn!(
-            "{variable} is not set: using a random development value for this process only"
-        );
-        return Ok(fresh);
-    };
-    let path = dir.join(format!("dev-{name}"));
-    let io_err = |source| ConfigError::DevSecret {
-        path: path.clone(),
-        source,
-    };
-    if path.exists() {
-        if let Some(why) = crate::private_fs::untrusted_secret_file(&path).map_err(io_err)? {
-            return Err(ConfigError::UntrustedDevSecret {
-                path: path.clone(),
-                why,
-            });
-        }
-        let existing = std::fs::read_to_string(&path).map_err(io_err)?;
-        return Ok(existing.trim().to_string());
-    }
-    crate::private_fs::create_private_dir_all(dir).map_err(io_err)?;
-    write_private(&path, &fresh).map_err(io_err)?;
-    tracing::warn!(
-        "!!! {variable} is not set: generated a DEVELOPMENT secret into {} (mode 0600). \
-         Never use it in production: set {variable} instead. !!!",
-        path.display()
-    );
-    Ok(fresh)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::{io::Write, os::unix::fs::OpenOptionsExt};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    std::fs::write(path, contents)
 }
 
 #[cfg(test)]

@@ -40,27 +40,18 @@ pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
 
 /// Creates the folder (0700) and the file (0600) of an SQLite database when missing.
 fn prepare_sqlite_url(database_url: &str) -> Result<String, DbErr> {
-    if !database_url.starts_with("sqlite:") || database_url.contains(":memory:") {
+    let Some(path) = crate::config::sqlite_file(database_url) else {
         return Ok(database_url.to_string());
-    }
-    let path = database_url
-        .trim_start_matches("sqlite:")
-        .trim_start_matches("//")
-        .split('?')
-        .next()
-        .unwrap_or_default();
-    if let Some(dir) = std::path::Path::new(path)
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-    {
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         crate::private_fs::create_private_dir_all(dir)
             .map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", dir.display())))?;
     }
     // Created here, 0600, rather than by SQLite with the process umask (often 0644): the
     // file holds webhook payloads.
-    if !path.is_empty() && !database_url.contains("mode=ro") {
-        crate::private_fs::create_private_file_if_missing(std::path::Path::new(path))
-            .map_err(|e| DbErr::Custom(format!("cannot create {path}: {e}")))?;
+    if !database_url.contains("mode=ro") {
+        crate::private_fs::create_private_file_if_missing(path)
+            .map_err(|e| DbErr::Custom(format!("cannot create {}: {e}", path.display())))?;
     }
     Ok(if database_url.contains("mode=") {
         database_url.to_string()
