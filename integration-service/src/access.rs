@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::{credentials_from_metadata, Caller, SessionVerifier},
-    error::{Problem, ServiceError, ServiceResult},
+    error::{ServiceError, ServiceResult},
     store,
 };
 
@@ -69,10 +69,8 @@ pub async fn resolve(
     match caller {
         Caller::Service => {
             let organization_id = requested.ok_or_else(|| {
-                ServiceError::InvalidArgument(
-                    Problem::new("Organization required")
-                        .details("service_role callers name the organization in x-organization-id"),
-                )
+                ServiceError::invalid("Organization required")
+                    .with_details("service_role callers name the organization in x-organization-id")
             })?;
             if !store::organizations::organization_exists(db, organization_id).await? {
                 return Err(ServiceError::not_found("Organization not found"));
@@ -104,18 +102,15 @@ pub async fn require_manager(
     let access = resolve(db, sessions, metadata).await?;
     match access.role {
         None | Some(Role::Owner) | Some(Role::Admin) => Ok(access),
-        Some(Role::Member) => Err(ServiceError::PermissionDenied(
-            Problem::new("Forbidden")
-                .details("managing integrations requires the OWNER or ADMIN role"),
-        )),
+        Some(Role::Member) => Err(ServiceError::forbidden("Forbidden")
+            .with_details("managing integrations requires the OWNER or ADMIN role")),
     }
 }
 
 fn parse_organization_id(value: &str) -> ServiceResult<i64> {
     value.trim().parse::<i64>().map_err(|_| {
-        ServiceError::InvalidArgument(
-            Problem::new("Invalid organization id").details("expected an integer organization id"),
-        )
+        ServiceError::invalid("Invalid organization id")
+            .with_details("expected an integer organization id")
     })
 }
 
@@ -134,19 +129,15 @@ pub fn choose_organization(
             .find(|(org, _)| *org == requested)
             .copied()
             .ok_or_else(|| {
-                ServiceError::PermissionDenied(
-                    Problem::new("Forbidden")
-                        .details(format!("not a member of organization {requested}")),
-                )
+                ServiceError::forbidden("Forbidden")
+                    .with_details(format!("not a member of organization {requested}"))
             });
     }
     known
         .into_iter()
         .max_by(|(org_a, role_a), (org_b, role_b)| role_a.cmp(role_b).then(org_b.cmp(org_a)))
         .ok_or_else(|| {
-            ServiceError::PermissionDenied(
-                Problem::new("Forbidden").details("the user belongs to no organization"),
-            )
+            ServiceError::forbidden("Forbidden").with_details("the user belongs to no organization")
         })
 }
 

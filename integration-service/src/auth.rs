@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tonic::metadata::MetadataMap;
 use uuid::Uuid;
 
-use crate::error::{Problem, ServiceError};
+use crate::error::ServiceError;
 
 /// Clock skew tolerated on `exp`, in seconds.
 const LEEWAY_SECONDS: u64 = 30;
@@ -126,7 +126,7 @@ impl SessionVerifier {
 
     pub fn verify(&self, token: &str) -> Result<Caller, ServiceError> {
         let refused = |why: &str| {
-            ServiceError::Unauthenticated(Problem::new("Invalid or expired session").details(why))
+            ServiceError::unauthenticated("Invalid or expired session").with_details(why)
         };
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {

@@ -101,6 +101,10 @@ impl ServiceError {
     pub fn failed_precondition(message: impl Into<String>) -> Self {
         Self::FailedPrecondition(Problem::new(message))
     }
+    /// Someone else holds it: 409.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict(Problem::new(message))
+    }
     pub fn provider(message: impl Into<String>) -> Self {
         Self::Provider(Problem::new(message))
     }
@@ -135,6 +139,16 @@ impl ServiceError {
         self
     }
 
+    /// Whether a failed save lost the race for a unique index.
+    pub fn is_unique_violation(&self) -> bool {
+        let Self::Database(source) = self else {
+            return false;
+        };
+        source
+            .downcast_ref::<DbErr>()
+            .is_some_and(is_unique_violation)
+    }
+
     /// Whether this is our failure (logged at error level) rather than the caller's.
     pub fn is_internal(&self) -> bool {
         matches!(
@@ -164,6 +178,14 @@ impl From<DbErr> for ServiceError {
             Self::Database(Box::new(err))
         }
     }
+}
+
+/// Whether a database error is a unique-index violation.
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
 }
 
 /// Whether a database error means "could not reach the database" (retryable, 503).

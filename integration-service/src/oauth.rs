@@ -13,7 +13,6 @@
 pub mod state;
 
 use chrono::Utc;
-use sea_orm::SqlErr;
 use secrecy::ExposeSecret;
 use uuid::Uuid;
 
@@ -23,7 +22,7 @@ use crate::{
     catalog::Provider,
     context::AppContext,
     crypto::SecretColumn,
-    error::{Problem, ServiceError, ServiceResult},
+    error::{ServiceError, ServiceResult},
     integrations::{self, IntegrationRef},
     metrics::ProviderEndpoint,
     providers::{
@@ -33,7 +32,7 @@ use crate::{
         ProviderClient,
     },
     store::{self, entities::integration, text_list},
-    webhook_settings::new_webhook_secret,
+    webhooks::secrets::new_webhook_secret,
 };
 use state::{StateClaims, StateError};
 
@@ -184,7 +183,7 @@ pub async fn start_authorization(
     let provider = ctx
         .catalog
         .get(&record.provider)
-        .ok_or_else(|| ServiceError::not_found("Integration not found"))?;
+        .ok_or_else(integrations::integration_not_found)?;
     let client = ProviderClient::configured(&ctx.config, provider)?;
     let redirect_uri = redirect_uri(ctx, provider);
     let (challenge, verifier) = match provider.pkce {
@@ -197,11 +196,7 @@ pub async fn start_authorization(
     let nonce = state::random_token(16);
     let session_bound = ctx.config.oauth_frontend_callback_url.is_some();
     if session_bound && access.user_id.is_none() {
-        return Err(ServiceError::FailedPrecondition(
-            Problem::new("A user session is required").details(
-                "with OAUTH_FRONTEND_CALLBACK_URL set, only the user who starts an authorization can complete it",
-            ),
-        ));
+        return Err(ServiceError::failed_precondition("A user session is required").with_details("with OAUTH_FRONTEND_CALLBACK_URL set, only the user who starts an authorization can complete it"));
     }
     // In frontend callback mode the browser returns to another site: the session, not a
     // cookie of ours, binds the state.
@@ -317,7 +312,7 @@ pub async fn complete_authorization(
     }
     if let Err(e) = save_grant(ctx, provider, row.integration_id, grant).await {
         // A concurrent callback of another organization won the unique index in between.
-        if is_unique_violation(&e) {
+        if e.is_unique_violation() {
             return Ok(already_connected(provider, row.integration_id));
         }
         return Err(e);
@@ -420,17 +415,6 @@ async fn claimed_elsewhere(
     Ok(owner.map(|_| already_connected(provider, integration_id)))
 }
 
-/// Whether a failed save lost the race for the unique index over connected accounts.
-pub(crate) fn is_unique_violation(error: &ServiceError) -> bool {
-    let ServiceError::Database(source) = error else {
-        return false;
-    };
-    source
-        .downcast_ref::<sea_orm::DbErr>()
-        .and_then(sea_orm::DbErr::sql_err)
-        .is_some_and(|e| matches!(e, SqlErr::UniqueConstraintViolation(_)))
-}
-
 fn already_connected(provider: &Provider, integration_id: Uuid) -> Outcome {
     tracing::warn!(provider = %provider.name, integration = %integration_id, "callback refused: the provider account is connected to another organization");
     Outcome::AlreadyConnected
@@ -510,7 +494,7 @@ async fn save_grant(
             .refresh_token
             .as_deref()
             .map(|t| ctx.keyring.seal(SecretColumn::RefreshToken, id, t)),
-        token_expires_at: expires_at(&grant),
+        token_expires_at: grant.expires_at(),
         permissions: text_list::encode(&scopes),
         account_id: grant.account_id.clone(),
         account_name: grant.account_name.clone(),
@@ -556,27 +540,6 @@ fn is_transient(e: &sea_orm::DbErr) -> bool {
     ]
     .iter()
     .any(|needle| text.contains(needle))
-}
-
-/// Longest `expires_in` taken at its word: 100 years. A provider answering more (up to
-/// `u64::MAX` seconds, which would overflow any date) has issued a token that, for us, does
-/// not expire: it is stored without an expiry and never refreshed ahead of time.
-pub const MAX_TOKEN_LIFETIME_SECS: u64 = 100 * 365 * 24 * 3600;
-
-/// When a granted token expires, `None` for tokens that do not (or claim an absurd lifetime).
-pub fn expires_at(grant: &TokenGrant) -> Option<chrono::DateTime<Utc>> {
-    expiry_after(Utc::now(), grant.expires_in?)
-}
-
-/// `now + expires_in` with checked arithmetic: never a panic, whatever the provider said.
-pub fn expiry_after(
-    now: chrono::DateTime<Utc>,
-    expires_in: std::time::Duration,
-) -> Option<chrono::DateTime<Utc>> {
-    if expires_in.as_secs() > MAX_TOKEN_LIFETIME_SECS {
-        return None;
-    }
-    now.checked_add_signed(chrono::Duration::from_std(expires_in).ok()?)
 }
 
 /// Best-effort revocation of a disconnected integration's grant, in the background.
@@ -691,32 +654,6 @@ mod tests {
             "body-222",
         ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
-        }
-    }
-
-    #[test]
-    fn absurd_lifetimes_do_not_expire_and_never_panic() {
-        use std::time::Duration;
-        let now = Utc::now();
-        assert_eq!(
-            expiry_after(now, Duration::from_secs(3600)),
-            Some(now + chrono::Duration::seconds(3600))
-        );
-        for absurd in [
-            Duration::from_secs(u64::MAX),
-            Duration::from_secs(i64::MAX as u64),
-            Duration::from_secs(MAX_TOKEN_LIFETIME_SECS + 1),
-            Duration::MAX,
-        ] {
-            assert_eq!(expiry_after(now, absurd), None, "{absurd:?}");
-        }
-        assert!(expiry_after(chrono::DateTime::<Utc>::MAX_UTC, Duration::from_secs(1)).is_none());
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn any_expires_in_is_a_date_or_none(secs in proptest::prelude::any::<u64>()) {
-            let _ = expiry_after(Utc::now(), std::time::Duration::from_secs(secs));
         }
     }
 

@@ -14,7 +14,7 @@ use std::{sync::OnceLock, time::Duration};
 use crate::{
     catalog::Provider,
     config::{Config, Secret},
-    error::{Problem, ServiceError, ServiceResult},
+    error::{ServiceError, ServiceResult},
 };
 
 /// Whole-request timeout of a provider call.
@@ -85,11 +85,10 @@ impl ProviderClient {
 fn required(config: &Config, provider: &Provider, suffix: &str) -> ServiceResult<Secret> {
     let variable = provider.var(suffix);
     config.provider_var(&variable).cloned().ok_or_else(|| {
-        ServiceError::FailedPrecondition(
-            Problem::new(format!("{} is not configured", provider.display_name)).details(format!(
+        ServiceError::failed_precondition(format!("{} is not configured", provider.display_name))
+            .with_details(format!(
                 "set {variable} in the integration service's environment"
-            )),
-        )
+            ))
     })
 }
 

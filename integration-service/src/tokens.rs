@@ -30,10 +30,9 @@ use crate::{
     access::Access,
     context::AppContext,
     crypto::SecretColumn,
-    error::{Problem, ServiceError, ServiceResult},
+    error::{ServiceError, ServiceResult},
     integrations::{self, IntegrationRef},
     metrics::ProviderEndpoint,
-    oauth::expires_at,
     providers::{
         token_client::{self, TokenError},
         ProviderClient,
@@ -60,9 +59,7 @@ pub struct AccessToken {
 }
 
 fn reauthorization_required(details: impl Into<String>) -> ServiceError {
-    ServiceError::FailedPrecondition(
-        Problem::new("re-authorization required").details(details.into()),
-    )
+    ServiceError::failed_precondition("re-authorization required").with_details(details.into())
 }
 
 /// The GetAccessToken rule: service_role callers only.
@@ -72,9 +69,8 @@ pub async fn get_access_token(
     id: &IntegrationRef,
 ) -> ServiceResult<AccessToken> {
     if !access.is_service() {
-        return Err(ServiceError::PermissionDenied(
-            Problem::new("Forbidden").details("access tokens are for service_role callers only"),
-        ));
+        return Err(ServiceError::forbidden("Forbidden")
+            .with_details("access tokens are for service_role callers only"));
     }
     let view = integrations::get(ctx, access, id).await?;
     let record = view.record.ok_or_else(not_connected)?;
@@ -82,9 +78,8 @@ pub async fn get_access_token(
 }
 
 fn not_connected() -> ServiceError {
-    ServiceError::FailedPrecondition(
-        Problem::new("Integration not connected").details("authorize the integration first"),
-    )
+    ServiceError::failed_precondition("Integration not connected")
+        .with_details("authorize the integration first")
 }
 
 fn check_usable(record: &integration::Model) -> ServiceResult<()> {
@@ -183,10 +178,8 @@ pub async fn refresh(
         if tokio::time::Instant::now() >= give_up {
             // The holder neither finished nor let its lease expire in time.
             return if current.token_expires_at.is_some_and(|at| at <= Utc::now()) {
-                Err(ServiceError::Provider(
-                    Problem::new("Provider failed")
-                        .details("token refresh still in progress elsewhere; try again"),
-                ))
+                Err(ServiceError::provider("Provider failed")
+                    .with_details("token refresh still in progress elsewhere; try again"))
             } else {
                 token_of(ctx, &current)
             };
@@ -198,7 +191,7 @@ pub async fn refresh(
 async fn read(ctx: &AppContext, id: Uuid) -> ServiceResult<integration::Model> {
     store::integrations::find_any(&ctx.db, id)
         .await?
-        .ok_or_else(|| ServiceError::not_found("Integration not found"))
+        .ok_or_else(integrations::integration_not_found)
 }
 
 /// The refresh itself, by the lease's owner. Every path gives the lease back.
@@ -270,7 +263,7 @@ async fn refresh_with_lease(
     };
     match refreshed {
         Ok(grant) => {
-            let new_expiry = expires_at(&grant);
+            let new_expiry = grant.expires_at();
             let saved = store::integrations::save_refreshed_tokens(
                 &ctx.db,
                 id,
@@ -288,10 +281,7 @@ async fn refresh_with_lease(
             if !saved {
                 // Disconnected, reconnected or the lease lost meanwhile: their state wins.
                 tracing::warn!(integration = %id, provider = %provider.name, "refreshed token discarded: the integration changed during the refresh");
-                return Err(ServiceError::FailedPrecondition(
-                    Problem::new("Integration changed")
-                        .details("the integration was disconnected or re-authorized during the token refresh"),
-                ));
+                return Err(ServiceError::failed_precondition("Integration changed").with_details("the integration was disconnected or re-authorized during the token refresh"));
             }
             // Committed before anyone sees the new access token: a crash now loses nothing.
             tracing::info!(integration = %id, provider = %provider.name, "access token refreshed");
@@ -321,9 +311,8 @@ async fn refresh_with_lease(
             release().await?;
             tracing::warn!(integration = %id, provider = %provider.name, error = %other, "token refresh failed");
             if expired {
-                Err(ServiceError::Provider(
-                    Problem::new("Provider failed").details(format!("token refresh: {other}")),
-                ))
+                Err(ServiceError::provider("Provider failed")
+                    .with_details(format!("token refresh: {other}")))
             } else {
                 token_of(ctx, &current)
             }

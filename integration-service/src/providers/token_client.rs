@@ -37,6 +37,30 @@ pub struct TokenGrant {
     pub account_name: Option<String>,
 }
 
+/// Longest `expires_in` taken at its word: 100 years. A provider answering more (up to
+/// `u64::MAX` seconds, which would overflow any date) has issued a token that, for us, does
+/// not expire: it is stored without an expiry and never refreshed ahead of time.
+pub const MAX_TOKEN_LIFETIME_SECS: u64 = 100 * 365 * 24 * 3600;
+
+impl TokenGrant {
+    /// When the granted token expires, `None` for tokens that do not (or claim an absurd
+    /// lifetime).
+    pub fn expires_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        expiry_after(chrono::Utc::now(), self.expires_in?)
+    }
+}
+
+/// `now + expires_in` with checked arithmetic: never a panic, whatever the provider said.
+pub fn expiry_after(
+    now: chrono::DateTime<chrono::Utc>,
+    expires_in: std::time::Duration,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    if expires_in.as_secs() > MAX_TOKEN_LIFETIME_SECS {
+        return None;
+    }
+    now.checked_add_signed(chrono::Duration::from_std(expires_in).ok()?)
+}
+
 impl std::fmt::Debug for TokenGrant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenGrant")
@@ -569,5 +593,35 @@ mod tests {
         assert_eq!(err, TokenError::Rejected("imgsrcxonerroralert1".into()));
         let err = parse_quirky_response(TokenStyle::Github, 502, b"<html>").unwrap_err();
         assert!(matches!(err, TokenError::Unavailable(_)));
+    }
+
+    #[test]
+    fn absurd_lifetimes_do_not_expire_and_never_panic() {
+        use std::time::Duration;
+        let now = chrono::Utc::now();
+        assert_eq!(
+            expiry_after(now, Duration::from_secs(3600)),
+            Some(now + chrono::Duration::seconds(3600))
+        );
+        for absurd in [
+            Duration::from_secs(u64::MAX),
+            Duration::from_secs(i64::MAX as u64),
+            Duration::from_secs(MAX_TOKEN_LIFETIME_SECS + 1),
+            Duration::MAX,
+        ] {
+            assert_eq!(expiry_after(now, absurd), None, "{absurd:?}");
+        }
+        assert!(expiry_after(
+            chrono::DateTime::<chrono::Utc>::MAX_UTC,
+            Duration::from_secs(1)
+        )
+        .is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_expires_in_is_a_date_or_none(secs in proptest::prelude::any::<u64>()) {
+            let _ = expiry_after(chrono::Utc::now(), std::time::Duration::from_secs(secs));
+        }
     }
 }

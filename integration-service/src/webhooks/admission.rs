@@ -17,7 +17,7 @@ use super::{
 use crate::{
     catalog::WebhookScheme,
     context::AppContext,
-    error::{Problem, ServiceError, ServiceResult},
+    error::{ServiceError, ServiceResult},
     metrics::DeliveryOutcome,
 };
 
@@ -56,10 +56,8 @@ async fn check(
         .map(|p| p.webhook)
         .unwrap_or_default();
     if scheme == WebhookScheme::None {
-        return Err(ServiceError::NotFound(
-            Problem::new("Unknown webhook provider")
-                .details(format!("{provider:?} receives no webhooks")),
-        ));
+        return Err(ServiceError::not_found("Unknown webhook provider")
+            .with_details(format!("{provider:?} receives no webhooks")));
     }
     if let Some(name) = scheme.signature_header() {
         if header(name).is_none() {
@@ -113,10 +111,8 @@ async fn check(
         if scheme != WebhookScheme::MicrosoftGraph
             && secrets.candidates(chrono::Utc::now()).is_empty()
         {
-            return Err(ServiceError::NotFound(
-                Problem::new("Webhooks not configured")
-                    .details("the integration has no webhook secret: connect it first"),
-            ));
+            return Err(ServiceError::not_found("Webhooks not configured")
+                .with_details("the integration has no webhook secret: connect it first"));
         }
     }
     Ok(())

@@ -31,9 +31,7 @@ use super::{
     WebhookRuntime,
 };
 use crate::{
-    context::AppContext,
-    error::{Problem, ServiceError, ServiceResult},
-    store,
+    context::AppContext, error::ServiceResult, integrations::integration_not_found, store,
 };
 
 /// Largest distance between `X-Signature-Timestamp` and our clock, either way.
@@ -186,10 +184,8 @@ pub(super) async fn receive(
     let record = store::integrations::find_connected_by_account(&ctx.db, "discord", &application)
         .await?
         .ok_or_else(|| {
-            ServiceError::NotFound(
-                Problem::new("Integration not found")
-                    .details("no organization has set this Discord application's public key"),
-            )
+            integration_not_found()
+                .with_details("no organization has set this Discord application's public key")
         })?;
     verify_with_integration_secrets(
         ctx,

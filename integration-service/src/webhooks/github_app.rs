@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     context::AppContext,
-    error::{Problem, ServiceError, ServiceResult},
+    error::{ServiceError, ServiceResult},
     store,
 };
 
@@ -119,9 +119,7 @@ fn not_stored(details: String) -> Answer {
 
 /// Refusal when GitHub App deliveries are not configured (admission and receive agree).
 pub(super) fn not_configured() -> ServiceError {
-    ServiceError::InvalidArgument(Problem::new("Missing integration id").details(
-        "deliver to /api/integrations/github/webhook/<integration id>, or set GITHUB_APP_WEBHOOK_SECRET to receive GitHub App deliveries here",
-    ))
+    ServiceError::invalid("Missing integration id").with_details("deliver to /api/integrations/github/webhook/<integration id>, or set GITHUB_APP_WEBHOOK_SECRET to receive GitHub App deliveries here")
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     catalog::WebhookScheme,
     context::AppContext,
-    error::{Problem, ServiceError, ServiceResult},
+    error::{ServiceError, ServiceResult},
     metrics::DeliveryOutcome,
 };
 
@@ -64,9 +64,7 @@ async fn receive_with(
         WebhookScheme::DiscordEd25519 => discord::receive(ctx, runtime, delivery).await,
         WebhookScheme::AsanaHook => asana::receive(ctx, runtime, delivery).await,
         WebhookScheme::NotionHmacSha256 => notion::receive(ctx, runtime, delivery).await,
-        WebhookScheme::None => Err(ServiceError::NotFound(
-            Problem::new("Unknown webhook provider")
-                .details(format!("{:?} receives no webhooks", delivery.provider)),
-        )),
+        WebhookScheme::None => Err(ServiceError::not_found("Unknown webhook provider")
+            .with_details(format!("{:?} receives no webhooks", delivery.provider))),
     }
 }

@@ -18,6 +18,7 @@ use crate::{
     context::AppContext,
     crypto::SecretColumn,
     error::{Problem, ServiceError, ServiceResult},
+    integrations::integration_not_found,
     store::{self, entities::integration, webhook_events::NewEvent},
 };
 
@@ -230,11 +231,11 @@ impl Answer {
 }
 
 pub(super) fn unauthenticated(details: &str) -> ServiceError {
-    ServiceError::Unauthenticated(Problem::new("Invalid webhook signature").details(details))
+    ServiceError::unauthenticated("Invalid webhook signature").with_details(details)
 }
 
 pub(super) fn bad_request(message: &str, details: impl Into<String>) -> ServiceError {
-    ServiceError::InvalidArgument(Problem::new(message).details(details))
+    ServiceError::invalid(message).with_details(details)
 }
 
 /// Runs `work` on the blocking pool when the body is large, inline otherwise.
@@ -261,7 +262,7 @@ pub(super) async fn load_secrets(
     let record = store::integrations::find_for_webhook(&ctx.db, integration_id)
         .await?
         .filter(|r| r.provider == provider)
-        .ok_or_else(|| ServiceError::not_found("Integration not found"))?;
+        .ok_or_else(integration_not_found)?;
     let secrets = Arc::new(decrypt_secrets(ctx, &record)?);
     runtime.secrets.put(integration_id, secrets.clone());
     Ok(Arc::new(WebhookSecrets {
@@ -308,19 +309,17 @@ pub(super) async fn accept_handshake(
     store::integrations::find_for_webhook(&ctx.db, integration_id)
         .await?
         .filter(|r| r.provider == delivery.provider && r.connected)
-        .ok_or_else(|| ServiceError::not_found("Integration not found"))?;
+        .ok_or_else(integration_not_found)?;
     let sealed = ctx
         .keyring
         .seal(SecretColumn::WebhookSecret, integration_id, secret);
     if !store::integrations::accept_handshake_secret(&ctx.db, integration_id, sealed, Utc::now())
         .await?
     {
-        return Err(ServiceError::PermissionDenied(
-            Problem::new("Webhook handshake not armed").details(format!(
+        return Err(ServiceError::forbidden("Webhook handshake not armed").with_details(format!(
                 "an Owner/Admin opens the window first: POST /api/integrations/{}/webhook/handshake",
                 delivery.provider
-            )),
-        ));
+            )));
     }
     // The replaced secret must not verify from the cache.
     load_secrets(ctx, runtime, &delivery.provider, integration_id).await?;
@@ -416,10 +415,8 @@ where
 {
     let valid = secrets.candidates(Utc::now());
     if valid.is_empty() {
-        return Err(ServiceError::NotFound(
-            Problem::new("Webhooks not configured")
-                .details("the integration has no webhook secret: connect it first"),
-        ));
+        return Err(ServiceError::not_found("Webhooks not configured")
+            .with_details("the integration has no webhook secret: connect it first"));
     }
     let body = body.clone();
     off_executor(body.len(), move || {

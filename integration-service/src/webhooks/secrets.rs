@@ -16,6 +16,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -24,6 +25,13 @@ use crate::{
     crypto::{CryptoError, Keyring, SecretColumn},
     store::entities::integration,
 };
+
+/// A fresh webhook secret: 32 random bytes, hex.
+pub fn new_webhook_secret() -> SecretString {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    SecretString::from(hex::encode(bytes))
+}
 
 /// How long a decrypted secret is reused.
 pub const TTL: Duration = Duration::from_secs(1);

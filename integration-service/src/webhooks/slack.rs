@@ -23,7 +23,8 @@ use super::{
 };
 use crate::{
     context::AppContext,
-    error::{Problem, ServiceError, ServiceResult},
+    error::{ServiceError, ServiceResult},
+    integrations::integration_not_found,
     store::{self, entities::integration},
 };
 
@@ -65,10 +66,8 @@ pub(super) async fn receive(
         .config
         .provider_var("SLACK_SIGNING_SECRET")
         .ok_or_else(|| {
-            ServiceError::FailedPrecondition(
-                Problem::new("Slack webhooks not configured")
-                    .details("set SLACK_SIGNING_SECRET to the Slack app's signing secret"),
-            )
+            ServiceError::failed_precondition("Slack webhooks not configured")
+                .with_details("set SLACK_SIGNING_SECRET to the Slack app's signing secret")
         })?
         .expose()
         .to_string();
@@ -176,10 +175,8 @@ async fn installation(
             return Ok(record);
         }
     }
-    Err(ServiceError::NotFound(
-        Problem::new("Integration not found")
-            .details("no connected Slack integration for this installation"),
-    ))
+    Err(integration_not_found()
+        .with_details("no connected Slack integration for this installation"))
 }
 
 /// Stores the delivery for the installation's integration.
