@@ -183,13 +183,26 @@ async fn webhook_bodies_are_refused_before_reading_and_bytes_in_flight_are_bound
     );
     let answer = answer_without_body(
         &app,
-        &webhook_head("/api/integrations/slack/webhook", 100, &stale),
+        &webhook_head("/api/integrations/slack/webhook", 100_000, &stale),
     )
     .await;
     assert!(
         answer.starts_with("HTTP/1.1 401") || answer.starts_with("HTTP/1.1 400"),
         "{answer}"
     );
+
+    // A small body is read and sent at once, without an admission call: the same refusals,
+    // after it, and nothing stored.
+    let response = signed_push(&app, uuid::Uuid::new_v4(), "small-1", "secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = signed_push(&app, id, "small-2", "not-the-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
     // Bytes in flight: one admitted delivery holds 20 MB of the 25 MiB budget...
     use tokio::io::AsyncWriteExt;

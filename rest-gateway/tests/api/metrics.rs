@@ -250,7 +250,8 @@ async fn both_endpoints_count_real_traffic(kind: Db) {
     };
     assert_eq!(delivered("accepted"), 1.0, "{text}");
     assert_eq!(delivered("duplicate"), 1.0, "{text}");
-    // The forged one in `receive`, the unsigned one at admission, before its body was read.
+    // The forged one and the unsigned one, both refused in `receive` (small bodies are read and
+    // sent without an admission call).
     assert_eq!(delivered("invalid_signature"), 2.0, "{text}");
     assert_eq!(
         scrape.sum("webhook_ingest_batch_rows", &[]),
@@ -273,8 +274,8 @@ async fn both_endpoints_count_real_traffic(kind: Db) {
     };
     assert_eq!(calls("GetAccessToken", "OK"), 1.0, "{text}");
     assert_eq!(calls("ReceiveWebhook", "OK"), 2.0, "{text}");
-    assert_eq!(calls("ReceiveWebhook", "Unauthenticated"), 1.0, "{text}");
-    assert_eq!(calls("AdmitWebhook", "Unauthenticated"), 1.0, "{text}");
+    assert_eq!(calls("ReceiveWebhook", "Unauthenticated"), 2.0, "{text}");
+    assert_eq!(calls("AdmitWebhook", "Unauthenticated"), 0.0, "{text}");
     assert_eq!(calls("RecordError", "OK"), 1.0, "{text}");
     assert_eq!(calls("MarkProcessed", "OK"), 1.0, "{text}");
     assert_eq!(
