@@ -6,7 +6,7 @@
 //! Invariant: the signature is checked on the raw bytes before the body is parsed.
 
 use super::{
-    receive::{json_text, store_one, verify_with_integration_secrets, Answer, Delivery, Item},
+    receive::{json_text, store_one, verified_integration, Answer, Delivery, Item},
     signature::verify_github_signature,
     WebhookRuntime,
 };
@@ -25,28 +25,17 @@ pub(super) async fn receive(
     let signature = delivery.credential("x-hub-signature", "X-Hub-Signature")?;
     let event_type = delivery.required("x-event-key", "X-Event-Key", 100)?;
     let delivery_id = delivery.required("x-request-uuid", "X-Request-UUID", 200)?;
-    let integration_id = delivery.url_integration()?;
-    verify_with_integration_secrets(
+    let integration_id = verified_integration(
         ctx,
         runtime,
         &delivery,
-        integration_id,
         "X-Hub-Signature",
         move |secret, body| verify_hub_signature(secret, body, &signature),
     )
     .await?;
     let payload = json_text(&delivery.body)?;
-    store_one(
-        runtime,
-        integration_id,
-        &delivery,
-        Item {
-            event_type,
-            delivery_id: Some(delivery_id),
-            payload,
-        },
-    )
-    .await
+    let item = Item::new(event_type, delivery_id, payload);
+    store_one(runtime, integration_id, &delivery, item).await
 }
 
 #[cfg(test)]

@@ -202,17 +202,8 @@ pub(super) async fn receive(
         DiscordRequest::InteractionPing => Ok(Answer::ok(json!({"type": 1}))),
         DiscordRequest::EventPing => Ok(Answer::no_content()),
         DiscordRequest::Interaction { id, kind, response } => {
-            let stored = store_one(
-                runtime,
-                record.id,
-                &delivery,
-                Item {
-                    event_type: kind.to_string(),
-                    delivery_id: Some(id),
-                    payload: text,
-                },
-            )
-            .await?;
+            let item = Item::new(kind.to_string(), id, text);
+            let stored = store_one(runtime, record.id, &delivery, item).await?;
             Ok(Answer {
                 body: response,
                 ..stored
@@ -220,17 +211,8 @@ pub(super) async fn receive(
         }
         DiscordRequest::Event { event_type } => {
             let digest = hex::encode(Sha256::digest(&delivery.body));
-            let stored = store_one(
-                runtime,
-                record.id,
-                &delivery,
-                Item {
-                    event_type,
-                    delivery_id: Some(format!("sha256:{digest}")),
-                    payload: text,
-                },
-            )
-            .await?;
+            let item = Item::new(event_type, format!("sha256:{digest}"), text);
+            let stored = store_one(runtime, record.id, &delivery, item).await?;
             Ok(Answer {
                 event_id: stored.event_id,
                 ..Answer::no_content()

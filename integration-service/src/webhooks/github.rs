@@ -7,8 +7,8 @@
 
 use super::{
     receive::{
-        bad_request, off_executor, store_event, unauthenticated, verify_with_integration_secrets,
-        Answer, Delivery, Verified,
+        bad_request, off_executor, store_event, unauthenticated, verified_integration, Answer,
+        Delivery, Verified,
     },
     signature::verify_github_signature,
     WebhookRuntime,
@@ -43,12 +43,10 @@ pub(super) async fn receive(
             "X-GitHub-Event or X-GitHub-Delivery is too long",
         ));
     }
-    let integration_id = delivery.url_integration()?;
-    verify_with_integration_secrets(
+    let integration_id = verified_integration(
         ctx,
         runtime,
         &delivery,
-        integration_id,
         "the signature",
         move |secret, body| verify_github_signature(secret, body, &signature),
     )

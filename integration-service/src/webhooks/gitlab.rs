@@ -8,7 +8,7 @@
 use subtle::ConstantTimeEq;
 
 use super::{
-    receive::{json_text, store_one, verify_with_integration_secrets, Answer, Delivery, Item},
+    receive::{json_text, store_one, verified_integration, Answer, Delivery, Item},
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
@@ -29,28 +29,17 @@ pub(super) async fn receive(
         Some(_) => delivery.required("idempotency-key", "Idempotency-Key", 200)?,
         None => delivery.required("x-gitlab-event-uuid", "X-Gitlab-Event-UUID", 200)?,
     };
-    let integration_id = delivery.url_integration()?;
-    verify_with_integration_secrets(
+    let integration_id = verified_integration(
         ctx,
         runtime,
         &delivery,
-        integration_id,
         "X-Gitlab-Token",
         move |secret, _body| token_matches(secret, &token),
     )
     .await?;
     let payload = json_text(&delivery.body)?;
-    store_one(
-        runtime,
-        integration_id,
-        &delivery,
-        Item {
-            event_type,
-            delivery_id: Some(delivery_id),
-            payload,
-        },
-    )
-    .await
+    let item = Item::new(event_type, delivery_id, payload);
+    store_one(runtime, integration_id, &delivery, item).await
 }
 
 #[cfg(test)]

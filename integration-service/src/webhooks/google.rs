@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{
     gitlab::token_matches,
-    receive::{store_one, verify_with_integration_secrets, Answer, Delivery, Item},
+    receive::{store_one, verified_integration, Answer, Delivery, Item},
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
@@ -24,12 +24,10 @@ pub(super) async fn receive(
     let channel = delivery.required("x-goog-channel-id", "X-Goog-Channel-ID", 200)?;
     let number = delivery.required("x-goog-message-number", "X-Goog-Message-Number", 20)?;
     let state = delivery.required("x-goog-resource-state", "X-Goog-Resource-State", 50)?;
-    let integration_id = delivery.url_integration()?;
-    verify_with_integration_secrets(
+    let integration_id = verified_integration(
         ctx,
         runtime,
         &delivery,
-        integration_id,
         "X-Goog-Channel-Token",
         move |secret, _body| token_matches(secret, &token),
     )
@@ -48,17 +46,8 @@ pub(super) async fn receive(
         "changed": header("x-goog-changed"),
         "channelExpiration": header("x-goog-channel-expiration"),
     });
-    store_one(
-        runtime,
-        integration_id,
-        &delivery,
-        Item {
-            event_type: state,
-            delivery_id: Some(dedupe_key(&channel, &number)),
-            payload: payload.to_string(),
-        },
-    )
-    .await
+    let item = Item::new(state, dedupe_key(&channel, &number), payload.to_string());
+    store_one(runtime, integration_id, &delivery, item).await
 }
 
 /// A message is identified by its channel and its number within the channel.

@@ -9,9 +9,7 @@ use serde_json::Value;
 
 use super::{
     bitbucket::verify_hub_signature,
-    receive::{
-        bad_request, field, store_one, verify_with_integration_secrets, Answer, Delivery, Item,
-    },
+    receive::{bad_request, field, store_one, verified_integration, Answer, Delivery, Item},
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
@@ -27,28 +25,17 @@ pub(super) async fn receive(
         "X-Atlassian-Webhook-Identifier",
         200,
     )?;
-    let integration_id = delivery.url_integration()?;
-    verify_with_integration_secrets(
+    let integration_id = verified_integration(
         ctx,
         runtime,
         &delivery,
-        integration_id,
         "X-Hub-Signature",
         move |secret, body| verify_hub_signature(secret, body, &signature),
     )
     .await?;
     let (event_type, payload) = jira_event(&delivery.body)?;
-    store_one(
-        runtime,
-        integration_id,
-        &delivery,
-        Item {
-            event_type,
-            delivery_id: Some(delivery_id),
-            payload,
-        },
-    )
-    .await
+    let item = Item::new(event_type, delivery_id, payload);
+    store_one(runtime, integration_id, &delivery, item).await
 }
 
 /// The event type (`webhookEvent`, e.g. `jira:issue_created`) and the JSON text of a body.

@@ -11,8 +11,7 @@ use serde_json::Value;
 
 use super::{
     receive::{
-        bad_request, store_one, unauthenticated, verify_with_integration_secrets, Answer, Delivery,
-        Item,
+        bad_request, store_one, unauthenticated, verified_integration, Answer, Delivery, Item,
     },
     signature::verify_hmac_sha256_hex,
     WebhookRuntime,
@@ -44,12 +43,10 @@ pub(super) async fn receive(
     let signature = delivery.credential("linear-signature", "Linear-Signature")?;
     let event_type = delivery.required("linear-event", "Linear-Event", 100)?;
     let delivery_id = delivery.required("linear-delivery", "Linear-Delivery", 200)?;
-    let integration_id = delivery.url_integration()?;
-    verify_with_integration_secrets(
+    let integration_id = verified_integration(
         ctx,
         runtime,
         &delivery,
-        integration_id,
         "Linear-Signature",
         move |secret, body| verify(secret, body, &signature),
     )
@@ -63,17 +60,8 @@ pub(super) async fn receive(
     }
     let text = String::from_utf8(delivery.body.to_vec())
         .map_err(|_| bad_request("Invalid webhook body", "the body is not UTF-8"))?;
-    store_one(
-        runtime,
-        integration_id,
-        &delivery,
-        Item {
-            event_type,
-            delivery_id: Some(delivery_id),
-            payload: text,
-        },
-    )
-    .await
+    let item = Item::new(event_type, delivery_id, text);
+    store_one(runtime, integration_id, &delivery, item).await
 }
 
 #[cfg(test)]

@@ -55,17 +55,8 @@ pub(super) async fn receive(
     let id = field(&value, "/id", 200)
         .ok_or_else(|| bad_request("Invalid webhook body", "the id field is missing"))?;
     let event_type = field(&value, "/type", 100).unwrap_or_else(|| "event".into());
-    store_one(
-        runtime,
-        integration_id,
-        &delivery,
-        Item {
-            event_type,
-            delivery_id: Some(id),
-            payload,
-        },
-    )
-    .await
+    let item = Item::new(event_type, id, payload);
+    store_one(runtime, integration_id, &delivery, item).await
 }
 
 /// The `verification_token` of an unsigned verification request, if the body is one.

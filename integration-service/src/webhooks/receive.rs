@@ -409,6 +409,23 @@ where
     Ok(())
 }
 
+/// The integration the URL names, once `check(secret, body)` passed with one of its secrets
+/// (`verify_with_integration_secrets`): the opening of every scheme that signs per integration.
+pub(super) async fn verified_integration<F>(
+    ctx: &AppContext,
+    runtime: &WebhookRuntime,
+    delivery: &Delivery,
+    what: &str,
+    check: F,
+) -> ServiceResult<Uuid>
+where
+    F: Fn(&[u8], &[u8]) -> bool + Clone + Send + 'static,
+{
+    let integration_id = delivery.url_integration()?;
+    verify_with_integration_secrets(ctx, runtime, delivery, integration_id, what, check).await?;
+    Ok(integration_id)
+}
+
 async fn any_secret<F>(secrets: &WebhookSecrets, body: &Bytes, check: F) -> ServiceResult<bool>
 where
     F: Fn(&[u8], &[u8]) -> bool + Send + 'static,
@@ -432,6 +449,17 @@ pub(super) struct Item {
     pub event_type: String,
     pub delivery_id: Option<String>,
     pub payload: String,
+}
+
+impl Item {
+    /// An item deduplicated on `delivery_id`.
+    pub fn new(event_type: impl Into<String>, delivery_id: String, payload: String) -> Self {
+        Self {
+            event_type: event_type.into(),
+            delivery_id: Some(delivery_id),
+            payload,
+        }
+    }
 }
 
 /// Stores every item for the integration, each deduplicated on its own delivery id; the ids

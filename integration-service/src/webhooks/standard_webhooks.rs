@@ -14,8 +14,7 @@ use sha2::Sha256;
 
 use super::{
     receive::{
-        field, json_text, store_one, unauthenticated, verify_with_integration_secrets, Answer,
-        Delivery, Item,
+        field, json_text, store_one, unauthenticated, verified_integration, Answer, Delivery, Item,
     },
     WebhookRuntime,
 };
@@ -81,13 +80,11 @@ pub(super) async fn receive(
             "webhook-timestamp is more than 5 minutes away: replayed or clock skew",
         ));
     }
-    let integration_id = delivery.url_integration()?;
     let signed_id = id.clone();
-    verify_with_integration_secrets(
+    let integration_id = verified_integration(
         ctx,
         runtime,
         &delivery,
-        integration_id,
         "webhook-signature",
         move |secret, body| verify(secret, &signed_id, &timestamp, body, &signature),
     )
@@ -97,17 +94,8 @@ pub(super) async fn receive(
         .ok()
         .and_then(|v| field(&v, "/type", 100))
         .unwrap_or_else(|| "webhook".into());
-    store_one(
-        runtime,
-        integration_id,
-        &delivery,
-        Item {
-            event_type,
-            delivery_id: Some(id),
-            payload,
-        },
-    )
-    .await
+    let item = Item::new(event_type, id, payload);
+    store_one(runtime, integration_id, &delivery, item).await
 }
 
 #[cfg(test)]
