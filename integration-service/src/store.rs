@@ -14,6 +14,17 @@ use std::time::Duration;
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 
+/// `update` with every column of `columns` set to NULL (a literal, whatever the column's type,
+/// on both databases): the erasing half of the UPDATEs that clear tokens, secrets and leases.
+pub(crate) fn set_null<E: sea_orm::EntityTrait>(
+    update: sea_orm::UpdateMany<E>,
+    columns: &[E::Column],
+) -> sea_orm::UpdateMany<E> {
+    columns.iter().fold(update, |update, column| {
+        update.col_expr(*column, sea_orm::sea_query::Expr::cust("NULL"))
+    })
+}
+
 /// Connects to the database of `DATABASE_URL`, preparing an SQLite file's folder and pragmas.
 pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
     let url = prepare_sqlite_url(database_url)?;

@@ -1,6 +1,7 @@
 //! Queries on `integrations`. Every read is scoped to an organization: an id of another
 //! organization simply is not found.
 
+use super::set_null;
 use chrono::Utc;
 use sea_orm::{
     sea_query::Expr, ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait,
@@ -124,56 +125,31 @@ where
 
 /// Soft disconnect: tokens and webhook secrets erased, the row and its events kept.
 pub async fn disconnect(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr> {
-    let null_text: Option<String> = None;
-    let null_time: Option<chrono::DateTime<Utc>> = None;
-    integration::Entity::update_many()
-        .col_expr(integration::Column::Connected, Expr::value(false))
-        .col_expr(
-            integration::Column::Status,
-            Expr::value(IntegrationStatus::Disconnected),
-        )
-        .col_expr(
+    set_null(
+        integration::Entity::update_many(),
+        &[
             integration::Column::AccessToken,
-            Expr::value(null_text.clone()),
-        )
-        .col_expr(
             integration::Column::RefreshToken,
-            Expr::value(null_text.clone()),
-        )
-        .col_expr(integration::Column::TokenExpiresAt, Expr::value(null_time))
-        .col_expr(
+            integration::Column::TokenExpiresAt,
             integration::Column::WebhookSecret,
-            Expr::value(null_text.clone()),
-        )
-        .col_expr(
             integration::Column::PreviousWebhookSecret,
-            Expr::value(null_text.clone()),
-        )
-        .col_expr(
             integration::Column::PreviousWebhookSecretExpiresAt,
-            Expr::value(null_time),
-        )
-        .col_expr(
             integration::Column::WebhookSecretGrace,
-            Expr::value(null_text.clone()),
-        )
-        .col_expr(
             integration::Column::RefreshLeaseOwner,
-            Expr::value(null_text.clone()),
-        )
-        .col_expr(
             integration::Column::RefreshLeaseExpiresAt,
-            Expr::value(null_time),
-        )
-        .col_expr(integration::Column::LastError, Expr::value(null_text))
-        .col_expr(
+            integration::Column::LastError,
             integration::Column::WebhookHandshakeUntil,
-            Expr::value(null_time),
-        )
-        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(integration::Column::Id.eq(id))
-        .exec(db)
-        .await?;
+        ],
+    )
+    .col_expr(integration::Column::Connected, Expr::value(false))
+    .col_expr(
+        integration::Column::Status,
+        Expr::value(IntegrationStatus::Disconnected),
+    )
+    .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
+    .filter(integration::Column::Id.eq(id))
+    .exec(db)
+    .await?;
     Ok(())
 }
 
@@ -303,21 +279,17 @@ pub async fn release_refresh_lease(
     id: Uuid,
     owner: &str,
 ) -> Result<(), DbErr> {
-    let null_text: Option<String> = None;
-    let null_time: Option<chrono::DateTime<Utc>> = None;
-    integration::Entity::update_many()
-        .col_expr(
+    set_null(
+        integration::Entity::update_many(),
+        &[
             integration::Column::RefreshLeaseOwner,
-            Expr::value(null_text),
-        )
-        .col_expr(
             integration::Column::RefreshLeaseExpiresAt,
-            Expr::value(null_time),
-        )
-        .filter(integration::Column::Id.eq(id))
-        .filter(integration::Column::RefreshLeaseOwner.eq(owner))
-        .exec(db)
-        .await?;
+        ],
+    )
+    .filter(integration::Column::Id.eq(id))
+    .filter(integration::Column::RefreshLeaseOwner.eq(owner))
+    .exec(db)
+    .await?;
     Ok(())
 }
 
@@ -332,27 +304,20 @@ pub async fn save_refreshed_tokens(
     refresh_token: Option<String>,
     token_expires_at: Option<chrono::DateTime<Utc>>,
 ) -> Result<bool, DbErr> {
-    let null_text: Option<String> = None;
-    let null_time: Option<chrono::DateTime<Utc>> = None;
-    let mut update = integration::Entity::update_many()
-        .col_expr(integration::Column::AccessToken, Expr::value(access_token))
-        .col_expr(
-            integration::Column::TokenExpiresAt,
-            Expr::value(token_expires_at),
-        )
-        .col_expr(
+    let mut update = set_null(
+        integration::Entity::update_many(),
+        &[
             integration::Column::LastError,
-            Expr::value(null_text.clone()),
-        )
-        .col_expr(
             integration::Column::RefreshLeaseOwner,
-            Expr::value(null_text),
-        )
-        .col_expr(
             integration::Column::RefreshLeaseExpiresAt,
-            Expr::value(null_time),
-        )
-        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()));
+        ],
+    )
+    .col_expr(integration::Column::AccessToken, Expr::value(access_token))
+    .col_expr(
+        integration::Column::TokenExpiresAt,
+        Expr::value(token_expires_at),
+    )
+    .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()));
     if let Some(refresh_token) = refresh_token {
         update = update.col_expr(
             integration::Column::RefreshToken,
@@ -376,27 +341,23 @@ pub async fn mark_reauthorization_required(
     owner: &str,
     last_error: &str,
 ) -> Result<bool, DbErr> {
-    let null_text: Option<String> = None;
-    let null_time: Option<chrono::DateTime<Utc>> = None;
-    let result = integration::Entity::update_many()
-        .col_expr(
-            integration::Column::Status,
-            Expr::value(IntegrationStatus::Error),
-        )
-        .col_expr(integration::Column::LastError, Expr::value(last_error))
-        .col_expr(
+    let result = set_null(
+        integration::Entity::update_many(),
+        &[
             integration::Column::RefreshLeaseOwner,
-            Expr::value(null_text),
-        )
-        .col_expr(
             integration::Column::RefreshLeaseExpiresAt,
-            Expr::value(null_time),
-        )
-        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(integration::Column::Id.eq(id))
-        .filter(integration::Column::RefreshLeaseOwner.eq(owner))
-        .exec(db)
-        .await?;
+        ],
+    )
+    .col_expr(
+        integration::Column::Status,
+        Expr::value(IntegrationStatus::Error),
+    )
+    .col_expr(integration::Column::LastError, Expr::value(last_error))
+    .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
+    .filter(integration::Column::Id.eq(id))
+    .filter(integration::Column::RefreshLeaseOwner.eq(owner))
+    .exec(db)
+    .await?;
     Ok(result.rows_affected == 1)
 }
 
@@ -426,26 +387,22 @@ pub async fn set_webhook_secrets(
     webhook_secret: String,
     grace: Option<String>,
 ) -> Result<(), DbErr> {
-    let null_text: Option<String> = None;
-    let null_time: Option<chrono::DateTime<Utc>> = None;
-    integration::Entity::update_many()
-        .col_expr(
-            integration::Column::WebhookSecret,
-            Expr::value(webhook_secret),
-        )
-        .col_expr(integration::Column::WebhookSecretGrace, Expr::value(grace))
-        .col_expr(
+    set_null(
+        integration::Entity::update_many(),
+        &[
             integration::Column::PreviousWebhookSecret,
-            Expr::value(null_text),
-        )
-        .col_expr(
             integration::Column::PreviousWebhookSecretExpiresAt,
-            Expr::value(null_time),
-        )
-        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(integration::Column::Id.eq(id))
-        .exec(db)
-        .await?;
+        ],
+    )
+    .col_expr(
+        integration::Column::WebhookSecret,
+        Expr::value(webhook_secret),
+    )
+    .col_expr(integration::Column::WebhookSecretGrace, Expr::value(grace))
+    .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
+    .filter(integration::Column::Id.eq(id))
+    .exec(db)
+    .await?;
     Ok(())
 }
 
@@ -601,35 +558,25 @@ pub async fn accept_handshake_secret(
     sealed_secret: String,
     now: chrono::DateTime<Utc>,
 ) -> Result<bool, DbErr> {
-    let null_text: Option<String> = None;
-    let null_time: Option<chrono::DateTime<Utc>> = None;
-    let result = integration::Entity::update_many()
-        .col_expr(
-            integration::Column::WebhookSecret,
-            Expr::value(sealed_secret),
-        )
-        .col_expr(
+    let result = set_null(
+        integration::Entity::update_many(),
+        &[
             integration::Column::WebhookSecretGrace,
-            Expr::value(null_text.clone()),
-        )
-        .col_expr(
             integration::Column::PreviousWebhookSecret,
-            Expr::value(null_text),
-        )
-        .col_expr(
             integration::Column::PreviousWebhookSecretExpiresAt,
-            Expr::value(null_time),
-        )
-        .col_expr(
             integration::Column::WebhookHandshakeUntil,
-            Expr::value(null_time),
-        )
-        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(integration::Column::Id.eq(id))
-        .filter(integration::Column::Connected.eq(true))
-        .filter(integration::Column::WebhookHandshakeUntil.gt(now))
-        .exec(db)
-        .await?;
+        ],
+    )
+    .col_expr(
+        integration::Column::WebhookSecret,
+        Expr::value(sealed_secret),
+    )
+    .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
+    .filter(integration::Column::Id.eq(id))
+    .filter(integration::Column::Connected.eq(true))
+    .filter(integration::Column::WebhookHandshakeUntil.gt(now))
+    .exec(db)
+    .await?;
     Ok(result.rows_affected == 1)
 }
 
@@ -642,20 +589,18 @@ pub async fn set_webhook_account_secret(
     account_id: &str,
     sealed_secret: String,
 ) -> Result<(), DbErr> {
-    let null_text: Option<String> = None;
-    integration::Entity::update_many()
-        .col_expr(integration::Column::AccountId, Expr::value(account_id))
-        .col_expr(
-            integration::Column::WebhookSecret,
-            Expr::value(sealed_secret),
-        )
-        .col_expr(
-            integration::Column::WebhookSecretGrace,
-            Expr::value(null_text),
-        )
-        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(integration::Column::Id.eq(id))
-        .exec(db)
-        .await?;
+    set_null(
+        integration::Entity::update_many(),
+        &[integration::Column::WebhookSecretGrace],
+    )
+    .col_expr(integration::Column::AccountId, Expr::value(account_id))
+    .col_expr(
+        integration::Column::WebhookSecret,
+        Expr::value(sealed_secret),
+    )
+    .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
+    .filter(integration::Column::Id.eq(id))
+    .exec(db)
+    .await?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! process has locked, SQLite has a single writer), so one event is leased to one consumer at
 //! a time. Timestamps are always bound from Rust, so SQLite compares them as uniform text.
 
+use super::set_null;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     sea_query::Expr, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
@@ -346,29 +347,28 @@ pub async fn release_claims(
     ids: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
-    let null_time: Option<DateTime<Utc>> = None;
-    let null_text: Option<String> = None;
-    let result = webhook_event::Entity::update_many()
-        .col_expr(
-            webhook_event::Column::Status,
-            Expr::value(EventStatus::Pending),
-        )
-        .col_expr(
-            webhook_event::Column::RetryCount,
-            sea_orm::sea_query::ExprTrait::sub(Expr::col(webhook_event::Column::RetryCount), 1),
-        )
-        .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(now))
-        .col_expr(
+    let result = set_null(
+        webhook_event::Entity::update_many(),
+        &[
             webhook_event::Column::LeaseExpiresAt,
-            Expr::value(null_time),
-        )
-        .col_expr(webhook_event::Column::LeaseOwner, Expr::value(null_text))
-        .filter(webhook_event::Column::Id.is_in(ids.iter().copied()))
-        .filter(webhook_event::Column::Status.eq(EventStatus::Delivered))
-        .filter(webhook_event::Column::LeaseOwner.eq(owner))
-        .filter(webhook_event::Column::RetryCount.gt(0))
-        .exec(db)
-        .await?;
+            webhook_event::Column::LeaseOwner,
+        ],
+    )
+    .col_expr(
+        webhook_event::Column::Status,
+        Expr::value(EventStatus::Pending),
+    )
+    .col_expr(
+        webhook_event::Column::RetryCount,
+        sea_orm::sea_query::ExprTrait::sub(Expr::col(webhook_event::Column::RetryCount), 1),
+    )
+    .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(now))
+    .filter(webhook_event::Column::Id.is_in(ids.iter().copied()))
+    .filter(webhook_event::Column::Status.eq(EventStatus::Delivered))
+    .filter(webhook_event::Column::LeaseOwner.eq(owner))
+    .filter(webhook_event::Column::RetryCount.gt(0))
+    .exec(db)
+    .await?;
     Ok(result.rows_affected)
 }
 
@@ -379,27 +379,29 @@ pub async fn dead_letter_expired(
     now: DateTime<Utc>,
     max_attempts: i32,
 ) -> Result<u64, DbErr> {
-    let null_time: Option<DateTime<Utc>> = None;
-    let null_text: Option<String> = None;
-    let result = webhook_event::Entity::update_many()
-        .col_expr(webhook_event::Column::Status, Expr::value(EventStatus::Dead))
-        .col_expr(
-            webhook_event::Column::LastError,
-            Expr::value(format!(
-                "lease expired without an acknowledgement on attempt {max_attempts} of {max_attempts}"
-            )),
-        )
-        .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(null_time))
-        .col_expr(
+    let result = set_null(
+        webhook_event::Entity::update_many(),
+        &[
+            webhook_event::Column::NextAttemptAt,
             webhook_event::Column::LeaseExpiresAt,
-            Expr::value(null_time),
-        )
-        .col_expr(webhook_event::Column::LeaseOwner, Expr::value(null_text))
-        .filter(webhook_event::Column::Status.eq(EventStatus::Delivered))
-        .filter(webhook_event::Column::LeaseExpiresAt.lte(now))
-        .filter(webhook_event::Column::RetryCount.gte(max_attempts))
-        .exec(db)
-        .await?;
+            webhook_event::Column::LeaseOwner,
+        ],
+    )
+    .col_expr(
+        webhook_event::Column::Status,
+        Expr::value(EventStatus::Dead),
+    )
+    .col_expr(
+        webhook_event::Column::LastError,
+        Expr::value(format!(
+            "lease expired without an acknowledgement on attempt {max_attempts} of {max_attempts}"
+        )),
+    )
+    .filter(webhook_event::Column::Status.eq(EventStatus::Delivered))
+    .filter(webhook_event::Column::LeaseExpiresAt.lte(now))
+    .filter(webhook_event::Column::RetryCount.gte(max_attempts))
+    .exec(db)
+    .await?;
     Ok(result.rows_affected)
 }
 
@@ -413,25 +415,24 @@ pub async fn mark_processed(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
-    let null_time: Option<DateTime<Utc>> = None;
-    let null_text: Option<String> = None;
-    let result = webhook_event::Entity::update_many()
-        .col_expr(
-            webhook_event::Column::Status,
-            Expr::value(EventStatus::Processed),
-        )
-        .col_expr(webhook_event::Column::Processed, Expr::value(true))
-        .col_expr(webhook_event::Column::ProcessedAt, Expr::value(now))
-        .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(null_time))
-        .col_expr(
+    let result = set_null(
+        webhook_event::Entity::update_many(),
+        &[
+            webhook_event::Column::NextAttemptAt,
             webhook_event::Column::LeaseExpiresAt,
-            Expr::value(null_time),
-        )
-        .col_expr(webhook_event::Column::LeaseOwner, Expr::value(null_text))
-        .filter(webhook_event::Column::Id.eq(id))
-        .filter(webhook_event::Column::Status.is_in([EventStatus::Pending, EventStatus::Delivered]))
-        .exec(db)
-        .await?;
+            webhook_event::Column::LeaseOwner,
+        ],
+    )
+    .col_expr(
+        webhook_event::Column::Status,
+        Expr::value(EventStatus::Processed),
+    )
+    .col_expr(webhook_event::Column::Processed, Expr::value(true))
+    .col_expr(webhook_event::Column::ProcessedAt, Expr::value(now))
+    .filter(webhook_event::Column::Id.eq(id))
+    .filter(webhook_event::Column::Status.is_in([EventStatus::Pending, EventStatus::Delivered]))
+    .exec(db)
+    .await?;
     Ok(result.rows_affected > 0)
 }
 
@@ -469,29 +470,28 @@ pub async fn record_error(
         return Ok(None);
     }
     let after = decide(event.retry_count);
-    let null_time: Option<DateTime<Utc>> = None;
-    let null_text: Option<String> = None;
     let (status, next_attempt) = match &after {
         AfterError::RetryAt(at) => (EventStatus::Pending, Some(*at)),
         AfterError::Dead => (EventStatus::Dead, None),
     };
-    let result = webhook_event::Entity::update_many()
-        .col_expr(webhook_event::Column::Status, Expr::value(status))
-        .col_expr(
-            webhook_event::Column::NextAttemptAt,
-            Expr::value(next_attempt),
-        )
-        .col_expr(webhook_event::Column::LastError, Expr::value(error))
-        .col_expr(
+    let result = set_null(
+        webhook_event::Entity::update_many(),
+        &[
             webhook_event::Column::LeaseExpiresAt,
-            Expr::value(null_time),
-        )
-        .col_expr(webhook_event::Column::LeaseOwner, Expr::value(null_text))
-        .filter(webhook_event::Column::Id.eq(id))
-        .filter(webhook_event::Column::Status.eq(event.status))
-        .filter(webhook_event::Column::RetryCount.eq(event.retry_count))
-        .exec(&txn)
-        .await?;
+            webhook_event::Column::LeaseOwner,
+        ],
+    )
+    .col_expr(webhook_event::Column::Status, Expr::value(status))
+    .col_expr(
+        webhook_event::Column::NextAttemptAt,
+        Expr::value(next_attempt),
+    )
+    .col_expr(webhook_event::Column::LastError, Expr::value(error))
+    .filter(webhook_event::Column::Id.eq(id))
+    .filter(webhook_event::Column::Status.eq(event.status))
+    .filter(webhook_event::Column::RetryCount.eq(event.retry_count))
+    .exec(&txn)
+    .await?;
     if result.rows_affected == 0 {
         // Claimed or acknowledged meanwhile: the caller's view is stale.
         return Ok(None);
@@ -556,29 +556,25 @@ pub async fn replay(
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Option<Model>, DbErr> {
-    let null_time: Option<DateTime<Utc>> = None;
-    let null_text: Option<String> = None;
-    webhook_event::Entity::update_many()
-        .col_expr(
-            webhook_event::Column::Status,
-            Expr::value(EventStatus::Pending),
-        )
-        .col_expr(webhook_event::Column::Processed, Expr::value(false))
-        .col_expr(webhook_event::Column::RetryCount, Expr::value(0))
-        .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(now))
-        .col_expr(
+    set_null(
+        webhook_event::Entity::update_many(),
+        &[
             webhook_event::Column::LastError,
-            Expr::value(null_text.clone()),
-        )
-        .col_expr(
             webhook_event::Column::LeaseExpiresAt,
-            Expr::value(null_time),
-        )
-        .col_expr(webhook_event::Column::LeaseOwner, Expr::value(null_text))
-        .col_expr(webhook_event::Column::ProcessedAt, Expr::value(null_time))
-        .filter(webhook_event::Column::Id.eq(id))
-        .exec(db)
-        .await?;
+            webhook_event::Column::LeaseOwner,
+            webhook_event::Column::ProcessedAt,
+        ],
+    )
+    .col_expr(
+        webhook_event::Column::Status,
+        Expr::value(EventStatus::Pending),
+    )
+    .col_expr(webhook_event::Column::Processed, Expr::value(false))
+    .col_expr(webhook_event::Column::RetryCount, Expr::value(0))
+    .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(now))
+    .filter(webhook_event::Column::Id.eq(id))
+    .exec(db)
+    .await?;
     find(db, id).await
 }
 
