@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     auth::{credentials_from_metadata, Caller, SessionVerifier},
     error::{ServiceError, ServiceResult},
-    store,
+    store::{self, organizations::KnownOrganizations},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,6 +54,7 @@ impl Access {
 pub async fn resolve(
     db: &impl ConnectionTrait,
     sessions: &SessionVerifier,
+    organizations: &KnownOrganizations,
     metadata: &MetadataMap,
 ) -> ServiceResult<Access> {
     let credentials = credentials_from_metadata(metadata);
@@ -72,7 +73,7 @@ pub async fn resolve(
                 ServiceError::invalid("Organization required")
                     .with_details("service_role callers name the organization in x-organization-id")
             })?;
-            if !store::organizations::organization_exists(db, organization_id).await? {
+            if !organizations.exists(db, organization_id).await? {
                 return Err(ServiceError::not_found("Organization not found"));
             }
             Ok(Access {
@@ -97,9 +98,10 @@ pub async fn resolve(
 pub async fn require_manager(
     db: &impl ConnectionTrait,
     sessions: &SessionVerifier,
+    organizations: &KnownOrganizations,
     metadata: &MetadataMap,
 ) -> ServiceResult<Access> {
-    let access = resolve(db, sessions, metadata).await?;
+    let access = resolve(db, sessions, organizations, metadata).await?;
     match access.role {
         None | Some(Role::Owner) | Some(Role::Admin) => Ok(access),
         Some(Role::Member) => Err(ServiceError::forbidden("Forbidden")

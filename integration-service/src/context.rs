@@ -11,7 +11,7 @@ use crate::{
     config::Config,
     crypto::Keyring,
     metrics::Metrics,
-    store,
+    store::{self, organizations::KnownOrganizations},
 };
 
 #[derive(Clone)]
@@ -27,6 +27,8 @@ pub struct AppContext {
     pub refresh_slots: Arc<tokio::sync::Semaphore>,
     /// This process's Prometheus recorder (disabled with `METRICS_ADDR=off`).
     pub metrics: Metrics,
+    /// Organizations seen to exist lately (service_role calls name theirs on every call).
+    pub organizations: KnownOrganizations,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,7 @@ impl AppContext {
             config: Arc::new(config),
             db,
             catalog: Arc::new(catalog),
+            organizations: KnownOrganizations::default(),
         })
     }
 }

@@ -79,8 +79,12 @@ pub async fn authorize(
     need: Need,
 ) -> ServiceResult<Access> {
     let access = match need {
-        Need::Member => access::resolve(&ctx.db, &ctx.sessions, metadata).await?,
-        Need::Manager => access::require_manager(&ctx.db, &ctx.sessions, metadata).await?,
+        Need::Member => {
+            access::resolve(&ctx.db, &ctx.sessions, &ctx.organizations, metadata).await?
+        }
+        Need::Manager => {
+            access::require_manager(&ctx.db, &ctx.sessions, &ctx.organizations, metadata).await?
+        }
     };
     Span::current().record("organization_id", access.organization_id);
     Ok(access)

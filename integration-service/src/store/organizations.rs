@@ -5,6 +5,12 @@ use sea_orm::{
     sea_query::OnConflict, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
     QueryFilter,
 };
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
 use uuid::Uuid;
 
 use super::entities::{organization, organization_member};
@@ -60,4 +66,67 @@ pub async fn ensure_membership(
     .exec(db)
     .await?;
     Ok(())
+}
+
+/// Organizations seen to exist, remembered for `KNOWN_FOR`: a service_role caller names its
+/// organization on every call (`GetAccessToken`), and asking the database each time cost a
+/// query per token. Only existence is remembered, never a membership or a role; a deleted
+/// organization is at worst answered "Integration not found" instead of "Organization not
+/// found" for that long (its integrations go with it).
+#[derive(Clone, Default)]
+pub struct KnownOrganizations(Arc<Mutex<HashMap<i64, Instant>>>);
+
+/// How long an organization seen to exist is taken to exist.
+pub const KNOWN_FOR: Duration = Duration::from_secs(30);
+/// Organizations remembered at most (forgotten all at once beyond).
+const KNOWN_MAX: usize = 10_000;
+
+impl KnownOrganizations {
+    fn contains(&self, id: i64, now: Instant) -> bool {
+        let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .get(&id)
+            .is_some_and(|seen| now.duration_since(*seen) < KNOWN_FOR)
+    }
+
+    fn insert(&self, id: i64, now: Instant) {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= KNOWN_MAX {
+            known.clear();
+        }
+        known.insert(id, now);
+    }
+
+    /// Whether the organization exists: remembered, or asked and then remembered.
+    pub async fn exists(&self, db: &impl ConnectionTrait, id: i64) -> Result<bool, DbErr> {
+        let now = Instant::now();
+        if self.contains(id, now) {
+            return Ok(true);
+        }
+        let exists = organization_exists(db, id).await?;
+        if exists {
+            self.insert(id, now);
+        }
+        Ok(exists)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_organizations_are_forgotten_after_a_while() {
+        let known = KnownOrganizations::default();
+        let now = Instant::now();
+        assert!(!known.contains(7, now));
+        known.insert(7, now);
+        assert!(known.contains(7, now + Duration::from_secs(1)));
+        assert!(!known.contains(8, now));
+        assert!(!known.contains(7, now + KNOWN_FOR));
+        for id in 0..KNOWN_MAX as i64 {
+            known.insert(1_000 + id, now);
+        }
+        assert!(known.0.lock().unwrap().len() <= KNOWN_MAX, "bounded");
+    }
 }
