@@ -1,6 +1,7 @@
 //! Admission before the body: what a delivery's headers alone can tell, asked by the gateway
-//! before it reads a byte of the body, so that unauthenticated bodies to unknown or
-//! disconnected integrations are never read, buffered or forwarded.
+//! before it reads a byte of a body declared over 64 KiB or of unknown length, so that large
+//! unauthenticated bodies to unknown or disconnected integrations are never read, buffered or
+//! forwarded (a smaller body is read at once: asking would cost more than reading it).
 //!
 //! Invariant: every refusal here is one `receive` would also give for the same headers (same
 //! status); admission never accepts what `receive` would refuse for its headers, and it
