@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::{
     error::GatewayError,
-    http::{json, HttpResponse},
+    http::{json, Data, HttpResponse},
     upstream::forwarded,
     Gateway,
 };
@@ -138,7 +138,9 @@ pub async fn get(
         .into_inner();
     Ok(json(
         StatusCode::OK,
-        &json!({ "data": EventJson::from_proto(event, true) }),
+        &Data {
+            data: EventJson::from_proto(event, true),
+        },
     ))
 }
 
@@ -162,7 +164,9 @@ pub async fn replay(
         .into_inner();
     Ok(json(
         StatusCode::OK,
-        &json!({ "data": EventJson::from_proto(event, true) }),
+        &Data {
+            data: EventJson::from_proto(event, true),
+        },
     ))
 }
 

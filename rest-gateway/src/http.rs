@@ -17,6 +17,14 @@ pub type HttpResponse = Response<Full<Bytes>>;
 const DRAIN_EXTRA: usize = 16 * 1024 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The `{"data": ...}` envelope of the JSON routes, serialized straight from its value (no
+/// intermediate `serde_json::Value` tree: for the integration list that tree was most of the
+/// gateway's own CPU).
+#[derive(Serialize)]
+pub struct Data<T> {
+    pub data: T,
+}
+
 /// A JSON response; every response of the gateway goes through here or `redirect`.
 pub fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     let bytes = serde_json::to_vec(body)

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     error::GatewayError,
-    http::{json, read_body, require_json, HttpResponse, JsonInteger},
+    http::{json, read_body, require_json, Data, HttpResponse, JsonInteger},
     upstream::forwarded,
     Gateway,
 };
@@ -67,7 +67,7 @@ pub async fn list(gateway: &Gateway, parts: &Parts) -> Result<HttpResponse, Gate
         .await?
         .into_inner();
     let data: Vec<IntegrationJson> = response.integrations.into_iter().map(Into::into).collect();
-    Ok(json(StatusCode::OK, &json!({ "data": data })))
+    Ok(json(StatusCode::OK, &Data { data }))
 }
 
 pub async fn get(
@@ -83,7 +83,9 @@ pub async fn get(
         .into_inner();
     Ok(json(
         StatusCode::OK,
-        &json!({ "data": IntegrationJson::from(item) }),
+        &Data {
+            data: IntegrationJson::from(item),
+        },
     ))
 }
 
@@ -153,7 +155,9 @@ pub async fn update(
         .into_inner();
     Ok(json(
         StatusCode::OK,
-        &json!({ "data": IntegrationJson::from(item) }),
+        &Data {
+            data: IntegrationJson::from(item),
+        },
     ))
 }
 
