@@ -16,11 +16,10 @@
 use http::{request::Parts, StatusCode};
 use hyper::body::Incoming;
 use integrations_proto::v1::{AdmitWebhookRequest, Header, ReceiveWebhookRequest};
-use serde_json::Value;
 
 use crate::{
     error::GatewayError,
-    http::{json, media_type, raw, read_body, HttpResponse},
+    http::{media_type, raw, read_body, HttpResponse},
     Gateway,
 };
 
@@ -94,12 +93,13 @@ pub async fn receive(
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
     let mut response = match (answer.content_type, answer.raw_body) {
-        (Some(content_type), Some(bytes)) => raw(status, &content_type, bytes.to_vec()),
+        (Some(content_type), Some(bytes)) => raw(status, &content_type, bytes),
         _ => {
-            let body: Value = serde_json::from_str(&answer.body_json).map_err(|_| {
+            // Relayed as the service wrote it (compact JSON), once checked to be JSON.
+            serde_json::from_str::<serde::de::IgnoredAny>(&answer.body_json).map_err(|_| {
                 GatewayError::Upstream(tonic::Status::internal("webhook answer not JSON"))
             })?;
-            json(status, &body)
+            raw(status, "application/json", answer.body_json)
         }
     };
     // Headers the provider's handshake expects (Asana's X-Hook-Secret echoed back).
