@@ -4,9 +4,9 @@
 use http::{header, request::Parts, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use integrations_proto::v1::{
-    ArmWebhookHandshakeRequest, CompleteAuthorizationRequest, GetWebhookSettingsRequest,
-    RotateWebhookSecretRequest, SetWebhookSecretRequest, StartAuthorizationRequest,
-    WebhookSettings,
+    ArmWebhookHandshakeRequest, CompleteAuthorizationRequest, CompleteAuthorizationResponse,
+    GetWebhookSettingsRequest, RotateWebhookSecretRequest, SetWebhookSecretRequest,
+    StartAuthorizationRequest, WebhookSettings,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -78,16 +78,25 @@ pub async fn callback(
             *slot = Some(value.into_owned());
         }
     }
-    let completed = gateway
-        .upstream
-        .oauth()
-        .complete_authorization(forwarded(&parts.headers, request))
-        .await?
-        .into_inner();
+    let completed = complete(gateway, parts, request).await?;
     Ok(with_cookie(
         redirect(&completed.redirect_url)?,
         completed.set_cookie,
     ))
+}
+
+/// `CompleteAuthorization` with the request's credentials (both callback routes).
+async fn complete(
+    gateway: &Gateway,
+    parts: &Parts,
+    request: CompleteAuthorizationRequest,
+) -> Result<CompleteAuthorizationResponse, GatewayError> {
+    Ok(gateway
+        .upstream
+        .oauth()
+        .complete_authorization(forwarded(&parts.headers, request))
+        .await?
+        .into_inner())
 }
 
 /// The body the frontend posts in frontend callback mode: the query parameters the provider
@@ -125,12 +134,7 @@ pub async fn callback_from_frontend(
         installation_id: bounded(posted.installation_id),
         from_frontend: true,
     };
-    let completed = gateway
-        .upstream
-        .oauth()
-        .complete_authorization(forwarded(&parts.headers, request))
-        .await?
-        .into_inner();
+    let completed = complete(gateway, parts, request).await?;
     Ok(with_cookie(
         json(
             StatusCode::OK,
