@@ -315,6 +315,17 @@ fn service_token() -> anyhow::Result<String> {
     )?)
 }
 
+/// An endpoint per replica (1 s to connect, connected on first use).
+fn replica_endpoints(replicas: &[String]) -> anyhow::Result<Vec<tonic::transport::Endpoint>> {
+    replicas
+        .iter()
+        .map(|url| {
+            Ok(tonic::transport::Endpoint::from_shared(url.clone())?
+                .connect_timeout(Duration::from_secs(1)))
+        })
+        .collect()
+}
+
 /// Attaches the bearer token to a gRPC request.
 fn authorized<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

@@ -18,7 +18,7 @@ use integrations_proto::v1::{
 };
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::authorized;
 
@@ -82,15 +82,10 @@ pub struct ConsumerPlan {
 impl Consumers {
     /// One consumer per replica, until `stop`.
     pub fn start(plan: ConsumerPlan, stop: CancellationToken) -> anyhow::Result<Self> {
-        let channels: Vec<Channel> = plan
-            .replicas
-            .iter()
-            .map(|url| {
-                Ok(Endpoint::from_shared(url.clone())?
-                    .connect_timeout(Duration::from_secs(1))
-                    .connect_lazy())
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let channels: Vec<Channel> = super::replica_endpoints(&plan.replicas)?
+            .into_iter()
+            .map(|endpoint| endpoint.connect_lazy())
+            .collect();
         let leases = Arc::new(Mutex::new(Vec::new()));
         let stats = Arc::new(ConsumerStats::default());
         let failures_on = Arc::new(AtomicBool::new(true));

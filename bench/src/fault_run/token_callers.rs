@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use integrations_proto::v1::{o_auth_service_client::OAuthServiceClient, GetAccessTokenRequest};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::authorized;
 
@@ -30,16 +30,10 @@ pub struct CallPlan {
 
 /// Runs the callers until `stop`; answers every call.
 pub async fn run(plan: CallPlan, stop: CancellationToken) -> anyhow::Result<Vec<TokenCall>> {
-    let channels: Vec<Channel> = plan
-        .replicas
-        .iter()
-        .map(|url| {
-            Ok(Endpoint::from_shared(url.clone())?
-                .connect_timeout(Duration::from_secs(1))
-                .timeout(Duration::from_secs(60))
-                .connect_lazy())
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let channels: Vec<Channel> = super::replica_endpoints(&plan.replicas)?
+        .into_iter()
+        .map(|endpoint| endpoint.timeout(Duration::from_secs(60)).connect_lazy())
+        .collect();
     let plan = std::sync::Arc::new(plan);
     let handles: Vec<_> = (0..plan.callers)
         .map(|index| {
