@@ -14,6 +14,7 @@ pub mod context;
 pub mod crypto;
 pub mod dev_token;
 pub mod error;
+pub mod expiring;
 pub mod grpc;
 pub mod integrations;
 pub mod key_rotation;

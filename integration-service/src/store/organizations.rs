@@ -1,19 +1,16 @@
 //! Reads of the main application's organizations and memberships, and the development
 //! helper that makes sure one exists.
 
+use std::{sync::Arc, time::Duration};
+
 use sea_orm::{
     sea_query::OnConflict, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
     QueryFilter,
 };
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
-
 use uuid::Uuid;
 
 use super::entities::{organization, organization_member};
+use crate::expiring::ExpiringMap;
 
 /// Every (organization id, role) the user belongs to.
 pub async fn memberships_of(
@@ -73,39 +70,29 @@ pub async fn ensure_membership(
 /// query per token. Only existence is remembered, never a membership or a role; a deleted
 /// organization is at worst answered "Integration not found" instead of "Organization not
 /// found" for that long (its integrations go with it).
-#[derive(Clone, Default)]
-pub struct KnownOrganizations(Arc<Mutex<HashMap<i64, Instant>>>);
+#[derive(Clone)]
+pub struct KnownOrganizations(Arc<ExpiringMap<i64, ()>>);
 
 /// How long an organization seen to exist is taken to exist.
 pub const KNOWN_FOR: Duration = Duration::from_secs(30);
 /// Organizations remembered at most (forgotten all at once beyond).
 const KNOWN_MAX: usize = 10_000;
 
+impl Default for KnownOrganizations {
+    fn default() -> Self {
+        Self(Arc::new(ExpiringMap::new(KNOWN_FOR, KNOWN_MAX)))
+    }
+}
+
 impl KnownOrganizations {
-    fn contains(&self, id: i64, now: Instant) -> bool {
-        let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        known
-            .get(&id)
-            .is_some_and(|seen| now.duration_since(*seen) < KNOWN_FOR)
-    }
-
-    fn insert(&self, id: i64, now: Instant) {
-        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if known.len() >= KNOWN_MAX {
-            known.clear();
-        }
-        known.insert(id, now);
-    }
-
     /// Whether the organization exists: remembered, or asked and then remembered.
     pub async fn exists(&self, db: &impl ConnectionTrait, id: i64) -> Result<bool, DbErr> {
-        let now = Instant::now();
-        if self.contains(id, now) {
+        if self.0.get(&id).is_some() {
             return Ok(true);
         }
         let exists = organization_exists(db, id).await?;
         if exists {
-            self.insert(id, now);
+            self.0.put(id, ());
         }
         Ok(exists)
     }
@@ -117,16 +104,17 @@ mod tests {
 
     #[test]
     fn known_organizations_are_forgotten_after_a_while() {
+        use std::time::Instant;
         let known = KnownOrganizations::default();
         let now = Instant::now();
-        assert!(!known.contains(7, now));
-        known.insert(7, now);
-        assert!(known.contains(7, now + Duration::from_secs(1)));
-        assert!(!known.contains(8, now));
-        assert!(!known.contains(7, now + KNOWN_FOR));
+        assert!(known.0.get_at(&7, now).is_none());
+        known.0.put_at(7, (), now);
+        assert!(known.0.get_at(&7, now + Duration::from_secs(1)).is_some());
+        assert!(known.0.get_at(&8, now).is_none());
+        assert!(known.0.get_at(&7, now + KNOWN_FOR).is_none());
         for id in 0..KNOWN_MAX as i64 {
-            known.insert(1_000 + id, now);
+            known.0.put_at(1_000 + id, (), now);
         }
-        assert!(known.0.lock().unwrap().len() <= KNOWN_MAX, "bounded");
+        assert!(known.0.len() <= KNOWN_MAX, "bounded");
     }
 }

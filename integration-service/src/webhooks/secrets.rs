@@ -9,11 +9,7 @@
 //! against the database (a rotation is seen at once), so the cache can only make a
 //! just-disconnected integration accept genuine deliveries for up to `TTL`.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
@@ -23,6 +19,7 @@ use uuid::Uuid;
 
 use crate::{
     crypto::{CryptoError, Keyring, SecretColumn},
+    expiring::ExpiringMap,
     store::entities::integration,
 };
 
@@ -170,32 +167,22 @@ pub fn seal_grace(
     Some(keyring.seal(SecretColumn::WebhookSecretGrace, integration_id, &json))
 }
 
-#[derive(Default)]
-pub struct SecretCache {
-    entries: Mutex<HashMap<Uuid, (Instant, Arc<WebhookSecrets>)>>,
+/// Decrypted secrets by integration, reused for `TTL`.
+pub struct SecretCache(ExpiringMap<Uuid, Arc<WebhookSecrets>>);
+
+impl Default for SecretCache {
+    fn default() -> Self {
+        Self(ExpiringMap::new(TTL, CAPACITY))
+    }
 }
 
 impl SecretCache {
     pub fn get(&self, integration_id: Uuid) -> Option<Arc<WebhookSecrets>> {
-        let entries = self.lock();
-        entries
-            .get(&integration_id)
-            .filter(|(at, _)| at.elapsed() < TTL)
-            .map(|(_, secrets)| secrets.clone())
+        self.0.get(&integration_id)
     }
 
     pub fn put(&self, integration_id: Uuid, secrets: Arc<WebhookSecrets>) {
-        let mut entries = self.lock();
-        if entries.len() >= CAPACITY {
-            entries.clear();
-        }
-        entries.insert(integration_id, (Instant::now(), secrets));
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, (Instant, Arc<WebhookSecrets>)>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.put(integration_id, secrets);
     }
 }
 
@@ -286,7 +273,9 @@ mod tests {
             }),
         );
         assert!(cache.get(id).is_some());
-        cache.lock().get_mut(&id).unwrap().0 -= TTL;
-        assert!(cache.get(id).is_none());
+        assert!(cache
+            .0
+            .get_at(&id, std::time::Instant::now() + TTL)
+            .is_none());
     }
 }
