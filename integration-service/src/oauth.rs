@@ -525,10 +525,7 @@ const SAVE_RETRIES: u32 = 5;
 
 /// A database error worth retrying: busy/locked, serialization, unreachable.
 fn is_transient(e: &sea_orm::DbErr) -> bool {
-    if matches!(
-        ServiceError::from(e.clone()),
-        ServiceError::DatabaseUnavailable(_)
-    ) {
+    if crate::error::is_unavailable(e) {
         return true;
     }
     let text = e.to_string().to_ascii_lowercase();
