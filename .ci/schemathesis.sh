@@ -36,6 +36,7 @@ export SUPABASE_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex
 export GRPC_ADDR=127.0.0.1:$grpc_port
 export HTTP_ADDR=127.0.0.1:$http_port
 export INTEGRATION_SERVICE_URL=http://127.0.0.1:$grpc_port
+export GATEWAY_METRICS_ADDR=127.0.0.1:$(free_port)
 export PUBLIC_API_URL=http://127.0.0.1:$http_port
 # The service's own metrics on a free port (9090, the default, may be taken on a shared host).
 export METRICS_ADDR=127.0.0.1:$(free_port)

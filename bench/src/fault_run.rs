@@ -37,7 +37,6 @@ use integration_service::{
     config::EncryptionKey,
     crypto::{Keyring, SecretColumn},
     store::{self, entities::integration, entities::webhook_event},
-    tokens::REFRESH_MARGIN,
 };
 use rand::Rng;
 use sea_orm::{
@@ -95,7 +94,8 @@ pub struct Options {
     /// Share of acknowledgements that are `RecordError` instead of `MarkProcessed`.
     pub ack_failure_percent: u32,
     /// How long an access token stays usable before the service must refresh it (the fake
-    /// issues `expires_in` = the service's refresh margin + this).
+    /// issues `expires_in` = twice this: a token shorter-lived than twice the service's refresh
+    /// margin is refreshed at half its lifetime).
     pub token_lifetime: Duration,
     pub token_callers: usize,
     /// `lease_seconds` of the consumers' streams.
@@ -379,8 +379,7 @@ async fn run_on(options: &Options, cluster: &Cluster) -> anyhow::Result<Report> 
     let seeded = seed(&db).await?;
 
     let fake = FakeProvider::start(FakeStyle::Standard).await;
-    let margin = REFRESH_MARGIN.num_seconds().unsigned_abs();
-    fake.set_expires_in(Some(margin + options.token_lifetime.as_secs().max(1)));
+    fake.set_expires_in(Some(2 * options.token_lifetime.as_secs().max(1)));
     fake.accept_refresh_token(SEED_REFRESH);
     let seed_generation = IssuedToken {
         access_token: SEED_ACCESS.into(),
@@ -407,8 +406,9 @@ async fn run_on(options: &Options, cluster: &Cluster) -> anyhow::Result<Report> 
         ("SLACK_SIGNING_SECRET", SLACK_SIGNING_SECRET),
         // On demand only: every refresh is one a caller needed.
         ("TOKEN_REFRESH_INTERVAL_SECS", "0"),
-        // A killed refresher's lease runs out quickly.
-        ("TOKEN_REFRESH_LEASE_SECS", "5"),
+        // A killed refresher's lease runs out as soon as the service allows (a provider
+        // call's timeout and a margin).
+        ("TOKEN_REFRESH_LEASE_SECS", "15"),
         ("SHUTDOWN_GRACE_SECS", "2"),
         // One integration per provider takes all the load: the run checks durability, not
         // the per-tenant quota.

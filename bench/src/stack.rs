@@ -17,8 +17,10 @@ pub struct Stack {
     pub gateway: Measured,
     pub grpc_port: u16,
     pub http_port: u16,
-    /// The service's `METRICS_ADDR` port (the gateway serves its own at `/metrics`).
+    /// The service's `METRICS_ADDR` port.
     pub metrics_port: u16,
+    /// The gateway's `GATEWAY_METRICS_ADDR` port.
+    pub gateway_metrics_port: u16,
 }
 
 impl Stack {
@@ -48,6 +50,7 @@ impl Stack {
         let grpc_port = fixtures::free_port()?;
         let http_port = fixtures::free_port()?;
         let metrics_port = fixtures::free_port()?;
+        let gateway_metrics_port = fixtures::free_port()?;
         let service = Command::new(bin_dir.join("integration-service"))
             .arg("serve")
             .env("DATABASE_URL", database_url)
@@ -76,6 +79,10 @@ impl Stack {
         let gateway = Command::new(bin_dir.join("rest-gateway"))
             .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env(
+                "GATEWAY_METRICS_ADDR",
+                format!("127.0.0.1:{gateway_metrics_port}"),
+            )
+            .env(
                 "INTEGRATION_SERVICE_URL",
                 format!("http://127.0.0.1:{grpc_port}"),
             )
@@ -101,6 +108,7 @@ impl Stack {
             grpc_port,
             http_port,
             metrics_port,
+            gateway_metrics_port,
         })
     }
 
@@ -117,7 +125,7 @@ impl Stack {
             ),
             (
                 "gateway",
-                format!("http://127.0.0.1:{}/metrics", self.http_port),
+                format!("http://127.0.0.1:{}/metrics", self.gateway_metrics_port),
             ),
         ] {
             let text = client

@@ -58,10 +58,7 @@ pub async fn resolve(
     metadata: &MetadataMap,
 ) -> ServiceResult<Access> {
     let credentials = credentials_from_metadata(metadata);
-    let token = credentials
-        .token
-        .ok_or_else(|| ServiceError::unauthenticated("Authentication required"))?;
-    let caller = sessions.verify(&token)?;
+    let caller = sessions.verify(credentials.session_token()?)?;
     let requested = credentials
         .requested_organization
         .as_deref()

@@ -57,7 +57,9 @@ impl Application {
             &tasks,
             draining.clone(),
         )
-        .with_quotas(ctx.config.webhook_quota);
+        .with_quotas(ctx.config.webhook_quota)
+        .with_storage_cap(ctx.config.webhook_max_events)
+        .with_replay_limits(ctx.config.webhook_replays);
         if ctx.metrics.is_enabled() {
             if let Some(listener) = metrics {
                 tasks.spawn(crate::metrics::endpoint::serve(

@@ -29,6 +29,24 @@ pub struct Credentials {
     pub token: Option<String>,
     /// `x-organization-id`, else the `org_id` cookie.
     pub requested_organization: Option<String>,
+    /// An `Authorization` header was sent that is not a non-empty `Bearer` (`Basic ...`, an
+    /// empty bearer): refused, never replaced by a session cookie — a cross-site request
+    /// carrying one must not ride on the cookie.
+    pub unusable_authorization: bool,
+}
+
+impl Credentials {
+    /// The session token to verify: 401 when there is none, or when the `Authorization`
+    /// header sent is not a usable bearer.
+    pub fn session_token(&self) -> Result<&str, ServiceError> {
+        if self.unusable_authorization {
+            return Err(ServiceError::unauthenticated("Authentication required")
+                .with_details("the Authorization header must be a Bearer session token"));
+        }
+        self.token
+            .as_deref()
+            .ok_or_else(|| ServiceError::unauthenticated("Authentication required"))
+    }
 }
 
 /// The session token is a bearer credential: `Debug` says whether there is one, never what.
@@ -37,6 +55,7 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("token", &self.token.as_ref().map(|_| "[redacted]"))
             .field("requested_organization", &self.requested_organization)
+            .field("unusable_authorization", &self.unusable_authorization)
             .finish()
     }
 }
@@ -187,8 +206,8 @@ pub fn credentials_from_metadata(metadata: &MetadataMap) -> Credentials {
         .filter_map(|v| v.to_str().ok())
         .flat_map(parse_cookie_header)
         .collect();
-    let bearer = metadata
-        .get("authorization")
+    let authorization = metadata.get("authorization");
+    let bearer = authorization
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token);
     let requested_organization = metadata
@@ -197,6 +216,7 @@ pub fn credentials_from_metadata(metadata: &MetadataMap) -> Credentials {
         .map(|v| v.trim().to_string())
         .or_else(|| cookie(&cookies, "org_id").map(str::to_string));
     Credentials {
+        unusable_authorization: authorization.is_some() && bearer.is_none(),
         token: bearer.or_else(|| session_from_cookies(&cookies)),
         requested_organization,
     }
@@ -558,6 +578,7 @@ mod tests {
         let creds = Credentials {
             token: Some("eyJ.secret.sig".into()),
             requested_organization: Some("2".into()),
+            unusable_authorization: false,
         };
         let shown = format!("{creds:?}");
         assert!(!shown.contains("eyJ"), "{shown}");
@@ -572,6 +593,27 @@ mod tests {
         let creds = credentials_from_metadata(&md);
         assert_eq!(creds.token.as_deref(), Some("abc"));
         assert_eq!(creds.requested_organization.as_deref(), Some("7"));
+    }
+
+    /// A `Basic` or empty-bearer `Authorization` never falls back to the session cookie: a
+    /// cross-site request carrying one would otherwise ride on the cookie.
+    #[test]
+    fn an_unusable_authorization_header_is_refused_not_replaced_by_the_cookie() {
+        for value in ["Basic dXNlcjpwYXNz", "Bearer ", "Bearer", "Token abc", ""] {
+            let mut md = MetadataMap::new();
+            md.insert("authorization", value.parse().unwrap());
+            md.insert("cookie", "sb-access-token=def".parse().unwrap());
+            let creds = credentials_from_metadata(&md);
+            assert!(creds.unusable_authorization, "{value:?}");
+            let err = creds.session_token().unwrap_err();
+            assert!(matches!(err, ServiceError::Unauthenticated(_)), "{value:?}");
+        }
+        let mut md = MetadataMap::new();
+        md.insert("cookie", "sb-access-token=def".parse().unwrap());
+        assert_eq!(
+            credentials_from_metadata(&md).session_token().unwrap(),
+            "def"
+        );
     }
 
     #[test]

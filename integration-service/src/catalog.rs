@@ -92,11 +92,35 @@ pub enum WebhookScheme {
     NotionHmacSha256,
 }
 
+/// The body limit of the schemes whose payloads are small (1 MiB: room for Slack's large
+/// interactivity payloads and Graph's batches).
+pub const SMALL_BODY_LIMIT: usize = 1024 * 1024;
+
 impl WebhookScheme {
     /// Whether deliveries name their integration in the URL (its own secret verifies them);
     /// app-level schemes route by the account in the payload instead.
     pub fn per_integration(self) -> bool {
-        !matches!(self, Self::None | Self::SlackV0 | Self::DiscordEd25519)
+        !matches!(self, Self::None | Self::SlackV0)
+    }
+
+    /// The largest body this scheme accepts, when smaller than the gateway's webhook limit
+    /// (25 MB, GitHub's): Slack's, Discord's and Microsoft Graph's payloads are small, so a
+    /// large body to them is refused before it is read (told to the gateway at admission).
+    pub fn body_limit(self) -> Option<usize> {
+        match self {
+            Self::SlackV0 | Self::DiscordEd25519 | Self::MicrosoftGraph => Some(SMALL_BODY_LIMIT),
+            _ => None,
+        }
+    }
+
+    /// The header carrying a signed Unix timestamp, checked against our clock (±5 minutes)
+    /// at admission and again by the scheme.
+    pub fn timestamp_header(self) -> Option<&'static str> {
+        match self {
+            Self::SlackV0 => Some("x-slack-request-timestamp"),
+            Self::DiscordEd25519 => Some("x-signature-timestamp"),
+            _ => None,
+        }
     }
 
     /// Whether the provider issues the secret (stored with `PUT .../webhook`) rather than us.
@@ -219,9 +243,7 @@ impl Provider {
         match self.webhook {
             WebhookScheme::None => None,
             // One app-level URL: deliveries are routed by installation.
-            WebhookScheme::SlackV0 | WebhookScheme::DiscordEd25519 => {
-                Some(format!("/api/integrations/{}/webhook", self.name))
-            }
+            WebhookScheme::SlackV0 => Some(format!("/api/integrations/{}/webhook", self.name)),
             _ => Some(format!(
                 "/api/integrations/{}/webhook/{integration_id}",
                 self.name

@@ -75,9 +75,34 @@ impl fmt::Debug for EncryptionKey {
     }
 }
 
+/// `DATABASE_URL`, whose `Debug` hides the password (a configuration printed in a log or a
+/// panic must not carry the database's credentials).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("[redacted]"));
+                write!(f, "{:?}", url.as_str())
+            }
+            Ok(_) => write!(f, "{:?}", self.0),
+            Err(_) => f.write_str("\"[unparsable URL]\""),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub grpc_addr: SocketAddr,
     /// `METRICS_ADDR` (`127.0.0.1:9090`; `off` turns metrics off): where Prometheus scrapes
     /// `GET /metrics`.
@@ -128,11 +153,19 @@ pub struct Config {
     /// `MAX_CONCURRENT_REFRESHES` (default 8): provider token refreshes one process runs at
     /// once; further callers wait for a slot (or for another replica's refresh).
     pub max_concurrent_refreshes: usize,
-    /// `TOKEN_REFRESH_LEASE_SECS` (default 30): how long a refresher owns an integration's
-    /// refresh before another replica may take it over (a crashed owner's lease expires).
+    /// `TOKEN_REFRESH_LEASE_SECS` (default 30, at least 15): how long a refresher owns an
+    /// integration's refresh before another replica may take it over (a crashed owner's lease
+    /// expires). Never shorter than a provider call plus a margin: a second refresher would
+    /// present the same single-use refresh token while the first still waits for its answer.
     pub refresh_lease: std::time::Duration,
     /// Per-integration budgets of verified deliveries (`WEBHOOK_TENANT_*`).
     pub webhook_quota: crate::webhooks::quota::QuotaLimits,
+    /// `WEBHOOK_MAX_EVENTS_PER_INTEGRATION` (1,000,000; 0: no cap): stored events one
+    /// integration may hold; beyond it verified deliveries are refused (429).
+    pub webhook_max_events: Option<u64>,
+    /// `WEBHOOK_REPLAY_BURST` (500) and `WEBHOOK_REPLAYS_PER_SEC` (10): replays one
+    /// integration may make at once, then per second (429 beyond).
+    pub webhook_replays: crate::webhooks::quota::QuotaLimits,
 }
 
 /// Prefixes of provider variables: `GITHUB_CLIENT_ID`, `SLACK_SIGNING_SECRET`, `GITLAB_TOKEN_URL`...
@@ -164,7 +197,7 @@ impl Config {
         let urls = urls(&env)?;
         let grpc = grpc(&env, production)?;
         Ok(Self {
-            database_url,
+            database_url: DatabaseUrl(database_url),
             grpc_addr: grpc.addr,
             metrics_addr: metrics_addr(&env)?,
             metrics_backlog_interval: Duration::from_secs(env.positive(
@@ -190,12 +223,16 @@ impl Config {
             webhook_retention: retention(&env)?,
             shutdown_grace: Duration::from_secs(env.positive("SHUTDOWN_GRACE_SECS", 20, 3600)?),
             max_concurrent_refreshes: env.positive("MAX_CONCURRENT_REFRESHES", 8, 1024)? as usize,
-            refresh_lease: Duration::from_secs(env.positive(
-                "TOKEN_REFRESH_LEASE_SECS",
-                30,
-                3600,
-            )?),
+            refresh_lease: refresh_lease(&env)?,
             webhook_quota: webhook_quota(&env)?,
+            webhook_replays: crate::webhooks::quota::replay_limits(
+                env.positive("WEBHOOK_REPLAY_BURST", 500, 1_000_000)?,
+                env.positive("WEBHOOK_REPLAYS_PER_SEC", 10, 1_000_000)?,
+            ),
+            webhook_max_events: match env.number("WEBHOOK_MAX_EVENTS_PER_INTEGRATION", 1_000_000)? {
+                0 => None,
+                max => Some(max),
+            },
         })
     }
 
@@ -317,6 +354,28 @@ fn metrics_addr(env: &Env) -> Result<Option<SocketAddr>, ConfigError> {
     }
 }
 
+/// Whole-request timeout of a provider call (token, refresh, revoke, API).
+pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The shortest refresh lease: a provider call's timeout and a margin for the commit after it.
+pub const MIN_REFRESH_LEASE: Duration = Duration::from_secs(PROVIDER_TIMEOUT.as_secs() + 5);
+
+/// `TOKEN_REFRESH_LEASE_SECS` (30), from [`MIN_REFRESH_LEASE`] to an hour.
+fn refresh_lease(env: &Env) -> Result<Duration, ConfigError> {
+    let secs = env.positive("TOKEN_REFRESH_LEASE_SECS", 30, 3600)?;
+    if secs < MIN_REFRESH_LEASE.as_secs() {
+        return Err(invalid(
+            "TOKEN_REFRESH_LEASE_SECS",
+            &format!(
+                "expected at least {} seconds: a provider call may take {} s, and a shorter lease lets a second refresher present the same single-use refresh token",
+                MIN_REFRESH_LEASE.as_secs(),
+                PROVIDER_TIMEOUT.as_secs()
+            ),
+        ));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 /// `WEBHOOK_RETENTION_DAYS` (0 = forever), at most 100 years.
 fn retention(env: &Env) -> Result<Option<Duration>, ConfigError> {
     match env.number("WEBHOOK_RETENTION_DAYS", 30)? {
@@ -375,6 +434,21 @@ fn provider_vars(vars: &dyn Vars) -> HashMap<String, Secret> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn debug_of_the_database_url_hides_its_password() {
+        let url = DatabaseUrl("postgres://app:hunter2@db.internal:5432/integrations".into());
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("db.internal"), "{shown}");
+        assert_eq!(
+            &*url,
+            "postgres://app:hunter2@db.internal:5432/integrations"
+        );
+        let sqlite = DatabaseUrl("sqlite://./data/integrations.db?mode=rwc".into());
+        assert!(format!("{sqlite:?}").contains("integrations.db"));
+    }
+
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {

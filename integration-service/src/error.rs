@@ -11,7 +11,7 @@ use sea_orm::{DbErr, RuntimeErr};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-pub use service_kit::wire::{ERROR_DOMAIN, REASON_PROVIDER_FAILED};
+pub use service_kit::wire::{ERROR_DOMAIN, REASON_PAYLOAD_TOO_LARGE, REASON_PROVIDER_FAILED};
 
 /// A user-facing message with optional context; neither may contain a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,9 @@ pub enum ServiceError {
     Conflict(Problem),
     #[error("{0}")]
     Provider(Problem),
+    /// A body larger than its scheme accepts: 413.
+    #[error("{0}")]
+    TooLarge(Problem),
     /// Over a quota: 429 with `Retry-After` (sent as `google.rpc.RetryInfo`).
     #[error("{problem}")]
     QuotaExceeded {
@@ -133,6 +136,7 @@ impl ServiceError {
             | Self::FailedPrecondition(p)
             | Self::Conflict(p)
             | Self::Provider(p)
+            | Self::TooLarge(p)
             | Self::QuotaExceeded { problem: p, .. } => p.details = Some(details.into()),
             Self::DatabaseUnavailable(_) | Self::Database(_) | Self::Internal { .. } => {}
         }
@@ -242,6 +246,7 @@ impl From<ServiceError> for Status {
             }
             ServiceError::Conflict(p) => (Code::AlreadyExists, p, "ALREADY_EXISTS"),
             ServiceError::Provider(p) => (Code::Unavailable, p, REASON_PROVIDER_FAILED),
+            ServiceError::TooLarge(p) => (Code::OutOfRange, p, REASON_PAYLOAD_TOO_LARGE),
             ServiceError::DatabaseUnavailable(_) => (
                 Code::Unavailable,
                 Problem::new("Database unavailable").details("retry later"),

@@ -92,10 +92,8 @@ pub async fn authorize(
 
 /// Event consumers are internal services: a service_role token, any organization.
 pub fn authorize_service(ctx: &AppContext, metadata: &MetadataMap) -> ServiceResult<()> {
-    let token = credentials_from_metadata(metadata)
-        .token
-        .ok_or_else(|| ServiceError::unauthenticated("Authentication required"))?;
-    match ctx.sessions.verify(&token)? {
+    let credentials = credentials_from_metadata(metadata);
+    match ctx.sessions.verify(credentials.session_token()?)? {
         Caller::Service => Ok(()),
         Caller::User(_) => Err(ServiceError::forbidden("Forbidden")
             .with_details("event consumers use a service_role token")),
@@ -105,10 +103,8 @@ pub fn authorize_service(ctx: &AppContext, metadata: &MetadataMap) -> ServiceRes
 /// The user of a verified session (callbacks completed by the frontend); a service_role
 /// token has no browser flow to complete.
 pub fn authenticated_user(ctx: &AppContext, metadata: &MetadataMap) -> ServiceResult<Uuid> {
-    let token = credentials_from_metadata(metadata)
-        .token
-        .ok_or_else(|| ServiceError::unauthenticated("Authentication required"))?;
-    match ctx.sessions.verify(&token)? {
+    let credentials = credentials_from_metadata(metadata);
+    match ctx.sessions.verify(credentials.session_token()?)? {
         Caller::User(user) => Ok(user),
         Caller::Service => Err(ServiceError::forbidden("Forbidden")
             .with_details("an authorization is completed by the user who started it")),

@@ -27,16 +27,21 @@ enum Command {
     /// Re-encrypt every stored secret under INTEGRATION_ENCRYPTION_KEY (older keys in
     /// INTEGRATION_ENCRYPTION_KEY_PREVIOUS must still be configured), then report counts.
     RotateKeys,
-    /// Development: make sure the organization and membership exist, print a session JWT.
+    /// Development (refused under APP_ENV=production): make sure the organization and
+    /// membership exist, print a session JWT — or, with --service-role, an internal caller's.
     DevToken {
-        #[arg(long)]
-        org: i64,
-        #[arg(long)]
-        user: Uuid,
+        #[arg(long, required_unless_present = "service_role")]
+        org: Option<i64>,
+        #[arg(long, required_unless_present = "service_role")]
+        user: Option<Uuid>,
         /// OWNER, ADMIN or MEMBER.
         #[arg(long, default_value = "OWNER")]
         role: String,
-        /// Lifetime of the token in hours.
+        /// An internal caller's token (Supabase's service_role): any organization, named in
+        /// x-organization-id. Writes nothing.
+        #[arg(long, conflicts_with_all = ["org", "user"])]
+        service_role: bool,
+        /// Lifetime of the token in hours (1 to 720).
         #[arg(long, default_value_t = 24)]
         ttl_hours: i64,
     },
@@ -90,11 +95,19 @@ async fn main() -> anyhow::Result<()> {
             org,
             user,
             role,
+            service_role,
             ttl_hours,
         } => {
-            let db = store::connect(&config.database_url).await?;
-            store::migrate(&db).await?;
-            let token = dev_token::issue(&db, &config, org, user, &role, ttl_hours).await?;
+            dev_token::check(&config, ttl_hours)?;
+            let token = match (service_role, org, user) {
+                (true, _, _) => dev_token::issue_service_role(&config, ttl_hours)?,
+                (false, Some(org), Some(user)) => {
+                    let db = store::connect(&config.database_url).await?;
+                    store::migrate(&db).await?;
+                    dev_token::issue(&db, &config, org, user, &role, ttl_hours).await?
+                }
+                _ => anyhow::bail!("--org and --user are required (or --service-role)"),
+            };
             println!("{token}");
         }
     }

@@ -91,7 +91,7 @@ impl DeliveryOutcome {
         match err {
             ServiceError::QuotaExceeded { .. } => Self::Throttled,
             ServiceError::Unauthenticated(_) => Self::InvalidSignature,
-            ServiceError::InvalidArgument(_) => Self::InvalidRequest,
+            ServiceError::InvalidArgument(_) | ServiceError::TooLarge(_) => Self::InvalidRequest,
             ServiceError::NotFound(_) => Self::NotFound,
             ServiceError::PermissionDenied(_)
             | ServiceError::FailedPrecondition(_)
@@ -255,6 +255,12 @@ impl Metrics {
             ],
             1,
         );
+    }
+
+    /// A verified delivery refused because its integration holds as many events as the
+    /// storage cap allows (`webhook_storage_cap_refusals_total`).
+    pub fn storage_cap_refusal(&self) {
+        self.counter("webhook_storage_cap_refusals_total", Vec::new(), 1);
     }
 
     /// One group-commit transaction: its rows and how long writing and committing took.

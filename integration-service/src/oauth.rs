@@ -377,7 +377,7 @@ async fn github_installation(
     if !crate::providers::github_app::valid_installation_id(installation) {
         return Err("installation_id is not a GitHub installation id".into());
     }
-    let checked = crate::providers::github_app::accessible_installation(
+    let checked = crate::providers::github_app::administered_installation(
         &ctx.config,
         &grant.access_token,
         installation,
@@ -389,7 +389,7 @@ async fn github_installation(
         token_client::outcome(&checked),
     );
     let login = checked.map_err(|e| e.to_string())?.ok_or_else(|| {
-        format!("installation {installation} is not accessible to the authorizing user")
+        format!("installation {installation} is not administered by the authorizing user")
     })?;
     grant.account_id = Some(installation.to_string());
     grant.account_name = Some(sanitize_provider_text(&login)).filter(|l| !l.is_empty());

@@ -17,8 +17,7 @@ use crate::{
     error::{ServiceError, ServiceResult},
 };
 
-/// Whole-request timeout of a provider call.
-const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::config::PROVIDER_TIMEOUT;
 const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The shared client: no redirects (a token endpoint that redirects is misconfigured, and

@@ -97,10 +97,34 @@ fn check_usable(record: &integration::Model) -> ServiceResult<()> {
     Ok(())
 }
 
+/// Whether the access token is good for `margin` more — or, for a token that lives less than
+/// twice the margin (a provider granting minutes), for half of the lifetime it was granted with
+/// (`token_refreshed_at`): a token just refreshed is fresh, so callers do not refresh it
+/// again one after another.
 fn is_fresh(record: &integration::Model, margin: chrono::Duration) -> bool {
-    record
-        .token_expires_at
-        .is_none_or(|at| at > Utc::now() + margin)
+    fresh_at(
+        record.token_expires_at,
+        record.token_refreshed_at,
+        Utc::now(),
+        margin,
+    )
+}
+
+/// [`is_fresh`] of a token expiring at `expires_at`, granted at `granted` (when known).
+fn fresh_at(
+    expires_at: Option<DateTime<Utc>>,
+    granted: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    margin: chrono::Duration,
+) -> bool {
+    let Some(at) = expires_at else {
+        return true;
+    };
+    let margin = match granted {
+        Some(granted) => margin.min((at - granted) / 2).max(chrono::Duration::zero()),
+        None => margin,
+    };
+    at > now + margin
 }
 
 fn token_of(ctx: &AppContext, record: &integration::Model) -> ServiceResult<AccessToken> {
@@ -369,4 +393,32 @@ pub async fn refresh_due(ctx: &AppContext) -> ServiceResult<usize> {
         }
     }
     Ok(refreshed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_lived_token_just_refreshed_is_fresh() {
+        let now = Utc::now();
+        let minute = chrono::Duration::minutes(1);
+        let fresh = |granted_ago: chrono::Duration, lifetime: chrono::Duration| {
+            let granted = now - granted_ago;
+            fresh_at(Some(granted + lifetime), Some(granted), now, REFRESH_MARGIN)
+        };
+        // A 60 s token granted now: fresh (the next caller does not refresh it again)...
+        assert!(fresh(chrono::Duration::zero(), minute));
+        // ...until half its life is gone.
+        assert!(!fresh(chrono::Duration::seconds(31), minute));
+        // An hour's token keeps the five-minute margin.
+        let hour = chrono::Duration::hours(1);
+        assert!(fresh(chrono::Duration::minutes(54), hour));
+        assert!(!fresh(chrono::Duration::minutes(56), hour));
+        // Expired is never fresh; no expiry always is.
+        assert!(!fresh(minute * 2, minute));
+        assert!(fresh_at(None, None, now, REFRESH_MARGIN));
+        // Granted at an unknown time: the whole margin.
+        assert!(!fresh_at(Some(now + minute), None, now, REFRESH_MARGIN));
+    }
 }

@@ -153,9 +153,10 @@ const MAX_PROVIDER_SECRET: usize = 512;
 /// current secret at once (the provider signs with the new one only) and is never answered
 /// back here: `GET /api/integrations/{id}/webhook` reveals it to an Owner/Admin.
 ///
-/// Discord also names the application the public key belongs to (`application_id`): its
-/// deliveries come to one app-level URL and are routed by that id, which belongs to one
-/// organization — another organization's integration holding it answers 409, nothing changed.
+/// Discord also names the application the public key belongs to (`application_id`): a
+/// delivery to this integration's URL must name the same application. Deliveries are verified
+/// with this integration's key at its own URL, so an application id claims nothing from
+/// another organization (two may name the same application; neither receives the other's).
 pub async fn set(
     ctx: &AppContext,
     access: &Access,
@@ -180,24 +181,29 @@ pub async fn set(
     let sealed = ctx
         .keyring
         .seal(SecretColumn::WebhookSecret, record.id, secret);
-    match (scheme, application_id) {
-        (WebhookScheme::DiscordEd25519, application) => {
-            let application = application
+    let account = match (scheme, application_id) {
+        (WebhookScheme::DiscordEd25519, application) => Some(
+            application
                 .map(str::trim)
                 .filter(|a| crate::webhooks::discord::valid_application_id(a))
                 .ok_or_else(|| {
                     ServiceError::invalid("Invalid application id").with_details("applicationId: the Discord application's id (digits), shown beside its public key")
-                })?;
-            set_account_secret(ctx, &record, application, sealed).await?;
-        }
+                })?,
+        ),
         (_, Some(_)) => {
             return Err(ServiceError::invalid("Unexpected application id")
                 .with_details("applicationId is only for Discord"))
         }
-        // No grace list: the provider signs with its new secret only.
-        (_, None) => {
-            store::integrations::set_webhook_secrets(&ctx.db, record.id, sealed, None).await?
-        }
+        (_, None) => None,
+    };
+    // Conditional on the integration still being connected: a disconnect racing this keeps
+    // its erased secret, and a later reconnect starts from a new one.
+    if !store::integrations::set_provider_issued_secret(&ctx.db, record.id, account, sealed).await?
+    {
+        return Err(
+            ServiceError::failed_precondition("Integration not connected")
+                .with_details("the integration was disconnected; connect it again first"),
+        );
     }
     tracing::info!(integration = %record.id, "provider-issued webhook secret stored");
     Ok(WebhookSettings {
@@ -206,31 +212,6 @@ pub async fn set(
         secret: SecretString::from(String::new()),
         previous_secrets_valid_until: Vec::new(),
     })
-}
-
-/// Stores a provider account with its secret, unless another organization holds the account.
-async fn set_account_secret(
-    ctx: &AppContext,
-    record: &integration::Model,
-    account: &str,
-    sealed: String,
-) -> ServiceResult<()> {
-    let taken = || {
-        ServiceError::conflict("Application connected to another organization").with_details("this application's deliveries already go to another organization; disconnect it there first")
-    };
-    if store::integrations::account_owner(&ctx.db, &record.provider, account, record.id)
-        .await?
-        .is_some()
-    {
-        return Err(taken());
-    }
-    match store::integrations::set_webhook_account_secret(&ctx.db, record.id, account, sealed).await
-    {
-        Ok(()) => Ok(()),
-        // Another organization won the unique index in between.
-        Err(e) if crate::error::is_unique_violation(&e) => Err(taken()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn validate_provider_secret(scheme: WebhookScheme, secret: &str) -> ServiceResult<()> {

@@ -43,6 +43,7 @@ pub mod secrets;
 pub mod signature;
 pub mod slack;
 pub mod standard_webhooks;
+pub mod storage_cap;
 
 use std::sync::{
     atomic::{AtomicUsize, Ordering},
@@ -61,6 +62,13 @@ pub struct WebhookRuntime {
     pub dispatcher: Arc<dispatch::Dispatcher>,
     pub secrets: Arc<secrets::SecretCache>,
     pub quotas: Arc<quota::TenantQuotas>,
+    /// Stored events per integration (`WEBHOOK_MAX_EVENTS_PER_INTEGRATION`).
+    pub storage: Arc<storage_cap::StorageCap>,
+    db: DatabaseConnection,
+    metrics: Metrics,
+    /// Replays per integration (`quota::replay_limits`): a replay rewrites a row and wakes
+    /// the dispatcher, so it is budgeted like deliveries.
+    pub replays: Arc<quota::TenantQuotas>,
     /// What the delivery being received stored (`for_delivery` gives each its own).
     tally: Arc<StoredTally>,
 }
@@ -101,12 +109,16 @@ impl WebhookRuntime {
         draining: CancellationToken,
     ) -> Self {
         let dispatcher = dispatch::Dispatcher::start(db.clone(), metrics.clone(), tasks, draining);
-        let ingest = ingest::Ingest::start(db, dispatcher.clone(), metrics);
+        let ingest = ingest::Ingest::start(db.clone(), dispatcher.clone(), metrics.clone());
         Self {
+            storage: Arc::default(),
+            db,
+            metrics,
             ingest,
             dispatcher,
             secrets: Arc::default(),
             quotas: Arc::default(),
+            replays: Arc::new(quota::TenantQuotas::new(quota::replay_limits(500, 10))),
             tally: Arc::default(),
         }
     }
@@ -128,5 +140,29 @@ impl WebhookRuntime {
     pub fn with_quotas(mut self, limits: quota::QuotaLimits) -> Self {
         self.quotas = Arc::new(quota::TenantQuotas::new(limits));
         self
+    }
+
+    /// Replaces the default replay budget of each integration.
+    pub fn with_replay_limits(mut self, limits: quota::QuotaLimits) -> Self {
+        self.replays = Arc::new(quota::TenantQuotas::new(limits));
+        self
+    }
+
+    /// Replaces the default storage cap (`None`: no cap).
+    pub fn with_storage_cap(mut self, max_events: Option<u64>) -> Self {
+        self.storage = Arc::new(storage_cap::StorageCap::new(max_events));
+        self
+    }
+
+    /// Refuses a delivery to an integration over its storage cap, and counts the refusal.
+    pub(crate) async fn check_storage(
+        &self,
+        integration: uuid::Uuid,
+    ) -> crate::error::ServiceResult<()> {
+        let checked = self.storage.check(&self.db, integration).await;
+        if checked.is_err() {
+            self.metrics.storage_cap_refusal();
+        }
+        checked
     }
 }

@@ -8,10 +8,14 @@ use std::{net::SocketAddr, time::Duration};
 
 const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 const DEFAULT_SERVICE_URL: &str = "http://127.0.0.1:50051";
-/// Largest JSON body of the management routes.
 /// The frontend's default address, as in the service (SPEC's configuration table).
 pub const DEFAULT_APP_URL: &str = "http://localhost:3007";
-pub const DEFAULT_JSON_BODY_LIMIT: usize = 1024 * 1024;
+/// Largest JSON body of the management routes: settings, a secret, a window — small bodies,
+/// read only after the request showed credentials. Twice the largest `config` the service
+/// keeps (64 KiB), so a patch near that size reaches the service's own, clearer refusal.
+pub const DEFAULT_JSON_BODY_LIMIT: usize = 128 * 1024;
+/// Port of `GET /metrics` on loopback when `GATEWAY_METRICS_ADDR` is not set.
+pub const DEFAULT_METRICS_PORT: u16 = 9091;
 /// Largest webhook body (GitHub's own limit is 25 MB).
 pub const DEFAULT_WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
 
@@ -68,15 +72,27 @@ pub struct GatewayConfig {
     pub service_url: String,
     pub json_body_limit: usize,
     pub webhook_body_limit: usize,
-    /// `WEBHOOK_BYTES_IN_FLIGHT` (64 MiB): webhook body bytes held at once across all
-    /// requests, from reading to the service's answer; beyond it 503 with `Retry-After`.
+    /// `WEBHOOK_BYTES_IN_FLIGHT` (64 MiB): body bytes of deliveries to per-integration URLs
+    /// held at once, from arrival to the service's answer; beyond it 503 with `Retry-After`.
     pub webhook_bytes_in_flight: usize,
+    /// `WEBHOOK_APP_BYTES_IN_FLIGHT` (32 MiB): the same for the app-level URLs (Slack, the
+    /// GitHub App), which anyone may post to: a budget of their own, so they can never starve
+    /// per-integration deliveries.
+    pub webhook_app_bytes_in_flight: usize,
+    /// `WEBHOOK_BYTES_PER_CLIENT` (32 MiB): the most one client address holds of both at
+    /// once. Behind a proxy every delivery has the proxy's address: raise it to the budgets.
+    pub webhook_bytes_per_client: usize,
+    /// `WEBHOOK_BODY_GRACE_SECS` (2) and `WEBHOOK_BODY_MIN_BYTES_PER_SEC` (65536): providers
+    /// send from data centres; a webhook body slower than this is cut (408).
+    pub webhook_body_rate: BodyRate,
     /// `UPSTREAM_TIMEOUT_SECS` (30): deadline of one call to the service (504 beyond it).
     pub upstream_timeout: Duration,
     pub connections: ConnectionLimits,
     pub body_rate: BodyRate,
-    /// `GATEWAY_METRICS` (`on`): Prometheus metrics at `GET /metrics`; `off` turns them off.
-    pub metrics_enabled: bool,
+    /// `GATEWAY_METRICS_ADDR` (`127.0.0.1:9091`): the listener of `GET /metrics`, apart from
+    /// the public port (it shows the live webhook budgets); `off` (or `GATEWAY_METRICS=off`)
+    /// turns metrics off.
+    pub metrics_addr: Option<SocketAddr>,
     /// The origin of `APP_URL` (alias `NEXT_PUBLIC_APP_URL`, default `http://localhost:3007`):
     /// the one site whose cookie-authenticated state changes are accepted (`cross_site`).
     pub app_origin: String,
@@ -149,6 +165,15 @@ impl GatewayConfig {
                 })
             }
         };
+        let metrics_addr = match get("GATEWAY_METRICS_ADDR").as_deref().map(str::trim) {
+            _ if !metrics_enabled => None,
+            Some("off") => None,
+            None => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
+            Some(text) => Some(text.parse().map_err(|_| ConfigError {
+                variable: "GATEWAY_METRICS_ADDR",
+                why: format!("expected host:port or off, got {text:?}"),
+            })?),
+        };
         let app_url = get("APP_URL")
             .or_else(|| get("NEXT_PUBLIC_APP_URL"))
             .unwrap_or_else(|| DEFAULT_APP_URL.into());
@@ -163,19 +188,36 @@ impl GatewayConfig {
                 })
             }
         };
+        let webhook_bytes_in_flight = usize::try_from(number(
+            "WEBHOOK_BYTES_IN_FLIGHT",
+            64 * 1024 * 1024,
+            DEFAULT_WEBHOOK_BODY_LIMIT as u64,
+        )?)
+        .unwrap_or(usize::MAX);
         Ok(Self {
-            metrics_enabled,
+            metrics_addr,
             app_origin,
             http_addr,
             service_url,
             json_body_limit: DEFAULT_JSON_BODY_LIMIT,
             webhook_body_limit: DEFAULT_WEBHOOK_BODY_LIMIT,
-            webhook_bytes_in_flight: usize::try_from(number(
-                "WEBHOOK_BYTES_IN_FLIGHT",
-                64 * 1024 * 1024,
+            webhook_bytes_in_flight,
+            webhook_app_bytes_in_flight: usize::try_from(number(
+                "WEBHOOK_APP_BYTES_IN_FLIGHT",
+                32 * 1024 * 1024,
                 DEFAULT_WEBHOOK_BODY_LIMIT as u64,
             )?)
             .unwrap_or(usize::MAX),
+            webhook_bytes_per_client: usize::try_from(number(
+                "WEBHOOK_BYTES_PER_CLIENT",
+                32 * 1024 * 1024,
+                DEFAULT_WEBHOOK_BODY_LIMIT as u64,
+            )?)
+            .unwrap_or(usize::MAX),
+            webhook_body_rate: BodyRate {
+                grace: secs("WEBHOOK_BODY_GRACE_SECS", 2)?,
+                min_bytes_per_sec: number("WEBHOOK_BODY_MIN_BYTES_PER_SEC", 64 * 1024, 1)?,
+            },
             upstream_timeout: secs("UPSTREAM_TIMEOUT_SECS", 30)?,
             connections,
             body_rate,
@@ -224,11 +266,24 @@ mod tests {
         assert_eq!(config.connections.max_connections, 4096);
         assert_eq!(config.body_rate.min_bytes_per_sec, 32 * 1024);
         assert_eq!(config.upstream_timeout, Duration::from_secs(30));
+        assert_eq!(config.webhook_body_rate.grace, Duration::from_secs(2));
+        assert_eq!(config.webhook_app_bytes_in_flight, 32 * 1024 * 1024);
+        assert_eq!(
+            config.metrics_addr.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9091"),
+            "metrics on loopback, never on the public port"
+        );
+        let off =
+            GatewayConfig::from_lookup(|n| (n == "GATEWAY_METRICS_ADDR").then(|| "off".into()))
+                .unwrap();
+        assert_eq!(off.metrics_addr, None);
         for (variable, value) in [
             ("HTTP_HEADER_READ_TIMEOUT_SECS", "0"),
             ("HTTP_MAX_CONNECTIONS", "-1"),
             ("HTTP_MAX_HEADER_BYTES", "100"),
             ("HTTP_BODY_MIN_BYTES_PER_SEC", "fast"),
+            ("GATEWAY_METRICS_ADDR", "everywhere"),
+            ("WEBHOOK_BYTES_PER_CLIENT", "10"),
         ] {
             let err =
                 GatewayConfig::from_lookup(|n| (n == variable).then(|| value.into())).unwrap_err();

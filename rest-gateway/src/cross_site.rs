@@ -2,9 +2,11 @@
 //! cookie (PATCH/DELETE an integration, start an authorization, set or rotate a webhook
 //! secret, replay a delivery).
 //!
-//! A request carrying an `Authorization` header is not subject to these checks: a browser
-//! never attaches one to a cross-site request without a CORS preflight, and a bearer token is
-//! not ambient. A request authenticated by cookie must:
+//! A request carrying a non-empty `Authorization: Bearer` token is not subject to these
+//! checks: a browser never attaches one to a cross-site request without a CORS preflight, and
+//! a bearer token is not ambient. Any other `Authorization` (`Basic`, an empty bearer) is
+//! checked like a cookie request — and the service refuses it (401) rather than falling back
+//! to the cookie. A request authenticated by cookie must:
 //! - send `Content-Type: application/json` when it is a `POST`, `PUT` or `PATCH`, so a
 //!   cross-site page cannot make it a CORS "simple request" (form posts and `text/plain` need
 //!   no preflight); `DELETE` is never simple, so its preflight happens anyway and it needs no
@@ -26,7 +28,7 @@ const SEC_FETCH_SITE: &str = "sec-fetch-site";
 /// Checks a state-changing request for cross-site forgery; `app_origin` is the ASCII
 /// serialization of `APP_URL`'s origin (`https://app.example.com`).
 pub fn check(method: &Method, headers: &HeaderMap, app_origin: &str) -> Result<(), GatewayError> {
-    if headers.contains_key(header::AUTHORIZATION) || !has_session_cookie(headers) {
+    if has_bearer(headers) || !has_session_cookie(headers) {
         // Bearer calls are not ambient; calls without a session are refused by the service.
         return Ok(());
     }
@@ -50,6 +52,17 @@ pub fn check(method: &Method, headers: &HeaderMap, app_origin: &str) -> Result<(
         return Err(GatewayError::CrossSite);
     }
     Ok(())
+}
+
+/// Whether a non-empty `Authorization: Bearer` token is sent.
+fn has_bearer(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .is_some_and(|(scheme, token)| {
+            scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()
+        })
 }
 
 /// Whether a Supabase session cookie is sent (`sb-access-token` or `sb-<ref>-auth-token`,
@@ -95,6 +108,15 @@ mod tests {
         let evil = ("origin", "https://evil.example");
         assert_eq!(status(Method::POST, &[bearer, COOKIE, evil]), None);
         assert_eq!(status(Method::POST, &[evil]), None);
+        // Only a real bearer skips the check: `Basic` or an empty bearer ride on the cookie.
+        for authorization in ["Basic dXNlcjpwYXNz", "Bearer ", "Bearer", "Token t"] {
+            let header = ("authorization", authorization);
+            assert_eq!(
+                status(Method::POST, &[header, COOKIE, JSON, evil]),
+                Some(403),
+                "{authorization}"
+            );
+        }
         assert_eq!(
             status(Method::POST, &[("cookie", "city=Zurich"), evil]),
             None

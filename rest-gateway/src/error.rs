@@ -8,7 +8,9 @@ use tonic_types::StatusExt;
 
 // `ErrorInfo.domain` the service attaches; statuses without it did not come from our rules
 // (transport failures) and their messages are not forwarded.
-use service_kit::wire::{ERROR_DOMAIN as SERVICE_DOMAIN, REASON_PROVIDER_FAILED};
+use service_kit::wire::{
+    ERROR_DOMAIN as SERVICE_DOMAIN, REASON_PAYLOAD_TOO_LARGE, REASON_PROVIDER_FAILED,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -32,6 +34,13 @@ pub enum GatewayError {
     HeadersTooLarge { limit: usize },
     #[error("Request body too slow")]
     BodyTooSlow,
+    /// A webhook body of unknown length (every provider sends `Content-Length`): 411.
+    #[error("Length required")]
+    LengthRequired,
+    /// A management request without credentials, refused before its body is read (the
+    /// service's own words for the same refusal).
+    #[error("Authentication required")]
+    Unauthenticated,
     #[error("Internal server error")]
     Internal,
     /// Too much work in flight: 503 with `Retry-After`.
@@ -89,6 +98,16 @@ impl GatewayError {
                 "Request body too slow".into(),
                 Some("the body did not arrive at the minimum rate".into()),
             ),
+            Self::LengthRequired => (
+                StatusCode::LENGTH_REQUIRED,
+                "Length required".into(),
+                Some("webhook bodies must declare their Content-Length".into()),
+            ),
+            Self::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "Authentication required".into(),
+                None,
+            ),
             Self::Busy { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service busy".into(),
@@ -124,6 +143,7 @@ fn upstream_parts(status: &Status) -> (StatusCode, String, Option<String>) {
         .filter(|info| info.domain == SERVICE_DOMAIN);
     let http = match (status.code(), info.map(|i| i.reason.as_str())) {
         (_, Some(REASON_PROVIDER_FAILED)) => StatusCode::BAD_GATEWAY,
+        (_, Some(REASON_PAYLOAD_TOO_LARGE)) => StatusCode::PAYLOAD_TOO_LARGE,
         (Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange, _) => {
             StatusCode::BAD_REQUEST
         }

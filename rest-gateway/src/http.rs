@@ -119,20 +119,31 @@ pub fn error_response(err: &GatewayError) -> HttpResponse {
 /// minimum, so a client trickling bytes cannot hold the request (and its memory) open.
 pub async fn read_body(
     headers: &HeaderMap,
-    mut body: Incoming,
+    body: Incoming,
     limit: usize,
     rate: BodyRate,
 ) -> Result<Bytes, GatewayError> {
+    read_body_with(headers, body, limit, rate, |_| Ok(())).await
+}
+
+/// [`read_body`], asking `arriving(total)` before each frame is kept, with the body's size
+/// once that frame is added (a budget that grows with the bytes that actually arrive). Memory
+/// is allocated as bytes arrive too, never for a declared length up front.
+pub async fn read_body_with(
+    headers: &HeaderMap,
+    mut body: Incoming,
+    limit: usize,
+    rate: BodyRate,
+    mut arriving: impl FnMut(usize) -> Result<(), GatewayError>,
+) -> Result<Bytes, GatewayError> {
     let too_large = GatewayError::PayloadTooLarge { limit };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(headers);
     if declared.is_some_and(|len| len > limit as u64) {
         discard_rest(body, limit, declared).await;
         return Err(too_large);
     }
-    let mut collected = BytesMut::with_capacity(declared.map_or(0, |len| len as usize));
+    let first = declared.map_or(0, |len| (len as usize).min(INITIAL_CAPACITY));
+    let mut collected = BytesMut::with_capacity(first);
     let started = tokio::time::Instant::now();
     loop {
         let deadline = started + rate.grace + rate.time_for(collected.len());
@@ -145,14 +156,27 @@ pub async fn read_body(
             GatewayError::bad_request("Invalid request body", "the body could not be read")
         })?;
         if let Ok(data) = frame.into_data() {
-            if collected.len() + data.len() > limit {
+            let total = collected.len() + data.len();
+            if total > limit {
                 discard_rest(body, limit, declared).await;
                 return Err(too_large);
             }
+            arriving(total)?;
             collected.extend_from_slice(&data);
         }
     }
     Ok(collected.freeze())
+}
+
+/// Bytes allocated for a body before any arrived, whatever its declared length.
+const INITIAL_CAPACITY: usize = 64 * 1024;
+
+/// The request's `Content-Length`, when it is a number.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 /// Reads and drops what is left of a refused body (bounded in bytes and time), so the client
@@ -188,6 +212,22 @@ pub fn media_type(headers: &HeaderMap) -> Option<String> {
                 .trim()
                 .to_ascii_lowercase()
         })
+}
+
+/// The JSON body of a management request, read only once the request carries credentials
+/// the service could accept (a bearer token or a session cookie; 401 before a byte of the body
+/// is read otherwise), with a JSON content type (415), at most `limit` bytes (413).
+pub async fn authenticated_json(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+    rate: BodyRate,
+) -> Result<Bytes, GatewayError> {
+    if !crate::upstream::has_credentials(headers) {
+        return Err(GatewayError::Unauthenticated);
+    }
+    require_json(headers)?;
+    read_body(headers, body, limit, rate).await
 }
 
 /// Requires a JSON body (415 otherwise).

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     error::GatewayError,
-    http::{json, read_body, require_json, Data, HttpResponse, JsonInteger},
+    http::{authenticated_json, json, Data, HttpResponse, JsonInteger},
     upstream::forwarded,
     Gateway,
 };
@@ -131,8 +131,7 @@ pub async fn update(
     body: Incoming,
     id: String,
 ) -> Result<HttpResponse, GatewayError> {
-    require_json(&parts.headers)?;
-    let bytes = read_body(
+    let bytes = authenticated_json(
         &parts.headers,
         body,
         gateway.config.json_body_limit,

@@ -19,6 +19,7 @@ pub mod openapi;
 pub mod router;
 pub mod server;
 pub mod upstream;
+pub mod webhook_budget;
 pub mod webhooks;
 
 use config::GatewayConfig;
@@ -28,23 +29,25 @@ use upstream::Upstream;
 pub struct Gateway {
     pub config: GatewayConfig,
     pub upstream: Upstream,
-    /// Webhook body bytes in flight across all requests, in KiB permits.
-    pub webhook_bytes: std::sync::Arc<tokio::sync::Semaphore>,
-    /// The Prometheus recorder, when `GATEWAY_METRICS` is on.
+    /// Webhook body bytes in flight, per kind of URL and per client address.
+    pub webhook_budget: std::sync::Arc<webhook_budget::WebhookBudget>,
+    /// The Prometheus recorder, when metrics are on (`GATEWAY_METRICS_ADDR`).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Gateway {
     pub fn new(config: GatewayConfig) -> Result<Self, tonic::transport::Error> {
         let upstream = Upstream::new(&config.service_url, config.upstream_timeout)?;
-        let webhook_bytes = std::sync::Arc::new(tokio::sync::Semaphore::new(webhooks::kib(
+        let webhook_budget = std::sync::Arc::new(webhook_budget::WebhookBudget::new(
             config.webhook_bytes_in_flight,
-        ) as usize));
-        let metrics = config.metrics_enabled.then(metrics::recorder).flatten();
+            config.webhook_app_bytes_in_flight,
+            config.webhook_bytes_per_client,
+        ));
+        let metrics = config.metrics_addr.and_then(|_| metrics::recorder());
         Ok(Self {
             config,
             upstream,
-            webhook_bytes,
+            webhook_budget,
             metrics,
         })
     }

@@ -12,10 +12,23 @@ async fn main() -> anyhow::Result<()> {
     let config = GatewayConfig::from_env()?;
     let addr = config.http_addr;
     let service_url = config.service_url.clone();
+    let metrics_addr = config.metrics_addr;
     let gateway = Gateway::new(config)?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on HTTP_ADDR {addr}"))?;
+    if let (Some(metrics_addr), Some(handle)) = (metrics_addr, gateway.metrics.clone()) {
+        let metrics_listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("cannot listen on GATEWAY_METRICS_ADDR {metrics_addr}"))?;
+        tracing::info!(addr = %metrics_addr, "gateway metrics listening (GET /metrics)");
+        tokio::spawn(rest_gateway::metrics::serve(
+            metrics_listener,
+            handle,
+            gateway.webhook_budget.clone(),
+            shutdown_signal(),
+        ));
+    }
     tracing::info!(%addr, upstream = %service_url, "rest-gateway listening (HTTP)");
     server::serve(gateway, listener, shutdown_signal()).await?;
     Ok(())

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::{
     error::GatewayError,
-    http::{json, read_body, redirect, require_json, HttpResponse, JsonInteger},
+    http::{authenticated_json, json, redirect, HttpResponse, JsonInteger},
     upstream::forwarded,
     Gateway,
 };
@@ -314,8 +314,7 @@ async fn json_bytes(
     parts: &Parts,
     body: Incoming,
 ) -> Result<bytes::Bytes, GatewayError> {
-    require_json(&parts.headers)?;
-    read_body(
+    authenticated_json(
         &parts.headers,
         body,
         gateway.config.json_body_limit,

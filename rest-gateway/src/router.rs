@@ -30,7 +30,6 @@ impl Route {
 
 #[derive(Debug, Clone, Copy)]
 enum Endpoint {
-    Metrics,
     Health,
     OpenApi,
     Integrations,
@@ -58,7 +57,6 @@ const fn entry(template: &'static str, allow: &'static str, endpoint: Endpoint) 
 /// Every route, tried in order: the first whose template matches the path wins (so the
 /// literal `rotate` is tried before `:integration_id`).
 pub const ROUTES: &[Route] = &[
-    entry("/metrics", "GET", Endpoint::Metrics),
     entry("/health", "GET, HEAD", Endpoint::Health),
     entry("/healthz", "GET, HEAD", Endpoint::Health),
     entry("/openapi.json", "GET", Endpoint::OpenApi),
@@ -149,9 +147,6 @@ pub async fn route(
     let (parts, body) = request.into_parts();
     crate::upstream::check_credentials(&parts.headers)?;
     let (route, raw_params) = resolve(parts.uri.path()).ok_or(GatewayError::NotFound)?;
-    if matches!(route.endpoint, Endpoint::Metrics) && gateway.metrics.is_none() {
-        return Err(GatewayError::NotFound);
-    }
     let method = parts.method.clone();
     if !route.methods().any(|allowed| allowed == method.as_str()) {
         return Err(GatewayError::MethodNotAllowed { allow: route.allow });
@@ -168,10 +163,6 @@ pub async fn route(
     // asking for more than its template has: a 404 rather than a panic.
     let mut param = || params.next().ok_or(GatewayError::NotFound);
     match (route.endpoint, method) {
-        (Endpoint::Metrics, _) => match &gateway.metrics {
-            Some(handle) => Ok(crate::metrics::render(handle, gateway)),
-            None => Err(GatewayError::NotFound),
-        },
         (Endpoint::Health, _) => Ok(health::health(gateway).await),
         (Endpoint::OpenApi, _) => Ok(openapi::document()),
         (Endpoint::Integrations, _) => integrations::list(gateway, &parts).await,
@@ -221,8 +212,7 @@ fn is_browser_state_change(endpoint: Endpoint, method: &Method) -> bool {
         | Endpoint::Replay
         | Endpoint::RotateWebhookSecret
         | Endpoint::ArmWebhookHandshake => true,
-        Endpoint::Metrics
-        | Endpoint::Health
+        Endpoint::Health
         | Endpoint::OpenApi
         | Endpoint::Integrations
         | Endpoint::GithubCallback

@@ -47,11 +47,11 @@ pub async fn serve(
     tokio::pin!(shutdown);
     loop {
         while connections.try_join_next().is_some() {}
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     backoff.succeeded();
-                    stream
+                    (stream, peer)
                 }
                 Err(e) if is_connection_error(&e) => continue,
                 Err(e) => {
@@ -86,9 +86,11 @@ pub async fn serve(
         let gateway = gateway.clone();
         let request_guard = slot.request_guard();
         let max_header_bytes = limits.max_header_bytes;
-        let service = service_fn(move |request: Request<Incoming>| {
+        let client = crate::webhooks::ClientAddr(peer.ip());
+        let service = service_fn(move |mut request: Request<Incoming>| {
             let gateway = gateway.clone();
             let in_flight = request_guard();
+            request.extensions_mut().insert(client);
             async move {
                 let response = handle(&gateway, request, max_header_bytes).await;
                 drop(in_flight);
@@ -147,6 +149,10 @@ pub async fn serve(
     Ok(())
 }
 
+/// Header fields hyper parses in one HTTP/1 request head before it answers a bare 431 itself;
+/// below it, our own limit on the head's size (`HTTP_MAX_HEADER_BYTES`) answers.
+pub const MAX_HEADER_FIELDS: usize = 1024;
+
 /// HTTP/1 and HTTP/2 with timers: without a `Timer`, hyper's header-read timeout and HTTP/2
 /// keep-alive are silently inactive.
 fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
@@ -156,8 +162,12 @@ fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor>
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true)
-        // Room above the 431 limit so oversized heads get our JSON answer, not hyper's.
-        .max_buf_size((limits.max_header_bytes * 2).max(8192 + 1));
+        // Room above the 431 limit so oversized heads get our JSON answer, not hyper's: in
+        // bytes, and in header fields (hyper's default of 100 fields answers a bare 431 with
+        // no body). hyper allocates this many slots for every request head it parses, so the
+        // count is bounded, not derived from the byte limit.
+        .max_buf_size((limits.max_header_bytes * 2).max(8192 + 1))
+        .max_headers(MAX_HEADER_FIELDS);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -106,9 +106,17 @@ pub fn check_credentials(headers: &HeaderMap) -> Result<(), GatewayError> {
     Ok(())
 }
 
-fn copy_credentials(headers: &HeaderMap, metadata: &mut MetadataMap) {
-    // The request's identity travels too (set or validated by `server::request_identity`), so
-    // the service's span of the RPC carries the same request id.
+/// A request to the service carrying the request's identity (its id and `traceparent`) but
+/// no credentials: provider deliveries, which the service logs under the same request id.
+pub fn forwarded_identity<T>(headers: &HeaderMap, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    copy_identity(headers, request.metadata_mut());
+    request
+}
+
+fn copy_identity(headers: &HeaderMap, metadata: &mut MetadataMap) {
+    // Set or validated by `server::request_identity`, so the service's span of the RPC
+    // carries the same request id.
     for name in [REQUEST_ID, TRACEPARENT] {
         if let Some(value) = headers
             .get(name)
@@ -117,13 +125,19 @@ fn copy_credentials(headers: &HeaderMap, metadata: &mut MetadataMap) {
             metadata.insert(name, value);
         }
     }
+}
+
+fn copy_credentials(headers: &HeaderMap, metadata: &mut MetadataMap) {
+    copy_identity(headers, metadata);
     for name in ["authorization", "x-organization-id"] {
         for value in headers.get_all(name) {
-            // `check_credentials` refused an unreadable organization; an unreadable
-            // authorization is no credential at all (401 from the service).
-            if let Ok(value) = MetadataValue::try_from(value.as_bytes()) {
-                metadata.append(name, value);
-            }
+            // `check_credentials` refused an unreadable organization. An unreadable
+            // authorization is still an authorization: the service refuses it (401) instead
+            // of falling back to the session cookie.
+            match MetadataValue::try_from(value.as_bytes()) {
+                Ok(value) => metadata.append(name, value),
+                Err(_) => metadata.append(name, MetadataValue::from_static("unreadable")),
+            };
         }
     }
     let cookies: Vec<Vec<u8>> = forwarded_cookies(headers)
@@ -136,6 +150,19 @@ fn copy_credentials(headers: &HeaderMap, metadata: &mut MetadataMap) {
             metadata.insert("cookie", value);
         }
     }
+}
+
+/// Whether the request carries something the service could accept as a session: a non-empty
+/// `Authorization` header or a Supabase session cookie (`sb-...`). The service verifies it;
+/// this only lets the gateway refuse an anonymous request before reading its body.
+pub fn has_credentials(headers: &HeaderMap) -> bool {
+    let authorization = headers
+        .get(http::header::AUTHORIZATION)
+        .is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
+    authorization
+        || forwarded_cookies(headers)
+            .iter()
+            .any(|(name, value)| name.starts_with(b"sb-") && !value.is_empty())
 }
 
 /// The (name, value) pairs of every `Cookie` header that the service reads, as raw bytes.

@@ -2,16 +2,22 @@
 //! untouched — every header and the raw body bytes — since signatures cover the exact bytes.
 //! No session: the signature authenticates the sender, and the service checks it.
 //!
-//! Memory is bounded before a byte of a large body is read: the service first admits the
-//! delivery by its headers (`AdmitWebhook`: required headers, Slack's timestamp window, an
-//! integration that exists with a secret) when its declared length is over 64 KiB or unknown
-//! (a smaller body is read and sent at once: asking would cost more than reading it, and
-//! `ReceiveWebhook` refuses the same), each provider has a size limit
-//! (GitHub documents 25 MB; Slack's payloads are small: 1 MiB), and the bytes of all webhook
-//! bodies in flight share one budget (`WEBHOOK_BYTES_IN_FLIGHT`): a delivery reserves its
-//! declared length (a body without `Content-Length` reserves its provider's whole limit) and
-//! holds it until the service has answered; beyond the budget the answer is 503 with
-//! `Retry-After`, which providers honour by retrying.
+//! Memory is bounded before a byte of a large body is read, and no anonymous client can hold
+//! it hostage (`webhook_budget`):
+//! - a body must declare its `Content-Length` (411 otherwise: every provider sends one);
+//! - one declared over 64 KiB is first admitted by its headers (`AdmitWebhook`: required
+//!   headers, signed timestamps within their window, an integration that exists with a
+//!   secret), which also names the scheme's body limit (Slack, Discord and Microsoft Graph
+//!   send small bodies: 1 MiB; GitHub documents 25 MB) — a smaller body is read and sent at
+//!   once: asking would cost more than reading it, and `ReceiveWebhook` refuses the same;
+//! - the bytes a delivery holds are reserved as they arrive, in the budget of its kind
+//!   (per-integration URLs, or the app-level URLs anyone may post to), within the share of its
+//!   client address, until the service has answered; beyond it the answer is 503 with
+//!   `Retry-After`, which providers honour by retrying;
+//! - a webhook body has a short grace and a real minimum rate (`WEBHOOK_BODY_GRACE_SECS`,
+//!   `WEBHOOK_BODY_MIN_BYTES_PER_SEC`): 408 and the connection closed below it.
+
+use std::net::{IpAddr, Ipv4Addr};
 
 use http::{request::Parts, StatusCode};
 use hyper::body::Incoming;
@@ -19,7 +25,9 @@ use integrations_proto::v1::{AdmitWebhookRequest, Header, ReceiveWebhookRequest}
 
 use crate::{
     error::GatewayError,
-    http::{media_type, raw, read_body, HttpResponse},
+    http::{declared_length, media_type, raw, read_body_with, HttpResponse},
+    upstream::forwarded_identity,
+    webhook_budget::Pool,
     Gateway,
 };
 
@@ -33,7 +41,13 @@ pub async fn receive(
     path_integration_id: Option<String>,
 ) -> Result<HttpResponse, GatewayError> {
     require_webhook_media_type(parts)?;
+    // The service names providers in lower case; the URL's spelling changes nothing.
+    let provider = provider.to_ascii_lowercase();
     let integration_id = path_integration_id.or_else(|| query_integration_id(parts));
+    let declared = declared_length(&parts.headers);
+    if declared.is_none() && !hyper::body::Body::is_end_stream(&body) {
+        return Err(GatewayError::LengthRequired);
+    }
     let headers: Vec<Header> = parts
         .headers
         .iter()
@@ -42,58 +56,79 @@ pub async fn receive(
             value: value.as_bytes().to_vec(),
         })
         .collect();
-    let limit = body_limit(&provider, gateway.config.webhook_body_limit);
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    // A large body (or one of unknown length) is read only once the service admitted the
-    // headers: it refuses what they alone condemn before a byte of the body is read. A small
+    let mut limit = gateway.config.webhook_body_limit;
+    // A large body is read only once the service admitted the headers: it refuses what they
+    // alone condemn before a byte of the body is read, and names the scheme's limit. A small
     // one costs less to read than to ask about; `ReceiveWebhook` gives the same refusals.
-    if declared.is_none_or(|len| len > ADMISSION_ABOVE_BYTES) {
-        gateway
+    if declared.is_some_and(|len| len > ADMISSION_ABOVE_BYTES) {
+        let admitted = gateway
             .upstream
             .webhooks()
-            .admit_webhook(tonic::Request::new(AdmitWebhookRequest {
-                provider: provider.clone(),
-                integration_id: integration_id.clone(),
-                headers: headers.clone(),
-            }))
-            .await?;
+            .admit_webhook(forwarded_identity(
+                &parts.headers,
+                AdmitWebhookRequest {
+                    provider: provider.clone(),
+                    integration_id: integration_id.clone(),
+                    headers: headers.clone(),
+                },
+            ))
+            .await?
+            .into_inner();
+        if admitted.body_limit_bytes > 0 {
+            limit = limit.min(usize::try_from(admitted.body_limit_bytes).unwrap_or(usize::MAX));
+        }
     }
-    let reserved = match declared {
-        // Over the limit: read_body answers 413 without buffering; reserve nothing.
-        Some(len) if len > limit as u64 => 0,
-        Some(len) => len as usize,
-        None => limit,
+    let pool = match integration_id {
+        Some(_) => Pool::PerIntegration,
+        None => Pool::AppLevel,
     };
-    let _in_flight = gateway
-        .webhook_bytes
-        .clone()
-        .try_acquire_many_owned(kib(reserved))
-        .map_err(|_| GatewayError::Busy {
-            retry_after_secs: 1,
-        })?;
-    let bytes = read_body(&parts.headers, body, limit, gateway.config.body_rate).await?;
+    let client = parts
+        .extensions
+        .get::<ClientAddr>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0);
+    let mut reservation = gateway.webhook_budget.reserve(pool, client);
+    let bytes = read_body_with(
+        &parts.headers,
+        body,
+        limit,
+        gateway.config.webhook_body_rate,
+        |total| {
+            reservation.cover(total).map_err(|_| GatewayError::Busy {
+                retry_after_secs: 1,
+            })
+        },
+    )
+    .await?;
     let answer = gateway
         .upstream
         .webhooks()
-        .receive_webhook(tonic::Request::new(ReceiveWebhookRequest {
-            provider,
-            integration_id,
-            headers,
-            body: bytes,
-            query: parts.uri.query().map(str::to_string),
-        }))
+        .receive_webhook(forwarded_identity(
+            &parts.headers,
+            ReceiveWebhookRequest {
+                provider,
+                integration_id,
+                headers,
+                body: bytes,
+                query: parts.uri.query().map(str::to_string),
+            },
+        ))
         .await?
         .into_inner();
+    drop(reservation);
     let status = u16::try_from(answer.http_status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
     let mut response = match (answer.content_type, answer.raw_body) {
-        (Some(content_type), Some(bytes)) => raw(status, &content_type, bytes),
+        // A provider handshake's own answer (text): nothing in it may run in a browser.
+        (Some(content_type), Some(bytes)) => {
+            let mut response = raw(status, &content_type, bytes);
+            response.headers_mut().insert(
+                http::header::CONTENT_SECURITY_POLICY,
+                http::HeaderValue::from_static("sandbox; default-src 'none'"),
+            );
+            response
+        }
         _ => {
             // Relayed as the service wrote it (compact JSON), once checked to be JSON.
             serde_json::from_str::<serde::de::IgnoredAny>(&answer.body_json).map_err(|_| {
@@ -114,28 +149,15 @@ pub async fn receive(
     Ok(response)
 }
 
+/// The client address of a request, as the accept loop saw it (put in the request's
+/// extensions by `server`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
 /// Declared bodies up to this size are read without asking `AdmitWebhook` first: a second
 /// gRPC call per delivery cost about a third of a delivery's CPU (`webhook-bench`), and such a
 /// body is bounded by the bytes-in-flight budget like any other.
 pub const ADMISSION_ABOVE_BYTES: u64 = 64 * 1024;
-
-/// Largest webhook body of `provider`: Slack's are small (events, commands, interactions);
-/// every other provider gets the gateway's webhook limit (GitHub documents 25 MB).
-pub fn body_limit(provider: &str, default: usize) -> usize {
-    match provider {
-        "slack" => SLACK_BODY_LIMIT.min(default),
-        _ => default,
-    }
-}
-
-/// Slack's limit: its payloads are a few KiB; 1 MiB leaves room for large interactivity
-/// payloads (modal state) and refuses anything else early.
-pub const SLACK_BODY_LIMIT: usize = 1024 * 1024;
-
-/// `bytes` in KiB permits of the in-flight budget (rounded up, at least 1).
-pub fn kib(bytes: usize) -> u32 {
-    u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
-}
 
 /// Providers post JSON or HTML-form bodies (GitHub's `payload=`, Slack's commands); any other
 /// declared type is refused before the body is read (415). A body without a type (Google's

@@ -8,6 +8,9 @@ pub const ERROR_DOMAIN: &str = "integrations.v1";
 /// `ErrorInfo.reason` of a failed provider call (the gateway answers 502 for it).
 pub const REASON_PROVIDER_FAILED: &str = "PROVIDER_FAILED";
 
+/// `ErrorInfo.reason` of a body larger than its scheme accepts (the gateway answers 413).
+pub const REASON_PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+
 /// The request id: accepted from the caller or created by the gateway, returned on every HTTP
 /// response and forwarded to the service as gRPC metadata of the same name.
 pub const REQUEST_ID: &str = "x-request-id";

@@ -95,6 +95,9 @@ struct FakeState {
     scope_as_array: bool,
     /// GitHub App installations every user of this fake can access (`GET /user/installations`).
     installations: Vec<(u64, String)>,
+    /// Organizations of those installations the user is only a member of, not an admin
+    /// (`GET /user/memberships/orgs/{org}` answers `role: member`).
+    member_only: HashSet<String>,
     /// Access tokens issued, which the API endpoints accept.
     access_tokens: HashSet<String>,
 }
@@ -128,6 +131,7 @@ impl FakeProvider {
             exchange_delay: Duration::ZERO,
             scope_as_array: false,
             installations: Vec::new(),
+            member_only: HashSet::new(),
             access_tokens: HashSet::new(),
         }));
         let (tx, mut rx) = oneshot::channel::<()>();
@@ -191,6 +195,11 @@ impl FakeProvider {
                 .map(|(id, login)| (*id, login.to_string()))
                 .collect()
         });
+    }
+
+    /// The user can read the installations of `orgs` but is not their admin.
+    pub fn set_member_only(&self, orgs: &[&str]) {
+        self.with(|s| s.member_only = orgs.iter().map(|o| o.to_string()).collect());
     }
 
     /// The user declines at the provider: authorize redirects with `error=access_denied`.
@@ -329,12 +338,43 @@ async fn handle(
         }
         ("POST", "/revoke") => reply(StatusCode::OK, json!({"ok": true})),
         ("GET", "/user/installations") => user_installations(&state, &logged),
+        ("GET", path) if path.starts_with("/user/memberships/orgs/") => {
+            org_membership(&state, &logged, &path["/user/memberships/orgs/".len()..])
+        }
         ("DELETE", path) if path.starts_with("/applications/") => {
             reply(StatusCode::NO_CONTENT, json!({}))
         }
         _ => reply(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
     };
     Ok(answer)
+}
+
+/// GitHub's `GET /user/memberships/orgs/{org}`: admin of every installation's organization
+/// unless `set_member_only` named it; 404 for an organization the user is not in.
+fn org_membership(state: &Mutex<FakeState>, request: &LoggedRequest, org: &str) -> Reply {
+    let s = state.lock().expect("fake state");
+    let token = request
+        .header("authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !s.access_tokens.contains(token) {
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"message": "Bad credentials"}),
+        );
+    }
+    if !s.installations.iter().any(|(_, login)| login == org) {
+        return reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"}));
+    }
+    let role = if s.member_only.contains(org) {
+        "member"
+    } else {
+        "admin"
+    };
+    reply(
+        StatusCode::OK,
+        json!({"state": "active", "role": role, "organization": {"login": org}}),
+    )
 }
 
 /// GitHub's `GET /user/installations` for a token this fake issued.

@@ -85,6 +85,8 @@ pub struct TestApp {
     pub kind: Db,
     /// The service's Prometheus endpoint, e.g. `http://127.0.0.1:41236/metrics`.
     pub service_metrics_url: String,
+    /// The gateway's Prometheus endpoint, on its own listener (never the public port).
+    pub gateway_metrics_url: String,
     shutdown: Vec<oneshot::Sender<()>>,
     // Dropped last: the database outlives the servers using it.
     pub database: TestDatabase,
@@ -255,6 +257,24 @@ pub async fn spawn_app_with(kind: Db, vars: &[(&str, &str)]) -> Option<TestApp> 
     })
     .expect("gateway config");
     let gateway = rest_gateway::Gateway::new(gateway_config).expect("gateway");
+    let gateway_metrics_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind gateway metrics");
+    let gateway_metrics_url = format!(
+        "http://{}/metrics",
+        gateway_metrics_listener.local_addr().expect("addr")
+    );
+    let (gateway_metrics_tx, gateway_metrics_rx) = oneshot::channel::<()>();
+    if let Some(handle) = gateway.metrics.clone() {
+        tokio::spawn(rest_gateway::metrics::serve(
+            gateway_metrics_listener,
+            handle,
+            gateway.webhook_budget.clone(),
+            async {
+                let _ = gateway_metrics_rx.await;
+            },
+        ));
+    }
     let (gateway_tx, gateway_rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = rest_gateway::server::serve(gateway, gateway_listener, async {
@@ -274,7 +294,8 @@ pub async fn spawn_app_with(kind: Db, vars: &[(&str, &str)]) -> Option<TestApp> 
             .expect("client"),
         kind,
         service_metrics_url,
-        shutdown: vec![service_tx, gateway_tx],
+        gateway_metrics_url,
+        shutdown: vec![service_tx, gateway_tx, gateway_metrics_tx],
         database,
     })
 }

@@ -319,8 +319,8 @@ pub fn leases(leases: &[Lease], findings: &mut Findings) {
 }
 
 /// The refresh chain at the fake provider: every refresh token presented once, none before
-/// its access token needed refreshing (tokens are issued for the service's margin +
-/// `lifetime`); answers how many generations were replaced.
+/// its access token needed refreshing (tokens are issued for twice `lifetime`, which the
+/// service refreshes at half their lifetime); answers how many generations were replaced.
 pub fn refresh_chain(
     seed: &IssuedToken,
     issued: &[IssuedToken],

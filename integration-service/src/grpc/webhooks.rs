@@ -107,7 +107,9 @@ impl WebhookService for WebhookApi {
                 header,
             )
             .await
-            .map(|()| AdmitWebhookResponse {}),
+            .map(|admitted| AdmitWebhookResponse {
+                body_limit_bytes: admitted.body_limit.map_or(0, |limit| limit as u64),
+            }),
         )
     }
 
@@ -185,6 +187,7 @@ impl WebhookService for WebhookApi {
                     status: message.status,
                     event_type: message.event_type,
                     since: message.since,
+                    include_payloads: message.include_payloads,
                 };
                 let page = events::list(&self.ctx, &access, &integration, query).await?;
                 Ok(ListEventsResponse {
@@ -270,18 +273,26 @@ pub fn event_to_proto(view: EventView) -> WebhookEvent {
         event,
         organization_id,
         provider,
+        payload_omitted,
     } = view;
+    let (payload_json, headers_json) = match payload_omitted {
+        true => (String::new(), String::new()),
+        false => (
+            event.payload.to_string(),
+            event
+                .headers
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| "{}".into()),
+        ),
+    };
     WebhookEvent {
         id: event.id.to_string(),
         integration_id: event.integration_id.to_string(),
         organization_id,
         provider,
         event_type: event.event_type,
-        payload_json: event.payload.to_string(),
-        headers_json: event
-            .headers
-            .map(|h| h.to_string())
-            .unwrap_or_else(|| "{}".into()),
+        payload_json,
+        headers_json,
         status: event.status.to_string(),
         retry_count: event.retry_count,
         last_error: event.last_error,
@@ -290,6 +301,7 @@ pub fn event_to_proto(view: EventView) -> WebhookEvent {
         lease_expires_at: event.lease_expires_at.map(rfc3339),
         next_attempt_at: event.next_attempt_at.map(rfc3339),
         processed_at: event.processed_at.map(rfc3339),
+        payload_omitted,
     }
 }
 

@@ -131,6 +131,7 @@ pub async fn disconnect(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr
             integration::Column::AccessToken,
             integration::Column::RefreshToken,
             integration::Column::TokenExpiresAt,
+            integration::Column::TokenRefreshedAt,
             integration::Column::WebhookSecret,
             integration::Column::PreviousWebhookSecret,
             integration::Column::PreviousWebhookSecretExpiresAt,
@@ -189,6 +190,7 @@ pub async fn save_connection(
     active.access_token = Set(Some(connection.access_token));
     active.refresh_token = Set(connection.refresh_token);
     active.token_expires_at = Set(connection.token_expires_at);
+    active.token_refreshed_at = Set(Some(Utc::now()));
     active.permissions = Set(Some(connection.permissions));
     active.last_error = Set(None);
     // A refresh of the previous grant in flight must not overwrite these tokens.
@@ -316,6 +318,10 @@ pub async fn save_refreshed_tokens(
     .col_expr(
         integration::Column::TokenExpiresAt,
         Expr::value(token_expires_at),
+    )
+    .col_expr(
+        integration::Column::TokenRefreshedAt,
+        Expr::value(Utc::now()),
     )
     .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()));
     if let Some(refresh_token) = refresh_token {
@@ -580,27 +586,36 @@ pub async fn accept_handshake_secret(
     Ok(result.rows_affected == 1)
 }
 
-/// Sets a provider-issued secret together with the provider account it belongs to (Discord:
-/// the application's public key and id). The unique partial index over connected accounts
-/// refuses an account another organization holds.
-pub async fn set_webhook_account_secret(
+/// Sets a provider-issued secret (and, for Discord, the application it belongs to) on a
+/// connected integration, replacing every rotated-out one: the provider signs with its new
+/// secret only. Conditional on the row still being connected, so a disconnect that won the
+/// race keeps its erased secret (`false`: nothing written).
+pub async fn set_provider_issued_secret(
     db: &impl ConnectionTrait,
     id: Uuid,
-    account_id: &str,
+    account_id: Option<&str>,
     sealed_secret: String,
-) -> Result<(), DbErr> {
-    set_null(
+) -> Result<bool, DbErr> {
+    let mut update = set_null(
         integration::Entity::update_many(),
-        &[integration::Column::WebhookSecretGrace],
+        &[
+            integration::Column::WebhookSecretGrace,
+            integration::Column::PreviousWebhookSecret,
+            integration::Column::PreviousWebhookSecretExpiresAt,
+        ],
     )
-    .col_expr(integration::Column::AccountId, Expr::value(account_id))
     .col_expr(
         integration::Column::WebhookSecret,
         Expr::value(sealed_secret),
     )
-    .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
-    .filter(integration::Column::Id.eq(id))
-    .exec(db)
-    .await?;
-    Ok(())
+    .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()));
+    if let Some(account_id) = account_id {
+        update = update.col_expr(integration::Column::AccountId, Expr::value(account_id));
+    }
+    let result = update
+        .filter(integration::Column::Id.eq(id))
+        .filter(integration::Column::Connected.eq(true))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
 }

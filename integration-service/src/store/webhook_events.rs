@@ -31,7 +31,7 @@ pub const ALL_STATUSES: [EventStatus; 4] = [
 ];
 
 /// A verified delivery to store. `payload` and `headers` are JSON texts, already validated.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewEvent {
     pub id: Uuid,
     pub integration_id: Uuid,
@@ -42,6 +42,23 @@ pub struct NewEvent {
     /// Events no consumer needs (`ping`) are stored already processed.
     pub processed: bool,
     pub received_at: DateTime<Utc>,
+}
+
+/// A delivery is provider-written data (it may hold tokens, personal data): `Debug` shows its
+/// identity and sizes, never its content.
+impl std::fmt::Debug for NewEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewEvent")
+            .field("id", &self.id)
+            .field("integration_id", &self.integration_id)
+            .field("event_type", &self.event_type)
+            .field("delivery_id", &self.delivery_id)
+            .field("payload_len", &self.payload.len())
+            .field("headers_len", &self.headers.len())
+            .field("processed", &self.processed)
+            .field("received_at", &self.received_at)
+            .finish()
+    }
 }
 
 /// SQL text with the backend's placeholders and the bound values.
@@ -503,40 +520,123 @@ pub async fn record_error(
     Ok(Some((updated, after)))
 }
 
-/// One page of an integration's events, newest first.
+/// One page of an integration's events, newest first, as summaries: every column but
+/// `payload` and `headers` (left `Null`/`None`), with each payload's size in bytes. A page is
+/// bounded by its row count whatever the payloads weigh.
 pub async fn list_for_integration(
     db: &impl ConnectionTrait,
     integration_id: Uuid,
     query: &EventQuery<'_>,
-) -> Result<Vec<Model>, DbErr> {
-    let mut select = webhook_event::Entity::find()
-        .filter(webhook_event::Column::IntegrationId.eq(integration_id));
+) -> Result<Vec<(Model, i64)>, DbErr> {
+    use webhook_event::Column as C;
+    let mut select = webhook_event::Entity::find().filter(C::IntegrationId.eq(integration_id));
     if let Some(status) = query.status {
-        select = select.filter(webhook_event::Column::Status.eq(status));
+        select = select.filter(C::Status.eq(status));
     }
     if let Some(event_type) = query.event_type {
-        select = select.filter(webhook_event::Column::EventType.eq(event_type));
+        select = select.filter(C::EventType.eq(event_type));
     }
     if let Some(since) = query.since {
-        select = select.filter(webhook_event::Column::ReceivedAt.gte(since));
+        select = select.filter(C::ReceivedAt.gte(since));
     }
     if let Some((received_at, id)) = query.before {
         select = select.filter(
-            Condition::any()
-                .add(webhook_event::Column::ReceivedAt.lt(received_at))
-                .add(
-                    Condition::all()
-                        .add(webhook_event::Column::ReceivedAt.eq(received_at))
-                        .add(webhook_event::Column::Id.lt(id)),
-                ),
+            Condition::any().add(C::ReceivedAt.lt(received_at)).add(
+                Condition::all()
+                    .add(C::ReceivedAt.eq(received_at))
+                    .add(C::Id.lt(id)),
+            ),
         );
     }
-    select
-        .order_by_desc(webhook_event::Column::ReceivedAt)
-        .order_by_desc(webhook_event::Column::Id)
+    let size = match db.get_database_backend() {
+        DbBackend::Postgres => "CAST(octet_length(payload::text) AS BIGINT)",
+        _ => "CAST(length(CAST(payload AS BLOB)) AS BIGINT)",
+    };
+    let rows = select
+        .select_only()
+        .columns([
+            C::Id,
+            C::IntegrationId,
+            C::EventType,
+            C::DeliveryId,
+            C::Processed,
+            C::Status,
+            C::RetryCount,
+            C::LastError,
+            C::NextAttemptAt,
+            C::LeaseExpiresAt,
+            C::LeaseOwner,
+            C::ProcessedAt,
+            C::ReceivedAt,
+        ])
+        .column_as(Expr::cust(size), "payload_size")
+        .order_by_desc(C::ReceivedAt)
+        .order_by_desc(C::Id)
         .limit(query.limit)
+        .into_model::<SummaryRow>()
         .all(db)
-        .await
+        .await?;
+    Ok(rows.into_iter().map(SummaryRow::into_summary).collect())
+}
+
+/// An event row without its payload and headers.
+#[derive(Debug, FromQueryResult)]
+struct SummaryRow {
+    id: Uuid,
+    integration_id: Uuid,
+    event_type: String,
+    delivery_id: Option<String>,
+    processed: bool,
+    status: EventStatus,
+    retry_count: i32,
+    last_error: Option<String>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    lease_owner: Option<String>,
+    processed_at: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+    payload_size: Option<i64>,
+}
+
+impl SummaryRow {
+    fn into_summary(self) -> (Model, i64) {
+        let model = Model {
+            id: self.id,
+            integration_id: self.integration_id,
+            event_type: self.event_type,
+            delivery_id: self.delivery_id,
+            payload: serde_json::Value::Null,
+            headers: None,
+            processed: self.processed,
+            status: self.status,
+            retry_count: self.retry_count,
+            last_error: self.last_error,
+            next_attempt_at: self.next_attempt_at,
+            lease_expires_at: self.lease_expires_at,
+            lease_owner: self.lease_owner,
+            processed_at: self.processed_at,
+            received_at: self.received_at,
+        };
+        (model, self.payload_size.unwrap_or(0))
+    }
+}
+
+/// The payload and headers of each of `ids` (a page's events chosen to carry theirs).
+pub async fn payloads_of(
+    db: &impl ConnectionTrait,
+    ids: &[Uuid],
+) -> Result<Vec<(Uuid, serde_json::Value, Option<serde_json::Value>)>, DbErr> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = webhook_event::Entity::find()
+        .filter(webhook_event::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|event| (event.id, event.payload, event.headers))
+        .collect())
 }
 
 /// Number of events of an integration (tests and diagnostics).
@@ -550,13 +650,15 @@ pub async fn count_for_integration(
         .await
 }
 
-/// Makes an event due again now, as a new series of attempts.
+/// Makes an event due again now, as a new series of attempts — only a PROCESSED or DEAD one,
+/// or a DELIVERED one whose lease has run out (one conditional UPDATE: a consumer's lease is
+/// never taken away). `None` when the event was not in such a state.
 pub async fn replay(
     db: &impl ConnectionTrait,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Option<Model>, DbErr> {
-    set_null(
+    let replayed = set_null(
         webhook_event::Entity::update_many(),
         &[
             webhook_event::Column::LastError,
@@ -573,8 +675,20 @@ pub async fn replay(
     .col_expr(webhook_event::Column::RetryCount, Expr::value(0))
     .col_expr(webhook_event::Column::NextAttemptAt, Expr::value(now))
     .filter(webhook_event::Column::Id.eq(id))
+    .filter(
+        Condition::any()
+            .add(webhook_event::Column::Status.is_in([EventStatus::Processed, EventStatus::Dead]))
+            .add(
+                Condition::all()
+                    .add(webhook_event::Column::Status.eq(EventStatus::Delivered))
+                    .add(webhook_event::Column::LeaseExpiresAt.lt(now)),
+            ),
+    )
     .exec(db)
     .await?;
+    if replayed.rows_affected == 0 {
+        return Ok(None);
+    }
     find(db, id).await
 }
 
@@ -632,4 +746,26 @@ pub async fn backlog(db: &DatabaseConnection) -> Result<Backlog, DbErr> {
             .collect(),
         oldest_unprocessed: oldest_unprocessed.flatten(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_new_event_shows_no_payload() {
+        let event = NewEvent {
+            id: Uuid::nil(),
+            integration_id: Uuid::nil(),
+            event_type: "push".into(),
+            delivery_id: Some("d1".into()),
+            payload: r#"{"token":"ghp_secretvalue"}"#.into(),
+            headers: r#"{"x-github-event":"push"}"#.into(),
+            processed: false,
+            received_at: Utc::now(),
+        };
+        let shown = format!("{event:?}");
+        assert!(!shown.contains("ghp_secretvalue"), "{shown}");
+        assert!(shown.contains("payload_len: 27"), "{shown}");
+    }
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     receive::{bad_request, load_secrets, unauthenticated},
-    signature::slack_timestamp_is_fresh,
+    signature::timestamp_is_fresh,
     WebhookRuntime,
 };
 use crate::{
@@ -21,6 +21,13 @@ use crate::{
     error::{ServiceError, ServiceResult},
     metrics::DeliveryOutcome,
 };
+
+/// An admitted delivery: what the gateway needs before it reads the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// The scheme's body limit when smaller than the gateway's (`WebhookScheme::body_limit`).
+    pub body_limit: Option<usize>,
+}
 
 /// Admits a delivery for `provider` by its headers (names lower case), or answers why not.
 /// A refusal is counted as the delivery's outcome (it never reaches `intake`, which counts
@@ -31,7 +38,7 @@ pub async fn admit(
     provider: &str,
     integration_id: Option<&str>,
     header: impl Fn(&str) -> Option<String>,
-) -> ServiceResult<()> {
+) -> ServiceResult<Admitted> {
     let result = check(ctx, runtime, provider, integration_id, header).await;
     if let Err(err) = &result {
         let label = ctx
@@ -50,7 +57,7 @@ async fn check(
     provider: &str,
     integration_id: Option<&str>,
     header: impl Fn(&str) -> Option<String>,
-) -> ServiceResult<()> {
+) -> ServiceResult<Admitted> {
     let scheme = ctx
         .catalog
         .get(provider)
@@ -69,7 +76,7 @@ async fn check(
         if header(name).is_none() {
             return match (scheme, *name) {
                 // A signed timestamp missing is a missing credential, as `receive` says.
-                (WebhookScheme::SlackV0 | WebhookScheme::DiscordEd25519, _) => {
+                (scheme, name) if scheme.timestamp_header() == Some(name) => {
                     Err(unauthenticated(&format!("the {name} header is missing")))
                 }
                 _ => Err(bad_request(
@@ -79,20 +86,23 @@ async fn check(
             };
         }
     }
-    if scheme == WebhookScheme::SlackV0 {
-        let fresh = header("x-slack-request-timestamp")
+    if let Some(name) = scheme.timestamp_header() {
+        let fresh = header(name)
             .and_then(|t| t.parse::<i64>().ok())
-            .is_some_and(|t| slack_timestamp_is_fresh(t, Utc::now().timestamp()));
+            .is_some_and(|t| timestamp_is_fresh(t, Utc::now().timestamp()));
         if !fresh {
-            return Err(unauthenticated(
-                "X-Slack-Request-Timestamp is more than 5 minutes away: replayed or clock skew",
-            ));
+            return Err(unauthenticated(&format!(
+                "{name} is more than 5 minutes away: replayed or clock skew"
+            )));
         }
     }
+    let admitted = Admitted {
+        body_limit: scheme.body_limit(),
+    };
     // GitHub without an integration id: the App's app-level delivery, verified with
     // GITHUB_APP_WEBHOOK_SECRET and routed by installation (refused when it is not set).
     if scheme == WebhookScheme::GithubHmacSha256 && integration_id.is_none() {
-        return super::github_app::app_secret(ctx).map(|_| ());
+        return super::github_app::app_secret(ctx).map(|_| admitted);
     }
     if scheme.per_integration() {
         let Some(id) = integration_id else {
@@ -108,13 +118,11 @@ async fn check(
             Some(cached) => cached,
             None => load_secrets(ctx, runtime, provider, id).await?,
         };
-        // Microsoft's validation handshake needs only the integration (as `receive`).
-        if scheme != WebhookScheme::MicrosoftGraph
-            && secrets.candidates(chrono::Utc::now()).is_empty()
-        {
+        // Connected, with a secret valid now (Microsoft's validation handshake included).
+        if secrets.candidates(chrono::Utc::now()).is_empty() {
             return Err(ServiceError::not_found("Webhooks not configured")
                 .with_details("the integration has no webhook secret: connect it first"));
         }
     }
-    Ok(())
+    Ok(admitted)
 }

@@ -1,11 +1,12 @@
 //! Discord interactions and webhook events: `X-Signature-Ed25519` is the hex Ed25519 signature
 //! of `X-Signature-Timestamp` + raw body under the application's public key (Discord,
-//! "Receiving and Responding", security and authorization). One app-level URL
-//! (`/api/integrations/discord/webhook`): a delivery is routed by the payload's
-//! `application_id` to the one organization that set that application's public key (with
-//! `PUT /api/integrations/discord/webhook {"secret": "<hex public key>", "applicationId":
-//! "<id>"}`; the id is stored as the integration's provider account, unique among connected
-//! integrations like a Slack workspace).
+//! "Receiving and Responding", security and authorization). Each integration has its own URL
+//! (`/api/integrations/discord/webhook/{integration_id}`, pasted as the application's
+//! Interactions or Webhooks Endpoint URL) and its own key, set with `PUT
+//! /api/integrations/{id}/webhook {"secret": "<hex public key>", "applicationId": "<id>"}`; a
+//! verified body must name that application. Nothing routes by the payload, so setting an
+//! application id claims nothing from another organization (an application id and its key are
+//! public: a shared app-level URL let any tenant squat one).
 //!
 //! Answers as Discord requires: an interaction PING (`type` 1) is answered `{"type": 1}`, a
 //! webhook-event PING (`type` 0) 204; stored interactions are acknowledged with a deferred
@@ -13,10 +14,10 @@
 //! webhook events with 204. Dedupe: an interaction by its `id`; a webhook event (which has no
 //! id) by the SHA-256 of its body, which a retry repeats byte for byte.
 //!
-//! Invariant: before the signature is verified only `application_id` is read from the body,
-//! to choose the key; nothing else of an unverified body is used or written. The timestamp is
-//! signed; we refuse one more than 5 minutes away (Discord states no window; this bounds
-//! replays as Slack's does).
+//! Invariant: nothing of the body is parsed before the signature is verified on the raw
+//! bytes (bodies are at most 1 MiB, `WebhookScheme::body_limit`). The timestamp is signed; we
+//! refuse one more than 5 minutes away, at admission too (Discord states no window; this
+//! bounds replays as Slack's does).
 
 use chrono::Utc;
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -25,17 +26,15 @@ use sha2::{Digest, Sha256};
 
 use super::{
     receive::{
-        bad_request, field, store_one, unauthenticated, verify_with_integration_secrets, Answer,
-        Delivery, Item,
+        bad_request, field, store_one, unauthenticated, verified_integration, Answer, Delivery,
+        Item,
     },
+    signature::timestamp_is_fresh,
     WebhookRuntime,
 };
 use crate::{
     context::AppContext, error::ServiceResult, integrations::integration_not_found, store,
 };
-
-/// Largest distance between `X-Signature-Timestamp` and our clock, either way.
-pub const MAX_SKEW_SECONDS: i64 = 300;
 
 /// The public key of a hex string (64 hex characters, a valid Ed25519 point).
 pub fn public_key(hex_key: &str) -> Option<VerifyingKey> {
@@ -82,12 +81,6 @@ pub fn public_key_hex(seed: &[u8; 32]) -> String {
             .verifying_key()
             .to_bytes(),
     )
-}
-
-/// Whether `timestamp` (Unix seconds) is within the window around `now`.
-pub fn timestamp_is_fresh(timestamp: i64, now: i64) -> bool {
-    now.checked_sub(timestamp)
-        .is_some_and(|skew| skew.abs() <= MAX_SKEW_SECONDS)
 }
 
 /// Whether an application id looks like a Discord snowflake (decimal, at most 20 digits).
@@ -175,35 +168,37 @@ pub(super) async fn receive(
             "X-Signature-Timestamp is more than 5 minutes away: replayed or clock skew",
         ));
     }
-    // Only to choose the key: nothing else of the body is trusted before verification.
-    let payload: Value = serde_json::from_slice(&delivery.body)
-        .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))?;
-    let application = field(&payload, "/application_id", 20)
-        .filter(|id| valid_application_id(id))
-        .ok_or_else(|| bad_request("Invalid webhook body", "the application_id is missing"))?;
-    let record = store::integrations::find_connected_by_account(&ctx.db, "discord", &application)
-        .await?
-        .ok_or_else(|| {
-            integration_not_found()
-                .with_details("no organization has set this Discord application's public key")
-        })?;
-    verify_with_integration_secrets(
+    // The URL names the integration; its public key verifies the raw bytes before anything of
+    // the body is read.
+    let integration_id = verified_integration(
         ctx,
         runtime,
         &delivery,
-        record.id,
         "X-Signature-Ed25519",
         move |key, body| verify(key, &timestamp, body, &signature),
     )
     .await?;
     let text = String::from_utf8(delivery.body.to_vec())
         .map_err(|_| bad_request("Invalid webhook body", "the body is not UTF-8"))?;
+    let payload: Value = serde_json::from_str(&text)
+        .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))?;
+    // Signed by the application whose key this integration holds; it must also name it.
+    let application = field(&payload, "/application_id", 20);
+    let record = store::integrations::find_for_webhook(&ctx.db, integration_id)
+        .await?
+        .ok_or_else(integration_not_found)?;
+    if record.account_id.is_some() && application != record.account_id {
+        return Err(bad_request(
+            "Invalid webhook body",
+            "application_id is not the application set for this integration",
+        ));
+    }
     match classify(&payload)? {
         DiscordRequest::InteractionPing => Ok(Answer::ok(json!({"type": 1}))),
         DiscordRequest::EventPing => Ok(Answer::no_content()),
         DiscordRequest::Interaction { id, kind, response } => {
             let item = Item::new(kind.to_string(), id, text);
-            let stored = store_one(runtime, record.id, &delivery, item).await?;
+            let stored = store_one(runtime, integration_id, &delivery, item).await?;
             Ok(Answer {
                 body: response,
                 ..stored
@@ -212,7 +207,7 @@ pub(super) async fn receive(
         DiscordRequest::Event { event_type } => {
             let digest = hex::encode(Sha256::digest(&delivery.body));
             let item = Item::new(event_type, format!("sha256:{digest}"), text);
-            let stored = store_one(runtime, record.id, &delivery, item).await?;
+            let stored = store_one(runtime, integration_id, &delivery, item).await?;
             Ok(Answer {
                 event_id: stored.event_id,
                 ..Answer::no_content()

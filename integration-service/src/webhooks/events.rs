@@ -53,6 +53,8 @@ pub struct EventView {
     pub event: webhook_event::Model,
     pub organization_id: i64,
     pub provider: String,
+    /// The payload and headers were left out (a page of summaries, or past its byte budget).
+    pub payload_omitted: bool,
 }
 
 impl From<ClaimedEvent> for EventView {
@@ -61,9 +63,14 @@ impl From<ClaimedEvent> for EventView {
             event: claimed.event,
             organization_id: claimed.organization_id,
             provider: claimed.provider,
+            payload_omitted: false,
         }
     }
 }
+
+/// The payload bytes one page of `ListEvents` may carry when payloads are asked for: a page
+/// stays far under the 4 MiB message every gRPC client accepts by default.
+pub const PAGE_PAYLOAD_BUDGET: i64 = 1024 * 1024;
 
 /// What a listing asks for; every field optional.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +83,8 @@ pub struct ListQuery {
     pub event_type: Option<String>,
     /// RFC 3339: events received at or after.
     pub since: Option<String>,
+    /// Carry payloads and headers, within [`PAGE_PAYLOAD_BUDGET`]; summaries otherwise.
+    pub include_payloads: bool,
 }
 
 /// A page of events, newest first; `next_cursor` is `None` on the last page.
@@ -233,18 +242,50 @@ pub async fn list(
     let next_cursor = more
         .then(|| events.last())
         .flatten()
-        .map(|last| Cursor::of(last).encode());
+        .map(|(last, _)| Cursor::of(last).encode());
+    let sizes: Vec<i64> = events.iter().map(|(_, size)| *size).collect();
+    let mut views: Vec<EventView> = events
+        .into_iter()
+        .map(|(event, _)| EventView {
+            event,
+            organization_id: record.organization_id,
+            provider: record.provider.clone(),
+            payload_omitted: true,
+        })
+        .collect();
+    if query.include_payloads {
+        fill_payloads(ctx, &mut views, &sizes).await?;
+    }
     Ok(EventPage {
-        events: events
-            .into_iter()
-            .map(|event| EventView {
-                event,
-                organization_id: record.organization_id,
-                provider: record.provider.clone(),
-            })
-            .collect(),
+        events: views,
         next_cursor,
     })
+}
+
+/// Gives the page's events their payloads, newest first, while the page stays within
+/// [`PAGE_PAYLOAD_BUDGET`]; the rest stay summaries (`payload_omitted`).
+async fn fill_payloads(
+    ctx: &AppContext,
+    views: &mut [EventView],
+    sizes: &[i64],
+) -> ServiceResult<()> {
+    let mut spent = 0i64;
+    let mut chosen = Vec::new();
+    for (view, size) in views.iter().zip(sizes) {
+        if spent.saturating_add(*size) > PAGE_PAYLOAD_BUDGET {
+            break;
+        }
+        spent += size;
+        chosen.push(view.event.id);
+    }
+    for (id, payload, headers) in store::webhook_events::payloads_of(&ctx.db, &chosen).await? {
+        if let Some(view) = views.iter_mut().find(|v| v.event.id == id) {
+            view.event.payload = payload;
+            view.event.headers = headers;
+            view.payload_omitted = false;
+        }
+    }
+    Ok(())
 }
 
 /// One event of the caller's organization, named under `integration` when given.
@@ -275,10 +316,14 @@ pub async fn get(
         event,
         organization_id: record.organization_id,
         provider: record.provider,
+        payload_omitted: false,
     })
 }
 
-/// Makes an event due again now, as a new series of attempts (whatever its status).
+/// Makes an event due again now, as a new series of attempts: a PROCESSED or DEAD event, or a
+/// DELIVERED one whose lease ran out. A PENDING event is already due, and a leased one is in a
+/// consumer's hands (replaying it would hand it to two at once): 409. Replays are budgeted per
+/// integration (429 beyond it).
 pub async fn replay(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
@@ -287,9 +332,26 @@ pub async fn replay(
     id: Uuid,
 ) -> ServiceResult<EventView> {
     let view = get(ctx, access, integration, id).await?;
-    let replayed = store::webhook_events::replay(&ctx.db, view.event.id, Utc::now())
+    runtime
+        .replays
+        .spend(view.event.integration_id, 0, std::time::Instant::now())
+        .map_err(|retry_after| ServiceError::QuotaExceeded {
+            problem: crate::error::Problem::new("Too many replays")
+                .details("this integration's replay budget is spent; retry after the delay"),
+            retry_after,
+        })?;
+    let now = Utc::now();
+    let replayed = store::webhook_events::replay(&ctx.db, view.event.id, now)
         .await?
-        .ok_or_else(event_not_found)?;
+        .ok_or_else(|| {
+            let why = match view.event.status {
+                store::entities::webhook_event::EventStatus::Pending => {
+                    "the event is already waiting for its delivery"
+                }
+                _ => "the event is leased to a consumer; replay it once its lease has run out",
+            };
+            ServiceError::conflict("Event not replayable").with_details(why)
+        })?;
     runtime.dispatcher.wake();
     tracing::info!(event = %id, "webhook event replayed");
     Ok(EventView {

@@ -28,7 +28,14 @@ pub async fn receive(
     let label = provider.map_or("unknown", |p| p.name.as_str());
     let scheme = provider.map(|p| p.webhook).unwrap_or_default();
     let runtime = runtime.for_delivery();
-    let result = receive_with(ctx, &runtime, scheme, delivery).await;
+    let result = match scheme.body_limit() {
+        // The gateway refuses these before reading them; a direct gRPC caller here.
+        Some(limit) if delivery.body.len() > limit => Err(ServiceError::TooLarge(
+            crate::error::Problem::new("Request body too large")
+                .details(format!("at most {limit} bytes")),
+        )),
+        _ => receive_with(ctx, &runtime, scheme, delivery).await,
+    };
     let outcome = match &result {
         Ok(_) => match runtime.tally().counts() {
             (0, _) => DeliveryOutcome::Handshake,

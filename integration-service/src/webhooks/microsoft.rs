@@ -5,9 +5,11 @@
 //! subscription's `clientState`), compared in constant time; lifecycle notifications
 //! (`lifecycleEvent`) are stored like changes. Graph wants a 202 within 3 s.
 //!
-//! `clientState` is inside the body, so the body is parsed before verification (bounded by the
-//! gateway's size limit); nothing is stored unless every item of the batch matches, and the
-//! secret is removed from what is stored. Each item is one event, deduplicated by the SHA-256
+//! `clientState` is inside the body: before verification only the `clientState`s are read, by
+//! a typed reader that skips everything else and refuses a batch of more than 1000 before
+//! allocating for it (bodies are at most 1 MiB, `WebhookScheme::body_limit`); the whole body is
+//! parsed only once every item of the batch matched. The secret is removed from what is stored.
+//! The validation handshake is answered only for a connected integration with a secret. Each item is one event, deduplicated by the SHA-256
 //! of its content (Graph gives a notification no id, and redelivers the same content).
 
 use serde_json::Value;
@@ -21,7 +23,10 @@ use super::{
     },
     WebhookRuntime,
 };
-use crate::{context::AppContext, error::ServiceResult};
+use crate::{
+    context::AppContext,
+    error::{ServiceError, ServiceResult},
+};
 
 /// Longest validation token answered.
 const MAX_VALIDATION_TOKEN: usize = 1024;
@@ -41,15 +46,15 @@ pub(super) async fn receive(
                 "validationToken: 1 to 1024 characters",
             ));
         }
-        // Only an integration that exists and has a secret answers the handshake.
-        load_secrets(ctx, runtime, &delivery.provider, integration_id).await?;
+        // Only a connected integration with a secret valid now answers the handshake.
+        let secrets = load_secrets(ctx, runtime, &delivery.provider, integration_id).await?;
+        if secrets.candidates(chrono::Utc::now()).is_empty() {
+            return Err(ServiceError::not_found("Webhooks not configured")
+                .with_details("the integration has no webhook secret: connect it first"));
+        }
         return Ok(Answer::text(token));
     }
-    let notifications = parse_batch(&delivery.body)?;
-    let states: Vec<String> = notifications
-        .iter()
-        .map(|n| field(n, "/clientState", 256).unwrap_or_default())
-        .collect();
+    let states = client_states(&delivery.body)?;
     verify_with_integration_secrets(
         ctx,
         runtime,
@@ -59,9 +64,75 @@ pub(super) async fn receive(
         move |secret, _body| states.iter().all(|state| token_matches(secret, state)),
     )
     .await?;
+    let notifications = parse_batch(&delivery.body)?;
     let items = notifications.into_iter().map(item).collect();
     let ids = store_items(runtime, integration_id, &delivery.stored_headers(), items).await?;
     Ok(Answer::stored_all(202, &ids))
+}
+
+/// The `clientState` of each notification of a batch, read without building the body's tree:
+/// every other field is skipped, a batch of more than 1000 is refused before it is collected,
+/// and a state longer than 256 bytes counts as none.
+pub fn client_states(body: &[u8]) -> ServiceResult<Vec<String>> {
+    let invalid = |why: String| bad_request("Invalid webhook body", why);
+    let batch: StatesOnly =
+        serde_json::from_slice(body).map_err(|e| invalid(format!("not a batch: {e}")))?;
+    if batch.value.0.is_empty() {
+        return Err(invalid("value: 1 to 1000 notification objects".into()));
+    }
+    Ok(batch
+        .value
+        .0
+        .into_iter()
+        .map(|state| {
+            state
+                .client_state
+                .filter(|s| s.len() <= 256)
+                .unwrap_or_default()
+        })
+        .collect())
+}
+
+#[derive(serde::Deserialize)]
+struct StatesOnly {
+    value: CappedStates,
+}
+
+#[derive(serde::Deserialize)]
+struct StateOnly {
+    #[serde(rename = "clientState", default)]
+    client_state: Option<String>,
+}
+
+/// A sequence of at most [`MAX_BATCH`] notifications' states.
+struct CappedStates(Vec<StateOnly>);
+
+impl<'de> serde::Deserialize<'de> for CappedStates {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CappedStates;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                write!(f, "an array of at most {MAX_BATCH} notification objects")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<CappedStates, A::Error> {
+                let mut states = Vec::new();
+                while let Some(state) = seq.next_element::<StateOnly>()? {
+                    if states.len() == MAX_BATCH {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_BATCH} notifications"
+                        )));
+                    }
+                    states.push(state);
+                }
+                Ok(CappedStates(states))
+            }
+        }
+        deserializer.deserialize_seq(Visitor)
+    }
 }
 
 /// The notifications of a batch body `{"value": [...]}`.
@@ -144,6 +215,23 @@ mod tests {
         );
         for bad in [&b"{}"[..], b"{\"value\":[]}", b"{\"value\":[1]}", b"nope"] {
             assert!(parse_batch(bad).is_err());
+            assert!(client_states(bad).is_err());
         }
+    }
+
+    /// What verification reads of an unverified body: the states, nothing else; a huge array
+    /// is refused at its 1001st item instead of becoming a tree.
+    #[test]
+    fn states_are_read_without_the_tree() {
+        assert_eq!(
+            client_states(EXAMPLE.as_bytes()).unwrap(),
+            vec!["secretClientValue".to_string()]
+        );
+        let many = format!("{{\"value\":[{}]}}", vec!["{}"; 1001].join(","));
+        assert!(client_states(many.as_bytes()).is_err());
+        let thousand = format!("{{\"value\":[{}]}}", vec!["{\"x\":[1,2]}"; 1000].join(","));
+        assert_eq!(client_states(thousand.as_bytes()).unwrap().len(), 1000);
+        let zeros = format!("[{}]", vec!["0"; 100_000].join(","));
+        assert!(client_states(zeros.as_bytes()).is_err(), "not a batch");
     }
 }

@@ -40,6 +40,17 @@ impl Default for QuotaLimits {
     }
 }
 
+/// The replay budget of one integration (`WEBHOOK_REPLAY_BURST`, 500 at once: an operator
+/// replaying a backlog of dead letters; then `WEBHOOK_REPLAYS_PER_SEC`, 10 a second).
+pub fn replay_limits(burst: u64, per_sec: u64) -> QuotaLimits {
+    QuotaLimits {
+        deliveries_per_sec: per_sec as f64,
+        deliveries_burst: burst as f64,
+        bytes_per_sec: f64::MAX,
+        bytes_burst: f64::MAX,
+    }
+}
+
 struct Buckets {
     deliveries: f64,
     bytes: f64,

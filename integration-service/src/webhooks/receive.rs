@@ -358,6 +358,7 @@ pub(super) async fn store_event(
             ),
             retry_after,
         })?;
+    runtime.check_storage(event.integration_id).await?;
     let new_id = Uuid::new_v4();
     let id = runtime
         .ingest
@@ -374,6 +375,9 @@ pub(super) async fn store_event(
         .await?;
     // Another id answered: the row of an earlier delivery of the same event.
     runtime.tally.record(id != new_id);
+    if id == new_id {
+        runtime.storage.stored(event.integration_id);
+    }
     Ok(id)
 }
 

@@ -67,6 +67,12 @@ pub fn slack_signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
 
 /// Whether Slack's request timestamp is within the window around `now` (both in Unix seconds).
 pub fn slack_timestamp_is_fresh(timestamp: i64, now: i64) -> bool {
+    timestamp_is_fresh(timestamp, now)
+}
+
+/// Whether a signed Unix timestamp (seconds) is within 5 minutes of `now`, either way: the
+/// one replay window of the schemes that sign a timestamp (Slack, Discord, Standard Webhooks).
+pub fn timestamp_is_fresh(timestamp: i64, now: i64) -> bool {
     now.checked_sub(timestamp)
         .is_some_and(|skew| skew.unsigned_abs() <= SLACK_MAX_SKEW_SECONDS.unsigned_abs())
 }

@@ -11,17 +11,16 @@ use base64::{engine::general_purpose::STANDARD, Engine};
 use chrono::Utc;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use super::{
     receive::{
         field, json_text, store_one, unauthenticated, verified_integration, Answer, Delivery, Item,
     },
+    signature::timestamp_is_fresh,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
-
-/// Largest distance between `webhook-timestamp` and our clock, either way.
-pub const TOLERANCE_SECONDS: i64 = 300;
 
 /// The HMAC key of a `whsec_` secret: its base64 part, decoded.
 pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
@@ -32,32 +31,49 @@ pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
         .filter(|k| (16..=128).contains(&k.len()))
 }
 
-/// Whether one of the header's `v1,` signatures is the message's under `secret`.
+/// Most signatures one `webhook-signature` header may carry (a sender rotating keys sends two
+/// or three) and its longest accepted length: the cost of a delivery must not grow with what
+/// an anonymous sender puts in a header.
+pub const MAX_SIGNATURES: usize = 8;
+pub const MAX_SIGNATURE_HEADER: usize = 1024;
+
+/// Whether one of the header's `v1,` signatures is the message's under `secret`: one MAC of
+/// the message, compared in constant time with each entry (never one MAC per entry).
 pub fn verify(secret: &[u8], id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
     let Some(key) = std::str::from_utf8(secret).ok().and_then(secret_key) else {
         return false;
     };
-    header
-        .split(' ')
-        .filter_map(|s| s.strip_prefix("v1,"))
+    let Some(entries) = signature_entries(header) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key) else {
+        return false;
+    };
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let actual = mac.finalize().into_bytes();
+    entries
+        .iter()
         .filter_map(|b64| STANDARD.decode(b64).ok())
-        .any(|expected| {
-            let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&key) else {
-                return false;
-            };
-            mac.update(id.as_bytes());
-            mac.update(b".");
-            mac.update(timestamp.as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            mac.verify_slice(&expected).is_ok()
+        .fold(false, |found, expected| {
+            found | bool::from(actual[..].ct_eq(&expected[..]))
         })
 }
 
-/// Whether `timestamp` (Unix seconds) is within the tolerance of `now`.
-pub fn timestamp_is_fresh(timestamp: i64, now: i64) -> bool {
-    now.checked_sub(timestamp)
-        .is_some_and(|skew| skew.abs() <= TOLERANCE_SECONDS)
+/// The `v1,` entries of a signature header, or `None` when the header is longer or carries
+/// more entries than any sender needs.
+pub fn signature_entries(header: &str) -> Option<Vec<&str>> {
+    if header.len() > MAX_SIGNATURE_HEADER {
+        return None;
+    }
+    let entries: Vec<&str> = header
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,"))
+        .collect();
+    (entries.len() <= MAX_SIGNATURES).then_some(entries)
 }
 
 pub(super) async fn receive(
@@ -79,6 +95,11 @@ pub(super) async fn receive(
         return Err(unauthenticated(
             "webhook-timestamp is more than 5 minutes away: replayed or clock skew",
         ));
+    }
+    if signature_entries(&signature).is_none() {
+        return Err(unauthenticated(&format!(
+            "webhook-signature: at most {MAX_SIGNATURES} signatures in {MAX_SIGNATURE_HEADER} bytes"
+        )));
     }
     let signed_id = id.clone();
     let integration_id = verified_integration(
@@ -138,6 +159,22 @@ mod tests {
         ));
         assert!(!verify(b"whsec_bm9wZQ==", id, "1614265330", body, header));
         assert!(!verify(secret, id, "1614265330", body, ""));
+    }
+
+    /// Thousands of `v1,` entries cost one MAC, and are refused outright past the cap.
+    #[test]
+    fn many_entries_are_capped() {
+        let secret = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+        let body = br#"{"test": 2432232314}"#;
+        let good = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
+        let many = format!("{} {good}", vec!["v1,bm9wZQ=="; 14_000].join(" "));
+        assert!(signature_entries(&many).is_none());
+        assert!(!verify(secret, id, "1614265330", body, &many));
+        let few = format!("{} {good}", ["v1,bm9wZQ=="; 7].join(" "));
+        assert!(verify(secret, id, "1614265330", body, &few));
+        let nine = format!("{} {good}", ["v1,bm9wZQ=="; 8].join(" "));
+        assert!(!verify(secret, id, "1614265330", body, &nine));
     }
 
     #[test]

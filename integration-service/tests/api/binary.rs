@@ -188,3 +188,105 @@ fn refuses_to_start_without_a_key_on_postgres_or_in_production() {
     assert!(!stderr.contains("not-hex"), "the bad value is not echoed");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `dev-token` is a development helper: under `APP_ENV=production` it writes nothing into the
+/// main application's membership table and mints no session; its lifetime is bounded; and
+/// `--service-role` makes an internal caller's token that the service accepts.
+#[tokio::test]
+async fn dev_token_refuses_production_and_unbounded_lifetimes() {
+    let dir = temp_dir();
+    let key = "3f".repeat(32);
+    let secret = "production-jwt-secret-of-some-length";
+    let db = dir.join("prod.db");
+    let output = service(&dir)
+        .env("APP_ENV", "production")
+        .env("INTEGRATION_ENCRYPTION_KEY", &key)
+        .env("SUPABASE_JWT_SECRET", secret)
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", db.display()),
+        )
+        .args([
+            "dev-token",
+            "--org",
+            "1",
+            "--user",
+            "7f1c2a9e-3b4d-4c5e-8f6a-1b2c3d4e5f60",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "no token printed");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refused under APP_ENV=production"),
+        "{stderr}"
+    );
+    assert!(!db.exists(), "nothing written, not even the database");
+
+    let output = service(&dir)
+        .args([
+            "dev-token",
+            "--org",
+            "1",
+            "--user",
+            "7f1c2a9e-3b4d-4c5e-8f6a-1b2c3d4e5f60",
+            "--ttl-hours",
+            "100000",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--ttl-hours must be from 1 to 720"));
+
+    // An internal caller's token, accepted by the service as service_role.
+    let port = free_port();
+    let _service = Running(
+        service(&dir)
+            .env("GRPC_ADDR", format!("127.0.0.1:{port}"))
+            .env("METRICS_ADDR", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port).await;
+    let made = service(&dir)
+        .args([
+            "dev-token",
+            "--org",
+            "5",
+            "--user",
+            "7f1c2a9e-3b4d-4c5e-8f6a-1b2c3d4e5f60",
+        ])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let output = service(&dir)
+        .args(["dev-token", "--service-role"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    let mut client =
+        integrations_proto::v1::integration_service_client::IntegrationServiceClient::connect(
+            format!("http://127.0.0.1:{port}"),
+        )
+        .await
+        .unwrap();
+    let mut request =
+        tonic::Request::new(integrations_proto::v1::ListIntegrationsRequest::default());
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("x-organization-id", "5".parse().unwrap());
+    let listed = client.list_integrations(request).await;
+    assert!(listed.is_ok(), "{listed:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -170,7 +170,45 @@ dual_db_test!(
     twenty_concurrent_callers_in_two_processes_refresh_once,
     background_refresh_renews_tokens_ahead_of_expiry,
     rotate_keys_reencrypts_everything_and_refuses_tampered_values,
+    a_token_shorter_lived_than_the_margin_is_refreshed_once_not_per_caller,
 );
+
+/// A provider granting 60 s tokens (under the 5-minute refresh margin): three callers one after
+/// another used to refresh it three times, each waiting for the last. A token just refreshed
+/// is fresh for half the lifetime it was granted with.
+async fn a_token_shorter_lived_than_the_margin_is_refreshed_once_not_per_caller(kind: Db) {
+    let fake = FakeProvider::start(FakeStyle::Standard).await;
+    fake.accept_refresh_token("seed-refresh");
+    fake.set_expires_in(Some(60));
+    let Some(app) = app_with(kind, &[("ASANA", &fake)]).await else {
+        return;
+    };
+    seed(
+        &app,
+        &test_keyring(),
+        4,
+        "asana",
+        Some("seed-refresh"),
+        expired(),
+    )
+    .await;
+    let service = app.service_token();
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(
+            get_token(&app.grpc_url, &service, 4, "asana")
+                .await
+                .unwrap()
+                .access_token,
+        );
+    }
+    assert_eq!(
+        fake.refresh_requests().len(),
+        1,
+        "one refresh for three callers"
+    );
+    assert!(tokens.iter().all(|t| t == &tokens[0]), "{tokens:?}");
+}
 
 async fn expired_token_is_refreshed_and_the_rotated_refresh_token_committed(kind: Db) {
     let fake = FakeProvider::start(FakeStyle::Standard).await;
@@ -230,6 +268,7 @@ async fn expired_token_is_refreshed_and_the_rotated_refresh_token_committed(kind
     // About to expire (within the margin): refreshed ahead of time with the rotated token.
     let mut active: integration::ActiveModel = row(&app, id).await.into();
     active.token_expires_at = Set(Some(Utc::now() + chrono::Duration::minutes(2)));
+    active.token_refreshed_at = Set(Some(Utc::now() - chrono::Duration::minutes(58)));
     active.update(&app.db).await.unwrap();
     let ahead = get_token(&app.grpc_url, &service, 3, "gitlab")
         .await

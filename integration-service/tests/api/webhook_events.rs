@@ -12,9 +12,9 @@ use integration_service::{
     webhooks::{retry, signature::github_signature},
 };
 use integrations_proto::v1::{
-    webhook_service_client::WebhookServiceClient, Header, ListEventsRequest, MarkProcessedRequest,
-    ReceiveWebhookRequest, RecordErrorRequest, ReplayEventRequest, SubscribeEventsRequest,
-    WebhookEvent,
+    webhook_service_client::WebhookServiceClient, GetEventRequest, Header, ListEventsRequest,
+    MarkProcessedRequest, ReceiveWebhookRequest, RecordErrorRequest, ReplayEventRequest,
+    SubscribeEventsRequest, WebhookEvent,
 };
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
 use test_support::{dual_test, TestApp, TEST_ENCRYPTION_KEY};
@@ -149,7 +149,100 @@ dual_test!(
     events_are_listed_paginated_and_replayed,
     hostile_page_tokens_are_invalid_arguments,
     unknown_providers_are_resolved_through_the_catalog,
+    a_page_of_events_is_bounded_in_bytes_whatever_the_payloads,
 );
+
+/// One large delivery used to make every page of its integration larger than the 4 MiB a
+/// gRPC client accepts. A page is now summaries (GetEvent reads one whole), or — asked for —
+/// payloads within a byte budget, the rest flagged `payload_omitted`.
+async fn a_page_of_events_is_bounded_in_bytes_whatever_the_payloads(app: TestApp) {
+    use prost::Message;
+    let id = github_integration(&app, 1).await;
+    let (_, owner) = app.owner(1).await;
+    let mut client = client(&app.grpc_url).await;
+    let pad = "a".repeat(700 * 1024);
+    for n in 0..4 {
+        let body = format!(r#"{{"delivery":"big-{n}","pad":"{pad}"}}"#).into_bytes();
+        let headers = [
+            ("content-type", "application/json".to_string()),
+            ("x-github-event", "push".to_string()),
+            ("x-github-delivery", format!("big-{n}")),
+            (
+                "x-hub-signature-256",
+                github_signature(SECRET.as_bytes(), &body),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, value)| Header {
+            name: name.into(),
+            value: value.into_bytes(),
+        })
+        .collect();
+        let answer = client
+            .receive_webhook(ReceiveWebhookRequest {
+                provider: "github".into(),
+                integration_id: Some(id.to_string()),
+                headers,
+                body: body.into(),
+                query: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.http_status, 200);
+    }
+    let page = |include_payloads: bool| {
+        authorized(
+            &owner,
+            ListEventsRequest {
+                integration_id: "github".into(),
+                page_size: 10,
+                include_payloads,
+                ..Default::default()
+            },
+        )
+    };
+    let summaries = client.list_events(page(false)).await.unwrap().into_inner();
+    assert_eq!(summaries.events.len(), 4);
+    assert!(summaries
+        .events
+        .iter()
+        .all(|e| e.payload_omitted && e.payload_json.is_empty()));
+    assert!(
+        summaries.encoded_len() < 16 * 1024,
+        "{}",
+        summaries.encoded_len()
+    );
+    let with_payloads = client.list_events(page(true)).await.unwrap().into_inner();
+    assert!(with_payloads.encoded_len() < 2 * 1024 * 1024);
+    let carried: Vec<bool> = with_payloads
+        .events
+        .iter()
+        .map(|e| !e.payload_omitted)
+        .collect();
+    assert_eq!(
+        carried,
+        [true, false, false, false],
+        "the newest within 1 MiB"
+    );
+    let newest: serde_json::Value =
+        serde_json::from_str(&with_payloads.events[0].payload_json).unwrap();
+    assert_eq!(newest["delivery"], "big-3");
+    // GetEvent reads any one whole.
+    let oldest = client
+        .get_event(authorized(
+            &owner,
+            GetEventRequest {
+                integration_id: "github".into(),
+                event_id: with_payloads.events[3].id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!oldest.payload_omitted);
+    assert!(oldest.payload_json.len() > 700 * 1024);
+}
 
 async fn consumer_gets_leased_events_matching_its_filter_and_acknowledges(app: TestApp) {
     let mine = github_integration(&app, 1).await;

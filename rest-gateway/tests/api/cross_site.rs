@@ -15,7 +15,67 @@ use test_support::{dual_test, TestApp, TEST_APP_URL};
 dual_test!(
     forged_cross_site_cookie_requests_change_nothing,
     the_frontend_and_bearer_callers_are_not_refused,
+    an_authorization_that_is_not_a_bearer_never_rides_on_the_cookie,
 );
+
+/// A cross-site request adding `Authorization: Basic ...` (or an empty bearer) used to skip
+/// the forgery check and then be served on the session cookie: it rotated a secret and
+/// disconnected an integration. Now the check applies (403), and even from the frontend's
+/// origin the service refuses the unusable header (401) instead of falling back to the cookie.
+async fn an_authorization_that_is_not_a_bearer_never_rides_on_the_cookie(app: TestApp) {
+    let (_, token) = app.owner(1).await;
+    let before = connected_github(&app).await;
+    let id = before.id.to_string();
+    let session = format!("sb-access-token={token}");
+    for authorization in ["Basic dXNlcjpwYXNz", "Bearer ", "Bearer"] {
+        for (method, path) in [
+            (
+                Method::POST,
+                format!("/api/integrations/{id}/webhook/rotate"),
+            ),
+            (Method::DELETE, format!("/api/integrations/{id}")),
+        ] {
+            let cross_site = app
+                .http
+                .request(method.clone(), app.url(&path))
+                .header(header::COOKIE, &session)
+                .header(header::AUTHORIZATION, authorization)
+                .header(header::ORIGIN, EVIL)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                cross_site.status(),
+                StatusCode::FORBIDDEN,
+                "{authorization:?} {method} {path}"
+            );
+            let same_site = app
+                .http
+                .request(method.clone(), app.url(&path))
+                .header(header::COOKIE, &session)
+                .header(header::AUTHORIZATION, authorization)
+                .header(header::ORIGIN, TEST_APP_URL)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                same_site.status(),
+                StatusCode::UNAUTHORIZED,
+                "{authorization:?} {method} {path}"
+            );
+        }
+    }
+    let after = integration::Entity::find_by_id(before.id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(after == before, "nothing rotated, nothing disconnected");
+}
 
 /// (method, path, content type, Origin, Sec-Fetch-Site, expected status)
 type Attack = (

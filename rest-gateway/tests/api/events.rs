@@ -9,10 +9,12 @@ use integration_service::{
 use reqwest::StatusCode;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
 use serde_json::{json, Value};
-use test_support::{dual_test, TestApp};
+use test_support::{dual_db_test, dual_test, spawn_app_with, Db, TestApp};
 use uuid::Uuid;
 
 const SECRET: &str = "events-secret";
+
+dual_db_test!(replays_are_rate_limited_per_integration);
 
 dual_test!(
     deliveries_are_listed_read_and_replayed,
@@ -177,6 +179,88 @@ async fn deliveries_are_listed_read_and_replayed(app: TestApp) {
     assert_eq!(replayed["data"]["status"], "PENDING");
     assert_eq!(replayed["data"]["attempts"], 0);
     assert_eq!(replayed["data"]["last_error"], Value::Null);
+
+    // A PENDING event is already due, and a leased one is in a consumer's hands: replaying
+    // either would hand it out twice. 409, nothing changed.
+    let (status, refused) = post(&app, &owner, &format!("{path}/replay")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"], "Event not replayable");
+    let leased_id = Uuid::parse_str(&sent[1]).unwrap();
+    let leased = webhook_event::Entity::find_by_id(leased_id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut active: webhook_event::ActiveModel = leased.into();
+    active.status = Set(webhook_event::EventStatus::Delivered);
+    active.retry_count = Set(1);
+    active.lease_owner = Set(Some("consumer-a".into()));
+    active.lease_expires_at = Set(Some(chrono::Utc::now() + chrono::Duration::minutes(5)));
+    let leased = active.update(&app.db).await.unwrap();
+    let leased_path = format!("/api/integrations/github/events/{leased_id}/replay");
+    let (status, _) = post(&app, &owner, &leased_path).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let after = webhook_event::Entity::find_by_id(leased_id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after, leased, "the consumer keeps its lease");
+    // Once the lease ran out, it may be replayed.
+    let mut active: webhook_event::ActiveModel = after.into();
+    active.lease_expires_at = Set(Some(chrono::Utc::now() - chrono::Duration::seconds(1)));
+    active.update(&app.db).await.unwrap();
+    let (status, _) = post(&app, &owner, &leased_path).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Replays are budgeted per integration (`WEBHOOK_REPLAY_BURST` at once, then
+/// `WEBHOOK_REPLAYS_PER_SEC`): 429 beyond, nothing changed.
+async fn replays_are_rate_limited_per_integration(kind: Db) {
+    let Some(app) = spawn_app_with(
+        kind,
+        &[
+            ("WEBHOOK_REPLAY_BURST", "5"),
+            ("WEBHOOK_REPLAYS_PER_SEC", "1"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let (_, owner) = app.owner(1).await;
+    let integration = github_integration(&app, 1).await;
+    let id = Uuid::parse_str(&deliver(&app, integration, "push", "d-r").await).unwrap();
+    let path = format!("/api/integrations/github/events/{id}/replay");
+    let make_dead = || async {
+        let event = webhook_event::Entity::find_by_id(id)
+            .one(&app.db)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut active: webhook_event::ActiveModel = event.into();
+        active.status = Set(webhook_event::EventStatus::Dead);
+        active.update(&app.db).await.unwrap();
+    };
+    for _ in 0..5 {
+        make_dead().await;
+        let (status, _) = post(&app, &owner, &path).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    make_dead().await;
+    let (status, body) = post(&app, &owner, &path).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"], "Too many replays");
+    let event = webhook_event::Entity::find_by_id(id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        event.status,
+        webhook_event::EventStatus::Dead,
+        "nothing changed"
+    );
 }
 
 async fn delivery_routes_keep_to_the_organization_and_role(app: TestApp) {

@@ -175,7 +175,7 @@ async fn a_trickled_body_is_refused_with_408() {
     let mut stream = TcpStream::connect(&gateway.address).await.unwrap();
     stream
         .write_all(
-            b"PATCH /api/integrations/github HTTP/1.1\r\nhost: x\r\n\
+            b"PATCH /api/integrations/github HTTP/1.1\r\nhost: x\r\nauthorization: Bearer x\r\n\
               content-type: application/json\r\ncontent-length: 100000\r\n\r\n{\"config\"",
         )
         .await
@@ -188,6 +188,72 @@ async fn a_trickled_body_is_refused_with_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("Request body too slow"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(3));
+    gateway.stop().await;
+}
+
+/// More than hyper's default 100 header fields still get our answer (JSON, `Cache-Control`),
+/// not hyper's bare 431; past our head-size limit the answer is our own JSON 431.
+#[tokio::test]
+async fn many_header_fields_get_a_json_answer() {
+    let gateway = spawn_gateway(&refused_address().await, &[]).await;
+    let many: String = (0..300).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let answer = raw_request(
+        &gateway.address,
+        &format!("GET /nowhere HTTP/1.1\r\nhost: x\r\n{many}connection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("cache-control: no-store"), "{answer}");
+    assert!(answer.contains(r#"{"error":"Not found"}"#), "{answer}");
+    let big: String = (0..900)
+        .map(|i| format!("x-h{i}: {}\r\n", "v".repeat(80)))
+        .collect();
+    let answer = raw_request(
+        &gateway.address,
+        &format!("GET /nowhere HTTP/1.1\r\nhost: x\r\n{big}connection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(
+        answer.contains("Request header fields too large"),
+        "{answer}"
+    );
+    gateway.stop().await;
+}
+
+/// A management request without credentials is answered 401 before a byte of its body is
+/// read: anonymous clients cannot make the gateway hold their bodies.
+#[tokio::test]
+async fn anonymous_management_bodies_are_refused_before_reading() {
+    let gateway = spawn_gateway(&refused_address().await, &[]).await;
+    for (method, path) in [
+        ("PATCH", "/api/integrations/github"),
+        ("PUT", "/api/integrations/linear/webhook"),
+        ("POST", "/api/integrations/github/webhook/rotate"),
+        ("POST", "/api/integrations/asana/webhook/handshake"),
+        ("POST", "/api/integrations/github/callback"),
+    ] {
+        let mut stream = TcpStream::connect(&gateway.address).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                     content-length: 100000\r\nconnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let (_, answer) = closed_within(&mut stream, Duration::from_secs(3))
+            .await
+            .expect("answered before any body byte was sent");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 401"),
+            "{method} {path}: {answer}"
+        );
+        assert!(answer.contains("Authentication required"), "{answer}");
+    }
     gateway.stop().await;
 }
 

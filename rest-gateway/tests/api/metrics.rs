@@ -51,7 +51,10 @@ async fn metrics_count_requests_by_route_template(app: TestApp) {
         .unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 
-    let response = app.http.get(app.url("/metrics")).send().await.unwrap();
+    // Not on the public port: it shows the live webhook budgets.
+    let public = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    let response = app.http.get(&app.gateway_metrics_url).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-type"]
         .to_str()
@@ -100,8 +103,8 @@ dual_db_test!(both_endpoints_count_real_traffic);
 /// series moved by exactly what happened (its recorder is its own), the gateway's too.
 async fn both_endpoints_count_real_traffic(kind: Db) {
     let fake = FakeProvider::start(FakeStyle::Github).await;
-    // Tokens that expire within the refresh margin: GetAccessToken refreshes.
-    fake.set_expires_in(Some(60));
+    // Tokens that live one second: by the time GetAccessToken asks, it refreshes.
+    fake.set_expires_in(Some(1));
     let mut vars = fake.env("GITHUB");
     vars.push(("METRICS_BACKLOG_INTERVAL_SECS".into(), "1".into()));
     let Some(app) = spawn_app_with_env(kind, &vars).await else {
@@ -161,6 +164,7 @@ async fn both_endpoints_count_real_traffic(kind: Db) {
     let mut oauth = OAuthServiceClient::connect(app.grpc_url.clone())
         .await
         .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     oauth
         .get_access_token(as_service(
             &service,
@@ -335,7 +339,7 @@ async fn both_endpoints_count_real_traffic(kind: Db) {
     assert!(!text.contains("5c4bd1a2"), "{text}");
     assert!(!text.contains("organization"), "{text}");
 
-    let gateway = Scrape::fetch(&app.http, &app.url("/metrics")).await;
+    let gateway = Scrape::fetch(&app.http, &app.gateway_metrics_url).await;
     let mut names = scrape.names();
     names.extend(gateway.names());
     check_alert_rules(&names);

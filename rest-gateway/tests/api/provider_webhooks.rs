@@ -5,13 +5,16 @@
 
 use std::time::Duration;
 
-use integration_service::{store::entities::webhook_event, webhooks::signature::github_signature};
+use integration_service::{
+    store::entities::{integration, webhook_event},
+    webhooks::signature::github_signature,
+};
 use integrations_proto::v1::{
     webhook_service_client::WebhookServiceClient, MarkProcessedRequest, SubscribeEventsRequest,
     WebhookEvent,
 };
 use reqwest::{header, StatusCode};
-use sea_orm::{EntityTrait, PaginatorTrait};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{json, Value};
 use test_support::{
     dual_db_test,
@@ -74,14 +77,10 @@ async fn connected_with(
         .unwrap();
     let url = settings["data"]["url"].as_str().unwrap().to_string();
     let secret = settings["data"]["secret"].as_str().unwrap().to_string();
-    match provider {
-        // App-level: one URL, routed by the account in the payload.
-        "discord" => assert_eq!(url, app.url("/api/integrations/discord/webhook")),
-        _ => assert!(
-            url.starts_with(&app.url(&format!("/api/integrations/{provider}/webhook/"))),
-            "one URL shape: {url}"
-        ),
-    }
+    assert!(
+        url.starts_with(&app.url(&format!("/api/integrations/{provider}/webhook/"))),
+        "one URL shape, the integration's own: {url}"
+    );
     // Route 11 says what to paste where: the secret's origin, the header, the steps with the URL.
     let guide = &settings["data"]["guide"];
     let (source, header) = match provider {
@@ -744,21 +743,37 @@ async fn discord_deliveries_signed_with_the_applications_key(kind: Db) {
     assert_eq!(stored.status(), StatusCode::OK);
     assert!(!stored.text().await.unwrap().contains(&public));
 
-    // One application, one organization: a second organization is refused, nothing changes.
+    // An application id and its public key are public: another organization setting them
+    // claims nothing (no 409 to squat with, no deliveries taken) — each integration has its
+    // own URL, which only the application's owner pastes into Discord.
     let (_, other) = c.app.owner(2).await;
     assert_eq!(
         connect(&c.app, &other, "discord").await,
         format!("{TEST_APP_URL}/organization/integrations?success=discord_connected")
     );
-    let refused = c
+    let squat = c
         .put_secret("discord", &other, key(&public, Some(DISCORD_APP)))
         .await;
-    assert_eq!(refused.status(), StatusCode::CONFLICT);
-    let refused: Value = refused.json().await.unwrap();
-    assert_eq!(
-        refused["error"],
-        "Application connected to another organization"
-    );
+    assert_eq!(squat.status(), StatusCode::OK);
+    // The app-level URL is gone: nothing routes by the payload.
+    let ping_body =
+        json!({"application_id": DISCORD_APP, "id": "1", "token": "t", "type": 1}).to_string();
+    let stamp = chrono::Utc::now().timestamp();
+    let app_level = c
+        .post(
+            &c.app.url("/api/integrations/discord/webhook"),
+            &[
+                ("content-type", "application/json".to_string()),
+                (
+                    "x-signature-ed25519",
+                    signature(&DISCORD_SEED, &stamp.to_string(), ping_body.as_bytes()),
+                ),
+                ("x-signature-timestamp", stamp.to_string()),
+            ],
+            &ping_body,
+        )
+        .await;
+    assert_eq!(app_level.status(), StatusCode::BAD_REQUEST);
 
     let now = chrono::Utc::now().timestamp();
     let headers = |signature: String, timestamp: i64| {
@@ -825,8 +840,8 @@ async fn discord_deliveries_signed_with_the_applications_key(kind: Db) {
         c.post(&c.url, &signed(&DISCORD_SEED, now, &unknown), &unknown)
             .await
             .status(),
-        StatusCode::NOT_FOUND,
-        "no organization set that application"
+        StatusCode::BAD_REQUEST,
+        "signed, but naming another application than the integration's"
     );
     assert_eq!(c.rows().await, 0, "refused deliveries leave no row");
 
@@ -1107,6 +1122,23 @@ async fn github_app_deliveries_routed_by_installation(kind: Db) {
     assert_eq!(
         connect_github_installation(&app, &second, "12345678").await,
         format!("{TEST_APP_URL}/organization/integrations?error=already_connected")
+    );
+    // An installation the user can see (read access to one repository) but does not
+    // administer is not bound: its account's deliveries would all go to this organization.
+    fake.set_member_only(&["other-org"]);
+    let (_, third) = app.owner(3).await;
+    assert_eq!(
+        connect_github_installation(&app, &third, "555").await,
+        format!("{TEST_APP_URL}/organization/integrations?error=callback_failed")
+    );
+    assert_eq!(
+        integration::Entity::find()
+            .filter(integration::Column::AccountId.eq("555"))
+            .count(&app.db)
+            .await
+            .unwrap(),
+        0,
+        "nothing bound"
     );
 
     let url = app.url("/api/integrations/github/webhook");

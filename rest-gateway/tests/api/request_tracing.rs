@@ -11,6 +11,7 @@ use test_support::{
 use uuid::Uuid;
 
 dual_test!(
+    a_refused_delivery_is_logged_by_the_service_with_its_request_id,
     every_response_carries_a_request_id,
     one_request_id_is_followed_across_gateway_and_service,
 );
@@ -94,4 +95,40 @@ async fn one_request_id_is_followed_across_gateway_and_service(app: TestApp) {
     for line in &lines {
         assert!(!line.to_string().contains(&owner), "token logged: {line}");
     }
+}
+
+/// A refused delivery (a forged signature) can be followed by its request id in the service's
+/// log too, with the reason: an operator chasing a provider's complaint about 401s finds it.
+async fn a_refused_delivery_is_logged_by_the_service_with_its_request_id(app: TestApp) {
+    capture_logs();
+    app.owner(3).await;
+    let integration = integration_service::store::integrations::get_or_create(&app.db, 3, "github")
+        .await
+        .unwrap()
+        .id;
+    let id = format!("refused-{}", Uuid::new_v4().simple());
+    let response = app
+        .http
+        .post(app.url(&format!("/api/integrations/github/webhook/{integration}")))
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "d-forged")
+        .header("x-hub-signature-256", "sha256=00")
+        .header("x-request-id", &id)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(request_id(&response), id);
+    assert!(response.status().is_client_error());
+    let lines = lines_containing(&id);
+    let refused = lines
+        .iter()
+        .find(|line| line["span"]["name"] == "rpc" && line["message"] == "rpc refused")
+        .unwrap_or_else(|| panic!("no service refusal line for {id}: {lines:#?}"));
+    assert_eq!(
+        refused["span"]["method"],
+        "/integrations.v1.WebhookService/ReceiveWebhook"
+    );
+    assert!(refused["error"].is_string(), "{refused}");
 }

@@ -13,6 +13,8 @@ pub struct Model {
     pub access_token: Option<String>,
     pub refresh_token: Option<String>,
     pub token_expires_at: Option<DateTimeUtc>,
+    /// When the current access token was granted (callback or refresh).
+    pub token_refreshed_at: Option<DateTimeUtc>,
     pub webhook_secret: Option<String>,
     pub previous_webhook_secret: Option<String>,
     pub previous_webhook_secret_expires_at: Option<DateTimeUtc>,
