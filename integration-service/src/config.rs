@@ -16,10 +16,12 @@ use std::{
 use url::Url;
 
 mod env;
+mod event_sink;
 mod secrets;
 
 use env::{invalid, parse_url, Env};
 pub use env::{ProcessEnv, Vars};
+pub use event_sink::EventSinkConfig;
 pub use secrets::MIN_PRODUCTION_JWT_SECRET_LEN;
 use secrets::{development_secrets_dir, keys, sessions};
 
@@ -133,6 +135,9 @@ pub struct Config {
     pub refresh_lease: std::time::Duration,
     /// Per-integration budgets of verified deliveries (`WEBHOOK_TENANT_*`).
     pub webhook_quota: crate::webhooks::quota::QuotaLimits,
+    /// `EVENT_SINK_URL` (+ `EVENT_SINK_STREAM`, `EVENT_SINK_SUBJECT_PREFIX`): every stored
+    /// event forwarded to NATS JetStream; `None` (unset) forwards nothing.
+    pub event_sink: Option<EventSinkConfig>,
 }
 
 /// Prefixes of provider variables: `GITHUB_CLIENT_ID`, `SLACK_SIGNING_SECRET`, `GITLAB_TOKEN_URL`...
@@ -196,6 +201,7 @@ impl Config {
                 3600,
             )?),
             webhook_quota: webhook_quota(&env)?,
+            event_sink: event_sink::event_sink(&env)?,
         })
     }
 
