@@ -105,11 +105,14 @@ impl Forwarder {
         while !stop.is_cancelled() {
             self.refresh_lag().await;
             let pause = match self.round(&mut broker).await {
-                // A full batch: more may be waiting.
-                Ok(forwarded) if forwarded as u64 >= BATCH => Duration::ZERO,
-                Ok(_) => {
+                Ok(forwarded) => {
                     backoff = FIRST_BACKOFF;
-                    IDLE_POLL
+                    // A full batch: more may be waiting.
+                    if forwarded as u64 >= BATCH {
+                        Duration::ZERO
+                    } else {
+                        IDLE_POLL
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "event sink: forwarding paused");
