@@ -92,7 +92,21 @@ async fn deliver(
     event: &str,
     delivery: &str,
 ) -> (StatusCode, Option<String>) {
-    let body = format!(r#"{{"delivery":"{delivery}","nested":{{"n":[1,2,3]}}}}"#);
+    deliver_padded(app, integration, event, delivery, 0).await
+}
+
+/// As `deliver`, the body padded with `padding` bytes.
+async fn deliver_padded(
+    app: &TestApp,
+    integration: Uuid,
+    event: &str,
+    delivery: &str,
+    padding: usize,
+) -> (StatusCode, Option<String>) {
+    let body = format!(
+        r#"{{"delivery":"{delivery}","nested":{{"n":[1,2,3]}},"padding":"{}"}}"#,
+        "x".repeat(padding)
+    );
     let response = app
         .http
         .post(app.url(&format!("/api/integrations/github/webhook/{integration}")))
@@ -216,6 +230,7 @@ async fn assert_one_message_per_event(js: &jetstream::Context, stream: &str, ids
 
 dual_db_test!(
     events_arrive_on_their_subject_with_their_id_and_the_rest_detail_as_body,
+    an_event_over_max_payload_goes_without_payload_and_says_so,
     nothing_is_published_before_the_row_is_committed,
     a_broker_outage_delays_forwarding_and_loses_nothing,
     a_service_killed_mid_forwarding_leaves_one_message_per_event,
@@ -293,6 +308,70 @@ async fn events_arrive_on_their_subject_with_their_id_and_the_rest_detail_as_bod
         0.0
     );
     assert_eq!(unforwarded(&app).await, 0);
+}
+
+async fn an_event_over_max_payload_goes_without_payload_and_says_so(kind: Db) {
+    let names = Names::unique();
+    let env = names.env(SHARED_BROKER);
+    let Some(app) = spawn_app_with(kind, &borrowed(&env)).await else {
+        return;
+    };
+    let org = 4107;
+    let integration = github_integration(&app, org).await;
+    let (_, owner_token) = app.owner(org).await;
+    // The shared broker's max_payload is nats-server's default, 1 MiB.
+    let (status, big) = deliver_padded(&app, integration, "push", "big", 1_200_000).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, small) = deliver(&app, integration, "push", "small").await;
+    assert_eq!(status, StatusCode::OK);
+    let js = jetstream_at(SHARED_BROKER).await;
+    eventually(Duration::from_secs(20), "both events forwarded", || {
+        let js = js.clone();
+        let stream = names.stream.clone();
+        async move { stream_count(&js, &stream).await == 2 }
+    })
+    .await;
+    let messages = stream_messages(&js, &names.stream).await;
+    let (big, small) = (big.unwrap(), small.unwrap());
+    assert_eq!(message_id(&messages[0]), big);
+    assert_eq!(message_id(&messages[1]), small);
+    assert_eq!(
+        messages[0]
+            .headers
+            .get("Integrations-Payload-Omitted")
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("max_payload")
+    );
+    assert!(messages[1]
+        .headers
+        .get("Integrations-Payload-Omitted")
+        .is_none());
+    let body: Value = serde_json::from_slice(&messages[0].payload).unwrap();
+    let mut detail: Value = app
+        .http
+        .get(app.url(&format!("/api/integrations/github/events/{big}")))
+        .bearer_auth(&owner_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let data = detail["data"].as_object_mut().unwrap();
+    assert_eq!(
+        data["payload"]["padding"].as_str().map(str::len),
+        Some(1_200_000)
+    );
+    data.remove("payload");
+    data.remove("headers");
+    assert_eq!(
+        body,
+        Value::Object(data.clone()),
+        "the detail without payload and headers"
+    );
+    let body: Value = serde_json::from_slice(&messages[1].payload).unwrap();
+    assert_eq!(body["payload"]["delivery"], "small");
 }
 
 /// The Rust consumer of docs/event-sink.md: a durable pull consumer of every organization's
