@@ -200,6 +200,21 @@ where
     }
 }
 
+/// Events claimed by a forwarder and not yet marked forwarded.
+async fn claimed(app: &TestApp) -> i64 {
+    let row = app
+        .db
+        .query_one_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM webhook_events \
+             WHERE forwarded_at IS NULL AND forward_owner IS NOT NULL",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get::<i64>("", "n").unwrap()
+}
+
 /// Events not yet marked forwarded.
 async fn unforwarded(app: &TestApp) -> i64 {
     let row = app
@@ -666,22 +681,39 @@ async fn a_service_killed_mid_forwarding_leaves_one_message_per_event(kind: Db) 
     let ids = store_events(&app, integration, 6000).await;
     let total = ids.len() as i64;
 
-    let mut first = service_process(&app, &names);
-    // Kill it as soon as it has forwarded something, in the middle of the backlog.
-    eventually(
-        Duration::from_secs(60),
-        "the first process forwards",
-        || {
-            let app = &app;
-            async move { unforwarded(app).await < total }
-        },
-    )
-    .await;
-    first.start_kill().unwrap();
-    first.wait().await.unwrap();
-    let left = unforwarded(&app).await;
-    println!("SIGKILL with {left} of {total} events not yet marked forwarded");
-    assert!(left > 0, "killed before the end of the backlog");
+    // SIGKILL a forwarding process while it holds a claim (a batch between claim and mark:
+    // published, partly acknowledged or not yet sent); up to five processes in a row, until
+    // one was killed so.
+    let mut claimed_at_kill = 0;
+    for attempt in 1..=5 {
+        let before = unforwarded(&app).await;
+        let mut process = service_process(&app, &names);
+        eventually(
+            Duration::from_secs(60),
+            "the process forwards and holds a claim",
+            || {
+                let app = &app;
+                async move { unforwarded(app).await < before && claimed(app).await > 0 }
+            },
+        )
+        .await;
+        process.start_kill().unwrap();
+        process.wait().await.unwrap();
+        claimed_at_kill = claimed(&app).await;
+        let left = unforwarded(&app).await;
+        println!(
+            "SIGKILL {attempt}: {left} of {total} events not yet marked forwarded, \
+             {claimed_at_kill} of them claimed by the killed process"
+        );
+        assert!(left > 0, "killed before the end of the backlog");
+        if claimed_at_kill > 0 {
+            break;
+        }
+    }
+    assert!(
+        claimed_at_kill > 0,
+        "a process was killed in the middle of a batch"
+    );
 
     let mut second = service_process(&app, &names);
     eventually(
