@@ -21,7 +21,6 @@ pub mod jetstream;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::store::event_outbox::OutboxEvent;
 
@@ -52,7 +51,8 @@ fn subject_token(text: &str) -> String {
 }
 
 /// The body of an event's message: the REST detail's `data` object, field for field (the
-/// gateway's `EventJson`), `payload` and `headers` included.
+/// gateway's `EventJson`). This struct is everything but `payload` and `headers`, which `body`
+/// appends as the stored JSON texts.
 #[derive(Debug, Serialize)]
 pub struct EventMessage<'a> {
     pub id: String,
@@ -68,25 +68,15 @@ pub struct EventMessage<'a> {
     pub next_attempt_at: Option<String>,
     pub lease_expires_at: Option<String>,
     pub processed_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub headers: Option<&'a Value>,
 }
 
-/// The REST detail shows an event stored without headers as `{}`.
-static NO_HEADERS: std::sync::LazyLock<Value> =
-    std::sync::LazyLock::new(|| Value::Object(Default::default()));
-
 impl<'a> EventMessage<'a> {
-    /// The whole event, payload and headers included.
-    pub fn of(outbox: &'a OutboxEvent) -> Self {
-        let event = &outbox.event;
+    pub fn of(event: &'a OutboxEvent) -> Self {
         Self {
             id: event.id.to_string(),
             integration_id: event.integration_id.to_string(),
-            organization_id: outbox.organization_id,
-            provider: &outbox.provider,
+            organization_id: event.organization_id,
+            provider: &event.provider,
             event_type: &event.event_type,
             delivery_id: event.delivery_id.as_deref(),
             status: event.status.as_str(),
@@ -96,22 +86,27 @@ impl<'a> EventMessage<'a> {
             next_attempt_at: event.next_attempt_at.map(timestamp),
             lease_expires_at: event.lease_expires_at.map(timestamp),
             processed_at: event.processed_at.map(timestamp),
-            payload: Some(&event.payload),
-            headers: Some(event.headers.as_ref().unwrap_or(&NO_HEADERS)),
         }
     }
+}
 
-    /// The same event without `payload` and `headers`: the message of an event over the
-    /// broker's `max_payload` (the consumer reads the rest from the REST detail route).
-    pub fn without_payload(mut self) -> Self {
-        self.payload = None;
-        self.headers = None;
-        self
+/// The message body of `event`: its `EventMessage`, then — `with_payload` — `payload` and
+/// `headers` (`{}` when stored without, as the detail route shows it) spliced in as the stored
+/// JSON texts. They are valid JSON (ingest validated them; PostgreSQL prints its jsonb), so a
+/// 7 KB payload is copied, not parsed and printed again for every message.
+pub fn body(event: &OutboxEvent, with_payload: bool) -> Result<Vec<u8>, serde_json::Error> {
+    let mut body = serde_json::to_vec(&EventMessage::of(event))?;
+    if with_payload && body.last() == Some(&b'}') {
+        body.pop();
+        let headers = event.headers_json.as_deref().unwrap_or("{}");
+        body.reserve(event.payload_json.len() + headers.len() + 24);
+        body.extend_from_slice(b",\"payload\":");
+        body.extend_from_slice(event.payload_json.as_bytes());
+        body.extend_from_slice(b",\"headers\":");
+        body.extend_from_slice(headers.as_bytes());
+        body.push(b'}');
     }
-
-    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(self)
-    }
+    Ok(body)
 }
 
 /// Timestamps as the API shows them: RFC 3339, UTC, milliseconds.
@@ -138,5 +133,52 @@ mod tests {
             subject("p", 1, "jira", "jira:issue_created"),
             "p.1.jira.jira_issue_created"
         );
+    }
+
+    #[test]
+    fn the_body_is_the_detail_with_payload_and_headers_spliced_in() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-04T23:55:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut event = OutboxEvent {
+            id: uuid::Uuid::nil(),
+            integration_id: uuid::Uuid::from_u128(u128::MAX),
+            organization_id: 42,
+            provider: "github".into(),
+            event_type: "push".into(),
+            delivery_id: Some("d-1".into()),
+            status: crate::store::entities::webhook_event::EventStatus::Pending,
+            retry_count: 0,
+            last_error: None,
+            next_attempt_at: Some(at),
+            lease_expires_at: None,
+            processed_at: None,
+            received_at: at,
+            payload_json: r#"{"ref": "refs/heads/main", "n": [1, 2]}"#.into(),
+            headers_json: None,
+        };
+        let whole: serde_json::Value =
+            serde_json::from_slice(&body(&event, true).unwrap()).unwrap();
+        assert_eq!(
+            whole,
+            serde_json::json!({
+                "id": "00000000-0000-0000-0000-000000000000",
+                "integration_id": "ffffffff-ffff-ffff-ffff-ffffffffffff",
+                "organization_id": 42, "provider": "github", "event_type": "push",
+                "delivery_id": "d-1", "status": "PENDING", "attempts": 0, "last_error": null,
+                "received_at": "2026-12-04T23:55:00.123Z",
+                "next_attempt_at": "2026-12-04T23:55:00.123Z",
+                "lease_expires_at": null, "processed_at": null,
+                "payload": {"ref": "refs/heads/main", "n": [1, 2]},
+                "headers": {}
+            })
+        );
+        event.headers_json = Some(r#"{"x-github-event": "push"}"#.into());
+        let without: serde_json::Value =
+            serde_json::from_slice(&body(&event, false).unwrap()).unwrap();
+        assert!(without.get("payload").is_none() && without.get("headers").is_none());
+        assert_eq!(without["id"], "00000000-0000-0000-0000-000000000000");
+        let with: serde_json::Value = serde_json::from_slice(&body(&event, true).unwrap()).unwrap();
+        assert_eq!(with["headers"]["x-github-event"], "push");
     }
 }

@@ -24,8 +24,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
 use super::{
+    body,
     jetstream::{JetStream, JetStreamError},
-    subject, EventMessage,
+    subject,
 };
 use crate::{
     config::EventSinkConfig,
@@ -156,7 +157,7 @@ impl Forwarder {
             .await
             .unwrap_or_else(|_| Published {
                 acknowledged: Vec::new(),
-                failed: claimed.iter().map(|e| e.event.id).collect(),
+                failed: claimed.iter().map(|e| e.id).collect(),
                 error: None,
             });
         self.metrics
@@ -183,14 +184,14 @@ impl Forwarder {
         let mut published = Published::default();
         let mut in_flight = Vec::with_capacity(claimed.len());
         for (index, event) in claimed.iter().enumerate() {
-            let (body, payload_omitted) = body(event, max_payload);
+            let (body, payload_omitted) = message_body(event, max_payload);
             let subject = subject(
                 &self.config.subject_prefix,
                 event.organization_id,
                 &event.provider,
-                &event.event.event_type,
+                &event.event_type,
             );
-            let id = event.event.id;
+            let id = event.id;
             match js
                 .publish(subject, &id.to_string(), payload_omitted, body)
                 .await
@@ -200,7 +201,7 @@ impl Forwarder {
                     published.error = Some(e);
                     published
                         .failed
-                        .extend(claimed[index..].iter().map(|e| e.event.id));
+                        .extend(claimed[index..].iter().map(|e| e.id));
                     break;
                 }
             }
@@ -275,19 +276,12 @@ impl Forwarder {
 
 /// The message body of `event`: the whole event, or — when that is over the server's
 /// `max_payload` — the event without payload and headers (`true`).
-fn body(event: &OutboxEvent, max_payload: usize) -> (Vec<u8>, bool) {
-    let message = EventMessage::of(event);
-    // Serializing JSON values and strings cannot fail; an empty body would be refused by
-    // consumers' parsers, never silently accepted.
-    let whole = message.to_bytes().unwrap_or_default();
+fn message_body(event: &OutboxEvent, max_payload: usize) -> (Vec<u8>, bool) {
+    // Serializing strings and numbers cannot fail; an empty body would be refused by every
+    // consumer's parser, never taken for an event.
+    let whole = body(event, true).unwrap_or_default();
     if whole.len() + HEADER_ROOM <= max_payload || max_payload == 0 {
         return (whole, false);
     }
-    (
-        EventMessage::of(event)
-            .without_payload()
-            .to_bytes()
-            .unwrap_or_default(),
-        true,
-    )
+    (body(event, false).unwrap_or_default(), true)
 }

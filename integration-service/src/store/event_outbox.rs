@@ -14,22 +14,61 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    FromQueryResult, QueryFilter,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
 };
 use uuid::Uuid;
 
 use super::{
-    entities::{integration, webhook_event::Model},
+    entities::{integration, webhook_event::EventStatus},
     webhook_events::Sql,
 };
 
-/// An event to forward, with the integration facts its subject is made of.
+/// An event to forward, with the integration facts its subject is made of. `payload` and
+/// `headers` stay the stored JSON texts: the forwarder copies them into the message as they
+/// are, never parsing a payload again.
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
-    pub event: Model,
+    pub id: Uuid,
+    pub integration_id: Uuid,
     pub organization_id: i64,
     pub provider: String,
+    pub event_type: String,
+    pub delivery_id: Option<String>,
+    pub status: EventStatus,
+    pub retry_count: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    /// The payload's JSON text (validated at ingest; PostgreSQL prints its jsonb).
+    pub payload_json: String,
+    /// The headers' JSON text, `None` when stored without.
+    pub headers_json: Option<String>,
+}
+
+/// A row of the claim's RETURNING; its integration's facts are filled in afterwards.
+fn claimed_row(row: &sea_orm::QueryResult) -> Result<OutboxEvent, DbErr> {
+    let status: String = row.try_get("", "status")?;
+    let status = EventStatus::parse(&status)
+        .ok_or_else(|| DbErr::Custom(format!("unknown event status {status:?}")))?;
+    Ok(OutboxEvent {
+        id: row.try_get("", "id")?,
+        integration_id: row.try_get("", "integration_id")?,
+        organization_id: 0,
+        provider: String::new(),
+        event_type: row.try_get("", "event_type")?,
+        delivery_id: row.try_get("", "delivery_id")?,
+        status,
+        retry_count: row.try_get("", "retry_count")?,
+        last_error: row.try_get("", "last_error")?,
+        next_attempt_at: row.try_get("", "next_attempt_at")?,
+        lease_expires_at: row.try_get("", "lease_expires_at")?,
+        processed_at: row.try_get("", "processed_at")?,
+        received_at: row.try_get("", "received_at")?,
+        payload_json: row.try_get("", "payload_json")?,
+        headers_json: row.try_get("", "headers_json")?,
+    })
 }
 
 /// Claims for `owner`, until `lease_until`, up to `limit` of the oldest unforwarded events
@@ -59,14 +98,14 @@ pub async fn claim_unforwarded(
         sql.push(" FOR UPDATE");
     }
     sql.push(
-        ") RETURNING id, integration_id, event_type, delivery_id, payload, headers, processed, \
-         status, retry_count, last_error, next_attempt_at, lease_expires_at, lease_owner, \
-         processed_at, received_at",
+        ") RETURNING id, integration_id, event_type, delivery_id, status, retry_count, \
+         last_error, next_attempt_at, lease_expires_at, processed_at, received_at, \
+         CAST(payload AS TEXT) AS payload_json, CAST(headers AS TEXT) AS headers_json",
     );
     let rows = db.query_all_raw(sql.statement()).await?;
     let mut events = rows
         .iter()
-        .map(|row| Model::from_query_result(row, ""))
+        .map(claimed_row)
         .collect::<Result<Vec<_>, _>>()?;
     events.sort_by_key(|e| (e.received_at, e.id));
 
@@ -82,13 +121,13 @@ pub async fn claim_unforwarded(
         .collect();
     let mut claimed = Vec::with_capacity(events.len());
     let mut orphans = Vec::new();
-    for event in events {
+    for mut event in events {
         match integrations.get(&event.integration_id) {
-            Some((organization_id, provider)) => claimed.push(OutboxEvent {
-                organization_id: *organization_id,
-                provider: provider.clone(),
-                event,
-            }),
+            Some((organization_id, provider)) => {
+                event.organization_id = *organization_id;
+                event.provider.clone_from(provider);
+                claimed.push(event);
+            }
             None => orphans.push(event.id),
         }
     }
