@@ -295,6 +295,38 @@ async fn run_ingest(
         }
     }
 
+    if let (Some(nats_url), Some(&connections)) = (&args.sink, args.concurrency.last()) {
+        let (events, took, cpu) = sink::saturation(
+            bin_dir,
+            &database.kind,
+            &args.postgres_url,
+            &args.log,
+            UNLIMITED_QUOTAS,
+            nats_url,
+            payload,
+            &signature,
+            connections,
+            duration,
+        )
+        .await?;
+        match took {
+            Some(took) => println!(
+                "{:<8} forwarder at saturation: a backlog of {events} events forwarded in {:.1} s \
+                 from the service's start = {:.0} events/s to JetStream, {} µs of service CPU per event",
+                database.kind,
+                took.as_secs_f64(),
+                events as f64 / took.as_secs_f64().max(0.001),
+                cpu.map_or("-".into(), |cpu| format!(
+                    "{:.0}",
+                    cpu.as_secs_f64() * 1e6 / events.max(1) as f64
+                )),
+            ),
+            None => println!(
+                "{:<8} forwarder at saturation: a backlog of {events} events NOT forwarded within 300 s",
+                database.kind
+            ),
+        }
+    }
     let rss = |p: &Measured| p.peak_rss_mib().unwrap_or(f64::NAN);
     let (service_rss, gateway_rss) = (rss(&stack.service), rss(&stack.gateway));
     print!(
