@@ -11,11 +11,15 @@
 //!   (`token_callers`),
 //!
 //! a random replica is SIGKILLed every few seconds and restarted, PostgreSQL is restarted once
-//! (`pg_ctl restart -m fast`) and `integration-service rotate-keys` runs once. Then the faults
+//! (`pg_ctl restart -m fast`) and `integration-service rotate-keys` runs once. With the sink
+//! scenario (`Options::nats_server`), the replicas also forward every event to a `nats-server`
+//! of the run's own (`broker`), SIGKILLed once half-way and started again; at the end every
+//! stored event must be on its stream exactly once (`checks::sink`, a PASS/FAIL line). Then the faults
 //! stop, the senders finish their retries, the consumers drain what is left (no more random
 //! failures), and `checks` compares what everyone recorded with the database and the fake
 //! provider's log. [`run`] answers a [`Report`]; any violation is a broken promise.
 
+mod broker;
 mod checks;
 mod cluster;
 mod consumers;
@@ -48,10 +52,12 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use checks::{Findings, Violation, ALL as CHECKS};
+pub use broker::find_nats_server;
+pub use checks::{Findings, SinkVerdict, Violation, ALL as CHECKS};
 pub use cluster::find_server_binaries;
 
 use crate::fixtures;
+use broker::Broker;
 use cluster::Cluster;
 use replicas::{Replica, ServiceEnv};
 use senders::Source;
@@ -106,6 +112,9 @@ pub struct Options {
     pub log: String,
     /// Keep the run's folder (PostgreSQL data and log, replica logs) even when all is well.
     pub keep_dir: bool,
+    /// The sink scenario: `nats-server` (with JetStream) to forward every event to, SIGKILLed
+    /// and restarted at 50 % of the duration; `None`: no sink.
+    pub nats_server: Option<PathBuf>,
 }
 
 impl Options {
@@ -129,6 +138,7 @@ impl Options {
             drain_timeout: Duration::from_secs(180),
             log: "warn".into(),
             keep_dir: false,
+            nats_server: None,
         }
     }
 
@@ -156,6 +166,8 @@ pub struct FaultLog {
     pub unexpected_exits: u32,
     pub postgres_restart: Option<Duration>,
     pub rotate_keys: Option<String>,
+    /// The sink scenario's broker SIGKILLed and started again: how long it was away.
+    pub broker_restart: Option<Duration>,
 }
 
 /// Figures, violations and the faults of a run.
@@ -166,6 +178,8 @@ pub struct Report {
     pub leases: usize,
     pub refreshes: usize,
     pub drained_in: Duration,
+    /// The sink scenario's verdict (`None` without it).
+    pub sink: Option<SinkVerdict>,
     /// The run's folder (kept when something was violated, or with `keep_dir`).
     pub dir: Option<PathBuf>,
 }
@@ -230,6 +244,37 @@ impl fmt::Display for Report {
             };
             writeln!(f, "  {check:<70} {verdict}")?;
             for violation in broken.iter().take(10) {
+                writeln!(f, "      {}", violation.detail)?;
+            }
+        }
+        if let Some(sink) = &self.sink {
+            writeln!(
+                f,
+                "sink: {} events in, {} distinct messages on the stream ({} in total), {} lost, \
+                 {} duplicated, broker SIGKILLed and restarted {}: {}",
+                sink.events,
+                sink.distinct,
+                sink.messages,
+                sink.lost,
+                sink.duplicated,
+                self.faults
+                    .broker_restart
+                    .map_or("not done".into(), |d| format!(
+                        "(away {:.1} s)",
+                        d.as_secs_f64()
+                    )),
+                if sink.passed() && self.faults.broker_restart.is_some() {
+                    "PASS"
+                } else {
+                    "FAIL"
+                }
+            )?;
+            for violation in self
+                .violations()
+                .iter()
+                .filter(|v| v.check == checks::SINK)
+                .take(10)
+            {
                 writeln!(f, "      {}", violation.detail)?;
             }
         }
@@ -396,6 +441,14 @@ async fn run_on(options: &Options, cluster: &Cluster) -> anyhow::Result<Report> 
     for replica in &replicas {
         gateways.push(start_gateway(replica.url()).await?);
     }
+    let mut broker = match &options.nats_server {
+        Some(binary) => {
+            let mut broker = Broker::new(binary.clone(), &cluster.dir)?;
+            broker.start().await?;
+            Some(broker)
+        }
+        None => None,
+    };
     let mut vars: Vec<(String, String)> = [
         ("DATABASE_URL", database_url.as_str()),
         ("INTEGRATION_ENCRYPTION_KEY", NEW_KEY),
@@ -420,6 +473,16 @@ async fn run_on(options: &Options, cluster: &Cluster) -> anyhow::Result<Report> 
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     vars.extend(fake.env(&TOKEN_PROVIDER.to_uppercase()));
+    if let Some(broker) = &broker {
+        vars.extend([
+            ("EVENT_SINK_URL".to_string(), broker.url()),
+            ("EVENT_SINK_STREAM".to_string(), broker::STREAM.to_string()),
+            (
+                "EVENT_SINK_SUBJECT_PREFIX".to_string(),
+                broker::SUBJECT_PREFIX.to_string(),
+            ),
+        ]);
+    }
     let env = ServiceEnv {
         binary: options.service_binary.clone(),
         dir: cluster.dir.clone(),
@@ -474,7 +537,15 @@ async fn run_on(options: &Options, cluster: &Cluster) -> anyhow::Result<Report> 
     ));
 
     let mut findings = Findings::default();
-    let faults = inject_faults(&mut replicas, &env, cluster, options, &mut findings).await;
+    let faults = inject_faults(
+        &mut replicas,
+        &env,
+        cluster,
+        broker.as_mut(),
+        options,
+        &mut findings,
+    )
+    .await;
 
     // Faults over, both replicas up: no new deliveries; retries go on for a while.
     stop_new.cancel();
@@ -498,6 +569,10 @@ async fn run_on(options: &Options, cluster: &Cluster) -> anyhow::Result<Report> 
     let streams = consumers.stats.streams.load(Ordering::Relaxed);
     stop_consumers.cancel();
     let leases = consumers.join().await;
+    let sink = match &broker {
+        Some(broker) => Some(check_sink(&db, broker, options, &mut findings).await?),
+        None => None,
+    };
 
     for (_, stop) in gateways {
         let _ = stop.send(());
@@ -545,8 +620,31 @@ async fn run_on(options: &Options, cluster: &Cluster) -> anyhow::Result<Report> 
         findings,
         faults,
         drained_in,
+        sink,
         dir: None,
     })
+}
+
+/// The sink scenario's end: the replicas (still running) forward what is left, then the
+/// stream is compared with the stored events.
+async fn check_sink(
+    db: &DatabaseConnection,
+    broker: &Broker,
+    options: &Options,
+    findings: &mut Findings,
+) -> anyhow::Result<SinkVerdict> {
+    let started = Instant::now();
+    while store::event_outbox::oldest_unforwarded(db).await?.is_some()
+        && started.elapsed() < options.drain_timeout
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    findings.figure(
+        "sink: forwarding finished after the drain in",
+        format!("{:.1} s", started.elapsed().as_secs_f64()),
+    );
+    let (messages, by_id) = broker.messages_by_id().await?;
+    checks::sink(db, messages, &by_id, findings).await
 }
 
 /// Events not yet PROCESSED or DEAD.
@@ -567,6 +665,7 @@ async fn inject_faults(
     replicas: &mut [Replica],
     env: &ServiceEnv,
     cluster: &Cluster,
+    mut broker: Option<&mut Broker>,
     options: &Options,
     findings: &mut Findings,
 ) -> FaultLog {
@@ -580,6 +679,9 @@ async fn inject_faults(
     let mut rotate_at = options
         .rotate_keys
         .then(|| started + options.duration.mul_f64(0.6));
+    let mut broker_restart_at = broker
+        .is_some()
+        .then(|| started + options.duration.mul_f64(0.5));
     let mut log = FaultLog::default();
     while Instant::now() < until {
         for replica in replicas.iter_mut() {
@@ -598,6 +700,18 @@ async fn inject_faults(
             match cluster.restart_fast().await {
                 Ok(took) => log.postgres_restart = Some(took),
                 Err(e) => findings.violation(checks::FAULTS, format!("pg_ctl restart: {e:#}")),
+            }
+        }
+        if let (Some(at), Some(broker)) = (broker_restart_at, broker.as_deref_mut()) {
+            if now >= at {
+                broker_restart_at = None;
+                let away = Instant::now();
+                broker.kill().await;
+                tokio::time::sleep(options.down_for.max(Duration::from_secs(2))).await;
+                match broker.start().await {
+                    Ok(()) => log.broker_restart = Some(away.elapsed()),
+                    Err(e) => findings.violation(checks::FAULTS, format!("nats-server: {e:#}")),
+                }
             }
         }
         if rotate_at.is_some_and(|at| now >= at) {

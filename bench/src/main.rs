@@ -16,6 +16,8 @@
 //! `/proc/<pid>/stat`), the ratios to the peer and to the single-row INSERT, and the peak RSS
 //! of every process. `--profile` records `perf` profiles of the service and the gateway during
 //! the last concurrency's run. `--mode reads` measures the read paths instead (`reads`).
+//! `--sink nats://127.0.0.1:4222` adds a `sink` row: the same load with the event sink
+//! forwarding to JetStream, its cost against `ours`, and the forwarder's own throughput (`sink`).
 //!
 //! `cargo build --release -p integration-service -p rest-gateway -p bench &&
 //!  target/release/webhook-bench` (PostgreSQL from `--postgres-url`, default the test server).
@@ -23,6 +25,7 @@
 mod baseline;
 mod peer;
 mod reads;
+mod sink;
 
 use std::{
     path::{Path, PathBuf},
@@ -87,6 +90,10 @@ struct Args {
     /// `all` prints every series.
     #[arg(long, value_delimiter = ',')]
     show_metrics: Vec<String>,
+    /// A NATS server with JetStream (`nats://127.0.0.1:4222`): also measure ingest with the
+    /// event sink forwarding there (a stream of the run's own, deleted afterwards).
+    #[arg(long)]
+    sink: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -233,6 +240,29 @@ async fn run_ingest(
         for (name, file, recording) in recordings {
             profiles.push((name, file, recording.finish().await?));
         }
+        let mut drain = None;
+        if let Some(nats_url) = &args.sink {
+            let with_sink = sink::measure(
+                bin_dir,
+                &database.kind,
+                &args.postgres_url,
+                &args.log,
+                UNLIMITED_QUOTAS,
+                nats_url,
+                payload,
+                &signature,
+                connections,
+                warmup,
+                duration,
+            )
+            .await?;
+            rows.push(Row {
+                system: "sink",
+                measure: with_sink.measure,
+                cpu: with_sink.cpu,
+            });
+            drain = Some(with_sink.drain);
+        }
 
         if let Some((process, port)) = &node {
             let theirs = delivery_to(*port);
@@ -260,8 +290,43 @@ async fn run_ingest(
             cpu: Vec::new(),
         });
         print_rows(&database.kind, connections, &rows);
+        if let Some(drain) = drain {
+            print_sink_cost(&database.kind, connections, &rows, &drain);
+        }
     }
 
+    if let (Some(nats_url), Some(&connections)) = (&args.sink, args.concurrency.last()) {
+        let (events, took, cpu) = sink::saturation(
+            bin_dir,
+            &database.kind,
+            &args.postgres_url,
+            &args.log,
+            UNLIMITED_QUOTAS,
+            nats_url,
+            payload,
+            &signature,
+            connections,
+            duration,
+        )
+        .await?;
+        match took {
+            Some(took) => println!(
+                "{:<8} forwarder at saturation: a backlog of {events} events forwarded in {:.1} s \
+                 from the service's start = {:.0} events/s to JetStream, {} µs of service CPU per event",
+                database.kind,
+                took.as_secs_f64(),
+                events as f64 / took.as_secs_f64().max(0.001),
+                cpu.map_or("-".into(), |cpu| format!(
+                    "{:.0}",
+                    cpu.as_secs_f64() * 1e6 / events.max(1) as f64
+                )),
+            ),
+            None => println!(
+                "{:<8} forwarder at saturation: a backlog of {events} events NOT forwarded within 300 s",
+                database.kind
+            ),
+        }
+    }
     let rss = |p: &Measured| p.peak_rss_mib().unwrap_or(f64::NAN);
     let (service_rss, gateway_rss) = (rss(&stack.service), rss(&stack.gateway));
     print!(
@@ -330,6 +395,26 @@ async fn run_reads(args: &Args, bin_dir: &Path, database: &BenchDatabase) -> any
     }
     stack.stop().await;
     Ok(())
+}
+
+/// The sink's cost: its req/s against `ours` (the goal: under 15 % fewer), and the forwarder.
+fn print_sink_cost(kind: &str, connections: usize, rows: &[Row], drain: &sink::Drain) {
+    let rate = |system: &str| {
+        rows.iter()
+            .find(|r| r.system == system)
+            .map_or(0.0, |r| r.measure.rate())
+    };
+    let (without, with) = (rate("ours"), rate("sink"));
+    let cost = if without > 0.0 {
+        (1.0 - with / without) * 100.0
+    } else {
+        f64::NAN
+    };
+    println!(
+        "{kind:<8} {connections:>5}  sink costs {cost:.1} % of ingest req/s (goal: under 15 %): {}",
+        if cost < 15.0 { "PASS" } else { "FAIL" }
+    );
+    println!("{kind:<8} {connections:>5}  {drain}");
 }
 
 fn print_header() {

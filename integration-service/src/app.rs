@@ -1,7 +1,7 @@
 //! The application value: everything one service process runs besides answering RPCs — the
 //! health watcher, the token refresher, the webhook retention purge, the webhook dispatcher
-//! and writers, the metrics endpoint and the backlog gauges' refresh — owned in one place and
-//! stopped in order.
+//! and writers, the event sink's forwarder (`EVENT_SINK_URL`), the metrics endpoint and the
+//! backlog gauges' refresh — owned in one place and stopped in order.
 //!
 //! Shutdown drains (`drain`, then `stop`): health answers NOT_SERVING at once (load balancers
 //! and the gateway move away), the dispatcher stops handing out events and every
@@ -75,8 +75,18 @@ impl Application {
             tasks.spawn(crate::webhooks::retention::run(
                 ctx.db.clone(),
                 retention,
+                ctx.config.event_sink.is_some(),
                 stopping.clone(),
             ));
+        }
+        if let Some(sink) = &ctx.config.event_sink {
+            crate::sink::forwarder::start(
+                ctx.db.clone(),
+                ctx.metrics.clone(),
+                sink.clone(),
+                &tasks,
+                stopping.clone(),
+            );
         }
         if let Some(interval) = ctx.config.token_refresh_interval {
             tasks.spawn(tokens::run_background_refresh(

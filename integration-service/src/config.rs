@@ -16,10 +16,12 @@ use std::{
 use url::Url;
 
 mod env;
+mod event_sink;
 mod secrets;
 
 use env::{invalid, parse_url, Env};
 pub use env::{ProcessEnv, Vars};
+pub use event_sink::EventSinkConfig;
 pub use secrets::MIN_PRODUCTION_JWT_SECRET_LEN;
 use secrets::{development_secrets_dir, keys, sessions};
 
@@ -166,6 +168,9 @@ pub struct Config {
     /// `WEBHOOK_REPLAY_BURST` (500) and `WEBHOOK_REPLAYS_PER_SEC` (10): replays one
     /// integration may make at once, then per second (429 beyond).
     pub webhook_replays: crate::webhooks::quota::QuotaLimits,
+    /// `EVENT_SINK_URL` (+ `EVENT_SINK_STREAM`, `EVENT_SINK_SUBJECT_PREFIX`): every stored
+    /// event forwarded to NATS JetStream; `None` (unset) forwards nothing.
+    pub event_sink: Option<EventSinkConfig>,
 }
 
 /// Prefixes of provider variables: `GITHUB_CLIENT_ID`, `SLACK_SIGNING_SECRET`, `GITLAB_TOKEN_URL`...
@@ -233,6 +238,7 @@ impl Config {
                 0 => None,
                 max => Some(max),
             },
+            event_sink: event_sink::event_sink(&env)?,
         })
     }
 

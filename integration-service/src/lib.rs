@@ -23,6 +23,7 @@ pub mod oauth;
 pub mod private_fs;
 pub mod providers;
 pub mod server;
+pub mod sink;
 pub mod store;
 pub mod tokens;
 pub mod webhook_guide;

@@ -128,6 +128,29 @@ impl ProviderEndpoint {
     }
 }
 
+/// What became of one event the sink published (`event_sink_forwarded_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardOutcome {
+    /// JetStream stored it.
+    Published,
+    /// JetStream had it already (same `Nats-Msg-Id` within the duplicate window).
+    Duplicate,
+    /// Not acknowledged (broker down, timeout, refusal): it stays in the outbox.
+    Failed,
+}
+
+impl ForwardOutcome {
+    const ALL: [Self; 3] = [Self::Published, Self::Duplicate, Self::Failed];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::Duplicate => "duplicate",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 impl Metrics {
     /// A recorder when `enabled`, else one that records nothing.
     pub fn new(enabled: bool) -> Self {
@@ -139,6 +162,12 @@ impl Metrics {
             .and_then(|b| {
                 b.set_buckets_for_metric(
                     Matcher::Full("webhook_ingest_batch_rows".into()),
+                    &BATCH_ROWS_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("event_sink_batch_events".into()),
                     &BATCH_ROWS_BUCKETS,
                 )
             });
@@ -178,6 +207,10 @@ impl Metrics {
                 0,
             );
         }
+        for outcome in ForwardOutcome::ALL {
+            self.events_forwarded(outcome, 0);
+        }
+        self.event_sink_lag(Duration::ZERO);
     }
 
     pub fn is_enabled(&self) -> bool {
@@ -318,6 +351,31 @@ impl Metrics {
         );
     }
 
+    /// `count` events the sink published, by what JetStream answered.
+    pub fn events_forwarded(&self, outcome: ForwardOutcome, count: u64) {
+        self.counter(
+            "event_sink_forwarded_total",
+            vec![Label::new("outcome", outcome.as_str())],
+            count,
+        );
+    }
+
+    /// The age of the oldest event not yet forwarded (0 when none, or the sink is off).
+    pub fn event_sink_lag(&self, lag: Duration) {
+        self.gauge("event_sink_lag_seconds", Vec::new(), lag.as_secs_f64());
+    }
+
+    /// One batch the sink published: its events, and the time from its first publish to its
+    /// last acknowledgement (or failure).
+    pub fn event_sink_batch(&self, events: usize, elapsed: Duration) {
+        self.histogram("event_sink_batch_events", Vec::new(), events as f64);
+        self.histogram(
+            "event_sink_publish_duration_seconds",
+            Vec::new(),
+            elapsed.as_secs_f64(),
+        );
+    }
+
     /// One token refresh at the provider: `refreshed`, `invalid_grant`, `failed` or
     /// `discarded` (the integration changed meanwhile).
     pub fn token_refresh(&self, provider: &str, outcome: &'static str, elapsed: Duration) {
@@ -369,6 +427,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     ("webhook_oldest_pending_event_age_seconds", "Age of the oldest event not yet processed (PENDING or DELIVERED); 0 when none."),
     ("token_refreshes_total", "Token refreshes at providers, by provider and outcome."),
     ("token_refresh_duration_seconds", "Duration of token refresh calls at providers."),
+    ("event_sink_forwarded_total", "Events published to the JetStream sink, by outcome (published, duplicate, failed)."),
+    ("event_sink_lag_seconds", "Age of the oldest event not yet forwarded to the JetStream sink; 0 when none or the sink is off."),
+    ("event_sink_batch_events", "Events per batch published to the JetStream sink."),
+    ("event_sink_publish_duration_seconds", "Time from a sink batch's first publish to its last acknowledgement."),
     ("provider_requests_total", "HTTP calls to providers by provider, endpoint (token, refresh, revoke) and outcome."),
 ];
 

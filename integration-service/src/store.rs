@@ -2,6 +2,7 @@
 //! builds SQL. Schema changes live in the `migrations` crate only.
 
 pub mod entities;
+pub mod event_outbox;
 pub mod integrations;
 pub mod nodelay;
 pub mod oauth_states;

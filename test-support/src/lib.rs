@@ -146,6 +146,11 @@ impl TestApp {
     /// Starts another service on the same database (a second replica, with its own pool and
     /// webhook worker) and answers its gRPC URL; it stops with the app.
     pub async fn spawn_service_replica(&mut self) -> String {
+        self.spawn_service_replica_with(&[]).await
+    }
+
+    /// As `spawn_service_replica`, with extra service configuration (the event sink...).
+    pub async fn spawn_service_replica_with(&mut self, vars: &[(&str, &str)]) -> String {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind replica");
@@ -158,6 +163,7 @@ impl TestApp {
             ("PUBLIC_API_URL", self.http_url.as_str()),
         ]
         .into_iter()
+        .chain(vars.iter().copied())
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let config = Config::from_vars(&env).expect("replica config");

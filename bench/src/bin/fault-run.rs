@@ -64,6 +64,13 @@ struct Args {
     /// Keep the run's folder (PostgreSQL data and log, replica logs).
     #[arg(long)]
     keep: bool,
+    /// The sink scenario: the replicas forward every event to a nats-server of the run's own
+    /// (SIGKILLed and restarted half-way); every stored event must be on its stream once.
+    #[arg(long)]
+    sink: bool,
+    /// The nats-server binary of the sink scenario (default: /usr/sbin/nats-server, or PATH).
+    #[arg(long)]
+    nats_server: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -80,6 +87,17 @@ async fn main() -> anyhow::Result<ExitCode> {
         .postgres_bin
         .or_else(fault_run::find_server_binaries)
         .context("initdb not found: install PostgreSQL's server binaries or pass --postgres-bin")?;
+    let nats_server = if args.sink {
+        Some(
+            args.nats_server
+                .or_else(fault_run::find_nats_server)
+                .context(
+                    "nats-server not found: install it (Debian: nats-server) or pass --nats-server",
+                )?,
+        )
+    } else {
+        None
+    };
     let options = Options {
         duration: Duration::from_secs(args.duration),
         kill_every: (args.kill_every > 0).then(|| Duration::from_secs(args.kill_every)),
@@ -95,14 +113,16 @@ async fn main() -> anyhow::Result<ExitCode> {
         drain_timeout: Duration::from_secs(args.drain_timeout),
         log: args.log,
         keep_dir: args.keep,
+        nats_server,
         ..Options::full(bin_dir.join("integration-service"), postgres_bin)
     };
     println!(
-        "fault-run: {} s, SIGKILL every {:?}, PostgreSQL restart {}, rotate-keys {}, {} deliveries/s, {} cores, load average {}",
+        "fault-run: {} s, SIGKILL every {:?}, PostgreSQL restart {}, rotate-keys {}, sink {}, {} deliveries/s, {} cores, load average {}",
         args.duration,
         options.kill_every,
         options.restart_postgres,
         options.rotate_keys,
+        options.nats_server.is_some(),
         options.deliveries_per_sec,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),

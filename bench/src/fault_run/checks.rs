@@ -591,3 +591,76 @@ mod tests {
         );
     }
 }
+
+/// The sink scenario's promise (printed on its own PASS/FAIL line, not among `ALL`).
+pub const SINK: &str = "every stored event on the sink's stream exactly once";
+
+/// What the sink scenario found: events stored, messages on the stream, what is missing or
+/// there twice.
+#[derive(Debug, Default)]
+pub struct SinkVerdict {
+    pub events: usize,
+    pub messages: u64,
+    pub distinct: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub strangers: usize,
+}
+
+impl SinkVerdict {
+    pub fn passed(&self) -> bool {
+        self.lost == 0
+            && self.duplicated == 0
+            && self.strangers == 0
+            && self.messages == self.events as u64
+    }
+}
+
+/// Every stored event is on the stream exactly once (`by_id`: messages per `Nats-Msg-Id`, of
+/// `messages` in total), and nothing else is.
+pub async fn sink(
+    db: &DatabaseConnection,
+    messages: u64,
+    by_id: &HashMap<String, u32>,
+    findings: &mut Findings,
+) -> anyhow::Result<SinkVerdict> {
+    let stored: Vec<Uuid> = webhook_event::Entity::find()
+        .select_only()
+        .column(webhook_event::Column::Id)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let stored_ids: HashSet<String> = stored.iter().map(Uuid::to_string).collect();
+    let mut verdict = SinkVerdict {
+        events: stored.len(),
+        messages,
+        distinct: by_id.len(),
+        ..SinkVerdict::default()
+    };
+    for id in &stored_ids {
+        if !by_id.contains_key(id) {
+            verdict.lost += 1;
+            findings.violation(SINK, format!("event {id} is not on the stream"));
+        }
+    }
+    for (id, count) in by_id {
+        if *count > 1 {
+            verdict.duplicated += 1;
+            findings.violation(SINK, format!("event {id} is on the stream {count} times"));
+        }
+        if !stored_ids.contains(id) {
+            verdict.strangers += 1;
+            findings.violation(SINK, format!("message {id:?} is no stored event"));
+        }
+    }
+    if messages != stored.len() as u64 && verdict.lost == 0 && verdict.duplicated == 0 {
+        findings.violation(
+            SINK,
+            format!(
+                "{messages} messages on the stream for {} events",
+                stored.len()
+            ),
+        );
+    }
+    Ok(verdict)
+}

@@ -61,15 +61,16 @@ impl std::fmt::Debug for NewEvent {
     }
 }
 
-/// SQL text with the backend's placeholders and the bound values.
-struct Sql {
+/// SQL text with the backend's placeholders and the bound values (also for
+/// `store::event_outbox`).
+pub(super) struct Sql {
     backend: DbBackend,
     text: String,
     values: Vec<Value>,
 }
 
 impl Sql {
-    fn new(backend: DbBackend) -> Self {
+    pub(super) fn new(backend: DbBackend) -> Self {
         Self {
             backend,
             text: String::new(),
@@ -77,13 +78,13 @@ impl Sql {
         }
     }
 
-    fn push(&mut self, sql: &str) -> &mut Self {
+    pub(super) fn push(&mut self, sql: &str) -> &mut Self {
         self.text.push_str(sql);
         self
     }
 
     /// Appends a placeholder for `value`.
-    fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
+    pub(super) fn bind(&mut self, value: impl Into<Value>) -> &mut Self {
         self.values.push(value.into());
         if self.backend == DbBackend::Postgres {
             let n = self.values.len();
@@ -103,7 +104,7 @@ impl Sql {
         }
     }
 
-    fn statement(self) -> Statement {
+    pub(super) fn statement(self) -> Statement {
         Statement::from_sql_and_values(self.backend, self.text, self.values)
     }
 }
@@ -692,12 +693,14 @@ pub async fn replay(
     find(db, id).await
 }
 
-/// Deletes at most `limit` PROCESSED or DEAD events received before `cutoff`, oldest first:
-/// one short statement, so no lock is held for long. Answers how many went.
+/// Deletes at most `limit` PROCESSED or DEAD events received before `cutoff`, oldest first
+/// (with `keep_unforwarded`, only those the event sink forwarded already): one short
+/// statement, so no lock is held for long. Answers how many went.
 pub async fn purge_finished_before(
     db: &DatabaseConnection,
     cutoff: DateTime<Utc>,
     limit: u64,
+    keep_unforwarded: bool,
 ) -> Result<u64, DbErr> {
     let backend = db.get_database_backend();
     let mut sql = Sql::new(backend);
@@ -708,10 +711,13 @@ pub async fn purge_finished_before(
     .push(", ")
     .bind(DEAD)
     .push(") AND received_at < ")
-    .bind(cutoff)
-    .push(" ORDER BY received_at LIMIT ")
-    .bind(limit.min(i64::MAX as u64) as i64)
-    .push(")");
+    .bind(cutoff);
+    if keep_unforwarded {
+        sql.push(" AND forwarded_at IS NOT NULL");
+    }
+    sql.push(" ORDER BY received_at LIMIT ")
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .push(")");
     Ok(db.execute_raw(sql.statement()).await?.rows_affected())
 }
 

@@ -2,7 +2,8 @@
 //! stored deliveries do not grow without bound.
 //!
 //! Invariants: only PROCESSED and DEAD events are ever deleted (pending or leased ones wait
-//! for their consumer, whatever their age); deletes go in batches of `BATCH` rows, each its
+//! for their consumer, whatever their age), and while the event sink is on only those it
+//! forwarded (`keep_unforwarded`); deletes go in batches of `BATCH` rows, each its
 //! own short statement with a pause between them, so neither database holds a long lock and
 //! ingest keeps flowing during a large purge.
 
@@ -21,9 +22,14 @@ pub const INTERVAL: Duration = Duration::from_secs(3600);
 /// Pause between two batches of one purge.
 const PAUSE: Duration = Duration::from_millis(50);
 
-/// Deletes every finished event received more than `retention` ago, `batch` rows at a time;
-/// answers how many.
-pub async fn purge(db: &DatabaseConnection, retention: Duration, batch: u64) -> Result<u64, DbErr> {
+/// Deletes every finished event received more than `retention` ago (with `keep_unforwarded`,
+/// only the forwarded ones), `batch` rows at a time; answers how many.
+pub async fn purge(
+    db: &DatabaseConnection,
+    retention: Duration,
+    batch: u64,
+    keep_unforwarded: bool,
+) -> Result<u64, DbErr> {
     let Some(cutoff) = chrono::Duration::from_std(retention)
         .ok()
         .and_then(|age| Utc::now().checked_sub_signed(age))
@@ -32,7 +38,8 @@ pub async fn purge(db: &DatabaseConnection, retention: Duration, batch: u64) -> 
     };
     let mut total = 0;
     loop {
-        let deleted = webhook_events::purge_finished_before(db, cutoff, batch).await?;
+        let deleted =
+            webhook_events::purge_finished_before(db, cutoff, batch, keep_unforwarded).await?;
         total += deleted;
         if deleted < batch {
             return Ok(total);
@@ -46,6 +53,7 @@ pub async fn purge(db: &DatabaseConnection, retention: Duration, batch: u64) -> 
 pub async fn run(
     db: DatabaseConnection,
     retention: Duration,
+    keep_unforwarded: bool,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut ticker = tokio::time::interval_at(
@@ -58,7 +66,7 @@ pub async fn run(
             _ = ticker.tick() => {}
             () = stop.cancelled() => return,
         }
-        match AssertUnwindSafe(purge(&db, retention, BATCH))
+        match AssertUnwindSafe(purge(&db, retention, BATCH, keep_unforwarded))
             .catch_unwind()
             .await
         {

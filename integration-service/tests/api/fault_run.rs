@@ -5,7 +5,9 @@
 //! the full run must hold.
 //!
 //! PostgreSQL only (two replicas share one server): skipped, loudly, when `initdb` is not
-//! installed; with `REQUIRE_POSTGRES=1` (CI) that is a failure instead.
+//! installed; with `REQUIRE_POSTGRES=1` (CI) that is a failure instead. With `nats-server`
+//! installed, the sink scenario runs too: every event forwarded to a broker of the run's own,
+//! SIGKILLed and restarted half-way, and found on its stream exactly once.
 
 use std::path::PathBuf;
 
@@ -22,10 +24,14 @@ async fn a_short_fault_run_breaks_no_promise() {
         );
         return;
     };
-    let options = Options::ci(
+    let mut options = Options::ci(
         PathBuf::from(env!("CARGO_BIN_EXE_integration-service")),
         postgres_bin,
     );
+    options.nats_server = fault_run::find_nats_server();
+    if options.nats_server.is_none() {
+        eprintln!("\n*** fault-run test: sink scenario SKIPPED, nats-server not found ***\n");
+    }
     let report = fault_run::run(&options).await.expect("the run itself");
     println!("{report}");
     // The faults happened and there was traffic through them: the checks had something to
@@ -37,4 +43,10 @@ async fn a_short_fault_run_breaks_no_promise() {
     assert!(report.leases >= report.deliveries_answered_2xx, "{report}");
     assert!(report.refreshes >= 2, "{report}");
     assert!(report.violations().is_empty(), "{report}");
+    if options.nats_server.is_some() {
+        let sink = report.sink.as_ref().expect("the sink scenario ran");
+        assert!(report.faults.broker_restart.is_some(), "{report}");
+        assert!(sink.events >= report.deliveries_answered_2xx, "{report}");
+        assert!(sink.passed(), "{report}");
+    }
 }

@@ -8,6 +8,7 @@ mod faults;
 mod grpc;
 mod hostile_input;
 mod retention;
+mod sink;
 mod tokens;
 mod webhook_durability;
 mod webhook_events;

@@ -60,7 +60,7 @@ async fn retention_purges_exactly_the_old_finished_events(app: TestApp) {
     }
 
     // Batches of 4: two statements for the six old finished rows.
-    let deleted = retention::purge(&app.db, Duration::from_secs(30 * 24 * 3600), 4)
+    let deleted = retention::purge(&app.db, Duration::from_secs(30 * 24 * 3600), 4, false)
         .await
         .unwrap();
     assert_eq!(deleted, 6);
@@ -75,7 +75,7 @@ async fn retention_purges_exactly_the_old_finished_events(app: TestApp) {
     kept.sort();
     assert_eq!(left, kept);
     assert_eq!(
-        retention::purge(&app.db, Duration::from_secs(30 * 24 * 3600), 4)
+        retention::purge(&app.db, Duration::from_secs(30 * 24 * 3600), 4, false)
             .await
             .unwrap(),
         0
