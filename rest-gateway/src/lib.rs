@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod connections;
+pub mod console;
 pub mod cross_site;
 pub mod error;
 pub mod events;
@@ -32,6 +33,8 @@ pub struct Gateway {
     pub webhook_bytes: std::sync::Arc<tokio::sync::Semaphore>,
     /// The Prometheus recorder, when `GATEWAY_METRICS` is on.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The operator console's state (its anti-forgery key).
+    pub console: console::Console,
 }
 
 impl Gateway {
@@ -41,7 +44,9 @@ impl Gateway {
             config.webhook_bytes_in_flight,
         ) as usize));
         let metrics = config.metrics_enabled.then(metrics::recorder).flatten();
+        let console = console::Console::new(&config.console);
         Ok(Self {
+            console,
             config,
             upstream,
             webhook_bytes,

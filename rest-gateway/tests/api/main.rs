@@ -2,6 +2,7 @@
 //! service is linked once (see ARCHITECTURE.md, Testing).
 
 mod connect_then_receive;
+mod console;
 mod cross_site;
 mod edges;
 mod events;
