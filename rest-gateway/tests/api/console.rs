@@ -26,6 +26,7 @@ dual_test!(
     settings_are_saved_and_errors_shown_in_place,
     sign_in_sets_the_session_cookie,
     secrets_show_only_when_revealed_and_rotate,
+    handshakes_count_down_and_provider_secrets_are_stored,
     dead_letters_are_counted_then_replayed,
     deliveries_filter_and_page_newest_first,
 );
@@ -146,7 +147,12 @@ fn assert_html(page: &Page, status: StatusCode, what: &str) {
 
 /// A connected github integration of `org` whose webhook secret is `SECRET`.
 pub async fn github_integration(app: &TestApp, org: i64) -> Uuid {
-    let record = store::integrations::get_or_create(&app.db, org, "github")
+    connected(app, org, "github").await
+}
+
+/// `provider` of `org` connected as the OAuth callback leaves it, webhook secret `SECRET`.
+async fn connected(app: &TestApp, org: i64, provider: &str) -> Uuid {
+    let record = store::integrations::get_or_create(&app.db, org, provider)
         .await
         .unwrap();
     let id = record.id;
@@ -766,6 +772,58 @@ async fn secrets_show_only_when_revealed_and_rotate(app: TestApp) {
         )
         .await;
     assert_html(&handshake, StatusCode::BAD_REQUEST, "handshake on github");
+}
+
+async fn handshakes_count_down_and_provider_secrets_are_stored(app: TestApp) {
+    let (_, token) = app.owner(1).await;
+    let browser = Browser::new(&app, &token);
+    let asana = connected(&app, 1, "asana").await;
+    let page = browser.get(&format!("/console/integrations/{asana}")).await;
+    assert!(page.body.contains("Open handshake window"));
+    assert!(!page.body.contains("data-countdown"));
+    let page = browser
+        .post(
+            &format!("/console/integrations/{asana}/webhook/handshake"),
+            &[],
+        )
+        .await;
+    assert_html(&page, StatusCode::OK, "arm");
+    let at = page
+        .body
+        .find("<time data-countdown datetime=\"")
+        .expect("a countdown")
+        + "<time data-countdown datetime=\"".len();
+    let until = &page.body[at..at + page.body[at..].find('"').unwrap()];
+    let until = chrono::DateTime::parse_from_rfc3339(until).unwrap();
+    let left = until
+        .signed_duration_since(chrono::Utc::now())
+        .num_seconds();
+    assert!((1..=3600).contains(&left), "{left}");
+    let linear = connected(&app, 1, "linear").await;
+    let page = browser
+        .post(
+            &format!("/console/integrations/{linear}/webhook/secret"),
+            &[("secret", "lin_wh_provider_issued_secret_0123456789")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    let shown = browser.get(page.location()).await;
+    assert!(shown.body.contains("Provider-issued secret stored."));
+    assert!(!shown.body.contains("lin_wh_provider_issued_secret"));
+    let settings: Value = app
+        .http
+        .get(app.url(&format!("/api/integrations/{linear}/webhook")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        settings["data"]["secret"],
+        "lin_wh_provider_issued_secret_0123456789"
+    );
 }
 
 async fn dead_letters_are_counted_then_replayed(app: TestApp) {

@@ -3,6 +3,7 @@
 
 mod connect_then_receive;
 mod console;
+mod console_browser;
 mod cross_site;
 mod edges;
 mod events;
