@@ -433,7 +433,7 @@ pub async fn confirm_replay_dead(request: &mut Request<'_>) -> Result<HttpRespon
                 p id="dead-count" {
                     strong { (ids.len()) @if more { "+" } }
                     " dead " @if ids.len() == 1 { "letter" } @else { "letters" }
-                    " will be delivered again from their first attempt."
+                    " will be delivered again, starting over from the first attempt."
                     @if more { " At most " (MAX_BULK_REPLAY) " are replayed at once; replay again for the rest." }
                 }
                 form method="post" action={ (base) "/events/replay-dead" } {

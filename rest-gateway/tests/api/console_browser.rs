@@ -12,7 +12,9 @@
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use integration_service::store::entities::webhook_event;
 use reqwest::StatusCode;
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
 use serde_json::{json, Value};
 use test_support::{
     dual_db_test,
@@ -431,6 +433,52 @@ async fn the_console_walks_in_chromium(db: Db) {
     walk.script("document.getElementById('headers').scrollIntoView(); return null;")
         .await;
     walk.screenshot("delivery").await;
+
+    // The delivery dead-lettered (as the dispatcher leaves it after the last attempt), then
+    // replayed in bulk: the count first, then the replay, then it is due again.
+    let event_id = Uuid::parse_str(&event).unwrap();
+    let row = webhook_event::Entity::find_by_id(event_id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut row: webhook_event::ActiveModel = row.into();
+    row.status = Set(webhook_event::EventStatus::Dead);
+    row.retry_count = Set(5);
+    row.last_error = Set(Some("consumer failed 5 times".into()));
+    row.update(&app.db).await.unwrap();
+    walk.goto(&format!("/console/integrations/{id}/events"))
+        .await;
+    walk.click("a[href$='/events/replay-dead']").await;
+    walk.wait_for_page("Replay dead letters").await;
+    assert_eq!(
+        walk.text("#dead-count").await,
+        "1 dead letter will be delivered again, starting over from the first attempt."
+    );
+    walk.screenshot("replay-dead").await;
+    walk.click("form[action$='/events/replay-dead'] button")
+        .await;
+    for _ in 0..100 {
+        if walk
+            .text("main")
+            .await
+            .contains("1 dead letter queued again.")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        walk.text("p.notice.success").await,
+        "1 dead letter queued again."
+    );
+    let row = webhook_event::Entity::find_by_id(event_id)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, webhook_event::EventStatus::Pending);
+    assert_eq!((row.retry_count, row.last_error), (0, None));
 
     // Phone width: readable, nothing wider than the screen.
     walk.client.set_window_size(390, 844).await.unwrap();
