@@ -3,7 +3,8 @@
 //! connect GitHub through the fake provider and land back on the console, change settings
 //! (and see a validation error in place), reveal and rotate the webhook secret, send a
 //! signed delivery with a hostile payload and find it rendered as text (no script ran, no
-//! element injected), and a Member refused. The SQLite run also writes the screenshots of
+//! element injected), dead-letter it and replay it in bulk, a Member refused and another
+//! organization's integration not found. The SQLite run also writes the screenshots of
 //! `docs/console/`.
 //!
 //! Skipped (loudly) when `chromium` or `chromedriver` is missing, unless `REQUIRE_BROWSER=1`
@@ -502,6 +503,26 @@ async fn the_console_walks_in_chromium(db: Db) {
     walk.goto(&format!("/console/integrations/{id}")).await;
     walk.wait_for_page("Not allowed").await;
     walk.screenshot("member-refused").await;
+
+    // Another organization's Owner: the integration is not listed, and its URL is a 404 page.
+    let (_, stranger) = app.owner(2).await;
+    walk.client.delete_all_cookies().await.unwrap();
+    walk.sign_in(&stranger).await;
+    walk.wait_for_page("Integrations").await;
+    assert!(walk
+        .client
+        .find(Locator::Css(&format!(
+            "a[href='/console/integrations/{id}']"
+        )))
+        .await
+        .is_err());
+    for path in [
+        format!("/console/integrations/{id}"),
+        format!("/console/integrations/{id}/events/{event}"),
+    ] {
+        walk.goto(&path).await;
+        walk.wait_for_page("Not found").await;
+    }
 
     chromium.client.clone().close().await.unwrap();
 }
