@@ -8,6 +8,8 @@ use std::{net::SocketAddr, time::Duration};
 
 const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 const DEFAULT_SERVICE_URL: &str = "http://127.0.0.1:50051";
+/// The gateway's public base URL, as in the service.
+const DEFAULT_PUBLIC_API_URL: &str = "http://127.0.0.1:8080";
 /// The frontend's default address, as in the service (SPEC's configuration table).
 pub const DEFAULT_APP_URL: &str = "http://localhost:3007";
 /// Largest JSON body of the management routes: settings, a secret, a window — small bodies,
@@ -96,6 +98,78 @@ pub struct GatewayConfig {
     /// The origin of `APP_URL` (alias `NEXT_PUBLIC_APP_URL`, default `http://localhost:3007`):
     /// the one site whose cookie-authenticated state changes are accepted (`cross_site`).
     pub app_origin: String,
+    /// The operator console's settings (`console`).
+    pub console: ConsoleConfig,
+}
+
+/// What the operator console (`console`) reads from the environment.
+#[derive(Clone)]
+pub struct ConsoleConfig {
+    /// The origin of `PUBLIC_API_URL` (default `http://127.0.0.1:8080`): the gateway's own,
+    /// the one origin whose console form posts are accepted.
+    pub public_origin: String,
+    /// `PUBLIC_API_URL` is https: the console's cookies are `Secure`.
+    pub secure_cookies: bool,
+    /// `APP_ENV=production`: no development sign-in page.
+    pub production: bool,
+    /// `CONSOLE_FORM_KEY` (64 hex characters): the key of the console's anti-forgery tokens.
+    /// Unset, each gateway process draws its own at start (forms of another replica, or from
+    /// before a restart, are then refused: set it when running several gateways).
+    pub form_key: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ConsoleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleConfig")
+            .field("public_origin", &self.public_origin)
+            .field("secure_cookies", &self.secure_cookies)
+            .field("production", &self.production)
+            .field("form_key", &self.form_key.map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+/// `PUBLIC_API_URL`, `APP_ENV`, `CONSOLE_FORM_KEY`.
+fn console_config(get: impl Fn(&str) -> Option<String>) -> Result<ConsoleConfig, ConfigError> {
+    let public_api_url =
+        get("PUBLIC_API_URL").unwrap_or_else(|| DEFAULT_PUBLIC_API_URL.to_string());
+    let public = match url::Url::parse(public_api_url.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => url,
+        _ => {
+            return Err(ConfigError {
+                variable: "PUBLIC_API_URL",
+                why: format!("expected an http:// or https:// URL, got {public_api_url:?}"),
+            })
+        }
+    };
+    let production = match get("APP_ENV").as_deref().map(str::trim) {
+        None | Some("development") | Some("test") => false,
+        Some("production") => true,
+        Some(other) => {
+            return Err(ConfigError {
+                variable: "APP_ENV",
+                why: format!("expected production, development or test, got {other:?}"),
+            })
+        }
+    };
+    let form_key = match get("CONSOLE_FORM_KEY") {
+        None => None,
+        Some(text) => Some(
+            hex::decode(text.trim())
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| ConfigError {
+                    variable: "CONSOLE_FORM_KEY",
+                    why: "expected 32 bytes as 64 hex characters".into(),
+                })?,
+        ),
+    };
+    Ok(ConsoleConfig {
+        public_origin: public.origin().ascii_serialization(),
+        secure_cookies: public.scheme() == "https",
+        production,
+        form_key,
+    })
 }
 
 impl GatewayConfig {
@@ -194,7 +268,9 @@ impl GatewayConfig {
             DEFAULT_WEBHOOK_BODY_LIMIT as u64,
         )?)
         .unwrap_or(usize::MAX);
+        let console = console_config(get)?;
         Ok(Self {
+            console,
             metrics_addr,
             app_origin,
             http_addr,
@@ -232,6 +308,26 @@ mod tests {
     #[test]
     fn defaults_and_errors_name_the_variable() {
         let config = GatewayConfig::from_lookup(|_| None).unwrap();
+        assert_eq!(config.console.public_origin, "http://127.0.0.1:8080");
+        assert!(!config.console.production && !config.console.secure_cookies);
+        assert_eq!(config.console.form_key, None);
+        for (variable, value) in [
+            ("PUBLIC_API_URL", "api.example.com"),
+            ("APP_ENV", "prod"),
+            ("CONSOLE_FORM_KEY", "abcd"),
+        ] {
+            let err =
+                GatewayConfig::from_lookup(|n| (n == variable).then(|| value.into())).unwrap_err();
+            assert!(err.to_string().starts_with(variable), "{err}");
+        }
+        let config = GatewayConfig::from_lookup(|n| match n {
+            "PUBLIC_API_URL" => Some("https://API.example.com/base/".into()),
+            "APP_ENV" => Some("production".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(config.console.public_origin, "https://api.example.com");
+        assert!(config.console.production && config.console.secure_cookies);
         assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.service_url, "http://127.0.0.1:50051");
         assert_eq!(config.app_origin, "http://localhost:3007");

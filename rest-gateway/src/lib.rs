@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod connections;
+pub mod console;
 pub mod cross_site;
 pub mod error;
 pub mod events;
@@ -33,6 +34,8 @@ pub struct Gateway {
     pub webhook_budget: std::sync::Arc<webhook_budget::WebhookBudget>,
     /// The Prometheus recorder, when metrics are on (`GATEWAY_METRICS_ADDR`).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The operator console's state (its anti-forgery key).
+    pub console: console::Console,
 }
 
 impl Gateway {
@@ -44,7 +47,9 @@ impl Gateway {
             config.webhook_bytes_per_client,
         ));
         let metrics = config.metrics_addr.and_then(|_| metrics::recorder());
+        let console = console::Console::new(&config.console);
         Ok(Self {
+            console,
             config,
             upstream,
             webhook_budget,

@@ -7,8 +7,12 @@ use http::{Method, Request};
 use hyper::body::Incoming;
 
 use crate::{
-    cross_site, error::GatewayError, events, health, http::HttpResponse, integrations, oauth,
-    openapi, webhooks, Gateway,
+    console::{self, Page},
+    cross_site,
+    error::GatewayError,
+    events, health,
+    http::HttpResponse,
+    integrations, oauth, openapi, webhooks, Gateway,
 };
 
 /// One route: its template (`:name` placeholders, which every Prometheus text-format parser
@@ -44,6 +48,8 @@ enum Endpoint {
     RotateWebhookSecret,
     ArmWebhookHandshake,
     ProviderWebhook,
+    /// The operator console's pages (`console`), which answer HTML even when they refuse.
+    Console(console::Page),
 }
 
 const fn entry(template: &'static str, allow: &'static str, endpoint: Endpoint) -> Route {
@@ -117,6 +123,94 @@ pub const ROUTES: &[Route] = &[
         "POST",
         Endpoint::ProviderWebhook,
     ),
+    // The operator console (route 16): HTML pages and form posts, see `console`.
+    entry("/console", "GET", Endpoint::Console(Page::Integrations)),
+    entry(
+        "/console/sign-in",
+        "GET, POST",
+        Endpoint::Console(Page::SignIn),
+    ),
+    entry(
+        "/console/sign-out",
+        "POST",
+        Endpoint::Console(Page::SignOut),
+    ),
+    entry(
+        "/console/organization",
+        "POST",
+        Endpoint::Console(Page::Organization),
+    ),
+    entry(
+        "/console/organization/integrations",
+        "GET",
+        Endpoint::Console(Page::Returned),
+    ),
+    entry(
+        "/console/assets/:name",
+        "GET",
+        Endpoint::Console(Page::Asset),
+    ),
+    entry(
+        "/console/integrations/:id",
+        "GET",
+        Endpoint::Console(Page::Integration),
+    ),
+    entry(
+        "/console/integrations/:id/connect",
+        "POST",
+        Endpoint::Console(Page::Connect),
+    ),
+    entry(
+        "/console/integrations/:id/settings",
+        "POST",
+        Endpoint::Console(Page::Settings),
+    ),
+    entry(
+        "/console/integrations/:id/disconnect",
+        "GET, POST",
+        Endpoint::Console(Page::Disconnect),
+    ),
+    entry(
+        "/console/integrations/:id/webhook/reveal",
+        "POST",
+        Endpoint::Console(Page::RevealSecret),
+    ),
+    entry(
+        "/console/integrations/:id/webhook/rotate",
+        "POST",
+        Endpoint::Console(Page::RotateSecret),
+    ),
+    entry(
+        "/console/integrations/:id/webhook/secret",
+        "POST",
+        Endpoint::Console(Page::SetSecret),
+    ),
+    entry(
+        "/console/integrations/:id/webhook/handshake",
+        "POST",
+        Endpoint::Console(Page::ArmHandshake),
+    ),
+    entry(
+        "/console/integrations/:id/events",
+        "GET",
+        Endpoint::Console(Page::Events),
+    ),
+    // Before `:eventId`: the literal wins.
+    entry(
+        "/console/integrations/:id/events/replay-dead",
+        "GET, POST",
+        Endpoint::Console(Page::ReplayDead),
+    ),
+    entry(
+        "/console/integrations/:id/events/:eventId",
+        "GET",
+        Endpoint::Console(Page::Event),
+    ),
+    entry(
+        "/console/integrations/:id/events/:eventId/replay",
+        "POST",
+        Endpoint::Console(Page::Replay),
+    ),
 ];
 
 /// The route of `path` and the raw (still percent-encoded) values of its placeholders.
@@ -145,6 +239,13 @@ pub async fn route(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, GatewayError> {
     let (parts, body) = request.into_parts();
+    if let Some((route, raw)) = resolve(parts.uri.path()) {
+        if let Endpoint::Console(page) = route.endpoint {
+            // The console answers everything itself, as HTML with its own headers.
+            let raw = raw.into_iter().map(str::to_owned).collect();
+            return Ok(console::route(gateway, page, route.allow, parts, body, raw).await);
+        }
+    }
     crate::upstream::check_credentials(&parts.headers)?;
     let (route, raw_params) = resolve(parts.uri.path()).ok_or(GatewayError::NotFound)?;
     let method = parts.method.clone();
@@ -198,6 +299,8 @@ pub async fn route(
             let integration_id = param()?;
             webhooks::receive(gateway, &parts, body, provider, Some(integration_id)).await
         }
+        // Served above, before the JSON routes' checks.
+        (Endpoint::Console(_), _) => Err(GatewayError::NotFound),
     }
 }
 
@@ -219,6 +322,8 @@ fn is_browser_state_change(endpoint: Endpoint, method: &Method) -> bool {
         | Endpoint::Events
         | Endpoint::Event
         | Endpoint::ProviderWebhook => false,
+        // The console checks its own posts (`console::forgery`).
+        Endpoint::Console(_) => false,
     }
 }
 
@@ -228,7 +333,7 @@ pub fn template(path: &str) -> &'static str {
 }
 
 /// A percent-decoded path segment; ids are short, printable strings.
-fn decode_segment(segment: &str) -> Result<String, GatewayError> {
+pub(crate) fn decode_segment(segment: &str) -> Result<String, GatewayError> {
     let decoded = percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .map_err(|_| GatewayError::bad_request("Invalid id", "the id is not valid UTF-8"))?;

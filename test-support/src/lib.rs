@@ -230,7 +230,12 @@ pub async fn spawn_app_with(kind: Db, vars: &[(&str, &str)]) -> Option<TestApp> 
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    // `{PUBLIC_API_URL}` in a value is the gateway's URL, known only here (e.g. the console's
+    // tests set `APP_URL={PUBLIC_API_URL}/console`).
+    env.extend(
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.replace("{PUBLIC_API_URL}", &http_url))),
+    );
     let config = Config::from_vars(&env).expect("service config");
     let ctx = AppContext::start(config).await.expect("service start");
     let db = ctx.db.clone();

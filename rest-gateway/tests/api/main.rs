@@ -2,6 +2,8 @@
 //! service is linked once (see ARCHITECTURE.md, Testing).
 
 mod connect_then_receive;
+mod console;
+mod console_browser;
 mod cross_site;
 mod edges;
 mod events;
