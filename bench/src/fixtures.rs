@@ -70,9 +70,19 @@ pub async fn github_integration_of(
     organization_id: i64,
     webhook_secret: &str,
 ) -> anyhow::Result<Uuid> {
+    integration_of(database_url, organization_id, "github", webhook_secret).await
+}
+
+/// Creates `organization_id`'s connected `provider` integration with `webhook_secret`.
+pub async fn integration_of(
+    database_url: &str,
+    organization_id: i64,
+    provider: &str,
+    webhook_secret: &str,
+) -> anyhow::Result<Uuid> {
     let db = store::connect(database_url).await?;
     store::organizations::ensure_membership(&db, organization_id, Uuid::new_v4(), "OWNER").await?;
-    let record = store::integrations::get_or_create(&db, organization_id, "github").await?;
+    let record = store::integrations::get_or_create(&db, organization_id, provider).await?;
     let id = record.id;
     let key: [u8; 32] = hex::decode(ENCRYPTION_KEY)?
         .try_into()

@@ -11,7 +11,10 @@
 //!    open (2,000 by default), each replaced as soon as the gateway closes it;
 //! 2. `uploads` (`upload`): 64 unauthenticated 25 MiB posts at once, to unknown integrations
 //!    and to the legitimate tenant's with a wrong signature;
-//! 3. `flood` (`flood`): the other tenant posting validly signed deliveries as fast as it can.
+//! 3. `flood` (`flood`): the other tenant posting validly signed deliveries as fast as it can;
+//! 4. `round-two` (`round_two`): slow reservations against the webhook budgets, large bodies at
+//!    the URLs that used to parse before verifying, bodies of unknown length, anonymous
+//!    management bodies — all at once.
 //!
 //! Per scenario it prints the legitimate client's p50/p99/failures, what the attackers were
 //! answered (by status), the peak RSS (`VmHWM`, reset at the start of each scenario) and CPU
@@ -22,6 +25,7 @@ mod flood;
 mod hostile;
 mod legit;
 mod outcome;
+mod round_two;
 mod upload;
 
 use std::{
@@ -64,7 +68,7 @@ struct Args {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "connections,uploads,flood"
+        default_value = "connections,uploads,flood,round-two"
     )]
     scenarios: Vec<Scenario>,
     /// Seconds each scenario lasts (more than the gateway's 10 s timeouts, so connections it
@@ -89,6 +93,9 @@ struct Args {
     /// Keep-alive connections of the flooding tenant (scenario `flood`).
     #[arg(long, default_value_t = 32)]
     flood_connections: usize,
+    /// Connections of each kind of attacker at once (scenario `round-two`: five kinds).
+    #[arg(long, default_value_t = 40)]
+    round_two_connections: usize,
     /// RUST_LOG of the service and the gateway.
     #[arg(long, default_value = "info")]
     log: String,
@@ -106,6 +113,7 @@ enum Scenario {
     Connections,
     Uploads,
     Flood,
+    RoundTwo,
 }
 
 /// Target of scenario 1: the legitimate p99 with 2,000 hostile connections open.
@@ -114,6 +122,10 @@ const CONNECTIONS_P99: Duration = Duration::from_secs(1);
 const UPLOADS_PEAK_RSS_MIB: f64 = 300e6 / (1024.0 * 1024.0);
 /// Target of scenario 3: the other tenant's p99 during the flood.
 const FLOOD_P99: Duration = Duration::from_millis(100);
+/// Targets of scenario 4: the legitimate p99 (with no 503 at all), and each process's peak RSS.
+const ROUND_TWO_P99: Duration = Duration::from_secs(1);
+const ROUND_TWO_SERVICE_RSS_MIB: f64 = 150.0;
+const ROUND_TWO_GATEWAY_RSS_MIB: f64 = 100.0;
 
 const LEGIT_SECRET: &str = "attack-legitimate-tenant-secret";
 const FLOODER_SECRET: &str = "attack-flooding-tenant-secret";
@@ -193,6 +205,9 @@ async fn run(
     };
     let legit_id = fixtures::github_integration_of(&database.url, 2, LEGIT_SECRET).await?;
     let flooder_id = fixtures::github_integration_of(&database.url, 3, FLOODER_SECRET).await?;
+    let graph_id =
+        fixtures::integration_of(&database.url, 4, "microsoft", "attack-graph-client-state")
+            .await?;
     let legit = tenant_of(legit_id, LEGIT_SECRET);
     let flooder = tenant_of(flooder_id, FLOODER_SECRET);
     let webhook_path = format!("/api/integrations/github/webhook/{legit_id}");
@@ -320,6 +335,44 @@ async fn run(
                     verdict(pass)
                 );
                 verdicts.push(("flood", pass));
+            }
+            Scenario::RoundTwo => {
+                println!(
+                    "== 4. round two: {} connections of each of 5 kinds (declared-idle, trickle, chunked, large-unverified, management), {} s",
+                    args.round_two_connections, args.seconds
+                );
+                let measured = Phase::start(&stack, legit.clone(), args.legit_rate)?;
+                let attack = round_two::RoundTwo::start(
+                    round_two::Target {
+                        port: stack.http_port,
+                        legit_path: webhook_path.clone(),
+                        graph_path: format!("/api/integrations/microsoft/webhook/{graph_id}"),
+                    },
+                    args.round_two_connections,
+                );
+                tokio::time::sleep(phase).await;
+                let kinds = attack.finish().await;
+                let figures = measured.finish(&mut stack).await?;
+                figures.print();
+                for (kind, answers) in &kinds {
+                    println!("  {:<17} answered: {answers}", kind.name());
+                }
+                let p99 = figures.legit.latencies.quantile(0.99);
+                let unavailable = figures.legit.failures.count("503");
+                let pass = figures.alive
+                    && p99.is_some_and(|p| p <= ROUND_TWO_P99)
+                    && unavailable == 0
+                    && figures.service_rss < ROUND_TWO_SERVICE_RSS_MIB
+                    && figures.gateway_rss < ROUND_TWO_GATEWAY_RSS_MIB;
+                println!(
+                    "  target: legitimate p99 <= {} ms ({}) with zero 503s ({unavailable}), service peak RSS < {ROUND_TWO_SERVICE_RSS_MIB:.0} MiB ({:.1}), gateway < {ROUND_TWO_GATEWAY_RSS_MIB:.0} MiB ({:.1}): {}",
+                    ROUND_TWO_P99.as_millis(),
+                    format_quantile(p99),
+                    figures.service_rss,
+                    figures.gateway_rss,
+                    verdict(pass)
+                );
+                verdicts.push(("round-two", pass));
             }
         }
     }

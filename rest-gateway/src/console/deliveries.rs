@@ -462,6 +462,7 @@ pub async fn replay_dead(request: &mut Request<'_>) -> Result<HttpResponse, Gate
     let (ids, more) = dead_letters(request, &item.id).await?;
     let mut replayed = 0usize;
     let mut failed = 0usize;
+    let mut throttled = false;
     for event_id in &ids {
         let call = ReplayEventRequest {
             event_id: event_id.clone(),
@@ -475,8 +476,20 @@ pub async fn replay_dead(request: &mut Request<'_>) -> Result<HttpResponse, Gate
             .await
         {
             Ok(_) => replayed += 1,
-            // Not found: purged by retention meanwhile. Anything else stops the run.
-            Err(status) if status.code() == tonic::Code::NotFound => failed += 1,
+            // Not found: purged by retention meanwhile; already replayed (409) by someone else.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::NotFound | tonic::Code::AlreadyExists
+                ) =>
+            {
+                failed += 1
+            }
+            // The integration's replay budget is spent: stop here and say so.
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                throttled = true;
+                break;
+            }
             Err(status) => return Err(status.into()),
         }
     }
@@ -488,7 +501,8 @@ pub async fn replay_dead(request: &mut Request<'_>) -> Result<HttpResponse, Gate
     ));
     let body = html! {
         section.card {
-            @if failed > 0 { p { (failed) " could not be found any more (purged meanwhile)." } }
+            @if failed > 0 { p { (failed) " could not be replayed any more (purged or replayed meanwhile)." } }
+            @if throttled { p { "The integration's replay budget is spent for now: replay the rest in a minute." } }
             @if more { p { "More dead letters remain: replay again." } }
             p { a.button href={ (base) "/events" } { "See the deliveries" } }
         }

@@ -889,7 +889,23 @@ async fn dead_letters_are_counted_then_replayed(app: TestApp) {
             assert_eq!(row.last_error, None);
         }
     }
-    // Replay one from its page.
+    // A pending one is already due: replaying it is refused (409), nothing changed.
+    let page = browser
+        .post(
+            &format!("/console/integrations/{id}/events/{alive}/replay"),
+            &[],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT);
+    // Replay a processed one from its page.
+    let processed = webhook_event::Entity::find_by_id(Uuid::parse_str(&alive).unwrap())
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut row: webhook_event::ActiveModel = processed.into();
+    row.status = Set(webhook_event::EventStatus::Processed);
+    row.update(&app.db).await.unwrap();
     let page = browser
         .post(
             &format!("/console/integrations/{id}/events/{alive}/replay"),
