@@ -166,7 +166,11 @@ async fn attack(kind: Kind, n: usize, target: &Target) -> String {
     match kind {
         Kind::DeclaredIdle => {
             let (path, extra, length) = match n % 2 {
-                0 => ("/api/integrations/slack/webhook".to_string(), slack, 1_000_000),
+                0 => (
+                    "/api/integrations/slack/webhook".to_string(),
+                    slack,
+                    1_000_000,
+                ),
                 _ => (target.legit_path.clone(), github, 20_000_000),
             };
             send(target.port, &head("POST", &path, length, &extra), 0, 0).await
@@ -195,9 +199,18 @@ async fn attack(kind: Kind, n: usize, target: &Target) -> String {
         Kind::LargeUnverified => {
             let (path, extra) = match n % 4 {
                 0 => (target.graph_path.clone(), String::new()),
-                1 => (format!("/api/integrations/microsoft/webhook/{random}"), String::new()),
-                2 => (format!("/api/integrations/discord/webhook/{random}"), discord),
-                _ => (format!("/api/integrations/notion/webhook/{random}"), String::new()),
+                1 => (
+                    format!("/api/integrations/microsoft/webhook/{random}"),
+                    String::new(),
+                ),
+                2 => (
+                    format!("/api/integrations/discord/webhook/{random}"),
+                    discord,
+                ),
+                _ => (
+                    format!("/api/integrations/notion/webhook/{random}"),
+                    String::new(),
+                ),
             };
             send(
                 target.port,
@@ -211,9 +224,18 @@ async fn attack(kind: Kind, n: usize, target: &Target) -> String {
             let (method, path) = match n % 3 {
                 0 => ("PATCH", "/api/integrations/github".to_string()),
                 1 => ("PUT", "/api/integrations/linear/webhook".to_string()),
-                _ => ("POST", "/api/integrations/github/webhook/rotate".to_string()),
+                _ => (
+                    "POST",
+                    "/api/integrations/github/webhook/rotate".to_string(),
+                ),
             };
-            send(target.port, &head(method, &path, 100_000, ""), 100_000, 2048).await
+            send(
+                target.port,
+                &head(method, &path, 100_000, ""),
+                100_000,
+                2048,
+            )
+            .await
         }
     }
 }
@@ -226,7 +248,9 @@ pub const ATTACKER_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0,
 async fn connect_from_attacker_address(port: u16) -> std::io::Result<TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind((ATTACKER_ADDRESS, 0).into())?;
-    socket.connect((std::net::Ipv4Addr::LOCALHOST, port).into()).await
+    socket
+        .connect((std::net::Ipv4Addr::LOCALHOST, port).into())
+        .await
 }
 
 fn head(method: &str, path: &str, length: usize, extra: &str) -> String {
@@ -246,10 +270,16 @@ async fn send(port: u16, head: &str, body: usize, rate: usize) -> String {
     let (mut reader, mut writer) = stream.into_split();
     let write = async {
         writer.write_all(head.as_bytes()).await?;
-        let chunk: Vec<u8> = b"[0".iter().copied().chain(b",0".repeat(32 * 1024)).collect();
+        let chunk: Vec<u8> = b"[0"
+            .iter()
+            .copied()
+            .chain(b",0".repeat(32 * 1024))
+            .collect();
         let mut left = body;
         while left > 0 {
-            let n = left.min(if rate > 0 { rate / 10 } else { chunk.len() }).min(chunk.len());
+            let n = left
+                .min(if rate > 0 { rate / 10 } else { chunk.len() })
+                .min(chunk.len());
             writer.write_all(&chunk[..n]).await?;
             left -= n;
             if rate > 0 {

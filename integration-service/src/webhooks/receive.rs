@@ -359,6 +359,7 @@ pub(super) async fn store_event(
             retry_after,
         })?;
     runtime.check_storage(event.integration_id).await?;
+    let payload = storable_json(event.payload)?;
     let new_id = Uuid::new_v4();
     let id = runtime
         .ingest
@@ -367,7 +368,7 @@ pub(super) async fn store_event(
             integration_id: event.integration_id,
             event_type: event.event_type.to_string(),
             delivery_id: event.delivery_id,
-            payload: event.payload,
+            payload,
             headers: event.headers.to_string(),
             processed: event.processed,
             received_at: Utc::now(),
@@ -508,6 +509,48 @@ pub(super) async fn store_one(
     Ok(Answer::stored_all(200, &ids))
 }
 
+/// A verified payload as both databases can store and read it back. Almost every payload
+/// passes untouched (one scan for a `\u` escape). PostgreSQL's JSONB cannot hold U+0000, so a
+/// `\u0000` inside a string becomes U+FFFD (the event is kept, not answered 500 and retried
+/// forever); an unpaired surrogate (`\ud800`) is not Unicode at all: refused (400) rather
+/// than stored unreadable.
+pub(super) fn storable_json(payload: String) -> ServiceResult<String> {
+    if !has_special_escape(payload.as_bytes()) {
+        return Ok(payload);
+    }
+    let mut value: Value = serde_json::from_str(&payload)
+        .map_err(|e| bad_request("Invalid webhook body", format!("not storable JSON: {e}")))?;
+    replace_nul(&mut value);
+    Ok(value.to_string())
+}
+
+/// Whether `json` holds a `\u0000` or a `\uD800`-`\uDFFF` escape (any case).
+fn has_special_escape(json: &[u8]) -> bool {
+    json.windows(6).any(|w| {
+        w[0] == b'\\'
+            && (w[1] == b'u')
+            && ((&w[2..] == b"0000")
+                || (w[2] == b'd' || w[2] == b'D')
+                    && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
+    })
+}
+
+fn replace_nul(value: &mut Value) {
+    match value {
+        Value::String(text) if text.contains('\0') => *text = text.replace('\0', "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        Value::Object(map) if map.keys().any(|k| k.contains('\0')) => {
+            let entries = std::mem::take(map);
+            for (key, mut item) in entries {
+                replace_nul(&mut item);
+                map.insert(key.replace('\0', "\u{FFFD}"), item);
+            }
+        }
+        Value::Object(map) => map.values_mut().for_each(replace_nul),
+        _ => {}
+    }
+}
+
 /// A JSON body checked to be JSON, as text (stored as sent).
 pub(super) fn json_text(body: &[u8]) -> ServiceResult<String> {
     let text = std::str::from_utf8(body)
@@ -524,4 +567,31 @@ pub(super) fn field(value: &Value, pointer: &str, max: usize) -> Option<String> 
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty() && s.len() <= max)
         .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_is_replaced_and_lone_surrogates_refused() {
+        let plain = r#"{"a":"b\n","c":"\u00e9"}"#.to_string();
+        assert_eq!(storable_json(plain.clone()).unwrap(), plain, "untouched");
+        let nul = r#"{"msg":"a\u0000b","k\u0000":1}"#.to_string();
+        let stored: Value = serde_json::from_str(&storable_json(nul).unwrap()).unwrap();
+        assert_eq!(stored["msg"], "a\u{FFFD}b");
+        assert_eq!(stored["k\u{FFFD}"], 1);
+        assert!(storable_json(r#"{"x":"\ud800"}"#.into()).is_err());
+        assert!(
+            storable_json(r#"{"x":"\uD83D"}"#.into()).is_err(),
+            "unpaired high"
+        );
+        let pair = r#"{"x":"\ud83d\ude00"}"#.to_string();
+        let stored: Value = serde_json::from_str(&storable_json(pair).unwrap()).unwrap();
+        assert_eq!(stored["x"], "\u{1F600}");
+        // An escaped backslash before u0000 is text, not an escape of NUL.
+        let text = r#"{"x":"\\u0000"}"#.to_string();
+        let stored: Value = serde_json::from_str(&storable_json(text).unwrap()).unwrap();
+        assert_eq!(stored["x"], "\\u0000");
+    }
 }
