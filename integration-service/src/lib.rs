@@ -24,6 +24,7 @@ pub mod private_fs;
 pub mod providers;
 pub mod server;
 pub mod store;
+pub mod subscriptions;
 pub mod tokens;
 pub mod webhook_guide;
 pub mod webhook_settings;

@@ -11,6 +11,7 @@
 
 pub mod endpoint;
 pub mod grpc_calls;
+pub mod subscriptions;
 
 use std::{
     collections::HashSet,
@@ -115,6 +116,8 @@ pub enum ProviderEndpoint {
     Revoke,
     /// GitHub's installations of the authorizing user (a GitHub App callback's check).
     Installations,
+    /// A webhook subscription created, renewed, read or deleted at the provider.
+    Subscriptions,
 }
 
 impl ProviderEndpoint {
@@ -124,6 +127,7 @@ impl ProviderEndpoint {
             Self::Refresh => "refresh",
             Self::Revoke => "revoke",
             Self::Installations => "installations",
+            Self::Subscriptions => "subscriptions",
         }
     }
 }
@@ -363,7 +367,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     ("webhook_oldest_pending_event_age_seconds", "Age of the oldest event not yet processed (PENDING or DELIVERED); 0 when none."),
     ("token_refreshes_total", "Token refreshes at providers, by provider and outcome."),
     ("token_refresh_duration_seconds", "Duration of token refresh calls at providers."),
-    ("provider_requests_total", "HTTP calls to providers by provider, endpoint (token, refresh, revoke) and outcome."),
+    ("provider_requests_total", "HTTP calls to providers by provider, endpoint (token, refresh, revoke, installations, subscriptions) and outcome."),
+    ("webhook_subscriptions", "Provider webhook subscriptions by provider and state (refreshed by the renewer)."),
+    ("webhook_subscription_renewals_total", "Renewals and repairs of provider webhook subscriptions, by provider and outcome."),
+    ("webhook_subscription_soonest_expiry_seconds", "Seconds until the soonest expiry of an ACTIVE subscription; absent when none expires."),
 ];
 
 /// `(grpc_service, grpc_method)` of a call path, both `other` for a path we do not serve.

@@ -11,6 +11,7 @@ mod m20261125_000003_webhooks;
 mod m20261125_000009_leases_and_grace;
 mod m20261125_000011_one_owner_per_account;
 mod m20261126_000012_webhook_handshake;
+mod m20261204_000014_webhook_subscriptions;
 
 /// Every migration of the service, oldest first.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000011_one_owner_per_account::Migration),
             Box::new(m20261125_000009_leases_and_grace::Migration),
             Box::new(m20261126_000012_webhook_handshake::Migration),
+            Box::new(m20261204_000014_webhook_subscriptions::Migration),
         ]
     }
 }

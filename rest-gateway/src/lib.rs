@@ -18,6 +18,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod router;
 pub mod server;
+pub mod subscriptions;
 pub mod upstream;
 pub mod webhooks;
 

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 
 use crate::{
     cross_site, error::GatewayError, events, health, http::HttpResponse, integrations, oauth,
-    openapi, webhooks, Gateway,
+    openapi, subscriptions, webhooks, Gateway,
 };
 
 /// One route: its template (`:name` placeholders, which every Prometheus text-format parser
@@ -45,6 +45,8 @@ enum Endpoint {
     RotateWebhookSecret,
     ArmWebhookHandshake,
     ProviderWebhook,
+    Subscriptions,
+    Subscription,
 }
 
 const fn entry(template: &'static str, allow: &'static str, endpoint: Endpoint) -> Route {
@@ -118,6 +120,17 @@ pub const ROUTES: &[Route] = &[
         "/api/integrations/:provider/webhook/:integration_id",
         "POST",
         Endpoint::ProviderWebhook,
+    ),
+    // Provider webhook subscriptions the service manages (route 15).
+    entry(
+        "/api/integrations/:id/subscriptions",
+        "GET, POST",
+        Endpoint::Subscriptions,
+    ),
+    entry(
+        "/api/integrations/:id/subscriptions/:subscriptionId",
+        "DELETE",
+        Endpoint::Subscription,
     ),
 ];
 
@@ -207,6 +220,15 @@ pub async fn route(
             let integration_id = param()?;
             webhooks::receive(gateway, &parts, body, provider, Some(integration_id)).await
         }
+        (Endpoint::Subscriptions, Method::GET) => {
+            subscriptions::list(gateway, &parts, param()?).await
+        }
+        (Endpoint::Subscriptions, _) => {
+            subscriptions::create(gateway, &parts, body, param()?).await
+        }
+        (Endpoint::Subscription, _) => {
+            subscriptions::delete(gateway, &parts, param()?, param()?).await
+        }
     }
 }
 
@@ -216,11 +238,12 @@ fn is_browser_state_change(endpoint: Endpoint, method: &Method) -> bool {
     match endpoint {
         Endpoint::Integration => matches!(*method, Method::PATCH | Method::DELETE),
         Endpoint::Webhook => *method == Method::PUT,
-        Endpoint::Callback => *method == Method::POST,
+        Endpoint::Callback | Endpoint::Subscriptions => *method == Method::POST,
         Endpoint::Authorize
         | Endpoint::Replay
         | Endpoint::RotateWebhookSecret
-        | Endpoint::ArmWebhookHandshake => true,
+        | Endpoint::ArmWebhookHandshake
+        | Endpoint::Subscription => true,
         Endpoint::Metrics
         | Endpoint::Health
         | Endpoint::OpenApi

@@ -9,6 +9,7 @@
 
 pub mod database;
 pub mod fake_provider;
+pub mod fake_provider_api;
 pub mod logs;
 pub mod oauth_flow;
 pub mod reflection;

@@ -1,0 +1,407 @@
+//! Provider webhook subscriptions (route 15) end to end, on SQLite and PostgreSQL: the real
+//! gateway and service, GitHub's OAuth and hooks API served by the fake provider on a real
+//! socket. The fake counts the hooks it holds, and a hook delivers through the gateway with
+//! the URL and secret the service registered.
+
+use integration_service::store::entities::webhook_event;
+use reqwest::StatusCode;
+use sea_orm::{EntityTrait, PaginatorTrait};
+use serde_json::{json, Value};
+use test_support::{
+    dual_db_test,
+    fake_provider::{FakeProvider, FakeStyle},
+    oauth_flow::connect,
+    scrape::Scrape,
+    spawn_app_with_env, Db, TestApp, TEST_APP_URL,
+};
+
+dual_db_test!(
+    github_repo_hook_created_once_verified_and_deleted,
+    concurrent_creates_leave_one_hook,
+    a_grant_without_the_hook_scope_is_a_400_naming_it,
+    hand_set_up_providers_and_bad_input_are_refused,
+    a_provider_refusal_is_a_502_and_leaves_nothing,
+    disconnect_deletes_every_hook_at_the_provider_first,
+    a_provider_outage_does_not_stop_the_disconnect,
+);
+
+/// GitHub connected by an owner of organization 1 through the fake.
+struct Github {
+    app: TestApp,
+    fake: FakeProvider,
+    token: String,
+}
+
+async fn github_connected(kind: Db, configure: impl FnOnce(&FakeProvider)) -> Option<Github> {
+    let fake = FakeProvider::start(FakeStyle::Github).await;
+    configure(&fake);
+    let app = spawn_app_with_env(kind, &fake.env("GITHUB")).await?;
+    let (_, token) = app.owner(1).await;
+    assert_eq!(
+        connect(&app, &token, "github").await,
+        format!("{TEST_APP_URL}/organization/integrations?success=github_connected")
+    );
+    Some(Github { app, fake, token })
+}
+
+impl Github {
+    async fn create(&self, id: &str, body: Value) -> (StatusCode, Value) {
+        let response = self
+            .app
+            .http
+            .post(
+                self.app
+                    .url(&format!("/api/integrations/{id}/subscriptions")),
+            )
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    async fn list(&self) -> Vec<Value> {
+        let response = self
+            .app
+            .http
+            .get(self.app.url("/api/integrations/github/subscriptions"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["data"].as_array().unwrap().clone()
+    }
+
+    async fn delete(&self, subscription: &str) -> (StatusCode, Value) {
+        let response = self
+            .app
+            .http
+            .delete(self.app.url(&format!(
+                "/api/integrations/github/subscriptions/{subscription}"
+            )))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    async fn webhook_settings(&self) -> (String, String) {
+        let settings: Value = self
+            .app
+            .http
+            .get(self.app.url("/api/integrations/github/webhook"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            settings["data"]["url"].as_str().unwrap().to_string(),
+            settings["data"]["secret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    async fn subscription_calls(&self, outcome: &str) -> f64 {
+        Scrape::fetch(&self.app.http, &self.app.service_metrics_url)
+            .await
+            .sum(
+                "provider_requests_total",
+                &[
+                    ("provider", "github"),
+                    ("endpoint", "subscriptions"),
+                    ("outcome", outcome),
+                ],
+            )
+    }
+}
+
+async fn github_repo_hook_created_once_verified_and_deleted(kind: Db) {
+    let Some(gh) = github_connected(kind, |_| {}).await else {
+        return;
+    };
+    let (status, created) = gh
+        .create(
+            "github",
+            json!({"resource": "octo/hello", "events": ["push", "issues"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let item = &created["data"];
+    assert_eq!(item["state"], "ACTIVE");
+    assert_eq!(item["provider"], "github");
+    assert_eq!(item["resource"], "octo/hello");
+    assert_eq!(item["events"], json!(["push", "issues"]));
+    assert_eq!(item["expires_at"], Value::Null);
+    assert_eq!(item["last_error"], Value::Null);
+    let hooks = gh.fake.api.hooks();
+    assert_eq!(hooks.len(), 1);
+    let hook = &hooks[0];
+    assert_eq!(item["provider_subscription_id"], hook.id.to_string());
+    let (url, secret) = gh.webhook_settings().await;
+    assert_eq!(hook.collection, "/repos/octo/hello/hooks");
+    assert_eq!(hook.url, url);
+    assert_eq!(hook.secret, secret);
+    assert_eq!(hook.content_type, "json");
+    assert_eq!(hook.insecure_ssl, "0");
+    assert_eq!(hook.events, ["push", "issues"]);
+    // No secret in the answer.
+    assert!(!created.to_string().contains(&secret));
+
+    // The hook delivers with what the service registered: verified, stored once.
+    let payload = json!({"ref": "refs/heads/main", "repository": {"full_name": "octo/hello"}});
+    let first = hook
+        .deliver_github(&gh.app.http, "push", "delivery-1", &payload)
+        .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let first: Value = first.json().await.unwrap();
+    let again: Value = hook
+        .deliver_github(&gh.app.http, "push", "delivery-1", &payload)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["eventId"], first["eventId"]);
+    assert_eq!(
+        webhook_event::Entity::find()
+            .count(&gh.app.db)
+            .await
+            .unwrap(),
+        1
+    );
+
+    // Creating again answers the same subscription; the provider still holds one hook.
+    let (status, again) = gh
+        .create("github", json!({"resource": " octo/hello "}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["data"]["id"], item["id"]);
+    assert_eq!(gh.fake.api.hooks().len(), 1);
+    assert_eq!(gh.list().await.len(), 1);
+
+    // Delete: zero hooks at the provider, the row DELETED; deleting again changes nothing.
+    let id = item["id"].as_str().unwrap();
+    let (status, deleted) = gh.delete(id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(deleted["data"]["state"], "DELETED");
+    assert!(gh.fake.api.hooks().is_empty());
+    let (status, twice) = gh.delete(id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(twice["data"]["state"], "DELETED");
+    let listed = gh.list().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["state"], "DELETED");
+    // Two calls reached GitHub's API (create, delete), both counted.
+    assert_eq!(gh.subscription_calls("ok").await, 2.0);
+
+    // After a delete, creating again makes a new one.
+    let (status, renewed) = gh.create("github", json!({"resource": "octo/hello"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(renewed["data"]["id"], item["id"]);
+    assert_eq!(renewed["data"]["events"], json!(["push"]));
+    assert_eq!(gh.fake.api.hooks().len(), 1);
+    assert_eq!(gh.list().await.len(), 2);
+}
+
+async fn concurrent_creates_leave_one_hook(kind: Db) {
+    let Some(gh) = github_connected(kind, |_| {}).await else {
+        return;
+    };
+    let body = json!({"resource": "org:acme"});
+    let answers =
+        futures::future::join_all((0..6).map(|_| gh.create("github", body.clone()))).await;
+    let ids: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, StatusCode::OK, "{body}");
+            body["data"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every create answered the same subscription");
+    let hooks = gh.fake.api.hooks();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].collection, "/orgs/acme/hooks");
+    assert_eq!(gh.list().await.len(), 1);
+}
+
+async fn a_grant_without_the_hook_scope_is_a_400_naming_it(kind: Db) {
+    let Some(gh) = github_connected(kind, |fake| fake.grant_scopes("repo read:user")).await else {
+        return;
+    };
+    for (resource, scope) in [
+        ("octo/hello", "admin:repo_hook"),
+        ("org:acme", "admin:org_hook"),
+    ] {
+        let (status, body) = gh.create("github", json!({"resource": resource})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"], "Missing OAuth scope");
+        assert!(body["details"].as_str().unwrap().contains(scope), "{body}");
+    }
+    assert!(gh.fake.api.hooks().is_empty());
+    assert!(gh.list().await.is_empty());
+    assert_eq!(gh.subscription_calls("ok").await, 0.0);
+}
+
+async fn hand_set_up_providers_and_bad_input_are_refused(kind: Db) {
+    let Some(gh) = github_connected(kind, |_| {}).await else {
+        return;
+    };
+    for provider in ["slack", "discord", "notion"] {
+        let (status, body) = gh.create(provider, json!({"resource": "anything"})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{provider}");
+        assert_eq!(
+            body["error"],
+            "Webhooks of this provider are set up by hand"
+        );
+        assert!(body["details"].as_str().unwrap().contains("/webhook"));
+    }
+    for bad in [
+        json!({"resource": "not a repo"}),
+        json!({"resource": ""}),
+        json!({"resource": "o/r", "events": ["<b>"]}),
+    ] {
+        let (status, body) = gh.create("github", bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(body["error"], "Invalid request body", "{bad}");
+    }
+    let (status, body) = gh.create("github", json!({"events": []})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "Invalid request body");
+    // A member may not; another organization's owner does not find the integration.
+    let member = gh.app.member_token(1, uuid::Uuid::new_v4(), "MEMBER").await;
+    let response = gh
+        .app
+        .http
+        .get(gh.app.url("/api/integrations/github/subscriptions"))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let integration: Value = gh
+        .app
+        .http
+        .get(gh.app.url("/api/integrations/github"))
+        .bearer_auth(&gh.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let uuid = integration["data"]["id"].as_str().unwrap();
+    let (_, stranger) = gh.app.owner(2).await;
+    let response = gh
+        .app
+        .http
+        .post(
+            gh.app
+                .url(&format!("/api/integrations/{uuid}/subscriptions")),
+        )
+        .bearer_auth(&stranger)
+        .json(&json!({"resource": "octo/hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let (status, _) = gh.delete(&uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(gh.fake.api.hooks().is_empty());
+}
+
+async fn a_provider_refusal_is_a_502_and_leaves_nothing(kind: Db) {
+    let Some(gh) = github_connected(kind, |fake| fake.api.refuse_creates(Some(403))).await else {
+        return;
+    };
+    let (status, body) = gh.create("github", json!({"resource": "octo/hello"})).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let details = body["details"].as_str().unwrap();
+    assert!(details.contains("403"), "{body}");
+    assert!(
+        details.contains("Resource not accessible by integration"),
+        "{body}"
+    );
+    assert!(gh.list().await.is_empty());
+    assert_eq!(gh.subscription_calls("rejected").await, 1.0);
+    // The provider relents: creating again works.
+    gh.fake.api.refuse_creates(None);
+    let (status, body) = gh.create("github", json!({"resource": "octo/hello"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["data"]["state"], "ACTIVE");
+    assert_eq!(gh.fake.api.hooks().len(), 1);
+}
+
+async fn disconnect_deletes_every_hook_at_the_provider_first(kind: Db) {
+    let Some(gh) = github_connected(kind, |_| {}).await else {
+        return;
+    };
+    for resource in ["octo/hello", "org:acme"] {
+        let (status, _) = gh.create("github", json!({"resource": resource})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(gh.fake.api.hooks().len(), 2);
+    let response = gh
+        .app
+        .http
+        .delete(gh.app.url("/api/integrations/github"))
+        .bearer_auth(&gh.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(gh.fake.api.hooks().is_empty());
+    let listed = gh.list().await;
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|s| s["state"] == "DELETED"), "{listed:?}");
+    // The deletes went out with the token, before it was erased.
+    let deletes: Vec<_> = gh
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/hooks/"))
+        .collect();
+    assert_eq!(deletes.len(), 2);
+    assert!(deletes.iter().all(|r| r.header("authorization").is_some()));
+    // Reconnecting does not bring hooks back by itself, nor duplicates.
+    connect(&gh.app, &gh.token, "github").await;
+    let (status, body) = gh.create("github", json!({"resource": "octo/hello"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(gh.fake.api.hooks().len(), 1);
+}
+
+async fn a_provider_outage_does_not_stop_the_disconnect(kind: Db) {
+    let Some(gh) = github_connected(kind, |_| {}).await else {
+        return;
+    };
+    let (status, _) = gh.create("github", json!({"resource": "octo/hello"})).await;
+    assert_eq!(status, StatusCode::OK);
+    gh.fake.api.set_down(true);
+    let response = gh
+        .app
+        .http
+        .delete(gh.app.url("/api/integrations/github"))
+        .bearer_auth(&gh.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["success"], true);
+    // Not forgotten: the leftover is FAILED with the reason, for an operator to see.
+    let listed = gh.list().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["state"], "FAILED");
+    assert!(
+        listed[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("left at the provider by the disconnect"),
+        "{listed:?}"
+    );
+    assert_eq!(gh.fake.api.hooks().len(), 1);
+}
