@@ -133,6 +133,18 @@ pub struct Config {
     pub refresh_lease: std::time::Duration,
     /// Per-integration budgets of verified deliveries (`WEBHOOK_TENANT_*`).
     pub webhook_quota: crate::webhooks::quota::QuotaLimits,
+    /// Provider webhook subscriptions' renewer and reconciliation (`SUBSCRIPTION_*`).
+    pub subscriptions: SubscriptionSettings,
+}
+
+/// `SUBSCRIPTION_RENEW_INTERVAL_SECS` (30; 0 turns the renewer off): the longest the renewer
+/// sleeps between passes (it wakes earlier for a renewal due sooner).
+/// `SUBSCRIPTION_RECONCILE_INTERVAL_SECS` (3600): how often a webhook that never expires is
+/// checked at the provider and created again when it was deleted there.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriptionSettings {
+    pub renew_interval: Option<Duration>,
+    pub reconcile_interval: Duration,
 }
 
 /// Prefixes of provider variables: `GITHUB_CLIENT_ID`, `SLACK_SIGNING_SECRET`, `GITLAB_TOKEN_URL`...
@@ -196,6 +208,14 @@ impl Config {
                 3600,
             )?),
             webhook_quota: webhook_quota(&env)?,
+            subscriptions: SubscriptionSettings {
+                renew_interval: env.optional_secs("SUBSCRIPTION_RENEW_INTERVAL_SECS", 30)?,
+                reconcile_interval: Duration::from_secs(env.positive(
+                    "SUBSCRIPTION_RECONCILE_INTERVAL_SECS",
+                    3600,
+                    30 * 24 * 3600,
+                )?),
+            },
         })
     }
 

@@ -19,6 +19,8 @@
 
 pub mod api;
 pub mod github;
+pub mod microsoft;
+pub mod renewer;
 
 use std::time::Duration;
 
@@ -73,6 +75,18 @@ pub struct HookSpec<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Github(github::Target),
+    Microsoft(microsoft::Target),
+}
+
+/// What the renewer learned at the provider about a subscription that came due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// Renewed until this expiry.
+    Renewed(DateTime<Utc>),
+    /// It never expires and still exists.
+    Present,
+    /// Gone at the provider (deleted behind our back, or removed): to be created again.
+    Missing,
 }
 
 impl Target {
@@ -88,6 +102,7 @@ impl Target {
         }
         match provider.name.as_str() {
             "github" => github::parse(resource).map(Self::Github),
+            "microsoft" => microsoft::parse(resource).map(Self::Microsoft),
             _ => Err(ServiceError::invalid("Subscriptions are not available for this provider")
                 .with_details(format!(
                     "{} subscriptions are not supported yet; set the webhook up by hand with GET /api/integrations/{{id}}/webhook",
@@ -99,12 +114,22 @@ impl Target {
     fn required_scope(&self) -> Option<&'static str> {
         match self {
             Self::Github(target) => Some(target.required_scope()),
+            Self::Microsoft(_) => None,
         }
     }
 
     fn default_events(&self) -> Vec<String> {
         match self {
             Self::Github(_) => github::default_events(),
+            Self::Microsoft(target) => target.default_events(),
+        }
+    }
+
+    /// Events this provider does not know are a 400.
+    fn validate_events(&self, events: &[String]) -> ServiceResult<()> {
+        match self {
+            Self::Github(_) => Ok(()),
+            Self::Microsoft(_) => microsoft::validate_events(events),
         }
     }
 
@@ -116,6 +141,7 @@ impl Target {
     ) -> ApiClient<'a> {
         let (prefix, base) = match self {
             Self::Github(_) => ("GITHUB", github::DEFAULT_API_URL),
+            Self::Microsoft(_) => ("MICROSOFT", microsoft::DEFAULT_API_URL),
         };
         ApiClient::new(&ctx.config, &ctx.metrics, provider, prefix, base, token)
     }
@@ -123,19 +149,37 @@ impl Target {
     async fn create(&self, api: &ApiClient<'_>, hook: &HookSpec<'_>) -> Result<Created, ApiError> {
         match self {
             Self::Github(target) => github::create(api, target, hook).await,
+            Self::Microsoft(target) => microsoft::create(api, target, hook).await,
         }
     }
 
     async fn delete(&self, api: &ApiClient<'_>, provider_id: &str) -> Result<(), ApiError> {
         match self {
             Self::Github(target) => github::delete(api, target, provider_id).await,
+            Self::Microsoft(_) => microsoft::delete(api, provider_id).await,
         }
     }
 
-    /// Whether the webhook still exists at the provider (reconciliation).
-    pub async fn exists(&self, api: &ApiClient<'_>, provider_id: &str) -> Result<bool, ApiError> {
-        match self {
-            Self::Github(target) => github::exists(api, target, provider_id).await,
+    /// The renewer's call when a subscription comes due: renews one that expires, checks
+    /// that one that never expires still exists.
+    async fn check(&self, api: &ApiClient<'_>, provider_id: &str) -> Result<Checked, ApiError> {
+        let answer = match self {
+            Self::Github(target) => github::exists(api, target, provider_id)
+                .await
+                .map(|exists| {
+                    if exists {
+                        Checked::Present
+                    } else {
+                        Checked::Missing
+                    }
+                }),
+            Self::Microsoft(target) => microsoft::renew(api, target, provider_id)
+                .await
+                .map(Checked::Renewed),
+        };
+        match answer {
+            Err(ApiError::NotFound) => Ok(Checked::Missing),
+            other => other,
         }
     }
 }
@@ -199,6 +243,7 @@ pub async fn create(
     } else {
         validate_events(events)?
     };
+    target.validate_events(&events)?;
     if let Some(scope) = target.required_scope() {
         require_scope(&view.provider, &record, scope)?;
     }
@@ -225,7 +270,7 @@ pub async fn create(
     };
     match create_at_provider(ctx, &view.provider, &record, &target, &events).await {
         Ok(created) => {
-            let next = next_check(created.expires_at);
+            let next = next_check(ctx, created.expires_at);
             let saved = store::subscriptions::mark_active(
                 &ctx.db,
                 pending.id,
@@ -338,6 +383,41 @@ async fn delete_one_before_disconnect(
     }
 }
 
+/// Graph's lifecycle notifications of an integration's subscriptions (verified by
+/// `webhooks::microsoft`): `reauthorizationRequired` renews at once (a renewal reauthorizes),
+/// `subscriptionRemoved` creates it again (the renewal finds it gone). In the background: the
+/// delivery is answered without waiting for Graph.
+pub fn on_graph_lifecycle(ctx: &AppContext, integration_id: Uuid, events: Vec<(String, String)>) {
+    let wanted: Vec<String> = events
+        .into_iter()
+        .filter(|(_, event)| {
+            matches!(
+                event.as_str(),
+                "reauthorizationRequired" | "subscriptionRemoved"
+            )
+        })
+        .map(|(subscription, _)| subscription)
+        .collect();
+    if wanted.is_empty() {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        for provider_id in wanted {
+            let found =
+                store::subscriptions::find_by_provider_id(&ctx.db, integration_id, &provider_id)
+                    .await;
+            let Ok(Some(subscription)) = found else {
+                tracing::info!(integration = %integration_id, "lifecycle notification for a subscription we do not own");
+                continue;
+            };
+            if let Err(e) = renewer::renew(&ctx, subscription.id, true).await {
+                tracing::warn!(subscription = %subscription.id, error = %e.report(), "renewal on Graph's lifecycle notification failed");
+            }
+        }
+    });
+}
+
 /// The provider call of a create: the integration's valid token, the webhook URL route 11
 /// hands out, the integration's webhook secret.
 async fn create_at_provider(
@@ -385,13 +465,17 @@ async fn delete_at_provider(
     }
 }
 
-/// When the renewer looks at a subscription next: at 75 % of its lifetime at the latest
-/// (`None` for one that never expires).
-fn next_check(expires_at: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-    let expires_at = expires_at?;
+/// When the renewer looks at a subscription next: once 75 % of its lifetime has passed, or,
+/// for one that never expires, after the reconciliation interval.
+fn next_check(ctx: &AppContext, expires_at: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     let now = Utc::now();
-    let lifetime = expires_at - now;
-    Some(now + lifetime * 3 / 4)
+    Some(match expires_at {
+        Some(expires_at) => now + (expires_at - now) * 3 / 4,
+        None => {
+            now + chrono::Duration::from_std(ctx.config.subscriptions.reconcile_interval)
+                .unwrap_or_else(|_| chrono::Duration::hours(1))
+        }
+    })
 }
 
 /// Where the provider delivers: route 11's URL of the integration.

@@ -6,6 +6,11 @@
 //! once gone), `GET .../hooks`. Every call needs a bearer token the fake issued (401 else).
 //! Error modes: the API down (503), or creates refused with a status of the test's choosing.
 //!
+//! Microsoft Graph: `POST /subscriptions` (the expiry granted is the one asked, capped by
+//! `set_graph_lifetime`), `PATCH /subscriptions/{id}` (renewal: every one recorded with the
+//! expiry it replaced; refused with `refuse_renewals`), `GET`/`DELETE /subscriptions/{id}`.
+//! A Graph subscription sends change and lifecycle notifications (`FakeGraphSubscription`).
+//!
 //! A hook can deliver like its provider (`FakeProvider::deliver_github`): signed with the
 //! secret it was created with, to the URL it was created with — so a test proves that the URL
 //! and the secret the service registered really verify at the gateway.
@@ -32,12 +37,37 @@ pub struct FakeHook {
     pub events: Vec<String>,
 }
 
+/// One Microsoft Graph subscription at the fake.
+#[derive(Debug, Clone)]
+pub struct FakeGraphSubscription {
+    pub id: String,
+    pub resource: String,
+    pub change_type: String,
+    pub notification_url: String,
+    pub lifecycle_url: String,
+    pub client_state: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// One renewal (`PATCH`) the fake granted.
+#[derive(Debug, Clone)]
+pub struct GraphRenewal {
+    pub id: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The expiry it replaced.
+    pub previous_expiry: chrono::DateTime<chrono::Utc>,
+}
+
 #[derive(Default)]
 struct ApiState {
     hooks: Vec<FakeHook>,
     next_id: u64,
     down: bool,
     refuse_creates: Option<u16>,
+    graph: Vec<FakeGraphSubscription>,
+    graph_lifetime: Option<chrono::Duration>,
+    refuse_renewals: Option<u16>,
+    renewals: Vec<GraphRenewal>,
 }
 
 /// The API side of a fake provider.
@@ -99,9 +129,37 @@ impl FakeApi {
         self.with(|s| s.hooks.retain(|h| h.id != id));
     }
 
+    /// Graph subscriptions held now.
+    pub fn graph_subscriptions(&self) -> Vec<FakeGraphSubscription> {
+        self.with(|s| s.graph.clone())
+    }
+
+    /// Every renewal granted so far, oldest first.
+    pub fn graph_renewals(&self) -> Vec<GraphRenewal> {
+        self.with(|s| s.renewals.clone())
+    }
+
+    /// Grants Graph subscriptions (and renewals) at most this lifetime.
+    pub fn set_graph_lifetime(&self, lifetime: chrono::Duration) {
+        self.with(|s| s.graph_lifetime = Some(lifetime));
+    }
+
+    /// Renewals answer `status` (`None`: they work again).
+    pub fn refuse_renewals(&self, status: Option<u16>) {
+        self.with(|s| s.refuse_renewals = status);
+    }
+
+    /// Graph removes a subscription on its side (before a `subscriptionRemoved`).
+    pub fn remove_graph_subscription(&self, id: &str) {
+        self.with(|s| s.graph.retain(|g| g.id != id));
+    }
+
     /// Answers an API request, or `None` when the path is not an API of this fake.
     /// `authorized`: the bearer token is one the fake issued.
     pub(crate) fn handle(&self, request: &LoggedRequest, authorized: bool) -> Option<Reply> {
+        if let Some(id) = graph_path(&request.path) {
+            return Some(self.graph(request, id, authorized));
+        }
         let (collection, hook_id) = github_hooks_path(&request.path)?;
         if !authorized {
             return Some(reply(
@@ -180,6 +238,165 @@ impl FakeApi {
             }
             _ => reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
         })
+    }
+}
+
+impl FakeApi {
+    fn graph(&self, request: &LoggedRequest, id: Option<&str>, authorized: bool) -> Reply {
+        let error = |status: StatusCode, code: &str| {
+            reply(status, json!({"error": {"code": code, "message": code}}))
+        };
+        if !authorized {
+            return error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken");
+        }
+        let mut s = self.state.lock().expect("fake api state");
+        if s.down {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "serviceNotAvailable");
+        }
+        let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
+        let asked = body["expirationDateTime"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        let now = chrono::Utc::now();
+        let grant = |asked: chrono::DateTime<chrono::Utc>, cap: Option<chrono::Duration>| {
+            cap.map_or(asked, |cap| asked.min(now + cap))
+        };
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        match (request.method.as_str(), id) {
+            ("POST", None) => {
+                if let Some(status) = s.refuse_creates {
+                    return error(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+                        "ExtensionError",
+                    );
+                }
+                let Some(asked) = asked else {
+                    return error(StatusCode::BAD_REQUEST, "InvalidRequest");
+                };
+                s.next_id += 1;
+                let created = FakeGraphSubscription {
+                    id: format!("7f105c7d-2dc5-4530-97cd-4e7a{:08x}", s.next_id),
+                    resource: text(&body["resource"]),
+                    change_type: text(&body["changeType"]),
+                    notification_url: text(&body["notificationUrl"]),
+                    lifecycle_url: text(&body["lifecycleNotificationUrl"]),
+                    client_state: text(&body["clientState"]),
+                    expires_at: grant(asked, s.graph_lifetime),
+                };
+                let answer = graph_json(&created);
+                s.graph.push(created);
+                reply(StatusCode::CREATED, answer)
+            }
+            ("PATCH", Some(id)) => {
+                if let Some(status) = s.refuse_renewals {
+                    return error(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+                        "ExtensionError",
+                    );
+                }
+                let cap = s.graph_lifetime;
+                let Some(asked) = asked else {
+                    return error(StatusCode::BAD_REQUEST, "InvalidRequest");
+                };
+                let Some(found) = s.graph.iter_mut().find(|g| g.id == id) else {
+                    return error(StatusCode::NOT_FOUND, "ResourceNotFound");
+                };
+                let previous_expiry = found.expires_at;
+                found.expires_at = grant(asked, cap);
+                let answer = graph_json(found);
+                s.renewals.push(GraphRenewal {
+                    id: id.to_string(),
+                    at: now,
+                    previous_expiry,
+                });
+                reply(StatusCode::OK, answer)
+            }
+            ("GET", Some(id)) => match s.graph.iter().find(|g| g.id == id) {
+                Some(found) => reply(StatusCode::OK, graph_json(found)),
+                None => error(StatusCode::NOT_FOUND, "ResourceNotFound"),
+            },
+            ("DELETE", Some(id)) => {
+                let before = s.graph.len();
+                s.graph.retain(|g| g.id != id);
+                if s.graph.len() < before {
+                    reply(StatusCode::NO_CONTENT, json!({}))
+                } else {
+                    error(StatusCode::NOT_FOUND, "ResourceNotFound")
+                }
+            }
+            _ => error(StatusCode::METHOD_NOT_ALLOWED, "BadRequest"),
+        }
+    }
+}
+
+fn graph_json(subscription: &FakeGraphSubscription) -> Value {
+    json!({
+        "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity",
+        "id": subscription.id,
+        "resource": subscription.resource,
+        "changeType": subscription.change_type,
+        "notificationUrl": subscription.notification_url,
+        "lifecycleNotificationUrl": subscription.lifecycle_url,
+        "clientState": null,
+        "expirationDateTime": subscription
+            .expires_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    })
+}
+
+/// `/subscriptions` (None) or `/subscriptions/{id}` (Some).
+fn graph_path(path: &str) -> Option<Option<&str>> {
+    let rest = path.strip_prefix("/subscriptions")?;
+    match rest {
+        "" | "/" => Some(None),
+        _ => rest
+            .strip_prefix('/')
+            .filter(|id| !id.contains('/'))
+            .map(Some),
+    }
+}
+
+impl FakeGraphSubscription {
+    /// Graph sends a lifecycle notification (`reauthorizationRequired`,
+    /// `subscriptionRemoved`, `missed`) to the subscription's lifecycle URL.
+    pub async fn lifecycle(&self, http: &reqwest::Client, event: &str) -> reqwest::Response {
+        let body = json!({"value": [{
+            "subscriptionId": self.id,
+            "subscriptionExpirationDateTime": self.expires_at.to_rfc3339(),
+            "tenantId": "84bd8158-6d4d-4958-8b9f-9d6445542f95",
+            "clientState": self.client_state,
+            "lifecycleEvent": event,
+            "resource": self.resource,
+        }]});
+        http.post(&self.lifecycle_url)
+            .json(&body)
+            .send()
+            .await
+            .expect("lifecycle notification reaches the gateway")
+    }
+
+    /// Graph notifies one change to the subscription's notification URL.
+    pub async fn notify(
+        &self,
+        http: &reqwest::Client,
+        change: &str,
+        id: &str,
+    ) -> reqwest::Response {
+        let body = json!({"value": [{
+            "subscriptionId": self.id,
+            "subscriptionExpirationDateTime": self.expires_at.to_rfc3339(),
+            "clientState": self.client_state,
+            "changeType": change,
+            "resource": format!("{}/{id}", self.resource),
+            "tenantId": "84bd8158-6d4d-4958-8b9f-9d6445542f95",
+            "resourceData": {"id": id},
+        }]});
+        http.post(&self.notification_url)
+            .json(&body)
+            .send()
+            .await
+            .expect("notification reaches the gateway")
     }
 }
 

@@ -86,6 +86,8 @@ pub struct TestApp {
     pub kind: Db,
     /// The service's Prometheus endpoint, e.g. `http://127.0.0.1:41236/metrics`.
     pub service_metrics_url: String,
+    /// The extra variables the app was started with; replicas get them too.
+    extra_env: Vec<(String, String)>,
     shutdown: Vec<oneshot::Sender<()>>,
     // Dropped last: the database outlives the servers using it.
     pub database: TestDatabase,
@@ -158,6 +160,7 @@ impl TestApp {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(self.extra_env.iter().cloned())
         .collect();
         let config = Config::from_vars(&env).expect("replica config");
         let ctx = AppContext::start(config).await.expect("replica start");
@@ -275,6 +278,10 @@ pub async fn spawn_app_with(kind: Db, vars: &[(&str, &str)]) -> Option<TestApp> 
             .expect("client"),
         kind,
         service_metrics_url,
+        extra_env: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         shutdown: vec![service_tx, gateway_tx],
         database,
     })

@@ -392,3 +392,30 @@ pub async fn census(
         .await?;
     Ok((counts, soonest.flatten()))
 }
+
+/// The soonest `next_attempt_at` of an ACTIVE subscription (the renewer sleeps until then).
+pub async fn soonest_due(db: &impl ConnectionTrait) -> Result<Option<DateTime<Utc>>, DbErr> {
+    let soonest: Option<Option<DateTime<Utc>>> = webhook_subscription::Entity::find()
+        .select_only()
+        .column_as(webhook_subscription::Column::NextAttemptAt.min(), "soonest")
+        .filter(webhook_subscription::Column::State.eq(SubscriptionState::Active))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(soonest.flatten())
+}
+
+/// The live subscription of an integration known at the provider as `provider_id` (Graph's
+/// lifecycle notifications name it).
+pub async fn find_by_provider_id(
+    db: &impl ConnectionTrait,
+    integration_id: Uuid,
+    provider_id: &str,
+) -> Result<Option<Model>, DbErr> {
+    webhook_subscription::Entity::find()
+        .filter(webhook_subscription::Column::IntegrationId.eq(integration_id))
+        .filter(webhook_subscription::Column::ProviderSubscriptionId.eq(provider_id))
+        .filter(webhook_subscription::Column::State.ne(SubscriptionState::Deleted))
+        .one(db)
+        .await
+}

@@ -161,7 +161,7 @@ mod tests {
     fn provider_messages_are_short_and_printable() {
         assert_eq!(
             provider_message(br#"{"message":"Validation Failed <b>\u0007x</b>"}"#),
-            "Validation Failed b  x/b"
+            "Validation Failed b x/b"
         );
         assert_eq!(provider_message(b"not json"), "no explanation");
         assert_eq!(

@@ -3,7 +3,10 @@
 //! allows 10 s) once the URL's integration is known. Then each notification of a batch (`value`
 //! array) must carry `clientState` equal to the integration's generated secret (pass it as the
 //! subscription's `clientState`), compared in constant time; lifecycle notifications
-//! (`lifecycleEvent`) are stored like changes. Graph wants a 202 within 3 s.
+//! (`lifecycleEvent`) are stored like changes (`missed` as `subscription.missed`, so consumers
+//! resync), and `reauthorizationRequired` / `subscriptionRemoved` also have the subscription
+//! renewed or created again at once, in the background (`subscriptions::on_graph_lifecycle`).
+//! Graph wants a 202 within 3 s.
 //!
 //! `clientState` is inside the body, so the body is parsed before verification (bounded by the
 //! gateway's size limit); nothing is stored unless every item of the batch matches, and the
@@ -59,8 +62,18 @@ pub(super) async fn receive(
         move |secret, _body| states.iter().all(|state| token_matches(secret, state)),
     )
     .await?;
+    let lifecycle: Vec<(String, String)> = notifications
+        .iter()
+        .filter_map(|n| {
+            Some((
+                field(n, "/subscriptionId", 128)?,
+                field(n, "/lifecycleEvent", 100)?,
+            ))
+        })
+        .collect();
     let items = notifications.into_iter().map(item).collect();
     let ids = store_items(runtime, integration_id, &delivery.stored_headers(), items).await?;
+    crate::subscriptions::on_graph_lifecycle(ctx, integration_id, lifecycle);
     Ok(Answer::stored_all(202, &ids))
 }
 
@@ -89,7 +102,10 @@ pub(super) fn item(mut notification: Value) -> Item {
         object.remove("clientState");
     }
     let event_type = field(&notification, "/lifecycleEvent", 100)
-        .map(|e| format!("lifecycle.{e}"))
+        .map(|e| match e.as_str() {
+            "missed" => "subscription.missed".to_string(),
+            _ => format!("lifecycle.{e}"),
+        })
         .or_else(|| field(&notification, "/changeType", 100))
         .unwrap_or_else(|| "notification".into());
     let payload = notification.to_string();
@@ -142,6 +158,10 @@ mod tests {
             item(items[0].clone()).event_type,
             "lifecycle.reauthorizationRequired"
         );
+        let missed =
+            br#"{"value":[{"subscriptionId":"s1","lifecycleEvent":"missed","clientState":"c"}]}"#;
+        let items = parse_batch(missed).unwrap();
+        assert_eq!(item(items[0].clone()).event_type, "subscription.missed");
         for bad in [&b"{}"[..], b"{\"value\":[]}", b"{\"value\":[1]}", b"nope"] {
             assert!(parse_batch(bad).is_err());
         }

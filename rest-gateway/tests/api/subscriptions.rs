@@ -3,8 +3,14 @@
 //! socket. The fake counts the hooks it holds, and a hook delivers through the gateway with
 //! the URL and secret the service registered.
 
+use std::time::Duration;
+
 use integration_service::store::entities::webhook_event;
+use integrations_proto::v1::{
+    webhook_service_client::WebhookServiceClient, SubscribeEventsRequest,
+};
 use reqwest::StatusCode;
+use sea_orm::{ColumnTrait, QueryFilter};
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{json, Value};
 use test_support::{
@@ -23,9 +29,13 @@ dual_db_test!(
     a_provider_refusal_is_a_502_and_leaves_nothing,
     disconnect_deletes_every_hook_at_the_provider_first,
     a_provider_outage_does_not_stop_the_disconnect,
+    graph_renewed_once_per_lifetime_by_one_of_two_replicas,
+    graph_refused_renewals_end_failed_never_a_stale_active,
+    graph_lifecycle_notifications_renew_recreate_and_reach_consumers,
 );
 
-/// GitHub connected by an owner of organization 1 through the fake.
+/// A provider connected by an owner of organization 1 through the fake (`Github` names the
+/// first one tested; Microsoft uses the same helpers with its own provider name).
 struct Github {
     app: TestApp,
     fake: FakeProvider,
@@ -76,11 +86,15 @@ impl Github {
     }
 
     async fn delete(&self, subscription: &str) -> (StatusCode, Value) {
+        self.delete_of("github", subscription).await
+    }
+
+    async fn delete_of(&self, provider: &str, subscription: &str) -> (StatusCode, Value) {
         let response = self
             .app
             .http
             .delete(self.app.url(&format!(
-                "/api/integrations/github/subscriptions/{subscription}"
+                "/api/integrations/{provider}/subscriptions/{subscription}"
             )))
             .bearer_auth(&self.token)
             .send()
@@ -404,4 +418,277 @@ async fn a_provider_outage_does_not_stop_the_disconnect(kind: Db) {
         "{listed:?}"
     );
     assert_eq!(gh.fake.api.hooks().len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Microsoft Graph: renewal by the renewer, lifecycle notifications.
+// ---------------------------------------------------------------------------------------------
+
+const MAIL: &str = "me/mailFolders('Inbox')/messages";
+
+async fn microsoft_connected(
+    kind: Db,
+    configure: impl FnOnce(&FakeProvider),
+    extra: &[(&str, &str)],
+) -> Option<Github> {
+    let fake = FakeProvider::start(FakeStyle::Standard).await;
+    configure(&fake);
+    let mut vars = fake.env("MICROSOFT");
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let app = spawn_app_with_env(kind, &vars).await?;
+    let (_, token) = app.owner(1).await;
+    assert_eq!(
+        connect(&app, &token, "microsoft").await,
+        format!("{TEST_APP_URL}/organization/integrations?success=microsoft_connected")
+    );
+    Some(Github { app, fake, token })
+}
+
+impl Github {
+    async fn microsoft_list(&self) -> Vec<Value> {
+        let body: Value = self
+            .app
+            .http
+            .get(self.app.url("/api/integrations/microsoft/subscriptions"))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["data"].as_array().unwrap().clone()
+    }
+
+    /// Waits (at most `within`) until `done` holds of the Microsoft subscriptions.
+    async fn wait_for(&self, within: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let listed = self.microsoft_list().await;
+            if done(&listed) || tokio::time::Instant::now() >= deadline {
+                return listed;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn renewals_metric(&self, outcome: &str) -> f64 {
+        Scrape::fetch(&self.app.http, &self.app.service_metrics_url)
+            .await
+            .sum(
+                "webhook_subscription_renewals_total",
+                &[("provider", "microsoft"), ("outcome", outcome)],
+            )
+    }
+}
+
+async fn graph_renewed_once_per_lifetime_by_one_of_two_replicas(kind: Db) {
+    let lifetime = chrono::Duration::seconds(6);
+    let Some(mut ms) = microsoft_connected(
+        kind,
+        |fake| fake.api.set_graph_lifetime(lifetime),
+        &[("SUBSCRIPTION_RENEW_INTERVAL_SECS", "1")],
+    )
+    .await
+    else {
+        return;
+    };
+    ms.app.spawn_service_replica().await;
+    let (status, created) = ms
+        .create(
+            "microsoft",
+            json!({"resource": MAIL, "events": ["created", "updated"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let started = chrono::Utc::now();
+    let item = &created["data"];
+    assert_eq!(item["state"], "ACTIVE");
+    let graph = ms.fake.api.graph_subscriptions();
+    assert_eq!(graph.len(), 1);
+    let (url, secret) = {
+        let settings: Value = ms
+            .app
+            .http
+            .get(ms.app.url("/api/integrations/microsoft/webhook"))
+            .bearer_auth(&ms.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            settings["data"]["url"].as_str().unwrap().to_string(),
+            settings["data"]["secret"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(graph[0].notification_url, url);
+    assert_eq!(graph[0].lifecycle_url, url);
+    assert_eq!(graph[0].client_state, secret);
+    assert_eq!(graph[0].change_type, "created,updated");
+    assert_eq!(graph[0].resource, MAIL);
+    assert_eq!(item["provider_subscription_id"], graph[0].id);
+    assert_eq!(
+        item["expires_at"],
+        graph[0]
+            .expires_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    // A change Graph notifies is verified by the clientState the service registered.
+    let answer = graph[0].notify(&ms.app.http, "created", "AAMk1").await;
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+
+    // Two lifetimes and a half: renewed at 75 % of each (about 4.5 s and 9 s), by one
+    // replica each time — never two renewals of one expiry.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let renewals = ms.fake.api.graph_renewals();
+    assert_eq!(renewals.len(), 2, "{renewals:?}");
+    let mut expiries: Vec<_> = renewals.iter().map(|r| r.previous_expiry).collect();
+    expiries.dedup();
+    assert_eq!(
+        expiries.len(),
+        renewals.len(),
+        "one renewal per expiry: {renewals:?}"
+    );
+    for renewal in &renewals {
+        let left = renewal.previous_expiry - renewal.at;
+        assert!(
+            left >= chrono::Duration::milliseconds(900),
+            "renewed with only {left} of the lifetime left: {renewals:?}"
+        );
+        assert!(
+            left <= lifetime / 2,
+            "renewed too early ({left} left): {renewals:?}"
+        );
+    }
+    assert!(renewals[0].at - started >= chrono::Duration::seconds(3));
+    let listed = ms.microsoft_list().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["state"], "ACTIVE");
+    assert_ne!(listed[0]["renewed_at"], Value::Null);
+    assert_eq!(ms.fake.api.graph_subscriptions().len(), 1);
+
+    // Delete: nothing left at Graph.
+    let (status, deleted) = ms
+        .delete_of("microsoft", item["id"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(deleted["data"]["state"], "DELETED");
+    assert!(ms.fake.api.graph_subscriptions().is_empty());
+}
+
+async fn graph_refused_renewals_end_failed_never_a_stale_active(kind: Db) {
+    let Some(ms) = microsoft_connected(
+        kind,
+        |fake| {
+            fake.api.set_graph_lifetime(chrono::Duration::seconds(8));
+            fake.api.refuse_renewals(Some(403));
+        },
+        &[("SUBSCRIPTION_RENEW_INTERVAL_SECS", "1")],
+    )
+    .await
+    else {
+        return;
+    };
+    let (status, created) = ms.create("microsoft", json!({"resource": MAIL})).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(
+        created["data"]["events"],
+        json!(["created", "updated", "deleted"])
+    );
+    // Due at 6 s, refused; retried 1 s later (still before the expiry), refused again; the
+    // next backoff (2 s) would end after the expiry: FAILED then, before it lapses.
+    let listed = ms
+        .wait_for(Duration::from_secs(12), |l| l[0]["state"] == "FAILED")
+        .await;
+    let failed_at = chrono::Utc::now();
+    assert_eq!(listed[0]["state"], "FAILED", "{listed:?}");
+    let error = listed[0]["last_error"].as_str().unwrap();
+    assert!(error.contains("403"), "{error}");
+    assert_eq!(ms.renewals_metric("failed").await, 1.0);
+    assert_eq!(ms.renewals_metric("retried").await, 1.0);
+    assert_eq!(ms.renewals_metric("renewed").await, 0.0);
+    let expires_at: chrono::DateTime<chrono::Utc> =
+        listed[0]["expires_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        failed_at < expires_at,
+        "FAILED only at {failed_at}, expiry {expires_at}"
+    );
+    assert_eq!(ms.fake.api.graph_renewals().len(), 0);
+}
+
+async fn graph_lifecycle_notifications_renew_recreate_and_reach_consumers(kind: Db) {
+    let Some(ms) = microsoft_connected(kind, |_| {}, &[]).await else {
+        return;
+    };
+    let (status, created) = ms.create("microsoft", json!({"resource": MAIL})).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let graph = ms.fake.api.graph_subscriptions().remove(0);
+
+    // reauthorizationRequired: renewed at once.
+    let answer = graph
+        .lifecycle(&ms.app.http, "reauthorizationRequired")
+        .await;
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    let listed = ms
+        .wait_for(Duration::from_secs(5), |l| {
+            l[0]["renewed_at"] != Value::Null
+        })
+        .await;
+    assert_ne!(listed[0]["renewed_at"], Value::Null);
+    let renewals = ms.fake.api.graph_renewals();
+    assert_eq!(renewals.len(), 1);
+    assert_eq!(renewals[0].id, graph.id);
+
+    // subscriptionRemoved: created again, one subscription at Graph, the new id stored.
+    ms.fake.api.remove_graph_subscription(&graph.id);
+    let answer = graph.lifecycle(&ms.app.http, "subscriptionRemoved").await;
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    let listed = ms
+        .wait_for(Duration::from_secs(5), |l| {
+            l[0]["provider_subscription_id"] != Value::String(graph.id.clone())
+        })
+        .await;
+    let now_at_graph = ms.fake.api.graph_subscriptions();
+    assert_eq!(now_at_graph.len(), 1);
+    assert_ne!(now_at_graph[0].id, graph.id);
+    assert_eq!(listed[0]["provider_subscription_id"], now_at_graph[0].id);
+    assert_eq!(listed[0]["state"], "ACTIVE");
+    assert_eq!(ms.renewals_metric("repaired").await, 1.0);
+
+    // missed: a `subscription.missed` event of the integration reaches a consumer.
+    let answer = now_at_graph[0].lifecycle(&ms.app.http, "missed").await;
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    let missed = webhook_event::Entity::find()
+        .filter(webhook_event::Column::EventType.eq("subscription.missed"))
+        .count(&ms.app.db)
+        .await
+        .unwrap();
+    assert_eq!(missed, 1);
+    let mut client = WebhookServiceClient::connect(ms.app.grpc_url.clone())
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(SubscribeEventsRequest {
+        provider: Some("microsoft".into()),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", ms.app.service_token())
+            .parse()
+            .unwrap(),
+    );
+    let mut stream = client.subscribe_events(request).await.unwrap().into_inner();
+    let mut types = Vec::new();
+    while !types.iter().any(|t| t == "subscription.missed") {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("stream open");
+        assert_eq!(event.provider, "microsoft");
+        types.push(event.event_type);
+    }
+    assert!(types.len() <= 3, "{types:?}");
 }
