@@ -175,6 +175,7 @@ impl Metrics {
         }
         self.counter("webhook_event_leases_total", Vec::new(), 0);
         self.counter("webhook_event_redeliveries_total", Vec::new(), 0);
+        self.describe_subscriptions();
         for reason in ["lease_expired", "consumer_error"] {
             self.counter(
                 "webhook_events_dead_total",
@@ -370,7 +371,7 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     ("provider_requests_total", "HTTP calls to providers by provider, endpoint (token, refresh, revoke, installations, subscriptions) and outcome."),
     ("webhook_subscriptions", "Provider webhook subscriptions by provider and state (refreshed by the renewer)."),
     ("webhook_subscription_renewals_total", "Renewals and repairs of provider webhook subscriptions, by provider and outcome."),
-    ("webhook_subscription_soonest_expiry_seconds", "Seconds until the soonest expiry of an ACTIVE subscription; absent when none expires."),
+    ("webhook_subscription_soonest_expiry_seconds", "Seconds until the soonest expiry of an ACTIVE subscription; +Inf when none expires."),
 ];
 
 /// `(grpc_service, grpc_method)` of a call path, both `other` for a path we do not serve.

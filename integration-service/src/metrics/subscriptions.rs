@@ -31,6 +31,23 @@ impl RenewalOutcome {
 }
 
 impl Metrics {
+    /// The series alerts read, present before the first subscription: no expiry yet
+    /// (+Inf), no refused renewal yet (0).
+    pub(super) fn describe_subscriptions(&self) {
+        self.gauge(
+            "webhook_subscription_soonest_expiry_seconds",
+            Vec::new(),
+            f64::INFINITY,
+        );
+        for outcome in [RenewalOutcome::Retried, RenewalOutcome::Failed] {
+            self.counter(
+                "webhook_subscription_renewals_total",
+                vec![Label::new("outcome", outcome.as_str())],
+                0,
+            );
+        }
+    }
+
     /// One renewal or repair of a subscription of `provider` (a catalog name).
     pub fn subscription_renewal(&self, provider: &str, outcome: RenewalOutcome) {
         self.counter(

@@ -32,6 +32,7 @@ dual_db_test!(
     graph_renewed_once_per_lifetime_by_one_of_two_replicas,
     graph_refused_renewals_end_failed_never_a_stale_active,
     graph_lifecycle_notifications_renew_recreate_and_reach_consumers,
+    a_hook_deleted_behind_our_back_is_back_within_the_reconciliation_interval,
 );
 
 /// A provider connected by an owner of organization 1 through the fake (`Github` names the
@@ -43,9 +44,19 @@ struct Github {
 }
 
 async fn github_connected(kind: Db, configure: impl FnOnce(&FakeProvider)) -> Option<Github> {
+    github_connected_with(kind, configure, &[]).await
+}
+
+async fn github_connected_with(
+    kind: Db,
+    configure: impl FnOnce(&FakeProvider),
+    extra: &[(&str, &str)],
+) -> Option<Github> {
     let fake = FakeProvider::start(FakeStyle::Github).await;
     configure(&fake);
-    let app = spawn_app_with_env(kind, &fake.env("GITHUB")).await?;
+    let mut vars = fake.env("GITHUB");
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let app = spawn_app_with_env(kind, &vars).await?;
     let (_, token) = app.owner(1).await;
     assert_eq!(
         connect(&app, &token, "github").await,
@@ -691,4 +702,65 @@ async fn graph_lifecycle_notifications_renew_recreate_and_reach_consumers(kind: 
         types.push(event.event_type);
     }
     assert!(types.len() <= 3, "{types:?}");
+}
+
+async fn a_hook_deleted_behind_our_back_is_back_within_the_reconciliation_interval(kind: Db) {
+    let Some(gh) = github_connected_with(
+        kind,
+        |_| {},
+        &[
+            ("SUBSCRIPTION_RENEW_INTERVAL_SECS", "1"),
+            ("SUBSCRIPTION_RECONCILE_INTERVAL_SECS", "2"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let (status, created) = gh.create("github", json!({"resource": "octo/hello"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let first = gh.fake.api.hooks().remove(0);
+    gh.fake.api.remove_hook(first.id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while gh.fake.api.hooks().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hooks = gh.fake.api.hooks();
+    assert_eq!(hooks.len(), 1, "the hook is back");
+    assert_ne!(hooks[0].id, first.id);
+    assert_eq!(hooks[0].url, first.url);
+    assert_eq!(hooks[0].secret, first.secret);
+    let listed = gh.list().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["id"], created["data"]["id"]);
+    assert_eq!(listed[0]["state"], "ACTIVE");
+    assert_eq!(
+        listed[0]["provider_subscription_id"],
+        hooks[0].id.to_string()
+    );
+    let repaired = Scrape::fetch(&gh.app.http, &gh.app.service_metrics_url)
+        .await
+        .sum(
+            "webhook_subscription_renewals_total",
+            &[("provider", "github"), ("outcome", "repaired")],
+        );
+    assert_eq!(repaired, 1.0);
+    // A hook still there is only looked at: no second one appears.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(gh.fake.api.hooks().len(), 1);
+    let scrape = Scrape::fetch(&gh.app.http, &gh.app.service_metrics_url).await;
+    assert_eq!(
+        scrape.sum(
+            "webhook_subscriptions",
+            &[("provider", "github"), ("state", "ACTIVE")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        scrape.sum(
+            "webhook_subscriptions",
+            &[("provider", "github"), ("state", "FAILED")]
+        ),
+        0.0
+    );
 }
