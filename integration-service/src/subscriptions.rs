@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod github;
+pub mod google;
 pub mod microsoft;
 pub mod renewer;
 
@@ -58,10 +59,12 @@ const MAX_EVENTS: usize = 64;
 const MAX_EVENT_NAME: usize = 100;
 
 /// What a provider answered to a create.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
     pub provider_id: String,
     pub expires_at: Option<DateTime<Utc>>,
+    /// Google: the channel's `resourceId`, needed to stop it.
+    pub channel_resource_id: Option<String>,
 }
 
 /// The webhook to create: where it delivers, what, and the secret it signs with.
@@ -75,6 +78,7 @@ pub struct HookSpec<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Github(github::Target),
+    Google(google::Target),
     Microsoft(microsoft::Target),
 }
 
@@ -87,6 +91,8 @@ pub enum Checked {
     Present,
     /// Gone at the provider (deleted behind our back, or removed): to be created again.
     Missing,
+    /// Google: a new channel opened; the old one is to be stopped once it is stored.
+    Replaced(Created),
 }
 
 impl Target {
@@ -102,6 +108,7 @@ impl Target {
         }
         match provider.name.as_str() {
             "github" => github::parse(resource).map(Self::Github),
+            "google" => google::parse(resource).map(Self::Google),
             "microsoft" => microsoft::parse(resource).map(Self::Microsoft),
             _ => Err(ServiceError::invalid("Subscriptions are not available for this provider")
                 .with_details(format!(
@@ -114,13 +121,14 @@ impl Target {
     fn required_scope(&self) -> Option<&'static str> {
         match self {
             Self::Github(target) => Some(target.required_scope()),
-            Self::Microsoft(_) => None,
+            Self::Google(_) | Self::Microsoft(_) => None,
         }
     }
 
     fn default_events(&self) -> Vec<String> {
         match self {
             Self::Github(_) => github::default_events(),
+            Self::Google(_) => google::default_events(),
             Self::Microsoft(target) => target.default_events(),
         }
     }
@@ -129,6 +137,11 @@ impl Target {
     fn validate_events(&self, events: &[String]) -> ServiceResult<()> {
         match self {
             Self::Github(_) => Ok(()),
+            Self::Google(_) if events == google::default_events() => Ok(()),
+            Self::Google(_) => Err(ServiceError::invalid_field(
+                "events",
+                "Google channels notify every change: leave events out",
+            )),
             Self::Microsoft(_) => microsoft::validate_events(events),
         }
     }
@@ -141,6 +154,7 @@ impl Target {
     ) -> ApiClient<'a> {
         let (prefix, base) = match self {
             Self::Github(_) => ("GITHUB", github::DEFAULT_API_URL),
+            Self::Google(_) => ("GOOGLE", google::DEFAULT_API_URL),
             Self::Microsoft(_) => ("MICROSOFT", microsoft::DEFAULT_API_URL),
         };
         ApiClient::new(&ctx.config, &ctx.metrics, provider, prefix, base, token)
@@ -149,21 +163,44 @@ impl Target {
     async fn create(&self, api: &ApiClient<'_>, hook: &HookSpec<'_>) -> Result<Created, ApiError> {
         match self {
             Self::Github(target) => github::create(api, target, hook).await,
+            Self::Google(target) => google::watch(api, target, hook).await,
             Self::Microsoft(target) => microsoft::create(api, target, hook).await,
         }
     }
 
-    async fn delete(&self, api: &ApiClient<'_>, provider_id: &str) -> Result<(), ApiError> {
+    async fn delete(
+        &self,
+        api: &ApiClient<'_>,
+        provider_id: &str,
+        channel_resource_id: Option<&str>,
+    ) -> Result<(), ApiError> {
         match self {
             Self::Github(target) => github::delete(api, target, provider_id).await,
+            Self::Google(target) => {
+                google::stop(
+                    api,
+                    target,
+                    provider_id,
+                    channel_resource_id.unwrap_or_default(),
+                )
+                .await
+            }
             Self::Microsoft(_) => microsoft::delete(api, provider_id).await,
         }
     }
 
     /// The renewer's call when a subscription comes due: renews one that expires, checks
     /// that one that never expires still exists.
-    async fn check(&self, api: &ApiClient<'_>, provider_id: &str) -> Result<Checked, ApiError> {
+    async fn check(
+        &self,
+        api: &ApiClient<'_>,
+        provider_id: &str,
+        hook: &HookSpec<'_>,
+    ) -> Result<Checked, ApiError> {
         let answer = match self {
+            Self::Google(target) => google::watch(api, target, hook)
+                .await
+                .map(Checked::Replaced),
             Self::Github(target) => github::exists(api, target, provider_id)
                 .await
                 .map(|exists| {
@@ -280,6 +317,8 @@ pub async fn create(
                     expires_at: created.expires_at,
                     next_attempt_at: next,
                     renewed: false,
+                    channel_resource_id: created.channel_resource_id.as_deref(),
+                    previous_channel: None,
                 },
             )
             .await?;
@@ -418,6 +457,35 @@ pub fn on_graph_lifecycle(ctx: &AppContext, integration_id: Uuid, events: Vec<(S
     });
 }
 
+/// How long after the old channel was stopped its messages still count as the overlap's
+/// (in flight when it was stopped).
+pub const CHANNEL_OVERLAP_GRACE: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Google: the dedupe key of a message that arrives during the overlap of an old and a new
+/// channel of one subscription — the same for both channels, so a change notified on both is
+/// stored once (`None` outside an overlap: then channel id + message number identify it).
+/// Within the overlap (from the new channel's opening until a minute after the old one was
+/// stopped) identical messages collapse into one: Google's messages say only "this resource
+/// changed", so one of them carries everything the others would.
+pub async fn google_overlap_key(
+    ctx: &AppContext,
+    integration_id: Uuid,
+    channel: &str,
+    state: &str,
+    resource_id: &str,
+    changed: &str,
+) -> ServiceResult<Option<String>> {
+    let found =
+        store::subscriptions::in_channel_overlap(&ctx.db, integration_id, channel, Utc::now())
+            .await?;
+    Ok(found.map(|subscription| {
+        format!(
+            "overlap:{}:{state}:{resource_id}:{changed}",
+            subscription.channel_id.unwrap_or_default()
+        )
+    }))
+}
+
 /// The provider call of a create: the integration's valid token, the webhook URL route 11
 /// hands out, the integration's webhook secret.
 async fn create_at_provider(
@@ -459,7 +527,14 @@ async fn delete_at_provider(
     let target = Target::parse(provider, record, &subscription.resource)?;
     let token = tokens::valid_token(ctx, record.clone()).await?;
     let api = target.client(ctx, &provider.name, token.access_token);
-    match target.delete(&api, provider_id).await {
+    match target
+        .delete(
+            &api,
+            provider_id,
+            subscription.channel_resource_id.as_deref(),
+        )
+        .await
+    {
         Ok(()) | Err(ApiError::NotFound) => Ok(()),
         Err(e) => Err(provider_failed(provider, "deleting the webhook", e)),
     }
@@ -479,7 +554,7 @@ fn next_check(ctx: &AppContext, expires_at: Option<DateTime<Utc>>) -> Option<Dat
 }
 
 /// Where the provider delivers: route 11's URL of the integration.
-fn webhook_url(
+pub(crate) fn webhook_url(
     ctx: &AppContext,
     provider: &Provider,
     record: &integration::Model,
@@ -494,7 +569,10 @@ fn webhook_url(
 }
 
 /// The integration's current webhook secret, which the provider signs deliveries with.
-fn webhook_secret(ctx: &AppContext, record: &integration::Model) -> ServiceResult<SecretString> {
+pub(crate) fn webhook_secret(
+    ctx: &AppContext,
+    record: &integration::Model,
+) -> ServiceResult<SecretString> {
     let stored = record.webhook_secret.as_deref().ok_or_else(|| {
         ServiceError::failed_precondition("No webhook secret")
             .with_details("the integration has no webhook secret; reconnect it")

@@ -11,6 +11,12 @@
 //! expiry it replaced; refused with `refuse_renewals`), `GET`/`DELETE /subscriptions/{id}`.
 //! A Graph subscription sends change and lifecycle notifications (`FakeGraphSubscription`).
 //!
+//! Google: `GET /drive/v3/changes/startPageToken`, `POST /drive/v3/changes/watch`, `POST
+//! /calendar/v3/calendars/{id}/events/watch` (a channel with the expiration asked, capped by
+//! `set_google_lifetime`; one `resourceId` per watched resource), `POST
+//! /{drive/v3|calendar/v3}/channels/stop` (recorded; 404 for an unknown channel). A channel
+//! sends messages (`FakeChannel::notify`).
+//!
 //! A hook can deliver like its provider (`FakeProvider::deliver_github`): signed with the
 //! secret it was created with, to the URL it was created with — so a test proves that the URL
 //! and the secret the service registered really verify at the gateway.
@@ -58,8 +64,24 @@ pub struct GraphRenewal {
     pub previous_expiry: chrono::DateTime<chrono::Utc>,
 }
 
+/// One Google push channel at the fake.
+#[derive(Debug, Clone)]
+pub struct FakeChannel {
+    pub id: String,
+    pub resource_id: String,
+    /// `drive:changes` or `calendar:{id}`.
+    pub watched: String,
+    pub address: String,
+    pub token: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub opened_at: chrono::DateTime<chrono::Utc>,
+    pub stopped_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 #[derive(Default)]
 struct ApiState {
+    channels: Vec<FakeChannel>,
+    google_lifetime: Option<chrono::Duration>,
     hooks: Vec<FakeHook>,
     next_id: u64,
     down: bool,
@@ -129,6 +151,16 @@ impl FakeApi {
         self.with(|s| s.hooks.retain(|h| h.id != id));
     }
 
+    /// Every Google channel ever opened (stopped ones with `stopped_at`).
+    pub fn google_channels(&self) -> Vec<FakeChannel> {
+        self.with(|s| s.channels.clone())
+    }
+
+    /// Grants Google channels at most this lifetime.
+    pub fn set_google_lifetime(&self, lifetime: chrono::Duration) {
+        self.with(|s| s.google_lifetime = Some(lifetime));
+    }
+
     /// Graph subscriptions held now.
     pub fn graph_subscriptions(&self) -> Vec<FakeGraphSubscription> {
         self.with(|s| s.graph.clone())
@@ -159,6 +191,9 @@ impl FakeApi {
     pub(crate) fn handle(&self, request: &LoggedRequest, authorized: bool) -> Option<Reply> {
         if let Some(id) = graph_path(&request.path) {
             return Some(self.graph(request, id, authorized));
+        }
+        if let Some(watched) = google_path(&request.path) {
+            return Some(self.google(request, watched, authorized));
         }
         let (collection, hook_id) = github_hooks_path(&request.path)?;
         if !authorized {
@@ -327,6 +362,129 @@ impl FakeApi {
             }
             _ => error(StatusCode::METHOD_NOT_ALLOWED, "BadRequest"),
         }
+    }
+}
+
+/// What a Google API path is about: `Some("drive:changes")`, `Some("calendar:{id}")`,
+/// `Some("stop")`, `Some("start")`.
+fn google_path(path: &str) -> Option<String> {
+    match path {
+        "/drive/v3/changes/startPageToken" => Some("start".into()),
+        "/drive/v3/changes/watch" => Some("drive:changes".into()),
+        "/drive/v3/channels/stop" | "/calendar/v3/channels/stop" => Some("stop".into()),
+        _ => {
+            let calendar = path
+                .strip_prefix("/calendar/v3/calendars/")?
+                .strip_suffix("/events/watch")?;
+            let decoded = url::form_urlencoded::parse(format!("c={calendar}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())?;
+            Some(format!("calendar:{decoded}"))
+        }
+    }
+}
+
+impl FakeApi {
+    fn google(&self, request: &LoggedRequest, watched: String, authorized: bool) -> Reply {
+        let error = |status: StatusCode, reason: &str| {
+            reply(
+                status,
+                json!({"error": {"code": status.as_u16(), "message": reason, "errors": [{"reason": reason}]}}),
+            )
+        };
+        if !authorized {
+            return error(StatusCode::UNAUTHORIZED, "authError");
+        }
+        let mut s = self.state.lock().expect("fake api state");
+        if s.down {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "backendError");
+        }
+        let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let now = chrono::Utc::now();
+        match (request.method.as_str(), watched.as_str()) {
+            ("GET", "start") => reply(
+                StatusCode::OK,
+                json!({"kind": "drive#startPageToken", "startPageToken": "42"}),
+            ),
+            ("POST", "stop") => {
+                let (id, resource) = (text(&body["id"]), text(&body["resourceId"]));
+                match s
+                    .channels
+                    .iter_mut()
+                    .find(|c| c.id == id && c.resource_id == resource && c.stopped_at.is_none())
+                {
+                    Some(channel) => {
+                        channel.stopped_at = Some(now);
+                        reply(StatusCode::NO_CONTENT, json!({}))
+                    }
+                    None => error(StatusCode::NOT_FOUND, "notFound"),
+                }
+            }
+            ("POST", watched) => {
+                if let Some(status) = s.refuse_creates {
+                    return error(
+                        StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN),
+                        "forbidden",
+                    );
+                }
+                let asked = text(&body["expiration"])
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .unwrap_or(now + chrono::Duration::hours(1));
+                let expires_at = s.google_lifetime.map_or(asked, |cap| asked.min(now + cap));
+                if body["type"] != "web_hook" || text(&body["id"]).is_empty() {
+                    return error(StatusCode::BAD_REQUEST, "invalid");
+                }
+                let channel = FakeChannel {
+                    id: text(&body["id"]),
+                    resource_id: format!("res-{}", watched.replace(':', "-")),
+                    watched: watched.to_string(),
+                    address: text(&body["address"]),
+                    token: text(&body["token"]),
+                    expires_at,
+                    opened_at: now,
+                    stopped_at: None,
+                };
+                let answer = json!({
+                    "kind": "api#channel",
+                    "id": channel.id,
+                    "resourceId": channel.resource_id,
+                    "resourceUri": format!("https://www.googleapis.com/{}", watched),
+                    "token": channel.token,
+                    "expiration": channel.expires_at.timestamp_millis().to_string(),
+                });
+                s.channels.push(channel);
+                reply(StatusCode::OK, answer)
+            }
+            _ => error(StatusCode::NOT_FOUND, "notFound"),
+        }
+    }
+}
+
+impl FakeChannel {
+    /// Google sends message `number` of the channel (`sync` first, then `change`, `exists`...).
+    pub async fn notify(
+        &self,
+        http: &reqwest::Client,
+        number: u64,
+        state: &str,
+    ) -> reqwest::Response {
+        http.post(&self.address)
+            .header("x-goog-channel-id", &self.id)
+            .header("x-goog-channel-token", &self.token)
+            .header("x-goog-channel-expiration", self.expires_at.to_rfc2822())
+            .header("x-goog-message-number", number.to_string())
+            .header("x-goog-resource-id", &self.resource_id)
+            .header("x-goog-resource-state", state)
+            .header(
+                "x-goog-resource-uri",
+                format!("https://www.googleapis.com/{}", self.watched),
+            )
+            .send()
+            .await
+            .expect("channel message reaches the gateway")
     }
 }
 

@@ -175,6 +175,11 @@ pub struct ProviderState<'a> {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// A renewal (sets `renewed_at`) rather than the first creation.
     pub renewed: bool,
+    /// Google: the channel's `resourceId` (the channel id is the provider id).
+    pub channel_resource_id: Option<&'a str>,
+    /// Google: the channel replaced, still open until stopped (id, resourceId, end of the
+    /// overlap).
+    pub previous_channel: Option<(&'a str, &'a str, DateTime<Utc>)>,
 }
 
 /// ACTIVE with the provider's id and expiry, the lease given back, errors cleared — only if
@@ -214,6 +219,32 @@ pub async fn mark_active(
     .col_expr(webhook_subscription::Column::UpdatedAt, Expr::value(now));
     if state.renewed {
         update = update.col_expr(webhook_subscription::Column::RenewedAt, Expr::value(now));
+    }
+    if let Some(resource_id) = state.channel_resource_id {
+        update = update
+            .col_expr(
+                webhook_subscription::Column::ChannelId,
+                Expr::value(state.provider_subscription_id),
+            )
+            .col_expr(
+                webhook_subscription::Column::ChannelResourceId,
+                Expr::value(resource_id),
+            );
+    }
+    if let Some((id, resource_id, until)) = state.previous_channel {
+        update = update
+            .col_expr(
+                webhook_subscription::Column::PreviousChannelId,
+                Expr::value(id),
+            )
+            .col_expr(
+                webhook_subscription::Column::PreviousChannelResourceId,
+                Expr::value(resource_id),
+            )
+            .col_expr(
+                webhook_subscription::Column::PreviousChannelExpiresAt,
+                Expr::value(until),
+            );
     }
     let result = update
         .filter(webhook_subscription::Column::Id.eq(id))
@@ -416,6 +447,48 @@ pub async fn find_by_provider_id(
         .filter(webhook_subscription::Column::IntegrationId.eq(integration_id))
         .filter(webhook_subscription::Column::ProviderSubscriptionId.eq(provider_id))
         .filter(webhook_subscription::Column::State.ne(SubscriptionState::Deleted))
+        .one(db)
+        .await
+}
+
+/// Google: the end of the overlap once the previous channel `previous_id` was stopped (or
+/// its own expiry when it could not be).
+pub async fn end_channel_overlap(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    previous_id: &str,
+    until: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    webhook_subscription::Entity::update_many()
+        .col_expr(
+            webhook_subscription::Column::PreviousChannelExpiresAt,
+            Expr::value(until),
+        )
+        .filter(webhook_subscription::Column::Id.eq(id))
+        .filter(webhook_subscription::Column::PreviousChannelId.eq(previous_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Google: the live subscription of an integration whose current or previous channel is
+/// `channel`, while its channels overlap at `now`.
+pub async fn in_channel_overlap(
+    db: &impl ConnectionTrait,
+    integration_id: Uuid,
+    channel: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Model>, DbErr> {
+    webhook_subscription::Entity::find()
+        .filter(webhook_subscription::Column::IntegrationId.eq(integration_id))
+        .filter(webhook_subscription::Column::State.ne(SubscriptionState::Deleted))
+        .filter(
+            Condition::any()
+                .add(webhook_subscription::Column::ChannelId.eq(channel))
+                .add(webhook_subscription::Column::PreviousChannelId.eq(channel)),
+        )
+        .filter(webhook_subscription::Column::PreviousChannelId.is_not_null())
+        .filter(webhook_subscription::Column::PreviousChannelExpiresAt.gt(now))
         .one(db)
         .await
 }

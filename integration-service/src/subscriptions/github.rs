@@ -124,6 +124,7 @@ pub async fn create(
     Ok(Created {
         provider_id: created.id.to_string(),
         expires_at: None,
+        channel_resource_id: None,
     })
 }
 

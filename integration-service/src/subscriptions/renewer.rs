@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    create_at_provider, next_check, problem_text, provider_failed, Checked, Target, LEASE,
+    create_at_provider, events_of, next_check, problem_text, provider_failed, webhook_secret,
+    webhook_url, Checked, HookSpec, Target, CHANNEL_OVERLAP_GRACE, LEASE,
 };
 use crate::{
     context::AppContext,
@@ -142,6 +143,12 @@ struct Outcome {
     expires_at: Option<chrono::DateTime<Utc>>,
     renewed: bool,
     metric: Option<RenewalOutcome>,
+    /// Google: the new channel's `resourceId`.
+    channel_resource_id: Option<String>,
+    /// Google: the channel replaced (id, resourceId, its expiry), stopped once stored.
+    replaced_channel: Option<(String, String, chrono::DateTime<Utc>)>,
+    /// How to stop the replaced channel.
+    stopper: Option<(Target, String)>,
 }
 
 async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceResult<Outcome> {
@@ -157,34 +164,56 @@ async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceRes
         .provider_subscription_id
         .clone()
         .unwrap_or_default();
+    let url = webhook_url(ctx, provider, &record)?;
+    let secret = webhook_secret(ctx, &record)?;
+    let events = events_of(subscription);
+    let hook = HookSpec {
+        url: &url,
+        events: &events,
+        secret: &secret,
+    };
     let token = tokens::valid_token(ctx, record.clone()).await?;
     let api = target.client(ctx, &provider.name, token.access_token);
     let checked = target
-        .check(&api, &provider_id)
+        .check(&api, &provider_id, &hook)
         .await
         .map_err(|e| provider_failed(provider, "renewing the webhook", e))?;
+    let kept = |expires_at, renewed, metric| Outcome {
+        provider_id: provider_id.clone(),
+        expires_at,
+        renewed,
+        metric,
+        channel_resource_id: None,
+        replaced_channel: None,
+        stopper: None,
+    };
     Ok(match checked {
-        Checked::Renewed(expires_at) => Outcome {
-            provider_id,
-            expires_at: Some(expires_at),
+        Checked::Renewed(expires_at) => kept(Some(expires_at), true, Some(RenewalOutcome::Renewed)),
+        Checked::Present => kept(None, false, None),
+        Checked::Replaced(channel) => Outcome {
+            provider_id: channel.provider_id,
+            expires_at: channel.expires_at,
             renewed: true,
             metric: Some(RenewalOutcome::Renewed),
-        },
-        Checked::Present => Outcome {
-            provider_id,
-            expires_at: None,
-            renewed: false,
-            metric: None,
+            channel_resource_id: channel.channel_resource_id,
+            replaced_channel: Some((
+                provider_id.clone(),
+                subscription.channel_resource_id.clone().unwrap_or_default(),
+                subscription.expires_at.unwrap_or_else(Utc::now),
+            )),
+            stopper: Some((target.clone(), provider.name.clone())),
         },
         Checked::Missing => {
             tracing::warn!(subscription = %subscription.id, provider = %provider.name, "webhook missing at the provider: creating it again");
-            let events = super::events_of(subscription);
             let created = create_at_provider(ctx, provider, &record, &target, &events).await?;
             Outcome {
                 provider_id: created.provider_id,
                 expires_at: created.expires_at,
                 renewed: true,
                 metric: Some(RenewalOutcome::Repaired),
+                channel_resource_id: created.channel_resource_id,
+                replaced_channel: None,
+                stopper: None,
             }
         }
     })
@@ -204,13 +233,58 @@ async fn record_success(
             expires_at: outcome.expires_at,
             next_attempt_at: next_check(ctx, outcome.expires_at),
             renewed: outcome.renewed,
+            channel_resource_id: outcome.channel_resource_id.as_deref(),
+            // Until it is stopped, the old channel may deliver until its own expiry.
+            previous_channel: outcome
+                .replaced_channel
+                .as_ref()
+                .map(|(id, resource, expiry)| (id.as_str(), resource.as_str(), *expiry)),
         },
     )
     .await?;
+    if let (Some((old_id, old_resource, _)), Some((target, provider)), true) =
+        (&outcome.replaced_channel, &outcome.stopper, saved)
+    {
+        stop_replaced_channel(ctx, subscription, target, provider, old_id, old_resource).await?;
+    }
     if let Some(metric) = outcome.metric.filter(|_| saved) {
         ctx.metrics
             .subscription_renewal(&subscription.provider, metric);
         tracing::info!(subscription = %subscription.id, provider = %subscription.provider, outcome = metric.as_str(), "webhook subscription renewed");
+    }
+    Ok(())
+}
+
+/// Google: the new channel is stored; the old one is stopped now (404: already gone), and the
+/// overlap ends a minute later (messages in flight). One that cannot be stopped keeps
+/// delivering until its expiry, which stays the end of the overlap.
+async fn stop_replaced_channel(
+    ctx: &AppContext,
+    subscription: &Model,
+    target: &Target,
+    provider: &str,
+    old_id: &str,
+    old_resource: &str,
+) -> ServiceResult<()> {
+    let Some(record) = store::integrations::find_any(&ctx.db, subscription.integration_id).await?
+    else {
+        return Ok(());
+    };
+    let token = tokens::valid_token(ctx, record).await?;
+    let api = target.client(ctx, provider, token.access_token);
+    match target.delete(&api, old_id, Some(old_resource)).await {
+        Ok(()) | Err(super::api::ApiError::NotFound) => {
+            store::subscriptions::end_channel_overlap(
+                &ctx.db,
+                subscription.id,
+                old_id,
+                Utc::now() + CHANNEL_OVERLAP_GRACE,
+            )
+            .await?;
+        }
+        Err(e) => {
+            tracing::warn!(subscription = %subscription.id, error = %e, "the replaced channel could not be stopped; it expires on its own");
+        }
     }
     Ok(())
 }

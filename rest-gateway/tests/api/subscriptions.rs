@@ -33,6 +33,8 @@ dual_db_test!(
     graph_refused_renewals_end_failed_never_a_stale_active,
     graph_lifecycle_notifications_renew_recreate_and_reach_consumers,
     a_hook_deleted_behind_our_back_is_back_within_the_reconciliation_interval,
+    google_channel_replaced_before_expiry_and_a_doubly_notified_change_stored_once,
+    google_calendar_channels_and_google_resources,
 );
 
 /// A provider connected by an owner of organization 1 through the fake (`Github` names the
@@ -442,25 +444,42 @@ async fn microsoft_connected(
     configure: impl FnOnce(&FakeProvider),
     extra: &[(&str, &str)],
 ) -> Option<Github> {
+    standard_connected(kind, "microsoft", configure, extra).await
+}
+
+/// A provider of the standard OAuth dialect connected through the fake.
+async fn standard_connected(
+    kind: Db,
+    provider: &str,
+    configure: impl FnOnce(&FakeProvider),
+    extra: &[(&str, &str)],
+) -> Option<Github> {
     let fake = FakeProvider::start(FakeStyle::Standard).await;
     configure(&fake);
-    let mut vars = fake.env("MICROSOFT");
+    let mut vars = fake.env(&provider.to_ascii_uppercase());
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let app = spawn_app_with_env(kind, &vars).await?;
     let (_, token) = app.owner(1).await;
     assert_eq!(
-        connect(&app, &token, "microsoft").await,
-        format!("{TEST_APP_URL}/organization/integrations?success=microsoft_connected")
+        connect(&app, &token, provider).await,
+        format!("{TEST_APP_URL}/organization/integrations?success={provider}_connected")
     );
     Some(Github { app, fake, token })
 }
 
 impl Github {
     async fn microsoft_list(&self) -> Vec<Value> {
+        self.list_of("microsoft").await
+    }
+
+    async fn list_of(&self, provider: &str) -> Vec<Value> {
         let body: Value = self
             .app
             .http
-            .get(self.app.url("/api/integrations/microsoft/subscriptions"))
+            .get(
+                self.app
+                    .url(&format!("/api/integrations/{provider}/subscriptions")),
+            )
             .bearer_auth(&self.token)
             .send()
             .await
@@ -763,4 +782,152 @@ async fn a_hook_deleted_behind_our_back_is_back_within_the_reconciliation_interv
         ),
         0.0
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Google: channels replaced before they expire, the overlap deduplicated.
+// ---------------------------------------------------------------------------------------------
+
+async fn google_channel_replaced_before_expiry_and_a_doubly_notified_change_stored_once(kind: Db) {
+    let Some(g) = standard_connected(
+        kind,
+        "google",
+        |fake| fake.api.set_google_lifetime(chrono::Duration::seconds(6)),
+        &[("SUBSCRIPTION_RENEW_INTERVAL_SECS", "1")],
+    )
+    .await
+    else {
+        return;
+    };
+    let (status, created) = g
+        .create("google", json!({"resource": "drive:changes"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(created["data"]["state"], "ACTIVE");
+    assert_eq!(created["data"]["events"], json!(["change"]));
+    let channels = g.fake.api.google_channels();
+    assert_eq!(channels.len(), 1);
+    let old = channels[0].clone();
+    let settings: Value = g
+        .app
+        .http
+        .get(g.app.url("/api/integrations/google/webhook"))
+        .bearer_auth(&g.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(old.address, settings["data"]["url"].as_str().unwrap());
+    assert_eq!(old.token, settings["data"]["secret"].as_str().unwrap());
+    assert_eq!(old.watched, "drive:changes");
+    assert_eq!(created["data"]["provider_subscription_id"], old.id);
+    let events = || async {
+        webhook_event::Entity::find()
+            .count(&g.app.db)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        old.notify(&g.app.http, 1, "sync").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        old.notify(&g.app.http, 2, "change").await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(events().await, 1);
+
+    // At 75 % of its lifetime a new channel opens, then the old one is stopped.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let (old_now, new) = loop {
+        let channels = g.fake.api.google_channels();
+        if channels.len() == 2 && channels[0].stopped_at.is_some() {
+            break (channels[0].clone(), channels[1].clone());
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{channels:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        new.opened_at < old.expires_at,
+        "the new channel opened before the old expired"
+    );
+    assert!(old_now.stopped_at.unwrap() >= new.opened_at);
+    assert!(old_now.stopped_at.unwrap() < old.expires_at);
+    assert_eq!(new.resource_id, old.resource_id);
+    assert_eq!(new.token, old.token);
+
+    // One change, notified on both channels during the overlap: stored once.
+    let on_old: Value = old
+        .notify(&g.app.http, 3, "change")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let on_new: Value = new
+        .notify(&g.app.http, 2, "change")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(on_old["eventId"], on_new["eventId"], "{on_old} {on_new}");
+    assert_eq!(events().await, 2);
+
+    let listed = g.list_of("google").await;
+    assert_eq!(listed[0]["state"], "ACTIVE");
+    assert_eq!(listed[0]["provider_subscription_id"], new.id);
+    assert_ne!(listed[0]["renewed_at"], Value::Null);
+
+    // Delete stops the current channel.
+    let (status, deleted) = g
+        .delete_of("google", created["data"]["id"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(deleted["data"]["state"], "DELETED");
+    let open: Vec<_> = g
+        .fake
+        .api
+        .google_channels()
+        .into_iter()
+        .filter(|c| c.stopped_at.is_none())
+        .collect();
+    // The renewer may have opened a third channel meanwhile; none stays open but expired ones.
+    assert!(
+        open.iter().all(|c| c.id != new.id),
+        "the current channel was stopped: {open:?}"
+    );
+}
+
+async fn google_calendar_channels_and_google_resources(kind: Db) {
+    let Some(g) = standard_connected(kind, "google", |_| {}, &[]).await else {
+        return;
+    };
+    for bad in [
+        json!({"resource": "drive"}),
+        json!({"resource": "calendar:a b"}),
+        json!({"resource": "drive:changes", "events": ["created"]}),
+    ] {
+        let (status, body) = g.create("google", bad.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(body["error"], "Invalid request body");
+    }
+    let (status, created) = g
+        .create(
+            "google",
+            json!({"resource": "calendar:team@group.calendar.google.com"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let channels = g.fake.api.google_channels();
+    assert_eq!(channels.len(), 1);
+    assert_eq!(
+        channels[0].watched,
+        "calendar:team@group.calendar.google.com"
+    );
+    let (status, _) = g
+        .delete_of("google", created["data"]["id"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(g.fake.api.google_channels()[0].stopped_at.is_some());
 }
