@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod github;
+pub mod gitlab;
 pub mod google;
 pub mod microsoft;
 pub mod renewer;
@@ -78,6 +79,7 @@ pub struct HookSpec<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Github(github::Target),
+    Gitlab(gitlab::Target),
     Google(google::Target),
     Microsoft(microsoft::Target),
 }
@@ -108,6 +110,7 @@ impl Target {
         }
         match provider.name.as_str() {
             "github" => github::parse(resource).map(Self::Github),
+            "gitlab" => gitlab::parse(resource).map(Self::Gitlab),
             "google" => google::parse(resource).map(Self::Google),
             "microsoft" => microsoft::parse(resource).map(Self::Microsoft),
             _ => Err(ServiceError::invalid("Subscriptions are not available for this provider")
@@ -121,6 +124,7 @@ impl Target {
     fn required_scope(&self) -> Option<&'static str> {
         match self {
             Self::Github(target) => Some(target.required_scope()),
+            Self::Gitlab(_) => Some(gitlab::REQUIRED_SCOPE),
             Self::Google(_) | Self::Microsoft(_) => None,
         }
     }
@@ -128,6 +132,7 @@ impl Target {
     fn default_events(&self) -> Vec<String> {
         match self {
             Self::Github(_) => github::default_events(),
+            Self::Gitlab(_) => gitlab::default_events(),
             Self::Google(_) => google::default_events(),
             Self::Microsoft(target) => target.default_events(),
         }
@@ -137,6 +142,7 @@ impl Target {
     fn validate_events(&self, events: &[String]) -> ServiceResult<()> {
         match self {
             Self::Github(_) => Ok(()),
+            Self::Gitlab(_) => gitlab::validate_events(events),
             Self::Google(_) if events == google::default_events() => Ok(()),
             Self::Google(_) => Err(ServiceError::invalid_field(
                 "events",
@@ -154,6 +160,7 @@ impl Target {
     ) -> ApiClient<'a> {
         let (prefix, base) = match self {
             Self::Github(_) => ("GITHUB", github::DEFAULT_API_URL),
+            Self::Gitlab(_) => ("GITLAB", gitlab::DEFAULT_API_URL),
             Self::Google(_) => ("GOOGLE", google::DEFAULT_API_URL),
             Self::Microsoft(_) => ("MICROSOFT", microsoft::DEFAULT_API_URL),
         };
@@ -163,6 +170,7 @@ impl Target {
     async fn create(&self, api: &ApiClient<'_>, hook: &HookSpec<'_>) -> Result<Created, ApiError> {
         match self {
             Self::Github(target) => github::create(api, target, hook).await,
+            Self::Gitlab(target) => gitlab::create(api, target, hook).await,
             Self::Google(target) => google::watch(api, target, hook).await,
             Self::Microsoft(target) => microsoft::create(api, target, hook).await,
         }
@@ -176,6 +184,7 @@ impl Target {
     ) -> Result<(), ApiError> {
         match self {
             Self::Github(target) => github::delete(api, target, provider_id).await,
+            Self::Gitlab(target) => gitlab::delete(api, target, provider_id).await,
             Self::Google(target) => {
                 google::stop(
                     api,
@@ -201,6 +210,15 @@ impl Target {
             Self::Google(target) => google::watch(api, target, hook)
                 .await
                 .map(Checked::Replaced),
+            Self::Gitlab(target) => gitlab::exists(api, target, provider_id)
+                .await
+                .map(|exists| {
+                    if exists {
+                        Checked::Present
+                    } else {
+                        Checked::Missing
+                    }
+                }),
             Self::Github(target) => github::exists(api, target, provider_id)
                 .await
                 .map(|exists| {

@@ -6,6 +6,9 @@
 //! once gone), `GET .../hooks`. Every call needs a bearer token the fake issued (401 else).
 //! Error modes: the API down (503), or creates refused with a status of the test's choosing.
 //!
+//! GitLab (REST v4): `POST /projects/{id}/hooks`, `POST /groups/{id}/hooks` (`url`, `token`,
+//! `<event>_events` booleans), `GET`/`DELETE .../hooks/{id}` — the same hook store.
+//!
 //! Microsoft Graph: `POST /subscriptions` (the expiry granted is the one asked, capped by
 //! `set_graph_lifetime`), `PATCH /subscriptions/{id}` (renewal: every one recorded with the
 //! expiry it replaced; refused with `refuse_renewals`), `GET`/`DELETE /subscriptions/{id}`.
@@ -218,8 +221,42 @@ impl FakeApi {
                     ));
                 }
                 let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
-                let config = &body["config"];
                 let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                if is_gitlab(&collection) {
+                    if text(&body["url"]).is_empty() {
+                        return Some(reply(
+                            StatusCode::BAD_REQUEST,
+                            json!({"message": {"url": ["is blocked"]}}),
+                        ));
+                    }
+                    s.next_id += 1;
+                    let hook = FakeHook {
+                        id: 1000 + s.next_id,
+                        collection,
+                        url: text(&body["url"]),
+                        secret: text(&body["token"]),
+                        content_type: "json".into(),
+                        insecure_ssl: if body["enable_ssl_verification"] == true {
+                            "0"
+                        } else {
+                            "1"
+                        }
+                        .into(),
+                        events: body
+                            .as_object()
+                            .map(|o| {
+                                o.iter()
+                                    .filter(|(k, v)| k.ends_with("_events") && **v == true)
+                                    .map(|(k, _)| k.trim_end_matches("_events").to_string())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    };
+                    let answer = gitlab_hook_json(&hook);
+                    s.hooks.push(hook);
+                    return Some(reply(StatusCode::CREATED, answer));
+                }
+                let config = &body["config"];
                 if body["name"] != "web" || text(&config["url"]).is_empty() {
                     return Some(reply(
                         StatusCode::UNPROCESSABLE_ENTITY,
@@ -258,6 +295,9 @@ impl FakeApi {
                 .iter()
                 .find(|h| h.id == id && h.collection == collection)
             {
+                Some(hook) if is_gitlab(&collection) => {
+                    reply(StatusCode::OK, gitlab_hook_json(hook))
+                }
                 Some(hook) => reply(StatusCode::OK, github_hook_json(hook)),
                 None => reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
             },
@@ -558,13 +598,33 @@ impl FakeGraphSubscription {
     }
 }
 
-/// `/repos/{owner}/{repo}/hooks[/{id}]` or `/orgs/{org}/hooks[/{id}]`: the collection and
-/// the hook id.
+fn is_gitlab(collection: &str) -> bool {
+    collection.starts_with("/projects/") || collection.starts_with("/groups/")
+}
+
+fn gitlab_hook_json(hook: &FakeHook) -> Value {
+    let mut answer = json!({
+        "id": hook.id,
+        "url": hook.url,
+        "enable_ssl_verification": hook.insecure_ssl == "0",
+        "created_at": "2026-12-04T00:00:00Z",
+    });
+    for event in &hook.events {
+        answer[format!("{event}_events")] = json!(true);
+    }
+    answer
+}
+
+/// GitHub's `/repos/{owner}/{repo}/hooks[/{id}]` or `/orgs/{org}/hooks[/{id}]`, GitLab's
+/// `/projects/{id}/hooks[/{id}]` or `/groups/{id}/hooks[/{id}]`: the collection and the
+/// hook id.
 fn github_hooks_path(path: &str) -> Option<(String, Option<u64>)> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (collection_len, rest) = match *segments.first()? {
         "repos" if segments.len() >= 4 && segments[3] == "hooks" => (4, &segments[4..]),
-        "orgs" if segments.len() >= 3 && segments[2] == "hooks" => (3, &segments[3..]),
+        "orgs" | "projects" | "groups" if segments.len() >= 3 && segments[2] == "hooks" => {
+            (3, &segments[3..])
+        }
         _ => return None,
     };
     let collection = format!("/{}", segments[..collection_len].join("/"));
@@ -576,6 +636,25 @@ fn github_hooks_path(path: &str) -> Option<(String, Option<u64>)> {
 }
 
 impl FakeHook {
+    /// Delivers `payload` as GitLab would: to the hook's URL, JSON, with its token.
+    pub async fn deliver_gitlab(
+        &self,
+        http: &reqwest::Client,
+        event: &str,
+        uuid: &str,
+        payload: &Value,
+    ) -> reqwest::Response {
+        http.post(&self.url)
+            .header("content-type", "application/json")
+            .header("x-gitlab-event", event)
+            .header("x-gitlab-event-uuid", uuid)
+            .header("x-gitlab-token", &self.secret)
+            .body(payload.to_string())
+            .send()
+            .await
+            .expect("delivery reaches the gateway")
+    }
+
     /// Delivers `payload` as GitHub would: to the hook's URL, JSON, signed with its secret.
     pub async fn deliver_github(
         &self,

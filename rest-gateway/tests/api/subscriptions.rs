@@ -35,6 +35,7 @@ dual_db_test!(
     a_hook_deleted_behind_our_back_is_back_within_the_reconciliation_interval,
     google_channel_replaced_before_expiry_and_a_doubly_notified_change_stored_once,
     google_calendar_channels_and_google_resources,
+    gitlab_project_hook_created_once_verified_and_deleted,
 );
 
 /// A provider connected by an owner of organization 1 through the fake (`Github` names the
@@ -930,4 +931,81 @@ async fn google_calendar_channels_and_google_resources(kind: Db) {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert!(g.fake.api.google_channels()[0].stopped_at.is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// GitLab: project and group hooks with the integration's token.
+// ---------------------------------------------------------------------------------------------
+
+async fn gitlab_project_hook_created_once_verified_and_deleted(kind: Db) {
+    let Some(gl) = standard_connected(kind, "gitlab", |_| {}, &[]).await else {
+        return;
+    };
+    let (status, created) = gl
+        .create(
+            "gitlab",
+            json!({"resource": "acme/api", "events": ["push", "merge_requests"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(created["data"]["state"], "ACTIVE");
+    let hooks = gl.fake.api.hooks();
+    assert_eq!(hooks.len(), 1);
+    let hook = &hooks[0];
+    assert_eq!(hook.collection, "/projects/acme%2Fapi/hooks");
+    assert_eq!(hook.insecure_ssl, "0");
+    let mut events = hook.events.clone();
+    events.sort();
+    assert_eq!(events, ["merge_requests", "push"]);
+    let settings: Value = gl
+        .app
+        .http
+        .get(gl.app.url("/api/integrations/gitlab/webhook"))
+        .bearer_auth(&gl.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hook.url, settings["data"]["url"].as_str().unwrap());
+    assert_eq!(hook.secret, settings["data"]["secret"].as_str().unwrap());
+    let payload = json!({"object_kind": "push", "ref": "refs/heads/main"});
+    let first: Value = hook
+        .deliver_gitlab(&gl.app.http, "Push Hook", "uuid-1", &payload)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let again: Value = hook
+        .deliver_gitlab(&gl.app.http, "Push Hook", "uuid-1", &payload)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["eventId"], again["eventId"], "{first}");
+    assert_eq!(
+        webhook_event::Entity::find()
+            .count(&gl.app.db)
+            .await
+            .unwrap(),
+        1
+    );
+    let (status, again) = gl.create("gitlab", json!({"resource": "acme/api"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["data"]["id"], created["data"]["id"]);
+    assert_eq!(gl.fake.api.hooks().len(), 1);
+    let (status, body) = gl
+        .create(
+            "gitlab",
+            json!({"resource": "group:7", "events": ["pull_request"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, deleted) = gl
+        .delete_of("gitlab", created["data"]["id"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(deleted["data"]["state"], "DELETED");
+    assert!(gl.fake.api.hooks().is_empty());
 }
