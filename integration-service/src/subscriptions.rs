@@ -18,6 +18,7 @@
 //! One file per provider API (`github.rs`, ...); `Target` is the one dispatch over them.
 
 pub mod api;
+pub mod bitbucket;
 pub mod github;
 pub mod gitlab;
 pub mod google;
@@ -78,6 +79,7 @@ pub struct HookSpec<'a> {
 /// What a subscription watches, per provider: the one dispatch over the API clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    Bitbucket(bitbucket::Target),
     Github(github::Target),
     Gitlab(gitlab::Target),
     Google(google::Target),
@@ -109,6 +111,7 @@ impl Target {
             return Err(set_up_by_hand(provider));
         }
         match provider.name.as_str() {
+            "bitbucket" => bitbucket::parse(resource).map(Self::Bitbucket),
             "github" => github::parse(resource).map(Self::Github),
             "gitlab" => gitlab::parse(resource).map(Self::Gitlab),
             "google" => google::parse(resource).map(Self::Google),
@@ -125,6 +128,7 @@ impl Target {
         match self {
             Self::Github(target) => Some(target.required_scope()),
             Self::Gitlab(_) => Some(gitlab::REQUIRED_SCOPE),
+            Self::Bitbucket(_) => Some(bitbucket::REQUIRED_SCOPE),
             Self::Google(_) | Self::Microsoft(_) => None,
         }
     }
@@ -133,6 +137,7 @@ impl Target {
         match self {
             Self::Github(_) => github::default_events(),
             Self::Gitlab(_) => gitlab::default_events(),
+            Self::Bitbucket(_) => bitbucket::default_events(),
             Self::Google(_) => google::default_events(),
             Self::Microsoft(target) => target.default_events(),
         }
@@ -143,6 +148,7 @@ impl Target {
         match self {
             Self::Github(_) => Ok(()),
             Self::Gitlab(_) => gitlab::validate_events(events),
+            Self::Bitbucket(_) => bitbucket::validate_events(events),
             Self::Google(_) if events == google::default_events() => Ok(()),
             Self::Google(_) => Err(ServiceError::invalid_field(
                 "events",
@@ -161,6 +167,7 @@ impl Target {
         let (prefix, base) = match self {
             Self::Github(_) => ("GITHUB", github::DEFAULT_API_URL),
             Self::Gitlab(_) => ("GITLAB", gitlab::DEFAULT_API_URL),
+            Self::Bitbucket(_) => ("BITBUCKET", bitbucket::DEFAULT_API_URL),
             Self::Google(_) => ("GOOGLE", google::DEFAULT_API_URL),
             Self::Microsoft(_) => ("MICROSOFT", microsoft::DEFAULT_API_URL),
         };
@@ -171,6 +178,7 @@ impl Target {
         match self {
             Self::Github(target) => github::create(api, target, hook).await,
             Self::Gitlab(target) => gitlab::create(api, target, hook).await,
+            Self::Bitbucket(target) => bitbucket::create(api, target, hook).await,
             Self::Google(target) => google::watch(api, target, hook).await,
             Self::Microsoft(target) => microsoft::create(api, target, hook).await,
         }
@@ -185,6 +193,7 @@ impl Target {
         match self {
             Self::Github(target) => github::delete(api, target, provider_id).await,
             Self::Gitlab(target) => gitlab::delete(api, target, provider_id).await,
+            Self::Bitbucket(target) => bitbucket::delete(api, target, provider_id).await,
             Self::Google(target) => {
                 google::stop(
                     api,
@@ -210,6 +219,17 @@ impl Target {
             Self::Google(target) => google::watch(api, target, hook)
                 .await
                 .map(Checked::Replaced),
+            Self::Bitbucket(target) => {
+                bitbucket::exists(api, target, provider_id)
+                    .await
+                    .map(|exists| {
+                        if exists {
+                            Checked::Present
+                        } else {
+                            Checked::Missing
+                        }
+                    })
+            }
             Self::Gitlab(target) => gitlab::exists(api, target, provider_id)
                 .await
                 .map(|exists| {

@@ -9,6 +9,10 @@
 //! GitLab (REST v4): `POST /projects/{id}/hooks`, `POST /groups/{id}/hooks` (`url`, `token`,
 //! `<event>_events` booleans), `GET`/`DELETE .../hooks/{id}` — the same hook store.
 //!
+//! Bitbucket Cloud (2.0): `POST /repositories/{workspace}/{repo}/hooks`, `POST
+//! /workspaces/{workspace}/hooks` (`url`, `secret`, `events`; the hook's `uuid` in braces),
+//! `GET`/`DELETE .../hooks/{uuid}` — the same hook store.
+//!
 //! Microsoft Graph: `POST /subscriptions` (the expiry granted is the one asked, capped by
 //! `set_graph_lifetime`), `PATCH /subscriptions/{id}` (renewal: every one recorded with the
 //! expiry it replaced; refused with `refuse_renewals`), `GET`/`DELETE /subscriptions/{id}`.
@@ -222,6 +226,24 @@ impl FakeApi {
                 }
                 let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
                 let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                if is_bitbucket(&collection) {
+                    s.next_id += 1;
+                    let hook = FakeHook {
+                        id: 1000 + s.next_id,
+                        collection,
+                        url: text(&body["url"]),
+                        secret: text(&body["secret"]),
+                        content_type: "json".into(),
+                        insecure_ssl: "0".into(),
+                        events: body["events"]
+                            .as_array()
+                            .map(|a| a.iter().map(text).collect())
+                            .unwrap_or_default(),
+                    };
+                    let answer = bitbucket_hook_json(&hook);
+                    s.hooks.push(hook);
+                    return Some(reply(StatusCode::CREATED, answer));
+                }
                 if is_gitlab(&collection) {
                     if text(&body["url"]).is_empty() {
                         return Some(reply(
@@ -297,6 +319,9 @@ impl FakeApi {
             {
                 Some(hook) if is_gitlab(&collection) => {
                     reply(StatusCode::OK, gitlab_hook_json(hook))
+                }
+                Some(hook) if is_bitbucket(&collection) => {
+                    reply(StatusCode::OK, bitbucket_hook_json(hook))
                 }
                 Some(hook) => reply(StatusCode::OK, github_hook_json(hook)),
                 None => reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
@@ -598,6 +623,34 @@ impl FakeGraphSubscription {
     }
 }
 
+fn is_bitbucket(collection: &str) -> bool {
+    collection.starts_with("/repositories/") || collection.starts_with("/workspaces/")
+}
+
+/// Bitbucket names a hook by a braced UUID; the fake's is made of its number.
+pub fn bitbucket_uuid(id: u64) -> String {
+    format!("{{00000000-0000-4000-8000-{id:012x}}}")
+}
+
+fn bitbucket_id(segment: &str) -> Option<u64> {
+    let decoded = segment.replace("%7B", "{").replace("%7D", "}");
+    let hex = decoded
+        .strip_prefix("{00000000-0000-4000-8000-")?
+        .strip_suffix('}')?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn bitbucket_hook_json(hook: &FakeHook) -> Value {
+    json!({
+        "uuid": bitbucket_uuid(hook.id),
+        "url": hook.url,
+        "description": "integrations service",
+        "active": true,
+        "events": hook.events,
+        "secret_set": !hook.secret.is_empty(),
+    })
+}
+
 fn is_gitlab(collection: &str) -> bool {
     collection.starts_with("/projects/") || collection.starts_with("/groups/")
 }
@@ -622,20 +675,52 @@ fn github_hooks_path(path: &str) -> Option<(String, Option<u64>)> {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (collection_len, rest) = match *segments.first()? {
         "repos" if segments.len() >= 4 && segments[3] == "hooks" => (4, &segments[4..]),
-        "orgs" | "projects" | "groups" if segments.len() >= 3 && segments[2] == "hooks" => {
+        "orgs" | "projects" | "groups" | "workspaces"
+            if segments.len() >= 3 && segments[2] == "hooks" =>
+        {
             (3, &segments[3..])
         }
+        "repositories" if segments.len() >= 4 && segments[3] == "hooks" => (4, &segments[4..]),
         _ => return None,
     };
     let collection = format!("/{}", segments[..collection_len].join("/"));
     match rest {
         [] => Some((collection, None)),
-        [id] => Some((collection, Some(id.parse().ok()?))),
+        [id] => Some((
+            collection,
+            Some(id.parse().ok().or_else(|| bitbucket_id(id))?),
+        )),
         _ => None,
     }
 }
 
 impl FakeHook {
+    /// Delivers `payload` as Bitbucket would: `X-Hub-Signature: sha256=<hex HMAC>` under the
+    /// hook's secret, `X-Event-Key`, `X-Request-UUID`.
+    pub async fn deliver_bitbucket(
+        &self,
+        http: &reqwest::Client,
+        event: &str,
+        request_uuid: &str,
+        payload: &Value,
+    ) -> reqwest::Response {
+        let body = payload.to_string();
+        let signature = integration_service::webhooks::signature::github_signature(
+            self.secret.as_bytes(),
+            body.as_bytes(),
+        );
+        http.post(&self.url)
+            .header("content-type", "application/json")
+            .header("x-event-key", event)
+            .header("x-request-uuid", request_uuid)
+            .header("x-hook-uuid", bitbucket_uuid(self.id))
+            .header("x-hub-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .expect("delivery reaches the gateway")
+    }
+
     /// Delivers `payload` as GitLab would: to the hook's URL, JSON, with its token.
     pub async fn deliver_gitlab(
         &self,

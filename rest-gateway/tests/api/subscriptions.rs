@@ -36,6 +36,7 @@ dual_db_test!(
     google_channel_replaced_before_expiry_and_a_doubly_notified_change_stored_once,
     google_calendar_channels_and_google_resources,
     gitlab_project_hook_created_once_verified_and_deleted,
+    bitbucket_repository_hook_created_once_verified_and_deleted,
 );
 
 /// A provider connected by an owner of organization 1 through the fake (`Github` names the
@@ -1008,4 +1009,58 @@ async fn gitlab_project_hook_created_once_verified_and_deleted(kind: Db) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(deleted["data"]["state"], "DELETED");
     assert!(gl.fake.api.hooks().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bitbucket: repository and workspace hooks signed with the integration's secret.
+// ---------------------------------------------------------------------------------------------
+
+async fn bitbucket_repository_hook_created_once_verified_and_deleted(kind: Db) {
+    let Some(bb) = standard_connected(kind, "bitbucket", |_| {}, &[]).await else {
+        return;
+    };
+    let (status, created) = bb
+        .create(
+            "bitbucket",
+            json!({"resource": "acme/api", "events": ["repo:push", "pullrequest:created"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    let hooks = bb.fake.api.hooks();
+    assert_eq!(hooks.len(), 1);
+    let hook = &hooks[0];
+    assert_eq!(hook.collection, "/repositories/acme/api/hooks");
+    assert_eq!(hook.events, ["repo:push", "pullrequest:created"]);
+    assert_eq!(
+        created["data"]["provider_subscription_id"],
+        test_support::fake_provider_api::bitbucket_uuid(hook.id)
+    );
+    let payload = json!({"push": {"changes": []}, "repository": {"full_name": "acme/api"}});
+    let first = hook
+        .deliver_bitbucket(&bb.app.http, "repo:push", "req-1", &payload)
+        .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let again = hook
+        .deliver_bitbucket(&bb.app.http, "repo:push", "req-1", &payload)
+        .await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(
+        webhook_event::Entity::find()
+            .count(&bb.app.db)
+            .await
+            .unwrap(),
+        1
+    );
+    let (status, again) = bb
+        .create("bitbucket", json!({"resource": "acme/api"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["data"]["id"], created["data"]["id"]);
+    assert_eq!(bb.fake.api.hooks().len(), 1);
+    let (status, deleted) = bb
+        .delete_of("bitbucket", created["data"]["id"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    assert_eq!(deleted["data"]["state"], "DELETED");
+    assert!(bb.fake.api.hooks().is_empty());
 }
