@@ -22,6 +22,7 @@ pub mod bitbucket;
 pub mod github;
 pub mod gitlab;
 pub mod google;
+pub mod linear;
 pub mod microsoft;
 pub mod renewer;
 
@@ -67,6 +68,8 @@ pub struct Created {
     pub expires_at: Option<DateTime<Utc>>,
     /// Google: the channel's `resourceId`, needed to stop it.
     pub channel_resource_id: Option<String>,
+    /// Linear: the signing secret it issued (asked with `HookSpec::provider_issues_secret`).
+    pub issued_secret: Option<linear::IssuedSecret>,
 }
 
 /// The webhook to create: where it delivers, what, and the secret it signs with.
@@ -74,6 +77,9 @@ pub struct HookSpec<'a> {
     pub url: &'a str,
     pub events: &'a [String],
     pub secret: &'a SecretString,
+    /// Linear: let the provider issue the secret (the integration's first webhook) rather
+    /// than send ours (its later ones, which reuse the secret it issued).
+    pub provider_issues_secret: bool,
 }
 
 /// What a subscription watches, per provider: the one dispatch over the API clients.
@@ -83,6 +89,7 @@ pub enum Target {
     Github(github::Target),
     Gitlab(gitlab::Target),
     Google(google::Target),
+    Linear(linear::Target),
     Microsoft(microsoft::Target),
 }
 
@@ -115,6 +122,7 @@ impl Target {
             "github" => github::parse(resource).map(Self::Github),
             "gitlab" => gitlab::parse(resource).map(Self::Gitlab),
             "google" => google::parse(resource).map(Self::Google),
+            "linear" => linear::parse(resource).map(Self::Linear),
             "microsoft" => microsoft::parse(resource).map(Self::Microsoft),
             _ => Err(ServiceError::invalid("Subscriptions are not available for this provider")
                 .with_details(format!(
@@ -129,7 +137,7 @@ impl Target {
             Self::Github(target) => Some(target.required_scope()),
             Self::Gitlab(_) => Some(gitlab::REQUIRED_SCOPE),
             Self::Bitbucket(_) => Some(bitbucket::REQUIRED_SCOPE),
-            Self::Google(_) | Self::Microsoft(_) => None,
+            Self::Google(_) | Self::Linear(_) | Self::Microsoft(_) => None,
         }
     }
 
@@ -139,6 +147,7 @@ impl Target {
             Self::Gitlab(_) => gitlab::default_events(),
             Self::Bitbucket(_) => bitbucket::default_events(),
             Self::Google(_) => google::default_events(),
+            Self::Linear(_) => linear::default_events(),
             Self::Microsoft(target) => target.default_events(),
         }
     }
@@ -154,6 +163,7 @@ impl Target {
                 "events",
                 "Google channels notify every change: leave events out",
             )),
+            Self::Linear(_) => linear::validate_events(events),
             Self::Microsoft(_) => microsoft::validate_events(events),
         }
     }
@@ -169,6 +179,7 @@ impl Target {
             Self::Gitlab(_) => ("GITLAB", gitlab::DEFAULT_API_URL),
             Self::Bitbucket(_) => ("BITBUCKET", bitbucket::DEFAULT_API_URL),
             Self::Google(_) => ("GOOGLE", google::DEFAULT_API_URL),
+            Self::Linear(_) => ("LINEAR", linear::DEFAULT_API_URL),
             Self::Microsoft(_) => ("MICROSOFT", microsoft::DEFAULT_API_URL),
         };
         ApiClient::new(&ctx.config, &ctx.metrics, provider, prefix, base, token)
@@ -180,6 +191,7 @@ impl Target {
             Self::Gitlab(target) => gitlab::create(api, target, hook).await,
             Self::Bitbucket(target) => bitbucket::create(api, target, hook).await,
             Self::Google(target) => google::watch(api, target, hook).await,
+            Self::Linear(target) => linear::create(api, target, hook).await,
             Self::Microsoft(target) => microsoft::create(api, target, hook).await,
         }
     }
@@ -193,6 +205,7 @@ impl Target {
         match self {
             Self::Github(target) => github::delete(api, target, provider_id).await,
             Self::Gitlab(target) => gitlab::delete(api, target, provider_id).await,
+            Self::Linear(_) => linear::delete(api, provider_id).await,
             Self::Bitbucket(target) => bitbucket::delete(api, target, provider_id).await,
             Self::Google(target) => {
                 google::stop(
@@ -230,6 +243,13 @@ impl Target {
                         }
                     })
             }
+            Self::Linear(_) => linear::exists(api, provider_id).await.map(|exists| {
+                if exists {
+                    Checked::Present
+                } else {
+                    Checked::Missing
+                }
+            }),
             Self::Gitlab(target) => gitlab::exists(api, target, provider_id)
                 .await
                 .map(|exists| {
@@ -535,19 +555,33 @@ async fn create_at_provider(
 ) -> ServiceResult<Created> {
     let url = webhook_url(ctx, provider, record)?;
     let secret = webhook_secret(ctx, record)?;
+    let provider_issues_secret = matches!(target, Target::Linear(_))
+        && !store::subscriptions::has_active(&ctx.db, record.id).await?;
     let token = tokens::valid_token(ctx, record.clone()).await?;
     let api = target.client(ctx, &provider.name, token.access_token);
-    target
+    let created = target
         .create(
             &api,
             &HookSpec {
                 url: &url,
                 events,
                 secret: &secret,
+                provider_issues_secret,
             },
         )
         .await
-        .map_err(|e| provider_failed(provider, "creating the webhook", e))
+        .map_err(|e| provider_failed(provider, "creating the webhook", e))?;
+    if let Some(issued) = &created.issued_secret {
+        // The provider signs with the secret it issued: it becomes the integration's.
+        let sealed = ctx.keyring.seal(
+            SecretColumn::WebhookSecret,
+            record.id,
+            secrecy::ExposeSecret::expose_secret(&issued.0),
+        );
+        store::integrations::set_webhook_secrets(&ctx.db, record.id, sealed, None).await?;
+        tracing::info!(integration = %record.id, "provider-issued webhook secret stored");
+    }
+    Ok(created)
 }
 
 /// The provider call of a delete; a webhook already gone counts as done.

@@ -13,6 +13,10 @@
 //! /workspaces/{workspace}/hooks` (`url`, `secret`, `events`; the hook's `uuid` in braces),
 //! `GET`/`DELETE .../hooks/{uuid}` — the same hook store.
 //!
+//! Linear (GraphQL `POST /graphql`): `webhookCreate` (a secret issued when none is given,
+//! answered in `webhook.secret`), `webhookDelete`, `webhook(id)` — the same hook store, under
+//! the collection `/linear/{teamId|all}`.
+//!
 //! Microsoft Graph: `POST /subscriptions` (the expiry granted is the one asked, capped by
 //! `set_graph_lifetime`), `PATCH /subscriptions/{id}` (renewal: every one recorded with the
 //! expiry it replaced; refused with `refuse_renewals`), `GET`/`DELETE /subscriptions/{id}`.
@@ -198,6 +202,9 @@ impl FakeApi {
     pub(crate) fn handle(&self, request: &LoggedRequest, authorized: bool) -> Option<Reply> {
         if let Some(id) = graph_path(&request.path) {
             return Some(self.graph(request, id, authorized));
+        }
+        if request.path == "/graphql" {
+            return Some(self.linear(request, authorized));
         }
         if let Some(watched) = google_path(&request.path) {
             return Some(self.google(request, watched, authorized));
@@ -623,6 +630,96 @@ impl FakeGraphSubscription {
     }
 }
 
+/// Linear names a webhook by a UUID; the fake's is made of its number.
+pub fn linear_id(id: u64) -> String {
+    format!("00000000-0000-4000-9000-{id:012x}")
+}
+
+impl FakeApi {
+    fn linear(&self, request: &LoggedRequest, authorized: bool) -> Reply {
+        let refuse =
+            |message: &str| reply(StatusCode::OK, json!({"errors": [{"message": message}]}));
+        if !authorized {
+            return reply(
+                StatusCode::UNAUTHORIZED,
+                json!({"errors": [{"message": "Authentication required"}]}),
+            );
+        }
+        let mut s = self.state.lock().expect("fake api state");
+        if s.down {
+            return reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"errors": [{"message": "down"}]}),
+            );
+        }
+        let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
+        let query = body["query"].as_str().unwrap_or_default();
+        let variables = &body["variables"];
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        let find = |s: &ApiState, id: &str| {
+            s.hooks
+                .iter()
+                .position(|h| h.collection.starts_with("/linear/") && linear_id(h.id) == id)
+        };
+        if query.contains("webhookCreate") {
+            if s.refuse_creates.is_some() {
+                return refuse("You don't have permission to create webhooks");
+            }
+            let input = &variables["input"];
+            let scope = if input["allPublicTeams"] == true {
+                "all".to_string()
+            } else {
+                text(&input["teamId"])
+            };
+            s.next_id += 1;
+            let id = 1000 + s.next_id;
+            let secret = match text(&input["secret"]) {
+                given if !given.is_empty() => given,
+                _ => format!("lin_wh_issued_{id}"),
+            };
+            let hook = FakeHook {
+                id,
+                collection: format!("/linear/{scope}"),
+                url: text(&input["url"]),
+                secret: secret.clone(),
+                content_type: "json".into(),
+                insecure_ssl: "0".into(),
+                events: input["resourceTypes"]
+                    .as_array()
+                    .map(|a| a.iter().map(text).collect())
+                    .unwrap_or_default(),
+            };
+            s.hooks.push(hook);
+            return reply(
+                StatusCode::OK,
+                json!({"data": {"webhookCreate": {"success": true, "webhook": {"id": linear_id(id), "secret": secret}}}}),
+            );
+        }
+        if query.contains("webhookDelete") {
+            return match find(&s, &text(&variables["id"])) {
+                Some(i) => {
+                    s.hooks.remove(i);
+                    reply(
+                        StatusCode::OK,
+                        json!({"data": {"webhookDelete": {"success": true}}}),
+                    )
+                }
+                None => refuse("Entity not found: Webhook"),
+            };
+        }
+        if query.contains("webhook(") {
+            return match find(&s, &text(&variables["id"])) {
+                Some(_) => reply(
+                    StatusCode::OK,
+                    json!({"data": {"webhook": {"id": text(&variables["id"])}}}),
+                ),
+                None => refuse("Entity not found: Webhook"),
+            };
+        }
+        refuse("Unknown query")
+    }
+}
+
 fn is_bitbucket(collection: &str) -> bool {
     collection.starts_with("/repositories/") || collection.starts_with("/workspaces/")
 }
@@ -695,6 +792,33 @@ fn github_hooks_path(path: &str) -> Option<(String, Option<u64>)> {
 }
 
 impl FakeHook {
+    /// Delivers `payload` as Linear would: `Linear-Signature` (hex HMAC of the body under the
+    /// hook's secret), `Linear-Event`, `Linear-Delivery`, `webhookTimestamp` in the body.
+    pub async fn deliver_linear(
+        &self,
+        http: &reqwest::Client,
+        event: &str,
+        delivery: &str,
+        payload: &Value,
+    ) -> reqwest::Response {
+        let mut payload = payload.clone();
+        payload["webhookTimestamp"] = json!(chrono::Utc::now().timestamp_millis());
+        let body = payload.to_string();
+        let signature = integration_service::webhooks::signature::github_signature(
+            self.secret.as_bytes(),
+            body.as_bytes(),
+        );
+        http.post(&self.url)
+            .header("content-type", "application/json")
+            .header("linear-event", event)
+            .header("linear-delivery", delivery)
+            .header("linear-signature", signature.trim_start_matches("sha256="))
+            .body(body)
+            .send()
+            .await
+            .expect("delivery reaches the gateway")
+    }
+
     /// Delivers `payload` as Bitbucket would: `X-Hub-Signature: sha256=<hex HMAC>` under the
     /// hook's secret, `X-Event-Key`, `X-Request-UUID`.
     pub async fn deliver_bitbucket(

@@ -492,3 +492,14 @@ pub async fn in_channel_overlap(
         .one(db)
         .await
 }
+
+/// Whether the integration has an ACTIVE subscription (Linear: its webhooks share the secret
+/// the first one was issued).
+pub async fn has_active(db: &impl ConnectionTrait, integration_id: Uuid) -> Result<bool, DbErr> {
+    Ok(webhook_subscription::Entity::find()
+        .filter(webhook_subscription::Column::IntegrationId.eq(integration_id))
+        .filter(webhook_subscription::Column::State.eq(SubscriptionState::Active))
+        .one(db)
+        .await?
+        .is_some())
+}

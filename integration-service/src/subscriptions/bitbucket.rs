@@ -117,6 +117,7 @@ pub async fn create(
         provider_id: created.uuid,
         expires_at: None,
         channel_resource_id: None,
+        issued_secret: None,
     })
 }
 

@@ -125,6 +125,7 @@ pub async fn create(
         provider_id: created.id.to_string(),
         expires_at: None,
         channel_resource_id: None,
+        issued_secret: None,
     })
 }
 

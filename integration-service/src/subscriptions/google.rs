@@ -131,6 +131,7 @@ pub async fn watch(
         expires_at: expiration_of(&channel),
         provider_id: channel.id,
         channel_resource_id: Some(channel.resource_id),
+        issued_secret: None,
     })
 }
 

@@ -134,6 +134,7 @@ pub async fn create(
             .ok_or_else(|| ApiError::Unavailable("Graph's subscription has no id".into()))?,
         expires_at: Some(created.expiration_date_time),
         channel_resource_id: None,
+        issued_secret: None,
     })
 }
 

@@ -171,6 +171,7 @@ async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceRes
         url: &url,
         events: &events,
         secret: &secret,
+        provider_issues_secret: false,
     };
     let token = tokens::valid_token(ctx, record.clone()).await?;
     let api = target.client(ctx, &provider.name, token.access_token);

@@ -37,6 +37,7 @@ dual_db_test!(
     google_calendar_channels_and_google_resources,
     gitlab_project_hook_created_once_verified_and_deleted,
     bitbucket_repository_hook_created_once_verified_and_deleted,
+    linear_webhooks_share_the_secret_linear_issued,
 );
 
 /// A provider connected by an owner of organization 1 through the fake (`Github` names the
@@ -1063,4 +1064,70 @@ async fn bitbucket_repository_hook_created_once_verified_and_deleted(kind: Db) {
     assert_eq!(status, StatusCode::OK, "{deleted}");
     assert_eq!(deleted["data"]["state"], "DELETED");
     assert!(bb.fake.api.hooks().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear: the secret Linear issues is stored and shared by the integration's webhooks.
+// ---------------------------------------------------------------------------------------------
+
+async fn linear_webhooks_share_the_secret_linear_issued(kind: Db) {
+    let Some(ln) = standard_connected(kind, "linear", |_| {}, &[]).await else {
+        return;
+    };
+    let (status, first) = ln.create("linear", json!({"resource": "all"})).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["data"]["events"], json!(["Issue", "Comment"]));
+    let hooks = ln.fake.api.hooks();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].collection, "/linear/all");
+    assert!(
+        hooks[0].secret.starts_with("lin_wh_issued_"),
+        "Linear issued it"
+    );
+    assert_eq!(
+        first["data"]["provider_subscription_id"],
+        test_support::fake_provider_api::linear_id(hooks[0].id)
+    );
+    // A second webhook is created with the secret Linear issued for the first.
+    let (status, second) = ln
+        .create(
+            "linear",
+            json!({"resource": "team-42", "events": ["Issue"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let hooks = ln.fake.api.hooks();
+    assert_eq!(hooks.len(), 2);
+    assert_eq!(hooks[1].secret, hooks[0].secret);
+    // Both deliver, verified with the stored provider-issued secret.
+    for (n, hook) in hooks.iter().enumerate() {
+        let answer = hook
+            .deliver_linear(
+                &ln.app.http,
+                "Issue",
+                &format!("delivery-{n}"),
+                &json!({"action": "create", "type": "Issue", "data": {"id": "i"}}),
+            )
+            .await;
+        assert_eq!(answer.status(), StatusCode::OK, "{n}");
+    }
+    assert_eq!(
+        webhook_event::Entity::find()
+            .count(&ln.app.db)
+            .await
+            .unwrap(),
+        2
+    );
+    let (status, again) = ln.create("linear", json!({"resource": "all"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["data"]["id"], first["data"]["id"]);
+    assert_eq!(ln.fake.api.hooks().len(), 2);
+    for created in [&first, &second] {
+        let (status, deleted) = ln
+            .delete_of("linear", created["data"]["id"].as_str().unwrap())
+            .await;
+        assert_eq!(status, StatusCode::OK, "{deleted}");
+        assert_eq!(deleted["data"]["state"], "DELETED");
+    }
+    assert!(ln.fake.api.hooks().is_empty());
 }
