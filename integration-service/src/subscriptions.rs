@@ -18,6 +18,7 @@
 //! One file per provider API (`github.rs`, ...); `Target` is the one dispatch over them.
 
 pub mod api;
+pub mod asana;
 pub mod bitbucket;
 pub mod github;
 pub mod gitlab;
@@ -85,6 +86,7 @@ pub struct HookSpec<'a> {
 /// What a subscription watches, per provider: the one dispatch over the API clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    Asana(asana::Target),
     Bitbucket(bitbucket::Target),
     Github(github::Target),
     Gitlab(gitlab::Target),
@@ -118,6 +120,7 @@ impl Target {
             return Err(set_up_by_hand(provider));
         }
         match provider.name.as_str() {
+            "asana" => asana::parse(resource).map(Self::Asana),
             "bitbucket" => bitbucket::parse(resource).map(Self::Bitbucket),
             "github" => github::parse(resource).map(Self::Github),
             "gitlab" => gitlab::parse(resource).map(Self::Gitlab),
@@ -137,7 +140,7 @@ impl Target {
             Self::Github(target) => Some(target.required_scope()),
             Self::Gitlab(_) => Some(gitlab::REQUIRED_SCOPE),
             Self::Bitbucket(_) => Some(bitbucket::REQUIRED_SCOPE),
-            Self::Google(_) | Self::Linear(_) | Self::Microsoft(_) => None,
+            Self::Asana(_) | Self::Google(_) | Self::Linear(_) | Self::Microsoft(_) => None,
         }
     }
 
@@ -148,6 +151,7 @@ impl Target {
             Self::Bitbucket(_) => bitbucket::default_events(),
             Self::Google(_) => google::default_events(),
             Self::Linear(_) => linear::default_events(),
+            Self::Asana(_) => asana::default_events(),
             Self::Microsoft(target) => target.default_events(),
         }
     }
@@ -158,6 +162,11 @@ impl Target {
             Self::Github(_) => Ok(()),
             Self::Gitlab(_) => gitlab::validate_events(events),
             Self::Bitbucket(_) => bitbucket::validate_events(events),
+            Self::Asana(_) if events == asana::default_events() => Ok(()),
+            Self::Asana(_) => Err(ServiceError::invalid_field(
+                "events",
+                "Asana webhooks send every change of the resource: leave events out",
+            )),
             Self::Google(_) if events == google::default_events() => Ok(()),
             Self::Google(_) => Err(ServiceError::invalid_field(
                 "events",
@@ -180,6 +189,7 @@ impl Target {
             Self::Bitbucket(_) => ("BITBUCKET", bitbucket::DEFAULT_API_URL),
             Self::Google(_) => ("GOOGLE", google::DEFAULT_API_URL),
             Self::Linear(_) => ("LINEAR", linear::DEFAULT_API_URL),
+            Self::Asana(_) => ("ASANA", asana::DEFAULT_API_URL),
             Self::Microsoft(_) => ("MICROSOFT", microsoft::DEFAULT_API_URL),
         };
         ApiClient::new(&ctx.config, &ctx.metrics, provider, prefix, base, token)
@@ -192,6 +202,7 @@ impl Target {
             Self::Bitbucket(target) => bitbucket::create(api, target, hook).await,
             Self::Google(target) => google::watch(api, target, hook).await,
             Self::Linear(target) => linear::create(api, target, hook).await,
+            Self::Asana(target) => asana::create(api, target, hook).await,
             Self::Microsoft(target) => microsoft::create(api, target, hook).await,
         }
     }
@@ -206,6 +217,7 @@ impl Target {
             Self::Github(target) => github::delete(api, target, provider_id).await,
             Self::Gitlab(target) => gitlab::delete(api, target, provider_id).await,
             Self::Linear(_) => linear::delete(api, provider_id).await,
+            Self::Asana(_) => asana::delete(api, provider_id).await,
             Self::Bitbucket(target) => bitbucket::delete(api, target, provider_id).await,
             Self::Google(target) => {
                 google::stop(
@@ -243,6 +255,13 @@ impl Target {
                         }
                     })
             }
+            Self::Asana(_) => asana::exists(api, provider_id).await.map(|exists| {
+                if exists {
+                    Checked::Present
+                } else {
+                    Checked::Missing
+                }
+            }),
             Self::Linear(_) => linear::exists(api, provider_id).await.map(|exists| {
                 if exists {
                     Checked::Present
@@ -344,6 +363,14 @@ pub async fn create(
     }
     if let Some(existing) = store::subscriptions::find_live(&ctx.db, record.id, resource).await? {
         return Ok(existing);
+    }
+    if matches!(target, Target::Asana(_))
+        && !store::subscriptions::live_of_integration(&ctx.db, record.id)
+            .await?
+            .is_empty()
+    {
+        return Err(ServiceError::conflict("One Asana subscription per integration")
+            .with_details("each Asana webhook signs with the secret of its own handshake and an integration verifies with one: delete the existing subscription first"));
     }
     let until = Utc::now() + chrono::Duration::from_std(LEASE).unwrap_or_default();
     let new = NewSubscription {
@@ -559,6 +586,16 @@ async fn create_at_provider(
         && !store::subscriptions::has_active(&ctx.db, record.id).await?;
     let token = tokens::valid_token(ctx, record.clone()).await?;
     let api = target.client(ctx, &provider.name, token.access_token);
+    if matches!(target, Target::Asana(_)) {
+        // Asana's handshake arrives before its answer: the window is opened for it here,
+        // and the handshake closes it.
+        store::integrations::arm_handshake(
+            &ctx.db,
+            record.id,
+            Utc::now() + asana::HANDSHAKE_WINDOW,
+        )
+        .await?;
+    }
     let created = target
         .create(
             &api,

@@ -360,6 +360,7 @@ async fn handle(
                     .is_some_and(|token| s.access_tokens.contains(token))
             };
             api.handle(&logged, authorized)
+                .await
                 .unwrap_or_else(|| reply(StatusCode::NOT_FOUND, json!({"error": "not_found"})))
         }
     };

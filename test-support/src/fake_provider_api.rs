@@ -17,6 +17,10 @@
 //! answered in `webhook.secret`), `webhookDelete`, `webhook(id)` — the same hook store, under
 //! the collection `/linear/{teamId|all}`.
 //!
+//! Asana: `POST /webhooks` (the handshake first: a POST to the target with `X-Hook-Secret`,
+//! which must come back echoed with a 200 or 204, as Asana does before it answers 201),
+//! `GET`/`DELETE /webhooks/{gid}` — the same hook store, under `/asana/{resource}`.
+//!
 //! Microsoft Graph: `POST /subscriptions` (the expiry granted is the one asked, capped by
 //! `set_graph_lifetime`), `PATCH /subscriptions/{id}` (renewal: every one recorded with the
 //! expiry it replaced; refused with `refuse_renewals`), `GET`/`DELETE /subscriptions/{id}`.
@@ -199,7 +203,14 @@ impl FakeApi {
 
     /// Answers an API request, or `None` when the path is not an API of this fake.
     /// `authorized`: the bearer token is one the fake issued.
-    pub(crate) fn handle(&self, request: &LoggedRequest, authorized: bool) -> Option<Reply> {
+    pub(crate) async fn handle(&self, request: &LoggedRequest, authorized: bool) -> Option<Reply> {
+        if request.path == "/webhooks" || request.path.starts_with("/webhooks/") {
+            return Some(self.asana(request, authorized).await);
+        }
+        self.handle_sync(request, authorized)
+    }
+
+    fn handle_sync(&self, request: &LoggedRequest, authorized: bool) -> Option<Reply> {
         if let Some(id) = graph_path(&request.path) {
             return Some(self.graph(request, id, authorized));
         }
@@ -630,6 +641,91 @@ impl FakeGraphSubscription {
     }
 }
 
+impl FakeApi {
+    async fn asana(&self, request: &LoggedRequest, authorized: bool) -> Reply {
+        let error = |status: StatusCode, message: &str| {
+            reply(status, json!({"errors": [{"message": message}]}))
+        };
+        if !authorized {
+            return error(StatusCode::UNAUTHORIZED, "Not Authorized");
+        }
+        if self.with(|s| s.down) {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "down");
+        }
+        let gid = request
+            .path
+            .strip_prefix("/webhooks/")
+            .and_then(|g| g.parse::<u64>().ok());
+        match (request.method.as_str(), gid) {
+            ("POST", None) => {
+                let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                let (resource, target) = (
+                    text(&body["data"]["resource"]),
+                    text(&body["data"]["target"]),
+                );
+                let id = self.with(|s| {
+                    s.next_id += 1;
+                    1000 + s.next_id
+                });
+                // The handshake, before Asana answers: no lock held across it.
+                let secret = format!("asana-hook-secret-{id}");
+                let handshake = reqwest::Client::new()
+                    .post(&target)
+                    .header("x-hook-secret", &secret)
+                    .send()
+                    .await;
+                let echoed = handshake.is_ok_and(|r| {
+                    matches!(r.status().as_u16(), 200 | 204)
+                        && r.headers()
+                            .get("x-hook-secret")
+                            .and_then(|v| v.to_str().ok())
+                            == Some(secret.as_str())
+                });
+                if !echoed {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "The remote server did not respond with the handshake secret.",
+                    );
+                }
+                self.with(|s| {
+                    s.hooks.push(FakeHook {
+                        id,
+                        collection: format!("/asana/{resource}"),
+                        url: target.clone(),
+                        secret,
+                        content_type: "json".into(),
+                        insecure_ssl: "0".into(),
+                        events: Vec::new(),
+                    })
+                });
+                reply(
+                    StatusCode::CREATED,
+                    json!({"data": {"gid": id.to_string(), "resource": {"gid": resource}, "target": target, "active": true}}),
+                )
+            }
+            (method, Some(id)) => self.with(|s| {
+                let at = s
+                    .hooks
+                    .iter()
+                    .position(|h| h.id == id && h.collection.starts_with("/asana/"));
+                match (method, at) {
+                    ("GET", Some(i)) => reply(
+                        StatusCode::OK,
+                        json!({"data": {"gid": id.to_string(), "target": s.hooks[i].url}}),
+                    ),
+                    ("DELETE", Some(i)) => {
+                        s.hooks.remove(i);
+                        reply(StatusCode::OK, json!({"data": {}}))
+                    }
+                    _ => error(StatusCode::NOT_FOUND, "webhook: Not a recognized ID"),
+                }
+            }),
+            _ => error(StatusCode::NOT_FOUND, "Not found"),
+        }
+    }
+}
+
 /// Linear names a webhook by a UUID; the fake's is made of its number.
 pub fn linear_id(id: u64) -> String {
     format!("00000000-0000-4000-9000-{id:012x}")
@@ -792,6 +888,27 @@ fn github_hooks_path(path: &str) -> Option<(String, Option<u64>)> {
 }
 
 impl FakeHook {
+    /// Delivers `payload` as Asana would: `X-Hook-Signature`, the hex HMAC of the body under
+    /// the secret of the hook's handshake.
+    pub async fn deliver_asana(
+        &self,
+        http: &reqwest::Client,
+        payload: &Value,
+    ) -> reqwest::Response {
+        let body = payload.to_string();
+        let signature = integration_service::webhooks::signature::github_signature(
+            self.secret.as_bytes(),
+            body.as_bytes(),
+        );
+        http.post(&self.url)
+            .header("content-type", "application/json")
+            .header("x-hook-signature", signature.trim_start_matches("sha256="))
+            .body(body)
+            .send()
+            .await
+            .expect("delivery reaches the gateway")
+    }
+
     /// Delivers `payload` as Linear would: `Linear-Signature` (hex HMAC of the body under the
     /// hook's secret), `Linear-Event`, `Linear-Delivery`, `webhookTimestamp` in the body.
     pub async fn deliver_linear(

@@ -38,6 +38,7 @@ dual_db_test!(
     gitlab_project_hook_created_once_verified_and_deleted,
     bitbucket_repository_hook_created_once_verified_and_deleted,
     linear_webhooks_share_the_secret_linear_issued,
+    asana_webhook_created_through_a_handshake_the_service_opened,
 );
 
 /// A provider connected by an owner of organization 1 through the fake (`Github` names the
@@ -1130,4 +1131,55 @@ async fn linear_webhooks_share_the_secret_linear_issued(kind: Db) {
         assert_eq!(deleted["data"]["state"], "DELETED");
     }
     assert!(ln.fake.api.hooks().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Asana: the service opens the handshake window for its own POST /webhooks.
+// ---------------------------------------------------------------------------------------------
+
+async fn asana_webhook_created_through_a_handshake_the_service_opened(kind: Db) {
+    let Some(asana) = standard_connected(kind, "asana", |_| {}, &[]).await else {
+        return;
+    };
+    let (status, created) = asana
+        .create("asana", json!({"resource": "1202345678901234"}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(created["data"]["state"], "ACTIVE");
+    let hooks = asana.fake.api.hooks();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].collection, "/asana/1202345678901234");
+    assert_eq!(
+        created["data"]["provider_subscription_id"],
+        hooks[0].id.to_string()
+    );
+    // The handshake's secret verifies Asana's deliveries.
+    let payload = json!({"events": [{"action": "changed", "resource": {"gid": "1", "resource_type": "task"}, "created_at": "2026-12-04T00:00:00.000Z"}]});
+    let answer = hooks[0].deliver_asana(&asana.app.http, &payload).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        webhook_event::Entity::find()
+            .count(&asana.app.db)
+            .await
+            .unwrap(),
+        1
+    );
+    // The window closed with the handshake: a forged handshake now is refused.
+    let forged = asana
+        .app
+        .http
+        .post(&hooks[0].url)
+        .header("x-hook-secret", "attacker-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // One Asana subscription per integration.
+    let (status, body) = asana.create("asana", json!({"resource": "99"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, deleted) = asana
+        .delete_of("asana", created["data"]["id"].as_str().unwrap())
+        .await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    assert!(asana.fake.api.hooks().is_empty());
 }
