@@ -232,6 +232,20 @@ impl Target {
         }
     }
 
+    /// Deletes the target's webhooks that deliver to `url` but are not `keep`: webhooks we no
+    /// longer own (a crashed create's). GitHub only, so far.
+    async fn remove_strays(
+        &self,
+        api: &ApiClient<'_>,
+        url: &str,
+        keep: Option<&str>,
+    ) -> Result<usize, ApiError> {
+        match self {
+            Self::Github(target) => github::remove_others(api, target, url, keep).await,
+            _ => Ok(0),
+        }
+    }
+
     /// The renewer's call when a subscription comes due: renews one that expires, checks
     /// that one that never expires still exists.
     async fn check(
@@ -362,6 +376,29 @@ pub async fn create(
         require_scope(&view.provider, &record, scope)?;
     }
     if let Some(existing) = store::subscriptions::find_live(&ctx.db, record.id, resource).await? {
+        let now = Utc::now();
+        let abandoned = existing.state == SubscriptionState::Pending
+            && existing.lease_expires_at.is_none_or(|at| at <= now);
+        let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+        if abandoned
+            && store::subscriptions::try_take_lease(&ctx.db, existing.id, &ctx.instance, now, until)
+                .await?
+        {
+            // A create that crashed before it stored the provider's answer: taken over, and
+            // what it may have left at the provider removed first.
+            tracing::warn!(subscription = %existing.id, "taking over an abandoned create");
+            let events = events_of(&existing);
+            return finish_create(
+                ctx,
+                &view.provider,
+                &record,
+                &target,
+                &events,
+                existing.id,
+                true,
+            )
+            .await;
+        }
         return Ok(existing);
     }
     if matches!(target, Target::Asana(_))
@@ -390,12 +427,39 @@ pub async fn create(
                 ServiceError::conflict("Subscription changed").with_details("try again")
             });
     };
-    match create_at_provider(ctx, &view.provider, &record, &target, &events).await {
+    finish_create(
+        ctx,
+        &view.provider,
+        &record,
+        &target,
+        &events,
+        pending.id,
+        false,
+    )
+    .await
+}
+
+/// The provider side of a create, by the holder of the PENDING row's lease: ACTIVE with the
+/// provider's answer, or the row removed when the provider refused. `takeover`: a crashed
+/// create's row, whose leftovers at the provider are removed first.
+async fn finish_create(
+    ctx: &AppContext,
+    provider: &Provider,
+    record: &integration::Model,
+    target: &Target,
+    events: &[String],
+    pending_id: Uuid,
+    takeover: bool,
+) -> ServiceResult<Model> {
+    if takeover {
+        remove_strays(ctx, provider, record, target).await?;
+    }
+    match create_at_provider(ctx, provider, record, target, events).await {
         Ok(created) => {
             let next = next_check(ctx, created.expires_at);
             let saved = store::subscriptions::mark_active(
                 &ctx.db,
-                pending.id,
+                pending_id,
                 &ctx.instance,
                 ProviderState {
                     provider_subscription_id: &created.provider_id,
@@ -408,19 +472,39 @@ pub async fn create(
             )
             .await?;
             if !saved {
-                tracing::warn!(subscription = %pending.id, "subscription changed while it was created at the provider");
+                tracing::warn!(subscription = %pending_id, "subscription changed while it was created at the provider");
             }
-            tracing::info!(subscription = %pending.id, provider = %record.provider, "webhook subscription created");
-            store::subscriptions::find_any(&ctx.db, pending.id)
+            tracing::info!(subscription = %pending_id, provider = %record.provider, "webhook subscription created");
+            store::subscriptions::find_any(&ctx.db, pending_id)
                 .await?
                 .ok_or_else(subscription_not_found)
         }
         Err(e) => {
             // Nothing exists at the provider: the row goes, so creating again tries again.
-            store::subscriptions::remove_pending(&ctx.db, pending.id, &ctx.instance).await?;
+            store::subscriptions::remove_pending(&ctx.db, pending_id, &ctx.instance).await?;
             Err(e)
         }
     }
+}
+
+/// Removes the target's webhooks to the integration's URL (none of them is ours yet).
+async fn remove_strays(
+    ctx: &AppContext,
+    provider: &Provider,
+    record: &integration::Model,
+    target: &Target,
+) -> ServiceResult<()> {
+    let url = webhook_url(ctx, provider, record)?;
+    let token = tokens::valid_token(ctx, record.clone()).await?;
+    let api = target.client(ctx, &provider.name, token.access_token);
+    let removed = target
+        .remove_strays(&api, &url, None)
+        .await
+        .map_err(|e| provider_failed(provider, "removing webhooks we no longer own", e))?;
+    if removed > 0 {
+        tracing::warn!(integration = %record.id, removed, "webhooks we no longer own removed at the provider");
+    }
+    Ok(())
 }
 
 /// Deletes the webhook at the provider (404 counts as done) and marks it DELETED.

@@ -161,6 +161,24 @@ impl FakeApi {
         self.with(|s| s.refuse_creates = status);
     }
 
+    /// Registers a hook directly at the provider (one the service no longer owns).
+    pub fn add_hook(&self, collection: &str, url: &str, secret: &str) -> u64 {
+        self.with(|s| {
+            s.next_id += 1;
+            let id = 1000 + s.next_id;
+            s.hooks.push(FakeHook {
+                id,
+                collection: collection.to_string(),
+                url: url.to_string(),
+                secret: secret.to_string(),
+                content_type: "json".into(),
+                insecure_ssl: "0".into(),
+                events: vec!["push".into()],
+            });
+            id
+        })
+    }
+
     /// Deletes a hook at the provider behind the service's back.
     pub fn remove_hook(&self, id: u64) {
         self.with(|s| s.hooks.retain(|h| h.id != id));

@@ -146,6 +146,48 @@ pub async fn exists(api: &ApiClient<'_>, target: &Target, hook_id: &str) -> Resu
     }
 }
 
+#[derive(Deserialize)]
+struct ListedHook {
+    id: u64,
+    #[serde(default)]
+    config: ListedConfig,
+}
+
+#[derive(Deserialize, Default)]
+struct ListedConfig {
+    #[serde(default)]
+    url: Option<String>,
+}
+
+/// Deletes the hooks of the target that deliver to `url` other than `keep` (ours from a
+/// crashed create, or left behind): how many. Only the first 100 hooks are looked at.
+pub async fn remove_others(
+    api: &ApiClient<'_>,
+    target: &Target,
+    url: &str,
+    keep: Option<&str>,
+) -> Result<usize, ApiError> {
+    let answer = api
+        .send(github(
+            api.request(Method::GET, &target.hooks_path())
+                .query(&[("per_page", "100")]),
+        ))
+        .await?;
+    let hooks: Vec<ListedHook> = serde_json::from_slice(&answer)
+        .map_err(|_| ApiError::Unavailable("GitHub's hook list is unreadable".into()))?;
+    let mut removed = 0;
+    for hook in hooks {
+        let ours = hook.config.url.as_deref() == Some(url);
+        if ours && keep != Some(hook.id.to_string().as_str()) {
+            match delete(api, target, &hook.id.to_string()).await {
+                Ok(()) | Err(ApiError::NotFound) => removed += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// A stored hook id is GitHub's integer: anything else never reaches a URL.
 fn hook_path_id(hook_id: &str) -> Result<u64, ApiError> {
     hook_id

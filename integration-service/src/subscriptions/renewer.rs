@@ -179,6 +179,18 @@ async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceRes
         .check(&api, &provider_id, &hook)
         .await
         .map_err(|e| provider_failed(provider, "renewing the webhook", e))?;
+    if matches!(checked, Checked::Present) {
+        // Reconciliation also removes the webhooks to our URL that we no longer own.
+        match target.remove_strays(&api, &url, Some(&provider_id)).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::warn!(subscription = %subscription.id, removed, "webhooks we no longer own removed at the provider")
+            }
+            Err(e) => {
+                tracing::warn!(subscription = %subscription.id, error = %e, "webhooks we no longer own not listed")
+            }
+        }
+    }
     let kept = |expires_at, renewed, metric| Outcome {
         provider_id: provider_id.clone(),
         expires_at,

@@ -33,6 +33,7 @@ dual_db_test!(
     graph_refused_renewals_end_failed_never_a_stale_active,
     graph_lifecycle_notifications_renew_recreate_and_reach_consumers,
     a_hook_deleted_behind_our_back_is_back_within_the_reconciliation_interval,
+    a_create_that_crashed_is_taken_over_and_its_leftover_removed,
     google_channel_replaced_before_expiry_and_a_doubly_notified_change_stored_once,
     google_calendar_channels_and_google_resources,
     gitlab_project_hook_created_once_verified_and_deleted,
@@ -768,9 +769,20 @@ async fn a_hook_deleted_behind_our_back_is_back_within_the_reconciliation_interv
             &[("provider", "github"), ("outcome", "repaired")],
         );
     assert_eq!(repaired, 1.0);
-    // A hook still there is only looked at: no second one appears.
+    // A hook still there is only looked at: no second one appears. One to our URL that we do
+    // not own (a crashed create's) is removed; another application's hook stays.
+    let stray = gh
+        .fake
+        .api
+        .add_hook("/repos/octo/hello/hooks", &first.url, &first.secret);
+    let foreign = gh.fake.api.add_hook(
+        "/repos/octo/hello/hooks",
+        "https://ci.example.com/hook",
+        "theirs",
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(gh.fake.api.hooks().len(), 1);
+    let ids: Vec<u64> = gh.fake.api.hooks().iter().map(|h| h.id).collect();
+    assert_eq!(ids, [hooks[0].id, foreign], "stray {stray} removed");
     let scrape = Scrape::fetch(&gh.app.http, &gh.app.service_metrics_url).await;
     assert_eq!(
         scrape.sum(
@@ -1182,4 +1194,61 @@ async fn asana_webhook_created_through_a_handshake_the_service_opened(kind: Db) 
         .await;
     assert_eq!(status, StatusCode::OK, "{deleted}");
     assert!(asana.fake.api.hooks().is_empty());
+}
+
+async fn a_create_that_crashed_is_taken_over_and_its_leftover_removed(kind: Db) {
+    use integration_service::store::entities::webhook_subscription::{self, SubscriptionState};
+    use sea_orm::{ActiveValue::Set, EntityTrait as _};
+    let Some(gh) = github_connected(kind, |_| {}).await else {
+        return;
+    };
+    let (url, secret) = gh.webhook_settings().await;
+    let integration: Value = gh
+        .app
+        .http
+        .get(gh.app.url("/api/integrations/github"))
+        .bearer_auth(&gh.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let integration_id: uuid::Uuid = integration["data"]["id"].as_str().unwrap().parse().unwrap();
+    // A replica created the hook at GitHub, then died before storing its answer.
+    let leftover = gh
+        .fake
+        .api
+        .add_hook("/repos/octo/hello/hooks", &url, &secret);
+    let abandoned = uuid::Uuid::new_v4();
+    let past = chrono::Utc::now() - chrono::Duration::minutes(5);
+    webhook_subscription::Entity::insert(webhook_subscription::ActiveModel {
+        id: Set(abandoned),
+        integration_id: Set(integration_id),
+        organization_id: Set(1),
+        provider: Set("github".into()),
+        resource: Set("octo/hello".into()),
+        events: Set("[\"push\"]".into()),
+        state: Set(SubscriptionState::Pending),
+        lease_owner: Set(Some("service-dead".into())),
+        lease_expires_at: Set(Some(past)),
+        attempts: Set(0),
+        created_at: Set(past),
+        updated_at: Set(past),
+        ..Default::default()
+    })
+    .exec(&gh.app.db)
+    .await
+    .unwrap();
+    let (status, created) = gh.create("github", json!({"resource": "octo/hello"})).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(created["data"]["id"], abandoned.to_string());
+    assert_eq!(created["data"]["state"], "ACTIVE");
+    let hooks = gh.fake.api.hooks();
+    assert_eq!(hooks.len(), 1, "the leftover {leftover} was removed");
+    assert_ne!(hooks[0].id, leftover);
+    assert_eq!(
+        created["data"]["provider_subscription_id"],
+        hooks[0].id.to_string()
+    );
 }
