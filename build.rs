@@ -6,7 +6,10 @@ use std::{env, error::Error, path::PathBuf};
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let files = ["proto/integrations/v1/integrations.proto"];
+    let files = [
+        "proto/integrations/v1/integrations.proto",
+        "proto/integrations/v1/subscriptions.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);

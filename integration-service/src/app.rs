@@ -1,7 +1,8 @@
 //! The application value: everything one service process runs besides answering RPCs — the
-//! health watcher, the token refresher, the webhook retention purge, the webhook dispatcher
-//! and writers, the event sink's forwarder (`EVENT_SINK_URL`), the metrics endpoint and the
-//! backlog gauges' refresh — owned in one place and stopped in order.
+//! health watcher, the token refresher, the subscription renewer, the webhook retention
+//! purge, the webhook dispatcher and writers, the event sink's forwarder (`EVENT_SINK_URL`),
+//! the metrics endpoint and the backlog gauges' refresh — owned in one place and stopped in
+//! order.
 //!
 //! Shutdown drains (`drain`, then `stop`): health answers NOT_SERVING at once (load balancers
 //! and the gateway move away), the dispatcher stops handing out events and every
@@ -90,6 +91,13 @@ impl Application {
         }
         if let Some(interval) = ctx.config.token_refresh_interval {
             tasks.spawn(tokens::run_background_refresh(
+                ctx.clone(),
+                interval,
+                stopping.clone(),
+            ));
+        }
+        if let Some(interval) = ctx.config.subscriptions.renew_interval {
+            tasks.spawn(crate::subscriptions::renewer::run(
                 ctx.clone(),
                 interval,
                 stopping.clone(),

@@ -171,6 +171,18 @@ pub struct Config {
     /// `EVENT_SINK_URL` (+ `EVENT_SINK_STREAM`, `EVENT_SINK_SUBJECT_PREFIX`): every stored
     /// event forwarded to NATS JetStream; `None` (unset) forwards nothing.
     pub event_sink: Option<EventSinkConfig>,
+    /// Provider webhook subscriptions' renewer and reconciliation (`SUBSCRIPTION_*`).
+    pub subscriptions: SubscriptionSettings,
+}
+
+/// `SUBSCRIPTION_RENEW_INTERVAL_SECS` (30; 0 turns the renewer off): the longest the renewer
+/// sleeps between passes (it wakes earlier for a renewal due sooner).
+/// `SUBSCRIPTION_RECONCILE_INTERVAL_SECS` (3600): how often a webhook that never expires is
+/// checked at the provider and created again when it was deleted there.
+#[derive(Debug, Clone, Copy)]
+pub struct SubscriptionSettings {
+    pub renew_interval: Option<Duration>,
+    pub reconcile_interval: Duration,
 }
 
 /// Prefixes of provider variables: `GITHUB_CLIENT_ID`, `SLACK_SIGNING_SECRET`, `GITLAB_TOKEN_URL`...
@@ -239,6 +251,14 @@ impl Config {
                 max => Some(max),
             },
             event_sink: event_sink::event_sink(&env)?,
+            subscriptions: SubscriptionSettings {
+                renew_interval: env.optional_secs("SUBSCRIPTION_RENEW_INTERVAL_SECS", 30)?,
+                reconcile_interval: Duration::from_secs(env.positive(
+                    "SUBSCRIPTION_RECONCILE_INTERVAL_SECS",
+                    3600,
+                    30 * 24 * 3600,
+                )?),
+            },
         })
     }
 

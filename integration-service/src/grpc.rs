@@ -8,6 +8,7 @@
 
 pub mod integrations;
 pub mod oauth;
+pub mod subscriptions;
 pub mod webhooks;
 
 use service_kit::wire::{is_valid_request_id, REQUEST_ID};

@@ -168,6 +168,8 @@ pub async fn disconnect(
     let Some(record) = view.record else {
         return Ok(None);
     };
+    // The provider's webhooks go first, while the tokens that delete them still exist.
+    crate::subscriptions::delete_all_before_disconnect(ctx, &record).await;
     store::integrations::disconnect(&ctx.db, record.id).await?;
     Ok(Some(record))
 }

@@ -25,6 +25,7 @@ pub mod providers;
 pub mod server;
 pub mod sink;
 pub mod store;
+pub mod subscriptions;
 pub mod tokens;
 pub mod webhook_guide;
 pub mod webhook_settings;

@@ -11,6 +11,7 @@
 
 pub mod endpoint;
 pub mod grpc_calls;
+pub mod subscriptions;
 
 use std::{
     collections::HashSet,
@@ -115,6 +116,8 @@ pub enum ProviderEndpoint {
     Revoke,
     /// GitHub's installations of the authorizing user (a GitHub App callback's check).
     Installations,
+    /// A webhook subscription created, renewed, read or deleted at the provider.
+    Subscriptions,
 }
 
 impl ProviderEndpoint {
@@ -124,6 +127,7 @@ impl ProviderEndpoint {
             Self::Refresh => "refresh",
             Self::Revoke => "revoke",
             Self::Installations => "installations",
+            Self::Subscriptions => "subscriptions",
         }
     }
 }
@@ -200,6 +204,7 @@ impl Metrics {
         }
         self.counter("webhook_event_leases_total", Vec::new(), 0);
         self.counter("webhook_event_redeliveries_total", Vec::new(), 0);
+        self.describe_subscriptions();
         for reason in ["lease_expired", "consumer_error"] {
             self.counter(
                 "webhook_events_dead_total",
@@ -431,7 +436,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     ("event_sink_lag_seconds", "Age of the oldest event not yet forwarded to the JetStream sink; 0 when none or the sink is off."),
     ("event_sink_batch_events", "Events per batch published to the JetStream sink."),
     ("event_sink_publish_duration_seconds", "Time from a sink batch's first publish to its last acknowledgement."),
-    ("provider_requests_total", "HTTP calls to providers by provider, endpoint (token, refresh, revoke) and outcome."),
+    ("provider_requests_total", "HTTP calls to providers by provider, endpoint (token, refresh, revoke, installations, subscriptions) and outcome."),
+    ("webhook_subscriptions", "Provider webhook subscriptions by provider and state (refreshed by the renewer)."),
+    ("webhook_subscription_renewals_total", "Renewals and repairs of provider webhook subscriptions, by provider and outcome."),
+    ("webhook_subscription_soonest_expiry_seconds", "Seconds until the soonest expiry of an ACTIVE subscription; +Inf when none expires."),
 ];
 
 /// `(grpc_service, grpc_method)` of a call path, both `other` for a path we do not serve.

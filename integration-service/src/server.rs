@@ -6,7 +6,9 @@ use std::{future::Future, time::Duration};
 
 use integrations_proto::v1::{
     integration_service_server::IntegrationServiceServer,
-    o_auth_service_server::OAuthServiceServer, webhook_service_server::WebhookServiceServer,
+    o_auth_service_server::OAuthServiceServer,
+    subscription_service_server::SubscriptionServiceServer,
+    webhook_service_server::WebhookServiceServer,
 };
 use tokio::net::TcpListener;
 use tonic::transport::{server::TcpIncoming, Server};
@@ -14,7 +16,10 @@ use tonic::transport::{server::TcpIncoming, Server};
 use crate::{
     app::Application,
     context::AppContext,
-    grpc::{integrations::IntegrationApi, oauth::OAuthApi, webhooks::WebhookApi},
+    grpc::{
+        integrations::IntegrationApi, oauth::OAuthApi, subscriptions::SubscriptionApi,
+        webhooks::WebhookApi,
+    },
     metrics::grpc_calls::GrpcMetricsLayer,
 };
 
@@ -104,6 +109,9 @@ pub async fn serve_with_metrics(
                 app.ctx.clone(),
             )))
             .add_service(OAuthServiceServer::new(OAuthApi::new(app.ctx.clone())))
+            .add_service(SubscriptionServiceServer::new(SubscriptionApi::new(
+                app.ctx.clone(),
+            )))
             .add_service(
                 WebhookServiceServer::new(WebhookApi::new(app.ctx.clone(), app.webhooks.clone()))
                     .max_decoding_message_size(MAX_WEBHOOK_MESSAGE),

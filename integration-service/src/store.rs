@@ -7,6 +7,7 @@ pub mod integrations;
 pub mod nodelay;
 pub mod oauth_states;
 pub mod organizations;
+pub mod subscriptions;
 pub mod text_list;
 pub mod webhook_events;
 

@@ -12,6 +12,7 @@ mod m20261125_000009_leases_and_grace;
 mod m20261125_000011_one_owner_per_account;
 mod m20261126_000012_webhook_handshake;
 mod m20261204_000013_event_outbox;
+mod m20261204_000014_webhook_subscriptions;
 mod m20261204_000015_discord_account_not_exclusive;
 mod m20261204_000016_token_refreshed_at;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000009_leases_and_grace::Migration),
             Box::new(m20261126_000012_webhook_handshake::Migration),
             Box::new(m20261204_000013_event_outbox::Migration),
+            Box::new(m20261204_000014_webhook_subscriptions::Migration),
             Box::new(m20261204_000015_discord_account_not_exclusive::Migration),
             Box::new(m20261204_000016_token_refreshed_at::Migration),
         ]

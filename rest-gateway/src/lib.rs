@@ -19,6 +19,7 @@ pub mod oauth;
 pub mod openapi;
 pub mod router;
 pub mod server;
+pub mod subscriptions;
 pub mod upstream;
 pub mod webhook_budget;
 pub mod webhooks;

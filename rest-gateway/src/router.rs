@@ -12,7 +12,7 @@ use crate::{
     error::GatewayError,
     events, health,
     http::HttpResponse,
-    integrations, oauth, openapi, webhooks, Gateway,
+    integrations, oauth, openapi, subscriptions, webhooks, Gateway,
 };
 
 /// One route: its template (`:name` placeholders, which every Prometheus text-format parser
@@ -50,6 +50,8 @@ enum Endpoint {
     ProviderWebhook,
     /// The operator console's pages (`console`), which answer HTML even when they refuse.
     Console(console::Page),
+    Subscriptions,
+    Subscription,
 }
 
 const fn entry(template: &'static str, allow: &'static str, endpoint: Endpoint) -> Route {
@@ -211,6 +213,17 @@ pub const ROUTES: &[Route] = &[
         "POST",
         Endpoint::Console(Page::Replay),
     ),
+    // Provider webhook subscriptions the service manages (route 15).
+    entry(
+        "/api/integrations/:id/subscriptions",
+        "GET, POST",
+        Endpoint::Subscriptions,
+    ),
+    entry(
+        "/api/integrations/:id/subscriptions/:subscriptionId",
+        "DELETE",
+        Endpoint::Subscription,
+    ),
 ];
 
 /// The route of `path` and the raw (still percent-encoded) values of its placeholders.
@@ -301,6 +314,15 @@ pub async fn route(
         }
         // Served above, before the JSON routes' checks.
         (Endpoint::Console(_), _) => Err(GatewayError::NotFound),
+        (Endpoint::Subscriptions, Method::GET) => {
+            subscriptions::list(gateway, &parts, param()?).await
+        }
+        (Endpoint::Subscriptions, _) => {
+            subscriptions::create(gateway, &parts, body, param()?).await
+        }
+        (Endpoint::Subscription, _) => {
+            subscriptions::delete(gateway, &parts, param()?, param()?).await
+        }
     }
 }
 
@@ -310,11 +332,12 @@ fn is_browser_state_change(endpoint: Endpoint, method: &Method) -> bool {
     match endpoint {
         Endpoint::Integration => matches!(*method, Method::PATCH | Method::DELETE),
         Endpoint::Webhook => *method == Method::PUT,
-        Endpoint::Callback => *method == Method::POST,
+        Endpoint::Callback | Endpoint::Subscriptions => *method == Method::POST,
         Endpoint::Authorize
         | Endpoint::Replay
         | Endpoint::RotateWebhookSecret
-        | Endpoint::ArmWebhookHandshake => true,
+        | Endpoint::ArmWebhookHandshake
+        | Endpoint::Subscription => true,
         Endpoint::Health
         | Endpoint::OpenApi
         | Endpoint::Integrations

@@ -13,7 +13,9 @@ use std::time::Duration;
 use http::HeaderMap;
 use integrations_proto::v1::{
     integration_service_client::IntegrationServiceClient,
-    o_auth_service_client::OAuthServiceClient, webhook_service_client::WebhookServiceClient,
+    o_auth_service_client::OAuthServiceClient,
+    subscription_service_client::SubscriptionServiceClient,
+    webhook_service_client::WebhookServiceClient,
 };
 use tonic::{
     metadata::{MetadataMap, MetadataValue},
@@ -51,6 +53,10 @@ impl Upstream {
 
     pub fn oauth(&self) -> OAuthServiceClient<Channel> {
         OAuthServiceClient::new(self.channel.clone())
+    }
+
+    pub fn subscriptions(&self) -> SubscriptionServiceClient<Channel> {
+        SubscriptionServiceClient::new(self.channel.clone())
     }
 
     /// Webhook bodies reach 25 MB: the encoding limit is lifted for them.

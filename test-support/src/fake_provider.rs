@@ -5,6 +5,7 @@
 //! `POST /token` (code exchange and refresh, PKCE S256 checked, codes and refresh tokens
 //! single use), `POST /revoke`, `DELETE /applications/{client_id}/token`, and GitHub's
 //! `GET /user/installations` (the installations `set_installations` named, for issued tokens).
+//! The providers' webhook APIs live in `fake_provider_api` (`FakeProvider::api`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -22,6 +23,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::{net::TcpListener, sync::oneshot};
+
+use crate::fake_provider_api::FakeApi;
 
 pub const FAKE_CLIENT_ID: &str = "fake-client-id";
 pub const FAKE_CLIENT_SECRET: &str = "fake-client-secret";
@@ -100,12 +103,16 @@ struct FakeState {
     member_only: HashSet<String>,
     /// Access tokens issued, which the API endpoints accept.
     access_tokens: HashSet<String>,
+    /// Scopes granted whatever was asked (`grant_scopes`).
+    granted_scope: Option<String>,
 }
 
 /// A running fake provider; stops when dropped.
 pub struct FakeProvider {
     pub base_url: String,
     pub style: FakeStyle,
+    /// The provider's webhook APIs (hooks registered, error modes).
+    pub api: Arc<FakeApi>,
     state: Arc<Mutex<FakeState>>,
     _shutdown: oneshot::Sender<()>,
 }
@@ -133,7 +140,10 @@ impl FakeProvider {
             installations: Vec::new(),
             member_only: HashSet::new(),
             access_tokens: HashSet::new(),
+            granted_scope: None,
         }));
+        let api = Arc::new(FakeApi::default());
+        let shared_api = api.clone();
         let (tx, mut rx) = oneshot::channel::<()>();
         let shared = state.clone();
         tokio::spawn(async move {
@@ -142,8 +152,10 @@ impl FakeProvider {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         let shared = shared.clone();
+                        let api = shared_api.clone();
                         tokio::spawn(async move {
-                            let service = service_fn(move |req| handle(shared.clone(), req));
+                            let service =
+                                service_fn(move |req| handle(shared.clone(), api.clone(), req));
                             let _ = http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), service)
                                 .await;
@@ -156,6 +168,7 @@ impl FakeProvider {
         Self {
             base_url,
             style,
+            api,
             state,
             _shutdown: tx,
         }
@@ -200,6 +213,11 @@ impl FakeProvider {
     /// The user can read the installations of `orgs` but is not their admin.
     pub fn set_member_only(&self, orgs: &[&str]) {
         self.with(|s| s.member_only = orgs.iter().map(|o| o.to_string()).collect());
+    }
+
+    /// Grant these scopes (space-separated) whatever the authorization asked for.
+    pub fn grant_scopes(&self, scopes: &str) {
+        self.with(|s| s.granted_scope = Some(scopes.to_string()));
     }
 
     /// The user declines at the provider: authorize redirects with `error=access_denied`.
@@ -300,6 +318,7 @@ fn redirect(location: &str) -> Reply {
 
 async fn handle(
     state: Arc<Mutex<FakeState>>,
+    api: Arc<FakeApi>,
     request: Request<Incoming>,
 ) -> Result<Reply, Infallible> {
     let (parts, body) = request.into_parts();
@@ -344,7 +363,18 @@ async fn handle(
         ("DELETE", path) if path.starts_with("/applications/") => {
             reply(StatusCode::NO_CONTENT, json!({}))
         }
-        _ => reply(StatusCode::NOT_FOUND, json!({"error": "not_found"})),
+        _ => {
+            let authorized = {
+                let s = state.lock().expect("fake state");
+                logged
+                    .header("authorization")
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .is_some_and(|token| s.access_tokens.contains(token))
+            };
+            api.handle(&logged, authorized)
+                .await
+                .unwrap_or_else(|| reply(StatusCode::NOT_FOUND, json!({"error": "not_found"})))
+        }
     };
     Ok(answer)
 }
@@ -539,7 +569,7 @@ fn token(state: &Mutex<FakeState>, request: &LoggedRequest) -> Reply {
                     "invalid_code",
                 );
             };
-            Some(issued.scope)
+            Some(s.granted_scope.clone().unwrap_or(issued.scope))
         }
         Some(_) => {
             return token_error(

@@ -9,6 +9,7 @@
 
 pub mod database;
 pub mod fake_provider;
+pub mod fake_provider_api;
 pub mod logs;
 pub mod oauth_flow;
 pub mod reflection;
@@ -87,6 +88,8 @@ pub struct TestApp {
     pub service_metrics_url: String,
     /// The gateway's Prometheus endpoint, on its own listener (never the public port).
     pub gateway_metrics_url: String,
+    /// The extra variables the app was started with; replicas get them too.
+    extra_env: Vec<(String, String)>,
     shutdown: Vec<oneshot::Sender<()>>,
     // Dropped last: the database outlives the servers using it.
     pub database: TestDatabase,
@@ -163,8 +166,10 @@ impl TestApp {
             ("PUBLIC_API_URL", self.http_url.as_str()),
         ]
         .into_iter()
-        .chain(vars.iter().copied())
         .map(|(k, v)| (k.to_string(), v.to_string()))
+        // The app's own variables, then this replica's, which win.
+        .chain(self.extra_env.iter().cloned())
+        .chain(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .collect();
         let config = Config::from_vars(&env).expect("replica config");
         let ctx = AppContext::start(config).await.expect("replica start");
@@ -306,6 +311,10 @@ pub async fn spawn_app_with(kind: Db, vars: &[(&str, &str)]) -> Option<TestApp> 
         kind,
         service_metrics_url,
         gateway_metrics_url,
+        extra_env: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         shutdown: vec![service_tx, gateway_tx, gateway_metrics_tx],
         database,
     })

@@ -5,3 +5,4 @@ pub mod oauth_state;
 pub mod organization;
 pub mod organization_member;
 pub mod webhook_event;
+pub mod webhook_subscription;

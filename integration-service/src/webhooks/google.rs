@@ -2,7 +2,9 @@
 //! integration's generated secret (pass it as the channel's `token` when creating the watch),
 //! compared in constant time. A channel starts with a `sync` message, acknowledged with a 200
 //! and not stored; every later message is stored with the notification headers as its
-//! payload (Google sends no body), deduplicated by channel id + `X-Goog-Message-Number`.
+//! payload (Google sends no body), deduplicated by channel id + `X-Goog-Message-Number` — or,
+//! while a subscription's old and new channels overlap (`subscriptions::google_overlap_key`),
+//! by what the message says, so a change notified on both channels is stored once.
 //!
 //! Invariant: the token is checked before anything is read or stored.
 
@@ -46,7 +48,17 @@ pub(super) async fn receive(
         "changed": header("x-goog-changed"),
         "channelExpiration": header("x-goog-channel-expiration"),
     });
-    let item = Item::new(state, dedupe_key(&channel, &number), payload.to_string());
+    let key = crate::subscriptions::google_overlap_key(
+        ctx,
+        integration_id,
+        &channel,
+        &state,
+        &header("x-goog-resource-id").unwrap_or_default(),
+        &header("x-goog-changed").unwrap_or_default(),
+    )
+    .await?
+    .unwrap_or_else(|| dedupe_key(&channel, &number));
+    let item = Item::new(state, key, payload.to_string());
     store_one(runtime, integration_id, &delivery, item).await
 }
 

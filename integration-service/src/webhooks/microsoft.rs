@@ -3,14 +3,18 @@
 //! allows 10 s) once the URL's integration is known. Then each notification of a batch (`value`
 //! array) must carry `clientState` equal to the integration's generated secret (pass it as the
 //! subscription's `clientState`), compared in constant time; lifecycle notifications
-//! (`lifecycleEvent`) are stored like changes. Graph wants a 202 within 3 s.
+//! (`lifecycleEvent`) are stored like changes (`missed` as `subscription.missed`, so consumers
+//! resync), and `reauthorizationRequired` / `subscriptionRemoved` also have the subscription
+//! renewed or created again at once, in the background (`subscriptions::on_graph_lifecycle`).
+//! Graph wants a 202 within 3 s.
 //!
 //! `clientState` is inside the body: before verification only the `clientState`s are read, by
 //! a typed reader that skips everything else and refuses a batch of more than 1000 before
 //! allocating for it (bodies are at most 1 MiB, `WebhookScheme::body_limit`); the whole body is
 //! parsed only once every item of the batch matched. The secret is removed from what is stored.
-//! The validation handshake is answered only for a connected integration with a secret. Each item is one event, deduplicated by the SHA-256
-//! of its content (Graph gives a notification no id, and redelivers the same content).
+//! The validation handshake is answered only for a connected integration with a secret. Each
+//! item is one event, deduplicated by the SHA-256 of its content (Graph gives a notification no
+//! id, and redelivers the same content).
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -65,8 +69,18 @@ pub(super) async fn receive(
     )
     .await?;
     let notifications = parse_batch(&delivery.body)?;
+    let lifecycle: Vec<(String, String)> = notifications
+        .iter()
+        .filter_map(|n| {
+            Some((
+                field(n, "/subscriptionId", 128)?,
+                field(n, "/lifecycleEvent", 100)?,
+            ))
+        })
+        .collect();
     let items = notifications.into_iter().map(item).collect();
     let ids = store_items(runtime, integration_id, &delivery.stored_headers(), items).await?;
+    crate::subscriptions::on_graph_lifecycle(ctx, integration_id, lifecycle);
     Ok(Answer::stored_all(202, &ids))
 }
 
@@ -160,7 +174,10 @@ pub(super) fn item(mut notification: Value) -> Item {
         object.remove("clientState");
     }
     let event_type = field(&notification, "/lifecycleEvent", 100)
-        .map(|e| format!("lifecycle.{e}"))
+        .map(|e| match e.as_str() {
+            "missed" => "subscription.missed".to_string(),
+            _ => format!("lifecycle.{e}"),
+        })
         .or_else(|| field(&notification, "/changeType", 100))
         .unwrap_or_else(|| "notification".into());
     let payload = notification.to_string();
@@ -213,6 +230,10 @@ mod tests {
             item(items[0].clone()).event_type,
             "lifecycle.reauthorizationRequired"
         );
+        let missed =
+            br#"{"value":[{"subscriptionId":"s1","lifecycleEvent":"missed","clientState":"c"}]}"#;
+        let items = parse_batch(missed).unwrap();
+        assert_eq!(item(items[0].clone()).event_type, "subscription.missed");
         for bad in [&b"{}"[..], b"{\"value\":[]}", b"{\"value\":[1]}", b"nope"] {
             assert!(parse_batch(bad).is_err());
             assert!(client_states(bad).is_err());

@@ -14,4 +14,5 @@ mod oauth;
 mod openapi;
 mod provider_webhooks;
 mod request_tracing;
+mod subscriptions;
 mod webhooks;

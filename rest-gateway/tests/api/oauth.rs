@@ -139,7 +139,7 @@ async fn github_flow_connects_with_pkce_and_stores_ciphertext(kind: Db) {
     );
     assert_eq!(
         authorization.param("scope").as_deref(),
-        Some("repo read:user read:org")
+        Some("repo read:user read:org admin:repo_hook admin:org_hook")
     );
     assert_eq!(
         authorization.param("code_challenge_method").as_deref(),
@@ -179,7 +179,13 @@ async fn github_flow_connects_with_pkce_and_stores_ciphertext(kind: Db) {
     assert_eq!(stored.status.map(|s| s.as_str()), Some("ACTIVE"));
     assert_eq!(
         text_list::decode(stored.permissions.as_deref().unwrap()).unwrap(),
-        ["repo", "read:user", "read:org"]
+        [
+            "repo",
+            "read:user",
+            "read:org",
+            "admin:repo_hook",
+            "admin:org_hook"
+        ]
     );
     let access = stored.access_token.clone().unwrap();
     assert!(
@@ -213,7 +219,13 @@ async fn github_flow_connects_with_pkce_and_stores_ciphertext(kind: Db) {
     assert_eq!(listed["data"]["status"], "ACTIVE");
     assert_eq!(
         listed["data"]["permissions"],
-        json!(["repo", "read:user", "read:org"])
+        json!([
+            "repo",
+            "read:user",
+            "read:org",
+            "admin:repo_hook",
+            "admin:org_hook"
+        ])
     );
     assert!(!listed.to_string().contains("gho_"));
 }
