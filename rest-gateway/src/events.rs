@@ -76,6 +76,12 @@ fn list_request(id: String, query: Option<&str>) -> Result<ListEventsRequest, Ga
         match name.as_ref() {
             "status" => request.status = Some(value),
             "event_type" | "eventType" => request.event_type = Some(value),
+            "since" if value.trim().is_empty() => {
+                return Err(GatewayError::bad_request(
+                    "Invalid since",
+                    "since: an RFC 3339 time (leave it out for no lower bound)",
+                ))
+            }
             "since" => request.since = Some(value),
             "cursor" => request.page_token = value,
             "limit" => {

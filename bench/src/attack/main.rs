@@ -19,7 +19,10 @@
 //! Per scenario it prints the legitimate client's p50/p99/failures, what the attackers were
 //! answered (by status), the peak RSS (`VmHWM`, reset at the start of each scenario) and CPU
 //! of both processes, and PASS/FAIL against the targets; `--strict` exits non-zero on a FAIL.
-//! A program, not a test: the behaviours themselves are pinned by the integration tests.
+//! The attackers connect from 127.0.0.2 and the legitimate tenant from 127.0.0.1 (both
+//! loopback), so the gateway tells them apart as it would a botnet from GitHub: the
+//! per-address share of the webhook budgets (`WEBHOOK_BYTES_PER_CLIENT`) is part of what is
+//! tried. A program, not a test: the behaviours themselves are pinned by the integration tests.
 
 mod flood;
 mod hostile;

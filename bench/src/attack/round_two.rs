@@ -245,7 +245,7 @@ async fn attack(kind: Kind, n: usize, target: &Target) -> String {
 /// GitHub — the per-address share of the budgets is part of what is tried.
 pub const ATTACKER_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
 
-async fn connect_from_attacker_address(port: u16) -> std::io::Result<TcpStream> {
+pub async fn connect_from_attacker_address(port: u16) -> std::io::Result<TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind((ATTACKER_ADDRESS, 0).into())?;
     socket

@@ -11,7 +11,6 @@ use std::{
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -108,7 +107,7 @@ async fn worker(
 
 /// One upload: its answer (status or transport failure) and the body bytes written.
 async fn upload(target: &Target, path: &str) -> (String, u64) {
-    let stream = match TcpStream::connect(("127.0.0.1", target.port)).await {
+    let stream = match crate::round_two::connect_from_attacker_address(target.port).await {
         Ok(stream) => stream,
         Err(e) => return (format!("connect {}", io_outcome(&e)), 0),
     };
