@@ -18,14 +18,13 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    task::JoinSet,
-};
+use tokio::{io::AsyncWriteExt, net::TcpStream, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::outcome::{io_outcome, response_status, Outcomes};
+use crate::{
+    outcome::{io_outcome, Outcomes},
+    upload::read_status,
+};
 
 /// Where the attacks go.
 #[derive(Clone)]
@@ -301,21 +300,5 @@ async fn send(port: u16, head: &str, body: usize, rate: usize) -> String {
     match answered {
         Some(status) => status.to_string(),
         None => "closed without answer".into(),
-    }
-}
-
-async fn read_status(reader: &mut (impl AsyncReadExt + Unpin)) -> Option<u16> {
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => {
-                answer.extend_from_slice(&buf[..n]);
-                if answer.windows(4).any(|w| w == b"\r\n\r\n") || answer.len() > 16 * 1024 {
-                    return response_status(&answer);
-                }
-            }
-        }
     }
 }

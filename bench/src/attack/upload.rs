@@ -154,7 +154,7 @@ async fn upload(target: &Target, path: &str) -> (String, u64) {
 
 /// The status of the response head read from `reader`; `None` when the connection ends (or
 /// fails) before a whole head.
-async fn read_status(reader: &mut (impl AsyncReadExt + Unpin)) -> Option<u16> {
+pub async fn read_status(reader: &mut (impl AsyncReadExt + Unpin)) -> Option<u16> {
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
