@@ -47,6 +47,14 @@ pub async fn find(
         .await
 }
 
+/// The live (not DELETED) subscriptions of an integration: the start of every query that
+/// looks for the ones the service still owns at the provider.
+fn live_of(integration_id: Uuid) -> sea_orm::Select<webhook_subscription::Entity> {
+    webhook_subscription::Entity::find()
+        .filter(webhook_subscription::Column::IntegrationId.eq(integration_id))
+        .filter(webhook_subscription::Column::State.ne(SubscriptionState::Deleted))
+}
+
 /// A subscription by id, whatever its organization (the renewer, after its lease).
 pub async fn find_any(db: &impl ConnectionTrait, id: Uuid) -> Result<Option<Model>, DbErr> {
     webhook_subscription::Entity::find_by_id(id).one(db).await
@@ -58,10 +66,8 @@ pub async fn find_live(
     integration_id: Uuid,
     resource: &str,
 ) -> Result<Option<Model>, DbErr> {
-    webhook_subscription::Entity::find()
-        .filter(webhook_subscription::Column::IntegrationId.eq(integration_id))
+    live_of(integration_id)
         .filter(webhook_subscription::Column::Resource.eq(resource))
-        .filter(webhook_subscription::Column::State.ne(SubscriptionState::Deleted))
         .one(db)
         .await
 }
@@ -71,9 +77,7 @@ pub async fn live_of_integration(
     db: &impl ConnectionTrait,
     integration_id: Uuid,
 ) -> Result<Vec<Model>, DbErr> {
-    webhook_subscription::Entity::find()
-        .filter(webhook_subscription::Column::IntegrationId.eq(integration_id))
-        .filter(webhook_subscription::Column::State.ne(SubscriptionState::Deleted))
+    live_of(integration_id)
         .order_by_asc(webhook_subscription::Column::CreatedAt)
         .all(db)
         .await
@@ -443,10 +447,8 @@ pub async fn find_by_provider_id(
     integration_id: Uuid,
     provider_id: &str,
 ) -> Result<Option<Model>, DbErr> {
-    webhook_subscription::Entity::find()
-        .filter(webhook_subscription::Column::IntegrationId.eq(integration_id))
+    live_of(integration_id)
         .filter(webhook_subscription::Column::ProviderSubscriptionId.eq(provider_id))
-        .filter(webhook_subscription::Column::State.ne(SubscriptionState::Deleted))
         .one(db)
         .await
 }
@@ -479,9 +481,7 @@ pub async fn in_channel_overlap(
     channel: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Model>, DbErr> {
-    webhook_subscription::Entity::find()
-        .filter(webhook_subscription::Column::IntegrationId.eq(integration_id))
-        .filter(webhook_subscription::Column::State.ne(SubscriptionState::Deleted))
+    live_of(integration_id)
         .filter(
             Condition::any()
                 .add(webhook_subscription::Column::ChannelId.eq(channel))
