@@ -213,41 +213,78 @@ async fn run_inserts(
     Ok(inserted)
 }
 
-/// Each row's stored id: its own when inserted, else the id stored for its delivery.
+/// Each row's stored id: its own when inserted, else the id stored for its delivery — found
+/// for all skipped rows of the batch by one query, so a redelivery storm costs one lookup per
+/// batch, not one per delivery.
 async fn resolve_ids(
     db: &impl ConnectionTrait,
     rows: &[NewEvent],
     inserted: &[Uuid],
 ) -> Result<Vec<Uuid>, DbErr> {
-    let mut ids = Vec::with_capacity(rows.len());
-    for row in rows {
-        if inserted.contains(&row.id) {
-            ids.push(row.id);
-            continue;
-        }
-        // Not inserted: the unique key found the delivery already stored (maybe by this batch).
-        let existing = match &row.delivery_id {
-            Some(delivery) => find_by_delivery(db, row.integration_id, delivery).await?,
-            None => None,
-        };
-        ids.push(existing.ok_or_else(|| {
-            DbErr::RecordNotFound("webhook event neither inserted nor found".into())
-        })?);
-    }
-    Ok(ids)
+    let skipped: Vec<&NewEvent> = rows
+        .iter()
+        .filter(|row| !inserted.contains(&row.id))
+        .collect();
+    let stored = if skipped.is_empty() {
+        Vec::new()
+    } else {
+        find_by_deliveries(db, &skipped).await?
+    };
+    rows.iter()
+        .map(|row| {
+            if inserted.contains(&row.id) {
+                return Ok(row.id);
+            }
+            // Not inserted: the unique key found the delivery already stored (maybe by this batch).
+            stored
+                .iter()
+                .find(|found| {
+                    found.integration_id == row.integration_id
+                        && Some(&found.delivery_id) == row.delivery_id.as_ref()
+                })
+                .map(|found| found.id)
+                .ok_or_else(|| {
+                    DbErr::RecordNotFound("webhook event neither inserted nor found".into())
+                })
+        })
+        .collect()
 }
 
-async fn find_by_delivery(
-    db: &impl ConnectionTrait,
+#[derive(FromQueryResult)]
+struct StoredDelivery {
+    id: Uuid,
     integration_id: Uuid,
-    delivery_id: &str,
-) -> Result<Option<Uuid>, DbErr> {
-    Ok(webhook_event::Entity::find()
-        .filter(webhook_event::Column::IntegrationId.eq(integration_id))
-        .filter(webhook_event::Column::DeliveryId.eq(delivery_id))
-        .one(db)
-        .await?
-        .map(|event| event.id))
+    delivery_id: String,
+}
+
+/// The stored events of these (integration, delivery id) keys, in one query.
+async fn find_by_deliveries(
+    db: &impl ConnectionTrait,
+    rows: &[&NewEvent],
+) -> Result<Vec<StoredDelivery>, DbErr> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT id, integration_id, delivery_id FROM webhook_events WHERE ");
+    let mut keys = 0;
+    for row in rows {
+        let Some(delivery) = &row.delivery_id else {
+            continue;
+        };
+        if keys > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(integration_id = ")
+            .bind(row.integration_id)
+            .push(" AND delivery_id = ")
+            .bind(delivery.clone())
+            .push(")");
+        keys += 1;
+    }
+    if keys == 0 {
+        return Ok(Vec::new());
+    }
+    StoredDelivery::find_by_statement(sql.statement())
+        .all(db)
+        .await
 }
 
 /// Which events a consumer wants.

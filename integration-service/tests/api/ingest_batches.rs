@@ -1,0 +1,79 @@
+//! The group commit's batches as the store writes them: every row answers the id stored for
+//! its delivery — its own when new, the earlier one when a redelivery, whether the earlier row
+//! was committed before or sits in the same batch. On SQLite and PostgreSQL.
+
+use chrono::Utc;
+use integration_service::store::{entities::webhook_event, webhook_events};
+use sea_orm::{EntityTrait, PaginatorTrait};
+use test_support::{dual_test, TestApp};
+use uuid::Uuid;
+
+use crate::webhook_events::github_integration;
+
+fn row(integration: Uuid, delivery: &str) -> webhook_events::NewEvent {
+    webhook_events::NewEvent {
+        id: Uuid::new_v4(),
+        integration_id: integration,
+        event_type: "push".into(),
+        delivery_id: Some(delivery.into()),
+        payload: format!(r#"{{"delivery":"{delivery}"}}"#),
+        headers: r#"{"x-github-event":"push"}"#.into(),
+        processed: false,
+        received_at: Utc::now(),
+    }
+}
+
+dual_test!(redeliveries_in_a_batch_answer_the_stored_ids);
+
+async fn redeliveries_in_a_batch_answer_the_stored_ids(app: TestApp) {
+    let mine = github_integration(&app, 1).await;
+    let other = github_integration(&app, 2).await;
+    let first: Vec<_> = ["a", "b", "c"].iter().map(|d| row(mine, d)).collect();
+    let ids = webhook_events::insert_batch(&app.db, &first).await.unwrap();
+    assert_eq!(ids, first.iter().map(|r| r.id).collect::<Vec<_>>());
+
+    // Two redeliveries of committed rows, one new delivery twice in the batch, the same
+    // delivery id under another integration (a different delivery), and a new one.
+    let second = vec![
+        row(mine, "b"),
+        row(mine, "d"),
+        row(mine, "a"),
+        row(mine, "d"),
+        row(other, "a"),
+        row(mine, "e"),
+    ];
+    let ids = webhook_events::insert_batch(&app.db, &second)
+        .await
+        .unwrap();
+    assert_eq!(ids[0], first[1].id, "a redelivery answers the stored id");
+    assert_eq!(ids[2], first[0].id, "a redelivery answers the stored id");
+    assert_eq!(
+        ids[1], ids[3],
+        "one delivery twice in a batch is stored once"
+    );
+    assert!(
+        ids[1] == second[1].id || ids[1] == second[3].id,
+        "the batch's own row is the stored one"
+    );
+    assert_eq!(
+        ids[4], second[4].id,
+        "another integration's delivery is its own"
+    );
+    assert_eq!(ids[5], second[5].id);
+
+    let stored = webhook_event::Entity::find().count(&app.db).await.unwrap();
+    assert_eq!(
+        stored, 6,
+        "a, b, c, d, e of one integration and a of the other"
+    );
+    for id in ids {
+        assert!(
+            webhook_event::Entity::find_by_id(id)
+                .one(&app.db)
+                .await
+                .unwrap()
+                .is_some(),
+            "every answered id is a stored row"
+        );
+    }
+}
