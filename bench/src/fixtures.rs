@@ -142,6 +142,37 @@ impl BenchDatabase {
         }
     }
 
+    /// Lets the database settle before a system is measured, so no system pays for another's
+    /// writes: PostgreSQL checkpoints and waits (up to 60 s) until no autovacuum worker runs;
+    /// SQLite folds its WAL back into the database file.
+    pub async fn settle(&self) -> anyhow::Result<()> {
+        let db = Database::connect(&self.url).await?;
+        if self.postgres.is_some() {
+            db.execute_unprepared("CHECKPOINT").await?;
+            for _ in 0..600 {
+                let busy = db
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Postgres,
+                        "SELECT count(*) AS n FROM pg_stat_activity \
+                         WHERE backend_type = 'autovacuum worker'",
+                    ))
+                    .await?
+                    .map(|row| row.try_get::<i64>("", "n"))
+                    .transpose()?
+                    .unwrap_or(0);
+                if busy == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        } else {
+            db.execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+                .await?;
+        }
+        let _ = db.close().await;
+        Ok(())
+    }
+
     pub async fn drop_database(&self) {
         if let Some((admin_url, name)) = &self.postgres {
             if let Ok(admin) = Database::connect(admin_url).await {

@@ -84,15 +84,51 @@ pub struct Delivery {
     pub body: Bytes,
 }
 
+/// The delivery ids a load sends: `{run}-{n}`.
+#[derive(Clone, Debug)]
+pub enum DeliveryIds {
+    /// Every request a new delivery (n = 0, 1, 2, ...).
+    Unique { run: String },
+    /// Redeliveries only: n cycles through the `count` deliveries an earlier `Unique` load
+    /// of the same `run` stored.
+    Repeat { run: String, count: u64 },
+}
+
+impl DeliveryIds {
+    /// Unique ids under a new run name.
+    pub fn fresh() -> Self {
+        Self::Unique {
+            run: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+
+    fn id(&self, n: u64) -> String {
+        match self {
+            Self::Unique { run } => format!("{run}-{n}"),
+            Self::Repeat { run, count } => format!("{run}-{}", n % (*count).max(1)),
+        }
+    }
+}
+
 /// Posts `delivery` with unique delivery ids from `connections` workers for `duration`.
 pub async fn drive_deliveries(
     delivery: &Delivery,
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Measure> {
+    drive_deliveries_with(delivery, connections, duration, &DeliveryIds::fresh()).await
+}
+
+/// Posts `delivery` with the delivery ids `ids` gives from `connections` workers for `duration`.
+pub async fn drive_deliveries_with(
+    delivery: &Delivery,
+    connections: usize,
+    duration: Duration,
+    ids: &DeliveryIds,
+) -> anyhow::Result<Measure> {
     let client = http_client(connections)?;
     let counter = Arc::new(AtomicU64::new(0));
-    let run = uuid::Uuid::new_v4().simple().to_string();
+    let run = ids.clone();
     let worker = |_: usize| {
         let client = client.clone();
         let delivery = delivery.clone();
@@ -108,7 +144,7 @@ pub async fn drive_deliveries(
                     .header("content-type", "application/json")
                     .header("user-agent", "GitHub-Hookshot/webhook-bench")
                     .header("x-github-event", "push")
-                    .header("x-github-delivery", format!("{run}-{n}"))
+                    .header("x-github-delivery", run.id(n))
                     .header("x-hub-signature-256", &delivery.signature)
                     .body(delivery.body.clone())
                     .send()

@@ -23,6 +23,7 @@
 //!  target/release/webhook-bench` (PostgreSQL from `--postgres-url`, default the test server).
 
 mod baseline;
+mod ingest;
 mod peer;
 mod reads;
 mod sink;
@@ -34,12 +35,11 @@ use std::{
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use integration_service::webhooks::signature::github_signature;
 
 use bench::{
-    fixtures::{self, BenchDatabase, WEBHOOK_SECRET},
-    load::{self, Delivery, Measure},
-    process::{CpuWindow, Measured, PerfRecording},
+    fixtures::{self, BenchDatabase},
+    load::Measure,
+    process::CpuWindow,
     stack::Stack,
 };
 
@@ -79,6 +79,12 @@ struct Args {
     /// Leave the Node peer out.
     #[arg(long)]
     no_peer: bool,
+    /// Times over the whole set of concurrencies (the systems' order rotates each time).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// Also measure `dups`: the same load where every request is a redelivery.
+    #[arg(long)]
+    duplicates: bool,
     /// Record `perf` profiles of the service and the gateway during the last concurrency.
     #[arg(long)]
     profile: bool,
@@ -140,7 +146,9 @@ async fn main() -> anyhow::Result<()> {
     for kind in &args.databases {
         let database = BenchDatabase::create(kind, &args.postgres_url).await?;
         let result = match args.mode {
-            Mode::Ingest => run_ingest(&args, &bin_dir, &peer_dir, &database, &payload).await,
+            Mode::Ingest => {
+                ingest::run_ingest(&args, &bin_dir, &peer_dir, &database, &payload).await
+            }
             Mode::Reads => run_reads(&args, &bin_dir, &database).await,
         };
         database.drop_database().await;
@@ -174,192 +182,6 @@ impl Row {
             format!("{total:.0}")
         }
     }
-}
-
-async fn run_ingest(
-    args: &Args,
-    bin_dir: &Path,
-    peer_dir: &Path,
-    database: &BenchDatabase,
-    payload: &[u8],
-) -> anyhow::Result<()> {
-    // One integration takes the whole load here: its per-tenant budget (50 deliveries/s by
-    // default) would measure the quota, not ingest; the peer has none.
-    let mut stack = Stack::start(bin_dir, &database.url, &args.log, UNLIMITED_QUOTAS, None).await?;
-    let integration_id = fixtures::github_integration(&database.url).await?;
-    let mut node = None;
-    if database.kind == "postgres" && !args.no_peer {
-        peer::install(peer_dir).await?;
-        node = Some(peer::start(peer_dir, &database.url, WEBHOOK_SECRET).await?);
-    }
-    let signature = github_signature(WEBHOOK_SECRET.as_bytes(), payload);
-    let path = format!("/api/integrations/github/webhook/{integration_id}");
-    let delivery_to = |port: u16| Delivery {
-        url: format!("http://127.0.0.1:{port}{path}"),
-        signature: signature.clone(),
-        body: bytes::Bytes::copy_from_slice(payload),
-    };
-    let ours = delivery_to(stack.http_port);
-    let warmup = Duration::from_secs(args.warmup);
-    let duration = Duration::from_secs(args.seconds);
-    let mut profiles = Vec::new();
-
-    print_header();
-    for (i, &connections) in args.concurrency.iter().enumerate() {
-        let last = i + 1 == args.concurrency.len();
-        let mut rows = Vec::new();
-
-        load::drive_deliveries(&ours, connections, warmup).await?;
-        let recordings = if args.profile && last {
-            std::fs::create_dir_all(&args.profile_dir)?;
-            let mut recordings = Vec::new();
-            for process in [&stack.service, &stack.gateway] {
-                let file = args
-                    .profile_dir
-                    .join(format!("{}-{}.perf.data", database.kind, process.name));
-                if let Some(pid) = process.pid() {
-                    recordings.push((
-                        process.name,
-                        file.clone(),
-                        PerfRecording::start(pid, &file)?,
-                    ));
-                }
-            }
-            recordings
-        } else {
-            Vec::new()
-        };
-        let processes = [&stack.service, &stack.gateway];
-        let window = CpuWindow::start(&processes);
-        let measure = load::drive_deliveries(&ours, connections, duration).await?;
-        rows.push(Row {
-            system: "ours",
-            measure,
-            cpu: window.used(&processes),
-        });
-        for (name, file, recording) in recordings {
-            profiles.push((name, file, recording.finish().await?));
-        }
-        let mut drain = None;
-        if let Some(nats_url) = &args.sink {
-            let with_sink = sink::measure(
-                bin_dir,
-                &database.kind,
-                &args.postgres_url,
-                &args.log,
-                UNLIMITED_QUOTAS,
-                nats_url,
-                payload,
-                &signature,
-                connections,
-                warmup,
-                duration,
-            )
-            .await?;
-            rows.push(Row {
-                system: "sink",
-                measure: with_sink.measure,
-                cpu: with_sink.cpu,
-            });
-            drain = Some(with_sink.drain);
-        }
-
-        if let Some((process, port)) = &node {
-            let theirs = delivery_to(*port);
-            load::drive_deliveries(&theirs, connections, warmup).await?;
-            let window = CpuWindow::start(&[process]);
-            let measure = load::drive_deliveries(&theirs, connections, duration).await?;
-            rows.push(Row {
-                system: "node",
-                measure,
-                cpu: window.used(&[process]),
-            });
-        }
-
-        let measure = baseline::drive_single_row_inserts(
-            &database.url,
-            integration_id,
-            payload,
-            connections,
-            duration,
-        )
-        .await?;
-        rows.push(Row {
-            system: "insert",
-            measure,
-            cpu: Vec::new(),
-        });
-        print_rows(&database.kind, connections, &rows);
-        if let Some(drain) = drain {
-            print_sink_cost(&database.kind, connections, &rows, &drain);
-        }
-    }
-
-    if let (Some(nats_url), Some(&connections)) = (&args.sink, args.concurrency.last()) {
-        let (events, took, cpu) = sink::saturation(
-            bin_dir,
-            &database.kind,
-            &args.postgres_url,
-            &args.log,
-            UNLIMITED_QUOTAS,
-            nats_url,
-            payload,
-            &signature,
-            connections,
-            duration,
-        )
-        .await?;
-        match took {
-            Some(took) => println!(
-                "{:<8} forwarder at saturation: a backlog of {events} events forwarded in {:.1} s \
-                 from the service's start = {:.0} events/s to JetStream, {} µs of service CPU per event",
-                database.kind,
-                took.as_secs_f64(),
-                events as f64 / took.as_secs_f64().max(0.001),
-                cpu.map_or("-".into(), |cpu| format!(
-                    "{:.0}",
-                    cpu.as_secs_f64() * 1e6 / events.max(1) as f64
-                )),
-            ),
-            None => println!(
-                "{:<8} forwarder at saturation: a backlog of {events} events NOT forwarded within 300 s",
-                database.kind
-            ),
-        }
-    }
-    let rss = |p: &Measured| p.peak_rss_mib().unwrap_or(f64::NAN);
-    let (service_rss, gateway_rss) = (rss(&stack.service), rss(&stack.gateway));
-    print!(
-        "{:<8} peak RSS: service {service_rss:.1} MiB + gateway {gateway_rss:.1} MiB = {:.1} MiB",
-        database.kind,
-        service_rss + gateway_rss
-    );
-    match &node {
-        Some((process, _)) => println!("; node {:.1} MiB", rss(process)),
-        None => println!(),
-    }
-    for (name, file, report) in profiles {
-        println!(
-            "\nperf profile of the {name} ({}; `perf report -i {}`):\n{report}",
-            database.kind,
-            file.display()
-        );
-    }
-    if !args.show_metrics.is_empty() {
-        let filter: Vec<String> = match args.show_metrics.as_slice() {
-            [all] if all == "all" => Vec::new(),
-            words => words.to_vec(),
-        };
-        println!("\nmetrics after the {} run:", database.kind);
-        for line in stack.metrics(&filter).await? {
-            println!("  {line}");
-        }
-    }
-    if let Some((mut process, _)) = node {
-        process.stop().await;
-    }
-    stack.stop().await;
-    Ok(())
 }
 
 /// `--mode reads`: `GET /api/integrations` (gateway + service) and `GetAccessToken`

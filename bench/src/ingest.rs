@@ -1,0 +1,256 @@
+//! `--mode ingest`: the systems side by side at each concurrency, `--runs` times.
+//!
+//! A fair run: each system is measured on a settled database (`BenchDatabase::settle`:
+//! checkpoint, autovacuum finished), with delivery ids no earlier load used, and the order of
+//! the systems rotates from one concurrency and run to the next, so none always goes first
+//! (on a cold cache) or last (behind everyone's dead rows). `--duplicates` adds `dups`: our
+//! stack under the same load where every request is a redelivery of a stored delivery.
+
+use std::{path::Path, time::Duration};
+
+use integration_service::webhooks::signature::github_signature;
+
+use bench::{
+    fixtures::{self, BenchDatabase, WEBHOOK_SECRET},
+    load::{self, Delivery, DeliveryIds},
+    process::{CpuWindow, Measured, PerfRecording},
+    stack::Stack,
+};
+
+use super::{
+    baseline, peer, print_header, print_rows, print_sink_cost, sink, Args, Row, UNLIMITED_QUOTAS,
+};
+
+/// The systems of one concurrency's turn, in their order for `turn`.
+fn systems(with_node: bool, duplicates: bool, turn: usize) -> Vec<&'static str> {
+    let mut systems = vec!["ours"];
+    if duplicates {
+        systems.push("dups");
+    }
+    if with_node {
+        systems.push("node");
+    }
+    systems.push("insert");
+    let len = systems.len();
+    systems.rotate_left(turn % len);
+    systems
+}
+
+pub(super) async fn run_ingest(
+    args: &Args,
+    bin_dir: &Path,
+    peer_dir: &Path,
+    database: &BenchDatabase,
+    payload: &[u8],
+) -> anyhow::Result<()> {
+    // One integration takes the whole load here: its per-tenant budget (50 deliveries/s by
+    // default) would measure the quota, not ingest; the peer has none.
+    let mut stack = Stack::start(bin_dir, &database.url, &args.log, UNLIMITED_QUOTAS, None).await?;
+    let integration_id = fixtures::github_integration(&database.url).await?;
+    let mut node = None;
+    if database.kind == "postgres" && !args.no_peer {
+        peer::install(peer_dir).await?;
+        node = Some(peer::start(peer_dir, &database.url, WEBHOOK_SECRET).await?);
+    }
+    let signature = github_signature(WEBHOOK_SECRET.as_bytes(), payload);
+    let path = format!("/api/integrations/github/webhook/{integration_id}");
+    let delivery_to = |port: u16| Delivery {
+        url: format!("http://127.0.0.1:{port}{path}"),
+        signature: signature.clone(),
+        body: bytes::Bytes::copy_from_slice(payload),
+    };
+    let ours = delivery_to(stack.http_port);
+    let warmup = Duration::from_secs(args.warmup);
+    let duration = Duration::from_secs(args.seconds);
+    let mut profiles = Vec::new();
+
+    print_header();
+    let mut turn = 0;
+    for run in 0..args.runs.max(1) {
+        for (i, &connections) in args.concurrency.iter().enumerate() {
+            let last = run + 1 == args.runs.max(1) && i + 1 == args.concurrency.len();
+            let mut rows = Vec::new();
+            for system in systems(node.is_some(), args.duplicates, turn) {
+                database.settle().await?;
+                match system {
+                    "ours" | "dups" => {
+                        // Unique ids warm up `ours`; for `dups` the warm-up stores the
+                        // deliveries the measurement then sends again.
+                        let warm = DeliveryIds::fresh();
+                        let seeded =
+                            load::drive_deliveries_with(&ours, connections, warmup, &warm).await?;
+                        let ids = match (system, warm) {
+                            ("dups", DeliveryIds::Unique { run }) => DeliveryIds::Repeat {
+                                run,
+                                count: seeded.requests,
+                            },
+                            _ => DeliveryIds::fresh(),
+                        };
+                        let recordings = if args.profile && last && system == "ours" {
+                            std::fs::create_dir_all(&args.profile_dir)?;
+                            let mut recordings = Vec::new();
+                            for process in [&stack.service, &stack.gateway] {
+                                let file = args
+                                    .profile_dir
+                                    .join(format!("{}-{}.perf.data", database.kind, process.name));
+                                if let Some(pid) = process.pid() {
+                                    recordings.push((
+                                        process.name,
+                                        file.clone(),
+                                        PerfRecording::start(pid, &file)?,
+                                    ));
+                                }
+                            }
+                            recordings
+                        } else {
+                            Vec::new()
+                        };
+                        let processes = [&stack.service, &stack.gateway];
+                        let window = CpuWindow::start(&processes);
+                        let measure =
+                            load::drive_deliveries_with(&ours, connections, duration, &ids).await?;
+                        rows.push(Row {
+                            system,
+                            measure,
+                            cpu: window.used(&processes),
+                        });
+                        for (name, file, recording) in recordings {
+                            profiles.push((name, file, recording.finish().await?));
+                        }
+                    }
+                    "node" => {
+                        if let Some((process, port)) = &node {
+                            let theirs = delivery_to(*port);
+                            load::drive_deliveries(&theirs, connections, warmup).await?;
+                            let window = CpuWindow::start(&[process]);
+                            let measure =
+                                load::drive_deliveries(&theirs, connections, duration).await?;
+                            rows.push(Row {
+                                system,
+                                measure,
+                                cpu: window.used(&[process]),
+                            });
+                        }
+                    }
+                    _ => {
+                        let measure = baseline::drive_single_row_inserts(
+                            &database.url,
+                            integration_id,
+                            payload,
+                            connections,
+                            duration,
+                        )
+                        .await?;
+                        rows.push(Row {
+                            system,
+                            measure,
+                            cpu: Vec::new(),
+                        });
+                    }
+                }
+            }
+            turn += 1;
+
+            let mut drain = None;
+            if let Some(nats_url) = &args.sink {
+                let with_sink = sink::measure(
+                    bin_dir,
+                    &database.kind,
+                    &args.postgres_url,
+                    &args.log,
+                    UNLIMITED_QUOTAS,
+                    nats_url,
+                    payload,
+                    &signature,
+                    connections,
+                    warmup,
+                    duration,
+                )
+                .await?;
+                rows.push(Row {
+                    system: "sink",
+                    measure: with_sink.measure,
+                    cpu: with_sink.cpu,
+                });
+                drain = Some(with_sink.drain);
+            }
+            // The table keeps one order whatever order the systems ran in.
+            let rank = |system: &str| {
+                ["ours", "dups", "sink", "node", "insert"]
+                    .iter()
+                    .position(|s| *s == system)
+            };
+            rows.sort_by_key(|row| rank(row.system));
+            print_rows(&database.kind, connections, &rows);
+            if let Some(drain) = drain {
+                print_sink_cost(&database.kind, connections, &rows, &drain);
+            }
+        }
+    }
+
+    if let (Some(nats_url), Some(&connections)) = (&args.sink, args.concurrency.last()) {
+        let (events, took, cpu) = sink::saturation(
+            bin_dir,
+            &database.kind,
+            &args.postgres_url,
+            &args.log,
+            UNLIMITED_QUOTAS,
+            nats_url,
+            payload,
+            &signature,
+            connections,
+            duration,
+        )
+        .await?;
+        match took {
+            Some(took) => println!(
+                "{:<8} forwarder at saturation: a backlog of {events} events forwarded in {:.1} s \
+                 from the service's start = {:.0} events/s to JetStream, {} µs of service CPU per event",
+                database.kind,
+                took.as_secs_f64(),
+                events as f64 / took.as_secs_f64().max(0.001),
+                cpu.map_or("-".into(), |cpu| format!(
+                    "{:.0}",
+                    cpu.as_secs_f64() * 1e6 / events.max(1) as f64
+                )),
+            ),
+            None => println!(
+                "{:<8} forwarder at saturation: a backlog of {events} events NOT forwarded within 300 s",
+                database.kind
+            ),
+        }
+    }
+    let rss = |p: &Measured| p.peak_rss_mib().unwrap_or(f64::NAN);
+    let (service_rss, gateway_rss) = (rss(&stack.service), rss(&stack.gateway));
+    print!(
+        "{:<8} peak RSS: service {service_rss:.1} MiB + gateway {gateway_rss:.1} MiB = {:.1} MiB",
+        database.kind,
+        service_rss + gateway_rss
+    );
+    match &node {
+        Some((process, _)) => println!("; node {:.1} MiB", rss(process)),
+        None => println!(),
+    }
+    for (name, file, report) in profiles {
+        println!(
+            "\nperf profile of the {name} ({}; `perf report -i {}`):\n{report}",
+            database.kind,
+            file.display()
+        );
+    }
+    if !args.show_metrics.is_empty() {
+        let filter: Vec<String> = match args.show_metrics.as_slice() {
+            [all] if all == "all" => Vec::new(),
+            words => words.to_vec(),
+        };
+        println!("\nmetrics after the {} run:", database.kind);
+        for line in stack.metrics(&filter).await? {
+            println!("  {line}");
+        }
+    }
+    if let Some((mut process, _)) = node {
+        process.stop().await;
+    }
+    stack.stop().await;
+    Ok(())
+}
