@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     auth::{credentials_from_metadata, Caller, SessionVerifier},
     error::{ServiceError, ServiceResult},
-    store::{self, organizations::KnownOrganizations},
+    store::{self, entities::integration, organizations::KnownOrganizations},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -98,7 +98,55 @@ pub async fn require_manager(
     organizations: &KnownOrganizations,
     metadata: &MetadataMap,
 ) -> ServiceResult<Access> {
-    let access = resolve(db, sessions, organizations, metadata).await?;
+    manager_only(resolve(db, sessions, organizations, metadata).await?)
+}
+
+/// `require_manager` and the active organization's integration records (by provider), read
+/// together: for a user, one query answers the memberships and the records (the list route
+/// is the hottest read); a service_role caller names its organization and reads it alone.
+pub async fn manager_with_integrations(
+    db: &impl ConnectionTrait,
+    sessions: &SessionVerifier,
+    organizations: &KnownOrganizations,
+    metadata: &MetadataMap,
+) -> ServiceResult<(Access, Vec<integration::Model>)> {
+    let credentials = credentials_from_metadata(metadata);
+    let Caller::User(user_id) = sessions.verify(credentials.session_token()?)? else {
+        let access = require_manager(db, sessions, organizations, metadata).await?;
+        let records =
+            store::integrations::list_for_organization(db, access.organization_id).await?;
+        return Ok((access, records));
+    };
+    let requested = credentials
+        .requested_organization
+        .as_deref()
+        .map(parse_organization_id)
+        .transpose()?;
+    let rows = store::organizations::memberships_with_integrations(db, user_id).await?;
+    let mut memberships: Vec<(i64, String)> = Vec::new();
+    for (organization_id, role, _) in &rows {
+        if !memberships
+            .iter()
+            .any(|(known, _)| known == organization_id)
+        {
+            memberships.push((*organization_id, role.clone()));
+        }
+    }
+    let (organization_id, role) = choose_organization(&memberships, requested)?;
+    let access = manager_only(Access {
+        organization_id,
+        user_id: Some(user_id),
+        role: Some(role),
+    })?;
+    let records = rows
+        .into_iter()
+        .filter(|(organization, _, _)| *organization == organization_id)
+        .filter_map(|(_, _, record)| record)
+        .collect();
+    Ok((access, records))
+}
+
+fn manager_only(access: Access) -> ServiceResult<Access> {
     match access.role {
         None | Some(Role::Owner) | Some(Role::Admin) => Ok(access),
         Some(Role::Member) => Err(ServiceError::forbidden("Forbidden")

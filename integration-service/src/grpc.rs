@@ -21,7 +21,7 @@ use crate::{
     auth::{credentials_from_metadata, Caller},
     context::AppContext,
     error::{ServiceError, ServiceResult},
-    integrations::IntegrationRef,
+    integrations::{IntegrationRef, IntegrationView},
 };
 
 /// The span of one RPC: its method, the caller's request id (from the gateway's
@@ -89,6 +89,20 @@ pub async fn authorize(
     };
     Span::current().record("organization_id", access.organization_id);
     Ok(access)
+}
+
+/// `authorize` with `Need::Manager`, then the active organization's integrations: the
+/// records are read with the memberships in one query for a user
+/// (`access::manager_with_integrations`).
+pub async fn list_as_manager(
+    ctx: &AppContext,
+    metadata: &MetadataMap,
+) -> ServiceResult<Vec<IntegrationView>> {
+    let (access, records) =
+        access::manager_with_integrations(&ctx.db, &ctx.sessions, &ctx.organizations, metadata)
+            .await?;
+    Span::current().record("organization_id", access.organization_id);
+    Ok(crate::integrations::list(ctx, &access, records))
 }
 
 /// Event consumers are internal services: a service_role token, any organization.

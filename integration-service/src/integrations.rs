@@ -58,10 +58,13 @@ pub struct SettingsUpdate {
 }
 
 /// Every catalog provider, with the organization's record where one exists; records of
-/// providers no longer in the catalog are listed too rather than hidden.
-pub async fn list(ctx: &AppContext, access: &Access) -> ServiceResult<Vec<IntegrationView>> {
-    let mut records =
-        store::integrations::list_for_organization(&ctx.db, access.organization_id).await?;
+/// providers no longer in the catalog are listed too rather than hidden. The records are
+/// read with the caller's access (`access::manager_with_integrations`: one query).
+pub fn list(
+    ctx: &AppContext,
+    access: &Access,
+    mut records: Vec<integration::Model>,
+) -> Vec<IntegrationView> {
     let mut views: Vec<IntegrationView> = ctx
         .catalog
         .iter()
@@ -82,7 +85,7 @@ pub async fn list(ctx: &AppContext, access: &Access) -> ServiceResult<Vec<Integr
         organization_id: access.organization_id,
         record: Some(record),
     }));
-    Ok(views)
+    views
 }
 
 /// One integration by UUID or provider name (an available item when there is no record).

@@ -7,7 +7,7 @@ use integrations_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{authorize, integration_ref, respond, rfc3339, Need};
+use super::{authorize, integration_ref, list_as_manager, respond, rfc3339, Need};
 use crate::{
     context::AppContext,
     error::ServiceError,
@@ -37,8 +37,7 @@ impl IntegrationService for IntegrationApi {
     ) -> Result<Response<ListIntegrationsResponse>, Status> {
         respond(
             async {
-                let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
-                let views = integrations::list(&self.ctx, &access).await?;
+                let views = list_as_manager(&self.ctx, request.metadata()).await?;
                 Ok(ListIntegrationsResponse {
                     integrations: views.into_iter().map(|v| self.to_proto(v)).collect(),
                 })

@@ -5,11 +5,11 @@ use std::{sync::Arc, time::Duration};
 
 use sea_orm::{
     sea_query::OnConflict, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    QueryFilter,
+    JoinType, QueryFilter, QueryOrder, QuerySelect, RelationDef,
 };
 use uuid::Uuid;
 
-use super::entities::{organization, organization_member};
+use super::entities::{integration, organization, organization_member};
 use crate::expiring::ExpiringMap;
 
 /// Every (organization id, role) the user belongs to.
@@ -23,6 +23,29 @@ pub async fn memberships_of(
         .await?
         .into_iter()
         .map(|m| (m.organization_id, m.role))
+        .collect())
+}
+
+/// Every (organization id, role) the user belongs to, each with the integration records of
+/// that organization ordered by provider: the memberships and the list route's read in one
+/// query. A membership without integrations comes once, with no record.
+pub async fn memberships_with_integrations(
+    db: &impl ConnectionTrait,
+    user_id: Uuid,
+) -> Result<Vec<(i64, String, Option<integration::Model>)>, DbErr> {
+    let of_organization: RelationDef = organization_member::Entity::belongs_to(integration::Entity)
+        .from(organization_member::Column::OrganizationId)
+        .to(integration::Column::OrganizationId)
+        .into();
+    Ok(organization_member::Entity::find()
+        .filter(organization_member::Column::UserId.eq(user_id))
+        .join(JoinType::LeftJoin, of_organization)
+        .select_also(integration::Entity)
+        .order_by_asc(integration::Column::Provider)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|(member, record)| (member.organization_id, member.role, record))
         .collect())
 }
 

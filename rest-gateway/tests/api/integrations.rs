@@ -118,6 +118,7 @@ dual_test!(
     both_session_cookie_forms_authenticate,
     service_role_acts_on_the_named_organization,
     active_organization_is_the_highest_role_then_lowest_id,
+    the_list_holds_the_active_organizations_records_only,
     patch_refuses_bad_input_and_changes_nothing,
     patch_merges_config_and_accepts_snake_case,
     delete_is_soft_idempotent_and_keeps_events,
@@ -545,6 +546,49 @@ async fn active_organization_is_the_highest_role_then_lowest_id(app: TestApp) {
         reply.body,
         json!({"error": "Forbidden", "details": "the user belongs to no organization"})
     );
+}
+
+/// The list reads a user's memberships and records in one query: a user of two organizations
+/// with records in both sees the active organization's records, never the other's.
+async fn the_list_holds_the_active_organizations_records_only(app: TestApp) {
+    let user = Uuid::new_v4();
+    app.member_token(5, user, "ADMIN").await;
+    let token = app.member_token(11, user, "OWNER").await;
+    let mut records = Vec::new();
+    for organization in [5, 11] {
+        let record = integration_service::store::integrations::get_or_create(
+            &app.db,
+            organization,
+            "github",
+        )
+        .await
+        .unwrap();
+        records.push(record.id.to_string());
+    }
+    let listed = |body: &Value| -> Vec<(String, i64)> {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| {
+                let id = item["id"].as_str().unwrap_or_default().to_string();
+                (id, item["organization_id"].as_i64().unwrap_or_default())
+            })
+            .collect()
+    };
+    let owner = call(&app, Method::GET, "/api/integrations", Some(&token), None).await;
+    assert_eq!(owner.status, StatusCode::OK);
+    let items = listed(&owner.body);
+    assert!(items.contains(&(records[1].clone(), 11)), "{items:?}");
+    assert!(!items.iter().any(|(id, _)| id == &records[0]), "{items:?}");
+    assert!(items.iter().all(|(_, organization)| *organization == 11));
+    let admin = reply_of(&app, &token, "x-organization-id", "5").await;
+    assert_eq!(admin.status, StatusCode::OK);
+    let items = listed(&admin.body);
+    assert!(items.contains(&(records[0].clone(), 5)), "{items:?}");
+    assert!(!items.iter().any(|(id, _)| id == &records[1]), "{items:?}");
+    let foreign = reply_of(&app, &token, "x-organization-id", "6").await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
 }
 
 async fn patch_refuses_bad_input_and_changes_nothing(app: TestApp) {
