@@ -18,7 +18,8 @@ use bench::{
 };
 
 use super::{
-    baseline, peer, print_header, print_rows, print_sink_cost, sink, Args, Row, UNLIMITED_QUOTAS,
+    baseline, peer, print_header, print_rows, print_sink_cost, sink, Args, Hop, Row,
+    UNLIMITED_QUOTAS,
 };
 
 /// The systems of one concurrency's turn, in their order for `turn`.
@@ -45,7 +46,16 @@ pub(super) async fn run_ingest(
 ) -> anyhow::Result<()> {
     // One integration takes the whole load here: its per-tenant budget (50 deliveries/s by
     // default) would measure the quota, not ingest; the peer has none.
-    let mut stack = Stack::start(bin_dir, &database.url, &args.log, UNLIMITED_QUOTAS, None).await?;
+    let socket = std::env::temp_dir().join(format!(
+        "webhook-bench-{}.sock",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let socket = socket.display().to_string();
+    let mut service_env = UNLIMITED_QUOTAS.to_vec();
+    if args.hop == Hop::Unix {
+        service_env.push(("GRPC_UNIX_SOCKET", socket.as_str()));
+    }
+    let mut stack = Stack::start(bin_dir, &database.url, &args.log, &service_env, None).await?;
     let integration_id = fixtures::github_integration(&database.url).await?;
     let mut node = None;
     if database.kind == "postgres" && !args.no_peer {
@@ -252,5 +262,6 @@ pub(super) async fn run_ingest(
         process.stop().await;
     }
     stack.stop().await;
+    let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -82,6 +82,10 @@ struct Args {
     /// Times over the whole set of concurrencies (the systems' order rotates each time).
     #[arg(long, default_value_t = 1)]
     runs: usize,
+    /// The gateway → service hop of `ours`: `tcp` (loopback) or `unix` (a Unix domain socket,
+    /// `GRPC_UNIX_SOCKET`).
+    #[arg(long, value_enum, default_value_t = Hop::Tcp)]
+    hop: Hop,
     /// Also measure `dups`: the same load where every request is a redelivery.
     #[arg(long)]
     duplicates: bool,
@@ -100,6 +104,12 @@ struct Args {
     /// event sink forwarding there (a stream of the run's own, deleted afterwards).
     #[arg(long)]
     sink: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Hop {
+    Tcp,
+    Unix,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,11 +142,15 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("node-peer"));
     let payload = fixtures::push_payload();
     println!(
-        "webhook-bench: {} s per run ({} s warm-up), payload {} bytes, concurrency {:?}, RUST_LOG={}, {} cores",
+        "webhook-bench: {} s per run ({} s warm-up), payload {} bytes, concurrency {:?}, hop {}, RUST_LOG={}, {} cores",
         args.seconds,
         args.warmup,
         payload.len(),
         args.concurrency,
+        match args.hop {
+            Hop::Tcp => "tcp",
+            Hop::Unix => "unix",
+        },
         args.log,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );

@@ -25,7 +25,8 @@ pub struct Stack {
 
 impl Stack {
     /// Starts `integration-service serve` and `rest-gateway` from `bin_dir` on `database_url`;
-    /// `service_env` is added to the service's environment (e.g. quotas for a run). `log` is
+    /// `service_env` is added to the service's environment (e.g. quotas for a run; with
+    /// `GRPC_UNIX_SOCKET` the gateway reaches the service over that socket). `log` is
     /// their `RUST_LOG`; their output goes to `service.log` and `gateway.log` in `log_dir`, or
     /// nowhere.
     pub async fn start(
@@ -76,16 +77,21 @@ impl Stack {
             child: service,
         };
         fixtures::wait_for_port(grpc_port).await?;
+        // A service given GRPC_UNIX_SOCKET is reached over that socket (`--hop unix`).
+        let service_url = match service_env
+            .iter()
+            .find(|(name, _)| *name == "GRPC_UNIX_SOCKET")
+        {
+            Some((_, path)) => format!("unix://{path}"),
+            None => format!("http://127.0.0.1:{grpc_port}"),
+        };
         let gateway = Command::new(bin_dir.join("rest-gateway"))
             .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env(
                 "GATEWAY_METRICS_ADDR",
                 format!("127.0.0.1:{gateway_metrics_port}"),
             )
-            .env(
-                "INTEGRATION_SERVICE_URL",
-                format!("http://127.0.0.1:{grpc_port}"),
-            )
+            .env("INTEGRATION_SERVICE_URL", service_url)
             .env("RUST_LOG", log)
             .stdout(Stdio::null())
             .stderr(output("gateway.log")?)

@@ -106,6 +106,9 @@ impl std::fmt::Debug for DatabaseUrl {
 pub struct Config {
     pub database_url: DatabaseUrl,
     pub grpc_addr: SocketAddr,
+    /// `GRPC_UNIX_SOCKET` (unset): a Unix domain socket the gRPC server also listens on, for a
+    /// gateway on the same host (`INTEGRATION_SERVICE_URL=unix:///that/path`).
+    pub grpc_unix_socket: Option<PathBuf>,
     /// `METRICS_ADDR` (`127.0.0.1:9090`; `off` turns metrics off): where Prometheus scrapes
     /// `GET /metrics`.
     pub metrics_addr: Option<SocketAddr>,
@@ -216,6 +219,7 @@ impl Config {
         Ok(Self {
             database_url: DatabaseUrl(database_url),
             grpc_addr: grpc.addr,
+            grpc_unix_socket: grpc.unix_socket,
             metrics_addr: metrics_addr(&env)?,
             metrics_backlog_interval: Duration::from_secs(env.positive(
                 "METRICS_BACKLOG_INTERVAL_SECS",
@@ -334,12 +338,14 @@ fn urls(env: &Env) -> Result<Urls, ConfigError> {
 
 struct Grpc {
     addr: SocketAddr,
+    unix_socket: Option<PathBuf>,
     reflection: bool,
     max_concurrent_streams: u32,
     request_timeout: Option<Duration>,
 }
 
-/// `GRPC_ADDR`, `GRPC_REFLECTION`, `GRPC_MAX_CONCURRENT_STREAMS`, `GRPC_REQUEST_TIMEOUT_SECS`.
+/// `GRPC_ADDR`, `GRPC_UNIX_SOCKET`, `GRPC_REFLECTION`, `GRPC_MAX_CONCURRENT_STREAMS`,
+/// `GRPC_REQUEST_TIMEOUT_SECS`.
 fn grpc(env: &Env, production: bool) -> Result<Grpc, ConfigError> {
     let addr = env
         .get("GRPC_ADDR")
@@ -358,6 +364,7 @@ fn grpc(env: &Env, production: bool) -> Result<Grpc, ConfigError> {
     };
     Ok(Grpc {
         addr,
+        unix_socket: env.get("GRPC_UNIX_SOCKET").map(PathBuf::from),
         reflection: env.switch("GRPC_REFLECTION", !production)?,
         max_concurrent_streams,
         request_timeout: env.optional_secs("GRPC_REQUEST_TIMEOUT_SECS", 60)?,

@@ -191,10 +191,11 @@ impl GatewayConfig {
             variable: "INTEGRATION_SERVICE_URL",
             why: e.to_string(),
         })?;
-        if !matches!(parsed.scheme(), "http" | "https") {
+        let unix_path_missing = parsed.scheme() == "unix" && parsed.path().len() <= 1;
+        if !matches!(parsed.scheme(), "http" | "https" | "unix") || unix_path_missing {
             return Err(ConfigError {
                 variable: "INTEGRATION_SERVICE_URL",
-                why: "expected an http:// or https:// URL".into(),
+                why: "expected an http:// or https:// URL, or unix:///path/of/the/socket".into(),
             });
         }
         let number = |variable: &'static str, default: u64, min: u64| -> Result<u64, ConfigError> {
@@ -350,6 +351,16 @@ mod tests {
         assert!(err
             .to_string()
             .starts_with("INTEGRATION_SERVICE_URL is invalid"));
+        let err = GatewayConfig::from_lookup(|n| {
+            (n == "INTEGRATION_SERVICE_URL").then(|| "unix://".into())
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("unix:///path"), "{err}");
+        let unix = GatewayConfig::from_lookup(|n| {
+            (n == "INTEGRATION_SERVICE_URL").then(|| "unix:///run/integrations/service.sock".into())
+        })
+        .unwrap();
+        assert_eq!(unix.service_url, "unix:///run/integrations/service.sock");
     }
 
     #[test]

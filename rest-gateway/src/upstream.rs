@@ -39,12 +39,32 @@ impl Upstream {
     /// A lazily connecting channel: the gateway starts even while the service is down.
     /// `timeout` bounds every call (504 beyond it).
     pub fn new(service_url: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
+        if let Some(path) = service_url.strip_prefix("unix://") {
+            return Ok(Self::over_unix_socket(path.into(), timeout));
+        }
         let channel = Endpoint::from_shared(service_url.to_string())?
             .connect_timeout(Duration::from_secs(2))
             .timeout(timeout)
             .tcp_nodelay(true)
             .connect_lazy();
         Ok(Self { channel })
+    }
+
+    /// `unix:///path`: the service on this host, over its Unix domain socket
+    /// (`GRPC_UNIX_SOCKET`). The endpoint's URI only names the HTTP/2 authority.
+    fn over_unix_socket(path: std::path::PathBuf, timeout: Duration) -> Self {
+        let connector = tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        });
+        let channel = Endpoint::from_static("http://integration-service")
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(timeout)
+            .connect_with_connector_lazy(connector);
+        Self { channel }
     }
 
     pub fn integrations(&self) -> IntegrationServiceClient<Channel> {

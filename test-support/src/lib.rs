@@ -268,7 +268,8 @@ pub async fn spawn_app_with(kind: Db, vars: &[(&str, &str)]) -> Option<TestApp> 
     // The gateway reads its own variables (HTTP_*, WEBHOOK_BYTES_IN_FLIGHT...) from `vars` too,
     // and shares APP_URL with the service.
     let gateway_config = rest_gateway::config::GatewayConfig::from_lookup(|name| match name {
-        "INTEGRATION_SERVICE_URL" => Some(grpc_url.clone()),
+        // A test may name another way to the service (`unix:///...` with GRPC_UNIX_SOCKET).
+        "INTEGRATION_SERVICE_URL" => env.get(name).cloned().or_else(|| Some(grpc_url.clone())),
         _ => env.get(name).cloned(),
     })
     .expect("gateway config");

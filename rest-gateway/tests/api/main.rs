@@ -15,4 +15,5 @@ mod openapi;
 mod provider_webhooks;
 mod request_tracing;
 mod subscriptions;
+mod unix_socket;
 mod webhooks;
