@@ -7,6 +7,7 @@ mod fault_run;
 mod faults;
 mod grpc;
 mod hostile_input;
+mod readme_quickstart;
 mod retention;
 mod sink;
 mod tokens;
