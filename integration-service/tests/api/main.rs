@@ -9,6 +9,7 @@ mod grpc;
 mod hostile_input;
 mod readme_quickstart;
 mod retention;
+mod sandbox_samples;
 mod sink;
 mod tokens;
 mod webhook_durability;
