@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod config;
 pub mod context;
 pub mod crypto;
+pub mod dev_sandbox;
 pub mod dev_token;
 pub mod error;
 pub mod expiring;

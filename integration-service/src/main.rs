@@ -1,10 +1,14 @@
-//! `integration-service`: serve gRPC (default), apply migrations, or print a development token.
+//! `integration-service`: serve gRPC (default), apply migrations, rotate keys, or — in
+//! development — print a token and run the local sandbox provider.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use integration_service::{
-    config::Config, context::AppContext, crypto::Keyring, dev_token, key_rotation, server, store,
+    config::Config, context::AppContext, crypto::Keyring, dev_sandbox, dev_token, key_rotation,
+    server, store,
 };
+use sandbox::samples::Sample;
+use std::{net::SocketAddr, time::Duration};
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -45,13 +49,70 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         ttl_hours: i64,
     },
+    /// Development (refused under APP_ENV=production): the local sandbox provider, which
+    /// `./dev.sh` starts and points GitHub, Slack and Microsoft at.
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Serve fake GitHub (on --addr), Slack (next port) and Microsoft (the one after) OAuth
+    /// providers with their APIs, until Ctrl-C.
+    Serve {
+        #[arg(long, default_value = sandbox::dev::DEFAULT_ADDR)]
+        addr: SocketAddr,
+    },
+    /// Print `export NAME=value` lines pointing the service at a sandbox on --addr.
+    Env {
+        #[arg(long, default_value = sandbox::dev::DEFAULT_ADDR)]
+        addr: SocketAddr,
+    },
+    /// Post a signed sample delivery to one of our webhook URLs and print the answer.
+    Deliver {
+        /// github (a push), slack (a message event) or microsoft (a Graph notification).
+        #[arg(value_parser = ["github", "slack", "microsoft"])]
+        provider: String,
+        /// The webhook URL (`GET /api/integrations/{provider}/webhook` answers it).
+        #[arg(long)]
+        url: String,
+        /// The integration's webhook secret (same answer); Slack's defaults to the sandbox's
+        /// signing secret.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Act as an internal service: GetAccessToken for --integration, then take the next event
+    /// of the organization from SubscribeEvents and mark it processed; prints JSON lines.
+    Consume {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        grpc: String,
+        /// A service_role token (`dev-token --service-role`).
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        org: i64,
+        #[arg(long, default_value = "github")]
+        integration: String,
+        /// How long to wait for an event, in seconds.
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    service_kit::telemetry::init_from_env().map_err(anyhow::Error::msg)?;
-    service_kit::memory::return_large_buffers_to_the_system();
     let cli = Cli::parse();
+    match &cli.command {
+        // One-shot commands whose output is captured: no migration or startup log lines.
+        Some(Command::DevToken { .. } | Command::Sandbox { .. }) => {
+            service_kit::telemetry::init_quiet_from_env()
+        }
+        _ => service_kit::telemetry::init_from_env(),
+    }
+    .map_err(anyhow::Error::msg)?;
+    service_kit::memory::return_large_buffers_to_the_system();
     let config = Config::from_env()?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -109,6 +170,64 @@ async fn main() -> anyhow::Result<()> {
                 _ => anyhow::bail!("--org and --user are required (or --service-role)"),
             };
             println!("{token}");
+        }
+        Command::Sandbox { command } => {
+            dev_sandbox::check(&config)?;
+            sandbox_command(command).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn sandbox_command(command: SandboxCommand) -> anyhow::Result<()> {
+    match command {
+        SandboxCommand::Serve { addr } => {
+            let fakes = sandbox::dev::serve(addr).await?;
+            for (provider, fake) in &fakes {
+                println!("sandbox {provider} at {}", fake.base_url);
+            }
+            service_kit::shutdown::shutdown_signal().await;
+        }
+        SandboxCommand::Env { addr } => {
+            for (name, value) in sandbox::dev::env(addr)? {
+                println!("export {name}='{value}'");
+            }
+        }
+        SandboxCommand::Deliver {
+            provider,
+            url,
+            secret,
+        } => {
+            let sample = match provider.as_str() {
+                "github" => Sample::GithubPush,
+                "slack" => Sample::SlackEvent,
+                _ => Sample::GraphNotification,
+            };
+            let secret = match (secret, sample) {
+                (Some(secret), _) => secret,
+                (None, Sample::SlackEvent) => sandbox::dev::SANDBOX_SLACK_SIGNING_SECRET.into(),
+                (None, _) => anyhow::bail!("--secret is required for {provider}"),
+            };
+            let answer =
+                sandbox::samples::send(&reqwest::Client::new(), sample, &url, &secret).await?;
+            println!("HTTP {} {}", answer.status, answer.body);
+            if !(200..300).contains(&answer.status) {
+                anyhow::bail!("the delivery was refused");
+            }
+        }
+        SandboxCommand::Consume {
+            grpc,
+            token,
+            org,
+            integration,
+            wait,
+        } => {
+            let lines =
+                dev_sandbox::consume(&grpc, &token, org, &integration, Duration::from_secs(wait))
+                    .await?;
+            for line in lines {
+                println!("{line}");
+            }
         }
     }
     Ok(())

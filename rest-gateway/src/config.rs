@@ -2,7 +2,7 @@
 //!
 //! Every limit that protects the public listener has a variable and a default chosen for a
 //! public webhook endpoint: silent or trickling clients are cut off, the number of open
-//! connections is capped, and nothing waits forever (see README, Configuration).
+//! connections is capped, and nothing waits forever (see docs/configuration.md).
 
 use std::{net::SocketAddr, time::Duration};
 

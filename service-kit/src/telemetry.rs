@@ -37,6 +37,18 @@ pub fn init_from_env() -> Result<LogFormat, String> {
 /// Installs the global subscriber; a second call does nothing (tests start several servers).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with(format, filter);
+}
+
+/// For one-shot commands whose output is meant to be captured (`dev-token`): warnings and
+/// errors only, whatever `RUST_LOG` says, so `TOKEN=$(...)` shows nothing but a problem.
+pub fn init_quiet_from_env() -> Result<LogFormat, String> {
+    let format = LogFormat::parse(std::env::var("LOG_FORMAT").ok().as_deref())?;
+    init_with(format, EnvFilter::new("warn"));
+    Ok(format)
+}
+
+fn init_with(format: LogFormat, filter: EnvFilter) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -8,8 +8,6 @@
 //! say so loudly and skip, unless `REQUIRE_POSTGRES=1` (CI), where they fail.
 
 pub mod database;
-pub mod fake_provider;
-pub mod fake_provider_api;
 pub mod logs;
 pub mod oauth_flow;
 pub mod reflection;
@@ -23,6 +21,9 @@ use tokio::{net::TcpListener, sync::oneshot};
 use uuid::Uuid;
 
 pub use database::{Db, TestDatabase};
+/// The fake provider lives in the `sandbox` crate (`./dev.sh` serves it too); the tests keep
+/// naming it `test_support::fake_provider`.
+pub use sandbox::{fake_provider, fake_provider_api};
 
 /// The fixed encryption key of test services (tests that rotate keys bring their own).
 pub const TEST_ENCRYPTION_KEY: &str =

@@ -1,5 +1,5 @@
 //! `fault-run`: the service's promises checked while replicas are SIGKILLed, PostgreSQL
-//! restarts and keys rotate (see `bench::fault_run` and the README). Exits non-zero on any
+//! restarts and keys rotate (see `bench::fault_run` and docs/benchmarks.md). Exits non-zero on any
 //! violation.
 //!
 //! `cargo build -p integration-service -p bench && target/debug/fault-run --duration 300`

@@ -83,7 +83,9 @@ async fn zero_config_serve_dev_token_and_gateway() {
     }
     assert!(dir.join("data/integrations.db").exists());
 
+    // Quiet apart from the token, whatever RUST_LOG says (no migration or startup lines).
     let output: Output = service(&dir)
+        .env("RUST_LOG", "info")
         .args([
             "dev-token",
             "--org",
@@ -102,6 +104,11 @@ async fn zero_config_serve_dev_token_and_gateway() {
     );
     let token = String::from_utf8(output.stdout).unwrap().trim().to_string();
     assert_eq!(token.split('.').count(), 3, "a JWT on stdout, nothing else");
+    assert!(
+        output.stderr.is_empty(),
+        "nothing on stderr: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = format!("http://{}", listener.local_addr().unwrap());
@@ -223,6 +230,40 @@ async fn dev_token_refuses_production_and_unbounded_lifetimes() {
         "{stderr}"
     );
     assert!(!db.exists(), "nothing written, not even the database");
+
+    // The sandbox hands out tokens to anyone: production refuses every one of its commands.
+    for command in [
+        &["sandbox", "serve", "--addr", "127.0.0.1:0"][..],
+        &["sandbox", "env"],
+        &[
+            "sandbox",
+            "deliver",
+            "github",
+            "--url",
+            "http://127.0.0.1:1/",
+            "--secret",
+            "s",
+        ],
+    ] {
+        let output = service(&dir)
+            .env("APP_ENV", "production")
+            .env("INTEGRATION_ENCRYPTION_KEY", &key)
+            .env("SUPABASE_JWT_SECRET", secret)
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", db.display()),
+            )
+            .args(command)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{command:?}");
+        assert!(output.stdout.is_empty(), "{command:?}: nothing printed");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("the sandbox is for development: refused under APP_ENV=production"),
+            "{command:?}: {stderr}"
+        );
+    }
 
     let output = service(&dir)
         .args([

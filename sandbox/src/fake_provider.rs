@@ -122,7 +122,15 @@ impl FakeProvider {
     /// tokens; GitHub (OAuth App) and Slack (no rotation) fakes issue tokens that never expire.
     pub async fn start(style: FakeStyle) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind fake");
-        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        Self::start_on(listener, style)
+    }
+
+    /// As `start`, on a listener of the caller's (the sandbox's fixed ports).
+    pub fn start_on(listener: TcpListener, style: FakeStyle) -> Self {
+        let base_url = match listener.local_addr() {
+            Ok(addr) => format!("http://{addr}"),
+            Err(_) => "http://127.0.0.1:0".into(),
+        };
         let state = Arc::new(Mutex::new(FakeState {
             style,
             codes: HashMap::new(),
@@ -180,24 +188,7 @@ impl FakeProvider {
 
     /// The service variables pointing provider `prefix` (e.g. `GITHUB`) at this fake.
     pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
-        let revoke = match self.style {
-            FakeStyle::Github => format!("{}/applications/{{client_id}}/token", self.base_url),
-            _ => format!("{}/revoke", self.base_url),
-        };
-        vec![
-            (format!("{prefix}_CLIENT_ID"), FAKE_CLIENT_ID.into()),
-            (format!("{prefix}_CLIENT_SECRET"), FAKE_CLIENT_SECRET.into()),
-            (
-                format!("{prefix}_AUTHORIZE_URL"),
-                format!("{}/authorize", self.base_url),
-            ),
-            (
-                format!("{prefix}_TOKEN_URL"),
-                format!("{}/token", self.base_url),
-            ),
-            (format!("{prefix}_REVOKE_URL"), revoke),
-            (format!("{prefix}_API_URL"), self.base_url.clone()),
-        ]
+        provider_env(&self.base_url, self.style, prefix)
     }
 
     /// GitHub App installations the fake's users can access (`GET /user/installations`).
@@ -293,6 +284,26 @@ impl FakeProvider {
             .filter(|r| r.form().contains_key("code"))
             .collect()
     }
+}
+
+/// The service variables pointing provider `prefix` (e.g. `GITHUB`) at a fake speaking `style`
+/// at `base_url`: client id and secret, authorize, token, revoke and API URLs.
+pub fn provider_env(base_url: &str, style: FakeStyle, prefix: &str) -> Vec<(String, String)> {
+    let revoke = match style {
+        FakeStyle::Github => format!("{base_url}/applications/{{client_id}}/token"),
+        _ => format!("{base_url}/revoke"),
+    };
+    vec![
+        (format!("{prefix}_CLIENT_ID"), FAKE_CLIENT_ID.into()),
+        (format!("{prefix}_CLIENT_SECRET"), FAKE_CLIENT_SECRET.into()),
+        (
+            format!("{prefix}_AUTHORIZE_URL"),
+            format!("{base_url}/authorize"),
+        ),
+        (format!("{prefix}_TOKEN_URL"), format!("{base_url}/token")),
+        (format!("{prefix}_REVOKE_URL"), revoke),
+        (format!("{prefix}_API_URL"), base_url.to_string()),
+    ]
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -446,7 +457,9 @@ fn authorize(state: &Mutex<FakeState>, request: &LoggedRequest) -> Reply {
         );
     }
     let mut s = state.lock().expect("fake state");
-    let mut target = url::Url::parse(redirect_uri).expect("redirect_uri is a URL");
+    let Ok(mut target) = url::Url::parse(redirect_uri) else {
+        return reply(StatusCode::BAD_REQUEST, json!({"error": "invalid_request"}));
+    };
     if s.deny {
         target
             .query_pairs_mut()

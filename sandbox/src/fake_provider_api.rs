@@ -914,10 +914,7 @@ impl FakeHook {
         payload: &Value,
     ) -> reqwest::Response {
         let body = payload.to_string();
-        let signature = integration_service::webhooks::signature::github_signature(
-            self.secret.as_bytes(),
-            body.as_bytes(),
-        );
+        let signature = crate::signature::github_signature(self.secret.as_bytes(), body.as_bytes());
         http.post(&self.url)
             .header("content-type", "application/json")
             .header("x-hook-signature", signature.trim_start_matches("sha256="))
@@ -939,10 +936,7 @@ impl FakeHook {
         let mut payload = payload.clone();
         payload["webhookTimestamp"] = json!(chrono::Utc::now().timestamp_millis());
         let body = payload.to_string();
-        let signature = integration_service::webhooks::signature::github_signature(
-            self.secret.as_bytes(),
-            body.as_bytes(),
-        );
+        let signature = crate::signature::github_signature(self.secret.as_bytes(), body.as_bytes());
         http.post(&self.url)
             .header("content-type", "application/json")
             .header("linear-event", event)
@@ -964,10 +958,7 @@ impl FakeHook {
         payload: &Value,
     ) -> reqwest::Response {
         let body = payload.to_string();
-        let signature = integration_service::webhooks::signature::github_signature(
-            self.secret.as_bytes(),
-            body.as_bytes(),
-        );
+        let signature = crate::signature::github_signature(self.secret.as_bytes(), body.as_bytes());
         http.post(&self.url)
             .header("content-type", "application/json")
             .header("x-event-key", event)
@@ -1008,10 +999,7 @@ impl FakeHook {
         payload: &Value,
     ) -> reqwest::Response {
         let body = payload.to_string();
-        let signature = integration_service::webhooks::signature::github_signature(
-            self.secret.as_bytes(),
-            body.as_bytes(),
-        );
+        let signature = crate::signature::github_signature(self.secret.as_bytes(), body.as_bytes());
         http.post(&self.url)
             .header("content-type", "application/json")
             .header("x-github-event", event)
