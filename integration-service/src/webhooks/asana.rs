@@ -15,25 +15,19 @@
 //! Invariant: the signature is checked on the raw bytes before the body is parsed.
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use super::{
     receive::{
         accept_handshake, bad_request, field, store_items, verify_with_integration_secrets, Answer,
         Delivery, Item,
     },
-    signature::verify_hmac_sha256_hex,
+    signature::{content_key, verify_hmac_sha256_hex},
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
 
 /// Most events in one delivery.
 const MAX_BATCH: usize = 1000;
-
-/// Whether `X-Hook-Signature` (hex) is the HMAC-SHA256 of `body` under `secret`.
-pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
-    verify_hmac_sha256_hex(secret, body, header)
-}
 
 pub(super) async fn receive(
     ctx: &AppContext,
@@ -55,7 +49,7 @@ pub(super) async fn receive(
         &delivery,
         integration_id,
         "X-Hook-Signature",
-        move |secret, body| verify(secret, body, &signature),
+        move |secret, body| verify_hmac_sha256_hex(secret, body, &signature),
     )
     .await?;
     let items = parse_events(&delivery.body)?;
@@ -91,17 +85,13 @@ fn item(event: Value) -> Item {
         _ => "event".into(),
     };
     let payload = event.to_string();
-    let digest = Sha256::digest(payload.as_bytes());
-    Item {
-        event_type,
-        delivery_id: Some(format!("sha256:{}", hex::encode(digest))),
-        payload,
-    }
+    Item::new(event_type, content_key(payload.as_bytes()), payload)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::signature::verify_hmac_sha256_hex as verify;
 
     /// Asana documents `X-Hook-Signature` as the SHA256 HMAC of the request body under the
     /// handshake secret (developers.asana.com/docs/webhooks-guide, "Security") and publishes no

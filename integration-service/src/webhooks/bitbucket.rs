@@ -7,15 +7,10 @@
 
 use super::{
     receive::{json_text, store_one, verified_integration, Answer, Delivery, Item},
-    signature::verify_github_signature,
+    signature::verify_hub_signature,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
-
-/// Whether `X-Hub-Signature` is the `sha256=` HMAC of `body` under `secret`.
-pub fn verify_hub_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
-    verify_github_signature(secret, body, header)
-}
 
 pub(super) async fn receive(
     ctx: &AppContext,

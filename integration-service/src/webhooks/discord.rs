@@ -22,14 +22,13 @@
 use chrono::Utc;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use super::{
     receive::{
         bad_request, field, store_one, unauthenticated, verified_integration, Answer, Delivery,
         Item,
     },
-    signature::timestamp_is_fresh,
+    signature::{content_key, timestamp_is_fresh},
     WebhookRuntime,
 };
 use crate::{
@@ -205,8 +204,7 @@ pub(super) async fn receive(
             })
         }
         DiscordRequest::Event { event_type } => {
-            let digest = hex::encode(Sha256::digest(&delivery.body));
-            let item = Item::new(event_type, format!("sha256:{digest}"), text);
+            let item = Item::new(event_type, content_key(&delivery.body), text);
             let stored = store_one(runtime, integration_id, &delivery, item).await?;
             Ok(Answer {
                 event_id: stored.event_id,

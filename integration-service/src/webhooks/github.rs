@@ -10,7 +10,7 @@ use super::{
         bad_request, off_executor, store_event, unauthenticated, verified_integration, Answer,
         Delivery, Verified,
     },
-    signature::verify_github_signature,
+    signature::verify_hub_signature,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
@@ -48,7 +48,7 @@ pub(super) async fn receive(
         runtime,
         &delivery,
         "the signature",
-        move |secret, body| verify_github_signature(secret, body, &signature),
+        move |secret, body| verify_hub_signature(secret, body, &signature),
     )
     .await?;
     let media_type = delivery.media_type();

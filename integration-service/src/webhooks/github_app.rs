@@ -22,7 +22,7 @@ use super::{
     receive::{
         bad_request, off_executor, store_event, unauthenticated, Answer, Delivery, Verified,
     },
-    signature::verify_github_signature,
+    signature::verify_hub_signature,
     WebhookRuntime,
 };
 use crate::{
@@ -52,7 +52,7 @@ pub(super) async fn receive(
     let headers = delivery.stored_headers();
     let body = delivery.body.clone();
     let (verified, payload) = off_executor(body.len(), move || {
-        if !verify_github_signature(secret.as_bytes(), &body, &signature) {
+        if !verify_hub_signature(secret.as_bytes(), &body, &signature) {
             return (false, Err(unauthenticated("no match")));
         }
         (true, github_payload(media_type.as_deref(), &body))

@@ -5,18 +5,12 @@
 //!
 //! Invariant: the token is checked before the body is read; nothing is stored on a failure.
 
-use subtle::ConstantTimeEq;
-
 use super::{
     receive::{json_text, store_one, verified_integration, Answer, Delivery, Item},
+    signature::token_matches,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
-
-/// Whether GitLab's `X-Gitlab-Token` is the secret (constant time over the secret's length).
-pub fn token_matches(secret: &[u8], header: &str) -> bool {
-    secret.ct_eq(header.as_bytes()).into()
-}
 
 pub(super) async fn receive(
     ctx: &AppContext,

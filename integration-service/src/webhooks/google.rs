@@ -11,8 +11,8 @@
 use serde_json::json;
 
 use super::{
-    gitlab::token_matches,
     receive::{store_one, verified_integration, Answer, Delivery, Item},
+    signature::token_matches,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};

@@ -8,8 +8,8 @@
 use serde_json::Value;
 
 use super::{
-    bitbucket::verify_hub_signature,
     receive::{bad_request, field, store_one, verified_integration, Answer, Delivery, Item},
+    signature::verify_hub_signature,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};

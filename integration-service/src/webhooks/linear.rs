@@ -13,7 +13,7 @@ use super::{
     receive::{
         bad_request, store_one, unauthenticated, verified_integration, Answer, Delivery, Item,
     },
-    signature::verify_hmac_sha256_hex,
+    signature::{verify_hmac_sha256_hex, within_window},
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
@@ -21,18 +21,12 @@ use crate::{context::AppContext, error::ServiceResult};
 /// Largest distance between `webhookTimestamp` and our clock, in milliseconds.
 pub const MAX_SKEW_MILLIS: i64 = 60_000;
 
-/// Whether `Linear-Signature` (hex) is the HMAC-SHA256 of `body` under `secret`.
-pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
-    verify_hmac_sha256_hex(secret, body, header)
-}
-
 /// Whether the body's `webhookTimestamp` (ms) is within 60 s of `now_millis`.
 pub fn timestamp_is_fresh(payload: &Value, now_millis: i64) -> bool {
     payload
         .get("webhookTimestamp")
         .and_then(Value::as_i64)
-        .and_then(|ts| now_millis.checked_sub(ts))
-        .is_some_and(|skew| skew.abs() <= MAX_SKEW_MILLIS)
+        .is_some_and(|ts| within_window(ts, now_millis, MAX_SKEW_MILLIS))
 }
 
 pub(super) async fn receive(
@@ -48,7 +42,7 @@ pub(super) async fn receive(
         runtime,
         &delivery,
         "Linear-Signature",
-        move |secret, body| verify(secret, body, &signature),
+        move |secret, body| verify_hmac_sha256_hex(secret, body, &signature),
     )
     .await?;
     let payload: Value = serde_json::from_slice(&delivery.body)
@@ -67,6 +61,7 @@ pub(super) async fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::signature::verify_hmac_sha256_hex as verify;
 
     /// Linear's guide ("Webhooks", securing webhooks: https://linear.app/developers/webhooks)
     /// signs the raw body with HMAC-SHA256, hex in `Linear-Signature`. Linear publishes no

@@ -17,14 +17,13 @@
 //! id, and redelivers the same content).
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::{
-    gitlab::token_matches,
     receive::{
         bad_request, field, load_secrets, store_items, verify_with_integration_secrets, Answer,
         Delivery, Item,
     },
+    signature::{content_key, token_matches},
     WebhookRuntime,
 };
 use crate::{
@@ -181,12 +180,7 @@ pub(super) fn item(mut notification: Value) -> Item {
         .or_else(|| field(&notification, "/changeType", 100))
         .unwrap_or_else(|| "notification".into());
     let payload = notification.to_string();
-    let digest = Sha256::digest(payload.as_bytes());
-    Item {
-        event_type,
-        delivery_id: Some(format!("sha256:{}", hex::encode(digest))),
-        payload,
-    }
+    Item::new(event_type, content_key(payload.as_bytes()), payload)
 }
 
 #[cfg(test)]

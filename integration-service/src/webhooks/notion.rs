@@ -18,15 +18,10 @@ use super::{
         accept_handshake, bad_request, field, json_text, store_one, unauthenticated,
         verify_with_integration_secrets, Answer, Delivery, Item,
     },
-    signature::verify_github_signature,
+    signature::verify_hub_signature,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
-
-/// Whether `X-Notion-Signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `token`.
-pub fn verify(token: &[u8], body: &[u8], header: &str) -> bool {
-    verify_github_signature(token, body, header)
-}
 
 pub(super) async fn receive(
     ctx: &AppContext,
@@ -46,7 +41,7 @@ pub(super) async fn receive(
         &delivery,
         integration_id,
         "X-Notion-Signature",
-        move |token, body| verify(token, body, &signature),
+        move |token, body| verify_hub_signature(token, body, &signature),
     )
     .await?;
     let payload = json_text(&delivery.body)?;
@@ -77,6 +72,7 @@ pub fn verification_token(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::signature::verify_hub_signature as verify;
 
     /// Notion's guide computes `sha256=` + hex HMAC-SHA256 of the body under the
     /// verification token ("Validating event payloads"); it publishes no vector. Token and

@@ -18,7 +18,7 @@ use super::{
     receive::{
         bad_request, off_executor, store_event, unauthenticated, Answer, Delivery, Verified,
     },
-    signature::{slack_timestamp_is_fresh, verify_slack_signature},
+    signature::{timestamp_is_fresh, verify_slack_signature},
     WebhookRuntime,
 };
 use crate::{
@@ -82,7 +82,7 @@ pub(super) async fn receive(
     let seconds: i64 = timestamp
         .parse()
         .map_err(|_| unauthenticated("X-Slack-Request-Timestamp is not a Unix time"))?;
-    if !slack_timestamp_is_fresh(seconds, Utc::now().timestamp()) {
+    if !timestamp_is_fresh(seconds, Utc::now().timestamp()) {
         return Err(unauthenticated(
             "X-Slack-Request-Timestamp is more than 5 minutes away: replayed or clock skew",
         ));
