@@ -592,7 +592,7 @@ async fn delete_one_before_disconnect(
 }
 
 /// Graph's lifecycle notifications of an integration's subscriptions (verified by
-/// `webhooks::microsoft`): `reauthorizationRequired` renews at once (a renewal reauthorizes),
+/// `webhooks::schemes::microsoft`): `reauthorizationRequired` renews at once (a renewal reauthorizes),
 /// `subscriptionRemoved` creates it again (the renewal finds it gone). In the background: the
 /// delivery is answered without waiting for Graph.
 pub fn on_graph_lifecycle(ctx: &AppContext, integration_id: Uuid, events: Vec<(String, String)>) {

@@ -185,7 +185,7 @@ pub async fn set(
         (WebhookScheme::DiscordEd25519, application) => Some(
             application
                 .map(str::trim)
-                .filter(|a| crate::webhooks::discord::valid_application_id(a))
+                .filter(|a| crate::webhooks::schemes::discord::valid_application_id(a))
                 .ok_or_else(|| {
                     ServiceError::invalid("Invalid application id").with_details("applicationId: the Discord application's id (digits), shown beside its public key")
                 })?,
@@ -223,14 +223,14 @@ fn validate_provider_secret(scheme: WebhookScheme, secret: &str) -> ServiceResul
         return Err(invalid("secret: 1 to 512 printable ASCII characters"));
     }
     if scheme == WebhookScheme::StandardWebhooks
-        && crate::webhooks::standard_webhooks::secret_key(secret).is_none()
+        && crate::webhooks::schemes::standard_webhooks::secret_key(secret).is_none()
     {
         return Err(invalid(
             "expected a Standard Webhooks secret: whsec_<base64>",
         ));
     }
     if scheme == WebhookScheme::DiscordEd25519
-        && crate::webhooks::discord::public_key(secret).is_none()
+        && crate::webhooks::schemes::discord::public_key(secret).is_none()
     {
         return Err(invalid(
             "expected the application's public key: 64 hex characters (32 bytes)",

@@ -20,29 +20,17 @@
 //! written.
 
 pub mod admission;
-pub mod asana;
-pub mod bitbucket;
-pub mod discord;
 pub mod dispatch;
 pub mod events;
-pub mod github;
-pub mod github_app;
-pub mod gitlab;
-pub mod google;
 pub mod ingest;
 pub mod intake;
-pub mod jira;
-pub mod linear;
-pub mod microsoft;
-pub mod notion;
 pub mod quota;
 pub mod receive;
 pub mod retention;
 pub mod retry;
+pub mod schemes;
 pub mod secrets;
 pub mod signature;
-pub mod slack;
-pub mod standard_webhooks;
 pub mod storage_cap;
 
 use std::sync::{

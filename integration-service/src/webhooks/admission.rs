@@ -102,7 +102,7 @@ async fn check(
     // GitHub without an integration id: the App's app-level delivery, verified with
     // GITHUB_APP_WEBHOOK_SECRET and routed by installation (refused when it is not set).
     if scheme == WebhookScheme::GithubHmacSha256 && integration_id.is_none() {
-        return super::github_app::app_secret(ctx).map(|_| admitted);
+        return super::schemes::github_app::app_secret(ctx).map(|_| admitted);
     }
     if scheme.per_integration() {
         let Some(id) = integration_id else {

@@ -6,9 +6,12 @@
 //! a scheme added later is counted without a line of its own.
 
 use super::{
-    asana, bitbucket, discord, github, github_app, gitlab, google, jira, linear, microsoft, notion,
     receive::{Answer, Delivery},
-    slack, standard_webhooks, WebhookRuntime,
+    schemes::{
+        asana, bitbucket, discord, github, github_app, gitlab, google, jira, linear, microsoft,
+        notion, slack, standard_webhooks,
+    },
+    WebhookRuntime,
 };
 use crate::{
     catalog::WebhookScheme,

@@ -131,10 +131,10 @@ mod tests {
             form in "(command|payload|text|team_id|type)=[%A-Za-z0-9{}\":,_&=+-]{0,80}",
         ) {
             for media in [None, Some("application/json"), Some("application/x-www-form-urlencoded"), Some("text/plain")] {
-                let _ = crate::webhooks::slack::parse_slack(media, &body);
-                let _ = crate::webhooks::slack::parse_slack(media, form.as_bytes());
-                let _ = crate::webhooks::github::github_payload(media, &body);
-                let _ = crate::webhooks::github::github_payload(media, form.as_bytes());
+                let _ = crate::webhooks::schemes::slack::parse_slack(media, &body);
+                let _ = crate::webhooks::schemes::slack::parse_slack(media, form.as_bytes());
+                let _ = crate::webhooks::schemes::github::github_payload(media, &body);
+                let _ = crate::webhooks::schemes::github::github_payload(media, form.as_bytes());
             }
         }
     }

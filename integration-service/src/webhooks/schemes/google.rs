@@ -10,14 +10,14 @@
 
 use serde_json::json;
 
-use super::{
+use crate::webhooks::{
     receive::{store_one, verified_integration, Answer, Delivery, Item},
     signature::token_matches,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

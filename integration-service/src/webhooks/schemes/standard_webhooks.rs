@@ -13,7 +13,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::{
+use crate::webhooks::{
     receive::{
         field, json_text, store_one, unauthenticated, verified_integration, Answer, Delivery, Item,
     },
@@ -76,7 +76,7 @@ pub fn signature_entries(header: &str) -> Option<Vec<&str>> {
     (entries.len() <= MAX_SIGNATURES).then_some(entries)
 }
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

@@ -23,7 +23,7 @@ use chrono::Utc;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{json, Value};
 
-use super::{
+use crate::webhooks::{
     receive::{
         bad_request, field, store_one, unauthenticated, verified_integration, Answer, Delivery,
         Item,
@@ -152,7 +152,7 @@ pub fn classify(payload: &Value) -> ServiceResult<DiscordRequest> {
     Ok(DiscordRequest::Interaction { id, kind, response })
 }
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

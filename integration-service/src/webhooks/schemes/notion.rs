@@ -13,7 +13,7 @@
 
 use serde_json::{json, Value};
 
-use super::{
+use crate::webhooks::{
     receive::{
         accept_handshake, bad_request, field, json_text, store_one, unauthenticated,
         verify_with_integration_secrets, Answer, Delivery, Item,
@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

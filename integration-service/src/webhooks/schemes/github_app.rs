@@ -17,11 +17,11 @@
 
 use serde_json::{json, Value};
 
-use super::{
-    github::github_payload,
+use crate::webhooks::{
     receive::{
         bad_request, off_executor, store_event, unauthenticated, Answer, Delivery, Verified,
     },
+    schemes::github::github_payload,
     signature::verify_hub_signature,
     WebhookRuntime,
 };
@@ -32,14 +32,14 @@ use crate::{
 };
 
 /// The App's webhook secret, or why app-level GitHub deliveries cannot be received.
-pub(super) fn app_secret(ctx: &AppContext) -> ServiceResult<String> {
+pub(in crate::webhooks) fn app_secret(ctx: &AppContext) -> ServiceResult<String> {
     ctx.config
         .provider_var("GITHUB_APP_WEBHOOK_SECRET")
         .map(|s| s.expose().to_string())
         .ok_or_else(not_configured)
 }
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,
@@ -118,7 +118,7 @@ fn not_stored(details: String) -> Answer {
 }
 
 /// Refusal when GitHub App deliveries are not configured (admission and receive agree).
-pub(super) fn not_configured() -> ServiceError {
+pub(in crate::webhooks) fn not_configured() -> ServiceError {
     ServiceError::invalid("Missing integration id").with_details("deliver to /api/integrations/github/webhook/<integration id>, or set GITHUB_APP_WEBHOOK_SECRET to receive GitHub App deliveries here")
 }
 

@@ -18,7 +18,7 @@
 
 use serde_json::Value;
 
-use super::{
+use crate::webhooks::{
     receive::{
         bad_request, field, load_secrets, store_items, verify_with_integration_secrets, Answer,
         Delivery, Item,
@@ -36,7 +36,7 @@ const MAX_VALIDATION_TOKEN: usize = 1024;
 /// Most notifications in one batch.
 const MAX_BATCH: usize = 1000;
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,
@@ -168,7 +168,7 @@ pub fn parse_batch(body: &[u8]) -> ServiceResult<Vec<Value>> {
 }
 
 /// One stored event of a verified notification, without its `clientState`.
-pub(super) fn item(mut notification: Value) -> Item {
+pub(in crate::webhooks) fn item(mut notification: Value) -> Item {
     if let Some(object) = notification.as_object_mut() {
         object.remove("clientState");
     }

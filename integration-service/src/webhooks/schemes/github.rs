@@ -5,7 +5,7 @@
 //! Invariant: the signature is checked on the raw bytes before the body is parsed; a cached
 //! secret that fails is re-read from the database before the delivery is refused.
 
-use super::{
+use crate::webhooks::{
     receive::{
         bad_request, off_executor, store_event, unauthenticated, verified_integration, Answer,
         Delivery, Verified,
@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

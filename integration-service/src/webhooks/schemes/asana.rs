@@ -16,7 +16,7 @@
 
 use serde_json::{json, Value};
 
-use super::{
+use crate::webhooks::{
     receive::{
         accept_handshake, bad_request, field, store_items, verify_with_integration_secrets, Answer,
         Delivery, Item,
@@ -29,7 +29,7 @@ use crate::{context::AppContext, error::ServiceResult};
 /// Most events in one delivery.
 const MAX_BATCH: usize = 1000;
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,
@@ -58,7 +58,7 @@ pub(super) async fn receive(
 }
 
 /// The events of a verified body `{"events": [...]}`, one item each (none for a heartbeat).
-pub(super) fn parse_events(body: &[u8]) -> ServiceResult<Vec<Item>> {
+pub(in crate::webhooks) fn parse_events(body: &[u8]) -> ServiceResult<Vec<Item>> {
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))?;
     let Some(Value::Array(events)) = value.get_mut("events").map(Value::take) else {

@@ -7,14 +7,14 @@
 
 use serde_json::Value;
 
-use super::{
+use crate::webhooks::{
     receive::{bad_request, field, store_one, verified_integration, Answer, Delivery, Item},
     signature::verify_hub_signature,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

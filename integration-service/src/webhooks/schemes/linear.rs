@@ -9,7 +9,7 @@
 use chrono::Utc;
 use serde_json::Value;
 
-use super::{
+use crate::webhooks::{
     receive::{
         bad_request, store_one, unauthenticated, verified_integration, Answer, Delivery, Item,
     },
@@ -29,7 +29,7 @@ pub fn timestamp_is_fresh(payload: &Value, now_millis: i64) -> bool {
         .is_some_and(|ts| within_window(ts, now_millis, MAX_SKEW_MILLIS))
 }
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

@@ -14,7 +14,7 @@ use chrono::Utc;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{
+use crate::webhooks::{
     receive::{
         bad_request, off_executor, store_event, unauthenticated, Answer, Delivery, Verified,
     },
@@ -57,7 +57,7 @@ pub enum SlackRequest {
     },
 }
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

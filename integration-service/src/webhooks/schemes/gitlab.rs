@@ -5,14 +5,14 @@
 //!
 //! Invariant: the token is checked before the body is read; nothing is stored on a failure.
 
-use super::{
+use crate::webhooks::{
     receive::{json_text, store_one, verified_integration, Answer, Delivery, Item},
     signature::token_matches,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

@@ -5,14 +5,14 @@
 //!
 //! Invariant: the signature is checked on the raw bytes before the body is parsed.
 
-use super::{
+use crate::webhooks::{
     receive::{json_text, store_one, verified_integration, Answer, Delivery, Item},
     signature::verify_hub_signature,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,
