@@ -1,6 +1,7 @@
-//! What every provider scheme shares (`intake` picks the scheme's module, which verifies the
-//! raw bytes and routes the delivery; this module imports none of them): it holds — the delivery and the answer, the integration's decrypted
-//! secrets, the one storing sequence (`store_event`) and the errors.
+//! What every provider scheme shares (`intake` asks `schemes::of` for the scheme, which
+//! verifies the raw bytes and routes the delivery; this module imports none of them): the
+//! delivery and the answer, the integration's decrypted secrets, handshake secrets accepted
+//! only while armed, the one storing sequence (`store_event`) and the errors.
 //!
 //! Invariant: every rejection happens before anything is written; nothing is answered 2xx
 //! before its row is committed (`store_event` awaits the writer's commit).
@@ -25,38 +26,10 @@ use crate::{
 /// Bodies larger than this are verified and parsed on the blocking pool, off the executor.
 pub const BLOCKING_THRESHOLD: usize = 64 * 1024;
 
-/// Delivery headers kept with the event (never signatures, tokens or credentials:
-/// `X-Gitlab-Token` and `X-Goog-Channel-Token` are secrets and are not kept).
-const STORED_HEADERS: &[&str] = &[
-    "content-type",
-    "user-agent",
-    "x-github-event",
-    "x-github-delivery",
-    "x-github-hook-id",
-    "x-github-hook-installation-target-id",
-    "x-github-hook-installation-target-type",
-    "x-slack-request-timestamp",
-    "x-slack-retry-num",
-    "x-slack-retry-reason",
-    "x-gitlab-event",
-    "x-gitlab-event-uuid",
-    "x-gitlab-webhook-uuid",
-    "x-gitlab-instance",
-    "idempotency-key",
-    "x-event-key",
-    "x-request-uuid",
-    "x-hook-uuid",
-    "x-atlassian-webhook-identifier",
-    "x-atlassian-webhook-retry",
-    "x-goog-channel-id",
-    "x-goog-message-number",
-    "x-goog-resource-id",
-    "x-goog-resource-state",
-    "x-goog-resource-uri",
-    "x-goog-changed",
-    "x-goog-channel-expiration",
-    "x-forwarded-for",
-];
+/// Delivery headers kept with every event, before and after the scheme's own
+/// (`Headers::stored`; never signatures, tokens or credentials).
+const STORED_FIRST: &[&str] = &["content-type", "user-agent"];
+const STORED_LAST: &[&str] = &["x-forwarded-for"];
 
 /// A delivery as the gateway received it: header names lower-cased, the body untouched
 /// (a slice of the gRPC frame, shared — never copied — by verification and parsing).
@@ -68,6 +41,8 @@ pub struct Delivery {
     pub body: Bytes,
     /// The URL's query string, undecoded.
     pub query: Option<String>,
+    /// The headers its scheme keeps with the event (`Headers::stored`), set by `intake`.
+    pub kept_headers: &'static [&'static str],
 }
 
 /// Header values (signatures) and the body (payloads) never reach a log through `Debug`.
@@ -151,8 +126,11 @@ impl Delivery {
     }
 
     pub(super) fn stored_headers(&self) -> String {
-        let kept: Map<String, Value> = STORED_HEADERS
+        let names = STORED_FIRST
             .iter()
+            .chain(self.kept_headers)
+            .chain(STORED_LAST);
+        let kept: Map<String, Value> = names
             .filter_map(|name| {
                 self.header(name)
                     .map(|v| (name.to_string(), Value::String(v.to_string())))

@@ -16,6 +16,7 @@
 
 use serde_json::{json, Value};
 
+use super::{Checks, Guide, Headers, Scheme, SecretSource};
 use crate::webhooks::{
     receive::{
         accept_handshake, bad_request, field, store_items, verify_with_integration_secrets, Answer,
@@ -26,10 +27,35 @@ use crate::webhooks::{
 };
 use crate::{context::AppContext, error::ServiceResult};
 
+/// Asana webhooks: the `X-Hook-Secret` handshake, then signed deliveries.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Handshake,
+    headers: Headers {
+        signature: None,
+        required: &[],
+        timestamp: None,
+        stored: &[],
+    },
+    body_limit: None,
+    guide: Guide {
+        secret_field: None,
+        signature_header: Some("X-Hook-Signature"),
+        content_type: Some("application/json"),
+        events: &["task.added", "task.changed", "story.added"],
+        steps: &[
+            "Open the handshake window: POST /api/integrations/{name}/webhook/handshake",
+            "Within it, create the webhook (POST /webhooks) with target {url}; Asana's X-Hook-Secret is stored and echoed",
+        ],
+    },
+    set_up_by_hand: false,
+    checks: Checks::NONE,
+    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+};
+
 /// Most events in one delivery.
 const MAX_BATCH: usize = 1000;
 
-pub(in crate::webhooks) async fn receive(
+async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

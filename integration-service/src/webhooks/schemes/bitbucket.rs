@@ -5,6 +5,7 @@
 //!
 //! Invariant: the signature is checked on the raw bytes before the body is parsed.
 
+use super::{Checks, Guide, Headers, Scheme, SecretSource};
 use crate::webhooks::{
     receive::{json_text, store_one, verified_integration, Answer, Delivery, Item},
     signature::verify_hub_signature,
@@ -12,7 +13,32 @@ use crate::webhooks::{
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(in crate::webhooks) async fn receive(
+/// Bitbucket Cloud repository webhooks with a secret.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    headers: Headers {
+        signature: Some("x-hub-signature"),
+        required: &[],
+        timestamp: None,
+        stored: &["x-event-key", "x-request-uuid", "x-hook-uuid"],
+    },
+    body_limit: None,
+    guide: Guide {
+        secret_field: Some("Secret"),
+        signature_header: Some("X-Hub-Signature"),
+        content_type: Some("application/json"),
+        events: &["repo:push", "pullrequest:created", "issue:created"],
+        steps: &[
+            "Repository settings → Webhooks → Add webhook",
+            "URL: {url}; Secret: the secret shown here",
+        ],
+    },
+    set_up_by_hand: false,
+    checks: Checks::NONE,
+    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+};
+
+async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

@@ -15,7 +15,7 @@
 //! id) by the SHA-256 of its body, which a retry repeats byte for byte.
 //!
 //! Invariant: nothing of the body is parsed before the signature is verified on the raw
-//! bytes (bodies are at most 1 MiB, `WebhookScheme::body_limit`). The timestamp is signed; we
+//! bytes (bodies are at most 1 MiB, `SCHEME.body_limit`). The timestamp is signed; we
 //! refuse one more than 5 minutes away, at admission too (Discord states no window; this
 //! bounds replays as Slack's does).
 
@@ -23,6 +23,7 @@ use chrono::Utc;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{json, Value};
 
+use super::{Checks, Guide, Headers, Scheme, SecretSource, SMALL_BODY_LIMIT};
 use crate::webhooks::{
     receive::{
         bad_request, field, store_one, unauthenticated, verified_integration, Answer, Delivery,
@@ -35,10 +36,46 @@ use crate::{
     context::AppContext, error::ServiceResult, integrations::integration_not_found, store,
 };
 
+/// Discord interactions and webhook events, at each integration's own URL.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::ProviderIssued,
+    headers: Headers {
+        signature: Some("x-signature-ed25519"),
+        required: &["x-signature-timestamp"],
+        timestamp: Some("x-signature-timestamp"),
+        stored: &[],
+    },
+    body_limit: Some(SMALL_BODY_LIMIT),
+    guide: Guide {
+        secret_field: None,
+        signature_header: Some("X-Signature-Ed25519"),
+        content_type: Some("application/json"),
+        events: &["APPLICATION_AUTHORIZED", "ENTITLEMENT_CREATE"],
+        steps: &[
+            "Copy the app's Public Key and Application ID (Developer Portal → General Information) into PUT /api/integrations/{name}/webhook {\"secret\": \"<public key>\", \"applicationId\": \"<id>\"}",
+            "Then set Interactions Endpoint URL (and Webhooks → Endpoint URL) to {url}",
+        ],
+    },
+    set_up_by_hand: true,
+    checks: Checks {
+        secret: Some(check_secret),
+        application_id: Some(valid_application_id),
+        app_level: None,
+    },
+    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+};
+
 /// The public key of a hex string (64 hex characters, a valid Ed25519 point).
 pub fn public_key(hex_key: &str) -> Option<VerifyingKey> {
     let bytes: [u8; 32] = hex::decode(hex_key.trim()).ok()?.try_into().ok()?;
     VerifyingKey::from_bytes(&bytes).ok()
+}
+
+/// What a provider-issued secret must be: the application's public key.
+fn check_secret(secret: &str) -> Result<(), &'static str> {
+    public_key(secret)
+        .map(|_| ())
+        .ok_or("expected the application's public key: 64 hex characters (32 bytes)")
 }
 
 /// Whether `signature_hex` is the Ed25519 signature of `timestamp` + `body` under the hex
@@ -152,7 +189,7 @@ pub fn classify(payload: &Value) -> ServiceResult<DiscordRequest> {
     Ok(DiscordRequest::Interaction { id, kind, response })
 }
 
-pub(in crate::webhooks) async fn receive(
+async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

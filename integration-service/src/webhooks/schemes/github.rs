@@ -5,6 +5,7 @@
 //! Invariant: the signature is checked on the raw bytes before the body is parsed; a cached
 //! secret that fails is re-read from the database before the delivery is refused.
 
+use super::{github_app, Checks, Guide, Headers, Scheme, SecretSource};
 use crate::webhooks::{
     receive::{
         bad_request, off_executor, store_event, unauthenticated, verified_integration, Answer,
@@ -15,7 +16,52 @@ use crate::webhooks::{
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(in crate::webhooks) async fn receive(
+/// GitHub repository and organization webhooks (and the App's app-level URL).
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    headers: Headers {
+        signature: Some("x-hub-signature-256"),
+        required: &["x-github-event", "x-github-delivery"],
+        timestamp: None,
+        stored: &[
+            "x-github-event",
+            "x-github-delivery",
+            "x-github-hook-id",
+            "x-github-hook-installation-target-id",
+            "x-github-hook-installation-target-type",
+        ],
+    },
+    body_limit: None,
+    guide: Guide {
+        secret_field: Some("Secret"),
+        signature_header: Some("X-Hub-Signature-256"),
+        content_type: Some("application/json"),
+        events: &["push", "pull_request", "issues"],
+        steps: &[
+            "Repository (or organization) → Settings → Webhooks → Add webhook",
+            "Payload URL: {url}; Content type: application/json; Secret: the secret shown here",
+            "A GitHub App instead: its webhook URL is /api/integrations/github/webhook with GITHUB_APP_WEBHOOK_SECRET, routed by installation",
+        ],
+    },
+    set_up_by_hand: false,
+    checks: Checks {
+        app_level: Some(app_level),
+        ..Checks::NONE
+    },
+    receive: |ctx, runtime, delivery| match delivery.integration_id {
+        // No integration in the URL: the GitHub App's app-level delivery.
+        None => Box::pin(github_app::receive(ctx, runtime, delivery)),
+        Some(_) => Box::pin(receive(ctx, runtime, delivery)),
+    },
+};
+
+/// At admission, a delivery naming no integration: the App's URL takes it only when
+/// `GITHUB_APP_WEBHOOK_SECRET` is set.
+fn app_level(ctx: &AppContext) -> ServiceResult<()> {
+    github_app::app_secret(ctx).map(|_| ())
+}
+
+async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

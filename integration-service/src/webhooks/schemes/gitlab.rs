@@ -5,6 +5,7 @@
 //!
 //! Invariant: the token is checked before the body is read; nothing is stored on a failure.
 
+use super::{Checks, Guide, Headers, Scheme, SecretSource};
 use crate::webhooks::{
     receive::{json_text, store_one, verified_integration, Answer, Delivery, Item},
     signature::token_matches,
@@ -12,7 +13,38 @@ use crate::webhooks::{
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(in crate::webhooks) async fn receive(
+/// GitLab project and group webhooks.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    headers: Headers {
+        signature: Some("x-gitlab-token"),
+        required: &[],
+        timestamp: None,
+        stored: &[
+            "x-gitlab-event",
+            "x-gitlab-event-uuid",
+            "x-gitlab-webhook-uuid",
+            "x-gitlab-instance",
+            "idempotency-key",
+        ],
+    },
+    body_limit: None,
+    guide: Guide {
+        secret_field: Some("Secret token"),
+        signature_header: Some("X-Gitlab-Token"),
+        content_type: Some("application/json"),
+        events: &["Push events", "Merge request events", "Issues events"],
+        steps: &[
+            "Project (or group) → Settings → Webhooks → Add new webhook",
+            "URL: {url}; Secret token: the secret shown here",
+        ],
+    },
+    set_up_by_hand: false,
+    checks: Checks::NONE,
+    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+};
+
+async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

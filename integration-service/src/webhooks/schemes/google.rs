@@ -10,6 +10,7 @@
 
 use serde_json::json;
 
+use super::{Checks, Guide, Headers, Scheme, SecretSource};
 use crate::webhooks::{
     receive::{store_one, verified_integration, Answer, Delivery, Item},
     signature::token_matches,
@@ -17,7 +18,39 @@ use crate::webhooks::{
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(in crate::webhooks) async fn receive(
+/// Google push notification channels (Drive, Calendar).
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    headers: Headers {
+        signature: Some("x-goog-channel-token"),
+        required: &[],
+        timestamp: None,
+        stored: &[
+            "x-goog-channel-id",
+            "x-goog-message-number",
+            "x-goog-resource-id",
+            "x-goog-resource-state",
+            "x-goog-resource-uri",
+            "x-goog-changed",
+            "x-goog-channel-expiration",
+        ],
+    },
+    body_limit: None,
+    guide: Guide {
+        secret_field: Some("token"),
+        signature_header: Some("X-Goog-Channel-Token"),
+        content_type: None,
+        events: &["sync", "add", "update", "remove", "trash", "change"],
+        steps: &[
+            "Open a channel (files.watch, changes.watch or events.watch): type web_hook, address {url}, token: the secret shown here",
+        ],
+    },
+    set_up_by_hand: false,
+    checks: Checks::NONE,
+    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+};
+
+async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 
+use super::{Checks, Guide, Headers, Scheme, SecretSource};
 use crate::webhooks::{
     receive::{bad_request, field, store_one, verified_integration, Answer, Delivery, Item},
     signature::verify_hub_signature,
@@ -14,7 +15,39 @@ use crate::webhooks::{
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(in crate::webhooks) async fn receive(
+/// Jira / Atlassian admin webhooks registered with a secret.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    headers: Headers {
+        signature: Some("x-hub-signature"),
+        required: &[],
+        timestamp: None,
+        stored: &[
+            "x-atlassian-webhook-identifier",
+            "x-atlassian-webhook-retry",
+        ],
+    },
+    body_limit: None,
+    guide: Guide {
+        secret_field: Some("Secret"),
+        signature_header: Some("X-Hub-Signature"),
+        content_type: Some("application/json"),
+        events: &[
+            "jira:issue_created",
+            "jira:issue_updated",
+            "comment_created",
+        ],
+        steps: &[
+            "Jira settings → System → WebHooks → Create a WebHook",
+            "URL: {url}; Secret: the secret shown here",
+        ],
+    },
+    set_up_by_hand: false,
+    checks: Checks::NONE,
+    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+};
+
+async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

@@ -9,6 +9,7 @@
 use chrono::Utc;
 use serde_json::Value;
 
+use super::{Checks, Guide, Headers, Scheme, SecretSource};
 use crate::webhooks::{
     receive::{
         bad_request, store_one, unauthenticated, verified_integration, Answer, Delivery, Item,
@@ -17,6 +18,31 @@ use crate::webhooks::{
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
+
+/// Linear webhooks, signed with the provider-issued secret.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::ProviderIssued,
+    headers: Headers {
+        signature: Some("linear-signature"),
+        required: &["linear-event", "linear-delivery"],
+        timestamp: None,
+        stored: &[],
+    },
+    body_limit: None,
+    guide: Guide {
+        secret_field: None,
+        signature_header: Some("Linear-Signature"),
+        content_type: Some("application/json"),
+        events: &["Issue", "Comment", "Project"],
+        steps: &[
+            "Linear → Settings → API → Webhooks → New webhook: URL {url}",
+            "Copy Linear's signing secret into PUT /api/integrations/{name}/webhook {\"secret\": ...}",
+        ],
+    },
+    set_up_by_hand: false,
+    checks: Checks::NONE,
+    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+};
 
 /// Largest distance between `webhookTimestamp` and our clock, in milliseconds.
 pub const MAX_SKEW_MILLIS: i64 = 60_000;
@@ -29,7 +55,7 @@ pub fn timestamp_is_fresh(payload: &Value, now_millis: i64) -> bool {
         .is_some_and(|ts| within_window(ts, now_millis, MAX_SKEW_MILLIS))
 }
 
-pub(in crate::webhooks) async fn receive(
+async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

@@ -10,7 +10,7 @@
 //!
 //! `clientState` is inside the body: before verification only the `clientState`s are read, by
 //! a typed reader that skips everything else and refuses a batch of more than 1000 before
-//! allocating for it (bodies are at most 1 MiB, `WebhookScheme::body_limit`); the whole body is
+//! allocating for it (bodies are at most 1 MiB, `SCHEME.body_limit`); the whole body is
 //! parsed only once every item of the batch matched. The secret is removed from what is stored.
 //! The validation handshake is answered only for a connected integration with a secret. Each
 //! item is one event, deduplicated by the SHA-256 of its content (Graph gives a notification no
@@ -18,6 +18,7 @@
 
 use serde_json::Value;
 
+use super::{Checks, Guide, Headers, Scheme, SecretSource, SMALL_BODY_LIMIT};
 use crate::webhooks::{
     receive::{
         bad_request, field, load_secrets, store_items, verify_with_integration_secrets, Answer,
@@ -31,12 +32,36 @@ use crate::{
     error::{ServiceError, ServiceResult},
 };
 
+/// Microsoft Graph change and lifecycle notifications.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    headers: Headers {
+        signature: None,
+        required: &[],
+        timestamp: None,
+        stored: &[],
+    },
+    body_limit: Some(SMALL_BODY_LIMIT),
+    guide: Guide {
+        secret_field: Some("clientState"),
+        signature_header: None,
+        content_type: Some("application/json"),
+        events: &["created", "updated", "deleted"],
+        steps: &[
+            "POST /subscriptions: notificationUrl and lifecycleNotificationUrl {url}, clientState: the secret shown here",
+        ],
+    },
+    set_up_by_hand: false,
+    checks: Checks::NONE,
+    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+};
+
 /// Longest validation token answered.
 const MAX_VALIDATION_TOKEN: usize = 1024;
 /// Most notifications in one batch.
 const MAX_BATCH: usize = 1000;
 
-pub(in crate::webhooks) async fn receive(
+async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

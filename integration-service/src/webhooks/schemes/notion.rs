@@ -13,6 +13,7 @@
 
 use serde_json::{json, Value};
 
+use super::{Checks, Guide, Headers, Scheme, SecretSource};
 use crate::webhooks::{
     receive::{
         accept_handshake, bad_request, field, json_text, store_one, unauthenticated,
@@ -23,7 +24,33 @@ use crate::webhooks::{
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(in crate::webhooks) async fn receive(
+/// Notion webhooks: the verification token in a handshake, then signed events.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Handshake,
+    headers: Headers {
+        signature: None,
+        required: &[],
+        timestamp: None,
+        stored: &[],
+    },
+    body_limit: None,
+    guide: Guide {
+        secret_field: Some("Verification token"),
+        signature_header: Some("X-Notion-Signature"),
+        content_type: Some("application/json"),
+        events: &["page.created", "page.content_updated", "comment.created"],
+        steps: &[
+            "Open the handshake window: POST /api/integrations/{name}/webhook/handshake",
+            "Within it, create the subscription (integration settings → Webhooks) with URL {url}",
+            "Paste the verification token then shown here into Notion's Verify dialog",
+        ],
+    },
+    set_up_by_hand: true,
+    checks: Checks::NONE,
+    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+};
+
+async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

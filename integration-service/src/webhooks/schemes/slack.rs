@@ -14,6 +14,7 @@ use chrono::Utc;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
+use super::{Checks, Guide, Headers, Scheme, SecretSource, SMALL_BODY_LIMIT};
 use crate::webhooks::{
     receive::{
         bad_request, off_executor, store_event, unauthenticated, Answer, Delivery, Verified,
@@ -26,6 +27,31 @@ use crate::{
     error::{ServiceError, ServiceResult},
     integrations::integration_not_found,
     store::{self, entities::integration},
+};
+
+/// Slack's Events API, slash commands and interactivity, routed by installation.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::AppConfig,
+    headers: Headers {
+        signature: Some("x-slack-signature"),
+        required: &["x-slack-request-timestamp"],
+        timestamp: Some("x-slack-request-timestamp"),
+        stored: &["x-slack-request-timestamp", "x-slack-retry-num", "x-slack-retry-reason"],
+    },
+    body_limit: Some(SMALL_BODY_LIMIT),
+    guide: Guide {
+        secret_field: None,
+        signature_header: Some("X-Slack-Signature"),
+        content_type: Some("application/json"),
+        events: &["app_mention", "message.channels", "app_uninstalled", "tokens_revoked"],
+        steps: &[
+            "Slack app settings → Event Subscriptions, Slash Commands and Interactivity: Request URL {url}",
+            "The app's Signing Secret goes in SLACK_SIGNING_SECRET (service configuration)",
+        ],
+    },
+    set_up_by_hand: true,
+    checks: Checks::NONE,
+    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
 };
 
 /// A verified Slack request, by kind.
@@ -57,7 +83,7 @@ pub enum SlackRequest {
     },
 }
 
-pub(in crate::webhooks) async fn receive(
+async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,

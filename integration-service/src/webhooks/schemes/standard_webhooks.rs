@@ -13,6 +13,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+use super::{Checks, Guide, Headers, Scheme, SecretSource};
 use crate::webhooks::{
     receive::{
         field, json_text, store_one, unauthenticated, verified_integration, Answer, Delivery, Item,
@@ -22,6 +23,34 @@ use crate::webhooks::{
 };
 use crate::{context::AppContext, error::ServiceResult};
 
+/// Standard Webhooks, for providers added through `PROVIDERS_FILE`.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::ProviderIssued,
+    headers: Headers {
+        signature: Some("webhook-signature"),
+        required: &[],
+        timestamp: None,
+        stored: &[],
+    },
+    body_limit: None,
+    guide: Guide {
+        secret_field: None,
+        signature_header: Some("webhook-signature"),
+        content_type: Some("application/json"),
+        events: &[],
+        steps: &[
+            "Register the endpoint {url} at the sender",
+            "Copy its whsec_ secret into PUT /api/integrations/{name}/webhook {\"secret\": ...}",
+        ],
+    },
+    set_up_by_hand: false,
+    checks: Checks {
+        secret: Some(check_secret),
+        ..Checks::NONE
+    },
+    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+};
+
 /// The HMAC key of a `whsec_` secret: its base64 part, decoded.
 pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
@@ -29,6 +58,13 @@ pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
         .decode(encoded)
         .ok()
         .filter(|k| (16..=128).contains(&k.len()))
+}
+
+/// What a provider-issued secret must be: `whsec_<base64 key>`.
+fn check_secret(secret: &str) -> Result<(), &'static str> {
+    secret_key(secret)
+        .map(|_| ())
+        .ok_or("expected a Standard Webhooks secret: whsec_<base64>")
 }
 
 /// Most signatures one `webhook-signature` header may carry (a sender rotating keys sends two
@@ -76,7 +112,7 @@ pub fn signature_entries(header: &str) -> Option<Vec<&str>> {
     (entries.len() <= MAX_SIGNATURES).then_some(entries)
 }
 
-pub(in crate::webhooks) async fn receive(
+async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,
