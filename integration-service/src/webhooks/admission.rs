@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     receive::{bad_request, load_secrets, unauthenticated},
-    schemes,
+    schemes::{self, Scheme},
     signature::timestamp_is_fresh,
     WebhookRuntime,
 };
@@ -39,7 +39,8 @@ pub async fn admit(
     integration_id: Option<&str>,
     header: impl Fn(&str) -> Option<String>,
 ) -> ServiceResult<Admitted> {
-    let result = check(ctx, runtime, provider, integration_id, header).await;
+    let scheme = ctx.catalog.get(provider).and_then(schemes::of_provider);
+    let result = check(ctx, runtime, scheme, provider, integration_id, header).await;
     if let Err(err) = &result {
         let label = ctx
             .catalog
@@ -54,11 +55,12 @@ pub async fn admit(
 async fn check(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
+    scheme: Option<&'static Scheme>,
     provider: &str,
     integration_id: Option<&str>,
     header: impl Fn(&str) -> Option<String>,
 ) -> ServiceResult<Admitted> {
-    let Some(scheme) = ctx.catalog.get(provider).and_then(schemes::of_provider) else {
+    let Some(scheme) = scheme else {
         return Err(ServiceError::not_found("Unknown webhook provider")
             .with_details(format!("{provider:?} receives no webhooks")));
     };

@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{secrets::WebhookSecrets, WebhookRuntime};
+use super::{secrets::WebhookSecrets, signature::verify_hub_signature, WebhookRuntime};
 use crate::{
     context::AppContext,
     crypto::SecretColumn,
@@ -139,6 +139,9 @@ impl Delivery {
         Value::Object(kept).to_string()
     }
 }
+
+/// What a scheme's `receive` gives back.
+pub type Answered = ServiceResult<Answer>;
 
 /// What the gateway answers.
 #[derive(Debug, Clone, PartialEq)]
@@ -468,6 +471,32 @@ pub(super) async fn store_items(
         .await
     });
     futures::future::try_join_all(stored).await
+}
+
+/// The integration the URL names, once its WebSub `sha256=` HMAC header (`display`, read by
+/// the caller as `signature`) matched one of its secrets: Bitbucket's and Jira's opening.
+pub(super) async fn hub_signed_integration(
+    ctx: &AppContext,
+    runtime: &WebhookRuntime,
+    delivery: &Delivery,
+    signature: String,
+    display: &str,
+) -> ServiceResult<Uuid> {
+    let check = move |secret: &[u8], body: &[u8]| verify_hub_signature(secret, body, &signature);
+    verified_integration(ctx, runtime, delivery, display, check).await
+}
+
+/// Stores a delivery whose body is one JSON event, as sent, and answers 200 with its id.
+pub(super) async fn store_json(
+    runtime: &WebhookRuntime,
+    integration_id: Uuid,
+    delivery: &Delivery,
+    event_type: String,
+    delivery_id: String,
+) -> Answered {
+    let payload = json_text(&delivery.body)?;
+    let item = Item::new(event_type, delivery_id, payload);
+    store_one(runtime, integration_id, delivery, item).await
 }
 
 /// Stores a delivery that is one event and answers 200 with its id.

@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use super::{
-    receive::{Answer, Delivery},
+    receive::{Answered, Delivery},
     WebhookRuntime,
 };
 use crate::{
@@ -79,11 +79,8 @@ pub fn webhook_path(provider: &Provider, integration_id: &Uuid) -> Option<String
 pub const SMALL_BODY_LIMIT: usize = 1024 * 1024;
 
 /// How a scheme verifies and stores one delivery.
-pub type Receive = for<'a> fn(
-    &'a AppContext,
-    &'a WebhookRuntime,
-    Delivery,
-) -> BoxFuture<'a, ServiceResult<Answer>>;
+pub type Receive =
+    for<'a> fn(&'a AppContext, &'a WebhookRuntime, Delivery) -> BoxFuture<'a, Answered>;
 
 /// One webhook scheme, described in its own file.
 pub struct Scheme {
@@ -101,6 +98,21 @@ pub struct Scheme {
 }
 
 impl Scheme {
+    /// The base of a scheme delivered to `receive`: a generated secret, no headers or guide
+    /// yet, no body limit of its own, no checks, set up through an API. A scheme's `SCHEME`
+    /// states its secret source and what else differs from this base.
+    pub const fn new(receive: Receive) -> Self {
+        Self {
+            secret: SecretSource::Generated,
+            headers: Headers::NONE,
+            body_limit: None,
+            guide: Guide::EMPTY,
+            set_up_by_hand: false,
+            checks: Checks::NONE,
+            receive,
+        }
+    }
+
     /// Whether deliveries name their integration in the URL (its own secret verifies them);
     /// an app-level secret's deliveries are routed by the account in the payload instead.
     pub fn per_integration(&self) -> bool {
@@ -126,6 +138,15 @@ pub struct Headers {
 
 /// What a provider-issued secret must look like (`Err`: the 400's details).
 pub type SecretCheck = fn(&str) -> Result<(), &'static str>;
+
+impl Headers {
+    pub const NONE: Self = Self {
+        signature: None,
+        required: &[],
+        timestamp: None,
+        stored: &[],
+    };
+}
 
 /// The scheme's own checks, each optional.
 pub struct Checks {
@@ -170,14 +191,24 @@ impl SecretSource {
 
 /// What route 11 tells a person setting the scheme up: data, never a secret.
 pub struct Guide {
+    /// Events worth subscribing to (every event is stored as it comes).
+    pub events: &'static [&'static str],
+    /// What to do, in order: `{url}` stands for the webhook URL, `{name}` for the provider's.
+    pub steps: &'static [&'static str],
     /// The provider's field the secret is pasted into (`None`: nothing to paste there).
     pub secret_field: Option<&'static str>,
     /// The header we verify, as the provider writes it (`None`: the credential is in the body).
     pub signature_header: Option<&'static str>,
     /// The content type to choose at the provider (`None`: the provider sends no body).
     pub content_type: Option<&'static str>,
-    /// Events worth subscribing to (every event is stored as it comes).
-    pub events: &'static [&'static str],
-    /// What to do, in order: `{url}` stands for the webhook URL, `{name}` for the provider's.
-    pub steps: &'static [&'static str],
+}
+
+impl Guide {
+    pub const EMPTY: Self = Self {
+        events: &[],
+        steps: &[],
+        secret_field: None,
+        signature_header: None,
+        content_type: None,
+    };
 }

@@ -16,50 +16,37 @@
 
 use serde_json::{json, Value};
 
-use super::{Checks, Guide, Headers, Scheme, SecretSource};
+use super::{Guide, Scheme, SecretSource};
 use crate::webhooks::{
     receive::{
         accept_handshake, bad_request, field, store_items, verify_with_integration_secrets, Answer,
-        Delivery, Item,
+        Answered, Delivery, Item,
     },
     signature::{content_key, verify_hmac_sha256_hex},
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
 
+/// Most events in one delivery.
+const MAX_BATCH: usize = 1000;
+
 /// Asana webhooks: the `X-Hook-Secret` handshake, then signed deliveries.
 pub static SCHEME: Scheme = Scheme {
     secret: SecretSource::Handshake,
-    headers: Headers {
-        signature: None,
-        required: &[],
-        timestamp: None,
-        stored: &[],
-    },
-    body_limit: None,
     guide: Guide {
-        secret_field: None,
-        signature_header: Some("X-Hook-Signature"),
-        content_type: Some("application/json"),
         events: &["task.added", "task.changed", "story.added"],
         steps: &[
             "Open the handshake window: POST /api/integrations/{name}/webhook/handshake",
             "Within it, create the webhook (POST /webhooks) with target {url}; Asana's X-Hook-Secret is stored and echoed",
         ],
+        secret_field: None,
+        signature_header: Some("X-Hook-Signature"),
+        content_type: Some("application/json"),
     },
-    set_up_by_hand: false,
-    checks: Checks::NONE,
-    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
 };
 
-/// Most events in one delivery.
-const MAX_BATCH: usize = 1000;
-
-async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let integration_id = delivery.url_integration()?;
     if let Some(secret) = delivery.header("x-hook-secret").map(str::to_string) {
         accept_handshake(ctx, runtime, &delivery, integration_id, &secret).await?;

@@ -26,43 +26,14 @@ use serde_json::{json, Value};
 use super::{Checks, Guide, Headers, Scheme, SecretSource, SMALL_BODY_LIMIT};
 use crate::webhooks::{
     receive::{
-        bad_request, field, store_one, unauthenticated, verified_integration, Answer, Delivery,
-        Item,
+        bad_request, field, store_one, unauthenticated, verified_integration, Answer, Answered,
+        Delivery, Item,
     },
     signature::{content_key, timestamp_is_fresh},
     WebhookRuntime,
 };
 use crate::{
     context::AppContext, error::ServiceResult, integrations::integration_not_found, store,
-};
-
-/// Discord interactions and webhook events, at each integration's own URL.
-pub static SCHEME: Scheme = Scheme {
-    secret: SecretSource::ProviderIssued,
-    headers: Headers {
-        signature: Some("x-signature-ed25519"),
-        required: &["x-signature-timestamp"],
-        timestamp: Some("x-signature-timestamp"),
-        stored: &[],
-    },
-    body_limit: Some(SMALL_BODY_LIMIT),
-    guide: Guide {
-        secret_field: None,
-        signature_header: Some("X-Signature-Ed25519"),
-        content_type: Some("application/json"),
-        events: &["APPLICATION_AUTHORIZED", "ENTITLEMENT_CREATE"],
-        steps: &[
-            "Copy the app's Public Key and Application ID (Developer Portal → General Information) into PUT /api/integrations/{name}/webhook {\"secret\": \"<public key>\", \"applicationId\": \"<id>\"}",
-            "Then set Interactions Endpoint URL (and Webhooks → Endpoint URL) to {url}",
-        ],
-    },
-    set_up_by_hand: true,
-    checks: Checks {
-        secret: Some(check_secret),
-        application_id: Some(valid_application_id),
-        app_level: None,
-    },
-    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
 };
 
 /// The public key of a hex string (64 hex characters, a valid Ed25519 point).
@@ -189,11 +160,36 @@ pub fn classify(payload: &Value) -> ServiceResult<DiscordRequest> {
     Ok(DiscordRequest::Interaction { id, kind, response })
 }
 
-async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// Discord interactions and webhook events, at each integration's own URL.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::ProviderIssued,
+    guide: Guide {
+        events: &["APPLICATION_AUTHORIZED", "ENTITLEMENT_CREATE"],
+        steps: &[
+            "Copy the app's Public Key and Application ID (Developer Portal → General Information) into PUT /api/integrations/{name}/webhook {\"secret\": \"<public key>\", \"applicationId\": \"<id>\"}",
+            "Then set Interactions Endpoint URL (and Webhooks → Endpoint URL) to {url}",
+        ],
+        secret_field: None,
+        signature_header: Some("X-Signature-Ed25519"),
+        content_type: Some("application/json"),
+    },
+    headers: Headers {
+        signature: Some("x-signature-ed25519"),
+        required: &["x-signature-timestamp"],
+        timestamp: Some("x-signature-timestamp"),
+        ..Headers::NONE
+    },
+    body_limit: Some(SMALL_BODY_LIMIT),
+    set_up_by_hand: true,
+    checks: Checks {
+        secret: Some(check_secret),
+        application_id: Some(valid_application_id),
+        app_level: None,
+    },
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let signature = delivery.credential("x-signature-ed25519", "X-Signature-Ed25519")?;
     let timestamp = delivery.credential("x-signature-timestamp", "X-Signature-Timestamp")?;
     let seconds: i64 = timestamp

@@ -18,10 +18,8 @@
 use serde_json::{json, Value};
 
 use crate::webhooks::{
-    receive::{
-        bad_request, off_executor, store_event, unauthenticated, Answer, Delivery, Verified,
-    },
-    schemes::github::github_payload,
+    receive::{bad_request, off_executor, unauthenticated, Answer, Answered, Delivery},
+    schemes::github::{self, github_payload},
     signature::verify_hub_signature,
     WebhookRuntime,
 };
@@ -43,7 +41,7 @@ pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,
-) -> ServiceResult<Answer> {
+) -> Answered {
     let secret = app_secret(ctx)?;
     let signature = delivery.credential("x-hub-signature-256", "X-Hub-Signature-256")?;
     let event_type = delivery.required("x-github-event", "X-GitHub-Event", 100)?;
@@ -80,18 +78,15 @@ pub(in crate::webhooks) async fn receive(
     };
     let uninstalled = event_type == "installation"
         && value.get("action").and_then(Value::as_str) == Some("deleted");
-    let event_id = store_event(
+    let event_id = github::store(
         runtime,
-        Verified {
-            integration_id: record.id,
-            processed: event_type == "ping",
-            event_type: &event_type,
-            delivery_id: Some(delivery_id),
-            payload,
-            headers: &headers,
-        },
-    )
-    .await?;
+        record.id,
+        &event_type,
+        delivery_id,
+        payload,
+        &headers,
+    );
+    let event_id = event_id.await?;
     // The installation is gone: its organization's integration no longer receives anything,
     // and the installation may be connected again (by any organization) when reinstalled.
     if uninstalled {

@@ -5,21 +5,28 @@
 //!
 //! Invariant: the token is checked before the body is read; nothing is stored on a failure.
 
-use super::{Checks, Guide, Headers, Scheme, SecretSource};
+use super::{Guide, Headers, Scheme, SecretSource};
+use crate::context::AppContext;
 use crate::webhooks::{
-    receive::{json_text, store_one, verified_integration, Answer, Delivery, Item},
+    receive::{store_json, verified_integration, Answered, Delivery},
     signature::token_matches,
     WebhookRuntime,
 };
-use crate::{context::AppContext, error::ServiceResult};
 
 /// GitLab project and group webhooks.
 pub static SCHEME: Scheme = Scheme {
     secret: SecretSource::Generated,
+    guide: Guide {
+        events: &["Push events", "Merge request events", "Issues events"],
+        steps: &[
+            "Project (or group) → Settings → Webhooks → Add new webhook",
+            "URL: {url}; Secret token: the secret shown here",
+        ],
+        secret_field: Some("Secret token"),
+        signature_header: Some("X-Gitlab-Token"),
+        content_type: Some("application/json"),
+    },
     headers: Headers {
-        signature: Some("x-gitlab-token"),
-        required: &[],
-        timestamp: None,
         stored: &[
             "x-gitlab-event",
             "x-gitlab-event-uuid",
@@ -27,28 +34,13 @@ pub static SCHEME: Scheme = Scheme {
             "x-gitlab-instance",
             "idempotency-key",
         ],
+        signature: Some("x-gitlab-token"),
+        ..Headers::NONE
     },
-    body_limit: None,
-    guide: Guide {
-        secret_field: Some("Secret token"),
-        signature_header: Some("X-Gitlab-Token"),
-        content_type: Some("application/json"),
-        events: &["Push events", "Merge request events", "Issues events"],
-        steps: &[
-            "Project (or group) → Settings → Webhooks → Add new webhook",
-            "URL: {url}; Secret token: the secret shown here",
-        ],
-    },
-    set_up_by_hand: false,
-    checks: Checks::NONE,
-    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
 };
 
-async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let token = delivery.credential("x-gitlab-token", "X-Gitlab-Token")?;
     let event_type = delivery.required("x-gitlab-event", "X-Gitlab-Event", 100)?;
     let delivery_id = match delivery.header("idempotency-key") {
@@ -63,9 +55,7 @@ async fn receive(
         move |secret, _body| token_matches(secret, &token),
     )
     .await?;
-    let payload = json_text(&delivery.body)?;
-    let item = Item::new(event_type, delivery_id, payload);
-    store_one(runtime, integration_id, &delivery, item).await
+    store_json(runtime, integration_id, &delivery, event_type, delivery_id).await
 }
 
 #[cfg(test)]

@@ -10,21 +10,27 @@
 
 use serde_json::json;
 
-use super::{Checks, Guide, Headers, Scheme, SecretSource};
+use super::{Guide, Headers, Scheme, SecretSource};
+use crate::context::AppContext;
 use crate::webhooks::{
-    receive::{store_one, verified_integration, Answer, Delivery, Item},
+    receive::{store_one, verified_integration, Answer, Answered, Delivery, Item},
     signature::token_matches,
     WebhookRuntime,
 };
-use crate::{context::AppContext, error::ServiceResult};
 
 /// Google push notification channels (Drive, Calendar).
 pub static SCHEME: Scheme = Scheme {
     secret: SecretSource::Generated,
+    guide: Guide {
+        events: &["sync", "add", "update", "remove", "trash", "change"],
+        steps: &[
+            "Open a channel (files.watch, changes.watch or events.watch): type web_hook, address {url}, token: the secret shown here",
+        ],
+        secret_field: Some("token"),
+        signature_header: Some("X-Goog-Channel-Token"),
+        content_type: None,
+    },
     headers: Headers {
-        signature: Some("x-goog-channel-token"),
-        required: &[],
-        timestamp: None,
         stored: &[
             "x-goog-channel-id",
             "x-goog-message-number",
@@ -34,27 +40,13 @@ pub static SCHEME: Scheme = Scheme {
             "x-goog-changed",
             "x-goog-channel-expiration",
         ],
+        signature: Some("x-goog-channel-token"),
+        ..Headers::NONE
     },
-    body_limit: None,
-    guide: Guide {
-        secret_field: Some("token"),
-        signature_header: Some("X-Goog-Channel-Token"),
-        content_type: None,
-        events: &["sync", "add", "update", "remove", "trash", "change"],
-        steps: &[
-            "Open a channel (files.watch, changes.watch or events.watch): type web_hook, address {url}, token: the secret shown here",
-        ],
-    },
-    set_up_by_hand: false,
-    checks: Checks::NONE,
-    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
 };
 
-async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let token = delivery.credential("x-goog-channel-token", "X-Goog-Channel-Token")?;
     let channel = delivery.required("x-goog-channel-id", "X-Goog-Channel-ID", 200)?;
     let number = delivery.required("x-goog-message-number", "X-Goog-Message-Number", 20)?;

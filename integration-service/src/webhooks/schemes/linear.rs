@@ -9,39 +9,14 @@
 use chrono::Utc;
 use serde_json::Value;
 
-use super::{Checks, Guide, Headers, Scheme, SecretSource};
+use super::{Guide, Headers, Scheme, SecretSource};
+use crate::context::AppContext;
 use crate::webhooks::{
     receive::{
-        bad_request, store_one, unauthenticated, verified_integration, Answer, Delivery, Item,
+        bad_request, store_one, unauthenticated, verified_integration, Answered, Delivery, Item,
     },
     signature::{verify_hmac_sha256_hex, within_window},
     WebhookRuntime,
-};
-use crate::{context::AppContext, error::ServiceResult};
-
-/// Linear webhooks, signed with the provider-issued secret.
-pub static SCHEME: Scheme = Scheme {
-    secret: SecretSource::ProviderIssued,
-    headers: Headers {
-        signature: Some("linear-signature"),
-        required: &["linear-event", "linear-delivery"],
-        timestamp: None,
-        stored: &[],
-    },
-    body_limit: None,
-    guide: Guide {
-        secret_field: None,
-        signature_header: Some("Linear-Signature"),
-        content_type: Some("application/json"),
-        events: &["Issue", "Comment", "Project"],
-        steps: &[
-            "Linear → Settings → API → Webhooks → New webhook: URL {url}",
-            "Copy Linear's signing secret into PUT /api/integrations/{name}/webhook {\"secret\": ...}",
-        ],
-    },
-    set_up_by_hand: false,
-    checks: Checks::NONE,
-    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
 };
 
 /// Largest distance between `webhookTimestamp` and our clock, in milliseconds.
@@ -55,11 +30,28 @@ pub fn timestamp_is_fresh(payload: &Value, now_millis: i64) -> bool {
         .is_some_and(|ts| within_window(ts, now_millis, MAX_SKEW_MILLIS))
 }
 
-async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// Linear webhooks, signed with the provider-issued secret.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::ProviderIssued,
+    guide: Guide {
+        events: &["Issue", "Comment", "Project"],
+        steps: &[
+            "Linear → Settings → API → Webhooks → New webhook: URL {url}",
+            "Copy Linear's signing secret into PUT /api/integrations/{name}/webhook {\"secret\": ...}",
+        ],
+        secret_field: None,
+        signature_header: Some("Linear-Signature"),
+        content_type: Some("application/json"),
+    },
+    headers: Headers {
+        signature: Some("linear-signature"),
+        required: &["linear-event", "linear-delivery"],
+        ..Headers::NONE
+    },
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let signature = delivery.credential("linear-signature", "Linear-Signature")?;
     let event_type = delivery.required("linear-event", "Linear-Event", 100)?;
     let delivery_id = delivery.required("linear-delivery", "Linear-Delivery", 200)?;

@@ -18,11 +18,11 @@
 
 use serde_json::Value;
 
-use super::{Checks, Guide, Headers, Scheme, SecretSource, SMALL_BODY_LIMIT};
+use super::{Guide, Scheme, SecretSource, SMALL_BODY_LIMIT};
 use crate::webhooks::{
     receive::{
         bad_request, field, load_secrets, store_items, verify_with_integration_secrets, Answer,
-        Delivery, Item,
+        Answered, Delivery, Item,
     },
     signature::{content_key, token_matches},
     WebhookRuntime,
@@ -32,40 +32,28 @@ use crate::{
     error::{ServiceError, ServiceResult},
 };
 
-/// Microsoft Graph change and lifecycle notifications.
-pub static SCHEME: Scheme = Scheme {
-    secret: SecretSource::Generated,
-    headers: Headers {
-        signature: None,
-        required: &[],
-        timestamp: None,
-        stored: &[],
-    },
-    body_limit: Some(SMALL_BODY_LIMIT),
-    guide: Guide {
-        secret_field: Some("clientState"),
-        signature_header: None,
-        content_type: Some("application/json"),
-        events: &["created", "updated", "deleted"],
-        steps: &[
-            "POST /subscriptions: notificationUrl and lifecycleNotificationUrl {url}, clientState: the secret shown here",
-        ],
-    },
-    set_up_by_hand: false,
-    checks: Checks::NONE,
-    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
-};
-
 /// Longest validation token answered.
 const MAX_VALIDATION_TOKEN: usize = 1024;
 /// Most notifications in one batch.
 const MAX_BATCH: usize = 1000;
 
-async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// Microsoft Graph change and lifecycle notifications.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    guide: Guide {
+        events: &["created", "updated", "deleted"],
+        steps: &[
+            "POST /subscriptions: notificationUrl and lifecycleNotificationUrl {url}, clientState: the secret shown here",
+        ],
+        secret_field: Some("clientState"),
+        signature_header: None,
+        content_type: Some("application/json"),
+    },
+    body_limit: Some(SMALL_BODY_LIMIT),
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let integration_id = delivery.url_integration()?;
     if let Some(token) = delivery.query_param("validationToken") {
         if token.is_empty() || token.len() > MAX_VALIDATION_TOKEN {

@@ -13,48 +13,36 @@
 
 use serde_json::{json, Value};
 
-use super::{Checks, Guide, Headers, Scheme, SecretSource};
+use super::{Guide, Scheme, SecretSource};
+use crate::context::AppContext;
 use crate::webhooks::{
     receive::{
         accept_handshake, bad_request, field, json_text, store_one, unauthenticated,
-        verify_with_integration_secrets, Answer, Delivery, Item,
+        verify_with_integration_secrets, Answer, Answered, Delivery, Item,
     },
     signature::verify_hub_signature,
     WebhookRuntime,
 };
-use crate::{context::AppContext, error::ServiceResult};
 
 /// Notion webhooks: the verification token in a handshake, then signed events.
 pub static SCHEME: Scheme = Scheme {
     secret: SecretSource::Handshake,
-    headers: Headers {
-        signature: None,
-        required: &[],
-        timestamp: None,
-        stored: &[],
-    },
-    body_limit: None,
     guide: Guide {
-        secret_field: Some("Verification token"),
-        signature_header: Some("X-Notion-Signature"),
-        content_type: Some("application/json"),
         events: &["page.created", "page.content_updated", "comment.created"],
         steps: &[
             "Open the handshake window: POST /api/integrations/{name}/webhook/handshake",
             "Within it, create the subscription (integration settings → Webhooks) with URL {url}",
             "Paste the verification token then shown here into Notion's Verify dialog",
         ],
+        secret_field: Some("Verification token"),
+        signature_header: Some("X-Notion-Signature"),
+        content_type: Some("application/json"),
     },
     set_up_by_hand: true,
-    checks: Checks::NONE,
-    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
 };
 
-async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let integration_id = delivery.url_integration()?;
     let Some(signature) = delivery.header("x-notion-signature").map(str::to_string) else {
         let token = verification_token(&delivery.body)

@@ -14,10 +14,11 @@ use chrono::Utc;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{Checks, Guide, Headers, Scheme, SecretSource, SMALL_BODY_LIMIT};
+use super::{Guide, Headers, Scheme, SecretSource, SMALL_BODY_LIMIT};
 use crate::webhooks::{
     receive::{
-        bad_request, off_executor, store_event, unauthenticated, Answer, Delivery, Verified,
+        bad_request, off_executor, store_event, unauthenticated, Answer, Answered, Delivery,
+        Verified,
     },
     signature::{timestamp_is_fresh, verify_slack_signature},
     WebhookRuntime,
@@ -27,31 +28,6 @@ use crate::{
     error::{ServiceError, ServiceResult},
     integrations::integration_not_found,
     store::{self, entities::integration},
-};
-
-/// Slack's Events API, slash commands and interactivity, routed by installation.
-pub static SCHEME: Scheme = Scheme {
-    secret: SecretSource::AppConfig,
-    headers: Headers {
-        signature: Some("x-slack-signature"),
-        required: &["x-slack-request-timestamp"],
-        timestamp: Some("x-slack-request-timestamp"),
-        stored: &["x-slack-request-timestamp", "x-slack-retry-num", "x-slack-retry-reason"],
-    },
-    body_limit: Some(SMALL_BODY_LIMIT),
-    guide: Guide {
-        secret_field: None,
-        signature_header: Some("X-Slack-Signature"),
-        content_type: Some("application/json"),
-        events: &["app_mention", "message.channels", "app_uninstalled", "tokens_revoked"],
-        steps: &[
-            "Slack app settings → Event Subscriptions, Slash Commands and Interactivity: Request URL {url}",
-            "The app's Signing Secret goes in SLACK_SIGNING_SECRET (service configuration)",
-        ],
-    },
-    set_up_by_hand: true,
-    checks: Checks::NONE,
-    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
 };
 
 /// A verified Slack request, by kind.
@@ -83,11 +59,31 @@ pub enum SlackRequest {
     },
 }
 
-async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// Slack's Events API, slash commands and interactivity, routed by installation.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::AppConfig,
+    guide: Guide {
+        events: &["app_mention", "message.channels", "app_uninstalled", "tokens_revoked"],
+        steps: &[
+            "Slack app settings → Event Subscriptions, Slash Commands and Interactivity: Request URL {url}",
+            "The app's Signing Secret goes in SLACK_SIGNING_SECRET (service configuration)",
+        ],
+        secret_field: None,
+        signature_header: Some("X-Slack-Signature"),
+        content_type: Some("application/json"),
+    },
+    headers: Headers {
+        stored: &["x-slack-request-timestamp", "x-slack-retry-num", "x-slack-retry-reason"],
+        signature: Some("x-slack-signature"),
+        required: &["x-slack-request-timestamp"],
+        timestamp: Some("x-slack-request-timestamp"),
+    },
+    body_limit: Some(SMALL_BODY_LIMIT),
+    set_up_by_hand: true,
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let secret = ctx
         .config
         .provider_var("SLACK_SIGNING_SECRET")

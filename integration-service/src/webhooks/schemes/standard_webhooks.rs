@@ -14,41 +14,14 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::{Checks, Guide, Headers, Scheme, SecretSource};
+use crate::context::AppContext;
 use crate::webhooks::{
     receive::{
-        field, json_text, store_one, unauthenticated, verified_integration, Answer, Delivery, Item,
+        field, json_text, store_one, unauthenticated, verified_integration, Answered, Delivery,
+        Item,
     },
     signature::timestamp_is_fresh,
     WebhookRuntime,
-};
-use crate::{context::AppContext, error::ServiceResult};
-
-/// Standard Webhooks, for providers added through `PROVIDERS_FILE`.
-pub static SCHEME: Scheme = Scheme {
-    secret: SecretSource::ProviderIssued,
-    headers: Headers {
-        signature: Some("webhook-signature"),
-        required: &[],
-        timestamp: None,
-        stored: &[],
-    },
-    body_limit: None,
-    guide: Guide {
-        secret_field: None,
-        signature_header: Some("webhook-signature"),
-        content_type: Some("application/json"),
-        events: &[],
-        steps: &[
-            "Register the endpoint {url} at the sender",
-            "Copy its whsec_ secret into PUT /api/integrations/{name}/webhook {\"secret\": ...}",
-        ],
-    },
-    set_up_by_hand: false,
-    checks: Checks {
-        secret: Some(check_secret),
-        ..Checks::NONE
-    },
-    receive: |ctx, runtime, delivery| Box::pin(receive(ctx, runtime, delivery)),
 };
 
 /// The HMAC key of a `whsec_` secret: its base64 part, decoded.
@@ -112,11 +85,31 @@ pub fn signature_entries(header: &str) -> Option<Vec<&str>> {
     (entries.len() <= MAX_SIGNATURES).then_some(entries)
 }
 
-async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// Standard Webhooks, for providers added through `PROVIDERS_FILE`.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::ProviderIssued,
+    guide: Guide {
+        events: &[],
+        steps: &[
+            "Register the endpoint {url} at the sender",
+            "Copy its whsec_ secret into PUT /api/integrations/{name}/webhook {\"secret\": ...}",
+        ],
+        secret_field: None,
+        signature_header: Some("webhook-signature"),
+        content_type: Some("application/json"),
+    },
+    headers: Headers {
+        signature: Some("webhook-signature"),
+        ..Headers::NONE
+    },
+    checks: Checks {
+        secret: Some(check_secret),
+        ..Checks::NONE
+    },
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let signature = delivery.credential("webhook-signature", "webhook-signature")?;
     let id = delivery
         .header("webhook-id")
@@ -159,14 +152,16 @@ async fn receive(
 mod tests {
     use super::*;
 
+    const SECRET: &[u8] = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const BODY: &[u8] = br#"{"test": 2432232314}"#;
+
     /// The Standard Webhooks test vector, as in the reference libraries' tests (e.g. the Svix
     /// PHP library's `testSignFunctionWorks`, github.com/svix/svix-webhooks, and
     /// github.com/standard-webhooks/standard-webhooks).
     #[test]
     fn reference_test_vector() {
-        let secret = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
-        let body = br#"{"test": 2432232314}"#;
+        let (secret, id, body) = (SECRET, ID, BODY);
         let header = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
         assert!(verify(secret, id, "1614265330", body, header));
         // One of several signatures (a rotation at the sender) is enough.
@@ -200,9 +195,7 @@ mod tests {
     /// Thousands of `v1,` entries cost one MAC, and are refused outright past the cap.
     #[test]
     fn many_entries_are_capped() {
-        let secret = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
-        let body = br#"{"test": 2432232314}"#;
+        let (secret, id, body) = (SECRET, ID, BODY);
         let good = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
         let many = format!("{} {good}", vec!["v1,bm9wZQ=="; 14_000].join(" "));
         assert!(signature_entries(&many).is_none());
