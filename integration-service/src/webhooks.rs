@@ -6,6 +6,7 @@
 //!   `schemes::of` maps the catalog's `WebhookScheme` to it, the one place that does.
 //! - `admission`: what the headers alone tell, asked by the gateway before it reads a body.
 //! - `intake`: the entry of one delivery — asks the scheme, counts the outcome.
+//! - `delivery`: one delivery as received and the answer given back (re-exported by `receive`).
 //! - `receive`: what every scheme shares — secrets, the one storing sequence, handshake
 //!   secrets accepted only while armed, the answer.
 //! - `signature`: the shared primitives (pure, constant-time): the `sha256=` and hex HMAC
@@ -28,6 +29,7 @@
 //! written.
 
 pub mod admission;
+pub mod delivery;
 pub mod dispatch;
 pub mod events;
 pub mod ingest;
