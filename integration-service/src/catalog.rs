@@ -52,7 +52,8 @@ pub enum ClientAuth {
     RequestBody,
 }
 
-/// How a provider's webhook deliveries are verified.
+/// How a provider's webhook deliveries are verified: the serde name a catalog entry gives,
+/// mapped once to its scheme by `webhooks::schemes::of`, where each scheme describes itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookScheme {
@@ -90,91 +91,6 @@ pub enum WebhookScheme {
     /// Notion: the subscription's `verification_token` (accepted only while armed), then
     /// `X-Notion-Signature: sha256=<hex HMAC>` under that token.
     NotionHmacSha256,
-}
-
-/// The body limit of the schemes whose payloads are small (1 MiB: room for Slack's large
-/// interactivity payloads and Graph's batches).
-pub const SMALL_BODY_LIMIT: usize = 1024 * 1024;
-
-impl WebhookScheme {
-    /// Whether deliveries name their integration in the URL (its own secret verifies them);
-    /// app-level schemes route by the account in the payload instead.
-    pub fn per_integration(self) -> bool {
-        !matches!(self, Self::None | Self::SlackV0)
-    }
-
-    /// The largest body this scheme accepts, when smaller than the gateway's webhook limit
-    /// (25 MB, GitHub's): Slack's, Discord's and Microsoft Graph's payloads are small, so a
-    /// large body to them is refused before it is read (told to the gateway at admission).
-    pub fn body_limit(self) -> Option<usize> {
-        match self {
-            Self::SlackV0 | Self::DiscordEd25519 | Self::MicrosoftGraph => Some(SMALL_BODY_LIMIT),
-            _ => None,
-        }
-    }
-
-    /// The header carrying a signed Unix timestamp, checked against our clock (±5 minutes)
-    /// at admission and again by the scheme.
-    pub fn timestamp_header(self) -> Option<&'static str> {
-        match self {
-            Self::SlackV0 => Some("x-slack-request-timestamp"),
-            Self::DiscordEd25519 => Some("x-signature-timestamp"),
-            _ => None,
-        }
-    }
-
-    /// Whether the provider issues the secret (stored with `PUT .../webhook`) rather than us.
-    pub fn provider_issued_secret(self) -> bool {
-        matches!(
-            self,
-            Self::LinearHmacSha256 | Self::StandardWebhooks | Self::DiscordEd25519
-        )
-    }
-
-    /// Whether the secret arrives in a handshake delivery, accepted only while an Owner/Admin
-    /// has armed the integration (`POST /api/integrations/{id}/webhook/handshake`).
-    pub fn handshake_secret(self) -> bool {
-        matches!(self, Self::AsanaHook | Self::NotionHmacSha256)
-    }
-}
-
-impl WebhookScheme {
-    /// The header carrying the signature or token: without it a delivery is unauthenticated
-    /// (401). Microsoft Graph carries its `clientState` in the body; Asana's and Notion's
-    /// handshakes come unsigned (their modules refuse an unsigned delivery that is not one).
-    pub fn signature_header(&self) -> Option<&'static str> {
-        match self {
-            Self::None | Self::MicrosoftGraph | Self::AsanaHook | Self::NotionHmacSha256 => None,
-            Self::DiscordEd25519 => Some("x-signature-ed25519"),
-            Self::GithubHmacSha256 => Some("x-hub-signature-256"),
-            Self::SlackV0 => Some("x-slack-signature"),
-            Self::GitlabToken => Some("x-gitlab-token"),
-            Self::BitbucketHmacSha256 | Self::JiraHmacSha256 => Some("x-hub-signature"),
-            Self::GooglePushChannel => Some("x-goog-channel-token"),
-            Self::LinearHmacSha256 => Some("linear-signature"),
-            Self::StandardWebhooks => Some("webhook-signature"),
-        }
-    }
-
-    /// Every other header a delivery of this scheme must carry (lower case); checked before
-    /// the body is read (`webhooks::admission`). Add a scheme's headers here.
-    pub fn required_headers(&self) -> &'static [&'static str] {
-        match self {
-            Self::GithubHmacSha256 => &["x-github-event", "x-github-delivery"],
-            Self::SlackV0 => &["x-slack-request-timestamp"],
-            Self::LinearHmacSha256 => &["linear-event", "linear-delivery"],
-            Self::DiscordEd25519 => &["x-signature-timestamp"],
-            Self::None
-            | Self::AsanaHook
-            | Self::NotionHmacSha256
-            | Self::StandardWebhooks
-            | Self::GitlabToken
-            | Self::BitbucketHmacSha256
-            | Self::JiraHmacSha256
-            | Self::GooglePushChannel
-            | Self::MicrosoftGraph => &[],
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -236,19 +152,6 @@ impl Provider {
         self.callback_path
             .clone()
             .unwrap_or_else(|| format!("/api/integrations/{}/callback", self.name))
-    }
-
-    /// Path of the webhook route for an integration, when the provider sends webhooks.
-    pub fn webhook_path(&self, integration_id: &uuid::Uuid) -> Option<String> {
-        match self.webhook {
-            WebhookScheme::None => None,
-            // One app-level URL: deliveries are routed by installation.
-            WebhookScheme::SlackV0 => Some(format!("/api/integrations/{}/webhook", self.name)),
-            _ => Some(format!(
-                "/api/integrations/{}/webhook/{integration_id}",
-                self.name
-            )),
-        }
     }
 }
 

@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::{
     access::Access,
-    catalog::{Provider, WebhookScheme},
+    catalog::Provider,
     context::AppContext,
     crypto::SecretColumn,
     error::{ServiceError, ServiceResult},
@@ -315,10 +315,8 @@ impl Target {
 /// Slack, Discord (app-level deliveries), Notion (subscriptions made in its UI) and a GitHub
 /// App (one webhook in the App's settings, the installation recorded as the account).
 fn manual_only(provider: &Provider, record: Option<&integration::Model>) -> bool {
-    matches!(
-        provider.webhook,
-        WebhookScheme::SlackV0 | WebhookScheme::DiscordEd25519 | WebhookScheme::NotionHmacSha256
-    ) || (provider.name == "github" && record.is_some_and(|r| r.account_id.is_some()))
+    crate::webhooks::schemes::of_provider(provider).is_some_and(|s| s.set_up_by_hand)
+        || (provider.name == "github" && record.is_some_and(|r| r.account_id.is_some()))
 }
 
 fn set_up_by_hand(provider: &Provider) -> ServiceError {
@@ -592,7 +590,7 @@ async fn delete_one_before_disconnect(
 }
 
 /// Graph's lifecycle notifications of an integration's subscriptions (verified by
-/// `webhooks::microsoft`): `reauthorizationRequired` renews at once (a renewal reauthorizes),
+/// `webhooks::schemes::microsoft`): `reauthorizationRequired` renews at once (a renewal reauthorizes),
 /// `subscriptionRemoved` creates it again (the renewal finds it gone). In the background: the
 /// delivery is answered without waiting for Graph.
 pub fn on_graph_lifecycle(ctx: &AppContext, integration_id: Uuid, events: Vec<(String, String)>) {
@@ -752,8 +750,7 @@ pub(crate) fn webhook_url(
     provider: &Provider,
     record: &integration::Model,
 ) -> ServiceResult<String> {
-    let path = provider
-        .webhook_path(&record.id)
+    let path = crate::webhooks::schemes::webhook_path(provider, &record.id)
         .ok_or_else(|| ServiceError::invalid("This provider sends no webhooks"))?;
     Ok(format!(
         "{}{path}",

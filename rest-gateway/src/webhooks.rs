@@ -7,9 +7,9 @@
 //! - a body must declare its `Content-Length` (411 otherwise: every provider sends one);
 //! - one declared over 64 KiB is first admitted by its headers (`AdmitWebhook`: required
 //!   headers, signed timestamps within their window, an integration that exists with a
-//!   secret), which also names the scheme's body limit (Slack, Discord and Microsoft Graph
-//!   send small bodies: 1 MiB; GitHub documents 25 MB) — a smaller body is read and sent at
-//!   once: asking would cost more than reading it, and `ReceiveWebhook` refuses the same;
+//!   secret), which also names the scheme's body limit when it is below ours (the service's
+//!   schemes know theirs; this module names no provider) — a smaller body is read and sent
+//!   at once: asking would cost more than reading it, and `ReceiveWebhook` refuses the same;
 //! - the bytes a delivery holds are reserved as they arrive, in the budget of its kind
 //!   (per-integration URLs, or the app-level URLs anyone may post to), within the share of its
 //!   client address, until the service has answered; beyond it the answer is 503 with

@@ -165,8 +165,7 @@ pub fn to_proto(public_api_url: &url::Url, view: IntegrationView) -> Integration
             config_json: record.config.to_string(),
             sync_enabled: record.sync_enabled,
             sync_frequency: record.sync_frequency,
-            webhook_url: provider
-                .webhook_path(&record.id)
+            webhook_url: crate::webhooks::schemes::webhook_path(provider, &record.id)
                 .map(|path| format!("{base}{path}")),
             created_at: Some(rfc3339(record.created_at)),
             updated_at: Some(rfc3339(record.updated_at)),

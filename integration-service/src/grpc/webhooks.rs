@@ -57,6 +57,7 @@ impl WebhookService for WebhookApi {
                 .collect(),
             body: message.body,
             query: message.query,
+            ..Delivery::default()
         };
         respond(
             async {

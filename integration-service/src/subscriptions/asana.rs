@@ -2,7 +2,7 @@
 //! "Get a webhook"): `POST /webhooks {"data": {resource, target}}`. Asana answers only after
 //! its handshake: it first POSTs to `target` a request carrying `X-Hook-Secret`, which the
 //! receiver echoes and keeps — so the service opens the integration's handshake window itself
-//! just before the call (`webhooks::asana` accepts the secret only while it is open, then
+//! just before the call (`webhooks::schemes::asana` accepts the secret only while it is open, then
 //! closes it). `DELETE /webhooks/{gid}`, `GET /webhooks/{gid}` (404 once gone; Asana deletes
 //! webhooks that keep failing, which reconciliation repairs). `ASANA_API_URL` overrides
 //! `https://app.asana.com/api/1.0`.

@@ -2,7 +2,7 @@
 //! ("Webhooks"): `POST /repositories/{workspace}/{repo_slug}/hooks` and `POST
 //! /workspaces/{workspace}/hooks` with `description`, `url`, `active: true`, `secret` (the
 //! integration's webhook secret: Bitbucket signs with it as `X-Hub-Signature`, which
-//! `webhooks::bitbucket` verifies) and the event keys (`repo:push`, `pullrequest:created`...);
+//! `webhooks::schemes::bitbucket` verifies) and the event keys (`repo:push`, `pullrequest:created`...);
 //! `GET`/`DELETE .../hooks/{uid}` (the hook's `uuid`, braces included; 404 once gone). They
 //! never expire; reconciliation repairs them. Managing hooks needs the `webhook` scope.
 //! `BITBUCKET_API_URL` overrides `https://api.bitbucket.org/2.0`.

@@ -1,6 +1,6 @@
 //! GitLab project and group webhooks, from GitLab's REST API ("Project webhooks", "Group
 //! webhooks"): `POST /projects/:id/hooks` and `POST /groups/:id/hooks` with `url`, `token`
-//! (the integration's webhook secret, which `webhooks::gitlab` compares with
+//! (the integration's webhook secret, which `webhooks::schemes::gitlab` compares with
 //! `X-Gitlab-Token`), `enable_ssl_verification: true` and one `<event>_events` boolean per
 //! event; `GET`/`DELETE .../hooks/:hook_id` (404 once gone). They never expire; reconciliation
 //! repairs them. Managing hooks needs the `api` scope. `GITLAB_API_URL` overrides

@@ -3,7 +3,7 @@
 //! then `POST /drive/v3/changes/watch?pageToken=...`; `calendar:{calendarId}` with `POST
 //! /calendar/v3/calendars/{calendarId}/events/watch`. A watch names a new channel id (a UUID),
 //! `type: web_hook`, the `address` (route 11's URL), the channel `token` (the integration's
-//! webhook secret, which `webhooks::google` checks) and the `expiration` asked for (in ms);
+//! webhook secret, which `webhooks::schemes::google` checks) and the `expiration` asked for (in ms);
 //! Google answers the channel's `resourceId` and the expiration it granted. Channels are not
 //! renewed: a new one is opened before the old expires, then the old one is stopped with
 //! `POST /{drive/v3|calendar/v3}/channels/stop {id, resourceId}`. `GOOGLE_API_URL` overrides

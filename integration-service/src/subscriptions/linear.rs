@@ -1,7 +1,7 @@
 //! Linear webhooks, from Linear's GraphQL API (`webhookCreate`, `webhookDelete`, `webhook`):
 //! `POST /graphql` with `webhookCreate(input: {url, teamId | allPublicTeams: true,
 //! resourceTypes, label})`. Linear issues the signing secret (`webhook.secret`), which the
-//! service stores as the integration's provider-issued secret (`webhooks::linear` verifies
+//! service stores as the integration's provider-issued secret (`webhooks::schemes::linear` verifies
 //! `Linear-Signature` with it); the integration's later webhooks are created with that same
 //! secret (`input.secret`), so one secret verifies all of them. GraphQL answers refusals with
 //! HTTP 200 and `errors`. They never expire; reconciliation repairs them. `LINEAR_API_URL`

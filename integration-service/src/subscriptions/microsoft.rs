@@ -4,7 +4,7 @@
 //! `notificationUrl` and `lifecycleNotificationUrl` (both the integration's webhook URL,
 //! which answers Graph's `validationToken` handshake), `resource`, `expirationDateTime` (the
 //! longest the resource allows) and `clientState` (the integration's webhook secret, which
-//! `webhooks::microsoft` checks in every notification); `PATCH /subscriptions/{id}` with a new
+//! `webhooks::schemes::microsoft` checks in every notification); `PATCH /subscriptions/{id}` with a new
 //! `expirationDateTime` renews (and reauthorizes); `DELETE /subscriptions/{id}`.
 //! Graph answers the expiry it granted, which is the one kept. `MICROSOFT_API_URL` overrides
 //! `https://graph.microsoft.com/v1.0`.

@@ -5,18 +5,18 @@
 //!
 //! Invariant: every refusal here is one `receive` would also give for the same headers (same
 //! status); admission never accepts what `receive` would refuse for its headers, and it
-//! writes nothing. The per-scheme header requirements live on `catalog::WebhookScheme`.
+//! writes nothing. What each scheme requires is its own (`schemes::Scheme::headers`).
 
 use chrono::Utc;
 use uuid::Uuid;
 
 use super::{
     receive::{bad_request, load_secrets, unauthenticated},
+    schemes::{self, Scheme},
     signature::timestamp_is_fresh,
     WebhookRuntime,
 };
 use crate::{
-    catalog::WebhookScheme,
     context::AppContext,
     error::{ServiceError, ServiceResult},
     metrics::DeliveryOutcome,
@@ -25,7 +25,7 @@ use crate::{
 /// An admitted delivery: what the gateway needs before it reads the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admitted {
-    /// The scheme's body limit when smaller than the gateway's (`WebhookScheme::body_limit`).
+    /// The scheme's body limit when smaller than the gateway's (`Scheme::body_limit`).
     pub body_limit: Option<usize>,
 }
 
@@ -39,7 +39,8 @@ pub async fn admit(
     integration_id: Option<&str>,
     header: impl Fn(&str) -> Option<String>,
 ) -> ServiceResult<Admitted> {
-    let result = check(ctx, runtime, provider, integration_id, header).await;
+    let scheme = ctx.catalog.get(provider).and_then(schemes::of_provider);
+    let result = check(ctx, runtime, scheme, provider, integration_id, header).await;
     if let Err(err) = &result {
         let label = ctx
             .catalog
@@ -54,39 +55,34 @@ pub async fn admit(
 async fn check(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
+    scheme: Option<&'static Scheme>,
     provider: &str,
     integration_id: Option<&str>,
     header: impl Fn(&str) -> Option<String>,
 ) -> ServiceResult<Admitted> {
-    let scheme = ctx
-        .catalog
-        .get(provider)
-        .map(|p| p.webhook)
-        .unwrap_or_default();
-    if scheme == WebhookScheme::None {
+    let Some(scheme) = scheme else {
         return Err(ServiceError::not_found("Unknown webhook provider")
             .with_details(format!("{provider:?} receives no webhooks")));
-    }
-    if let Some(name) = scheme.signature_header() {
+    };
+    let headers = &scheme.headers;
+    if let Some(name) = headers.signature {
         if header(name).is_none() {
             return Err(unauthenticated(&format!("the {name} header is missing")));
         }
     }
-    for name in scheme.required_headers() {
+    for name in headers.required {
         if header(name).is_none() {
-            return match (scheme, *name) {
-                // A signed timestamp missing is a missing credential, as `receive` says.
-                (scheme, name) if scheme.timestamp_header() == Some(name) => {
-                    Err(unauthenticated(&format!("the {name} header is missing")))
-                }
-                _ => Err(bad_request(
+            // A signed timestamp missing is a missing credential, as `receive` says.
+            return match headers.timestamp == Some(*name) {
+                true => Err(unauthenticated(&format!("the {name} header is missing"))),
+                false => Err(bad_request(
                     "Missing delivery headers",
                     format!("the {name} header is missing"),
                 )),
             };
         }
     }
-    if let Some(name) = scheme.timestamp_header() {
+    if let Some(name) = headers.timestamp {
         let fresh = header(name)
             .and_then(|t| t.parse::<i64>().ok())
             .is_some_and(|t| timestamp_is_fresh(t, Utc::now().timestamp()));
@@ -97,12 +93,12 @@ async fn check(
         }
     }
     let admitted = Admitted {
-        body_limit: scheme.body_limit(),
+        body_limit: scheme.body_limit,
     };
-    // GitHub without an integration id: the App's app-level delivery, verified with
-    // GITHUB_APP_WEBHOOK_SECRET and routed by installation (refused when it is not set).
-    if scheme == WebhookScheme::GithubHmacSha256 && integration_id.is_none() {
-        return super::github_app::app_secret(ctx).map(|_| admitted);
+    // No integration id: the scheme's app-level URL, when it has one (the GitHub App's,
+    // verified with GITHUB_APP_WEBHOOK_SECRET and routed by installation).
+    if let (None, Some(app_level)) = (integration_id, scheme.checks.app_level) {
+        return app_level(ctx).map(|_| admitted);
     }
     if scheme.per_integration() {
         let Some(id) = integration_id else {

@@ -1,19 +1,23 @@
-//! What every provider scheme shares (`intake` picks the scheme's module, which verifies the
-//! raw bytes and routes the delivery; this module imports none of them): it holds — the delivery and the answer, the integration's decrypted
-//! secrets, the one storing sequence (`store_event`) and the errors.
+//! What every provider scheme shares (`intake` asks `schemes::of` for the scheme, which
+//! verifies the raw bytes and routes the delivery; this module imports none of them): the
+//! delivery and the answer (from `delivery`), the integration's decrypted secrets, handshake
+//! secrets accepted only while armed, the one storing sequence (`store_event`), the shared
+//! openings and endings of the schemes, and the payload checks.
 //!
 //! Invariant: every rejection happens before anything is written; nothing is answered 2xx
 //! before its row is committed (`store_event` awaits the writer's commit).
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
 use secrecy::ExposeSecret;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
-use super::{secrets::WebhookSecrets, WebhookRuntime};
+pub(super) use super::delivery::{bad_request, unauthenticated};
+pub use super::delivery::{Answer, Answered, Delivery};
+use super::{secrets::WebhookSecrets, signature::verify_hub_signature, WebhookRuntime};
 use crate::{
     context::AppContext,
     crypto::SecretColumn,
@@ -24,219 +28,6 @@ use crate::{
 
 /// Bodies larger than this are verified and parsed on the blocking pool, off the executor.
 pub const BLOCKING_THRESHOLD: usize = 64 * 1024;
-
-/// Delivery headers kept with the event (never signatures, tokens or credentials:
-/// `X-Gitlab-Token` and `X-Goog-Channel-Token` are secrets and are not kept).
-const STORED_HEADERS: &[&str] = &[
-    "content-type",
-    "user-agent",
-    "x-github-event",
-    "x-github-delivery",
-    "x-github-hook-id",
-    "x-github-hook-installation-target-id",
-    "x-github-hook-installation-target-type",
-    "x-slack-request-timestamp",
-    "x-slack-retry-num",
-    "x-slack-retry-reason",
-    "x-gitlab-event",
-    "x-gitlab-event-uuid",
-    "x-gitlab-webhook-uuid",
-    "x-gitlab-instance",
-    "idempotency-key",
-    "x-event-key",
-    "x-request-uuid",
-    "x-hook-uuid",
-    "x-atlassian-webhook-identifier",
-    "x-atlassian-webhook-retry",
-    "x-goog-channel-id",
-    "x-goog-message-number",
-    "x-goog-resource-id",
-    "x-goog-resource-state",
-    "x-goog-resource-uri",
-    "x-goog-changed",
-    "x-goog-channel-expiration",
-    "x-forwarded-for",
-];
-
-/// A delivery as the gateway received it: header names lower-cased, the body untouched
-/// (a slice of the gRPC frame, shared — never copied — by verification and parsing).
-#[derive(Default)]
-pub struct Delivery {
-    pub provider: String,
-    pub integration_id: Option<String>,
-    pub headers: HashMap<String, Vec<u8>>,
-    pub body: Bytes,
-    /// The URL's query string, undecoded.
-    pub query: Option<String>,
-}
-
-/// Header values (signatures) and the body (payloads) never reach a log through `Debug`.
-impl std::fmt::Debug for Delivery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<&str> = self.headers.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        f.debug_struct("Delivery")
-            .field("provider", &self.provider)
-            .field("integration_id", &self.integration_id)
-            .field("header_names", &names)
-            .field("body_len", &self.body.len())
-            .finish()
-    }
-}
-
-impl Delivery {
-    pub(super) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(name)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    }
-
-    /// The header carrying the delivery's signature or token, or 401 naming it.
-    pub(super) fn credential(&self, name: &str, display: &str) -> ServiceResult<String> {
-        self.header(name)
-            .map(str::to_string)
-            .ok_or_else(|| unauthenticated(&format!("the {display} header is missing")))
-    }
-
-    /// A query parameter of the delivery's URL, decoded.
-    pub(super) fn query_param(&self, name: &str) -> Option<String> {
-        let query = self.query.as_deref()?;
-        url::form_urlencoded::parse(query.as_bytes())
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.into_owned())
-    }
-
-    /// The integration the URL names (`/api/integrations/{provider}/webhook/{id}`).
-    pub(super) fn url_integration(&self) -> ServiceResult<Uuid> {
-        let id = self.integration_id.as_deref().ok_or_else(|| {
-            bad_request(
-                "Missing integration id",
-                format!(
-                    "deliver to /api/integrations/{}/webhook/<integration id>",
-                    self.provider
-                ),
-            )
-        })?;
-        Uuid::parse_str(id.trim())
-            .map_err(|_| bad_request("Invalid integration id", "expected a UUID"))
-    }
-
-    /// A required header, bounded in length: 400 when missing or too long.
-    pub(super) fn required(&self, name: &str, display: &str, max: usize) -> ServiceResult<String> {
-        let value = self.header(name).ok_or_else(|| {
-            bad_request(
-                "Missing delivery header",
-                format!("the {display} header is missing"),
-            )
-        })?;
-        if value.len() > max {
-            return Err(bad_request(
-                "Invalid delivery header",
-                format!("{display} is too long"),
-            ));
-        }
-        Ok(value.to_string())
-    }
-
-    pub(super) fn media_type(&self) -> Option<String> {
-        self.header("content-type").map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        })
-    }
-
-    pub(super) fn stored_headers(&self) -> String {
-        let kept: Map<String, Value> = STORED_HEADERS
-            .iter()
-            .filter_map(|name| {
-                self.header(name)
-                    .map(|v| (name.to_string(), Value::String(v.to_string())))
-            })
-            .collect();
-        Value::Object(kept).to_string()
-    }
-}
-
-/// What the gateway answers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub http_status: u16,
-    pub body: Value,
-    pub event_id: Option<Uuid>,
-    /// A handshake answer that is not JSON: (content type, bytes), answered instead of `body`.
-    pub raw: Option<(String, Vec<u8>)>,
-    /// Headers the provider expects on the answer (Asana's handshake echoes `X-Hook-Secret`).
-    pub headers: Vec<(String, String)>,
-}
-
-impl Answer {
-    pub(super) fn ok(body: Value) -> Self {
-        Self {
-            http_status: 200,
-            body,
-            event_id: None,
-            raw: None,
-            headers: Vec::new(),
-        }
-    }
-
-    /// 204 with no body (Discord's webhook events).
-    pub(super) fn no_content() -> Self {
-        Self {
-            http_status: 204,
-            body: Value::Null,
-            event_id: None,
-            raw: Some(("text/plain; charset=utf-8".into(), Vec::new())),
-            headers: Vec::new(),
-        }
-    }
-
-    pub(super) fn stored(event_id: Uuid) -> Self {
-        Self {
-            http_status: 200,
-            body: json!({"success": true, "eventId": event_id.to_string()}),
-            event_id: Some(event_id),
-            raw: None,
-            headers: Vec::new(),
-        }
-    }
-
-    /// A batch: one event per item, `eventId` the first (absent for an empty batch).
-    pub(super) fn stored_all(status: u16, ids: &[Uuid]) -> Self {
-        let all: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        Self {
-            http_status: status,
-            body: json!({"success": true, "eventId": all.first(), "eventIds": all}),
-            event_id: ids.first().copied(),
-            raw: None,
-            headers: Vec::new(),
-        }
-    }
-
-    /// A text answer (Microsoft Graph's validation handshake).
-    pub(super) fn text(body: String) -> Self {
-        Self {
-            http_status: 200,
-            body: Value::Null,
-            event_id: None,
-            raw: Some(("text/plain; charset=utf-8".into(), body.into_bytes())),
-            headers: Vec::new(),
-        }
-    }
-}
-
-pub(super) fn unauthenticated(details: &str) -> ServiceError {
-    ServiceError::unauthenticated("Invalid webhook signature").with_details(details)
-}
-
-pub(super) fn bad_request(message: &str, details: impl Into<String>) -> ServiceError {
-    ServiceError::invalid(message).with_details(details)
-}
 
 /// Runs `work` on the blocking pool when the body is large, inline otherwise.
 pub(super) async fn off_executor<T: Send + 'static>(
@@ -490,6 +281,32 @@ pub(super) async fn store_items(
         .await
     });
     futures::future::try_join_all(stored).await
+}
+
+/// The integration the URL names, once its WebSub `sha256=` HMAC header (`display`, read by
+/// the caller as `signature`) matched one of its secrets: Bitbucket's and Jira's opening.
+pub(super) async fn hub_signed_integration(
+    ctx: &AppContext,
+    runtime: &WebhookRuntime,
+    delivery: &Delivery,
+    signature: String,
+    display: &str,
+) -> ServiceResult<Uuid> {
+    let check = move |secret: &[u8], body: &[u8]| verify_hub_signature(secret, body, &signature);
+    verified_integration(ctx, runtime, delivery, display, check).await
+}
+
+/// Stores a delivery whose body is one JSON event, as sent, and answers 200 with its id.
+pub(super) async fn store_json(
+    runtime: &WebhookRuntime,
+    integration_id: Uuid,
+    delivery: &Delivery,
+    event_type: String,
+    delivery_id: String,
+) -> Answered {
+    let payload = json_text(&delivery.body)?;
+    let item = Item::new(event_type, delivery_id, payload);
+    store_one(runtime, integration_id, delivery, item).await
 }
 
 /// Stores a delivery that is one event and answers 200 with its id.

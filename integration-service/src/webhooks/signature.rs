@@ -1,19 +1,26 @@
-//! Signature schemes of the providers, compared in constant time (`Mac::verify_slice`).
+//! The primitives the schemes share, each written once: constant-time compares
+//! (`Mac::verify_slice`, `subtle`), the WebSub `sha256=<hex HMAC>` check (GitHub, Bitbucket,
+//! Jira, Notion) and the bare hex one (Linear, Asana), the token compare (GitLab, Google,
+//! Graph's `clientState`), the replay window of signed timestamps, and the content-addressed
+//! dedupe key of deliveries that carry no id (Asana, Graph, Discord's webhook events).
 //!
-//! GitHub: `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(secret, raw body)>`.
-//! Slack: `X-Slack-Signature: v0=<hex HMAC-SHA256(signing secret, "v0:{timestamp}:{raw body}")>`
-//! with `X-Slack-Request-Timestamp` at most five minutes away from now (replay protection).
+//! Slack's v0 signature (`v0=<hex HMAC-SHA256(signing secret, "v0:{timestamp}:{raw body}")>`)
+//! is here too, beside `github_signature`: tests and the benchmark sign with both.
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Largest distance between Slack's request timestamp and our clock, either way.
-pub const SLACK_MAX_SKEW_SECONDS: i64 = 300;
+/// Largest distance between a signed timestamp (Slack, Discord, Standard Webhooks) and our
+/// clock, either way, in seconds.
+pub const MAX_SKEW_SECONDS: i64 = 300;
 
-/// Whether `header` is GitHub's signature of `body` under `secret`.
-pub fn verify_github_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
+/// Whether `header` is `sha256=<hex HMAC-SHA256 of body under secret>` (WebSub's construction:
+/// GitHub's `X-Hub-Signature-256`, Bitbucket's and Jira's `X-Hub-Signature`, Notion's
+/// `X-Notion-Signature`).
+pub fn verify_hub_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
     header
         .trim()
         .strip_prefix("sha256=")
@@ -65,16 +72,29 @@ pub fn slack_signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     format!("v0={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Whether Slack's request timestamp is within the window around `now` (both in Unix seconds).
-pub fn slack_timestamp_is_fresh(timestamp: i64, now: i64) -> bool {
-    timestamp_is_fresh(timestamp, now)
+/// Whether a signed Unix timestamp (seconds) is within 5 minutes of `now`, either way: the
+/// replay window of the schemes that sign a timestamp (Slack, Discord, Standard Webhooks).
+pub fn timestamp_is_fresh(timestamp: i64, now: i64) -> bool {
+    within_window(timestamp, now, MAX_SKEW_SECONDS)
 }
 
-/// Whether a signed Unix timestamp (seconds) is within 5 minutes of `now`, either way: the
-/// one replay window of the schemes that sign a timestamp (Slack, Discord, Standard Webhooks).
-pub fn timestamp_is_fresh(timestamp: i64, now: i64) -> bool {
+/// Whether `timestamp` is at most `max_skew` away from `now`, either way (any unit, the same
+/// for all three; never overflows).
+pub fn within_window(timestamp: i64, now: i64, max_skew: i64) -> bool {
     now.checked_sub(timestamp)
-        .is_some_and(|skew| skew.unsigned_abs() <= SLACK_MAX_SKEW_SECONDS.unsigned_abs())
+        .is_some_and(|skew| skew.unsigned_abs() <= max_skew.unsigned_abs())
+}
+
+/// Whether a presented token is the secret, compared in constant time over the secret's
+/// length (GitLab's `X-Gitlab-Token`, Google's channel token, Graph's `clientState`).
+pub fn token_matches(secret: &[u8], presented: &str) -> bool {
+    secret.ct_eq(presented.as_bytes()).into()
+}
+
+/// The dedupe key of a delivery (or item) that carries no id of its own: `sha256:<hex>` of its
+/// bytes, which a provider's retry repeats.
+pub fn content_key(content: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(content)))
 }
 
 /// HMAC accepts keys of every length; `new_from_slice` cannot fail for it.
@@ -96,13 +116,13 @@ mod tests {
             body in proptest::collection::vec(any::<u8>(), 0..256),
             timestamp in "\\PC{0,20}",
         ) {
-            prop_assert!(!verify_github_signature(b"secret", &body, &header));
+            prop_assert!(!verify_hub_signature(b"secret", &body, &header));
             prop_assert!(!verify_slack_signature(b"secret", &timestamp, &body, &header));
         }
 
         #[test]
         fn any_timestamp_pair_is_judged_without_overflow(timestamp in any::<i64>(), now in any::<i64>()) {
-            let _ = slack_timestamp_is_fresh(timestamp, now);
+            let _ = timestamp_is_fresh(timestamp, now);
         }
 
         #[test]
@@ -111,10 +131,10 @@ mod tests {
             form in "(command|payload|text|team_id|type)=[%A-Za-z0-9{}\":,_&=+-]{0,80}",
         ) {
             for media in [None, Some("application/json"), Some("application/x-www-form-urlencoded"), Some("text/plain")] {
-                let _ = crate::webhooks::slack::parse_slack(media, &body);
-                let _ = crate::webhooks::slack::parse_slack(media, form.as_bytes());
-                let _ = crate::webhooks::github::github_payload(media, &body);
-                let _ = crate::webhooks::github::github_payload(media, form.as_bytes());
+                let _ = crate::webhooks::schemes::slack::parse_slack(media, &body);
+                let _ = crate::webhooks::schemes::slack::parse_slack(media, form.as_bytes());
+                let _ = crate::webhooks::schemes::github::github_payload(media, &body);
+                let _ = crate::webhooks::schemes::github::github_payload(media, form.as_bytes());
             }
         }
     }
@@ -126,17 +146,17 @@ mod tests {
         let body = b"Hello, World!";
         let header = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         assert_eq!(github_signature(secret, body), header);
-        assert!(verify_github_signature(secret, body, header));
-        assert!(!verify_github_signature(secret, b"Hello, World?", header));
-        assert!(!verify_github_signature(b"another secret", body, header));
-        assert!(!verify_github_signature(
+        assert!(verify_hub_signature(secret, body, header));
+        assert!(!verify_hub_signature(secret, b"Hello, World?", header));
+        assert!(!verify_hub_signature(b"another secret", body, header));
+        assert!(!verify_hub_signature(
             secret,
             body,
             &header.replace("sha256=", "sha1=")
         ));
-        assert!(!verify_github_signature(secret, body, "sha256=zz"));
-        assert!(!verify_github_signature(secret, body, "sha256=757107"));
-        assert!(!verify_github_signature(secret, body, ""));
+        assert!(!verify_hub_signature(secret, body, "sha256=zz"));
+        assert!(!verify_hub_signature(secret, body, "sha256=757107"));
+        assert!(!verify_hub_signature(secret, body, ""));
     }
 
     /// https://api.slack.com/authentication/verifying-requests-from-slack
@@ -163,12 +183,29 @@ mod tests {
     #[test]
     fn slack_window_is_five_minutes_either_way() {
         let now = 1_800_000_000;
-        assert!(slack_timestamp_is_fresh(now, now));
-        assert!(slack_timestamp_is_fresh(now - 299, now));
-        assert!(slack_timestamp_is_fresh(now + 299, now));
-        assert!(slack_timestamp_is_fresh(now - 300, now));
-        assert!(!slack_timestamp_is_fresh(now - 301, now));
-        assert!(!slack_timestamp_is_fresh(now + 301, now));
-        assert!(!slack_timestamp_is_fresh(i64::MIN, now));
+        assert!(timestamp_is_fresh(now, now));
+        assert!(timestamp_is_fresh(now - 299, now));
+        assert!(timestamp_is_fresh(now + 299, now));
+        assert!(timestamp_is_fresh(now - 300, now));
+        assert!(!timestamp_is_fresh(now - 301, now));
+        assert!(!timestamp_is_fresh(now + 301, now));
+        assert!(!timestamp_is_fresh(i64::MIN, now));
+    }
+
+    #[test]
+    fn windows_tokens_and_content_keys() {
+        assert!(within_window(1_000 - 60_000, 1_000, 60_000));
+        assert!(!within_window(1_000 - 60_001, 1_000, 60_000));
+        assert!(!within_window(i64::MAX, i64::MIN, 60_000));
+        let secret = b"f1a5a0a7d3f0c4b2e8d9";
+        assert!(token_matches(secret, "f1a5a0a7d3f0c4b2e8d9"));
+        assert!(!token_matches(secret, "f1a5a0a7d3f0c4b2e8d"));
+        assert!(!token_matches(secret, "f1a5a0a7d3f0c4b2e8d9x"));
+        assert!(!token_matches(secret, ""));
+        // echo -n abc | sha256sum
+        assert_eq!(
+            content_key(b"abc"),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

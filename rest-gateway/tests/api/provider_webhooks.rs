@@ -710,7 +710,7 @@ const DISCORD_SEED: [u8; 32] = [7; 32];
 const DISCORD_APP: &str = "1191122233344455566";
 
 async fn discord_deliveries_signed_with_the_applications_key(kind: Db) {
-    use integration_service::webhooks::discord::{public_key_hex, signature};
+    use integration_service::webhooks::schemes::discord::{public_key_hex, signature};
     let Some(c) = connected(kind, "discord").await else {
         return;
     };

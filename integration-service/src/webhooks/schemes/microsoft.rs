@@ -10,21 +10,21 @@
 //!
 //! `clientState` is inside the body: before verification only the `clientState`s are read, by
 //! a typed reader that skips everything else and refuses a batch of more than 1000 before
-//! allocating for it (bodies are at most 1 MiB, `WebhookScheme::body_limit`); the whole body is
+//! allocating for it (bodies are at most 1 MiB, `SCHEME.body_limit`); the whole body is
 //! parsed only once every item of the batch matched. The secret is removed from what is stored.
 //! The validation handshake is answered only for a connected integration with a secret. Each
 //! item is one event, deduplicated by the SHA-256 of its content (Graph gives a notification no
 //! id, and redelivers the same content).
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use super::{
-    gitlab::token_matches,
+use super::{Guide, Scheme, SecretSource, SMALL_BODY_LIMIT};
+use crate::webhooks::{
     receive::{
         bad_request, field, load_secrets, store_items, verify_with_integration_secrets, Answer,
-        Delivery, Item,
+        Answered, Delivery, Item,
     },
+    signature::{content_key, token_matches},
     WebhookRuntime,
 };
 use crate::{
@@ -37,11 +37,23 @@ const MAX_VALIDATION_TOKEN: usize = 1024;
 /// Most notifications in one batch.
 const MAX_BATCH: usize = 1000;
 
-pub(super) async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// Microsoft Graph change and lifecycle notifications.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    guide: Guide {
+        events: &["created", "updated", "deleted"],
+        steps: &[
+            "POST /subscriptions: notificationUrl and lifecycleNotificationUrl {url}, clientState: the secret shown here",
+        ],
+        secret_field: Some("clientState"),
+        signature_header: None,
+        content_type: Some("application/json"),
+    },
+    body_limit: Some(SMALL_BODY_LIMIT),
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let integration_id = delivery.url_integration()?;
     if let Some(token) = delivery.query_param("validationToken") {
         if token.is_empty() || token.len() > MAX_VALIDATION_TOKEN {
@@ -169,7 +181,7 @@ pub fn parse_batch(body: &[u8]) -> ServiceResult<Vec<Value>> {
 }
 
 /// One stored event of a verified notification, without its `clientState`.
-pub(super) fn item(mut notification: Value) -> Item {
+pub(in crate::webhooks) fn item(mut notification: Value) -> Item {
     if let Some(object) = notification.as_object_mut() {
         object.remove("clientState");
     }
@@ -181,12 +193,7 @@ pub(super) fn item(mut notification: Value) -> Item {
         .or_else(|| field(&notification, "/changeType", 100))
         .unwrap_or_else(|| "notification".into());
     let payload = notification.to_string();
-    let digest = Sha256::digest(payload.as_bytes());
-    Item {
-        event_type,
-        delivery_id: Some(format!("sha256:{}", hex::encode(digest))),
-        payload,
-    }
+    Item::new(event_type, content_key(payload.as_bytes()), payload)
 }
 
 #[cfg(test)]

@@ -13,14 +13,16 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::{
+use super::{Checks, Guide, Headers, Scheme, SecretSource};
+use crate::context::AppContext;
+use crate::webhooks::{
     receive::{
-        field, json_text, store_one, unauthenticated, verified_integration, Answer, Delivery, Item,
+        field, json_text, store_one, unauthenticated, verified_integration, Answered, Delivery,
+        Item,
     },
     signature::timestamp_is_fresh,
     WebhookRuntime,
 };
-use crate::{context::AppContext, error::ServiceResult};
 
 /// The HMAC key of a `whsec_` secret: its base64 part, decoded.
 pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
@@ -29,6 +31,13 @@ pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
         .decode(encoded)
         .ok()
         .filter(|k| (16..=128).contains(&k.len()))
+}
+
+/// What a provider-issued secret must be: `whsec_<base64 key>`.
+fn check_secret(secret: &str) -> Result<(), &'static str> {
+    secret_key(secret)
+        .map(|_| ())
+        .ok_or("expected a Standard Webhooks secret: whsec_<base64>")
 }
 
 /// Most signatures one `webhook-signature` header may carry (a sender rotating keys sends two
@@ -76,11 +85,31 @@ pub fn signature_entries(header: &str) -> Option<Vec<&str>> {
     (entries.len() <= MAX_SIGNATURES).then_some(entries)
 }
 
-pub(super) async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// Standard Webhooks, for providers added through `PROVIDERS_FILE`.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::ProviderIssued,
+    guide: Guide {
+        events: &[],
+        steps: &[
+            "Register the endpoint {url} at the sender",
+            "Copy its whsec_ secret into PUT /api/integrations/{name}/webhook {\"secret\": ...}",
+        ],
+        secret_field: None,
+        signature_header: Some("webhook-signature"),
+        content_type: Some("application/json"),
+    },
+    headers: Headers {
+        signature: Some("webhook-signature"),
+        ..Headers::NONE
+    },
+    checks: Checks {
+        secret: Some(check_secret),
+        ..Checks::NONE
+    },
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let signature = delivery.credential("webhook-signature", "webhook-signature")?;
     let id = delivery
         .header("webhook-id")
@@ -123,14 +152,16 @@ pub(super) async fn receive(
 mod tests {
     use super::*;
 
+    const SECRET: &[u8] = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const ID: &str = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+    const BODY: &[u8] = br#"{"test": 2432232314}"#;
+
     /// The Standard Webhooks test vector, as in the reference libraries' tests (e.g. the Svix
     /// PHP library's `testSignFunctionWorks`, github.com/svix/svix-webhooks, and
     /// github.com/standard-webhooks/standard-webhooks).
     #[test]
     fn reference_test_vector() {
-        let secret = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
-        let body = br#"{"test": 2432232314}"#;
+        let (secret, id, body) = (SECRET, ID, BODY);
         let header = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
         assert!(verify(secret, id, "1614265330", body, header));
         // One of several signatures (a rotation at the sender) is enough.
@@ -164,9 +195,7 @@ mod tests {
     /// Thousands of `v1,` entries cost one MAC, and are refused outright past the cap.
     #[test]
     fn many_entries_are_capped() {
-        let secret = b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
-        let body = br#"{"test": 2432232314}"#;
+        let (secret, id, body) = (SECRET, ID, BODY);
         let good = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=";
         let many = format!("{} {good}", vec!["v1,bm9wZQ=="; 14_000].join(" "));
         assert!(signature_entries(&many).is_none());

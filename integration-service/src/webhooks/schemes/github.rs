@@ -5,21 +5,65 @@
 //! Invariant: the signature is checked on the raw bytes before the body is parsed; a cached
 //! secret that fails is re-read from the database before the delivery is refused.
 
-use super::{
+use uuid::Uuid;
+
+use super::{github_app, Checks, Guide, Headers, Scheme, SecretSource};
+use crate::webhooks::{
     receive::{
         bad_request, off_executor, store_event, unauthenticated, verified_integration, Answer,
-        Delivery, Verified,
+        Answered, Delivery, Verified,
     },
-    signature::verify_github_signature,
+    signature::verify_hub_signature,
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(super) async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// At admission, a delivery naming no integration: the App's URL takes it only when
+/// `GITHUB_APP_WEBHOOK_SECRET` is set.
+fn app_level(ctx: &AppContext) -> ServiceResult<()> {
+    github_app::app_secret(ctx).map(|_| ())
+}
+
+/// GitHub repository and organization webhooks (and the App's app-level URL).
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    guide: Guide {
+        events: &["push", "pull_request", "issues"],
+        steps: &[
+            "Repository (or organization) → Settings → Webhooks → Add webhook",
+            "Payload URL: {url}; Content type: application/json; Secret: the secret shown here",
+            "A GitHub App instead: its webhook URL is /api/integrations/github/webhook with GITHUB_APP_WEBHOOK_SECRET, routed by installation",
+        ],
+        secret_field: Some("Secret"),
+        signature_header: Some("X-Hub-Signature-256"),
+        content_type: Some("application/json"),
+    },
+    headers: Headers {
+        stored: &[
+            "x-github-event",
+            "x-github-delivery",
+            "x-github-hook-id",
+            "x-github-hook-installation-target-id",
+            "x-github-hook-installation-target-type",
+        ],
+        signature: Some("x-hub-signature-256"),
+        required: &["x-github-event", "x-github-delivery"],
+        ..Headers::NONE
+    },
+    checks: Checks {
+        app_level: Some(app_level),
+        ..Checks::NONE
+    },
+    ..Scheme::new(|ctx, runtime, delivery| {
+        match delivery.integration_id {
+            // No integration in the URL: the GitHub App's app-level delivery.
+            None => Box::pin(github_app::receive(ctx, runtime, delivery)),
+            Some(_) => Box::pin(receive(ctx, runtime, delivery)),
+        }
+    })
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let signature = delivery
         .header("x-hub-signature-256")
         .ok_or_else(|| unauthenticated("the X-Hub-Signature-256 header is missing"))?
@@ -48,7 +92,7 @@ pub(super) async fn receive(
         runtime,
         &delivery,
         "the signature",
-        move |secret, body| verify_github_signature(secret, body, &signature),
+        move |secret, body| verify_hub_signature(secret, body, &signature),
     )
     .await?;
     let media_type = delivery.media_type();
@@ -59,19 +103,36 @@ pub(super) async fn receive(
     })
     .await??;
 
-    let event_id = store_event(
+    let event_id = store(
         runtime,
-        Verified {
-            integration_id,
-            processed: event_type == "ping",
-            event_type: &event_type,
-            delivery_id: Some(delivery_id),
-            payload,
-            headers: &headers,
-        },
-    )
-    .await?;
-    Ok(Answer::stored(event_id))
+        integration_id,
+        &event_type,
+        delivery_id,
+        payload,
+        &headers,
+    );
+    Ok(Answer::stored(event_id.await?))
+}
+
+/// Stores a verified GitHub delivery, repository hook's or App's; a `ping` is stored as
+/// already processed (never dispatched).
+pub(in crate::webhooks) async fn store(
+    runtime: &WebhookRuntime,
+    integration_id: Uuid,
+    event_type: &str,
+    delivery_id: String,
+    payload: String,
+    headers: &str,
+) -> ServiceResult<Uuid> {
+    let event = Verified {
+        integration_id,
+        processed: event_type == "ping",
+        event_type,
+        delivery_id: Some(delivery_id),
+        payload,
+        headers,
+    };
+    store_event(runtime, event).await
 }
 
 /// The JSON payload of a GitHub body: the body itself (`application/json`) or its `payload`

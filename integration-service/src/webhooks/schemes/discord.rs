@@ -15,21 +15,21 @@
 //! id) by the SHA-256 of its body, which a retry repeats byte for byte.
 //!
 //! Invariant: nothing of the body is parsed before the signature is verified on the raw
-//! bytes (bodies are at most 1 MiB, `WebhookScheme::body_limit`). The timestamp is signed; we
+//! bytes (bodies are at most 1 MiB, `SCHEME.body_limit`). The timestamp is signed; we
 //! refuse one more than 5 minutes away, at admission too (Discord states no window; this
 //! bounds replays as Slack's does).
 
 use chrono::Utc;
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use super::{
+use super::{Checks, Guide, Headers, Scheme, SecretSource, SMALL_BODY_LIMIT};
+use crate::webhooks::{
     receive::{
-        bad_request, field, store_one, unauthenticated, verified_integration, Answer, Delivery,
-        Item,
+        bad_request, field, store_one, unauthenticated, verified_integration, Answer, Answered,
+        Delivery, Item,
     },
-    signature::timestamp_is_fresh,
+    signature::{content_key, timestamp_is_fresh},
     WebhookRuntime,
 };
 use crate::{
@@ -40,6 +40,13 @@ use crate::{
 pub fn public_key(hex_key: &str) -> Option<VerifyingKey> {
     let bytes: [u8; 32] = hex::decode(hex_key.trim()).ok()?.try_into().ok()?;
     VerifyingKey::from_bytes(&bytes).ok()
+}
+
+/// What a provider-issued secret must be: the application's public key.
+fn check_secret(secret: &str) -> Result<(), &'static str> {
+    public_key(secret)
+        .map(|_| ())
+        .ok_or("expected the application's public key: 64 hex characters (32 bytes)")
 }
 
 /// Whether `signature_hex` is the Ed25519 signature of `timestamp` + `body` under the hex
@@ -153,11 +160,36 @@ pub fn classify(payload: &Value) -> ServiceResult<DiscordRequest> {
     Ok(DiscordRequest::Interaction { id, kind, response })
 }
 
-pub(super) async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// Discord interactions and webhook events, at each integration's own URL.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::ProviderIssued,
+    guide: Guide {
+        events: &["APPLICATION_AUTHORIZED", "ENTITLEMENT_CREATE"],
+        steps: &[
+            "Copy the app's Public Key and Application ID (Developer Portal → General Information) into PUT /api/integrations/{name}/webhook {\"secret\": \"<public key>\", \"applicationId\": \"<id>\"}",
+            "Then set Interactions Endpoint URL (and Webhooks → Endpoint URL) to {url}",
+        ],
+        secret_field: None,
+        signature_header: Some("X-Signature-Ed25519"),
+        content_type: Some("application/json"),
+    },
+    headers: Headers {
+        signature: Some("x-signature-ed25519"),
+        required: &["x-signature-timestamp"],
+        timestamp: Some("x-signature-timestamp"),
+        ..Headers::NONE
+    },
+    body_limit: Some(SMALL_BODY_LIMIT),
+    set_up_by_hand: true,
+    checks: Checks {
+        secret: Some(check_secret),
+        application_id: Some(valid_application_id),
+        app_level: None,
+    },
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let signature = delivery.credential("x-signature-ed25519", "X-Signature-Ed25519")?;
     let timestamp = delivery.credential("x-signature-timestamp", "X-Signature-Timestamp")?;
     let seconds: i64 = timestamp
@@ -205,8 +237,7 @@ pub(super) async fn receive(
             })
         }
         DiscordRequest::Event { event_type } => {
-            let digest = hex::encode(Sha256::digest(&delivery.body));
-            let item = Item::new(event_type, format!("sha256:{digest}"), text);
+            let item = Item::new(event_type, content_key(&delivery.body), text);
             let stored = store_one(runtime, integration_id, &delivery, item).await?;
             Ok(Answer {
                 event_id: stored.event_id,

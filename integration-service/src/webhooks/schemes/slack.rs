@@ -14,11 +14,13 @@ use chrono::Utc;
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
-use super::{
+use super::{Guide, Headers, Scheme, SecretSource, SMALL_BODY_LIMIT};
+use crate::webhooks::{
     receive::{
-        bad_request, off_executor, store_event, unauthenticated, Answer, Delivery, Verified,
+        bad_request, off_executor, store_event, unauthenticated, Answer, Answered, Delivery,
+        Verified,
     },
-    signature::{slack_timestamp_is_fresh, verify_slack_signature},
+    signature::{timestamp_is_fresh, verify_slack_signature},
     WebhookRuntime,
 };
 use crate::{
@@ -57,11 +59,31 @@ pub enum SlackRequest {
     },
 }
 
-pub(super) async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// Slack's Events API, slash commands and interactivity, routed by installation.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::AppConfig,
+    guide: Guide {
+        events: &["app_mention", "message.channels", "app_uninstalled", "tokens_revoked"],
+        steps: &[
+            "Slack app settings → Event Subscriptions, Slash Commands and Interactivity: Request URL {url}",
+            "The app's Signing Secret goes in SLACK_SIGNING_SECRET (service configuration)",
+        ],
+        secret_field: None,
+        signature_header: Some("X-Slack-Signature"),
+        content_type: Some("application/json"),
+    },
+    headers: Headers {
+        stored: &["x-slack-request-timestamp", "x-slack-retry-num", "x-slack-retry-reason"],
+        signature: Some("x-slack-signature"),
+        required: &["x-slack-request-timestamp"],
+        timestamp: Some("x-slack-request-timestamp"),
+    },
+    body_limit: Some(SMALL_BODY_LIMIT),
+    set_up_by_hand: true,
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let secret = ctx
         .config
         .provider_var("SLACK_SIGNING_SECRET")
@@ -82,7 +104,7 @@ pub(super) async fn receive(
     let seconds: i64 = timestamp
         .parse()
         .map_err(|_| unauthenticated("X-Slack-Request-Timestamp is not a Unix time"))?;
-    if !slack_timestamp_is_fresh(seconds, Utc::now().timestamp()) {
+    if !timestamp_is_fresh(seconds, Utc::now().timestamp()) {
         return Err(unauthenticated(
             "X-Slack-Request-Timestamp is more than 5 minutes away: replayed or clock skew",
         ));

@@ -10,18 +10,43 @@
 
 use serde_json::json;
 
-use super::{
-    gitlab::token_matches,
-    receive::{store_one, verified_integration, Answer, Delivery, Item},
+use super::{Guide, Headers, Scheme, SecretSource};
+use crate::context::AppContext;
+use crate::webhooks::{
+    receive::{store_one, verified_integration, Answer, Answered, Delivery, Item},
+    signature::token_matches,
     WebhookRuntime,
 };
-use crate::{context::AppContext, error::ServiceResult};
 
-pub(super) async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// Google push notification channels (Drive, Calendar).
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    guide: Guide {
+        events: &["sync", "add", "update", "remove", "trash", "change"],
+        steps: &[
+            "Open a channel (files.watch, changes.watch or events.watch): type web_hook, address {url}, token: the secret shown here",
+        ],
+        secret_field: Some("token"),
+        signature_header: Some("X-Goog-Channel-Token"),
+        content_type: None,
+    },
+    headers: Headers {
+        stored: &[
+            "x-goog-channel-id",
+            "x-goog-message-number",
+            "x-goog-resource-id",
+            "x-goog-resource-state",
+            "x-goog-resource-uri",
+            "x-goog-changed",
+            "x-goog-channel-expiration",
+        ],
+        signature: Some("x-goog-channel-token"),
+        ..Headers::NONE
+    },
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let token = delivery.credential("x-goog-channel-token", "X-Goog-Channel-Token")?;
     let channel = delivery.required("x-goog-channel-id", "X-Goog-Channel-ID", 200)?;
     let number = delivery.required("x-goog-message-number", "X-Goog-Message-Number", 20)?;

@@ -7,32 +7,50 @@
 
 use serde_json::Value;
 
-use super::{
-    bitbucket::verify_hub_signature,
-    receive::{bad_request, field, store_one, verified_integration, Answer, Delivery, Item},
+use super::{Guide, Headers, Scheme, SecretSource};
+use crate::webhooks::{
+    receive::{bad_request, field, hub_signed_integration, store_one, Answered, Delivery, Item},
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
 
-pub(super) async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// Jira / Atlassian admin webhooks registered with a secret.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    guide: Guide {
+        events: &[
+            "jira:issue_created",
+            "jira:issue_updated",
+            "comment_created",
+        ],
+        steps: &[
+            "Jira settings → System → WebHooks → Create a WebHook",
+            "URL: {url}; Secret: the secret shown here",
+        ],
+        secret_field: Some("Secret"),
+        signature_header: Some("X-Hub-Signature"),
+        content_type: Some("application/json"),
+    },
+    headers: Headers {
+        stored: &[
+            "x-atlassian-webhook-identifier",
+            "x-atlassian-webhook-retry",
+        ],
+        signature: Some("x-hub-signature"),
+        ..Headers::NONE
+    },
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let signature = delivery.credential("x-hub-signature", "X-Hub-Signature")?;
     let delivery_id = delivery.required(
         "x-atlassian-webhook-identifier",
         "X-Atlassian-Webhook-Identifier",
         200,
     )?;
-    let integration_id = verified_integration(
-        ctx,
-        runtime,
-        &delivery,
-        "X-Hub-Signature",
-        move |secret, body| verify_hub_signature(secret, body, &signature),
-    )
-    .await?;
+    let integration_id =
+        hub_signed_integration(ctx, runtime, &delivery, signature, "X-Hub-Signature").await?;
     let (event_type, payload) = jira_event(&delivery.body)?;
     let item = Item::new(event_type, delivery_id, payload);
     store_one(runtime, integration_id, &delivery, item).await

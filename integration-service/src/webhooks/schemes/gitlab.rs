@@ -5,24 +5,42 @@
 //!
 //! Invariant: the token is checked before the body is read; nothing is stored on a failure.
 
-use subtle::ConstantTimeEq;
-
-use super::{
-    receive::{json_text, store_one, verified_integration, Answer, Delivery, Item},
+use super::{Guide, Headers, Scheme, SecretSource};
+use crate::context::AppContext;
+use crate::webhooks::{
+    receive::{store_json, verified_integration, Answered, Delivery},
+    signature::token_matches,
     WebhookRuntime,
 };
-use crate::{context::AppContext, error::ServiceResult};
 
-/// Whether GitLab's `X-Gitlab-Token` is the secret (constant time over the secret's length).
-pub fn token_matches(secret: &[u8], header: &str) -> bool {
-    secret.ct_eq(header.as_bytes()).into()
-}
+/// GitLab project and group webhooks.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    guide: Guide {
+        events: &["Push events", "Merge request events", "Issues events"],
+        steps: &[
+            "Project (or group) → Settings → Webhooks → Add new webhook",
+            "URL: {url}; Secret token: the secret shown here",
+        ],
+        secret_field: Some("Secret token"),
+        signature_header: Some("X-Gitlab-Token"),
+        content_type: Some("application/json"),
+    },
+    headers: Headers {
+        stored: &[
+            "x-gitlab-event",
+            "x-gitlab-event-uuid",
+            "x-gitlab-webhook-uuid",
+            "x-gitlab-instance",
+            "idempotency-key",
+        ],
+        signature: Some("x-gitlab-token"),
+        ..Headers::NONE
+    },
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
 
-pub(super) async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let token = delivery.credential("x-gitlab-token", "X-Gitlab-Token")?;
     let event_type = delivery.required("x-gitlab-event", "X-Gitlab-Event", 100)?;
     let delivery_id = match delivery.header("idempotency-key") {
@@ -37,9 +55,7 @@ pub(super) async fn receive(
         move |secret, _body| token_matches(secret, &token),
     )
     .await?;
-    let payload = json_text(&delivery.body)?;
-    let item = Item::new(event_type, delivery_id, payload);
-    store_one(runtime, integration_id, &delivery, item).await
+    store_json(runtime, integration_id, &delivery, event_type, delivery_id).await
 }
 
 #[cfg(test)]

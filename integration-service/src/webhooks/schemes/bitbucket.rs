@@ -5,42 +5,46 @@
 //!
 //! Invariant: the signature is checked on the raw bytes before the body is parsed.
 
-use super::{
-    receive::{json_text, store_one, verified_integration, Answer, Delivery, Item},
-    signature::verify_github_signature,
+use super::{Guide, Headers, Scheme, SecretSource};
+use crate::context::AppContext;
+use crate::webhooks::{
+    receive::{hub_signed_integration, store_json, Answered, Delivery},
     WebhookRuntime,
 };
-use crate::{context::AppContext, error::ServiceResult};
 
-/// Whether `X-Hub-Signature` is the `sha256=` HMAC of `body` under `secret`.
-pub fn verify_hub_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
-    verify_github_signature(secret, body, header)
-}
+/// Bitbucket Cloud repository webhooks with a secret.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Generated,
+    guide: Guide {
+        events: &["repo:push", "pullrequest:created", "issue:created"],
+        steps: &[
+            "Repository settings → Webhooks → Add webhook",
+            "URL: {url}; Secret: the secret shown here",
+        ],
+        secret_field: Some("Secret"),
+        signature_header: Some("X-Hub-Signature"),
+        content_type: Some("application/json"),
+    },
+    headers: Headers {
+        stored: &["x-event-key", "x-request-uuid", "x-hook-uuid"],
+        signature: Some("x-hub-signature"),
+        ..Headers::NONE
+    },
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
 
-pub(super) async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let signature = delivery.credential("x-hub-signature", "X-Hub-Signature")?;
     let event_type = delivery.required("x-event-key", "X-Event-Key", 100)?;
     let delivery_id = delivery.required("x-request-uuid", "X-Request-UUID", 200)?;
-    let integration_id = verified_integration(
-        ctx,
-        runtime,
-        &delivery,
-        "X-Hub-Signature",
-        move |secret, body| verify_hub_signature(secret, body, &signature),
-    )
-    .await?;
-    let payload = json_text(&delivery.body)?;
-    let item = Item::new(event_type, delivery_id, payload);
-    store_one(runtime, integration_id, &delivery, item).await
+    let integration_id =
+        hub_signed_integration(ctx, runtime, &delivery, signature, "X-Hub-Signature").await?;
+    store_json(runtime, integration_id, &delivery, event_type, delivery_id).await
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::webhooks::signature::verify_hub_signature;
 
     /// Bitbucket signs as `X-Hub-Signature: sha256=<hex HMAC-SHA256 of the raw body>`
     /// (https://support.atlassian.com/bitbucket-cloud/docs/manage-webhooks/, "Secure

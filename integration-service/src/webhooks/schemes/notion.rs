@@ -13,26 +13,36 @@
 
 use serde_json::{json, Value};
 
-use super::{
+use super::{Guide, Scheme, SecretSource};
+use crate::context::AppContext;
+use crate::webhooks::{
     receive::{
         accept_handshake, bad_request, field, json_text, store_one, unauthenticated,
-        verify_with_integration_secrets, Answer, Delivery, Item,
+        verify_with_integration_secrets, Answer, Answered, Delivery, Item,
     },
-    signature::verify_github_signature,
+    signature::verify_hub_signature,
     WebhookRuntime,
 };
-use crate::{context::AppContext, error::ServiceResult};
 
-/// Whether `X-Notion-Signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `token`.
-pub fn verify(token: &[u8], body: &[u8], header: &str) -> bool {
-    verify_github_signature(token, body, header)
-}
+/// Notion webhooks: the verification token in a handshake, then signed events.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Handshake,
+    guide: Guide {
+        events: &["page.created", "page.content_updated", "comment.created"],
+        steps: &[
+            "Open the handshake window: POST /api/integrations/{name}/webhook/handshake",
+            "Within it, create the subscription (integration settings → Webhooks) with URL {url}",
+            "Paste the verification token then shown here into Notion's Verify dialog",
+        ],
+        secret_field: Some("Verification token"),
+        signature_header: Some("X-Notion-Signature"),
+        content_type: Some("application/json"),
+    },
+    set_up_by_hand: true,
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
 
-pub(super) async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let integration_id = delivery.url_integration()?;
     let Some(signature) = delivery.header("x-notion-signature").map(str::to_string) else {
         let token = verification_token(&delivery.body)
@@ -46,7 +56,7 @@ pub(super) async fn receive(
         &delivery,
         integration_id,
         "X-Notion-Signature",
-        move |token, body| verify(token, body, &signature),
+        move |token, body| verify_hub_signature(token, body, &signature),
     )
     .await?;
     let payload = json_text(&delivery.body)?;
@@ -77,6 +87,7 @@ pub fn verification_token(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::signature::verify_hub_signature as verify;
 
     /// Notion's guide computes `sha256=` + hex HMAC-SHA256 of the body under the
     /// verification token ("Validating event payloads"); it publishes no vector. Token and

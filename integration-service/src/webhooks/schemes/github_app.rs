@@ -17,12 +17,10 @@
 
 use serde_json::{json, Value};
 
-use super::{
-    github::github_payload,
-    receive::{
-        bad_request, off_executor, store_event, unauthenticated, Answer, Delivery, Verified,
-    },
-    signature::verify_github_signature,
+use crate::webhooks::{
+    receive::{bad_request, off_executor, unauthenticated, Answer, Answered, Delivery},
+    schemes::github::{self, github_payload},
+    signature::verify_hub_signature,
     WebhookRuntime,
 };
 use crate::{
@@ -32,18 +30,18 @@ use crate::{
 };
 
 /// The App's webhook secret, or why app-level GitHub deliveries cannot be received.
-pub(super) fn app_secret(ctx: &AppContext) -> ServiceResult<String> {
+pub(in crate::webhooks) fn app_secret(ctx: &AppContext) -> ServiceResult<String> {
     ctx.config
         .provider_var("GITHUB_APP_WEBHOOK_SECRET")
         .map(|s| s.expose().to_string())
         .ok_or_else(not_configured)
 }
 
-pub(super) async fn receive(
+pub(in crate::webhooks) async fn receive(
     ctx: &AppContext,
     runtime: &WebhookRuntime,
     delivery: Delivery,
-) -> ServiceResult<Answer> {
+) -> Answered {
     let secret = app_secret(ctx)?;
     let signature = delivery.credential("x-hub-signature-256", "X-Hub-Signature-256")?;
     let event_type = delivery.required("x-github-event", "X-GitHub-Event", 100)?;
@@ -52,7 +50,7 @@ pub(super) async fn receive(
     let headers = delivery.stored_headers();
     let body = delivery.body.clone();
     let (verified, payload) = off_executor(body.len(), move || {
-        if !verify_github_signature(secret.as_bytes(), &body, &signature) {
+        if !verify_hub_signature(secret.as_bytes(), &body, &signature) {
             return (false, Err(unauthenticated("no match")));
         }
         (true, github_payload(media_type.as_deref(), &body))
@@ -80,18 +78,15 @@ pub(super) async fn receive(
     };
     let uninstalled = event_type == "installation"
         && value.get("action").and_then(Value::as_str) == Some("deleted");
-    let event_id = store_event(
+    let event_id = github::store(
         runtime,
-        Verified {
-            integration_id: record.id,
-            processed: event_type == "ping",
-            event_type: &event_type,
-            delivery_id: Some(delivery_id),
-            payload,
-            headers: &headers,
-        },
-    )
-    .await?;
+        record.id,
+        &event_type,
+        delivery_id,
+        payload,
+        &headers,
+    );
+    let event_id = event_id.await?;
     // The installation is gone: its organization's integration no longer receives anything,
     // and the installation may be connected again (by any organization) when reinstalled.
     if uninstalled {
@@ -118,7 +113,7 @@ fn not_stored(details: String) -> Answer {
 }
 
 /// Refusal when GitHub App deliveries are not configured (admission and receive agree).
-pub(super) fn not_configured() -> ServiceError {
+pub(in crate::webhooks) fn not_configured() -> ServiceError {
     ServiceError::invalid("Missing integration id").with_details("deliver to /api/integrations/github/webhook/<integration id>, or set GITHUB_APP_WEBHOOK_SECRET to receive GitHub App deliveries here")
 }
 

@@ -15,14 +15,14 @@
 //! Invariant: the signature is checked on the raw bytes before the body is parsed.
 
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-use super::{
+use super::{Guide, Scheme, SecretSource};
+use crate::webhooks::{
     receive::{
         accept_handshake, bad_request, field, store_items, verify_with_integration_secrets, Answer,
-        Delivery, Item,
+        Answered, Delivery, Item,
     },
-    signature::verify_hmac_sha256_hex,
+    signature::{content_key, verify_hmac_sha256_hex},
     WebhookRuntime,
 };
 use crate::{context::AppContext, error::ServiceResult};
@@ -30,16 +30,23 @@ use crate::{context::AppContext, error::ServiceResult};
 /// Most events in one delivery.
 const MAX_BATCH: usize = 1000;
 
-/// Whether `X-Hook-Signature` (hex) is the HMAC-SHA256 of `body` under `secret`.
-pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
-    verify_hmac_sha256_hex(secret, body, header)
-}
+/// Asana webhooks: the `X-Hook-Secret` handshake, then signed deliveries.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::Handshake,
+    guide: Guide {
+        events: &["task.added", "task.changed", "story.added"],
+        steps: &[
+            "Open the handshake window: POST /api/integrations/{name}/webhook/handshake",
+            "Within it, create the webhook (POST /webhooks) with target {url}; Asana's X-Hook-Secret is stored and echoed",
+        ],
+        secret_field: None,
+        signature_header: Some("X-Hook-Signature"),
+        content_type: Some("application/json"),
+    },
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
 
-pub(super) async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let integration_id = delivery.url_integration()?;
     if let Some(secret) = delivery.header("x-hook-secret").map(str::to_string) {
         accept_handshake(ctx, runtime, &delivery, integration_id, &secret).await?;
@@ -55,7 +62,7 @@ pub(super) async fn receive(
         &delivery,
         integration_id,
         "X-Hook-Signature",
-        move |secret, body| verify(secret, body, &signature),
+        move |secret, body| verify_hmac_sha256_hex(secret, body, &signature),
     )
     .await?;
     let items = parse_events(&delivery.body)?;
@@ -64,7 +71,7 @@ pub(super) async fn receive(
 }
 
 /// The events of a verified body `{"events": [...]}`, one item each (none for a heartbeat).
-pub(super) fn parse_events(body: &[u8]) -> ServiceResult<Vec<Item>> {
+pub(in crate::webhooks) fn parse_events(body: &[u8]) -> ServiceResult<Vec<Item>> {
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))?;
     let Some(Value::Array(events)) = value.get_mut("events").map(Value::take) else {
@@ -91,17 +98,13 @@ fn item(event: Value) -> Item {
         _ => "event".into(),
     };
     let payload = event.to_string();
-    let digest = Sha256::digest(payload.as_bytes());
-    Item {
-        event_type,
-        delivery_id: Some(format!("sha256:{}", hex::encode(digest))),
-        payload,
-    }
+    Item::new(event_type, content_key(payload.as_bytes()), payload)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::signature::verify_hmac_sha256_hex as verify;
 
     /// Asana documents `X-Hook-Signature` as the SHA256 HMAC of the request body under the
     /// handshake secret (developers.asana.com/docs/webhooks-guide, "Security") and publishes no

@@ -9,37 +9,49 @@
 use chrono::Utc;
 use serde_json::Value;
 
-use super::{
+use super::{Guide, Headers, Scheme, SecretSource};
+use crate::context::AppContext;
+use crate::webhooks::{
     receive::{
-        bad_request, store_one, unauthenticated, verified_integration, Answer, Delivery, Item,
+        bad_request, store_one, unauthenticated, verified_integration, Answered, Delivery, Item,
     },
-    signature::verify_hmac_sha256_hex,
+    signature::{verify_hmac_sha256_hex, within_window},
     WebhookRuntime,
 };
-use crate::{context::AppContext, error::ServiceResult};
 
 /// Largest distance between `webhookTimestamp` and our clock, in milliseconds.
 pub const MAX_SKEW_MILLIS: i64 = 60_000;
-
-/// Whether `Linear-Signature` (hex) is the HMAC-SHA256 of `body` under `secret`.
-pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
-    verify_hmac_sha256_hex(secret, body, header)
-}
 
 /// Whether the body's `webhookTimestamp` (ms) is within 60 s of `now_millis`.
 pub fn timestamp_is_fresh(payload: &Value, now_millis: i64) -> bool {
     payload
         .get("webhookTimestamp")
         .and_then(Value::as_i64)
-        .and_then(|ts| now_millis.checked_sub(ts))
-        .is_some_and(|skew| skew.abs() <= MAX_SKEW_MILLIS)
+        .is_some_and(|ts| within_window(ts, now_millis, MAX_SKEW_MILLIS))
 }
 
-pub(super) async fn receive(
-    ctx: &AppContext,
-    runtime: &WebhookRuntime,
-    delivery: Delivery,
-) -> ServiceResult<Answer> {
+/// Linear webhooks, signed with the provider-issued secret.
+pub static SCHEME: Scheme = Scheme {
+    secret: SecretSource::ProviderIssued,
+    guide: Guide {
+        events: &["Issue", "Comment", "Project"],
+        steps: &[
+            "Linear → Settings → API → Webhooks → New webhook: URL {url}",
+            "Copy Linear's signing secret into PUT /api/integrations/{name}/webhook {\"secret\": ...}",
+        ],
+        secret_field: None,
+        signature_header: Some("Linear-Signature"),
+        content_type: Some("application/json"),
+    },
+    headers: Headers {
+        signature: Some("linear-signature"),
+        required: &["linear-event", "linear-delivery"],
+        ..Headers::NONE
+    },
+    ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
+};
+
+async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
     let signature = delivery.credential("linear-signature", "Linear-Signature")?;
     let event_type = delivery.required("linear-event", "Linear-Event", 100)?;
     let delivery_id = delivery.required("linear-delivery", "Linear-Delivery", 200)?;
@@ -48,7 +60,7 @@ pub(super) async fn receive(
         runtime,
         &delivery,
         "Linear-Signature",
-        move |secret, body| verify(secret, body, &signature),
+        move |secret, body| verify_hmac_sha256_hex(secret, body, &signature),
     )
     .await?;
     let payload: Value = serde_json::from_slice(&delivery.body)
@@ -67,6 +79,7 @@ pub(super) async fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::signature::verify_hmac_sha256_hex as verify;
 
     /// Linear's guide ("Webhooks", securing webhooks: https://linear.app/developers/webhooks)
     /// signs the raw body with HMAC-SHA256, hex in `Linear-Signature`. Linear publishes no
