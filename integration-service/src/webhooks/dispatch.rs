@@ -176,9 +176,10 @@ impl Dispatcher {
         }
     }
 
-    /// One round: expired leases out of attempts become DEAD; then every subscriber with room
-    /// gets what is due for it.
-    async fn deliver_due(&self) {
+    /// Expired leases out of attempts become DEAD. A timer's work: `run` does it at most once
+    /// per `POLL_INTERVAL`, never on the wake-up of every committed batch (that was one UPDATE
+    /// per batch on the ingest path, consumers or not).
+    async fn dead_letter_expired(&self) {
         match webhook_events::dead_letter_expired(&self.db, Utc::now(), MAX_ATTEMPTS).await {
             Ok(0) => {}
             Ok(dead) => {
@@ -190,6 +191,10 @@ impl Dispatcher {
             }
             Err(e) => tracing::warn!(error = %e, "dead-lettering expired leases failed"),
         }
+    }
+
+    /// One round: every subscriber with room gets what is due for it.
+    async fn deliver_due(&self) {
         let subscribers: Vec<Arc<Subscriber>> = self.lock_subscribers().clone();
         for subscriber in subscribers {
             if self.draining.is_cancelled() {
@@ -253,7 +258,12 @@ impl Dispatcher {
 }
 
 async fn run(dispatcher: Arc<Dispatcher>) {
+    let mut dead_lettered: Option<tokio::time::Instant> = None;
     while !dispatcher.draining.is_cancelled() {
+        if dead_lettered.is_none_or(|at| at.elapsed() >= POLL_INTERVAL) {
+            dispatcher.dead_letter_expired().await;
+            dead_lettered = Some(tokio::time::Instant::now());
+        }
         dispatcher.deliver_due().await;
         tokio::select! {
             _ = dispatcher.wake.notified() => {}
