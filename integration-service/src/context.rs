@@ -29,6 +29,9 @@ pub struct AppContext {
     pub metrics: Metrics,
     /// Organizations seen to exist lately (service_role calls name theirs on every call).
     pub organizations: KnownOrganizations,
+    /// Wakes this process's subscription renewer when a subscription became due now (Graph's
+    /// lifecycle notifications, recorded by the webhook scheme, acted on by the renewer).
+    pub subscriptions_due: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,7 @@ impl AppContext {
             db,
             catalog: Arc::new(catalog),
             organizations: KnownOrganizations::default(),
+            subscriptions_due: Arc::new(tokio::sync::Notify::new()),
         })
     }
 }

@@ -589,69 +589,9 @@ async fn delete_one_before_disconnect(
     }
 }
 
-/// Graph's lifecycle notifications of an integration's subscriptions (verified by
-/// `webhooks::schemes::microsoft`): `reauthorizationRequired` renews at once (a renewal reauthorizes),
-/// `subscriptionRemoved` creates it again (the renewal finds it gone). In the background: the
-/// delivery is answered without waiting for Graph.
-pub fn on_graph_lifecycle(ctx: &AppContext, integration_id: Uuid, events: Vec<(String, String)>) {
-    let wanted: Vec<String> = events
-        .into_iter()
-        .filter(|(_, event)| {
-            matches!(
-                event.as_str(),
-                "reauthorizationRequired" | "subscriptionRemoved"
-            )
-        })
-        .map(|(subscription, _)| subscription)
-        .collect();
-    if wanted.is_empty() {
-        return;
-    }
-    let ctx = ctx.clone();
-    tokio::spawn(async move {
-        for provider_id in wanted {
-            let found =
-                store::subscriptions::find_by_provider_id(&ctx.db, integration_id, &provider_id)
-                    .await;
-            let Ok(Some(subscription)) = found else {
-                tracing::info!(integration = %integration_id, "lifecycle notification for a subscription we do not own");
-                continue;
-            };
-            if let Err(e) = renewer::renew(&ctx, subscription.id, true).await {
-                tracing::warn!(subscription = %subscription.id, error = %e.report(), "renewal on Graph's lifecycle notification failed");
-            }
-        }
-    });
-}
-
 /// How long after the old channel was stopped its messages still count as the overlap's
 /// (in flight when it was stopped).
 pub const CHANNEL_OVERLAP_GRACE: chrono::Duration = chrono::Duration::seconds(60);
-
-/// Google: the dedupe key of a message that arrives during the overlap of an old and a new
-/// channel of one subscription — the same for both channels, so a change notified on both is
-/// stored once (`None` outside an overlap: then channel id + message number identify it).
-/// Within the overlap (from the new channel's opening until a minute after the old one was
-/// stopped) identical messages collapse into one: Google's messages say only "this resource
-/// changed", so one of them carries everything the others would.
-pub async fn google_overlap_key(
-    ctx: &AppContext,
-    integration_id: Uuid,
-    channel: &str,
-    state: &str,
-    resource_id: &str,
-    changed: &str,
-) -> ServiceResult<Option<String>> {
-    let found =
-        store::subscriptions::in_channel_overlap(&ctx.db, integration_id, channel, Utc::now())
-            .await?;
-    Ok(found.map(|subscription| {
-        format!(
-            "overlap:{}:{state}:{resource_id}:{changed}",
-            subscription.channel_id.unwrap_or_default()
-        )
-    }))
-}
 
 /// The provider call of a create: the integration's valid token, the webhook URL route 11
 /// hands out, the integration's webhook secret.

@@ -453,6 +453,31 @@ pub async fn find_by_provider_id(
         .await
 }
 
+/// Makes the live ACTIVE subscriptions of an integration known at the provider by one of
+/// `provider_ids` due at `now` (Graph's lifecycle notifications: renew or create again at
+/// once); how many.
+pub async fn make_due(
+    db: &impl ConnectionTrait,
+    integration_id: Uuid,
+    provider_ids: &[String],
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    if provider_ids.is_empty() {
+        return Ok(0);
+    }
+    let result = webhook_subscription::Entity::update_many()
+        .col_expr(
+            webhook_subscription::Column::NextAttemptAt,
+            Expr::value(now),
+        )
+        .filter(webhook_subscription::Column::IntegrationId.eq(integration_id))
+        .filter(webhook_subscription::Column::State.eq(SubscriptionState::Active))
+        .filter(webhook_subscription::Column::ProviderSubscriptionId.is_in(provider_ids.to_vec()))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
 /// Google: the end of the overlap once the previous channel `previous_id` was stopped (or
 /// its own expiry when it could not be).
 pub async fn end_channel_overlap(

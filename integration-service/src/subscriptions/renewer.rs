@@ -71,6 +71,8 @@ pub async fn run(ctx: AppContext, interval: Duration, stop: CancellationToken) {
         };
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
+            // Something became due now (Graph's lifecycle notifications).
+            () = ctx.subscriptions_due.notified() => {}
             () = stop.cancelled() => return,
         }
     }

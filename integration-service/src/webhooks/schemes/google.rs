@@ -3,8 +3,8 @@
 //! compared in constant time. A channel starts with a `sync` message, acknowledged with a 200
 //! and not stored; every later message is stored with the notification headers as its
 //! payload (Google sends no body), deduplicated by channel id + `X-Goog-Message-Number` — or,
-//! while a subscription's old and new channels overlap (`subscriptions::google_overlap_key`),
-//! by what the message says, so a change notified on both channels is stored once.
+//! while a subscription's old and new channels overlap (`overlap_key`, read from the stored
+//! subscription), by what the message says, so a change notified on both is stored once.
 //!
 //! Invariant: the token is checked before anything is read or stored.
 
@@ -73,7 +73,7 @@ async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery)
         "changed": header("x-goog-changed"),
         "channelExpiration": header("x-goog-channel-expiration"),
     });
-    let key = crate::subscriptions::google_overlap_key(
+    let key = overlap_key(
         ctx,
         integration_id,
         &channel,
@@ -85,6 +85,35 @@ async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery)
     .unwrap_or_else(|| dedupe_key(&channel, &number));
     let item = Item::new(state, key, payload.to_string());
     store_one(runtime, integration_id, &delivery, item).await
+}
+
+/// Google: the dedupe key of a message that arrives during the overlap of an old and a new
+/// channel of one subscription — the same for both channels, so a change notified on both is
+/// stored once (`None` outside an overlap: then channel id + message number identify it).
+/// Within the overlap (from the new channel's opening until a minute after the old one was
+/// stopped) identical messages collapse into one: Google's messages say only "this resource
+/// changed", so one of them carries everything the others would.
+async fn overlap_key(
+    ctx: &AppContext,
+    integration_id: uuid::Uuid,
+    channel: &str,
+    state: &str,
+    resource_id: &str,
+    changed: &str,
+) -> crate::error::ServiceResult<Option<String>> {
+    let found = crate::store::subscriptions::in_channel_overlap(
+        &ctx.db,
+        integration_id,
+        channel,
+        chrono::Utc::now(),
+    )
+    .await?;
+    Ok(found.map(|subscription| {
+        format!(
+            "overlap:{}:{state}:{resource_id}:{changed}",
+            subscription.channel_id.unwrap_or_default()
+        )
+    }))
 }
 
 /// A message is identified by its channel and its number within the channel.

@@ -5,7 +5,7 @@
 //! subscription's `clientState`), compared in constant time; lifecycle notifications
 //! (`lifecycleEvent`) are stored like changes (`missed` as `subscription.missed`, so consumers
 //! resync), and `reauthorizationRequired` / `subscriptionRemoved` also have the subscription
-//! renewed or created again at once, in the background (`subscriptions::on_graph_lifecycle`).
+//! renewed or created again at once, in the background (`make_due`: the renewer acts).
 //! Graph wants a 202 within 3 s.
 //!
 //! `clientState` is inside the body: before verification only the `clientState`s are read, by
@@ -92,8 +92,39 @@ async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery)
         .collect();
     let items = notifications.into_iter().map(item).collect();
     let ids = store_items(runtime, integration_id, &delivery.stored_headers(), items).await?;
-    crate::subscriptions::on_graph_lifecycle(ctx, integration_id, lifecycle);
+    make_due(ctx, integration_id, lifecycle).await;
     Ok(Answer::stored_all(202, &ids))
+}
+
+/// `reauthorizationRequired` (a renewal reauthorizes) and `subscriptionRemoved` (the renewal
+/// finds it gone and creates it again) make the named subscriptions due now and wake the
+/// renewer, which acts in the background: the delivery is answered without waiting for Graph.
+/// The notifications are stored already, so a failure here is logged, not answered.
+async fn make_due(ctx: &AppContext, integration_id: uuid::Uuid, events: Vec<(String, String)>) {
+    let due: Vec<String> = events
+        .into_iter()
+        .filter(|(_, event)| {
+            matches!(
+                event.as_str(),
+                "reauthorizationRequired" | "subscriptionRemoved"
+            )
+        })
+        .map(|(subscription, _)| subscription)
+        .collect();
+    if due.is_empty() {
+        return;
+    }
+    match crate::store::subscriptions::make_due(&ctx.db, integration_id, &due, chrono::Utc::now())
+        .await
+    {
+        Ok(0) => {
+            tracing::info!(integration = %integration_id, "lifecycle notification for a subscription we do not own")
+        }
+        Ok(_) => ctx.subscriptions_due.notify_one(),
+        Err(e) => {
+            tracing::warn!(integration = %integration_id, error = %e, "lifecycle notification not recorded: the renewal happens at its usual time")
+        }
+    }
 }
 
 /// The `clientState` of each notification of a batch, read without building the body's tree:
