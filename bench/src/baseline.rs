@@ -17,6 +17,9 @@ use uuid::Uuid;
 
 use bench::load::{run_workers, Measure, Tally};
 
+/// Most connections the baseline opens.
+const MAX_POOL: usize = 64;
+
 pub async fn drive_single_row_inserts(
     database_url: &str,
     integration_id: Uuid,
@@ -24,10 +27,14 @@ pub async fn drive_single_row_inserts(
     connections: usize,
     duration: Duration,
 ) -> anyhow::Result<Measure> {
+    // One connection per worker, up to what PostgreSQL's default `max_connections` (100)
+    // leaves beside the service's pool and the peer's: at 256 workers, 64 connections are
+    // shared (the same cap a real client pool would have).
+    let pool = connections.min(MAX_POOL) as u32;
     let mut options = ConnectOptions::new(database_url.to_string());
     options
-        .max_connections(connections as u32)
-        .min_connections(connections as u32)
+        .max_connections(pool)
+        .min_connections(pool)
         .acquire_timeout(Duration::from_secs(30))
         .sqlx_logging(false);
     let db = Database::connect(options).await?;

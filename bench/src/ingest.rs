@@ -55,6 +55,10 @@ pub(super) async fn run_ingest(
     if args.hop == Hop::Unix {
         service_env.push(("GRPC_UNIX_SOCKET", socket.as_str()));
     }
+    let threads = args.worker_threads.map(|n| n.to_string());
+    if let Some(threads) = &threads {
+        service_env.push(("TOKIO_WORKER_THREADS", threads.as_str()));
+    }
     let mut stack = Stack::start(bin_dir, &database.url, &args.log, &service_env, None).await?;
     let integration_id = fixtures::github_integration(&database.url).await?;
     let mut node = None;

@@ -86,6 +86,10 @@ struct Args {
     /// `GRPC_UNIX_SOCKET`).
     #[arg(long, value_enum, default_value_t = Hop::Tcp)]
     hop: Hop,
+    /// Tokio worker threads of the service and of the gateway (`TOKIO_WORKER_THREADS`;
+    /// default: one per core).
+    #[arg(long)]
+    worker_threads: Option<usize>,
     /// Also measure `dups`: the same load where every request is a redelivery.
     #[arg(long)]
     duplicates: bool,

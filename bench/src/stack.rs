@@ -92,6 +92,13 @@ impl Stack {
                 format!("127.0.0.1:{gateway_metrics_port}"),
             )
             .env("INTEGRATION_SERVICE_URL", service_url)
+            // The runtime's worker threads, when a run sets them, are the gateway's too.
+            .envs(
+                service_env
+                    .iter()
+                    .filter(|(name, _)| *name == "TOKIO_WORKER_THREADS")
+                    .copied(),
+            )
             .env("RUST_LOG", log)
             .stdout(Stdio::null())
             .stderr(output("gateway.log")?)
