@@ -272,6 +272,12 @@ impl From<ServiceError> for Status {
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
+/// The one 404 of an integration id that is not the caller's (or does not exist): the same
+/// answer either way, so ids of other organizations tell nothing.
+pub fn integration_not_found() -> ServiceError {
+    ServiceError::not_found("Integration not found")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

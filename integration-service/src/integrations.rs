@@ -7,7 +7,7 @@ use crate::{
     access::Access,
     catalog::{Catalog, Provider},
     context::AppContext,
-    error::{ServiceError, ServiceResult},
+    error::{integration_not_found, ServiceError, ServiceResult},
     store::{self, entities::integration, integrations::SettingsChange},
 };
 
@@ -222,10 +222,6 @@ fn known_provider<'c>(catalog: &'c Catalog, name: &str) -> ServiceResult<&'c Pro
                 .join(", ")
         ))
     })
-}
-
-pub fn integration_not_found() -> ServiceError {
-    ServiceError::not_found("Integration not found")
 }
 
 /// A stand-in catalog entry for a record whose provider was removed from the catalog.

@@ -183,7 +183,7 @@ pub async fn start_authorization(
     let provider = ctx
         .catalog
         .get(&record.provider)
-        .ok_or_else(integrations::integration_not_found)?;
+        .ok_or_else(crate::error::integration_not_found)?;
     let client = ProviderClient::configured(&ctx.config, provider)?;
     let redirect_uri = redirect_uri(ctx, provider);
     let (challenge, verifier) = match provider.pkce {

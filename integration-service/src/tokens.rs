@@ -215,7 +215,7 @@ pub async fn refresh(
 async fn read(ctx: &AppContext, id: Uuid) -> ServiceResult<integration::Model> {
     store::integrations::find_any(&ctx.db, id)
         .await?
-        .ok_or_else(integrations::integration_not_found)
+        .ok_or_else(crate::error::integration_not_found)
 }
 
 /// The refresh itself, by the lease's owner. Every path gives the lease back.

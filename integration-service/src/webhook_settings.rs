@@ -296,7 +296,7 @@ pub async fn rotate(
     let (txn, current) = store::integrations::begin_with_row_lock(&ctx.db, record.id).await?;
     let current = current
         .filter(|row| row.organization_id == record.organization_id)
-        .ok_or_else(integrations::integration_not_found)?;
+        .ok_or_else(crate::error::integration_not_found)?;
     check_has_secret(&current)?;
     let now = Utc::now();
     let secrets = open_secrets(ctx, &current)?;

@@ -21,8 +21,7 @@ use super::{secrets::WebhookSecrets, signature::verify_hub_signature, WebhookRun
 use crate::{
     context::AppContext,
     crypto::SecretColumn,
-    error::{Problem, ServiceError, ServiceResult},
-    integrations::integration_not_found,
+    error::{integration_not_found, Problem, ServiceError, ServiceResult},
     store::{self, entities::integration, webhook_events::NewEvent},
 };
 

@@ -33,7 +33,9 @@ use crate::webhooks::{
     WebhookRuntime,
 };
 use crate::{
-    context::AppContext, error::ServiceResult, integrations::integration_not_found, store,
+    context::AppContext,
+    error::{integration_not_found, ServiceResult},
+    store,
 };
 
 /// The public key of a hex string (64 hex characters, a valid Ed25519 point).

@@ -25,8 +25,7 @@ use crate::webhooks::{
 };
 use crate::{
     context::AppContext,
-    error::{ServiceError, ServiceResult},
-    integrations::integration_not_found,
+    error::{integration_not_found, ServiceError, ServiceResult},
     store::{self, entities::integration},
 };
 
