@@ -152,7 +152,7 @@ async fn worker(
         let connecting = Instant::now();
         let connect = tokio::time::timeout(
             Duration::from_secs(5),
-            crate::round_two::connect_from_attacker_address(target.port),
+            crate::wire::connect_from_attacker_address(target.port),
         );
         let stream = tokio::select! {
             connected = connect => connected,

@@ -31,6 +31,7 @@ mod outcome;
 mod phase;
 mod round_two;
 mod upload;
+mod wire;
 
 use std::{path::PathBuf, time::Duration};
 

@@ -18,12 +18,12 @@ use std::{
     time::Duration,
 };
 
-use tokio::{io::AsyncWriteExt, net::TcpStream, task::JoinSet};
+use tokio::{io::AsyncWriteExt, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     outcome::{io_outcome, Outcomes},
-    upload::read_status,
+    wire::{connect_from_attacker_address, read_status},
 };
 
 /// Where the attacks go.
@@ -237,19 +237,6 @@ async fn attack(kind: Kind, n: usize, target: &Target) -> String {
             .await
         }
     }
-}
-
-/// The attacker's address: 127.0.0.2 (every 127/8 address is loopback on Linux), so the
-/// gateway tells it from the legitimate tenant's 127.0.0.1 as it would tell a botnet from
-/// GitHub — the per-address share of the budgets is part of what is tried.
-pub const ATTACKER_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
-
-pub async fn connect_from_attacker_address(port: u16) -> std::io::Result<TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind((ATTACKER_ADDRESS, 0).into())?;
-    socket
-        .connect((std::net::Ipv4Addr::LOCALHOST, port).into())
-        .await
 }
 
 fn head(method: &str, path: &str, length: usize, extra: &str) -> String {

@@ -9,13 +9,13 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    task::JoinSet,
-};
+use tokio::{io::AsyncWriteExt, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::outcome::{io_outcome, response_status, Outcomes};
+use crate::{
+    outcome::{io_outcome, Outcomes},
+    wire::read_status,
+};
 
 #[derive(Clone)]
 pub struct Target {
@@ -107,7 +107,7 @@ async fn worker(
 
 /// One upload: its answer (status or transport failure) and the body bytes written.
 async fn upload(target: &Target, path: &str) -> (String, u64) {
-    let stream = match crate::round_two::connect_from_attacker_address(target.port).await {
+    let stream = match crate::wire::connect_from_attacker_address(target.port).await {
         Ok(stream) => stream,
         Err(e) => return (format!("connect {}", io_outcome(&e)), 0),
     };
@@ -150,22 +150,4 @@ async fn upload(target: &Target, path: &str) -> (String, u64) {
         None => "closed without answer".to_string(),
     };
     (outcome, sent)
-}
-
-/// The status of the response head read from `reader`; `None` when the connection ends (or
-/// fails) before a whole head.
-pub async fn read_status(reader: &mut (impl AsyncReadExt + Unpin)) -> Option<u16> {
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => {
-                answer.extend_from_slice(&buf[..n]);
-                if answer.windows(4).any(|w| w == b"\r\n\r\n") || answer.len() > 16 * 1024 {
-                    return response_status(&answer);
-                }
-            }
-        }
-    }
 }
