@@ -26,6 +26,10 @@ use futures::FutureExt;
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
+mod lease;
+
+use lease::RefreshLease;
+
 use crate::{
     access::Access,
     context::AppContext,
@@ -187,16 +191,8 @@ pub async fn refresh(
                 .await
                 .map_err(|_| ServiceError::internal("refresh slots closed"))?;
             let now = Utc::now();
-            if store::integrations::try_take_refresh_lease(
-                &ctx.db,
-                id,
-                &ctx.instance,
-                now,
-                now + lease,
-            )
-            .await?
-            {
-                return refresh_with_lease(ctx, id, margin).await;
+            if let Some(lease) = RefreshLease::take(ctx, id, now, now + lease).await? {
+                return refresh_with_lease(ctx, lease, id, margin).await;
             }
         }
         if tokio::time::Instant::now() >= give_up {
@@ -218,130 +214,155 @@ async fn read(ctx: &AppContext, id: Uuid) -> ServiceResult<integration::Model> {
         .ok_or_else(crate::error::integration_not_found)
 }
 
-/// The refresh itself, by the lease's owner. Every path gives the lease back.
+/// The refresh itself, by the lease's owner; the lease ends through its value on every path.
 async fn refresh_with_lease(
     ctx: &AppContext,
+    lease: RefreshLease,
     id: Uuid,
     margin: chrono::Duration,
 ) -> ServiceResult<AccessToken> {
-    let release = || store::integrations::release_refresh_lease(&ctx.db, id, &ctx.instance);
     // Re-read under the lease: another refresher may have finished just before we took it.
-    let current = match read(ctx, id).await {
+    let current = match read(ctx, id)
+        .await
+        .and_then(|c| check_usable(&c).map(|()| c))
+    {
         Ok(current) => current,
-        Err(e) => {
-            release().await?;
-            return Err(e);
-        }
+        Err(e) => return lease.released(Err(e)).await,
     };
-    if let Err(e) = check_usable(&current) {
-        release().await?;
-        return Err(e);
-    }
     if is_fresh(&current, margin) {
-        release().await?;
-        return token_of(ctx, &current);
+        return lease.released(token_of(ctx, &current)).await;
     }
     let expired = current.token_expires_at.is_some_and(|at| at <= Utc::now());
     let Some(stored_refresh) = current.refresh_token.as_deref() else {
-        release().await?;
-        return if expired {
+        let answer = if expired {
             Err(reauthorization_required(
                 "the access token expired and the provider issued no refresh token",
             ))
         } else {
             token_of(ctx, &current)
         };
+        return lease.released(answer).await;
     };
-    let prepared = ctx
-        .keyring
-        .open(SecretColumn::RefreshToken, id, stored_refresh)
-        .map_err(|e| ServiceError::internal_caused(format!("integration {id} refresh_token"), e))
-        .and_then(|token| {
-            let provider = ctx.catalog.get(&current.provider).ok_or_else(|| {
-                ServiceError::internal(format!("provider {} not in catalog", current.provider))
-            })?;
-            Ok((
-                token,
-                provider,
-                ProviderClient::configured(&ctx.config, provider)?,
-            ))
-        });
-    let (refresh_token, provider, client) = match prepared {
+    let (refresh_token, provider, client) = match prepare(ctx, &current, stored_refresh) {
         Ok(prepared) => prepared,
-        Err(e) => {
-            release().await?;
-            return Err(e);
-        }
+        Err(e) => return lease.released(Err(e)).await,
     };
     // No transaction, no connection held: the lease alone keeps other refreshers out.
     let started = std::time::Instant::now();
     let refreshed = token_client::refresh(&client, refresh_token.expose_secret()).await;
-    ctx.metrics.provider_request(
+    let metrics = &ctx.metrics;
+    metrics.provider_request(
         &provider.name,
         ProviderEndpoint::Refresh,
         token_client::outcome(&refreshed),
     );
-    let record = |outcome| {
-        ctx.metrics
-            .token_refresh(&provider.name, outcome, started.elapsed())
+    let record = |outcome| metrics.token_refresh(&provider.name, outcome, started.elapsed());
+    let grant = match refreshed {
+        Ok(grant) => grant,
+        Err(error) => return refresh_failed(ctx, lease, &current, expired, error, record).await,
     };
-    match refreshed {
-        Ok(grant) => {
-            let new_expiry = grant.expires_at();
-            let saved = store::integrations::save_refreshed_tokens(
-                &ctx.db,
-                id,
-                &ctx.instance,
-                ctx.keyring
-                    .seal(SecretColumn::AccessToken, id, &grant.access_token),
-                grant
-                    .refresh_token
-                    .as_deref()
-                    .map(|t| ctx.keyring.seal(SecretColumn::RefreshToken, id, t)),
-                new_expiry,
-            )
-            .await?;
-            record(if saved { "refreshed" } else { "discarded" });
-            if !saved {
-                // Disconnected, reconnected or the lease lost meanwhile: their state wins.
-                tracing::warn!(integration = %id, provider = %provider.name, "refreshed token discarded: the integration changed during the refresh");
-                return Err(ServiceError::failed_precondition("Integration changed").with_details("the integration was disconnected or re-authorized during the token refresh"));
-            }
-            // Committed before anyone sees the new access token: a crash now loses nothing.
-            tracing::info!(integration = %id, provider = %provider.name, "access token refreshed");
-            Ok(AccessToken {
-                access_token: SecretString::from(grant.access_token),
-                expires_at: new_expiry,
-                token_type: "bearer".into(),
-                scopes: current
-                    .permissions
-                    .as_deref()
-                    .and_then(text_list::decode)
-                    .unwrap_or_default(),
-            })
-        }
-        Err(TokenError::InvalidGrant(code)) => {
+    let saved = save_grant(ctx, lease, &current, grant).await?;
+    record(if saved.is_some() {
+        "refreshed"
+    } else {
+        "discarded"
+    });
+    saved.ok_or_else(|| {
+        // Disconnected, reconnected or the lease lost meanwhile: their state wins.
+        tracing::warn!(integration = %id, provider = %provider.name, "refreshed token discarded: the integration changed during the refresh");
+        ServiceError::failed_precondition("Integration changed")
+            .with_details("the integration was disconnected or re-authorized during the token refresh")
+    })
+}
+
+/// A refresh the provider refused: `invalid_grant` marks the integration for
+/// re-authorization (ending the lease); any other failure gives the lease back and answers
+/// the stored token while it is still valid.
+async fn refresh_failed(
+    ctx: &AppContext,
+    lease: RefreshLease,
+    current: &integration::Model,
+    expired: bool,
+    error: TokenError,
+    record: impl Fn(&'static str),
+) -> ServiceResult<AccessToken> {
+    let (id, provider) = (current.id, &current.provider);
+    match error {
+        TokenError::InvalidGrant(code) => {
             record("invalid_grant");
             let why = format!(
                 "refresh token rejected by the provider ({code}); re-authorization required"
             );
-            store::integrations::mark_reauthorization_required(&ctx.db, id, &ctx.instance, &why)
-                .await?;
-            tracing::warn!(integration = %id, provider = %provider.name, %code, "refresh token rejected: integration needs re-authorization");
+            lease.require_reauthorization(&why).await?;
+            tracing::warn!(integration = %id, %provider, %code, "refresh token rejected: integration needs re-authorization");
             Err(reauthorization_required(why))
         }
-        Err(other) => {
+        other => {
             record("failed");
-            release().await?;
-            tracing::warn!(integration = %id, provider = %provider.name, error = %other, "token refresh failed");
+            lease.release().await?;
+            tracing::warn!(integration = %id, %provider, error = %other, "token refresh failed");
             if expired {
                 Err(ServiceError::provider("Provider failed")
                     .with_details(format!("token refresh: {other}")))
             } else {
-                token_of(ctx, &current)
+                token_of(ctx, current)
             }
         }
     }
+}
+
+/// Commits the provider's grant (sealed) under the lease; the new access token once
+/// committed — a crash after the commit loses nothing — or `None` when the lease was lost.
+async fn save_grant(
+    ctx: &AppContext,
+    lease: RefreshLease,
+    current: &integration::Model,
+    grant: token_client::TokenGrant,
+) -> ServiceResult<Option<AccessToken>> {
+    let id = current.id;
+    let expires_at = grant.expires_at();
+    let refresh = grant.refresh_token.as_deref();
+    let saved = lease
+        .save(
+            ctx.keyring
+                .seal(SecretColumn::AccessToken, id, &grant.access_token),
+            refresh.map(|t| ctx.keyring.seal(SecretColumn::RefreshToken, id, t)),
+            expires_at,
+        )
+        .await?;
+    if !saved {
+        return Ok(None);
+    }
+    tracing::info!(integration = %id, provider = %current.provider, "access token refreshed");
+    let scopes = current.permissions.as_deref().and_then(text_list::decode);
+    Ok(Some(AccessToken {
+        access_token: SecretString::from(grant.access_token),
+        expires_at,
+        token_type: "bearer".into(),
+        scopes: scopes.unwrap_or_default(),
+    }))
+}
+
+/// What a refresh needs before the provider call: the stored refresh token opened, the
+/// provider's catalog entry and its configured client.
+fn prepare<'a>(
+    ctx: &'a AppContext,
+    current: &integration::Model,
+    stored_refresh: &str,
+) -> ServiceResult<(SecretString, &'a crate::catalog::Provider, ProviderClient)> {
+    let id = current.id;
+    let token = ctx
+        .keyring
+        .open(SecretColumn::RefreshToken, id, stored_refresh)
+        .map_err(|e| ServiceError::internal_caused(format!("integration {id} refresh_token"), e))?;
+    let provider = ctx.catalog.get(&current.provider).ok_or_else(|| {
+        ServiceError::internal(format!("provider {} not in catalog", current.provider))
+    })?;
+    Ok((
+        token,
+        provider,
+        ProviderClient::configured(&ctx.config, provider)?,
+    ))
 }
 
 /// Refreshes, every `interval` (`TOKEN_REFRESH_INTERVAL_SECS`), the tokens expiring within
