@@ -1,8 +1,8 @@
 //! The application value: everything one service process runs besides answering RPCs — the
-//! health watcher, the token refresher, the subscription renewer, the webhook retention
-//! purge, the webhook dispatcher and writers, the event sink's forwarder (`EVENT_SINK_URL`),
-//! the metrics endpoint and the backlog gauges' refresh — owned in one place and stopped in
-//! order.
+//! health watcher, the token refresher, the subscription renewer, the webhook runtime (its
+//! writers and dispatcher, its retention purge and backlog gauges), the event sink's
+//! forwarder (`EVENT_SINK_URL`) and the metrics endpoint — owned in one place and stopped in
+//! order. It starts subsystems, not their parts.
 //!
 //! Shutdown drains (`drain`, then `stop`): health answers NOT_SERVING at once (load balancers
 //! and the gateway move away), the dispatcher stops handing out events and every
@@ -16,13 +16,14 @@
 
 use std::time::Duration;
 
-use integrations_proto::v1::integration_service_server::IntegrationServiceServer;
+use integrations_proto::v1::integration_service_server::SERVICE_NAME;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
 use crate::{
-    context::AppContext, grpc::integrations::IntegrationApi, store::webhook_events, tokens,
-    webhooks::WebhookRuntime,
+    context::AppContext,
+    tokens,
+    webhooks::{Upkeep, WebhookRuntime},
 };
 
 /// How often the health status re-checks the database.
@@ -69,17 +70,20 @@ impl Application {
                     stopping.clone(),
                 ));
             }
-            tasks.spawn(refresh_backlog(ctx.clone(), stopping.clone()));
         }
+        webhooks.start_upkeep(
+            &tasks,
+            Upkeep {
+                retention: ctx.config.webhook_retention,
+                keep_unforwarded: ctx.config.event_sink.is_some(),
+                backlog_gauges: ctx
+                    .metrics
+                    .is_enabled()
+                    .then_some(ctx.config.metrics_backlog_interval),
+            },
+            stopping.clone(),
+        );
         tasks.spawn(watch_health(ctx.clone(), health.clone(), draining.clone()));
-        if let Some(retention) = ctx.config.webhook_retention {
-            tasks.spawn(crate::webhooks::retention::run(
-                ctx.db.clone(),
-                retention,
-                ctx.config.event_sink.is_some(),
-                stopping.clone(),
-            ));
-        }
         if let Some(sink) = &ctx.config.event_sink {
             crate::sink::forwarder::start(
                 ctx.db.clone(),
@@ -150,45 +154,8 @@ async fn set_health(reporter: &HealthReporter, serving: bool) {
     } else {
         ServingStatus::NotServing
     };
-    reporter
-        .set_service_status(
-            <IntegrationServiceServer<IntegrationApi> as tonic::server::NamedService>::NAME,
-            status,
-        )
-        .await;
+    reporter.set_service_status(SERVICE_NAME, status).await;
     reporter.set_service_status("", status).await;
-}
-
-/// Refreshes the gauges of stored events by status and of the oldest unprocessed event's age
-/// every `METRICS_BACKLOG_INTERVAL_SECS`, until `stop` is cancelled.
-async fn refresh_backlog(ctx: AppContext, stop: CancellationToken) {
-    loop {
-        match webhook_events::backlog(&ctx.db).await {
-            Ok(backlog) => {
-                let by_status: Vec<(&'static str, u64)> = webhook_events::ALL_STATUSES
-                    .iter()
-                    .map(|status| {
-                        let count = backlog
-                            .by_status
-                            .iter()
-                            .find(|(s, _)| s == status)
-                            .map_or(0, |(_, n)| *n);
-                        (status.as_str(), count)
-                    })
-                    .collect();
-                let age = backlog
-                    .oldest_unprocessed
-                    .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
-                    .unwrap_or_default();
-                ctx.metrics.event_backlog(&by_status, age);
-            }
-            Err(e) => tracing::debug!(error = %e, "event backlog not read for the metrics"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(ctx.config.metrics_backlog_interval) => {}
-            () = stop.cancelled() => return,
-        }
-    }
 }
 
 /// Health follows the database until shutdown begins; from then on it stays NOT_SERVING.

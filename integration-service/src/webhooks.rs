@@ -19,6 +19,7 @@
 //! - `retry`: backoff with jitter and the dead-letter limit.
 //! - `quota`: per-integration token buckets of deliveries and bytes (429 beyond them).
 //! - `retention`: the batched purge of processed and dead events past `WEBHOOK_RETENTION_DAYS`.
+//! - `backlog`: the gauges of stored events by status, re-read on a timer.
 //! - `storage_cap`: the cap of stored events per integration.
 //!
 //! Adding a scheme touches three files: its variant in `catalog::WebhookScheme`, its file in
@@ -29,6 +30,7 @@
 //! written.
 
 pub mod admission;
+pub mod backlog;
 pub mod delivery;
 pub mod dispatch;
 pub mod events;
@@ -69,6 +71,16 @@ pub struct WebhookRuntime {
     pub replays: Arc<quota::TenantQuotas>,
     /// What the delivery being received stored (`for_delivery` gives each its own).
     tally: Arc<StoredTally>,
+}
+
+/// The background upkeep of stored events (`WebhookRuntime::start_upkeep`).
+pub struct Upkeep {
+    /// `WEBHOOK_RETENTION_DAYS`: processed and dead events purged after it.
+    pub retention: Option<std::time::Duration>,
+    /// The event sink is on: an event is purged only once forwarded.
+    pub keep_unforwarded: bool,
+    /// The backlog gauges' refresh interval, when metrics are on.
+    pub backlog_gauges: Option<std::time::Duration>,
 }
 
 /// Rows one delivery stored, and how many of them were already there (duplicates): what
@@ -118,6 +130,27 @@ impl WebhookRuntime {
             quotas: Arc::default(),
             replays: Arc::new(quota::TenantQuotas::new(quota::replay_limits(500, 10))),
             tally: Arc::default(),
+        }
+    }
+
+    /// Starts the runtime's upkeep on `tasks`, until `stop` is cancelled: the retention purge
+    /// and the backlog gauges, when configured.
+    pub fn start_upkeep(&self, tasks: &TaskTracker, upkeep: Upkeep, stop: CancellationToken) {
+        if let Some(retention) = upkeep.retention {
+            tasks.spawn(retention::run(
+                self.db.clone(),
+                retention,
+                upkeep.keep_unforwarded,
+                stop.clone(),
+            ));
+        }
+        if let Some(interval) = upkeep.backlog_gauges {
+            tasks.spawn(backlog::run(
+                self.db.clone(),
+                self.metrics.clone(),
+                interval,
+                stop,
+            ));
         }
     }
 
