@@ -17,6 +17,7 @@ use url::Url;
 
 mod env;
 mod event_sink;
+pub mod quota;
 mod secrets;
 
 use env::{invalid, parse_url, Env};
@@ -164,13 +165,13 @@ pub struct Config {
     /// present the same single-use refresh token while the first still waits for its answer.
     pub refresh_lease: std::time::Duration,
     /// Per-integration budgets of verified deliveries (`WEBHOOK_TENANT_*`).
-    pub webhook_quota: crate::webhooks::quota::QuotaLimits,
+    pub webhook_quota: quota::QuotaLimits,
     /// `WEBHOOK_MAX_EVENTS_PER_INTEGRATION` (1,000,000; 0: no cap): stored events one
     /// integration may hold; beyond it verified deliveries are refused (429).
     pub webhook_max_events: Option<u64>,
     /// `WEBHOOK_REPLAY_BURST` (500) and `WEBHOOK_REPLAYS_PER_SEC` (10): replays one
     /// integration may make at once, then per second (429 beyond).
-    pub webhook_replays: crate::webhooks::quota::QuotaLimits,
+    pub webhook_replays: quota::QuotaLimits,
     /// `EVENT_SINK_URL` (+ `EVENT_SINK_STREAM`, `EVENT_SINK_SUBJECT_PREFIX`): every stored
     /// event forwarded to NATS JetStream; `None` (unset) forwards nothing.
     pub event_sink: Option<EventSinkConfig>,
@@ -246,7 +247,7 @@ impl Config {
             max_concurrent_refreshes: env.positive("MAX_CONCURRENT_REFRESHES", 8, 1024)? as usize,
             refresh_lease: refresh_lease(&env)?,
             webhook_quota: webhook_quota(&env)?,
-            webhook_replays: crate::webhooks::quota::replay_limits(
+            webhook_replays: quota::replay_limits(
                 env.positive("WEBHOOK_REPLAY_BURST", 500, 1_000_000)?,
                 env.positive("WEBHOOK_REPLAYS_PER_SEC", 10, 1_000_000)?,
             ),
@@ -422,15 +423,15 @@ fn retention(env: &Env) -> Result<Option<Duration>, ConfigError> {
 }
 
 /// `WEBHOOK_TENANT_DELIVERIES_PER_SEC`, `_DELIVERIES_BURST`, `_BYTES_PER_SEC`, `_BYTES_BURST`.
-fn webhook_quota(env: &Env) -> Result<crate::webhooks::quota::QuotaLimits, ConfigError> {
-    let defaults = crate::webhooks::quota::QuotaLimits::default();
+fn webhook_quota(env: &Env) -> Result<quota::QuotaLimits, ConfigError> {
+    let defaults = quota::QuotaLimits::default();
     let positive = |name: &str, default: f64| -> Result<f64, ConfigError> {
         match env.number(name, default as u64)? {
             0 => Err(invalid(name, "expected at least 1")),
             n => Ok(n as f64),
         }
     };
-    let limits = crate::webhooks::quota::QuotaLimits {
+    let limits = quota::QuotaLimits {
         deliveries_per_sec: positive(
             "WEBHOOK_TENANT_DELIVERIES_PER_SEC",
             defaults.deliveries_per_sec,
