@@ -23,6 +23,7 @@ use test_support::{
 
 dual_db_test!(
     github_repo_hook_created_once_verified_and_deleted,
+    subscription_service_over_grpc_as_an_internal_caller,
     concurrent_creates_leave_one_hook,
     a_grant_without_the_hook_scope_is_a_400_naming_it,
     hand_set_up_providers_and_bad_input_are_refused,
@@ -1251,4 +1252,150 @@ async fn a_create_that_crashed_is_taken_over_and_its_leftover_removed(kind: Db) 
         created["data"]["provider_subscription_id"],
         hooks[0].id.to_string()
     );
+}
+
+/// `SubscriptionService` called directly, as an internal service does (a service_role token,
+/// the organization in `x-organization-id`): create (idempotent), list, delete, with the same
+/// hook at the provider; another organization's caller finds nothing and changes nothing; a
+/// MEMBER's session is refused; bad input is INVALID_ARGUMENT and reaches no provider.
+async fn subscription_service_over_grpc_as_an_internal_caller(kind: Db) {
+    use integrations_proto::v1::{
+        subscription_service_client::SubscriptionServiceClient, CreateSubscriptionRequest,
+        DeleteSubscriptionRequest, ListSubscriptionsRequest,
+    };
+    use tonic::{Code, Request};
+
+    fn as_caller<T>(token: &str, org: &str, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        let metadata = request.metadata_mut();
+        metadata.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        metadata.insert("x-organization-id", org.parse().unwrap());
+        request
+    }
+
+    let Some(gh) = github_connected(kind, |_| {}).await else {
+        return;
+    };
+    let channel = tonic::transport::Endpoint::from_shared(gh.app.grpc_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = SubscriptionServiceClient::new(channel);
+    let service = gh.app.service_token();
+    let create = |resource: &str| CreateSubscriptionRequest {
+        integration_id: "github".into(),
+        resource: resource.into(),
+        events: vec!["push".into()],
+    };
+
+    let created = client
+        .create_subscription(as_caller(&service, "1", create("octo/hello")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.state, "ACTIVE");
+    assert_eq!(created.provider, "github");
+    assert_eq!(created.resource, "octo/hello");
+    assert_eq!(created.events, ["push"]);
+    let hooks = gh.fake.api.hooks();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(
+        created.provider_subscription_id,
+        Some(hooks[0].id.to_string())
+    );
+    let again = client
+        .create_subscription(as_caller(&service, "1", create("octo/hello")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.id, created.id,
+        "create is idempotent per integration and resource"
+    );
+    assert_eq!(gh.fake.api.hooks().len(), 1);
+
+    // Another organization: its own GitHub is not connected; our subscription is not found.
+    gh.app.owner(2).await;
+    let foreign = client
+        .delete_subscription(as_caller(
+            &service,
+            "2",
+            DeleteSubscriptionRequest {
+                integration_id: created.integration_id.clone(),
+                subscription_id: created.id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Code::NotFound, "{foreign:?}");
+    let listed = client
+        .list_subscriptions(as_caller(
+            &service,
+            "2",
+            ListSubscriptionsRequest {
+                integration_id: "github".into(),
+            },
+        ))
+        .await
+        .map(|answer| answer.into_inner().subscriptions);
+    assert!(
+        listed
+            .as_ref()
+            .map_or(true, |subscriptions| subscriptions.is_empty()),
+        "{listed:?}"
+    );
+    assert_eq!(
+        gh.fake.api.hooks().len(),
+        1,
+        "nothing changed at the provider"
+    );
+
+    // A MEMBER's session may not manage subscriptions.
+    let member = gh.app.member_token(1, uuid::Uuid::new_v4(), "MEMBER").await;
+    let refused = client
+        .create_subscription(as_caller(&member, "1", create("octo/other")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+
+    // Bad input reaches no provider.
+    for resource in ["", "   "] {
+        let bad = client
+            .create_subscription(as_caller(&service, "1", create(resource)))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument, "{resource:?}: {bad:?}");
+    }
+    assert_eq!(gh.fake.api.hooks().len(), 1);
+
+    let listed = client
+        .list_subscriptions(as_caller(
+            &service,
+            "1",
+            ListSubscriptionsRequest {
+                integration_id: "github".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .subscriptions;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, created.id);
+
+    let deleted = client
+        .delete_subscription(as_caller(
+            &service,
+            "1",
+            DeleteSubscriptionRequest {
+                integration_id: "github".into(),
+                subscription_id: created.id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.state, "DELETED");
+    assert!(gh.fake.api.hooks().is_empty(), "deleted at the provider");
 }
