@@ -14,7 +14,7 @@
 //! Invariant: no process-global state; two applications in one process (tests run several
 //! replicas) share nothing but the database.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use integrations_proto::v1::integration_service_server::SERVICE_NAME;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -53,11 +53,20 @@ impl Application {
         let tasks = TaskTracker::new();
         let draining = CancellationToken::new();
         let stopping = CancellationToken::new();
+        // With the sink on, the writers leave what they commit for this replica's forwarder.
+        let recent = ctx
+            .config
+            .event_sink
+            .as_ref()
+            .map(|_| Arc::new(crate::sink::recent::RecentEvents::default()));
         let webhooks = WebhookRuntime::start(
             ctx.db.clone(),
             ctx.metrics.clone(),
             &tasks,
             draining.clone(),
+            recent
+                .clone()
+                .map(|recent| recent as Arc<dyn crate::webhooks::ingest::CommitListener>),
         )
         .with_quotas(ctx.config.webhook_quota)
         .with_storage_cap(ctx.config.webhook_max_events)
@@ -84,11 +93,12 @@ impl Application {
             stopping.clone(),
         );
         tasks.spawn(watch_health(ctx.clone(), health.clone(), draining.clone()));
-        if let Some(sink) = &ctx.config.event_sink {
+        if let (Some(sink), Some(recent)) = (&ctx.config.event_sink, recent) {
             crate::sink::forwarder::start(
                 ctx.db.clone(),
                 ctx.metrics.clone(),
                 sink.clone(),
+                recent,
                 &tasks,
                 stopping.clone(),
             );

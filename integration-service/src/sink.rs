@@ -1,9 +1,10 @@
 //! The event sink (SPEC, "Event sink"): every stored event forwarded to NATS JetStream through
 //! an outbox, for consumers that outgrow the gRPC stream.
 //!
-//! Ingest is untouched: an event is committed and answered exactly as without the sink. Each
-//! replica's forwarder (`forwarder.rs`) claims the oldest unforwarded events in batches (one
-//! owner at a time, as the dispatcher claims), publishes them pipelined to JetStream
+//! Ingest is untouched: an event is committed and answered exactly as without the sink (the
+//! writers only leave a copy of what they commit in `recent.rs` while this replica forwards).
+//! The replica holding the database's forwarding lease (`forwarder.rs`; the others stand by)
+//! reads the oldest unforwarded events in batches, publishes them pipelined to JetStream
 //! (`jetstream.rs`) and marks them forwarded after the acknowledgement.
 //!
 //! The message of an event: subject `{prefix}.{organization_id}.{provider}.{event_type}` (type
@@ -18,6 +19,7 @@
 
 pub mod forwarder;
 pub mod jetstream;
+pub mod recent;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;

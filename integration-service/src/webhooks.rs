@@ -117,9 +117,11 @@ impl WebhookRuntime {
         metrics: Metrics,
         tasks: &TaskTracker,
         draining: CancellationToken,
+        committed: Option<Arc<dyn ingest::CommitListener>>,
     ) -> Self {
         let dispatcher = dispatch::Dispatcher::start(db.clone(), metrics.clone(), tasks, draining);
-        let ingest = ingest::Ingest::start(db.clone(), dispatcher.clone(), metrics.clone());
+        let ingest =
+            ingest::Ingest::start(db.clone(), dispatcher.clone(), metrics.clone(), committed);
         Self {
             storage: Arc::default(),
             db,

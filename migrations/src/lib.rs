@@ -15,6 +15,7 @@ mod m20261204_000013_event_outbox;
 mod m20261204_000014_webhook_subscriptions;
 mod m20261204_000015_discord_account_not_exclusive;
 mod m20261204_000016_token_refreshed_at;
+mod m20261205_000017_event_sink_lease;
 
 /// Every migration of the service, oldest first.
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000014_webhook_subscriptions::Migration),
             Box::new(m20261204_000015_discord_account_not_exclusive::Migration),
             Box::new(m20261204_000016_token_refreshed_at::Migration),
+            Box::new(m20261205_000017_event_sink_lease::Migration),
         ]
     }
 }

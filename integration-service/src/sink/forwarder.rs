@@ -1,20 +1,24 @@
 //! The forwarder: one task per replica moving the outbox to JetStream.
 //!
-//! A round claims up to `BATCH` of the oldest unforwarded events for `LEASE`
-//! (`store::event_outbox::claim_unforwarded`: one owner at a time across replicas), sends them
-//! all (pipelined: every publish goes out before any acknowledgement is awaited), awaits the
-//! acknowledgements together, marks the acknowledged events forwarded and gives the others
-//! back. A failure (broker down, stream gone, database unreachable) pauses forwarding with an
-//! exponential backoff up to `MAX_BACKOFF`; the lag gauge keeps being refreshed meanwhile, so
-//! it grows while the broker is away. Ingest knows nothing of this.
+//! A round takes (or renews) the database's forwarding lease for `LEASE`
+//! (`store::event_outbox::take_lease`: one holder at a time across replicas; the others stand
+//! by and take over when it runs out), reads up to `BATCH` of the oldest unforwarded events,
+//! sends them all (pipelined: every publish goes out before any acknowledgement is awaited),
+//! awaits the acknowledgements together and marks the acknowledged events forwarded; the
+//! others stay unforwarded and lead the next round. A failure (broker down, stream gone,
+//! database unreachable) pauses forwarding with an exponential backoff up to `MAX_BACKOFF`;
+//! the lag gauge keeps being refreshed meanwhile, so it grows while the broker is away. Ingest
+//! knows nothing of this. At shutdown the lease is given up, so a restarted or another replica
+//! goes on at once.
 //!
-//! Invariants: an event is marked forwarded only after its acknowledgement; an event is
-//! published again only when its claim was given back or ran out, within JetStream's
-//! duplicate window (`jetstream::DUPLICATE_WINDOW`), so the stream keeps one message per
-//! event; a round is never cut in the middle by shutdown (it is bounded by `ROUND_DEADLINE`,
-//! shorter than `LEASE`).
+//! Invariants: an event is marked forwarded only after its acknowledgement; a round starts
+//! only with `LEASE_MARGIN` of the lease left and is bounded by `ROUND_DEADLINE`, shorter than
+//! that margin, so two replicas publish the same events only when clocks disagree by more than
+//! the rest of the margin — and then within JetStream's duplicate window
+//! (`jetstream::DUPLICATE_WINDOW`), which keeps one message per event; a round is never cut in
+//! the middle by shutdown.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use futures::future::join_all;
@@ -26,6 +30,7 @@ use uuid::Uuid;
 use super::{
     body,
     jetstream::{JetStream, JetStreamError},
+    recent::RecentEvents,
     subject,
 };
 use crate::{
@@ -34,14 +39,19 @@ use crate::{
     store::event_outbox::{self, OutboxEvent},
 };
 
-/// Events claimed and published per round.
+/// Events read and published per round.
 pub const BATCH: u64 = 256;
-/// How long a claim is ours: another replica takes the events over after it (a crashed one's).
-pub const LEASE: Duration = Duration::from_secs(20);
+/// How long the lease is ours once taken or renewed: another replica takes over after it (a
+/// crashed one's).
+pub const LEASE: Duration = Duration::from_secs(10);
+/// A round starts only with this much of the lease left; it is renewed before that.
+const LEASE_MARGIN: Duration = Duration::from_secs(8);
 /// The most a round's publishes and acknowledgements may take.
-const ROUND_DEADLINE: Duration = Duration::from_secs(12);
+const ROUND_DEADLINE: Duration = Duration::from_secs(5);
 /// How often an idle forwarder looks for new events.
 pub const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How often a replica standing by asks for the lease.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
 /// The first pause after a failure; it doubles up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -62,12 +72,22 @@ enum ForwardError {
     Database(#[from] DbErr),
 }
 
+/// What a round came to.
+enum Round {
+    /// This many events were acknowledged.
+    Forwarded(usize),
+    /// Another replica holds the lease.
+    StandingBy,
+}
+
 /// Starts this process's forwarder on `tasks`; it stops, between two rounds, when `stop` is
 /// cancelled.
+/// `recent` is where this replica's writers leave what they commit while it forwards.
 pub fn start(
     db: DatabaseConnection,
     metrics: Metrics,
     config: EventSinkConfig,
+    recent: Arc<RecentEvents>,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) {
@@ -75,7 +95,9 @@ pub fn start(
         db,
         metrics,
         config,
+        recent,
         owner: format!("sink-{}", Uuid::new_v4().simple()),
+        lease_until: None,
         lag_read_at: None,
     };
     tasks.spawn(forwarder.run(stop));
@@ -85,8 +107,11 @@ struct Forwarder {
     db: DatabaseConnection,
     metrics: Metrics,
     config: EventSinkConfig,
-    /// `forward_owner` of this process's claims.
+    recent: Arc<RecentEvents>,
+    /// This process's name as the lease's holder.
     owner: String,
+    /// Until when this process holds the lease, as far as it knows.
+    lease_until: Option<Instant>,
     lag_read_at: Option<Instant>,
 }
 
@@ -106,7 +131,7 @@ impl Forwarder {
         while !stop.is_cancelled() {
             self.refresh_lag().await;
             let pause = match self.round(&mut broker).await {
-                Ok(forwarded) => {
+                Ok(Round::Forwarded(forwarded)) => {
                     backoff = FIRST_BACKOFF;
                     // A full batch: more may be waiting.
                     if forwarded as u64 >= BATCH {
@@ -114,6 +139,10 @@ impl Forwarder {
                     } else {
                         IDLE_POLL
                     }
+                }
+                Ok(Round::StandingBy) => {
+                    backoff = FIRST_BACKOFF;
+                    STANDBY_POLL
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "event sink: forwarding paused");
@@ -126,64 +155,127 @@ impl Forwarder {
                 break;
             }
         }
+        if self.lease_until.is_some() {
+            if let Err(e) =
+                event_outbox::release_lease(&self.db, &self.config.stream, &self.owner).await
+            {
+                tracing::warn!(error = %e, "event sink lease not given up: it runs out");
+            }
+        }
         tracing::info!("event sink forwarder stopped");
     }
 
-    /// Connects when needed, makes sure of the stream, forwards one batch; answers how many
-    /// events were acknowledged.
-    async fn round(&mut self, broker: &mut Option<JetStream>) -> Result<usize, ForwardError> {
+    /// Connects when needed, makes sure of the stream and of the lease, forwards one batch.
+    async fn round(&mut self, broker: &mut Option<JetStream>) -> Result<Round, ForwardError> {
         let js = match broker {
             Some(js) => js,
             None => broker.insert(JetStream::connect(&self.config).await?),
         };
         js.ensure_stream().await?;
+        if !self.hold_lease().await? {
+            return Ok(Round::StandingBy);
+        }
         let result = self.forward_batch(js).await;
         if result.is_err() {
             js.forget_stream();
         }
-        result
+        result.map(Round::Forwarded)
+    }
+
+    /// Renews the lease when less than `LEASE_MARGIN` of it is left (taking it when another's
+    /// ran out); `false` while another replica holds it.
+    async fn hold_lease(&mut self) -> Result<bool, DbErr> {
+        let started = Instant::now();
+        if self
+            .lease_until
+            .is_some_and(|until| until.saturating_duration_since(started) >= LEASE_MARGIN)
+        {
+            return Ok(true);
+        }
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(10));
+        let held =
+            event_outbox::take_lease(&self.db, &self.config.stream, &self.owner, now, now + lease)
+                .await?;
+        if held && self.lease_until.is_none() {
+            tracing::info!("event sink: this replica forwards");
+        }
+        // Counted from before the query: the database may have taken a while to answer.
+        self.lease_until = held.then(|| started + LEASE);
+        self.recent.set_forwarding(held);
+        Ok(held)
     }
 
     async fn forward_batch(&self, js: &JetStream) -> Result<usize, ForwardError> {
-        let now = Utc::now();
-        let lease = chrono::Duration::from_std(LEASE).unwrap_or(chrono::Duration::seconds(20));
-        let claimed =
-            event_outbox::claim_unforwarded(&self.db, &self.owner, now, now + lease, BATCH).await?;
-        if claimed.is_empty() {
+        let batch = self.read_batch().await?;
+        if batch.is_empty() {
             return Ok(0);
         }
         let started = Instant::now();
-        let published = tokio::time::timeout(ROUND_DEADLINE, self.publish_all(js, &claimed))
+        let published = tokio::time::timeout(ROUND_DEADLINE, self.publish_all(js, &batch))
             .await
             .unwrap_or_else(|_| Published {
                 acknowledged: Vec::new(),
-                failed: claimed.iter().map(|e| e.id).collect(),
+                failed: batch.iter().map(|e| e.id).collect(),
                 error: None,
             });
         self.metrics
-            .event_sink_batch(claimed.len(), started.elapsed());
+            .event_sink_batch(batch.len(), started.elapsed());
         self.metrics
             .events_forwarded(ForwardOutcome::Failed, published.failed.len() as u64);
-        // Not marked (the database failed): the claims run out and the events are published
-        // again, which JetStream recognises as duplicates.
+        // Not marked (the database failed): the events are published again by the next round,
+        // which JetStream recognises as duplicates.
         event_outbox::mark_forwarded(&self.db, &published.acknowledged, Utc::now()).await?;
         if published.failed.is_empty() {
             return Ok(published.acknowledged.len());
         }
-        event_outbox::release(&self.db, &self.owner, &published.failed).await?;
         Err(match published.error {
             Some(e) => ForwardError::Unacknowledged(published.failed.len(), e),
             None => ForwardError::TimedOut(ROUND_DEADLINE),
         })
     }
 
+    /// The oldest unforwarded events with their texts: those this replica's writers left in
+    /// `recent`, the others read from the database (an event gone meanwhile is left out).
+    async fn read_batch(&self) -> Result<Vec<OutboxEvent>, DbErr> {
+        let mut batch = event_outbox::unforwarded(&self.db, BATCH).await?;
+        let mut missing = Vec::new();
+        for event in &mut batch {
+            match self.recent.take(event.id) {
+                Some(texts) => {
+                    event.payload_json = texts.payload;
+                    event.headers_json = Some(texts.headers);
+                }
+                None => missing.push(event.id),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(batch);
+        }
+        let mut texts = event_outbox::texts(&self.db, &missing).await?;
+        batch.retain_mut(|event| {
+            if !missing.contains(&event.id) {
+                return true;
+            }
+            match texts.remove(&event.id) {
+                Some((payload, headers)) => {
+                    event.payload_json = payload;
+                    event.headers_json = headers;
+                    true
+                }
+                None => false,
+            }
+        });
+        Ok(batch)
+    }
+
     /// Sends every event of the batch in order, then awaits every acknowledgement together.
-    /// After a send fails, the rest of the batch is not sent (it goes back, in order).
-    async fn publish_all(&self, js: &JetStream, claimed: &[OutboxEvent]) -> Published {
+    /// After a send fails, the rest of the batch is not sent (it leads the next round, in order).
+    async fn publish_all(&self, js: &JetStream, batch: &[OutboxEvent]) -> Published {
         let max_payload = js.max_payload();
         let mut published = Published::default();
-        let mut in_flight = Vec::with_capacity(claimed.len());
-        for (index, event) in claimed.iter().enumerate() {
+        let mut in_flight = Vec::with_capacity(batch.len());
+        for (index, event) in batch.iter().enumerate() {
             let (body, payload_omitted) = message_body(event, max_payload);
             let subject = subject(
                 &self.config.subject_prefix,
@@ -199,9 +291,7 @@ impl Forwarder {
                 Ok(ack) => in_flight.push((id, ack)),
                 Err(e) => {
                     published.error = Some(e);
-                    published
-                        .failed
-                        .extend(claimed[index..].iter().map(|e| e.id));
+                    published.failed.extend(batch[index..].iter().map(|e| e.id));
                     break;
                 }
             }

@@ -1,31 +1,29 @@
 //! The event sink's outbox on `webhook_events`: unforwarded events (`forwarded_at IS NULL`)
-//! claimed in batches by one forwarder at a time, marked forwarded after JetStream's
-//! acknowledgement, and the age of the oldest one for the lag gauge.
+//! read oldest first by the one forwarder holding the database's lease (`event_sink_leases`),
+//! marked forwarded after JetStream's acknowledgement, and the age of the oldest one for the
+//! lag gauge.
 //!
-//! Invariants: a claim is one atomic UPDATE of the oldest unforwarded events whose claim is
-//! free or ran out, so two replicas never hold one event at once. On PostgreSQL the rows are
-//! locked `FOR UPDATE` without `SKIP LOCKED`: a row the dispatcher or another forwarder is
-//! updating at that instant is waited for (a few milliseconds) rather than skipped, because a
-//! skipped row would be forwarded after younger ones; once the other claim commits, its rows
-//! no longer match and the claim takes the next ones. Every query here reads the partial index
-//! `webhook_events_unforwarded_idx`. Timestamps are bound from Rust (uniform text on SQLite).
-
-use std::collections::HashMap;
+//! Invariants: one replica at a time holds the lease of a stream (taking it is one atomic
+//! upsert that succeeds only when the lease is free, ran out, or already the caller's), so
+//! reading a batch needs no write and an event is written once, when it is marked forwarded;
+//! a holder that dies simply stops renewing and another takes over when the lease runs out.
+//! A batch is read in two steps: the events without their texts (`unforwarded`, which like the
+//! lag gauge reads the partial index `webhook_events_unforwarded_idx`), then by primary key
+//! the texts the forwarder does not have already (`texts`). Timestamps are
+//! bound from Rust (uniform text on SQLite).
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-};
+use std::collections::HashMap;
+
+use sea_orm::{ConnectionTrait, DbErr};
 use uuid::Uuid;
 
-use super::{
-    entities::{integration, webhook_event::EventStatus},
-    webhook_events::Sql,
-};
+use super::{entities::webhook_event::EventStatus, webhook_events::Sql};
 
 /// An event to forward, with the integration facts its subject is made of. `payload` and
-/// `headers` stay the stored JSON texts: the forwarder copies them into the message as they
-/// are, never parsing a payload again.
+/// `headers` stay the stored JSON texts (filled in by the forwarder: `unforwarded` leaves them
+/// empty): the forwarder copies them into the message as they are, never parsing a payload
+/// again.
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
     pub id: Uuid,
@@ -47,16 +45,16 @@ pub struct OutboxEvent {
     pub headers_json: Option<String>,
 }
 
-/// A row of the claim's RETURNING; its integration's facts are filled in afterwards.
-fn claimed_row(row: &sea_orm::QueryResult) -> Result<OutboxEvent, DbErr> {
+/// A row of `unforwarded`.
+fn outbox_row(row: &sea_orm::QueryResult) -> Result<OutboxEvent, DbErr> {
     let status: String = row.try_get("", "status")?;
     let status = EventStatus::parse(&status)
         .ok_or_else(|| DbErr::Custom(format!("unknown event status {status:?}")))?;
     Ok(OutboxEvent {
         id: row.try_get("", "id")?,
         integration_id: row.try_get("", "integration_id")?,
-        organization_id: 0,
-        provider: String::new(),
+        organization_id: row.try_get("", "organization_id")?,
+        provider: row.try_get("", "provider")?,
         event_type: row.try_get("", "event_type")?,
         delivery_id: row.try_get("", "delivery_id")?,
         status,
@@ -66,77 +64,106 @@ fn claimed_row(row: &sea_orm::QueryResult) -> Result<OutboxEvent, DbErr> {
         lease_expires_at: row.try_get("", "lease_expires_at")?,
         processed_at: row.try_get("", "processed_at")?,
         received_at: row.try_get("", "received_at")?,
-        payload_json: row.try_get("", "payload_json")?,
-        headers_json: row.try_get("", "headers_json")?,
+        payload_json: String::new(),
+        headers_json: None,
     })
 }
 
-/// Claims for `owner`, until `lease_until`, up to `limit` of the oldest unforwarded events
-/// nobody holds (never claimed, released, or whose claim ran out before `now`). Answers them
-/// oldest first; an event whose integration is gone is released, not answered.
-pub async fn claim_unforwarded(
-    db: &DatabaseConnection,
+/// Takes or renews, for `owner` until `until`, the lease of `stream`: `true` when it is now
+/// `owner`'s (it was free, ran out before `now`, or was `owner`'s already), `false` when
+/// another holder's lease still runs.
+pub async fn take_lease(
+    db: &impl ConnectionTrait,
+    stream: &str,
     owner: &str,
     now: DateTime<Utc>,
-    lease_until: DateTime<Utc>,
-    limit: u64,
-) -> Result<Vec<OutboxEvent>, DbErr> {
-    let backend = db.get_database_backend();
-    let mut sql = Sql::new(backend);
-    sql.push("UPDATE webhook_events SET forward_owner = ")
+    until: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("INSERT INTO event_sink_leases (stream, owner, lease_until) VALUES (")
+        .bind(stream.to_string())
+        .push(", ")
         .bind(owner.to_string())
-        .push(", forward_lease_until = ")
-        .bind(lease_until)
+        .push(", ")
+        .bind(until)
         .push(
-            " WHERE id IN (SELECT id FROM webhook_events WHERE forwarded_at IS NULL \
-             AND (forward_lease_until IS NULL OR forward_lease_until <= ",
+            ") ON CONFLICT (stream) DO UPDATE SET owner = excluded.owner, \
+             lease_until = excluded.lease_until \
+             WHERE event_sink_leases.owner = excluded.owner OR event_sink_leases.lease_until <= ",
         )
-        .bind(now)
-        .push(") ORDER BY received_at, id LIMIT ")
-        .bind(limit.min(i64::MAX as u64) as i64);
-    if backend == DbBackend::Postgres {
-        sql.push(" FOR UPDATE");
-    }
-    sql.push(
-        ") RETURNING id, integration_id, event_type, delivery_id, status, retry_count, \
-         last_error, next_attempt_at, lease_expires_at, processed_at, received_at, \
-         CAST(payload AS TEXT) AS payload_json, CAST(headers AS TEXT) AS headers_json",
-    );
-    let rows = db.query_all_raw(sql.statement()).await?;
-    let mut events = rows
-        .iter()
-        .map(claimed_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    events.sort_by_key(|e| (e.received_at, e.id));
-
-    let mut integration_ids: Vec<Uuid> = events.iter().map(|e| e.integration_id).collect();
-    integration_ids.sort_unstable();
-    integration_ids.dedup();
-    let integrations: HashMap<Uuid, (i64, String)> = integration::Entity::find()
-        .filter(integration::Column::Id.is_in(integration_ids))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|i| (i.id, (i.organization_id, i.provider)))
-        .collect();
-    let mut claimed = Vec::with_capacity(events.len());
-    let mut orphans = Vec::new();
-    for mut event in events {
-        match integrations.get(&event.integration_id) {
-            Some((organization_id, provider)) => {
-                event.organization_id = *organization_id;
-                event.provider.clone_from(provider);
-                claimed.push(event);
-            }
-            None => orphans.push(event.id),
-        }
-    }
-    release(db, owner, &orphans).await?;
-    Ok(claimed)
+        .bind(now);
+    Ok(db.execute_raw(sql.statement()).await?.rows_affected() == 1)
 }
 
-/// Marks `ids` forwarded at `now` (JetStream acknowledged them), whoever holds their claim:
-/// a replica whose claim ran out may have published them too, and JetStream kept one.
+/// Gives up `owner`'s lease of `stream` (at shutdown), so another replica need not wait for it
+/// to run out.
+pub async fn release_lease(
+    db: &impl ConnectionTrait,
+    stream: &str,
+    owner: &str,
+) -> Result<u64, DbErr> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("DELETE FROM event_sink_leases WHERE stream = ")
+        .bind(stream.to_string())
+        .push(" AND owner = ")
+        .bind(owner.to_string());
+    Ok(db.execute_raw(sql.statement()).await?.rows_affected())
+}
+
+/// Up to `limit` of the oldest unforwarded events, oldest first, with their integration's
+/// organization and provider, but without their texts (`payload_json` empty, `headers_json`
+/// `None`): the caller has some already, and `texts` reads the others. Reads only: the caller
+/// holds the lease.
+pub async fn unforwarded(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<OutboxEvent>, DbErr> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "SELECT e.id, e.integration_id, i.organization_id, i.provider, e.event_type, \
+         e.delivery_id, e.status, e.retry_count, e.last_error, e.next_attempt_at, \
+         e.lease_expires_at, e.processed_at, e.received_at \
+         FROM webhook_events e JOIN integrations i ON i.id = e.integration_id \
+         WHERE e.forwarded_at IS NULL ORDER BY e.received_at, e.id LIMIT ",
+    )
+    .bind(limit.min(i64::MAX as u64) as i64);
+    db.query_all_raw(sql.statement())
+        .await?
+        .iter()
+        .map(outbox_row)
+        .collect()
+}
+
+/// The payload and headers JSON texts of those of `ids` that exist (`headers` `None` when
+/// stored without).
+pub async fn texts(
+    db: &impl ConnectionTrait,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, (String, Option<String>)>, DbErr> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push(
+        "SELECT id, CAST(payload AS TEXT) AS payload_json, CAST(headers AS TEXT) AS headers_json \
+         FROM webhook_events WHERE 1 = 1",
+    );
+    push_ids(&mut sql, ids);
+    db.query_all_raw(sql.statement())
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("", "id")?,
+                (
+                    row.try_get("", "payload_json")?,
+                    row.try_get("", "headers_json")?,
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// Marks `ids` forwarded at `now` (JetStream acknowledged them). An event already marked keeps
+/// its first time: a holder whose lease ran out may have published it too, and JetStream kept
+/// one.
 pub async fn mark_forwarded(
     db: &impl ConnectionTrait,
     ids: &[Uuid],
@@ -148,22 +175,7 @@ pub async fn mark_forwarded(
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("UPDATE webhook_events SET forwarded_at = ")
         .bind(now)
-        .push(", forward_owner = NULL, forward_lease_until = NULL WHERE forwarded_at IS NULL");
-    push_ids(&mut sql, ids);
-    Ok(db.execute_raw(sql.statement()).await?.rows_affected())
-}
-
-/// Gives back `owner`'s claims of `ids` that were not forwarded: claimable again at once.
-pub async fn release(db: &impl ConnectionTrait, owner: &str, ids: &[Uuid]) -> Result<u64, DbErr> {
-    if ids.is_empty() {
-        return Ok(0);
-    }
-    let mut sql = Sql::new(db.get_database_backend());
-    sql.push(
-        "UPDATE webhook_events SET forward_owner = NULL, forward_lease_until = NULL \
-         WHERE forwarded_at IS NULL AND forward_owner = ",
-    )
-    .bind(owner.to_string());
+        .push(" WHERE forwarded_at IS NULL");
     push_ids(&mut sql, ids);
     Ok(db.execute_raw(sql.statement()).await?.rows_affected())
 }

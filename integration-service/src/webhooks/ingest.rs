@@ -66,6 +66,14 @@ impl From<Failure> for ServiceError {
     }
 }
 
+/// Told of the events a writer committed as new (not the duplicates), after the commit: the
+/// event sink's forwarder keeps their texts so that it need not read them back.
+pub trait CommitListener: Send + Sync {
+    /// Whether `committed` would keep anything now (when not, the rows are not gathered).
+    fn wants_commits(&self) -> bool;
+    fn committed(&self, events: Vec<NewEvent>);
+}
+
 /// The queue of the writer tasks.
 #[derive(Clone)]
 pub struct Ingest {
@@ -75,7 +83,12 @@ pub struct Ingest {
 impl Ingest {
     /// Starts the writers: `PG_WRITERS` on PostgreSQL (several transactions in flight),
     /// one on SQLite (a single writer anyway). They stop when every `Ingest` clone is dropped.
-    pub fn start(db: DatabaseConnection, dispatcher: Arc<Dispatcher>, metrics: Metrics) -> Self {
+    pub fn start(
+        db: DatabaseConnection,
+        dispatcher: Arc<Dispatcher>,
+        metrics: Metrics,
+        listener: Option<Arc<dyn CommitListener>>,
+    ) -> Self {
         let (writers, max_batch) = match db.get_database_backend() {
             DbBackend::Postgres => (PG_WRITERS, PG_MAX_BATCH),
             _ => (1, MAX_BATCH),
@@ -89,6 +102,7 @@ impl Ingest {
                 receiver.clone(),
                 dispatcher.clone(),
                 metrics.clone(),
+                listener.clone(),
                 max_batch,
             ));
         }
@@ -115,6 +129,7 @@ async fn write_batches(
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     dispatcher: Arc<Dispatcher>,
     metrics: Metrics,
+    listener: Option<Arc<dyn CommitListener>>,
     max_batch: usize,
 ) {
     loop {
@@ -138,11 +153,24 @@ async fn write_batches(
         let wrote_pending = rows.iter().any(|row| !row.processed);
         match result {
             Ok(ids) => {
+                let new: Vec<bool> = rows
+                    .iter()
+                    .zip(&ids)
+                    .map(|(row, id)| id.as_ref().is_ok_and(|id| *id == row.id))
+                    .collect();
                 for (reply, id) in replies.into_iter().zip(ids) {
                     let _ = reply.send(id);
                 }
                 if wrote_pending {
                     dispatcher.wake();
+                }
+                if let Some(listener) = listener.as_deref().filter(|l| l.wants_commits()) {
+                    listener.committed(
+                        rows.into_iter()
+                            .zip(new)
+                            .filter_map(|(row, new)| new.then_some(row))
+                            .collect(),
+                    );
                 }
             }
             Err(failure) => {

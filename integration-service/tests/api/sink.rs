@@ -2,8 +2,9 @@
 //! through the gateway arrive on their subject with `Nats-Msg-Id` and the REST detail as body;
 //! nothing is published before its row is committed; a broker outage delays forwarding and
 //! loses nothing; a service SIGKILLed mid-forwarding and restarted leaves exactly one message
-//! per event; two replicas forwarding at once leave exactly one message per event; retention
-//! keeps unforwarded events while the sink is on.
+//! per event; two replicas running at once (one holds the forwarding lease, the other stands
+//! by) leave exactly one message per event; retention keeps unforwarded events while the sink
+//! is on; one replica at a time holds the lease.
 //!
 //! Tests on the shared broker (`127.0.0.1:4222`) each use a stream and subject prefix of their
 //! own; the outage test starts a `nats-server` of its own.
@@ -200,19 +201,26 @@ where
     }
 }
 
-/// Events claimed by a forwarder and not yet marked forwarded.
-async fn claimed(app: &TestApp) -> i64 {
-    let row = app
+/// The holder of `stream`'s forwarding lease, while it runs.
+async fn lease_holder(app: &TestApp, stream: &str) -> Option<String> {
+    let rows = app
         .db
-        .query_one_raw(Statement::from_string(
+        .query_all_raw(Statement::from_sql_and_values(
             app.db.get_database_backend(),
-            "SELECT COUNT(*) AS n FROM webhook_events \
-             WHERE forwarded_at IS NULL AND forward_owner IS NOT NULL",
+            match app.db.get_database_backend() {
+                sea_orm::DbBackend::Postgres => {
+                    "SELECT owner, lease_until FROM event_sink_leases WHERE stream = $1"
+                }
+                _ => "SELECT owner, lease_until FROM event_sink_leases WHERE stream = ?",
+            },
+            [stream.into()],
         ))
         .await
-        .unwrap()
         .unwrap();
-    row.try_get::<i64>("", "n").unwrap()
+    rows.first().and_then(|row| {
+        let until: chrono::DateTime<Utc> = row.try_get("", "lease_until").unwrap();
+        (until > Utc::now()).then(|| row.try_get::<String>("", "owner").unwrap())
+    })
 }
 
 /// Events not yet marked forwarded.
@@ -251,6 +259,7 @@ dual_db_test!(
     a_service_killed_mid_forwarding_leaves_one_message_per_event,
     two_replicas_forwarding_at_once_leave_one_message_per_event,
     retention_keeps_unforwarded_events_while_the_sink_is_on,
+    one_replica_at_a_time_holds_the_forwarding_lease,
 );
 
 async fn events_arrive_on_their_subject_with_their_id_and_the_rest_detail_as_body(kind: Db) {
@@ -681,39 +690,30 @@ async fn a_service_killed_mid_forwarding_leaves_one_message_per_event(kind: Db) 
     let ids = store_events(&app, integration, 6000).await;
     let total = ids.len() as i64;
 
-    // SIGKILL a forwarding process while it holds a claim (a batch between claim and mark:
-    // published, partly acknowledged or not yet sent); up to five processes in a row, until
-    // one was killed so.
-    let mut claimed_at_kill = 0;
-    for attempt in 1..=5 {
-        let before = unforwarded(&app).await;
-        let mut process = service_process(&app, &names);
-        eventually(
-            Duration::from_secs(60),
-            "the process forwards and holds a claim",
-            || {
-                let app = &app;
-                async move { unforwarded(app).await < before && claimed(app).await > 0 }
-            },
-        )
-        .await;
-        process.start_kill().unwrap();
-        process.wait().await.unwrap();
-        claimed_at_kill = claimed(&app).await;
-        let left = unforwarded(&app).await;
-        println!(
-            "SIGKILL {attempt}: {left} of {total} events not yet marked forwarded, \
-             {claimed_at_kill} of them claimed by the killed process"
-        );
-        assert!(left > 0, "killed before the end of the backlog");
-        if claimed_at_kill > 0 {
-            break;
-        }
-    }
-    assert!(
-        claimed_at_kill > 0,
-        "a process was killed in the middle of a batch"
+    // SIGKILL the forwarding process in the middle of the backlog, while it holds the lease
+    // (between rounds or inside one: published, partly acknowledged or not yet sent).
+    let before = unforwarded(&app).await;
+    let mut process = service_process(&app, &names);
+    eventually(
+        Duration::from_secs(60),
+        "the process forwards, holding the lease",
+        || {
+            let (app, stream) = (&app, &names.stream);
+            async move {
+                unforwarded(app).await < before && lease_holder(app, stream).await.is_some()
+            }
+        },
+    )
+    .await;
+    process.start_kill().unwrap();
+    process.wait().await.unwrap();
+    let left = unforwarded(&app).await;
+    let holder = lease_holder(&app, &names.stream).await;
+    println!(
+        "SIGKILL: {left} of {total} events not yet marked forwarded, lease left to {holder:?}"
     );
+    assert!(left > 0, "killed before the end of the backlog");
+    assert!(holder.is_some(), "the killed process's lease still runs");
 
     let mut second = service_process(&app, &names);
     eventually(
@@ -725,6 +725,11 @@ async fn a_service_killed_mid_forwarding_leaves_one_message_per_event(kind: Db) 
         },
     )
     .await;
+    assert_ne!(
+        lease_holder(&app, &names.stream).await,
+        holder,
+        "the restarted process took the lease over once the killed one's ran out"
+    );
     second.start_kill().unwrap();
     second.wait().await.unwrap();
     let js = jetstream_at(SHARED_BROKER).await;
@@ -814,4 +819,50 @@ async fn retention_keeps_unforwarded_events_while_the_sink_is_on(kind: Db) {
             .unwrap(),
         0
     );
+}
+
+async fn one_replica_at_a_time_holds_the_forwarding_lease(kind: Db) {
+    let Some(app) = spawn_app_with(kind, &[]).await else {
+        return;
+    };
+    let db = &app.db;
+    let now = Utc::now();
+    let until = now + chrono::Duration::seconds(10);
+    let take = |owner: &'static str, at: chrono::DateTime<Utc>| async move {
+        event_outbox::take_lease(
+            db,
+            "LEASE_TEST",
+            owner,
+            at,
+            at + chrono::Duration::seconds(10),
+        )
+        .await
+        .unwrap()
+    };
+    assert!(take("a", now).await, "a free lease is taken");
+    assert!(!take("b", now).await, "another's running lease is refused");
+    assert!(take("a", now).await, "the holder renews it");
+    assert!(
+        event_outbox::take_lease(db, "OTHER_STREAM", "b", now, until)
+            .await
+            .unwrap(),
+        "each stream has a lease of its own"
+    );
+    let later = now + chrono::Duration::seconds(11);
+    assert!(take("b", later).await, "a lease that ran out is taken over");
+    assert!(!take("a", later).await, "the former holder now stands by");
+    assert_eq!(
+        event_outbox::release_lease(db, "LEASE_TEST", "a")
+            .await
+            .unwrap(),
+        0,
+        "only the holder gives the lease up"
+    );
+    assert_eq!(
+        event_outbox::release_lease(db, "LEASE_TEST", "b")
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(take("a", later).await, "a lease given up is free at once");
 }
