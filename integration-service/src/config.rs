@@ -181,8 +181,9 @@ pub struct Config {
 
 /// `SUBSCRIPTION_RENEW_INTERVAL_SECS` (30; 0 turns the renewer off): the longest the renewer
 /// sleeps between passes (it wakes earlier for a renewal due sooner).
-/// `SUBSCRIPTION_RECONCILE_INTERVAL_SECS` (3600): how often a webhook that never expires is
-/// checked at the provider and created again when it was deleted there.
+/// `SUBSCRIPTION_RECONCILE_INTERVAL_SECS` (3600): how often a webhook that never expires (and a
+/// Jira webhook between its refreshes) is checked at the provider and created again when it
+/// was deleted there.
 #[derive(Debug, Clone, Copy)]
 pub struct SubscriptionSettings {
     pub renew_interval: Option<Duration>,

@@ -23,6 +23,7 @@ pub mod bitbucket;
 pub mod github;
 pub mod gitlab;
 pub mod google;
+pub mod jira;
 pub mod linear;
 pub mod microsoft;
 pub mod renewer;
@@ -91,6 +92,7 @@ pub enum Target {
     Github(github::Target),
     Gitlab(gitlab::Target),
     Google(google::Target),
+    Jira(jira::Target),
     Linear(linear::Target),
     Microsoft(microsoft::Target),
 }
@@ -125,6 +127,7 @@ impl Target {
             "github" => github::parse(resource).map(Self::Github),
             "gitlab" => gitlab::parse(resource).map(Self::Gitlab),
             "google" => google::parse(resource).map(Self::Google),
+            "atlassian" => jira::parse(resource).map(Self::Jira),
             "linear" => linear::parse(resource).map(Self::Linear),
             "microsoft" => microsoft::parse(resource).map(Self::Microsoft),
             _ => Err(ServiceError::invalid("Subscriptions are not available for this provider")
@@ -140,6 +143,7 @@ impl Target {
             Self::Github(target) => Some(target.required_scope()),
             Self::Gitlab(_) => Some(gitlab::REQUIRED_SCOPE),
             Self::Bitbucket(_) => Some(bitbucket::REQUIRED_SCOPE),
+            Self::Jira(_) => Some(jira::REQUIRED_SCOPE),
             Self::Asana(_) | Self::Google(_) | Self::Linear(_) | Self::Microsoft(_) => None,
         }
     }
@@ -150,6 +154,7 @@ impl Target {
             Self::Gitlab(_) => gitlab::default_events(),
             Self::Bitbucket(_) => bitbucket::default_events(),
             Self::Google(_) => google::default_events(),
+            Self::Jira(_) => jira::default_events(),
             Self::Linear(_) => linear::default_events(),
             Self::Asana(_) => asana::default_events(),
             Self::Microsoft(target) => target.default_events(),
@@ -172,6 +177,7 @@ impl Target {
                 "events",
                 "Google channels notify every change: leave events out",
             )),
+            Self::Jira(_) => jira::validate_events(events),
             Self::Linear(_) => linear::validate_events(events),
             Self::Microsoft(_) => microsoft::validate_events(events),
         }
@@ -188,6 +194,7 @@ impl Target {
             Self::Gitlab(_) => ("GITLAB", gitlab::DEFAULT_API_URL),
             Self::Bitbucket(_) => ("BITBUCKET", bitbucket::DEFAULT_API_URL),
             Self::Google(_) => ("GOOGLE", google::DEFAULT_API_URL),
+            Self::Jira(_) => ("ATLASSIAN", jira::DEFAULT_API_URL),
             Self::Linear(_) => ("LINEAR", linear::DEFAULT_API_URL),
             Self::Asana(_) => ("ASANA", asana::DEFAULT_API_URL),
             Self::Microsoft(_) => ("MICROSOFT", microsoft::DEFAULT_API_URL),
@@ -201,6 +208,7 @@ impl Target {
             Self::Gitlab(target) => gitlab::create(api, target, hook).await,
             Self::Bitbucket(target) => bitbucket::create(api, target, hook).await,
             Self::Google(target) => google::watch(api, target, hook).await,
+            Self::Jira(target) => jira::create(api, target, hook).await,
             Self::Linear(target) => linear::create(api, target, hook).await,
             Self::Asana(target) => asana::create(api, target, hook).await,
             Self::Microsoft(target) => microsoft::create(api, target, hook).await,
@@ -217,6 +225,7 @@ impl Target {
             Self::Github(target) => github::delete(api, target, provider_id).await,
             Self::Gitlab(target) => gitlab::delete(api, target, provider_id).await,
             Self::Linear(_) => linear::delete(api, provider_id).await,
+            Self::Jira(_) => jira::delete(api, provider_id).await,
             Self::Asana(_) => asana::delete(api, provider_id).await,
             Self::Bitbucket(target) => bitbucket::delete(api, target, provider_id).await,
             Self::Google(target) => {
@@ -244,6 +253,14 @@ impl Target {
             Self::Github(target) => github::remove_others(api, target, url, keep).await,
             _ => Ok(0),
         }
+    }
+
+    /// Whether a subscription that expires is also checked every reconciliation interval (a
+    /// Jira webhook lives 30 days: waiting for 75 % of that to find one deleted behind our
+    /// back would be too long; a check refreshes it, which costs nothing). Graph's and
+    /// Google's are checked only when their renewal is due (a Google check opens a channel).
+    pub fn reconciled_before_renewal(&self) -> bool {
+        matches!(self, Self::Jira(_))
     }
 
     /// The renewer's call when a subscription comes due: renews one that expires, checks
@@ -304,6 +321,12 @@ impl Target {
             Self::Microsoft(target) => microsoft::renew(api, target, provider_id)
                 .await
                 .map(Checked::Renewed),
+            // Looked up first: a refresh names no webhook it could not find.
+            Self::Jira(_) => match jira::exists(api, provider_id).await {
+                Ok(true) => jira::renew(api, provider_id).await.map(Checked::Renewed),
+                Ok(false) => Ok(Checked::Missing),
+                Err(e) => Err(e),
+            },
         };
         match answer {
             Err(ApiError::NotFound) => Ok(Checked::Missing),
@@ -454,7 +477,7 @@ async fn finish_create(
     }
     match create_at_provider(ctx, provider, record, target, events).await {
         Ok(created) => {
-            let next = next_check(ctx, created.expires_at);
+            let next = next_check(ctx, created.expires_at, target.reconciled_before_renewal());
             let saved = store::subscriptions::mark_active(
                 &ctx.db,
                 pending_id,
@@ -578,12 +601,21 @@ async fn delete_one_before_disconnect(
             Ok(())
         }
         Err(e) => {
+            // Not forgotten: the renewer deletes it once the integration is connected again
+            // (its new token can), `renewer::remove_leftovers`.
             let why = format!(
                 "left at the provider by the disconnect: {}",
                 problem_text(&e)
             );
-            store::subscriptions::mark_failed(&ctx.db, subscription.id, &ctx.instance, &why)
-                .await?;
+            store::subscriptions::mark_left_over(
+                &ctx.db,
+                subscription.id,
+                &ctx.instance,
+                &why,
+                1,
+                now,
+            )
+            .await?;
             Err(e)
         }
     }
@@ -673,14 +705,21 @@ async fn delete_at_provider(
 
 /// When the renewer looks at a subscription next: once 75 % of its lifetime has passed, or,
 /// for one that never expires, after the reconciliation interval.
-fn next_check(ctx: &AppContext, expires_at: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+fn next_check(
+    ctx: &AppContext,
+    expires_at: Option<DateTime<Utc>>,
+    reconciled_before_renewal: bool,
+) -> Option<DateTime<Utc>> {
     let now = Utc::now();
+    let reconciliation = now
+        + chrono::Duration::from_std(ctx.config.subscriptions.reconcile_interval)
+            .unwrap_or_else(|_| chrono::Duration::hours(1));
     Some(match expires_at {
-        Some(expires_at) => now + (expires_at - now) * 3 / 4,
-        None => {
-            now + chrono::Duration::from_std(ctx.config.subscriptions.reconcile_interval)
-                .unwrap_or_else(|_| chrono::Duration::hours(1))
+        Some(expires_at) if reconciled_before_renewal => {
+            reconciliation.min(now + (expires_at - now) * 3 / 4)
         }
+        Some(expires_at) => now + (expires_at - now) * 3 / 4,
+        None => reconciliation,
     })
 }
 

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::{net::TcpListener, sync::oneshot};
 
-use crate::fake_provider_api::FakeApi;
+use crate::fake_provider_api::{reply, FakeApi, Reply};
 
 pub const FAKE_CLIENT_ID: &str = "fake-client-id";
 pub const FAKE_CLIENT_SECRET: &str = "fake-client-secret";
@@ -304,18 +304,6 @@ pub fn provider_env(base_url: &str, style: FakeStyle, prefix: &str) -> Vec<(Stri
         (format!("{prefix}_REVOKE_URL"), revoke),
         (format!("{prefix}_API_URL"), base_url.to_string()),
     ]
-}
-
-type Reply = Response<Full<Bytes>>;
-
-fn reply(status: StatusCode, body: Value) -> Reply {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 fn redirect(location: &str) -> Reply {

@@ -32,6 +32,8 @@
 //! /{drive/v3|calendar/v3}/channels/stop` (recorded; 404 for an unknown channel). A channel
 //! sends messages (`FakeChannel::notify`).
 //!
+//! Jira's dynamic webhooks: `fake_jira` (`FakeApi::jira`).
+//!
 //! A hook can deliver like its provider (`FakeProvider::deliver_github`): signed with the
 //! secret it was created with, to the URL it was created with — so a test proves that the URL
 //! and the secret the service registered really verify at the gateway.
@@ -111,11 +113,13 @@ struct ApiState {
 #[derive(Default)]
 pub struct FakeApi {
     state: Mutex<ApiState>,
+    /// Jira's dynamic webhooks (`fake_jira`).
+    pub jira: crate::fake_jira::FakeJira,
 }
 
-type Reply = Response<Full<Bytes>>;
+pub(crate) type Reply = Response<Full<Bytes>>;
 
-fn reply(status: StatusCode, body: Value) -> Reply {
+pub(crate) fn reply(status: StatusCode, body: Value) -> Reply {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -229,6 +233,10 @@ impl FakeApi {
     }
 
     fn handle_sync(&self, request: &LoggedRequest, authorized: bool) -> Option<Reply> {
+        let down = self.with(|s| s.down);
+        if let Some(answer) = self.jira.handle(request, authorized, down) {
+            return Some(answer);
+        }
         if let Some(id) = graph_path(&request.path) {
             return Some(self.graph(request, id, authorized));
         }

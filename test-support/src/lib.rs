@@ -23,7 +23,7 @@ use uuid::Uuid;
 pub use database::{Db, TestDatabase};
 /// The fake provider lives in the `sandbox` crate (`./dev.sh` serves it too); the tests keep
 /// naming it `test_support::fake_provider`.
-pub use sandbox::{fake_provider, fake_provider_api};
+pub use sandbox::{fake_jira, fake_provider, fake_provider_api};
 
 /// The fixed encryption key of test services (tests that rotate keys bring their own).
 pub const TEST_ENCRYPTION_KEY: &str =

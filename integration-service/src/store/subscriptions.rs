@@ -327,6 +327,73 @@ pub async fn mark_failed(
     Ok(result.rows_affected == 1)
 }
 
+/// FAILED with `error` as a webhook the disconnect left at the provider: the lease given back,
+/// `attempts` counted, due for the renewer's cleanup at `retry_at` (once the integration is
+/// connected again, `leftovers_due`) — only if `owner` holds the lease.
+pub async fn mark_left_over(
+    db: &impl ConnectionTrait,
+    id: Uuid,
+    owner: &str,
+    error: &str,
+    attempts: i32,
+    retry_at: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let result = set_null(
+        webhook_subscription::Entity::update_many(),
+        &[
+            webhook_subscription::Column::LeaseOwner,
+            webhook_subscription::Column::LeaseExpiresAt,
+        ],
+    )
+    .col_expr(
+        webhook_subscription::Column::State,
+        Expr::value(SubscriptionState::Failed.as_str()),
+    )
+    .col_expr(webhook_subscription::Column::LastError, Expr::value(error))
+    .col_expr(
+        webhook_subscription::Column::Attempts,
+        Expr::value(attempts),
+    )
+    .col_expr(
+        webhook_subscription::Column::NextAttemptAt,
+        Expr::value(retry_at),
+    )
+    .col_expr(
+        webhook_subscription::Column::UpdatedAt,
+        Expr::value(Utc::now()),
+    )
+    .filter(webhook_subscription::Column::Id.eq(id))
+    .filter(webhook_subscription::Column::LeaseOwner.eq(owner))
+    .exec(db)
+    .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Webhooks a disconnect left at the provider (FAILED with a cleanup due at `now`; other FAILED
+/// rows have none) whose integration is connected again — its new token can delete them —
+/// soonest first, at most `limit`.
+pub async fn leftovers_due(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<Model>, DbErr> {
+    use super::entities::integration;
+    use sea_orm::sea_query::Query;
+    let connected = Query::select()
+        .column(integration::Column::Id)
+        .from(integration::Entity)
+        .and_where(integration::Column::Connected.eq(true))
+        .to_owned();
+    webhook_subscription::Entity::find()
+        .filter(webhook_subscription::Column::State.eq(SubscriptionState::Failed))
+        .filter(webhook_subscription::Column::NextAttemptAt.lte(now))
+        .filter(webhook_subscription::Column::IntegrationId.in_subquery(connected))
+        .order_by_asc(webhook_subscription::Column::NextAttemptAt)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
 /// A refused renewal to be tried again at `next_attempt_at`: the attempt counted, the error
 /// kept, the lease given back — only if `owner` holds the lease.
 pub async fn record_retry(

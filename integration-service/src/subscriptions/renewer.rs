@@ -7,7 +7,8 @@
 //! lifetime has passed, one that never expires is looked up (GitHub `GET` of the hook) every
 //! `SUBSCRIPTION_RECONCILE_INTERVAL_SECS`; one gone at the provider is created again. A
 //! refused renewal is retried with backoff (1 s, 2 s, 4 s...) while the expiry allows, then the
-//! subscription is FAILED with `last_error`. The gauges of subscriptions by state and of the
+//! subscription is FAILED with `last_error`. A webhook a disconnect left at the provider (it was
+//! down) is deleted once its integration is connected again. The gauges of subscriptions by state and of the
 //! soonest expiry are refreshed. Between passes the renewer sleeps until the soonest due
 //! subscription, at most the renew interval.
 //!
@@ -25,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    create_at_provider, events_of, next_check, problem_text, provider_failed, webhook_secret,
-    webhook_url, Checked, HookSpec, Target, CHANNEL_OVERLAP_GRACE, LEASE,
+    create_at_provider, delete_at_provider, events_of, next_check, problem_text, provider_failed,
+    webhook_secret, webhook_url, Checked, HookSpec, Target, CHANNEL_OVERLAP_GRACE, LEASE,
 };
 use crate::{
     context::AppContext,
@@ -105,7 +106,78 @@ pub async fn renew_due(ctx: &AppContext) -> ServiceResult<usize> {
             }
         }
     }
+    handled += remove_leftovers(ctx, now).await?;
     Ok(handled + expired as usize)
+}
+
+/// Deletes at the provider the webhooks a disconnect could not delete (the provider was down),
+/// once their integration is connected again; one the provider still refuses is tried again
+/// after 2 s, 4 s, 8 s... up to the reconciliation interval. How many were handled.
+async fn remove_leftovers(ctx: &AppContext, now: chrono::DateTime<Utc>) -> ServiceResult<usize> {
+    let leftovers = store::subscriptions::leftovers_due(&ctx.db, now, BATCH).await?;
+    let mut handled = 0;
+    for leftover in leftovers {
+        match remove_leftover(ctx, leftover.id).await {
+            Ok(true) => handled += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(subscription = %leftover.id, error = %e.report(), "leftover webhook not removed")
+            }
+        }
+    }
+    Ok(handled)
+}
+
+async fn remove_leftover(ctx: &AppContext, id: Uuid) -> ServiceResult<bool> {
+    let now = Utc::now();
+    let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
+    if !store::subscriptions::try_take_lease(&ctx.db, id, &ctx.instance, now, until).await? {
+        return Ok(false);
+    }
+    let release = || store::subscriptions::release_lease(&ctx.db, id, &ctx.instance);
+    let current = store::subscriptions::find_any(&ctx.db, id)
+        .await?
+        .filter(|s| {
+            s.state == SubscriptionState::Failed
+                && s.next_attempt_at.is_some_and(|at| at <= Utc::now())
+        });
+    let record = match &current {
+        Some(current) => store::integrations::find_any(&ctx.db, current.integration_id)
+            .await?
+            .filter(|r| r.connected),
+        None => None,
+    };
+    let (Some(current), Some(record)) = (current, record) else {
+        release().await?;
+        return Ok(false);
+    };
+    match delete_at_provider(ctx, &record, &current).await {
+        Ok(()) => {
+            store::subscriptions::mark_deleted(&ctx.db, id, &ctx.instance).await?;
+            tracing::info!(subscription = %id, provider = %current.provider, "webhook left by a disconnect deleted at the provider");
+        }
+        Err(e) => {
+            let attempts = current.attempts.saturating_add(1);
+            let backoff = chrono::Duration::seconds(1_i64 << attempts.clamp(1, 20)).min(
+                chrono::Duration::from_std(ctx.config.subscriptions.reconcile_interval)
+                    .unwrap_or_else(|_| chrono::Duration::hours(1)),
+            );
+            let why = format!(
+                "left at the provider by the disconnect: {}",
+                problem_text(&e)
+            );
+            store::subscriptions::mark_left_over(
+                &ctx.db,
+                id,
+                &ctx.instance,
+                &why,
+                attempts,
+                Utc::now() + backoff,
+            )
+            .await?;
+        }
+    }
+    Ok(true)
 }
 
 /// Renews (or repairs) one subscription under its lease; `now_anyway` renews it even before
@@ -151,6 +223,8 @@ struct Outcome {
     replaced_channel: Option<(String, String, chrono::DateTime<Utc>)>,
     /// How to stop the replaced channel.
     stopper: Option<(Target, String)>,
+    /// `Target::reconciled_before_renewal`.
+    reconciled_before_renewal: bool,
 }
 
 async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceResult<Outcome> {
@@ -201,6 +275,7 @@ async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceRes
         channel_resource_id: None,
         replaced_channel: None,
         stopper: None,
+        reconciled_before_renewal: target.reconciled_before_renewal(),
     };
     Ok(match checked {
         Checked::Renewed(expires_at) => kept(Some(expires_at), true, Some(RenewalOutcome::Renewed)),
@@ -217,6 +292,7 @@ async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceRes
                 subscription.expires_at.unwrap_or_else(Utc::now),
             )),
             stopper: Some((target.clone(), provider.name.clone())),
+            reconciled_before_renewal: false,
         },
         Checked::Missing => {
             tracing::warn!(subscription = %subscription.id, provider = %provider.name, "webhook missing at the provider: creating it again");
@@ -229,6 +305,7 @@ async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceRes
                 channel_resource_id: created.channel_resource_id,
                 replaced_channel: None,
                 stopper: None,
+                reconciled_before_renewal: target.reconciled_before_renewal(),
             }
         }
     })
@@ -246,7 +323,7 @@ async fn record_success(
         ProviderState {
             provider_subscription_id: &outcome.provider_id,
             expires_at: outcome.expires_at,
-            next_attempt_at: next_check(ctx, outcome.expires_at),
+            next_attempt_at: next_check(ctx, outcome.expires_at, outcome.reconciled_before_renewal),
             renewed: outcome.renewed,
             channel_resource_id: outcome.channel_resource_id.as_deref(),
             // Until it is stopped, the old channel may deliver until its own expiry.

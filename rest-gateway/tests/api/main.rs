@@ -15,5 +15,6 @@ mod openapi;
 mod provider_webhooks;
 mod request_tracing;
 mod subscriptions;
+mod subscriptions_jira;
 mod unix_socket;
 mod webhooks;

@@ -45,10 +45,12 @@ dual_db_test!(
 
 /// A provider connected by an owner of organization 1 through the fake (`Github` names the
 /// first one tested; Microsoft uses the same helpers with its own provider name).
-struct Github {
-    app: TestApp,
-    fake: FakeProvider,
-    token: String,
+/// A connected integration with its fake provider (every provider's tests use it, not only
+/// GitHub's; `subscriptions_jira` too).
+pub(crate) struct Github {
+    pub(crate) app: TestApp,
+    pub(crate) fake: FakeProvider,
+    pub(crate) token: String,
 }
 
 async fn github_connected(kind: Db, configure: impl FnOnce(&FakeProvider)) -> Option<Github> {
@@ -74,7 +76,7 @@ async fn github_connected_with(
 }
 
 impl Github {
-    async fn create(&self, id: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn create(&self, id: &str, body: Value) -> (StatusCode, Value) {
         let response = self
             .app
             .http
@@ -108,7 +110,11 @@ impl Github {
         self.delete_of("github", subscription).await
     }
 
-    async fn delete_of(&self, provider: &str, subscription: &str) -> (StatusCode, Value) {
+    pub(crate) async fn delete_of(
+        &self,
+        provider: &str,
+        subscription: &str,
+    ) -> (StatusCode, Value) {
         let response = self
             .app
             .http
@@ -408,7 +414,9 @@ async fn disconnect_deletes_every_hook_at_the_provider_first(kind: Db) {
 }
 
 async fn a_provider_outage_does_not_stop_the_disconnect(kind: Db) {
-    let Some(gh) = github_connected(kind, |_| {}).await else {
+    let Some(gh) =
+        github_connected_with(kind, |_| {}, &[("SUBSCRIPTION_RENEW_INTERVAL_SECS", "1")]).await
+    else {
         return;
     };
     let (status, _) = gh.create("github", json!({"resource": "octo/hello"})).await;
@@ -437,6 +445,25 @@ async fn a_provider_outage_does_not_stop_the_disconnect(kind: Db) {
         "{listed:?}"
     );
     assert_eq!(gh.fake.api.hooks().len(), 1);
+    // The provider is back, but without a token nothing can delete the hook yet.
+    gh.fake.api.set_down(false);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gh.fake.api.hooks().len(), 1);
+    assert_eq!(gh.list().await[0]["state"], "FAILED");
+    // Connected again: the renewer deletes the leftover with the new token.
+    connect(&gh.app, &gh.token, "github").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !gh.fake.api.hooks().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gh.fake.api.hooks().is_empty(), "the leftover was deleted");
+    let listed = gh.list().await;
+    assert_eq!(listed[0]["state"], "DELETED", "{listed:?}");
+    // And watching the repository again leaves exactly one hook.
+    let (status, body) = gh.create("github", json!({"resource": "octo/hello"})).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["state"], "ACTIVE");
+    assert_eq!(gh.fake.api.hooks().len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -454,7 +481,7 @@ async fn microsoft_connected(
 }
 
 /// A provider of the standard OAuth dialect connected through the fake.
-async fn standard_connected(
+pub(crate) async fn standard_connected(
     kind: Db,
     provider: &str,
     configure: impl FnOnce(&FakeProvider),
@@ -478,7 +505,7 @@ impl Github {
         self.list_of("microsoft").await
     }
 
-    async fn list_of(&self, provider: &str) -> Vec<Value> {
+    pub(crate) async fn list_of(&self, provider: &str) -> Vec<Value> {
         let body: Value = self
             .app
             .http

@@ -1,18 +1,33 @@
-//! Jira / Atlassian admin webhooks registered with a secret: `X-Hub-Signature: sha256=<hex
-//! HMAC-SHA256(secret, raw body)>` under the integration's generated secret; the dedupe key is
-//! `X-Atlassian-Webhook-Identifier` (the same across Atlassian's retries); the event is the
-//! body's `webhookEvent`, read once the signature has matched.
+//! Jira / Atlassian webhooks, of two kinds:
+//! - admin webhooks registered by hand with a secret: `X-Hub-Signature: sha256=<hex
+//!   HMAC-SHA256(secret, raw body)>` under the integration's generated secret;
+//! - dynamic webhooks the service registered (route 15, `subscriptions::jira`): Jira signs
+//!   those for the OAuth 2.0 app, with `Authorization: Bearer <JWT>` (HS256 under the app's
+//!   client secret, `exp` required). The app's secret is the same for every organization, so
+//!   the body's `matchedWebhookIds` must also name a Jira subscription of the integration the
+//!   URL names: a captured delivery of one organization is refused at another's URL.
 //!
-//! Invariant: the signature is checked on the raw bytes before the body is parsed.
+//! The dedupe key is `X-Atlassian-Webhook-Identifier` (the same across Atlassian's retries);
+//! the event is the body's `webhookEvent`, read once the signature has matched.
+//!
+//! Invariant: the HMAC is checked on the raw bytes before the body is parsed; a JWT is
+//! checked before the body is read for `matchedWebhookIds`.
 
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
 use serde_json::Value;
+use uuid::Uuid;
 
 use super::{Guide, Headers, Scheme, SecretSource};
 use crate::webhooks::{
+    delivery::unauthenticated,
     receive::{bad_request, field, hub_signed_integration, store_one, Answered, Delivery, Item},
     WebhookRuntime,
 };
-use crate::{context::AppContext, error::ServiceResult};
+use crate::{context::AppContext, error::ServiceResult, providers::ProviderClient, store};
+
+/// Seconds of clock difference allowed on a JWT's `exp`.
+const JWT_LEEWAY: u64 = 60;
 
 /// Jira / Atlassian admin webhooks registered with a secret.
 pub static SCHEME: Scheme = Scheme {
@@ -36,24 +51,85 @@ pub static SCHEME: Scheme = Scheme {
             "x-atlassian-webhook-identifier",
             "x-atlassian-webhook-retry",
         ],
-        signature: Some("x-hub-signature"),
+        // `X-Hub-Signature` or `Authorization`: `receive` refuses a delivery with neither.
+        signature: None,
         ..Headers::NONE
     },
     ..Scheme::new(|c, r, d| Box::pin(receive(c, r, d)))
 };
 
 async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
-    let signature = delivery.credential("x-hub-signature", "X-Hub-Signature")?;
+    let bearer = delivery
+        .header("authorization")
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let signature = match (delivery.header("x-hub-signature"), &bearer) {
+        (None, Some(_)) => None,
+        _ => Some(delivery.credential("x-hub-signature", "X-Hub-Signature")?),
+    };
     let delivery_id = delivery.required(
         "x-atlassian-webhook-identifier",
         "X-Atlassian-Webhook-Identifier",
         200,
     )?;
-    let integration_id =
-        hub_signed_integration(ctx, runtime, &delivery, signature, "X-Hub-Signature").await?;
+    let integration_id = match (signature, bearer) {
+        (Some(signature), _) => {
+            hub_signed_integration(ctx, runtime, &delivery, signature, "X-Hub-Signature").await?
+        }
+        (None, Some(token)) => app_signed_integration(ctx, &delivery, &token).await?,
+        (None, None) => return Err(unauthenticated("the X-Hub-Signature header is missing")),
+    };
     let (event_type, payload) = jira_event(&delivery.body)?;
     let item = Item::new(event_type, delivery_id, payload);
     store_one(runtime, integration_id, &delivery, item).await
+}
+
+/// The claims a dynamic webhook's JWT must carry (`exp` is checked by the validation).
+#[derive(Deserialize)]
+struct AppClaims {}
+
+/// The integration the URL names, for a dynamic webhook's delivery: the JWT verifies under the
+/// Atlassian app's client secret, and the body's `matchedWebhookIds` names one of the
+/// integration's live Jira subscriptions.
+async fn app_signed_integration(
+    ctx: &AppContext,
+    delivery: &Delivery,
+    token: &str,
+) -> ServiceResult<Uuid> {
+    let refused =
+        || unauthenticated("the Authorization JWT does not verify with the app's client secret");
+    let provider = ctx.catalog.get(&delivery.provider).ok_or_else(refused)?;
+    let client = ProviderClient::configured(&ctx.config, provider).map_err(|_| refused())?;
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_required_spec_claims(&["exp"]);
+    validation.validate_aud = false;
+    validation.leeway = JWT_LEEWAY;
+    jsonwebtoken::decode::<AppClaims>(
+        token,
+        &DecodingKey::from_secret(client.client_secret.expose().as_bytes()),
+        &validation,
+    )
+    .map_err(|_| refused())?;
+    let integration_id = delivery.url_integration()?;
+    let body: Value = serde_json::from_slice(&delivery.body)
+        .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))?;
+    let matched: Vec<u64> = body["matchedWebhookIds"]
+        .as_array()
+        .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    let ours = store::subscriptions::live_of_integration(&ctx.db, integration_id).await?;
+    let named = ours
+        .iter()
+        .filter(|s| s.provider == delivery.provider)
+        .filter_map(|s| s.provider_subscription_id.as_deref())
+        .filter_map(|id| id.rsplit_once('/')?.1.parse::<u64>().ok())
+        .any(|id| matched.contains(&id));
+    if !named {
+        return Err(unauthenticated(
+            "matchedWebhookIds names no Jira subscription of this integration",
+        ));
+    }
+    Ok(integration_id)
 }
 
 /// The event type (`webhookEvent`, e.g. `jira:issue_created`) and the JSON text of a body.
