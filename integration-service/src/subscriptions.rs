@@ -110,6 +110,25 @@ pub enum Checked {
     Replaced(Created),
 }
 
+impl Checked {
+    /// `Present` when the webhook exists at the provider, else `Missing`.
+    fn presence(exists: bool) -> Self {
+        if exists {
+            Self::Present
+        } else {
+            Self::Missing
+        }
+    }
+
+    /// A provider's 404 means the webhook is gone: to be created again.
+    fn gone_is_missing(answer: Result<Self, ApiError>) -> Result<Self, ApiError> {
+        match answer {
+            Err(ApiError::NotFound) => Ok(Self::Missing),
+            other => other,
+        }
+    }
+}
+
 impl Target {
     /// Parses `resource` in `provider`'s syntax; a provider without an API client here (or
     /// whose webhooks are set up by hand) is a 400 saying so.
@@ -263,6 +282,49 @@ impl Target {
         matches!(self, Self::Jira(_))
     }
 
+    /// Whether the provider signs (or authenticates) deliveries with the integration's own
+    /// secret, which a rotation replaces at the provider: GitHub, GitLab, Bitbucket (the
+    /// hook's secret or token), Graph (`clientState`), Google (the channel token). Not Linear
+    /// (it issues its own), Asana (its handshake's), Jira (the app's JWT).
+    pub fn signs_with_our_secret(&self) -> bool {
+        matches!(
+            self,
+            Self::Github(_)
+                | Self::Gitlab(_)
+                | Self::Bitbucket(_)
+                | Self::Microsoft(_)
+                | Self::Google(_)
+        )
+    }
+
+    /// Sets the webhook up again with `hook`'s secret, after a rotation: GitHub, GitLab and
+    /// Bitbucket update the hook in place (`Present`); Graph cannot change a subscription's
+    /// `clientState`, so a new subscription replaces it (`Replaced`, the old one deleted once
+    /// the new one is stored); Google opens a new channel, as its renewal always does.
+    async fn rekey(
+        &self,
+        api: &ApiClient<'_>,
+        provider_id: &str,
+        hook: &HookSpec<'_>,
+    ) -> Result<Checked, ApiError> {
+        let answer = match self {
+            Self::Github(target) => github::update(api, target, provider_id, hook)
+                .await
+                .map(|()| Checked::Present),
+            Self::Gitlab(target) => gitlab::update(api, target, provider_id, hook)
+                .await
+                .map(|()| Checked::Present),
+            Self::Bitbucket(target) => bitbucket::update(api, target, provider_id, hook)
+                .await
+                .map(|()| Checked::Present),
+            Self::Microsoft(target) => microsoft::create(api, target, hook)
+                .await
+                .map(Checked::Replaced),
+            _ => return self.check(api, provider_id, hook).await,
+        };
+        Checked::gone_is_missing(answer)
+    }
+
     /// The renewer's call when a subscription comes due: renews one that expires, checks
     /// that one that never expires still exists.
     async fn check(
@@ -275,49 +337,19 @@ impl Target {
             Self::Google(target) => google::watch(api, target, hook)
                 .await
                 .map(Checked::Replaced),
-            Self::Bitbucket(target) => {
-                bitbucket::exists(api, target, provider_id)
-                    .await
-                    .map(|exists| {
-                        if exists {
-                            Checked::Present
-                        } else {
-                            Checked::Missing
-                        }
-                    })
-            }
-            Self::Asana(_) => asana::exists(api, provider_id).await.map(|exists| {
-                if exists {
-                    Checked::Present
-                } else {
-                    Checked::Missing
-                }
-            }),
-            Self::Linear(_) => linear::exists(api, provider_id).await.map(|exists| {
-                if exists {
-                    Checked::Present
-                } else {
-                    Checked::Missing
-                }
-            }),
+            Self::Bitbucket(target) => bitbucket::exists(api, target, provider_id)
+                .await
+                .map(Checked::presence),
+            Self::Asana(_) => asana::exists(api, provider_id).await.map(Checked::presence),
+            Self::Linear(_) => linear::exists(api, provider_id)
+                .await
+                .map(Checked::presence),
             Self::Gitlab(target) => gitlab::exists(api, target, provider_id)
                 .await
-                .map(|exists| {
-                    if exists {
-                        Checked::Present
-                    } else {
-                        Checked::Missing
-                    }
-                }),
+                .map(Checked::presence),
             Self::Github(target) => github::exists(api, target, provider_id)
                 .await
-                .map(|exists| {
-                    if exists {
-                        Checked::Present
-                    } else {
-                        Checked::Missing
-                    }
-                }),
+                .map(Checked::presence),
             Self::Microsoft(target) => microsoft::renew(api, target, provider_id)
                 .await
                 .map(Checked::Renewed),
@@ -328,10 +360,7 @@ impl Target {
                 Err(e) => Err(e),
             },
         };
-        match answer {
-            Err(ApiError::NotFound) => Ok(Checked::Missing),
-            other => other,
-        }
+        Checked::gone_is_missing(answer)
     }
 }
 
@@ -347,6 +376,15 @@ fn set_up_by_hand(provider: &Provider) -> ServiceError {
         "{} does not let the service create its webhooks through an API; GET /api/integrations/{{id}}/webhook gives the URL, the secret and the steps",
         provider.display_name
     ))
+}
+
+/// A short digest of a webhook secret (the first 16 hex digits of its SHA-256): enough to tell
+/// that the secret changed, nothing to sign with. The secrets are random and long, so the
+/// digest says nothing about them.
+pub fn secret_digest(secret: &SecretString) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(secrecy::ExposeSecret::expose_secret(secret).as_bytes());
+    hex::encode(&digest[..8])
 }
 
 /// A subscription's events, parsed from its column.
@@ -476,7 +514,7 @@ async fn finish_create(
         remove_strays(ctx, provider, record, target).await?;
     }
     match create_at_provider(ctx, provider, record, target, events).await {
-        Ok(created) => {
+        Ok((created, secret_digest)) => {
             let next = next_check(ctx, created.expires_at, target.reconciled_before_renewal());
             let saved = store::subscriptions::mark_active(
                 &ctx.db,
@@ -489,6 +527,7 @@ async fn finish_create(
                     renewed: false,
                     channel_resource_id: created.channel_resource_id.as_deref(),
                     previous_channel: None,
+                    secret_digest: &secret_digest,
                 },
             )
             .await?;
@@ -626,16 +665,18 @@ async fn delete_one_before_disconnect(
 pub const CHANNEL_OVERLAP_GRACE: chrono::Duration = chrono::Duration::seconds(60);
 
 /// The provider call of a create: the integration's valid token, the webhook URL route 11
-/// hands out, the integration's webhook secret.
+/// hands out, the integration's webhook secret. Answers the provider's answer and the digest
+/// of the secret the webhook was set up with.
 async fn create_at_provider(
     ctx: &AppContext,
     provider: &Provider,
     record: &integration::Model,
     target: &Target,
     events: &[String],
-) -> ServiceResult<Created> {
+) -> ServiceResult<(Created, String)> {
     let url = webhook_url(ctx, provider, record)?;
     let secret = webhook_secret(ctx, record)?;
+    let digest = secret_digest(&secret);
     let provider_issues_secret = matches!(target, Target::Linear(_))
         && !store::subscriptions::has_active(&ctx.db, record.id).await?;
     let token = tokens::valid_token(ctx, record.clone()).await?;
@@ -672,7 +713,7 @@ async fn create_at_provider(
         store::integrations::set_webhook_secrets(&ctx.db, record.id, sealed, None).await?;
         tracing::info!(integration = %record.id, "provider-issued webhook secret stored");
     }
-    Ok(created)
+    Ok((created, digest))
 }
 
 /// The provider call of a delete; a webhook already gone counts as done.

@@ -313,8 +313,15 @@ pub async fn rotate(
         seal_grace(&ctx.keyring, current.id, &grace_list),
     )
     .await?;
+    // The webhooks the service set up at the provider sign with the old secret: due now, so
+    // the renewer sets them up again with the new one well inside the grace period (in the
+    // same transaction: a crash cannot rotate the secret and forget the webhooks).
+    let due = store::subscriptions::make_all_due(&txn, current.id, now).await?;
     txn.commit().await?;
-    tracing::info!(integration = %current.id, grace_secrets = grace_list.len(), "webhook secret rotated");
+    if due > 0 {
+        ctx.subscriptions_due.notify_one();
+    }
+    tracing::info!(integration = %current.id, grace_secrets = grace_list.len(), subscriptions = due, "webhook secret rotated");
     settings(
         ctx,
         &current,

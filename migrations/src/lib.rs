@@ -16,6 +16,7 @@ mod m20261204_000014_webhook_subscriptions;
 mod m20261204_000015_discord_account_not_exclusive;
 mod m20261204_000016_token_refreshed_at;
 mod m20261205_000017_event_sink_lease;
+mod m20261205_000018_subscription_secret_digest;
 
 /// Every migration of the service, oldest first.
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000015_discord_account_not_exclusive::Migration),
             Box::new(m20261204_000016_token_refreshed_at::Migration),
             Box::new(m20261205_000017_event_sink_lease::Migration),
+            Box::new(m20261205_000018_subscription_secret_digest::Migration),
         ]
     }
 }

@@ -2,16 +2,16 @@
 //! the service's subscriptions call, recording every hook so tests count them at the provider.
 //!
 //! GitHub (REST): `POST /repos/{owner}/{repo}/hooks`, `POST /orgs/{org}/hooks` (201 with the
-//! hook, its `config.secret` masked as GitHub does), `GET` and `DELETE .../hooks/{id}` (404
-//! once gone), `GET .../hooks`. Every call needs a bearer token the fake issued (401 else).
+//! hook, its `config.secret` masked as GitHub does), `GET`, `PATCH` and `DELETE
+//! .../hooks/{id}` (404 once gone), `GET .../hooks`. Every call needs a bearer token the fake issued (401 else).
 //! Error modes: the API down (503), or creates refused with a status of the test's choosing.
 //!
 //! GitLab (REST v4): `POST /projects/{id}/hooks`, `POST /groups/{id}/hooks` (`url`, `token`,
-//! `<event>_events` booleans), `GET`/`DELETE .../hooks/{id}` — the same hook store.
+//! `<event>_events` booleans), `GET`/`PUT`/`DELETE .../hooks/{id}` — the same hook store.
 //!
 //! Bitbucket Cloud (2.0): `POST /repositories/{workspace}/{repo}/hooks`, `POST
 //! /workspaces/{workspace}/hooks` (`url`, `secret`, `events`; the hook's `uuid` in braces),
-//! `GET`/`DELETE .../hooks/{uuid}` — the same hook store.
+//! `GET`/`PUT`/`DELETE .../hooks/{uuid}` — the same hook store.
 //!
 //! Linear (GraphQL `POST /graphql`): `webhookCreate` (a secret issued when none is given,
 //! answered in `webhook.secret`), `webhookDelete`, `webhook(id)` — the same hook store, under
@@ -370,6 +370,40 @@ impl FakeApi {
                 Some(hook) => reply(StatusCode::OK, github_hook_json(hook)),
                 None => reply(StatusCode::NOT_FOUND, json!({"message": "Not Found"})),
             },
+            ("PATCH" | "PUT", Some(id)) => {
+                // GitHub `PATCH` (`config`), GitLab `PUT` (`url`, `token`), Bitbucket `PUT`
+                // (`url`, `secret`): the hook set up again, as after a secret rotation.
+                let body: Value = serde_json::from_str(&request.body).unwrap_or_default();
+                let text = |v: &Value| v.as_str().map(str::to_string);
+                let Some(hook) = s
+                    .hooks
+                    .iter_mut()
+                    .find(|h| h.id == id && h.collection == collection)
+                else {
+                    return Some(reply(
+                        StatusCode::NOT_FOUND,
+                        json!({"message": "Not Found"}),
+                    ));
+                };
+                let config = &body["config"];
+                if let Some(url) = text(&config["url"]).or_else(|| text(&body["url"])) {
+                    hook.url = url;
+                }
+                if let Some(secret) = text(&config["secret"])
+                    .or_else(|| text(&body["token"]))
+                    .or_else(|| text(&body["secret"]))
+                {
+                    hook.secret = secret;
+                }
+                let hook = hook.clone();
+                if is_gitlab(&collection) {
+                    reply(StatusCode::OK, gitlab_hook_json(&hook))
+                } else if is_bitbucket(&collection) {
+                    reply(StatusCode::OK, bitbucket_hook_json(&hook))
+                } else {
+                    reply(StatusCode::OK, github_hook_json(&hook))
+                }
+            }
             ("DELETE", Some(id)) => {
                 let before = s.hooks.len();
                 s.hooks

@@ -184,6 +184,8 @@ pub struct ProviderState<'a> {
     /// Google: the channel replaced, still open until stopped (id, resourceId, end of the
     /// overlap).
     pub previous_channel: Option<(&'a str, &'a str, DateTime<Utc>)>,
+    /// The digest of the secret the webhook is now set up with.
+    pub secret_digest: &'a str,
 }
 
 /// ACTIVE with the provider's id and expiry, the lease given back, errors cleared — only if
@@ -220,6 +222,10 @@ pub async fn mark_active(
         Expr::value(state.next_attempt_at),
     )
     .col_expr(webhook_subscription::Column::Attempts, Expr::value(0))
+    .col_expr(
+        webhook_subscription::Column::SecretDigest,
+        Expr::value(state.secret_digest),
+    )
     .col_expr(webhook_subscription::Column::UpdatedAt, Expr::value(now));
     if state.renewed {
         update = update.col_expr(webhook_subscription::Column::RenewedAt, Expr::value(now));
@@ -540,6 +546,25 @@ pub async fn make_due(
         .filter(webhook_subscription::Column::IntegrationId.eq(integration_id))
         .filter(webhook_subscription::Column::State.eq(SubscriptionState::Active))
         .filter(webhook_subscription::Column::ProviderSubscriptionId.is_in(provider_ids.to_vec()))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected)
+}
+
+/// Every ACTIVE subscription of an integration due at `now` (its secret was rotated: each is
+/// checked, and set up again with the new secret).
+pub async fn make_all_due(
+    db: &impl ConnectionTrait,
+    integration_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let result = webhook_subscription::Entity::update_many()
+        .col_expr(
+            webhook_subscription::Column::NextAttemptAt,
+            Expr::value(now),
+        )
+        .filter(webhook_subscription::Column::IntegrationId.eq(integration_id))
+        .filter(webhook_subscription::Column::State.eq(SubscriptionState::Active))
         .exec(db)
         .await?;
     Ok(result.rows_affected)

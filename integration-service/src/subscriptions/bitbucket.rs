@@ -101,15 +101,11 @@ pub async fn create(
     target: &Target,
     hook: &HookSpec<'_>,
 ) -> Result<Created, ApiError> {
-    let body = json!({
-        "description": "integrations service",
-        "url": hook.url,
-        "active": true,
-        "secret": hook.secret.expose_secret(),
-        "events": hook.events,
-    });
     let answer = api
-        .send(api.request(Method::POST, &target.hooks_path()).json(&body))
+        .send(
+            api.request(Method::POST, &target.hooks_path())
+                .json(&settings(hook)),
+        )
         .await?;
     let created: Hook = serde_json::from_slice(&answer)
         .map_err(|_| ApiError::Unavailable("the hook Bitbucket created has no uuid".into()))?;
@@ -119,6 +115,30 @@ pub async fn create(
         channel_resource_id: None,
         issued_secret: None,
     })
+}
+
+/// What a hook is set up with: the URL, active, the secret that signs it, the events.
+fn settings(hook: &HookSpec<'_>) -> serde_json::Value {
+    json!({
+        "description": "integrations service",
+        "url": hook.url,
+        "active": true,
+        "secret": hook.secret.expose_secret(),
+        "events": hook.events,
+    })
+}
+
+/// Sets the hook up again as `hook` says (`PUT`): after the integration's secret was rotated.
+pub async fn update(
+    api: &ApiClient<'_>,
+    target: &Target,
+    uid: &str,
+    hook: &HookSpec<'_>,
+) -> Result<(), ApiError> {
+    let path = format!("{}/{}", target.hooks_path(), hook_path_id(uid)?);
+    api.send(api.request(Method::PUT, &path).json(&settings(hook)))
+        .await?;
+    Ok(())
 }
 
 pub async fn delete(api: &ApiClient<'_>, target: &Target, uid: &str) -> Result<(), ApiError> {

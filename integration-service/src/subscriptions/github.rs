@@ -105,17 +105,8 @@ pub async fn create(
     target: &Target,
     hook: &HookSpec<'_>,
 ) -> Result<Created, ApiError> {
-    let body = json!({
-        "name": "web",
-        "active": true,
-        "events": hook.events,
-        "config": {
-            "url": hook.url,
-            "content_type": "json",
-            "secret": hook.secret.expose_secret(),
-            "insecure_ssl": "0",
-        },
-    });
+    let mut body = settings(hook);
+    body["name"] = json!("web");
     let answer = api
         .send(github(api.request(Method::POST, &target.hooks_path())).json(&body))
         .await?;
@@ -127,6 +118,35 @@ pub async fn create(
         channel_resource_id: None,
         issued_secret: None,
     })
+}
+
+/// What a hook is set up with: active, the events, and the config (`url`, JSON, the secret,
+/// TLS verified).
+fn settings(hook: &HookSpec<'_>) -> serde_json::Value {
+    json!({
+        "active": true,
+        "events": hook.events,
+        "config": {
+            "url": hook.url,
+            "content_type": "json",
+            "secret": hook.secret.expose_secret(),
+            "insecure_ssl": "0",
+        },
+    })
+}
+
+/// Sets the hook up again as `hook` says (`PATCH`): after the integration's secret was
+/// rotated. A hook gone is `ApiError::NotFound`.
+pub async fn update(
+    api: &ApiClient<'_>,
+    target: &Target,
+    hook_id: &str,
+    hook: &HookSpec<'_>,
+) -> Result<(), ApiError> {
+    let path = format!("{}/{}", target.hooks_path(), hook_path_id(hook_id)?);
+    api.send(github(api.request(Method::PATCH, &path)).json(&settings(hook)))
+        .await?;
+    Ok(())
 }
 
 /// Deletes the hook; a hook already gone is `ApiError::NotFound`.

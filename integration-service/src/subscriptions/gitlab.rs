@@ -106,6 +106,25 @@ pub async fn create(
     target: &Target,
     hook: &HookSpec<'_>,
 ) -> Result<Created, ApiError> {
+    let answer = api
+        .send(
+            api.request(Method::POST, &target.hooks_path())
+                .json(&settings(hook)),
+        )
+        .await?;
+    let created: Hook = serde_json::from_slice(&answer)
+        .map_err(|_| ApiError::Unavailable("the hook GitLab created has no id".into()))?;
+    Ok(Created {
+        provider_id: created.id.to_string(),
+        expires_at: None,
+        channel_resource_id: None,
+        issued_secret: None,
+    })
+}
+
+/// What a hook is set up with: the URL, the token GitLab sends back, TLS verified, one boolean
+/// per event.
+fn settings(hook: &HookSpec<'_>) -> Map<String, Value> {
     let mut body = Map::new();
     body.insert("url".into(), Value::from(hook.url));
     body.insert("token".into(), Value::from(hook.secret.expose_secret()));
@@ -116,17 +135,20 @@ pub async fn create(
             Value::from(hook.events.iter().any(|e| e == event)),
         );
     }
-    let answer = api
-        .send(api.request(Method::POST, &target.hooks_path()).json(&body))
+    body
+}
+
+/// Sets the hook up again as `hook` says (`PUT`): after the integration's secret was rotated.
+pub async fn update(
+    api: &ApiClient<'_>,
+    target: &Target,
+    hook_id: &str,
+    hook: &HookSpec<'_>,
+) -> Result<(), ApiError> {
+    let path = format!("{}/{}", target.hooks_path(), hook_path_id(hook_id)?);
+    api.send(api.request(Method::PUT, &path).json(&settings(hook)))
         .await?;
-    let created: Hook = serde_json::from_slice(&answer)
-        .map_err(|_| ApiError::Unavailable("the hook GitLab created has no id".into()))?;
-    Ok(Created {
-        provider_id: created.id.to_string(),
-        expires_at: None,
-        channel_resource_id: None,
-        issued_secret: None,
-    })
+    Ok(())
 }
 
 pub async fn delete(api: &ApiClient<'_>, target: &Target, hook_id: &str) -> Result<(), ApiError> {

@@ -27,7 +27,8 @@ use uuid::Uuid;
 
 use super::{
     create_at_provider, delete_at_provider, events_of, next_check, problem_text, provider_failed,
-    webhook_secret, webhook_url, Checked, HookSpec, Target, CHANNEL_OVERLAP_GRACE, LEASE,
+    secret_digest, webhook_secret, webhook_url, Checked, HookSpec, Target, CHANNEL_OVERLAP_GRACE,
+    LEASE,
 };
 use crate::{
     context::AppContext,
@@ -225,6 +226,8 @@ struct Outcome {
     stopper: Option<(Target, String)>,
     /// `Target::reconciled_before_renewal`.
     reconciled_before_renewal: bool,
+    /// The digest of the secret the webhook is set up with now.
+    secret_digest: String,
 }
 
 async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceResult<Outcome> {
@@ -251,10 +254,18 @@ async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceRes
     };
     let token = tokens::valid_token(ctx, record.clone()).await?;
     let api = target.client(ctx, &provider.name, token.access_token);
-    let checked = target
-        .check(&api, &provider_id, &hook)
-        .await
-        .map_err(|e| provider_failed(provider, "renewing the webhook", e))?;
+    let digest = secret_digest(&secret);
+    // The integration's secret was rotated since the webhook was set up (or the row predates
+    // the digest): set it up again with the new one before the old one stops verifying.
+    let rekey = target.signs_with_our_secret()
+        && subscription.secret_digest.as_deref() != Some(digest.as_str());
+    let checked = if rekey {
+        tracing::info!(subscription = %subscription.id, provider = %provider.name, "webhook set up again with the integration's new secret");
+        target.rekey(&api, &provider_id, &hook).await
+    } else {
+        target.check(&api, &provider_id, &hook).await
+    }
+    .map_err(|e| provider_failed(provider, "renewing the webhook", e))?;
     if matches!(checked, Checked::Present) {
         // Reconciliation also removes the webhooks to our URL that we no longer own.
         match target.remove_strays(&api, &url, Some(&provider_id)).await {
@@ -276,6 +287,7 @@ async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceRes
         replaced_channel: None,
         stopper: None,
         reconciled_before_renewal: target.reconciled_before_renewal(),
+        secret_digest: digest.clone(),
     };
     Ok(match checked {
         Checked::Renewed(expires_at) => kept(Some(expires_at), true, Some(RenewalOutcome::Renewed)),
@@ -293,10 +305,12 @@ async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceRes
             )),
             stopper: Some((target.clone(), provider.name.clone())),
             reconciled_before_renewal: false,
+            secret_digest: digest.clone(),
         },
         Checked::Missing => {
             tracing::warn!(subscription = %subscription.id, provider = %provider.name, "webhook missing at the provider: creating it again");
-            let created = create_at_provider(ctx, provider, &record, &target, &events).await?;
+            let (created, secret_digest) =
+                create_at_provider(ctx, provider, &record, &target, &events).await?;
             Outcome {
                 provider_id: created.provider_id,
                 expires_at: created.expires_at,
@@ -306,6 +320,7 @@ async fn check_at_provider(ctx: &AppContext, subscription: &Model) -> ServiceRes
                 replaced_channel: None,
                 stopper: None,
                 reconciled_before_renewal: target.reconciled_before_renewal(),
+                secret_digest,
             }
         }
     })
@@ -331,6 +346,7 @@ async fn record_success(
                 .replaced_channel
                 .as_ref()
                 .map(|(id, resource, expiry)| (id.as_str(), resource.as_str(), *expiry)),
+            secret_digest: &outcome.secret_digest,
         },
     )
     .await?;

@@ -16,5 +16,6 @@ mod provider_webhooks;
 mod request_tracing;
 mod subscriptions;
 mod subscriptions_jira;
+mod subscriptions_rotation;
 mod unix_socket;
 mod webhooks;

@@ -57,7 +57,7 @@ async fn github_connected(kind: Db, configure: impl FnOnce(&FakeProvider)) -> Op
     github_connected_with(kind, configure, &[]).await
 }
 
-async fn github_connected_with(
+pub(crate) async fn github_connected_with(
     kind: Db,
     configure: impl FnOnce(&FakeProvider),
     extra: &[(&str, &str)],

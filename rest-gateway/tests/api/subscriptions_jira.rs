@@ -1,11 +1,15 @@
 //! Jira dynamic webhooks (route 15, provider `atlassian`) over real sockets on both databases:
 //! registered at the fake Jira through its REST API with a JQL filter, verified on delivery by
-//! the app's JWT and the webhook ids the body names, refreshed before they expire, registered
-//! again when deleted behind our back, deleted with the subscription and at disconnect.
+//! the app's JWT and the webhook ids the body names (stored once, consumed over
+//! `SubscribeEvents`), refreshed before they expire, registered again when deleted behind our
+//! back, deleted with the subscription and at disconnect.
 
 use std::time::Duration;
 
 use integration_service::store::entities::webhook_event;
+use integrations_proto::v1::{
+    webhook_service_client::WebhookServiceClient, SubscribeEventsRequest,
+};
 use reqwest::StatusCode;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{json, Value};
@@ -92,6 +96,29 @@ async fn jira_webhook_registered_once_verified_by_the_app_jwt_and_deleted(kind: 
         .unwrap();
     assert_eq!(first["eventId"], again["eventId"], "{first}");
     assert_eq!(stored_events(&jira).await, 1);
+    // ... and reaches a consumer of the gRPC stream.
+    let mut client = WebhookServiceClient::connect(jira.app.grpc_url.clone())
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(SubscribeEventsRequest {
+        provider: Some("atlassian".into()),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", jira.app.service_token())
+            .parse()
+            .unwrap(),
+    );
+    let mut stream = client.subscribe_events(request).await.unwrap().into_inner();
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an event within 10 s")
+        .unwrap()
+        .expect("stream open");
+    assert_eq!(event.id, first["eventId"].as_str().unwrap());
+    assert_eq!(event.event_type, "jira:issue_created");
+    drop(stream);
 
     // Hostile: a JWT under another secret, a body naming another webhook, no credential at
     // all — each a 401, nothing stored.

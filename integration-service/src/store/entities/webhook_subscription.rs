@@ -1,5 +1,6 @@
 //! `webhook_subscriptions`: provider webhooks the service owns (route 15). No secret lives
-//! here: a webhook is signed with its integration's secret.
+//! here: a webhook is signed with its integration's secret, of which only a short digest is
+//! kept (`secret_digest`) to notice a rotation.
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
@@ -30,6 +31,8 @@ pub struct Model {
     pub previous_channel_id: Option<String>,
     pub previous_channel_resource_id: Option<String>,
     pub previous_channel_expires_at: Option<DateTimeUtc>,
+    /// A short SHA-256 digest of the secret the webhook was set up with (not the secret).
+    pub secret_digest: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }
