@@ -26,9 +26,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
-    create_at_provider, delete_at_provider, events_of, next_check, problem_text, provider_failed,
-    secret_digest, webhook_secret, webhook_url, Checked, HookSpec, Target, CHANNEL_OVERLAP_GRACE,
-    LEASE,
+    create_at_provider, events_of, next_check, problem_text, provider_failed, secret_digest,
+    webhook_secret, webhook_url, Checked, HookSpec, Target, CHANNEL_OVERLAP_GRACE, LEASE,
 };
 use crate::{
     context::AppContext,
@@ -107,78 +106,8 @@ pub async fn renew_due(ctx: &AppContext) -> ServiceResult<usize> {
             }
         }
     }
-    handled += remove_leftovers(ctx, now).await?;
+    handled += super::disconnect::remove_leftovers(ctx, now).await?;
     Ok(handled + expired as usize)
-}
-
-/// Deletes at the provider the webhooks a disconnect could not delete (the provider was down),
-/// once their integration is connected again; one the provider still refuses is tried again
-/// after 2 s, 4 s, 8 s... up to the reconciliation interval. How many were handled.
-async fn remove_leftovers(ctx: &AppContext, now: chrono::DateTime<Utc>) -> ServiceResult<usize> {
-    let leftovers = store::subscriptions::leftovers_due(&ctx.db, now, BATCH).await?;
-    let mut handled = 0;
-    for leftover in leftovers {
-        match remove_leftover(ctx, leftover.id).await {
-            Ok(true) => handled += 1,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(subscription = %leftover.id, error = %e.report(), "leftover webhook not removed")
-            }
-        }
-    }
-    Ok(handled)
-}
-
-async fn remove_leftover(ctx: &AppContext, id: Uuid) -> ServiceResult<bool> {
-    let now = Utc::now();
-    let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
-    if !store::subscriptions::try_take_lease(&ctx.db, id, &ctx.instance, now, until).await? {
-        return Ok(false);
-    }
-    let release = || store::subscriptions::release_lease(&ctx.db, id, &ctx.instance);
-    let current = store::subscriptions::find_any(&ctx.db, id)
-        .await?
-        .filter(|s| {
-            s.state == SubscriptionState::Failed
-                && s.next_attempt_at.is_some_and(|at| at <= Utc::now())
-        });
-    let record = match &current {
-        Some(current) => store::integrations::find_any(&ctx.db, current.integration_id)
-            .await?
-            .filter(|r| r.connected),
-        None => None,
-    };
-    let (Some(current), Some(record)) = (current, record) else {
-        release().await?;
-        return Ok(false);
-    };
-    match delete_at_provider(ctx, &record, &current).await {
-        Ok(()) => {
-            store::subscriptions::mark_deleted(&ctx.db, id, &ctx.instance).await?;
-            tracing::info!(subscription = %id, provider = %current.provider, "webhook left by a disconnect deleted at the provider");
-        }
-        Err(e) => {
-            let attempts = current.attempts.saturating_add(1);
-            let backoff = chrono::Duration::seconds(1_i64 << attempts.clamp(1, 20)).min(
-                chrono::Duration::from_std(ctx.config.subscriptions.reconcile_interval)
-                    .unwrap_or_else(|_| chrono::Duration::hours(1)),
-            );
-            let why = format!(
-                "left at the provider by the disconnect: {}",
-                problem_text(&e)
-            );
-            store::subscriptions::mark_left_over(
-                &ctx.db,
-                id,
-                &ctx.instance,
-                &why,
-                attempts,
-                Utc::now() + backoff,
-            )
-            .await?;
-        }
-    }
-    Ok(true)
 }
 
 /// Renews (or repairs) one subscription under its lease; `now_anyway` renews it even before
