@@ -298,7 +298,7 @@ pub struct EventFilter {
 /// One page of an integration's events, newest first (keyset: strictly older than `before`).
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery<'a> {
-    pub status: Option<&'a str>,
+    pub status: Option<EventStatus>,
     pub event_type: Option<&'a str>,
     /// Received at or after.
     pub since: Option<DateTime<Utc>>,

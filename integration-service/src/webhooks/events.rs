@@ -23,7 +23,7 @@ use crate::{
     integrations::{self, IntegrationRef},
     store::{
         self,
-        entities::webhook_event,
+        entities::webhook_event::{self, EventStatus},
         webhook_events::{AfterError, ClaimedEvent, EventFilter, EventQuery},
     },
 };
@@ -39,14 +39,6 @@ pub const LEASE_SECS: std::ops::RangeInclusive<i32> = 1..=3600;
 /// Events claimed ahead for one stream: default and bounds.
 pub const DEFAULT_PREFETCH: i32 = 16;
 pub const PREFETCH: std::ops::RangeInclusive<i32> = 1..=256;
-/// The statuses an event can have, as stored.
-pub const STATUSES: [&str; 4] = [
-    store::webhook_events::PENDING,
-    store::webhook_events::DELIVERED,
-    store::webhook_events::PROCESSED,
-    store::webhook_events::DEAD,
-];
-
 /// An event with the integration facts callers route on.
 #[derive(Debug, Clone)]
 pub struct EventView {
@@ -148,7 +140,7 @@ pub async fn mark_processed(
 ) -> ServiceResult<()> {
     if !store::webhook_events::mark_processed(&ctx.db, id, Utc::now()).await? {
         let event = find_any(ctx, id).await?;
-        if event.status.as_str() != store::webhook_events::PROCESSED {
+        if event.status != EventStatus::Processed {
             return Err(
                 ServiceError::failed_precondition("Event cannot be acknowledged")
                     .with_details(format!("the event is {}", event.status)),
@@ -378,16 +370,15 @@ pub fn parse_event_id(value: &str) -> ServiceResult<Uuid> {
     })
 }
 
-fn parse_status(value: &str) -> ServiceResult<&'static str> {
-    let upper = value.to_ascii_uppercase();
-    STATUSES
-        .iter()
-        .find(|s| **s == upper)
-        .copied()
-        .ok_or_else(|| {
-            ServiceError::invalid("Invalid status")
-                .with_details(format!("status: one of {}", STATUSES.join(", ")))
-        })
+fn parse_status(value: &str) -> ServiceResult<EventStatus> {
+    EventStatus::parse(value).ok_or_else(|| {
+        let names: Vec<&str> = store::webhook_events::ALL_STATUSES
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        ServiceError::invalid("Invalid status")
+            .with_details(format!("status: one of {}", names.join(", ")))
+    })
 }
 
 fn parse_since(value: &str) -> ServiceResult<DateTime<Utc>> {
@@ -503,7 +494,7 @@ mod tests {
 
     #[test]
     fn statuses_are_validated_case_insensitively() {
-        assert_eq!(parse_status("dead").unwrap(), "DEAD");
+        assert_eq!(parse_status("dead").unwrap(), EventStatus::Dead);
         assert!(parse_status("GONE").is_err());
     }
 
