@@ -1,6 +1,8 @@
 //! The rules of integration management: flexible ids, catalog-driven "available" items,
 //! RFC 7396 merge of `config`, validation of sync settings, soft disconnect.
 
+mod revocation;
+
 use uuid::Uuid;
 
 use crate::{
@@ -160,21 +162,25 @@ pub async fn update(
     Ok(view_of(&ctx.catalog, access, updated))
 }
 
-/// Soft disconnect; disconnecting what was never connected succeeds too.
-/// Returns the record as it was before, for best-effort revocation at the provider.
+/// Soft disconnect; disconnecting what was never connected succeeds too. The provider's
+/// webhooks the service set up are deleted first, while the tokens that delete them still
+/// exist; the grant is revoked at the provider afterwards, in the background (best effort,
+/// `revocation.rs`).
 pub async fn disconnect(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,
-) -> ServiceResult<Option<integration::Model>> {
+) -> ServiceResult<()> {
     let view = get(ctx, access, id).await?;
     let Some(record) = view.record else {
-        return Ok(None);
+        return Ok(());
     };
-    // The provider's webhooks go first, while the tokens that delete them still exist.
     crate::subscriptions::delete_all_before_disconnect(ctx, &record).await;
     store::integrations::disconnect(&ctx.db, record.id).await?;
-    Ok(Some(record))
+    tracing::info!(integration = %record.id, provider = %record.provider, "integration disconnected");
+    // `record` is the row as it was before the disconnect cleared its tokens.
+    revocation::revoke_in_background(ctx, &record);
+    Ok(())
 }
 
 /// The record for `id`, created for a known provider when absent.

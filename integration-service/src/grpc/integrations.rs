@@ -86,12 +86,7 @@ impl IntegrationService for IntegrationApi {
             async {
                 let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
                 let id = integration_ref(&request.get_ref().id);
-                let previous = integrations::disconnect(&self.ctx, &access, &id).await?;
-                if let Some(record) = previous {
-                    tracing::info!(integration = %record.id, provider = %record.provider, "integration disconnected");
-                    // Best effort, in the background: never delays or fails the local disconnect.
-                    crate::oauth::revoke_in_background(&self.ctx, &record);
-                }
+                integrations::disconnect(&self.ctx, &access, &id).await?;
                 Ok(DisconnectIntegrationResponse {
                     success: true,
                     message: "Integration disconnected successfully".into(),
