@@ -230,6 +230,47 @@ pub async fn authenticated_json(
     read_body(headers, body, limit, rate).await
 }
 
+/// A management request's JSON body parsed as `T`: `authenticated_json`'s checks (401, 415,
+/// 413), then 400 when it is not a JSON object or does not parse as `T`.
+pub async fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+    rate: BodyRate,
+) -> Result<T, GatewayError> {
+    parse_json_object(&authenticated_json(headers, body, limit, rate).await?)
+}
+
+/// As `json_body`, or `T::default()` when the request sends no body (no `Content-Type`, or an
+/// empty one).
+pub async fn optional_json_body<T: Default + serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+    rate: BodyRate,
+) -> Result<T, GatewayError> {
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        return Ok(T::default());
+    }
+    let bytes = authenticated_json(headers, body, limit, rate).await?;
+    if bytes.is_empty() {
+        return Ok(T::default());
+    }
+    parse_json_object(&bytes)
+}
+
+/// `bytes` as `T`, only when they are a JSON object: serde would also take an array for a
+/// struct, field by field.
+pub fn parse_json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
+    let invalid = |details: String| GatewayError::bad_request("Invalid request body", details);
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+    if !value.is_object() {
+        return Err(invalid("expected a JSON object".into()));
+    }
+    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
+}
+
 /// Requires a JSON body (415 otherwise).
 pub fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
     match media_type(headers).as_deref() {

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::{
     error::GatewayError,
-    http::{authenticated_json, json, Data, HttpResponse, JsonInteger},
+    http::{json, Data, HttpResponse, JsonInteger},
     upstream::forwarded,
     Gateway,
 };
@@ -115,30 +115,13 @@ fn present<'de, D: Deserializer<'de>>(
     Option::<JsonInteger>::deserialize(deserializer).map(Some)
 }
 
-/// Parses a PATCH body; serde would accept a JSON array as a struct, so objects are checked first.
-fn parse_update_body(bytes: &[u8]) -> Result<UpdateBody, GatewayError> {
-    let invalid = |details: String| GatewayError::bad_request("Invalid request body", details);
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
-    if !value.is_object() {
-        return Err(invalid("expected a JSON object".into()));
-    }
-    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
-}
-
 pub async fn update(
     gateway: &Gateway,
     parts: &Parts,
     body: Incoming,
     id: String,
 ) -> Result<HttpResponse, GatewayError> {
-    let bytes = authenticated_json(
-        &parts.headers,
-        body,
-        gateway.config.json_body_limit,
-        gateway.config.body_rate,
-    )
-    .await?;
-    let body = parse_update_body(&bytes)?;
+    let body: UpdateBody = gateway.json_body(parts, body).await?;
     let request = UpdateIntegrationRequest {
         id,
         config_patch_json: body.config.map(|c| Value::Object(c).to_string()),
@@ -183,6 +166,12 @@ pub async fn disconnect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::parse_json_object;
+
+    /// A body as the route parses it (a JSON object only).
+    fn parse_update_body(bytes: &[u8]) -> Result<UpdateBody, GatewayError> {
+        parse_json_object(bytes)
+    }
 
     #[test]
     fn update_body_accepts_both_spellings_and_null_frequency() {

@@ -22,6 +22,7 @@ pub mod server;
 pub mod subscriptions;
 pub mod upstream;
 pub mod webhook_budget;
+pub mod webhook_settings;
 pub mod webhooks;
 
 use config::GatewayConfig;
@@ -40,6 +41,37 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// A management request's JSON object body as `T` (`http::json_body`, with this gateway's
+    /// body limit and rate).
+    pub async fn json_body<T: serde::de::DeserializeOwned>(
+        &self,
+        parts: &::http::request::Parts,
+        body: hyper::body::Incoming,
+    ) -> Result<T, error::GatewayError> {
+        crate::http::json_body(
+            &parts.headers,
+            body,
+            self.config.json_body_limit,
+            self.config.body_rate,
+        )
+        .await
+    }
+
+    /// As `json_body`, or `T::default()` without a body.
+    pub async fn optional_json_body<T: Default + serde::de::DeserializeOwned>(
+        &self,
+        parts: &::http::request::Parts,
+        body: hyper::body::Incoming,
+    ) -> Result<T, error::GatewayError> {
+        crate::http::optional_json_body(
+            &parts.headers,
+            body,
+            self.config.json_body_limit,
+            self.config.body_rate,
+        )
+        .await
+    }
+
     pub fn new(config: GatewayConfig) -> Result<Self, tonic::transport::Error> {
         let upstream = Upstream::new(&config.service_url, config.upstream_timeout)?;
         let webhook_budget = std::sync::Arc::new(webhook_budget::WebhookBudget::new(

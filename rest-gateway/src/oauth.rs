@@ -1,19 +1,18 @@
-//! `/authorize`, the callbacks and `/webhook` settings: starting authorization, provider callbacks, webhook settings,
-//! translated onto `integrations.v1.OAuthService`.
+//! `/authorize` and the callbacks: starting authorization and completing it from a provider's
+//! redirect or the frontend, translated onto `integrations.v1.OAuthService`. (The `/webhook`
+//! settings routes, on the same service, are `webhook_settings.rs`.)
 
 use http::{header, request::Parts, HeaderValue, StatusCode};
 use hyper::body::Incoming;
 use integrations_proto::v1::{
-    ArmWebhookHandshakeRequest, CompleteAuthorizationRequest, CompleteAuthorizationResponse,
-    GetWebhookSettingsRequest, RotateWebhookSecretRequest, SetWebhookSecretRequest,
-    StartAuthorizationRequest, WebhookSettings,
+    CompleteAuthorizationRequest, CompleteAuthorizationResponse, StartAuthorizationRequest,
 };
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
     error::GatewayError,
-    http::{authenticated_json, json, redirect, HttpResponse, JsonInteger},
+    http::{json, redirect, HttpResponse},
     upstream::forwarded,
     Gateway,
 };
@@ -124,7 +123,7 @@ pub async fn callback_from_frontend(
     body: Incoming,
     provider: String,
 ) -> Result<HttpResponse, GatewayError> {
-    let posted: FrontendCallback = json_body(gateway, parts, body).await?;
+    let posted: FrontendCallback = gateway.json_body(parts, body).await?;
     let bounded = |value: Option<String>| value.filter(|v| v.len() <= MAX_CALLBACK_PARAM);
     let request = CompleteAuthorizationRequest {
         provider,
@@ -142,188 +141,4 @@ pub async fn callback_from_frontend(
         ),
         completed.set_cookie,
     ))
-}
-
-fn settings_json(settings: WebhookSettings) -> HttpResponse {
-    let guide = settings.guide.unwrap_or_default();
-    json(
-        StatusCode::OK,
-        &json!({ "data": {
-            "url": settings.url,
-            "secret": settings.secret,
-            "guide": {
-                "secretSource": guide.secret_source,
-                "secretField": guide.secret_field,
-                "signatureHeader": guide.signature_header,
-                "contentType": guide.content_type,
-                "events": guide.events,
-                "steps": guide.steps,
-            },
-            "previous_secret_expires_at": settings.previous_secret_expires_at,
-            "previous_secrets_valid_until": settings.previous_secrets_valid_until,
-        }}),
-    )
-}
-
-/// `GET /api/integrations/{id}/webhook` → `{"data": {"url", "secret"}}`.
-pub async fn webhook_settings(
-    gateway: &Gateway,
-    parts: &Parts,
-    id: String,
-) -> Result<HttpResponse, GatewayError> {
-    let settings = gateway
-        .upstream
-        .oauth()
-        .get_webhook_settings(forwarded(&parts.headers, GetWebhookSettingsRequest { id }))
-        .await?
-        .into_inner();
-    Ok(settings_json(settings))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RotateBody {
-    #[serde(default, rename = "gracePeriodSeconds", alias = "grace_period_seconds")]
-    grace_period_seconds: Option<JsonInteger>,
-}
-
-/// `POST /api/integrations/{id}/webhook/rotate`, with an optional JSON body
-/// `{"gracePeriodSeconds": 3600}`.
-pub async fn rotate_webhook_secret(
-    gateway: &Gateway,
-    parts: &Parts,
-    body: Incoming,
-    id: String,
-) -> Result<HttpResponse, GatewayError> {
-    let body: RotateBody = optional_json(gateway, parts, body).await?;
-    let settings = gateway
-        .upstream
-        .oauth()
-        .rotate_webhook_secret(forwarded(
-            &parts.headers,
-            RotateWebhookSecretRequest {
-                id,
-                grace_period_seconds: body.grace_period_seconds.map_or(0, |n| n.0),
-            },
-        ))
-        .await?
-        .into_inner();
-    Ok(settings_json(settings))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SecretBody {
-    secret: String,
-    /// Discord: the application the public key belongs to.
-    #[serde(default, rename = "applicationId", alias = "application_id")]
-    application_id: Option<String>,
-}
-
-/// `PUT /api/integrations/{id}/webhook` `{"secret": "...", "applicationId": "..."}` (the id for
-/// Discord only): stores a provider-issued secret;
-/// answers `{"data": {"url", "secretSet": true}}`, never the secret.
-pub async fn set_webhook_secret(
-    gateway: &Gateway,
-    parts: &Parts,
-    body: Incoming,
-    id: String,
-) -> Result<HttpResponse, GatewayError> {
-    let body: SecretBody = json_body(gateway, parts, body).await?;
-    let settings = gateway
-        .upstream
-        .oauth()
-        .set_webhook_secret(forwarded(
-            &parts.headers,
-            SetWebhookSecretRequest {
-                id,
-                secret: body.secret,
-                application_id: body.application_id,
-            },
-        ))
-        .await?
-        .into_inner();
-    Ok(json(
-        StatusCode::OK,
-        &json!({ "data": { "url": settings.url, "secretSet": true } }),
-    ))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HandshakeBody {
-    #[serde(default, rename = "windowSeconds", alias = "window_seconds")]
-    window_seconds: Option<JsonInteger>,
-}
-
-/// `POST /api/integrations/{id}/webhook/handshake`, with an optional JSON body
-/// `{"windowSeconds": 600}` → `{"data": {"url", "armedUntil"}}`.
-pub async fn arm_webhook_handshake(
-    gateway: &Gateway,
-    parts: &Parts,
-    body: Incoming,
-    id: String,
-) -> Result<HttpResponse, GatewayError> {
-    let body: HandshakeBody = optional_json(gateway, parts, body).await?;
-    let window = gateway
-        .upstream
-        .oauth()
-        .arm_webhook_handshake(forwarded(
-            &parts.headers,
-            ArmWebhookHandshakeRequest {
-                id,
-                window_seconds: body.window_seconds.map_or(0, |n| n.0),
-            },
-        ))
-        .await?
-        .into_inner();
-    Ok(json(
-        StatusCode::OK,
-        &json!({ "data": { "url": window.url, "armedUntil": window.armed_until } }),
-    ))
-}
-
-/// An optional JSON body: the default when there is none.
-async fn optional_json<T: Default + serde::de::DeserializeOwned>(
-    gateway: &Gateway,
-    parts: &Parts,
-    body: Incoming,
-) -> Result<T, GatewayError> {
-    if !parts.headers.contains_key(header::CONTENT_TYPE) {
-        return Ok(T::default());
-    }
-    let bytes = json_bytes(gateway, parts, body).await?;
-    if bytes.is_empty() {
-        return Ok(T::default());
-    }
-    parse_json(&bytes)
-}
-
-/// A required JSON body (415 for another type, 413 beyond the limit, 400 when it does not
-/// parse as `T`).
-async fn json_body<T: serde::de::DeserializeOwned>(
-    gateway: &Gateway,
-    parts: &Parts,
-    body: Incoming,
-) -> Result<T, GatewayError> {
-    parse_json(&json_bytes(gateway, parts, body).await?)
-}
-
-async fn json_bytes(
-    gateway: &Gateway,
-    parts: &Parts,
-    body: Incoming,
-) -> Result<bytes::Bytes, GatewayError> {
-    authenticated_json(
-        &parts.headers,
-        body,
-        gateway.config.json_body_limit,
-        gateway.config.body_rate,
-    )
-    .await
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| GatewayError::bad_request("Invalid request body", e.to_string()))
 }

@@ -12,7 +12,7 @@ use crate::{
     error::GatewayError,
     events, health,
     http::HttpResponse,
-    integrations, oauth, openapi, subscriptions, webhooks, Gateway,
+    integrations, oauth, openapi, subscriptions, webhook_settings, webhooks, Gateway,
 };
 
 /// One route: its template (`:name` placeholders, which every Prometheus text-format parser
@@ -291,21 +291,21 @@ pub async fn route(
             oauth::callback_from_frontend(gateway, &parts, body, param()?).await
         }
         (Endpoint::Callback, _) => oauth::callback(gateway, &parts, param()?).await,
-        (Endpoint::Webhook, Method::GET) => {
-            oauth::webhook_settings(gateway, &parts, param()?).await
-        }
+        (Endpoint::Webhook, Method::GET) => webhook_settings::get(gateway, &parts, param()?).await,
         (Endpoint::Webhook, Method::POST) => {
             webhooks::receive(gateway, &parts, body, param()?, None).await
         }
-        (Endpoint::Webhook, _) => oauth::set_webhook_secret(gateway, &parts, body, param()?).await,
+        (Endpoint::Webhook, _) => {
+            webhook_settings::set_secret(gateway, &parts, body, param()?).await
+        }
         (Endpoint::Events, _) => events::list(gateway, &parts, param()?).await,
         (Endpoint::Event, _) => events::get(gateway, &parts, param()?, param()?).await,
         (Endpoint::Replay, _) => events::replay(gateway, &parts, param()?, param()?).await,
         (Endpoint::RotateWebhookSecret, _) => {
-            oauth::rotate_webhook_secret(gateway, &parts, body, param()?).await
+            webhook_settings::rotate(gateway, &parts, body, param()?).await
         }
         (Endpoint::ArmWebhookHandshake, _) => {
-            oauth::arm_webhook_handshake(gateway, &parts, body, param()?).await
+            webhook_settings::arm_handshake(gateway, &parts, body, param()?).await
         }
         (Endpoint::ProviderWebhook, _) => {
             let provider = param()?;

@@ -10,11 +10,10 @@ use integrations_proto::v1::{
     CreateSubscriptionRequest, DeleteSubscriptionRequest, ListSubscriptionsRequest, Subscription,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::{
     error::GatewayError,
-    http::{json, read_body, require_json, Data, HttpResponse},
+    http::{json, Data, HttpResponse},
     upstream::forwarded,
     Gateway,
 };
@@ -65,15 +64,6 @@ struct CreateBody {
     events: Option<Vec<String>>,
 }
 
-fn parse_create_body(bytes: &[u8]) -> Result<CreateBody, GatewayError> {
-    let invalid = |details: String| GatewayError::bad_request("Invalid request body", details);
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
-    if !value.is_object() {
-        return Err(invalid("expected a JSON object".into()));
-    }
-    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
-}
-
 pub async fn list(
     gateway: &Gateway,
     parts: &Parts,
@@ -98,15 +88,8 @@ pub async fn create(
     body: Incoming,
     id: String,
 ) -> Result<HttpResponse, GatewayError> {
-    require_json(&parts.headers)?;
-    let bytes = read_body(
-        &parts.headers,
-        body,
-        gateway.config.json_body_limit,
-        gateway.config.body_rate,
-    )
-    .await?;
-    let body = parse_create_body(&bytes)?;
+    // Like every management route: 401 before a byte of the body is read without credentials.
+    let body: CreateBody = gateway.json_body(parts, body).await?;
     let item = gateway
         .upstream
         .subscriptions()
@@ -157,6 +140,12 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::parse_json_object;
+
+    /// A body as the route parses it (a JSON object only).
+    fn parse_create_body(bytes: &[u8]) -> Result<CreateBody, GatewayError> {
+        parse_json_object(bytes)
+    }
 
     #[test]
     fn create_body_takes_a_resource_and_optional_events() {
