@@ -26,10 +26,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::{
-    fake_provider::{LoggedRequest, FAKE_CLIENT_SECRET},
-    fake_provider_api::{reply, Reply},
-};
+use crate::wire::{reply, LoggedRequest, Reply, FAKE_CLIENT_SECRET};
 
 /// The one Jira site the fake's grants reach.
 pub const FAKE_CLOUD_ID: &str = "11223344-a1b2-3b33-c444-def123456789";

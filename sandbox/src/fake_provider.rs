@@ -24,10 +24,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::{net::TcpListener, sync::oneshot};
 
-use crate::fake_provider_api::{reply, FakeApi, Reply};
-
-pub const FAKE_CLIENT_ID: &str = "fake-client-id";
-pub const FAKE_CLIENT_SECRET: &str = "fake-client-secret";
+pub use crate::wire::{LoggedRequest, FAKE_CLIENT_ID, FAKE_CLIENT_SECRET};
+use crate::{
+    fake_provider_api::FakeApi,
+    wire::{reply, Reply},
+};
 
 /// Which provider's dialect the fake speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,33 +39,6 @@ pub enum FakeStyle {
     Github,
     /// Slack `oauth.v2.access`: `ok`, bot token, `team`, `authed_user`.
     Slack,
-}
-
-/// One request the fake received.
-#[derive(Debug, Clone)]
-pub struct LoggedRequest {
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-    /// When the fake received it.
-    pub at: chrono::DateTime<chrono::Utc>,
-}
-
-impl LoggedRequest {
-    pub fn form(&self) -> HashMap<String, String> {
-        url::form_urlencoded::parse(self.body.as_bytes())
-            .into_owned()
-            .collect()
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 /// A token pair the fake handed out (code exchange or refresh), in order of issue.

@@ -40,12 +40,10 @@
 
 use std::sync::Mutex;
 
-use bytes::Bytes;
-use http::{Response, StatusCode};
-use http_body_util::Full;
+use http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::fake_provider::LoggedRequest;
+use crate::wire::{reply, LoggedRequest, Reply};
 
 /// One webhook registered at the fake.
 #[derive(Debug, Clone)]
@@ -115,18 +113,6 @@ pub struct FakeApi {
     state: Mutex<ApiState>,
     /// Jira's dynamic webhooks (`fake_jira`).
     pub jira: crate::fake_jira::FakeJira,
-}
-
-pub(crate) type Reply = Response<Full<Bytes>>;
-
-pub(crate) fn reply(status: StatusCode, body: Value) -> Reply {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 fn github_hook_json(hook: &FakeHook) -> Value {

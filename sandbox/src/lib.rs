@@ -5,6 +5,8 @@
 //!   refresh endpoints in the standard, GitHub and Slack dialects, error modes, a request log);
 //! - `fake_provider_api` — the provider APIs the service's subscriptions call, on the same socket
 //!   (`fake_jira`: Jira's dynamic webhooks);
+//! - `wire` — what the fakes share (the fake app's credentials, the request log's entry, a JSON
+//!   reply);
 //! - `samples` — signed sample deliveries (a GitHub push, a Slack event, a Graph notification)
 //!   posted to the service's own webhook URLs.
 //!
@@ -17,3 +19,4 @@ pub mod fake_provider;
 pub mod fake_provider_api;
 pub mod samples;
 pub mod signature;
+pub mod wire;
