@@ -219,7 +219,7 @@ pub async fn route(
         }
         crate::upstream::check_credentials(&request.parts.headers)?;
         for raw in &raw_params {
-            request.params.push(crate::router::decode_segment(raw)?);
+            request.params.push(crate::http::decode_segment(raw)?);
         }
         serve(&mut request, page, &method).await
     }

@@ -323,6 +323,20 @@ impl serde::de::Visitor<'_> for IntegerVisitor {
     }
 }
 
+/// A percent-decoded path segment; ids are short, printable strings.
+pub fn decode_segment(segment: &str) -> Result<String, GatewayError> {
+    let decoded = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| GatewayError::bad_request("Invalid id", "the id is not valid UTF-8"))?;
+    if decoded.is_empty() || decoded.len() > 128 || decoded.chars().any(char::is_control) {
+        return Err(GatewayError::bad_request(
+            "Invalid id",
+            "expected an integration UUID or a provider name",
+        ));
+    }
+    Ok(decoded.into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::JsonInteger;

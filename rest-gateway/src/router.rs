@@ -11,7 +11,7 @@ use crate::{
     cross_site,
     error::GatewayError,
     events, health,
-    http::HttpResponse,
+    http::{decode_segment, HttpResponse},
     integrations, oauth, openapi, subscriptions, webhook_settings, webhooks, Gateway,
 };
 
@@ -353,20 +353,6 @@ fn is_browser_state_change(endpoint: Endpoint, method: &Method) -> bool {
 /// The route template of a path, the bounded `route` label of the request metrics.
 pub fn template(path: &str) -> &'static str {
     resolve(path).map_or("unmatched", |(route, _)| route.template)
-}
-
-/// A percent-decoded path segment; ids are short, printable strings.
-pub(crate) fn decode_segment(segment: &str) -> Result<String, GatewayError> {
-    let decoded = percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .map_err(|_| GatewayError::bad_request("Invalid id", "the id is not valid UTF-8"))?;
-    if decoded.is_empty() || decoded.len() > 128 || decoded.chars().any(char::is_control) {
-        return Err(GatewayError::bad_request(
-            "Invalid id",
-            "expected an integration UUID or a provider name",
-        ));
-    }
-    Ok(decoded.into_owned())
 }
 
 #[cfg(test)]
