@@ -28,6 +28,7 @@ pub mod bitbucket;
 pub mod discord;
 pub mod github;
 pub mod github_app;
+pub mod github_delivery;
 pub mod gitlab;
 pub mod google;
 pub mod jira;

@@ -133,8 +133,8 @@ mod tests {
             for media in [None, Some("application/json"), Some("application/x-www-form-urlencoded"), Some("text/plain")] {
                 let _ = crate::webhooks::schemes::slack::parse_slack(media, &body);
                 let _ = crate::webhooks::schemes::slack::parse_slack(media, form.as_bytes());
-                let _ = crate::webhooks::schemes::github::github_payload(media, &body);
-                let _ = crate::webhooks::schemes::github::github_payload(media, form.as_bytes());
+                let _ = crate::webhooks::schemes::github_delivery::github_payload(media, &body);
+                let _ = crate::webhooks::schemes::github_delivery::github_payload(media, form.as_bytes());
             }
         }
     }

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::webhooks::{
     receive::{bad_request, off_executor, unauthenticated, Answer, Answered, Delivery},
-    schemes::github::{self, github_payload},
+    schemes::github_delivery::{self, github_payload},
     signature::verify_hub_signature,
     WebhookRuntime,
 };
@@ -78,7 +78,7 @@ pub(in crate::webhooks) async fn receive(
     };
     let uninstalled = event_type == "installation"
         && value.get("action").and_then(Value::as_str) == Some("deleted");
-    let event_id = github::store(
+    let event_id = github_delivery::store(
         runtime,
         record.id,
         &event_type,
