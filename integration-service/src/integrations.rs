@@ -1,7 +1,5 @@
 //! The rules of integration management: flexible ids, catalog-driven "available" items,
-//! RFC 7396 merge of `config`, validation of sync settings, soft disconnect.
-
-mod revocation;
+//! RFC 7396 merge of `config`, validation of sync settings. (Disconnecting is `disconnect.rs`.)
 
 use uuid::Uuid;
 
@@ -160,27 +158,6 @@ pub async fn update(
     )
     .await??;
     Ok(view_of(&ctx.catalog, access, updated))
-}
-
-/// Soft disconnect; disconnecting what was never connected succeeds too. The provider's
-/// webhooks the service set up are deleted first, while the tokens that delete them still
-/// exist; the grant is revoked at the provider afterwards, in the background (best effort,
-/// `revocation.rs`).
-pub async fn disconnect(
-    ctx: &AppContext,
-    access: &Access,
-    id: &IntegrationRef,
-) -> ServiceResult<()> {
-    let view = get(ctx, access, id).await?;
-    let Some(record) = view.record else {
-        return Ok(());
-    };
-    crate::subscriptions::delete_all_before_disconnect(ctx, &record).await;
-    store::integrations::disconnect(&ctx.db, record.id).await?;
-    tracing::info!(integration = %record.id, provider = %record.provider, "integration disconnected");
-    // `record` is the row as it was before the disconnect cleared its tokens.
-    revocation::revoke_in_background(ctx, &record);
-    Ok(())
 }
 
 /// The record for `id`, created for a known provider when absent.

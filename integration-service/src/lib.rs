@@ -14,6 +14,7 @@ pub mod context;
 pub mod crypto;
 pub mod dev_sandbox;
 pub mod dev_token;
+pub mod disconnect;
 pub mod error;
 pub mod expiring;
 pub mod grpc;

@@ -86,7 +86,7 @@ impl IntegrationService for IntegrationApi {
             async {
                 let access = authorize(&self.ctx, request.metadata(), Need::Manager).await?;
                 let id = integration_ref(&request.get_ref().id);
-                integrations::disconnect(&self.ctx, &access, &id).await?;
+                crate::disconnect::disconnect(&self.ctx, &access, &id).await?;
                 Ok(DisconnectIntegrationResponse {
                     success: true,
                     message: "Integration disconnected successfully".into(),

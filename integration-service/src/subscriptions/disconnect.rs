@@ -1,6 +1,6 @@
 //! What a disconnect does to the integration's subscriptions, and what it could not do: every
 //! live one is deleted at the provider before the tokens are erased
-//! (`delete_all_before_disconnect`, called by `integrations::disconnect`); one the provider
+//! (`delete_all_before_disconnect`, called by `disconnect::disconnect`); one the provider
 //! would not delete (it was down) stays FAILED with the reason and due for cleanup, and once
 //! the integration is connected again the renewer deletes it with the new token
 //! (`remove_leftovers`).
