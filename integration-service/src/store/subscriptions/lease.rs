@@ -17,6 +17,37 @@ use super::super::{
     set_null,
 };
 
+type Update = sea_orm::UpdateMany<webhook_subscription::Entity>;
+
+/// An update of subscriptions that gives their lease back (and clears `also`), stamped now.
+fn giving_back(also: &[webhook_subscription::Column]) -> Update {
+    let mut columns = vec![
+        webhook_subscription::Column::LeaseOwner,
+        webhook_subscription::Column::LeaseExpiresAt,
+    ];
+    columns.extend_from_slice(also);
+    set_null(webhook_subscription::Entity::update_many(), &columns).col_expr(
+        webhook_subscription::Column::UpdatedAt,
+        Expr::value(Utc::now()),
+    )
+}
+
+/// Runs `update` on subscription `id` only if `owner` holds its lease: `false` when the lease
+/// was lost and nothing was written.
+async fn if_held(
+    db: &impl ConnectionTrait,
+    update: Update,
+    id: Uuid,
+    owner: &str,
+) -> Result<bool, DbErr> {
+    let result = update
+        .filter(webhook_subscription::Column::Id.eq(id))
+        .filter(webhook_subscription::Column::LeaseOwner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
 /// What a new subscription row holds.
 pub struct NewSubscription<'a> {
     pub integration_id: Uuid,
@@ -91,17 +122,7 @@ pub async fn try_take_lease(
 
 /// Gives the lease back, if `owner` still holds it.
 pub async fn release_lease(db: &impl ConnectionTrait, id: Uuid, owner: &str) -> Result<(), DbErr> {
-    set_null(
-        webhook_subscription::Entity::update_many(),
-        &[
-            webhook_subscription::Column::LeaseOwner,
-            webhook_subscription::Column::LeaseExpiresAt,
-        ],
-    )
-    .filter(webhook_subscription::Column::Id.eq(id))
-    .filter(webhook_subscription::Column::LeaseOwner.eq(owner))
-    .exec(db)
-    .await?;
+    if_held(db, giving_back(&[]), id, owner).await?;
     Ok(())
 }
 
@@ -131,36 +152,28 @@ pub async fn mark_active(
     state: ProviderState<'_>,
 ) -> Result<bool, DbErr> {
     let now = Utc::now();
-    let mut update = set_null(
-        webhook_subscription::Entity::update_many(),
-        &[
-            webhook_subscription::Column::LeaseOwner,
-            webhook_subscription::Column::LeaseExpiresAt,
-            webhook_subscription::Column::LastError,
-        ],
-    )
-    .col_expr(
-        webhook_subscription::Column::State,
-        Expr::value(SubscriptionState::Active.as_str()),
-    )
-    .col_expr(
-        webhook_subscription::Column::ProviderSubscriptionId,
-        Expr::value(state.provider_subscription_id),
-    )
-    .col_expr(
-        webhook_subscription::Column::ExpiresAt,
-        Expr::value(state.expires_at),
-    )
-    .col_expr(
-        webhook_subscription::Column::NextAttemptAt,
-        Expr::value(state.next_attempt_at),
-    )
-    .col_expr(webhook_subscription::Column::Attempts, Expr::value(0))
-    .col_expr(
-        webhook_subscription::Column::SecretDigest,
-        Expr::value(state.secret_digest),
-    )
-    .col_expr(webhook_subscription::Column::UpdatedAt, Expr::value(now));
+    let mut update = giving_back(&[webhook_subscription::Column::LastError])
+        .col_expr(
+            webhook_subscription::Column::State,
+            Expr::value(SubscriptionState::Active.as_str()),
+        )
+        .col_expr(
+            webhook_subscription::Column::ProviderSubscriptionId,
+            Expr::value(state.provider_subscription_id),
+        )
+        .col_expr(
+            webhook_subscription::Column::ExpiresAt,
+            Expr::value(state.expires_at),
+        )
+        .col_expr(
+            webhook_subscription::Column::NextAttemptAt,
+            Expr::value(state.next_attempt_at),
+        )
+        .col_expr(webhook_subscription::Column::Attempts, Expr::value(0))
+        .col_expr(
+            webhook_subscription::Column::SecretDigest,
+            Expr::value(state.secret_digest),
+        );
     if state.renewed {
         update = update.col_expr(webhook_subscription::Column::RenewedAt, Expr::value(now));
     }
@@ -190,38 +203,20 @@ pub async fn mark_active(
                 Expr::value(until),
             );
     }
-    let result = update
-        .filter(webhook_subscription::Column::Id.eq(id))
-        .filter(webhook_subscription::Column::LeaseOwner.eq(owner))
-        .exec(db)
-        .await?;
-    Ok(result.rows_affected == 1)
+    if_held(db, update, id, owner).await
 }
 
 /// DELETED, the lease given back — only if `owner` holds the lease.
 pub async fn mark_deleted(db: &impl ConnectionTrait, id: Uuid, owner: &str) -> Result<bool, DbErr> {
-    let result = set_null(
-        webhook_subscription::Entity::update_many(),
-        &[
-            webhook_subscription::Column::LeaseOwner,
-            webhook_subscription::Column::LeaseExpiresAt,
-            webhook_subscription::Column::NextAttemptAt,
-            webhook_subscription::Column::LastError,
-        ],
-    )
+    let update = giving_back(&[
+        webhook_subscription::Column::NextAttemptAt,
+        webhook_subscription::Column::LastError,
+    ])
     .col_expr(
         webhook_subscription::Column::State,
         Expr::value(SubscriptionState::Deleted.as_str()),
-    )
-    .col_expr(
-        webhook_subscription::Column::UpdatedAt,
-        Expr::value(Utc::now()),
-    )
-    .filter(webhook_subscription::Column::Id.eq(id))
-    .filter(webhook_subscription::Column::LeaseOwner.eq(owner))
-    .exec(db)
-    .await?;
-    Ok(result.rows_affected == 1)
+    );
+    if_held(db, update, id, owner).await
 }
 
 /// Removes a PENDING row whose creation the provider refused (nothing exists there), only if
@@ -243,32 +238,17 @@ pub async fn mark_failed(
     owner: &str,
     error: &str,
 ) -> Result<bool, DbErr> {
-    let result = set_null(
-        webhook_subscription::Entity::update_many(),
-        &[
-            webhook_subscription::Column::LeaseOwner,
-            webhook_subscription::Column::LeaseExpiresAt,
-            webhook_subscription::Column::NextAttemptAt,
-        ],
-    )
-    .col_expr(
-        webhook_subscription::Column::State,
-        Expr::value(SubscriptionState::Failed.as_str()),
-    )
-    .col_expr(webhook_subscription::Column::LastError, Expr::value(error))
-    .col_expr(
-        webhook_subscription::Column::UpdatedAt,
-        Expr::value(Utc::now()),
-    )
-    .filter(webhook_subscription::Column::Id.eq(id))
-    .filter(webhook_subscription::Column::LeaseOwner.eq(owner))
-    .exec(db)
-    .await?;
-    Ok(result.rows_affected == 1)
+    let update = giving_back(&[webhook_subscription::Column::NextAttemptAt])
+        .col_expr(
+            webhook_subscription::Column::State,
+            Expr::value(SubscriptionState::Failed.as_str()),
+        )
+        .col_expr(webhook_subscription::Column::LastError, Expr::value(error));
+    if_held(db, update, id, owner).await
 }
 
-/// FAILED with `error` as a webhook the disconnect left at the provider: the lease given back,
-/// `attempts` counted, due for the renewer's cleanup at `retry_at` (once the integration is
+/// FAILED with `error` as a webhook the disconnect left at the provider: a retry (below) that
+/// also marks it FAILED, due for the renewer's cleanup at `retry_at` (once the integration is
 /// connected again, `leftovers_due`) — only if `owner` holds the lease.
 pub async fn mark_left_over(
     db: &impl ConnectionTrait,
@@ -278,35 +258,11 @@ pub async fn mark_left_over(
     attempts: i32,
     retry_at: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
-    let result = set_null(
-        webhook_subscription::Entity::update_many(),
-        &[
-            webhook_subscription::Column::LeaseOwner,
-            webhook_subscription::Column::LeaseExpiresAt,
-        ],
-    )
-    .col_expr(
+    let update = retry(error, attempts, retry_at).col_expr(
         webhook_subscription::Column::State,
         Expr::value(SubscriptionState::Failed.as_str()),
-    )
-    .col_expr(webhook_subscription::Column::LastError, Expr::value(error))
-    .col_expr(
-        webhook_subscription::Column::Attempts,
-        Expr::value(attempts),
-    )
-    .col_expr(
-        webhook_subscription::Column::NextAttemptAt,
-        Expr::value(retry_at),
-    )
-    .col_expr(
-        webhook_subscription::Column::UpdatedAt,
-        Expr::value(Utc::now()),
-    )
-    .filter(webhook_subscription::Column::Id.eq(id))
-    .filter(webhook_subscription::Column::LeaseOwner.eq(owner))
-    .exec(db)
-    .await?;
-    Ok(result.rows_affected == 1)
+    );
+    if_held(db, update, id, owner).await
 }
 
 /// A refused renewal to be tried again at `next_attempt_at`: the attempt counted, the error
@@ -319,29 +275,19 @@ pub async fn record_retry(
     attempts: i32,
     next_attempt_at: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
-    let result = set_null(
-        webhook_subscription::Entity::update_many(),
-        &[
-            webhook_subscription::Column::LeaseOwner,
-            webhook_subscription::Column::LeaseExpiresAt,
-        ],
-    )
-    .col_expr(webhook_subscription::Column::LastError, Expr::value(error))
-    .col_expr(
-        webhook_subscription::Column::Attempts,
-        Expr::value(attempts),
-    )
-    .col_expr(
-        webhook_subscription::Column::NextAttemptAt,
-        Expr::value(next_attempt_at),
-    )
-    .col_expr(
-        webhook_subscription::Column::UpdatedAt,
-        Expr::value(Utc::now()),
-    )
-    .filter(webhook_subscription::Column::Id.eq(id))
-    .filter(webhook_subscription::Column::LeaseOwner.eq(owner))
-    .exec(db)
-    .await?;
-    Ok(result.rows_affected == 1)
+    if_held(db, retry(error, attempts, next_attempt_at), id, owner).await
+}
+
+/// The lease given back with the error, the attempts and when to try again.
+fn retry(error: &str, attempts: i32, next_attempt_at: DateTime<Utc>) -> Update {
+    giving_back(&[])
+        .col_expr(webhook_subscription::Column::LastError, Expr::value(error))
+        .col_expr(
+            webhook_subscription::Column::Attempts,
+            Expr::value(attempts),
+        )
+        .col_expr(
+            webhook_subscription::Column::NextAttemptAt,
+            Expr::value(next_attempt_at),
+        )
 }
