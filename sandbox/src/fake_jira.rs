@@ -26,7 +26,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::wire::{reply, LoggedRequest, Reply, FAKE_CLIENT_SECRET};
+use crate::wire::{post_json, reply, LoggedRequest, Reply, FAKE_CLIENT_SECRET};
 
 /// The one Jira site the fake's grants reach.
 pub const FAKE_CLOUD_ID: &str = "11223344-a1b2-3b33-c444-def123456789";
@@ -303,16 +303,16 @@ impl FakeJiraWebhook {
         body["webhookEvent"] = json!(event);
         body["timestamp"] = json!(Utc::now().timestamp_millis());
         body["matchedWebhookIds"] = json!([self.id]);
-        http.post(&self.url)
-            .header("content-type", "application/json")
-            .header(
-                "authorization",
-                format!("Bearer {}", app_jwt(secret.unwrap_or(FAKE_CLIENT_SECRET))),
-            )
-            .header("x-atlassian-webhook-identifier", identifier)
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("delivery reaches the gateway")
+        let authorization = format!("Bearer {}", app_jwt(secret.unwrap_or(FAKE_CLIENT_SECRET)));
+        post_json(
+            http,
+            &self.url,
+            &[
+                ("authorization", &authorization),
+                ("x-atlassian-webhook-identifier", identifier),
+            ],
+            body.to_string(),
+        )
+        .await
     }
 }

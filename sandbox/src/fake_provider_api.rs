@@ -43,7 +43,7 @@ use std::sync::Mutex;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::wire::{reply, LoggedRequest, Reply};
+use crate::wire::{post_json, reply, LoggedRequest, Reply};
 
 /// One webhook registered at the fake.
 #[derive(Debug, Clone)]
@@ -943,13 +943,13 @@ impl FakeHook {
     ) -> reqwest::Response {
         let body = payload.to_string();
         let signature = crate::signature::github_signature(self.secret.as_bytes(), body.as_bytes());
-        http.post(&self.url)
-            .header("content-type", "application/json")
-            .header("x-hook-signature", signature.trim_start_matches("sha256="))
-            .body(body)
-            .send()
-            .await
-            .expect("delivery reaches the gateway")
+        post_json(
+            http,
+            &self.url,
+            &[("x-hook-signature", signature.trim_start_matches("sha256="))],
+            body,
+        )
+        .await
     }
 
     /// Delivers `payload` as Linear would: `Linear-Signature` (hex HMAC of the body under the
@@ -965,15 +965,17 @@ impl FakeHook {
         payload["webhookTimestamp"] = json!(chrono::Utc::now().timestamp_millis());
         let body = payload.to_string();
         let signature = crate::signature::github_signature(self.secret.as_bytes(), body.as_bytes());
-        http.post(&self.url)
-            .header("content-type", "application/json")
-            .header("linear-event", event)
-            .header("linear-delivery", delivery)
-            .header("linear-signature", signature.trim_start_matches("sha256="))
-            .body(body)
-            .send()
-            .await
-            .expect("delivery reaches the gateway")
+        post_json(
+            http,
+            &self.url,
+            &[
+                ("linear-event", event),
+                ("linear-delivery", delivery),
+                ("linear-signature", signature.trim_start_matches("sha256=")),
+            ],
+            body,
+        )
+        .await
     }
 
     /// Delivers `payload` as Bitbucket would: `X-Hub-Signature: sha256=<hex HMAC>` under the
@@ -987,16 +989,18 @@ impl FakeHook {
     ) -> reqwest::Response {
         let body = payload.to_string();
         let signature = crate::signature::github_signature(self.secret.as_bytes(), body.as_bytes());
-        http.post(&self.url)
-            .header("content-type", "application/json")
-            .header("x-event-key", event)
-            .header("x-request-uuid", request_uuid)
-            .header("x-hook-uuid", bitbucket_uuid(self.id))
-            .header("x-hub-signature", signature)
-            .body(body)
-            .send()
-            .await
-            .expect("delivery reaches the gateway")
+        post_json(
+            http,
+            &self.url,
+            &[
+                ("x-event-key", event),
+                ("x-request-uuid", request_uuid),
+                ("x-hook-uuid", &bitbucket_uuid(self.id)),
+                ("x-hub-signature", &signature),
+            ],
+            body,
+        )
+        .await
     }
 
     /// Delivers `payload` as GitLab would: to the hook's URL, JSON, with its token.
@@ -1007,15 +1011,17 @@ impl FakeHook {
         uuid: &str,
         payload: &Value,
     ) -> reqwest::Response {
-        http.post(&self.url)
-            .header("content-type", "application/json")
-            .header("x-gitlab-event", event)
-            .header("x-gitlab-event-uuid", uuid)
-            .header("x-gitlab-token", &self.secret)
-            .body(payload.to_string())
-            .send()
-            .await
-            .expect("delivery reaches the gateway")
+        post_json(
+            http,
+            &self.url,
+            &[
+                ("x-gitlab-event", event),
+                ("x-gitlab-event-uuid", uuid),
+                ("x-gitlab-token", &self.secret),
+            ],
+            payload.to_string(),
+        )
+        .await
     }
 
     /// Delivers `payload` as GitHub would: to the hook's URL, JSON, signed with its secret.
@@ -1028,14 +1034,16 @@ impl FakeHook {
     ) -> reqwest::Response {
         let body = payload.to_string();
         let signature = crate::signature::github_signature(self.secret.as_bytes(), body.as_bytes());
-        http.post(&self.url)
-            .header("content-type", "application/json")
-            .header("x-github-event", event)
-            .header("x-github-delivery", delivery_id)
-            .header("x-hub-signature-256", signature)
-            .body(body)
-            .send()
-            .await
-            .expect("delivery reaches the gateway")
+        post_json(
+            http,
+            &self.url,
+            &[
+                ("x-github-event", event),
+                ("x-github-delivery", delivery_id),
+                ("x-hub-signature-256", &signature),
+            ],
+            body,
+        )
+        .await
     }
 }

@@ -1,5 +1,5 @@
 //! What every fake of the sandbox shares: the fake OAuth app's credentials, a request as the
-//! fake logs it, and a JSON reply.
+//! fake logs it, a JSON reply, and a JSON delivery posted as a provider would.
 
 use std::collections::HashMap;
 
@@ -48,4 +48,22 @@ pub fn reply(status: StatusCode, body: Value) -> Reply {
         http::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// POSTs a JSON `body` with `headers` to `url`, as a provider delivers.
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: String,
+) -> reqwest::Response {
+    let mut request = http.post(url).header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+        .body(body)
+        .send()
+        .await
+        .expect("delivery reaches the gateway")
 }
