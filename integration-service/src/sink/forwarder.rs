@@ -253,8 +253,9 @@ impl Forwarder {
             return Ok(batch);
         }
         let mut texts = event_outbox::texts(&self.db, &missing).await?;
+        // A stored payload is never empty JSON text: an empty one is still to be filled.
         batch.retain_mut(|event| {
-            if !missing.contains(&event.id) {
+            if !event.payload_json.is_empty() {
                 return true;
             }
             match texts.remove(&event.id) {

@@ -153,18 +153,21 @@ async fn write_batches(
         let wrote_pending = rows.iter().any(|row| !row.processed);
         match result {
             Ok(ids) => {
-                let new: Vec<bool> = rows
-                    .iter()
-                    .zip(&ids)
-                    .map(|(row, id)| id.as_ref().is_ok_and(|id| *id == row.id))
-                    .collect();
+                // Only while a listener wants them: the rows committed as new (not duplicates).
+                let listener = listener.as_deref().filter(|l| l.wants_commits());
+                let new: Option<Vec<bool>> = listener.map(|_| {
+                    rows.iter()
+                        .zip(&ids)
+                        .map(|(row, id)| id.as_ref().is_ok_and(|id| *id == row.id))
+                        .collect()
+                });
                 for (reply, id) in replies.into_iter().zip(ids) {
                     let _ = reply.send(id);
                 }
                 if wrote_pending {
                     dispatcher.wake();
                 }
-                if let Some(listener) = listener.as_deref().filter(|l| l.wants_commits()) {
+                if let (Some(listener), Some(new)) = (listener, new) {
                     listener.committed(
                         rows.into_iter()
                             .zip(new)

@@ -59,29 +59,42 @@ pub static SCHEME: Scheme = Scheme {
 };
 
 async fn receive(ctx: &AppContext, runtime: &WebhookRuntime, delivery: Delivery) -> Answered {
+    // A bearer token without `X-Hub-Signature`: a dynamic webhook's; anything else must carry
+    // the admin webhook's signature (401 when it does not).
     let bearer = delivery
         .header("authorization")
+        .filter(|_| delivery.header("x-hub-signature").is_none())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(str::to_string);
-    let signature = match (delivery.header("x-hub-signature"), &bearer) {
-        (None, Some(_)) => None,
-        _ => Some(delivery.credential("x-hub-signature", "X-Hub-Signature")?),
+    let credential = match bearer {
+        Some(token) => Credential::AppJwt(token),
+        None => {
+            Credential::HubSignature(delivery.credential("x-hub-signature", "X-Hub-Signature")?)
+        }
     };
     let delivery_id = delivery.required(
         "x-atlassian-webhook-identifier",
         "X-Atlassian-Webhook-Identifier",
         200,
     )?;
-    let integration_id = match (signature, bearer) {
-        (Some(signature), _) => {
-            hub_signed_integration(ctx, runtime, &delivery, signature, "X-Hub-Signature").await?
-        }
-        (None, Some(token)) => app_signed_integration(ctx, &delivery, &token).await?,
-        (None, None) => return Err(unauthenticated("the X-Hub-Signature header is missing")),
+    let (integration_id, body) = match credential {
+        Credential::HubSignature(signature) => (
+            hub_signed_integration(ctx, runtime, &delivery, signature, "X-Hub-Signature").await?,
+            parse(&delivery.body)?,
+        ),
+        Credential::AppJwt(token) => app_signed_integration(ctx, &delivery, &token).await?,
     };
-    let (event_type, payload) = jira_event(&delivery.body)?;
+    let (event_type, payload) = event_of(&body, &delivery.body)?;
     let item = Item::new(event_type, delivery_id, payload);
     store_one(runtime, integration_id, &delivery, item).await
+}
+
+/// What a delivery authenticates with.
+enum Credential {
+    /// An admin webhook's `X-Hub-Signature`.
+    HubSignature(String),
+    /// A dynamic webhook's `Authorization: Bearer` JWT.
+    AppJwt(String),
 }
 
 /// The claims a dynamic webhook's JWT must carry (`exp` is checked by the validation).
@@ -90,12 +103,12 @@ struct AppClaims {}
 
 /// The integration the URL names, for a dynamic webhook's delivery: the JWT verifies under the
 /// Atlassian app's client secret, and the body's `matchedWebhookIds` names one of the
-/// integration's live Jira subscriptions.
+/// integration's live Jira subscriptions. Answers the integration and the parsed body.
 async fn app_signed_integration(
     ctx: &AppContext,
     delivery: &Delivery,
     token: &str,
-) -> ServiceResult<Uuid> {
+) -> ServiceResult<(Uuid, Value)> {
     let refused =
         || unauthenticated("the Authorization JWT does not verify with the app's client secret");
     let provider = ctx.catalog.get(&delivery.provider).ok_or_else(refused)?;
@@ -111,8 +124,7 @@ async fn app_signed_integration(
     )
     .map_err(|_| refused())?;
     let integration_id = delivery.url_integration()?;
-    let body: Value = serde_json::from_slice(&delivery.body)
-        .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))?;
+    let body = parse(&delivery.body)?;
     let matched: Vec<u64> = body["matchedWebhookIds"]
         .as_array()
         .map(|ids| ids.iter().filter_map(Value::as_u64).collect())
@@ -129,14 +141,22 @@ async fn app_signed_integration(
             "matchedWebhookIds names no Jira subscription of this integration",
         ));
     }
-    Ok(integration_id)
+    Ok((integration_id, body))
 }
 
 /// The event type (`webhookEvent`, e.g. `jira:issue_created`) and the JSON text of a body.
 pub fn jira_event(body: &[u8]) -> ServiceResult<(String, String)> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))?;
-    let event_type = field(&value, "/webhookEvent", 100)
+    event_of(&parse(body)?, body)
+}
+
+fn parse(body: &[u8]) -> ServiceResult<Value> {
+    serde_json::from_slice(body)
+        .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))
+}
+
+/// The event type of a parsed body, and the body's text.
+fn event_of(value: &Value, body: &[u8]) -> ServiceResult<(String, String)> {
+    let event_type = field(value, "/webhookEvent", 100)
         .ok_or_else(|| bad_request("Invalid webhook body", "the webhookEvent field is missing"))?;
     // Stored as sent; it was just parsed, so it is UTF-8.
     let text = String::from_utf8(body.to_vec())
