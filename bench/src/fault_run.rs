@@ -23,13 +23,14 @@ mod broker;
 mod checks;
 mod cluster;
 mod consumers;
+mod faults;
 mod replicas;
+mod report;
 mod senders;
 mod token_callers;
 
 use std::{
     collections::HashMap,
-    fmt,
     path::PathBuf,
     sync::atomic::Ordering,
     time::{Duration, Instant},
@@ -42,7 +43,6 @@ use integration_service::{
     crypto::{Keyring, SecretColumn},
     store::{self, entities::integration, entities::webhook_event},
 };
-use rand::Rng;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
     PaginatorTrait, QueryFilter,
@@ -55,10 +55,12 @@ use uuid::Uuid;
 pub use broker::find_nats_server;
 pub use checks::{Findings, SinkVerdict, Violation, ALL as CHECKS};
 pub use cluster::find_server_binaries;
+pub use report::{FaultLog, Report};
 
 use crate::fixtures;
 use broker::Broker;
 use cluster::Cluster;
+use faults::inject_faults;
 use replicas::{Replica, ServiceEnv};
 use senders::Source;
 
@@ -155,133 +157,6 @@ impl Options {
             drain_timeout: Duration::from_secs(60),
             ..Self::full(service_binary, postgres_bin)
         }
-    }
-}
-
-/// What the faults did.
-#[derive(Debug, Default)]
-pub struct FaultLog {
-    pub kills: u32,
-    /// Exits of a replica nobody killed (each is also a violation).
-    pub unexpected_exits: u32,
-    pub postgres_restart: Option<Duration>,
-    pub rotate_keys: Option<String>,
-    /// The sink scenario's broker SIGKILLed and started again: how long it was away.
-    pub broker_restart: Option<Duration>,
-}
-
-/// Figures, violations and the faults of a run.
-pub struct Report {
-    pub findings: Findings,
-    pub faults: FaultLog,
-    pub deliveries_answered_2xx: usize,
-    pub leases: usize,
-    pub refreshes: usize,
-    pub drained_in: Duration,
-    /// The sink scenario's verdict (`None` without it).
-    pub sink: Option<SinkVerdict>,
-    /// The run's folder (kept when something was violated, or with `keep_dir`).
-    pub dir: Option<PathBuf>,
-}
-
-impl Report {
-    pub fn violations(&self) -> &[Violation] {
-        &self.findings.violations
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "faults:")?;
-        writeln!(
-            f,
-            "  {:<70} {}",
-            "replicas SIGKILLed (and restarted)", self.faults.kills
-        )?;
-        writeln!(
-            f,
-            "  {:<70} {}",
-            "replica exits nobody caused", self.faults.unexpected_exits
-        )?;
-        writeln!(
-            f,
-            "  {:<70} {}",
-            "PostgreSQL restart (pg_ctl restart -m fast)",
-            self.faults
-                .postgres_restart
-                .map_or("not done".into(), |d| format!(
-                    "took {:.1} s",
-                    d.as_secs_f64()
-                ))
-        )?;
-        writeln!(
-            f,
-            "  {:<70} {}",
-            "integration-service rotate-keys",
-            self.faults.rotate_keys.as_deref().unwrap_or("not done")
-        )?;
-        writeln!(f, "figures:")?;
-        for (label, value) in &self.findings.figures {
-            writeln!(f, "  {label:<70} {value}")?;
-        }
-        writeln!(
-            f,
-            "  {:<70} {:.1} s",
-            "drain (faults stopped until every event settled)",
-            self.drained_in.as_secs_f64()
-        )?;
-        writeln!(f, "checks:")?;
-        for check in CHECKS {
-            let broken: Vec<&Violation> = self
-                .violations()
-                .iter()
-                .filter(|v| v.check == check)
-                .collect();
-            let verdict = if broken.is_empty() {
-                "ok".to_string()
-            } else {
-                format!("{} VIOLATIONS", broken.len())
-            };
-            writeln!(f, "  {check:<70} {verdict}")?;
-            for violation in broken.iter().take(10) {
-                writeln!(f, "      {}", violation.detail)?;
-            }
-        }
-        if let Some(sink) = &self.sink {
-            writeln!(
-                f,
-                "sink: {} events in, {} distinct messages on the stream ({} in total), {} lost, \
-                 {} duplicated, broker SIGKILLed and restarted {}: {}",
-                sink.events,
-                sink.distinct,
-                sink.messages,
-                sink.lost,
-                sink.duplicated,
-                self.faults
-                    .broker_restart
-                    .map_or("not done".into(), |d| format!(
-                        "(away {:.1} s)",
-                        d.as_secs_f64()
-                    )),
-                if sink.passed() && self.faults.broker_restart.is_some() {
-                    "PASS"
-                } else {
-                    "FAIL"
-                }
-            )?;
-            for violation in self
-                .violations()
-                .iter()
-                .filter(|v| v.check == checks::SINK)
-                .take(10)
-            {
-                writeln!(f, "      {}", violation.detail)?;
-            }
-        }
-        if let Some(dir) = &self.dir {
-            writeln!(f, "logs and data: {}", dir.display())?;
-        }
-        Ok(())
     }
 }
 
@@ -656,103 +531,4 @@ async fn unsettled(db: &DatabaseConnection) -> anyhow::Result<u64> {
         ]))
         .count(db)
         .await?)
-}
-
-/// Until `options.duration` has passed: a random replica SIGKILLed every `kill_every`
-/// (±25 %), down for `down_for`, started again; PostgreSQL restarted at 40 % and keys rotated
-/// at 60 % of the way. Ends with both replicas running.
-async fn inject_faults(
-    replicas: &mut [Replica],
-    env: &ServiceEnv,
-    cluster: &Cluster,
-    mut broker: Option<&mut Broker>,
-    options: &Options,
-    findings: &mut Findings,
-) -> FaultLog {
-    let started = Instant::now();
-    let until = started + options.duration;
-    let jittered = |every: Duration| every.mul_f64(rand::thread_rng().gen_range(0.75..1.25));
-    let mut next_kill = options.kill_every.map(|every| started + jittered(every));
-    let mut restart_at = options
-        .restart_postgres
-        .then(|| started + options.duration.mul_f64(0.4));
-    let mut rotate_at = options
-        .rotate_keys
-        .then(|| started + options.duration.mul_f64(0.6));
-    let mut broker_restart_at = broker
-        .is_some()
-        .then(|| started + options.duration.mul_f64(0.5));
-    let mut log = FaultLog::default();
-    while Instant::now() < until {
-        for replica in replicas.iter_mut() {
-            if let Some(status) = replica.exited() {
-                log.unexpected_exits += 1;
-                findings.violation(
-                    checks::FAULTS,
-                    format!("replica {} exited by itself ({status})", replica.index),
-                );
-                start_again(replica, env, findings).await;
-            }
-        }
-        let now = Instant::now();
-        if restart_at.is_some_and(|at| now >= at) {
-            restart_at = None;
-            match cluster.restart_fast().await {
-                Ok(took) => log.postgres_restart = Some(took),
-                Err(e) => findings.violation(checks::FAULTS, format!("pg_ctl restart: {e:#}")),
-            }
-        }
-        if let (Some(at), Some(broker)) = (broker_restart_at, broker.as_deref_mut()) {
-            if now >= at {
-                broker_restart_at = None;
-                let away = Instant::now();
-                broker.kill().await;
-                tokio::time::sleep(options.down_for.max(Duration::from_secs(2))).await;
-                match broker.start().await {
-                    Ok(()) => log.broker_restart = Some(away.elapsed()),
-                    Err(e) => findings.violation(checks::FAULTS, format!("nats-server: {e:#}")),
-                }
-            }
-        }
-        if rotate_at.is_some_and(|at| now >= at) {
-            rotate_at = None;
-            match env.rotate_keys().await {
-                Ok(report) => log.rotate_keys = Some(report),
-                Err(e) => findings.violation(checks::FAULTS, format!("{e:#}")),
-            }
-        }
-        if let (Some(at), Some(every)) = (next_kill, options.kill_every) {
-            if now >= at {
-                let victim = rand::thread_rng().gen_range(0..replicas.len());
-                replicas[victim].kill().await;
-                log.kills += 1;
-                tokio::time::sleep(options.down_for).await;
-                start_again(&mut replicas[victim], env, findings).await;
-                next_kill = Some(Instant::now() + jittered(every));
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    for replica in replicas.iter_mut() {
-        if !replica.is_running() {
-            start_again(replica, env, findings).await;
-        }
-    }
-    log
-}
-
-async fn start_again(replica: &mut Replica, env: &ServiceEnv, findings: &mut Findings) {
-    for _ in 0..3 {
-        match replica.start(env).await {
-            Ok(()) => return,
-            Err(_) => {
-                replica.kill().await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-    findings.violation(
-        checks::FAULTS,
-        format!("replica {} did not start again", replica.index),
-    );
 }
