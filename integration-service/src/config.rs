@@ -17,21 +17,19 @@ use url::Url;
 
 mod env;
 mod event_sink;
+mod listeners;
 pub mod quota;
 mod secrets;
 
-use env::{invalid, parse_url, Env};
+use env::{invalid, Env};
 pub use env::{ProcessEnv, Vars};
 pub use event_sink::EventSinkConfig;
+use listeners::{grpc, metrics_addr, urls};
 pub use secrets::MIN_PRODUCTION_JWT_SECRET_LEN;
 use secrets::{development_secrets_dir, keys, sessions};
 
 /// Where `DATABASE_URL` points when unset: a file under `./data`.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/integrations.db?mode=rwc";
-const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:50051";
-const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9090";
-const DEFAULT_APP_URL: &str = "http://localhost:3007";
-const DEFAULT_PUBLIC_API_URL: &str = "http://127.0.0.1:8080";
 
 /// A configuration value that is wrong or missing, naming the variable.
 #[derive(Debug, thiserror::Error)]
@@ -247,7 +245,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(env.positive("SHUTDOWN_GRACE_SECS", 20, 3600)?),
             max_concurrent_refreshes: env.positive("MAX_CONCURRENT_REFRESHES", 8, 1024)? as usize,
             refresh_lease: refresh_lease(&env)?,
-            webhook_quota: webhook_quota(&env)?,
+            webhook_quota: quota::webhook_quota(&env)?,
             webhook_replays: quota::replay_limits(
                 env.positive("WEBHOOK_REPLAY_BURST", 500, 1_000_000)?,
                 env.positive("WEBHOOK_REPLAYS_PER_SEC", 10, 1_000_000)?,
@@ -308,87 +306,6 @@ fn database(env: &Env) -> Result<(String, bool), ConfigError> {
     Ok((database_url, production))
 }
 
-struct Urls {
-    app: Url,
-    public_api: Url,
-    frontend_callback: Option<Url>,
-}
-
-/// `APP_URL` (alias `NEXT_PUBLIC_APP_URL`), `PUBLIC_API_URL`, `OAUTH_FRONTEND_CALLBACK_URL`.
-fn urls(env: &Env) -> Result<Urls, ConfigError> {
-    let app = parse_url(
-        "APP_URL",
-        &env.get("APP_URL")
-            .or_else(|| env.get("NEXT_PUBLIC_APP_URL"))
-            .unwrap_or_else(|| DEFAULT_APP_URL.into()),
-    )?;
-    let public_api = parse_url(
-        "PUBLIC_API_URL",
-        &env.get("PUBLIC_API_URL")
-            .unwrap_or_else(|| DEFAULT_PUBLIC_API_URL.into()),
-    )?;
-    let frontend_callback = env
-        .get("OAUTH_FRONTEND_CALLBACK_URL")
-        .map(|value| parse_url("OAUTH_FRONTEND_CALLBACK_URL", &value))
-        .transpose()?;
-    Ok(Urls {
-        app,
-        public_api,
-        frontend_callback,
-    })
-}
-
-struct Grpc {
-    addr: SocketAddr,
-    unix_socket: Option<PathBuf>,
-    reflection: bool,
-    max_concurrent_streams: u32,
-    request_timeout: Option<Duration>,
-}
-
-/// `GRPC_ADDR`, `GRPC_UNIX_SOCKET`, `GRPC_REFLECTION`, `GRPC_MAX_CONCURRENT_STREAMS`,
-/// `GRPC_REQUEST_TIMEOUT_SECS`.
-fn grpc(env: &Env, production: bool) -> Result<Grpc, ConfigError> {
-    let addr = env
-        .get("GRPC_ADDR")
-        .unwrap_or_else(|| DEFAULT_GRPC_ADDR.into());
-    let addr = addr
-        .parse()
-        .map_err(|_| invalid("GRPC_ADDR", &format!("expected host:port, got {addr:?}")))?;
-    let max_concurrent_streams = match env.number("GRPC_MAX_CONCURRENT_STREAMS", 256)? {
-        0 => {
-            return Err(invalid(
-                "GRPC_MAX_CONCURRENT_STREAMS",
-                "expected at least 1",
-            ))
-        }
-        n => u32::try_from(n).unwrap_or(u32::MAX),
-    };
-    Ok(Grpc {
-        addr,
-        unix_socket: env.get("GRPC_UNIX_SOCKET").map(PathBuf::from),
-        reflection: env.switch("GRPC_REFLECTION", !production)?,
-        max_concurrent_streams,
-        request_timeout: env.optional_secs("GRPC_REQUEST_TIMEOUT_SECS", 60)?,
-    })
-}
-
-/// `METRICS_ADDR`: a listen address, or `off`.
-fn metrics_addr(env: &Env) -> Result<Option<SocketAddr>, ConfigError> {
-    let addr = env
-        .get("METRICS_ADDR")
-        .unwrap_or_else(|| DEFAULT_METRICS_ADDR.into());
-    match addr.trim() {
-        "off" | "false" | "0" => Ok(None),
-        addr => addr.parse().map(Some).map_err(|_| {
-            invalid(
-                "METRICS_ADDR",
-                &format!("expected host:port or off, got {addr:?}"),
-            )
-        }),
-    }
-}
-
 /// Whole-request timeout of a provider call (token, refresh, revoke, API).
 pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -421,27 +338,6 @@ fn retention(env: &Env) -> Result<Option<Duration>, ConfigError> {
             "expected at most 36500 days (0 keeps events forever)",
         )),
     }
-}
-
-/// `WEBHOOK_TENANT_DELIVERIES_PER_SEC`, `_DELIVERIES_BURST`, `_BYTES_PER_SEC`, `_BYTES_BURST`.
-fn webhook_quota(env: &Env) -> Result<quota::QuotaLimits, ConfigError> {
-    let defaults = quota::QuotaLimits::default();
-    let positive = |name: &str, default: f64| -> Result<f64, ConfigError> {
-        match env.number(name, default as u64)? {
-            0 => Err(invalid(name, "expected at least 1")),
-            n => Ok(n as f64),
-        }
-    };
-    let limits = quota::QuotaLimits {
-        deliveries_per_sec: positive(
-            "WEBHOOK_TENANT_DELIVERIES_PER_SEC",
-            defaults.deliveries_per_sec,
-        )?,
-        deliveries_burst: positive("WEBHOOK_TENANT_DELIVERIES_BURST", defaults.deliveries_burst)?,
-        bytes_per_sec: positive("WEBHOOK_TENANT_BYTES_PER_SEC", defaults.bytes_per_sec)?,
-        bytes_burst: positive("WEBHOOK_TENANT_BYTES_BURST", defaults.bytes_burst)?,
-    };
-    Ok(limits)
 }
 
 /// The file of an SQLite database URL (`sqlite://./data/x.db?mode=rwc` → `./data/x.db`);

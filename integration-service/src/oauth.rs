@@ -10,10 +10,10 @@
 //! - every redirect goes to `APP_URL`, with only catalog names and fixed words in its query;
 //! - tokens and the webhook secret are stored encrypted, bound to their row and column.
 
+mod connection;
 pub mod state;
 
 use chrono::Utc;
-use secrecy::ExposeSecret;
 use uuid::Uuid;
 
 use crate::{
@@ -24,15 +24,14 @@ use crate::{
     crypto::SecretColumn,
     error::{ServiceError, ServiceResult},
     integrations::{self, IntegrationRef},
-    metrics::ProviderEndpoint,
     providers::{
         sanitize_provider_text,
-        token_client::{self, TokenGrant},
+        token_client::{self},
         ProviderClient,
     },
-    store::{self, text_list},
-    webhooks::secrets::new_webhook_secret,
+    store::{self},
 };
+use connection::{already_connected, claimed_elsewhere, exchange, github_installation, save_grant};
 use state::{StateClaims, StateError};
 
 /// The frontend page callbacks return to.
@@ -357,68 +356,6 @@ async fn still_manager(ctx: &AppContext, claims: &StateClaims) -> ServiceResult<
     }))
 }
 
-/// GitHub App: the callback's `installation_id` becomes the integration's provider account
-/// (GitHub App deliveries are routed by it) once GitHub confirms the authorizing user can
-/// access that installation; a forged or foreign id fails the callback. Other providers
-/// ignore the parameter.
-async fn github_installation(
-    ctx: &AppContext,
-    provider: &Provider,
-    callback: &Callback,
-    mut grant: TokenGrant,
-) -> Result<TokenGrant, String> {
-    let Some(installation) = callback.installation_id.as_deref() else {
-        return Ok(grant);
-    };
-    if provider.token_style != crate::catalog::TokenStyle::Github {
-        return Ok(grant);
-    }
-    if !crate::providers::github_app::valid_installation_id(installation) {
-        return Err("installation_id is not a GitHub installation id".into());
-    }
-    let checked = crate::providers::github_app::administered_installation(
-        &ctx.config,
-        &grant.access_token,
-        installation,
-    )
-    .await;
-    ctx.metrics.provider_request(
-        &provider.name,
-        ProviderEndpoint::Installations,
-        token_client::outcome(&checked),
-    );
-    let login = checked.map_err(|e| e.to_string())?.ok_or_else(|| {
-        format!("installation {installation} is not administered by the authorizing user")
-    })?;
-    grant.account_id = Some(installation.to_string());
-    grant.account_name = Some(sanitize_provider_text(&login)).filter(|l| !l.is_empty());
-    Ok(grant)
-}
-
-/// One provider account, one organization: when the granted account (Slack workspace or
-/// enterprise) is connected by another integration, the callback changes nothing. The token
-/// just granted is not revoked: for Slack it is the installation's token, which the owning
-/// organization stores too.
-async fn claimed_elsewhere(
-    ctx: &AppContext,
-    provider: &Provider,
-    integration_id: Uuid,
-    grant: &TokenGrant,
-) -> ServiceResult<Option<Outcome>> {
-    let Some(account) = grant.account_id.as_deref() else {
-        return Ok(None);
-    };
-    let owner =
-        store::integrations::account_owner(&ctx.db, &provider.name, account, integration_id)
-            .await?;
-    Ok(owner.map(|_| already_connected(provider, integration_id)))
-}
-
-fn already_connected(provider: &Provider, integration_id: Uuid) -> Outcome {
-    tracing::warn!(provider = %provider.name, integration = %integration_id, "callback refused: the provider account is connected to another organization");
-    Outcome::AlreadyConnected
-}
-
 fn verified_claims(
     ctx: &AppContext,
     provider: &Provider,
@@ -441,101 +378,6 @@ fn verified_claims(
         callback.completed_by,
     )?;
     Ok(claims)
-}
-
-async fn exchange(
-    ctx: &AppContext,
-    provider: &Provider,
-    row: &store::entities::oauth_state::Model,
-    code: &str,
-) -> Result<TokenGrant, String> {
-    let client = ProviderClient::configured(&ctx.config, provider).map_err(|e| e.to_string())?;
-    let verifier = row
-        .pkce_verifier
-        .as_deref()
-        .map(|stored| {
-            ctx.keyring
-                .open(SecretColumn::PkceVerifier, &row.nonce, stored)
-        })
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    let exchanged = token_client::exchange_code(
-        &client,
-        code,
-        &row.redirect_uri,
-        verifier.as_ref().map(|v| v.expose_secret()),
-    )
-    .await;
-    ctx.metrics.provider_request(
-        &provider.name,
-        ProviderEndpoint::Token,
-        token_client::outcome(&exchanged),
-    );
-    exchanged.map_err(|e| e.to_string())
-}
-
-async fn save_grant(
-    ctx: &AppContext,
-    provider: &Provider,
-    id: Uuid,
-    grant: TokenGrant,
-) -> ServiceResult<()> {
-    let scopes = grant
-        .scopes
-        .clone()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| provider.scopes.clone());
-    let connection = store::integrations::Connection {
-        access_token: ctx
-            .keyring
-            .seal(SecretColumn::AccessToken, id, &grant.access_token),
-        refresh_token: grant
-            .refresh_token
-            .as_deref()
-            .map(|t| ctx.keyring.seal(SecretColumn::RefreshToken, id, t)),
-        token_expires_at: grant.expires_at(),
-        permissions: text_list::encode(&scopes),
-        account_id: grant.account_id.clone(),
-        account_name: grant.account_name.clone(),
-        webhook_secret: ctx.keyring.seal(
-            SecretColumn::WebhookSecret,
-            id,
-            new_webhook_secret().expose_secret(),
-        ),
-    };
-    // The provider's code is single use and already spent: a busy or briefly unreachable
-    // database must not lose the grant, so the local write is retried.
-    let mut attempt = 0;
-    loop {
-        match store::integrations::save_connection(&ctx.db, id, connection.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(e) if attempt < SAVE_RETRIES && is_transient(&e) => {
-                attempt += 1;
-                tracing::warn!(integration = %id, attempt, error = %e, "saving the connection failed: retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Retries of the local write after a code exchange (100 ms, 200 ms, ... 3.2 s).
-const SAVE_RETRIES: u32 = 5;
-
-/// A database error worth retrying: busy/locked, serialization, unreachable.
-fn is_transient(e: &sea_orm::DbErr) -> bool {
-    if crate::error::is_unavailable(e) {
-        return true;
-    }
-    let text = e.to_string().to_ascii_lowercase();
-    [
-        "database is locked",
-        "busy",
-        "could not serialize",
-        "deadlock",
-    ]
-    .iter()
-    .any(|needle| text.contains(needle))
 }
 
 #[cfg(test)]

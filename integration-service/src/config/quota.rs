@@ -1,6 +1,11 @@
 //! The per-integration budgets' values (`WEBHOOK_TENANT_*`, `WEBHOOK_REPLAY_*`): configuration
 //! owns them; `webhooks::quota` spends them.
 
+use super::{
+    env::{invalid, Env},
+    ConfigError,
+};
+
 /// Sustained rates and bursts of one integration.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QuotaLimits {
@@ -34,4 +39,25 @@ pub fn replay_limits(burst: u64, per_sec: u64) -> QuotaLimits {
         bytes_per_sec: f64::MAX,
         bytes_burst: f64::MAX,
     }
+}
+
+/// `WEBHOOK_TENANT_DELIVERIES_PER_SEC`, `_DELIVERIES_BURST`, `_BYTES_PER_SEC`, `_BYTES_BURST`.
+pub(super) fn webhook_quota(env: &Env) -> Result<QuotaLimits, ConfigError> {
+    let defaults = QuotaLimits::default();
+    let positive = |name: &str, default: f64| -> Result<f64, ConfigError> {
+        match env.number(name, default as u64)? {
+            0 => Err(invalid(name, "expected at least 1")),
+            n => Ok(n as f64),
+        }
+    };
+    let limits = QuotaLimits {
+        deliveries_per_sec: positive(
+            "WEBHOOK_TENANT_DELIVERIES_PER_SEC",
+            defaults.deliveries_per_sec,
+        )?,
+        deliveries_burst: positive("WEBHOOK_TENANT_DELIVERIES_BURST", defaults.deliveries_burst)?,
+        bytes_per_sec: positive("WEBHOOK_TENANT_BYTES_PER_SEC", defaults.bytes_per_sec)?,
+        bytes_burst: positive("WEBHOOK_TENANT_BYTES_BURST", defaults.bytes_burst)?,
+    };
+    Ok(limits)
 }

@@ -7,15 +7,18 @@
 //! duration is its whole life.
 
 use std::{
+    collections::HashSet,
     future::Future,
     pin::Pin,
+    sync::OnceLock,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use metrics::Label;
 use tonic::Code;
 use tower::{Layer, Service};
 
@@ -180,5 +183,126 @@ impl<B: Body<Data = Bytes>> Body for Observed<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+impl Metrics {
+    /// One answered gRPC call (`grpc_server_handled_total`, `grpc_server_handling_seconds`).
+    /// `path` is the call's `/package.Service/Method`; one not served here counts as `other`.
+    pub fn grpc_call(&self, path: &str, code: Code, elapsed: Duration) {
+        if !self.is_enabled() {
+            return;
+        }
+        let (service, method) = grpc_labels(path);
+        self.counter(
+            "grpc_server_handled_total",
+            vec![
+                Label::new("grpc_service", service),
+                Label::new("grpc_method", method),
+                Label::new("grpc_code", code_name(code)),
+            ],
+            1,
+        );
+        self.histogram(
+            "grpc_server_handling_seconds",
+            vec![
+                Label::new("grpc_service", service),
+                Label::new("grpc_method", method),
+            ],
+            elapsed.as_secs_f64(),
+        );
+    }
+}
+
+/// `(grpc_service, grpc_method)` of a call path, both `other` for a path we do not serve.
+fn grpc_labels(path: &str) -> (&'static str, &'static str) {
+    known_methods()
+        .iter()
+        .find(|(full, _, _)| *full == path)
+        .map(|(_, service, method)| (*service, *method))
+        .unwrap_or(("other", "other"))
+}
+
+/// Every method served: ours, health and reflection, read from their descriptors once.
+fn known_methods() -> &'static [(&'static str, &'static str, &'static str)] {
+    static METHODS: OnceLock<Vec<(&'static str, &'static str, &'static str)>> = OnceLock::new();
+    METHODS.get_or_init(|| {
+        use prost::Message;
+        let mut seen = HashSet::new();
+        let mut methods = Vec::new();
+        for encoded in [
+            integrations_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ] {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(encoded) else {
+                continue;
+            };
+            for file in set.file {
+                for service in &file.service {
+                    let service_name = match file.package.as_deref() {
+                        Some(package) if !package.is_empty() => {
+                            format!("{package}.{}", service.name())
+                        }
+                        _ => service.name().to_string(),
+                    };
+                    for method in &service.method {
+                        let path = format!("/{service_name}/{}", method.name());
+                        if seen.insert(path.clone()) {
+                            // Leaked once per method at start: labels borrow them for ever.
+                            let service: &'static str = Box::leak(service_name.clone().into());
+                            let method: &'static str = Box::leak(method.name().into());
+                            methods.push((&*Box::leak(path.into_boxed_str()), service, method));
+                        }
+                    }
+                }
+            }
+        }
+        methods
+    })
+}
+
+/// The code's name as gRPC documents it (`OK`, `NotFound`...), as other gRPC exporters do.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_methods_become_labels() {
+        assert_eq!(
+            grpc_labels("/integrations.v1.OAuthService/GetAccessToken"),
+            ("integrations.v1.OAuthService", "GetAccessToken")
+        );
+        assert_eq!(
+            grpc_labels("/grpc.health.v1.Health/Check"),
+            ("grpc.health.v1.Health", "Check")
+        );
+        assert_eq!(
+            grpc_labels("/integrations.v1.IntegrationService/Made-Up-123"),
+            ("other", "other")
+        );
     }
 }

@@ -12,16 +12,22 @@
 
 use std::time::Duration;
 
+use super::{sanitize_provider_text, ProviderClient};
+use crate::catalog::{ClientAuth, TokenStyle};
 use oauth2::{
     basic::{BasicClient, BasicErrorResponseType},
     AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
     EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
     Scope, TokenResponse, TokenUrl,
 };
-use serde::Deserialize;
 
-use super::{http_client, sanitize_provider_text, ProviderClient};
-use crate::catalog::{ClientAuth, TokenStyle};
+mod capped;
+mod quirky;
+
+use capped::capped_http;
+pub use capped::MAX_TOKEN_RESPONSE_BYTES;
+use quirky::post_quirky;
+pub use quirky::{parse_quirky_response, split_scopes};
 
 /// What a token endpoint granted. `Debug` never shows the tokens.
 #[derive(Clone, PartialEq, Eq)]
@@ -259,258 +265,9 @@ fn read_standard<E: std::error::Error>(
     }
 }
 
-/// Largest token response read: real ones are well under 16 KiB; a provider (or whoever
-/// answers at its URL) streaming more is refused rather than buffered.
-pub const MAX_TOKEN_RESPONSE_BYTES: usize = 256 * 1024;
-
-/// Reads a response body of at most `MAX_TOKEN_RESPONSE_BYTES`.
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, &'static str> {
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_TOKEN_RESPONSE_BYTES as u64)
-    {
-        return Err("token response too large");
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|_| "unreadable token response")?
-    {
-        if body.len() + chunk.len() > MAX_TOKEN_RESPONSE_BYTES {
-            return Err("token response too large");
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// The `oauth2` crate's HTTP client, over the shared reqwest client, with a capped body.
-async fn capped_http(
-    request: oauth2::HttpRequest,
-) -> Result<oauth2::HttpResponse, CappedHttpError> {
-    let (parts, body) = request.into_parts();
-    let response = http_client()
-        .request(parts.method, parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body)
-        .send()
-        .await
-        .map_err(|_| CappedHttpError("token endpoint unreachable"))?;
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = read_capped(response).await.map_err(CappedHttpError)?;
-    let mut answer = oauth2::HttpResponse::new(body);
-    *answer.status_mut() = status;
-    *answer.headers_mut() = headers;
-    Ok(answer)
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct CappedHttpError(&'static str);
-
-async fn post_quirky(
-    client: &ProviderClient,
-    form: &[(&str, &str)],
-) -> Result<TokenGrant, TokenError> {
-    let response = http_client()
-        .post(&client.token_url)
-        // GitHub answers form-encoded text unless JSON is asked for.
-        .header(reqwest::header::ACCEPT, "application/json")
-        .form(form)
-        .send()
-        .await
-        .map_err(|e| {
-            // reqwest errors name the URL but never the form body.
-            tracing::warn!(provider = %client.provider.name, error = %e, "token endpoint unreachable");
-            TokenError::Unavailable("unreachable".into())
-        })?;
-    let status = response.status();
-    let body = read_capped(response)
-        .await
-        .map_err(|why| TokenError::Unavailable(why.into()))?;
-    parse_quirky_response(client.provider.token_style, status.as_u16(), &body)
-}
-
-#[derive(Deserialize)]
-struct QuirkyResponse {
-    ok: Option<bool>,
-    error: Option<String>,
-    access_token: Option<String>,
-    token_type: Option<String>,
-    refresh_token: Option<String>,
-    expires_in: Option<u64>,
-    scope: Option<ScopeField>,
-    team: Option<SlackTeam>,
-    enterprise: Option<SlackTeam>,
-    is_enterprise_install: Option<bool>,
-    authed_user: Option<SlackAuthedUser>,
-}
-
-/// `scope` as RFC 6749 says (a delimited string) or as some providers send it (an array).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum ScopeField {
-    Text(String),
-    List(Vec<String>),
-}
-
-impl ScopeField {
-    fn into_scopes(self) -> Vec<String> {
-        match self {
-            Self::Text(text) => split_scopes(&text),
-            Self::List(list) => list.iter().flat_map(|s| split_scopes(s)).collect(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct SlackTeam {
-    id: Option<String>,
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct SlackAuthedUser {
-    access_token: Option<String>,
-    scope: Option<String>,
-    token_type: Option<String>,
-}
-
-/// Error codes that mean "this refresh token (or code) will never work again".
-const INVALID_GRANT_CODES: [&str; 4] = [
-    "invalid_grant",
-    "bad_refresh_token",
-    "invalid_refresh_token",
-    "token_revoked",
-];
-
-/// Reads a GitHub or Slack token answer, whose errors may come with HTTP 200.
-pub fn parse_quirky_response(
-    style: TokenStyle,
-    status: u16,
-    body: &[u8],
-) -> Result<TokenGrant, TokenError> {
-    let parsed: Option<QuirkyResponse> = serde_json::from_slice(body).ok();
-    let Some(parsed) = parsed else {
-        return Err(if (400..500).contains(&status) {
-            TokenError::Rejected(format!("http_{status}"))
-        } else {
-            TokenError::Unavailable(format!("unreadable token response (HTTP {status})"))
-        });
-    };
-    let refused = parsed.error.is_some() || parsed.ok == Some(false);
-    if refused || !(200..300).contains(&status) {
-        let code = sanitize_provider_text(parsed.error.as_deref().unwrap_or("error"));
-        return Err(if INVALID_GRANT_CODES.contains(&code.as_str()) {
-            TokenError::InvalidGrant(code)
-        } else if status >= 500 {
-            TokenError::Unavailable(format!("HTTP {status}"))
-        } else {
-            TokenError::Rejected(code)
-        });
-    }
-    let (access_token, token_type, scope) = match (style, parsed.access_token) {
-        (_, Some(token)) => (
-            token,
-            parsed.token_type,
-            parsed.scope.map(ScopeField::into_scopes),
-        ),
-        // A Slack install with user scopes only: the user token is the grant.
-        (TokenStyle::SlackV2, None) => {
-            let user = parsed
-                .authed_user
-                .ok_or_else(|| TokenError::Unavailable("token response without token".into()))?;
-            let token = user
-                .access_token
-                .ok_or_else(|| TokenError::Unavailable("token response without token".into()))?;
-            (
-                token,
-                user.token_type,
-                user.scope.as_deref().map(split_scopes),
-            )
-        }
-        _ => {
-            return Err(TokenError::Unavailable(
-                "token response without token".into(),
-            ))
-        }
-    };
-    // The installation's account: the workspace, or the Enterprise Grid organization for an
-    // org-wide install (its events are routed by enterprise id).
-    let installed = match parsed.is_enterprise_install {
-        Some(true) => parsed.enterprise,
-        _ => parsed.team,
-    };
-    let (account_id, account_name) = match installed {
-        Some(account) => (account.id, account.name),
-        None => (None, None),
-    };
-    Ok(TokenGrant {
-        access_token,
-        refresh_token: parsed.refresh_token,
-        expires_in: parsed.expires_in.map(Duration::from_secs),
-        scopes: scope,
-        token_type: token_type.unwrap_or_else(|| "bearer".into()),
-        account_id,
-        account_name,
-    })
-}
-
-/// Splits a scope string on commas and whitespace (GitHub and Slack use commas, RFC 6749
-/// spaces).
-pub fn split_scopes(scope: &str) -> Vec<String> {
-    scope
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A server answering every connection with `head` and `body_len` bytes, chunked or not.
-    async fn oversized_server(chunked: bool) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/token", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let body = vec![b'a'; MAX_TOKEN_RESPONSE_BYTES + 1];
-                let head = if chunked {
-                    format!(
-                        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
-                        body.len()
-                    )
-                } else {
-                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len())
-                };
-                let _ = stream.write_all(head.as_bytes()).await;
-                let _ = stream.write_all(&body).await;
-                if chunked {
-                    let _ = stream.write_all(b"\r\n0\r\n\r\n").await;
-                }
-            }
-        });
-        url
-    }
-
-    #[tokio::test]
-    async fn token_responses_are_read_with_a_cap() {
-        for chunked in [false, true] {
-            let url = oversized_server(chunked).await;
-            let response = http_client().post(&url).send().await.unwrap();
-            assert_eq!(
-                read_capped(response).await.unwrap_err(),
-                "token response too large"
-            );
-        }
-    }
 
     #[test]
     fn github_errors_come_with_http_200() {
