@@ -29,10 +29,10 @@
 //! - a webhook secret appears in a page only as the answer to an explicit post (reveal,
 //!   rotate).
 //!
-//! Start at [`route`]; pages live in `console/integrations.rs` (list, one integration,
-//! settings, webhook setup), `console/deliveries.rs` and `console/session.rs` (sign-in,
-//! organization switcher, the OAuth return). Provider subscriptions (route 15) get their
-//! section on the integration page when that route exists (see `integrations::subscriptions`).
+//! Start at [`route`]; pages live in `console/integrations.rs` (list, one integration) with
+//! the integration page's sections beside it (`integrations/settings.rs`, `webhook.rs`,
+//! `subscriptions.rs`), `console/deliveries.rs` (with `deliveries/replays.rs`) and
+//! `console/session.rs` (sign-in, organization switcher, the OAuth return).
 
 mod assets;
 mod deliveries;
@@ -80,6 +80,10 @@ pub enum Page {
     SetSecret,
     /// `POST /console/integrations/{id}/webhook/handshake`.
     ArmHandshake,
+    /// `POST /console/integrations/{id}/subscriptions`: route 15's create.
+    CreateSubscription,
+    /// `POST /console/integrations/{id}/subscriptions/{subscriptionId}/delete`.
+    DeleteSubscription,
     /// `GET /console/integrations/{id}/events`: deliveries, filtered, newest first.
     Events,
     /// `GET|POST /console/integrations/{id}/events/replay-dead`: count, then replay.
@@ -253,6 +257,8 @@ async fn serve(
         Page::RotateSecret => integrations::rotate_secret(request).await,
         Page::SetSecret => integrations::set_secret(request).await,
         Page::ArmHandshake => integrations::arm_handshake(request).await,
+        Page::CreateSubscription => integrations::create_subscription(request).await,
+        Page::DeleteSubscription => integrations::delete_subscription(request).await,
         Page::Events => deliveries::list(request).await,
         Page::ReplayDead if post => deliveries::replay_dead(request).await,
         Page::ReplayDead => deliveries::confirm_replay_dead(request).await,
@@ -327,6 +333,8 @@ fn notice_from_query(request: &Request<'_>) -> Option<Notice> {
         "disconnected" => "Integration disconnected.",
         "secret-set" => "Provider-issued secret stored.",
         "replayed" => "Delivery queued again.",
+        "subscription-created" => "Subscription created at the provider.",
+        "subscription-deleted" => "Subscription deleted at the provider.",
         "organization" => "Organization switched.",
         _ => return None,
     };

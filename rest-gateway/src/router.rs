@@ -193,6 +193,16 @@ pub const ROUTES: &[Route] = &[
         Endpoint::Console(Page::ArmHandshake),
     ),
     entry(
+        "/console/integrations/:id/subscriptions",
+        "POST",
+        Endpoint::Console(Page::CreateSubscription),
+    ),
+    entry(
+        "/console/integrations/:id/subscriptions/:subscriptionId/delete",
+        "POST",
+        Endpoint::Console(Page::DeleteSubscription),
+    ),
+    entry(
         "/console/integrations/:id/events",
         "GET",
         Endpoint::Console(Page::Events),

@@ -41,6 +41,7 @@ dual_db_test!(
     bitbucket_repository_hook_created_once_verified_and_deleted,
     linear_webhooks_share_the_secret_linear_issued,
     asana_webhook_created_through_a_handshake_the_service_opened,
+    the_console_creates_lists_and_deletes_subscriptions,
 );
 
 /// A provider connected by an owner of organization 1 through the fake (`Github` names the
@@ -1425,4 +1426,108 @@ async fn subscription_service_over_grpc_as_an_internal_caller(kind: Db) {
         .into_inner();
     assert_eq!(deleted.state, "DELETED");
     assert!(gh.fake.api.hooks().is_empty(), "deleted at the provider");
+}
+
+/// The integration page's subscriptions section (route 16 over route 15): a form post creates
+/// the hook at the provider, the table shows its state and a delete button, a refusal is said
+/// in place with the form kept, a cross-site post creates nothing, and delete removes the hook.
+async fn the_console_creates_lists_and_deletes_subscriptions(kind: Db) {
+    let Some(gh) = github_connected(kind, |_| {}).await else {
+        return;
+    };
+    let browser = crate::console::Browser::new(&gh.app, &gh.token);
+    let page = browser.get("/console/integrations/github").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("No subscriptions yet."), "{}", page.body);
+
+    // Cross-site: nothing is created at the provider or stored.
+    let refused = browser
+        .post_raw(
+            "/console/integrations/github/subscriptions",
+            &[("resource", "octo/hello")],
+            Some("https://evil.example"),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(gh.fake.api.hooks().is_empty());
+    assert!(gh.list().await.is_empty());
+
+    // A resource the service refuses: a 400 page, the error in the section, the form kept.
+    let bad = browser
+        .post(
+            "/console/integrations/github/subscriptions",
+            &[("resource", "not a repository"), ("events", "push")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(
+        bad.body.contains("id=\"subscription-error\""),
+        "{}",
+        bad.body
+    );
+    assert!(bad.body.contains("value=\"not a repository\""));
+    assert!(gh.fake.api.hooks().is_empty());
+
+    let created = browser
+        .post(
+            "/console/integrations/github/subscriptions",
+            &[("resource", "octo/hello"), ("events", "push, issues")],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert!(created
+        .location()
+        .ends_with("?done=subscription-created#subscriptions"));
+    let hooks = gh.fake.api.hooks();
+    assert_eq!(hooks.len(), 1);
+    assert_eq!(hooks[0].events, ["push", "issues"]);
+    let listed = gh.list().await;
+    assert_eq!(listed.len(), 1);
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let integration = listed[0]["integration_id"].as_str().unwrap().to_string();
+
+    let page = browser
+        .get("/console/integrations/github?done=subscription-created")
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Subscription created at the provider."));
+    assert!(
+        page.body.contains("<code>octo/hello</code>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("push, issues"));
+    assert!(page.body.contains(">ACTIVE<"));
+    // The page's forms name the integration by its id.
+    let delete_path = format!("/console/integrations/{integration}/subscriptions/{id}/delete");
+    assert!(page.body.contains(&delete_path), "{}", page.body);
+    let (_, secret) = gh.webhook_settings().await;
+    assert!(!page.body.contains(&secret), "no secret in the page");
+
+    let deleted = browser.post(&delete_path, &[]).await;
+    assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
+    assert!(gh.fake.api.hooks().is_empty());
+    let listed = gh.list().await;
+    assert_eq!(listed[0]["state"], "DELETED");
+    let page = browser.get("/console/integrations/github").await;
+    assert!(page.body.contains(">DELETED<"));
+    assert!(
+        !page.body.contains(&delete_path),
+        "no delete button for a deleted one"
+    );
+
+    // Another organization's admin sees a 404 page and deletes nothing.
+    let (_, other) = gh.app.owner(2).await;
+    let intruder = crate::console::Browser::new(&gh.app, &other);
+    let page = intruder
+        .post(
+            &format!(
+                "/console/integrations/{}/subscriptions",
+                listed[0]["integration_id"].as_str().unwrap()
+            ),
+            &[("resource", "octo/other")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.body);
+    assert!(gh.fake.api.hooks().is_empty());
 }
