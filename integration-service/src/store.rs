@@ -8,7 +8,7 @@ pub mod nodelay;
 pub mod oauth_states;
 pub mod organizations;
 pub mod subscriptions;
-pub mod text_list;
+mod text_list;
 pub mod webhook_events;
 
 use std::time::Duration;

@@ -44,7 +44,6 @@ use crate::{
     store::{
         self,
         entities::integration::{self, IntegrationStatus},
-        text_list,
     },
 };
 
@@ -145,8 +144,8 @@ fn token_of(ctx: &AppContext, record: &integration::Model) -> ServiceResult<Acce
         token_type: "bearer".into(),
         scopes: record
             .permissions
-            .as_deref()
-            .and_then(text_list::decode)
+            .clone()
+            .map(|scopes| scopes.into_vec())
             .unwrap_or_default(),
     })
 }
@@ -334,7 +333,7 @@ async fn save_grant(
         return Ok(None);
     }
     tracing::info!(integration = %id, provider = %current.provider, "access token refreshed");
-    let scopes = current.permissions.as_deref().and_then(text_list::decode);
+    let scopes = current.permissions.clone().map(|scopes| scopes.into_vec());
     Ok(Some(AccessToken {
         access_token: SecretString::from(grant.access_token),
         expires_at,

@@ -12,7 +12,6 @@ use crate::{
     context::AppContext,
     error::ServiceError,
     integrations::{self, IntegrationView, SettingsUpdate},
-    store::text_list,
 };
 
 pub struct IntegrationApi {
@@ -154,8 +153,8 @@ pub fn to_proto(public_api_url: &url::Url, view: IntegrationView) -> Integration
             status: record.status.map(|s| s.as_str().to_string()),
             permissions: record
                 .permissions
-                .as_deref()
-                .and_then(text_list::decode)
+                .clone()
+                .map(|scopes| scopes.into_vec())
                 .unwrap_or_default(),
             config_json: record.config.to_string(),
             sync_enabled: record.sync_enabled,

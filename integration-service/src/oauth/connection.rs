@@ -18,7 +18,7 @@ use crate::{
         token_client::{self, TokenGrant},
         ProviderClient,
     },
-    store::{self, text_list},
+    store,
     webhooks::secrets::new_webhook_secret,
 };
 
@@ -73,7 +73,7 @@ pub(super) async fn save_grant(
             .as_deref()
             .map(|t| ctx.keyring.seal(SecretColumn::RefreshToken, id, t)),
         token_expires_at: grant.expires_at(),
-        permissions: text_list::encode(&scopes),
+        permissions: scopes.into(),
         account_id: grant.account_id.clone(),
         account_name: grant.account_name.clone(),
         webhook_secret: ctx.keyring.seal(

@@ -17,7 +17,7 @@ use crate::{
     context::AppContext,
     crypto::SecretColumn,
     error::{ServiceError, ServiceResult},
-    store::{entities::integration, text_list},
+    store::entities::integration,
 };
 
 /// Longest `resource`.
@@ -376,12 +376,11 @@ pub(super) fn require_scope(
     record: &integration::Model,
     scope: &str,
 ) -> ServiceResult<()> {
-    let granted = record
+    if record
         .permissions
-        .as_deref()
-        .and_then(text_list::decode)
-        .unwrap_or_default();
-    if granted.iter().any(|s| s == scope) {
+        .as_ref()
+        .is_some_and(|granted| granted.contains(scope))
+    {
         return Ok(());
     }
     Err(

@@ -20,7 +20,7 @@ use integration_service::{
             integration::{self, IntegrationStatus},
             webhook_event::{self, EventStatus},
         },
-        organizations, text_list,
+        organizations,
     },
     webhooks::{retry::MAX_ATTEMPTS, signature::github_signature},
 };
@@ -91,7 +91,7 @@ async fn seed(
             id,
             webhook_secret,
         ))),
-        permissions: Set(Some(text_list::encode(&["read".into()]))),
+        permissions: Set(Some(vec!["read".to_string()].into())),
         config: Set(serde_json::json!({})),
         sync_enabled: Set(false),
         created_at: Set(now),

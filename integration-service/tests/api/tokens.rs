@@ -13,7 +13,7 @@ use integration_service::{
     key_rotation::{rotate_keys, RotationError},
     store::{
         entities::integration::{self, IntegrationStatus},
-        organizations, text_list,
+        organizations,
     },
     tokens,
 };
@@ -75,7 +75,7 @@ async fn seed(
         refresh_token: Set(refresh_token.map(|t| keyring.seal(SecretColumn::RefreshToken, id, t))),
         token_expires_at: Set(expires_at),
         webhook_secret: Set(Some(keyring.seal(SecretColumn::WebhookSecret, id, "whsec"))),
-        permissions: Set(Some(text_list::encode(&["read".into()]))),
+        permissions: Set(Some(vec!["read".to_string()].into())),
         config: Set(serde_json::json!({})),
         sync_enabled: Set(false),
         created_at: Set(now),

@@ -2,7 +2,7 @@
 //! PostgreSQL, against every authentication and authorization case of the SPEC.
 
 use base64::Engine;
-use integration_service::store::{entities::integration, entities::webhook_event, text_list};
+use integration_service::store::{entities::integration, entities::webhook_event};
 use reqwest::{header, Method, StatusCode};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait, PaginatorTrait};
 use serde_json::{json, Value};
@@ -86,10 +86,9 @@ async fn connected_github(app: &TestApp, token: &str) -> integration::Model {
     active.access_token = Set(Some("SECRET-ACCESS-TOKEN".into()));
     active.refresh_token = Set(Some("SECRET-REFRESH-TOKEN".into()));
     active.webhook_secret = Set(Some("SECRET-WEBHOOK".into()));
-    active.permissions = Set(Some(text_list::encode(&[
-        "repo".into(),
-        "read:user".into(),
-    ])));
+    active.permissions = Set(Some(
+        vec!["repo".to_string(), "read:user".to_string()].into(),
+    ));
     active.update(&app.db).await.unwrap()
 }
 
@@ -819,13 +818,7 @@ async fn delete_is_soft_idempotent_and_keeps_events(app: TestApp) {
         (None, None, None)
     );
     assert_eq!(row.config, json!({"org": "acme"}), "settings stay");
-    assert_eq!(
-        row.permissions
-            .as_deref()
-            .and_then(text_list::decode)
-            .unwrap(),
-        ["repo", "read:user"]
-    );
+    assert_eq!(row.permissions.unwrap().into_vec(), ["repo", "read:user"]);
     assert_eq!(
         webhook_event::Entity::find().count(&app.db).await.unwrap(),
         1,

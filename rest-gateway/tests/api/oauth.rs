@@ -12,7 +12,6 @@ use integration_service::{
     store::{
         self,
         entities::{integration, oauth_state, organization_member},
-        text_list,
     },
 };
 use reqwest::{header, StatusCode};
@@ -178,7 +177,7 @@ async fn github_flow_connects_with_pkce_and_stores_ciphertext(kind: Db) {
     assert!(stored.connected);
     assert_eq!(stored.status.map(|s| s.as_str()), Some("ACTIVE"));
     assert_eq!(
-        text_list::decode(stored.permissions.as_deref().unwrap()).unwrap(),
+        stored.permissions.clone().unwrap().into_vec(),
         [
             "repo",
             "read:user",
@@ -260,7 +259,7 @@ async fn slack_flow_stores_the_workspace_and_bot_token(kind: Db) {
     assert_eq!(stored.account_name.as_deref(), Some("Acme <Workspace>"));
     assert!(open(&stored, "access_token", &stored.access_token).starts_with("xoxb-"));
     assert_eq!(
-        text_list::decode(stored.permissions.as_deref().unwrap()).unwrap(),
+        stored.permissions.clone().unwrap().into_vec(),
         ["channels:read", "chat:write", "users:read"]
     );
     let form = fake.code_exchanges()[0].form();
@@ -332,7 +331,7 @@ async fn every_catalog_provider_connects_through_the_generic_flow(kind: Db) {
         assert!(open(&stored, "access_token", &stored.access_token).starts_with("access-"));
         assert!(open(&stored, "refresh_token", &stored.refresh_token).starts_with("refresh-"));
         assert_eq!(
-            text_list::decode(stored.permissions.as_deref().unwrap()).unwrap(),
+            stored.permissions.clone().unwrap().into_vec(),
             provider.scopes,
             "granted scopes of {}",
             provider.name

@@ -25,10 +25,10 @@ pub struct Model {
     pub refresh_lease_expires_at: Option<DateTimeUtc>,
     #[sea_orm(column_type = "JsonBinary")]
     pub config: Json,
-    /// TEXT[] on PostgreSQL, text on SQLite: read and written as an array literal
-    /// (see `store::text_list`), so one entity serves both databases.
+    /// The granted scopes. TEXT[] on PostgreSQL, text on SQLite: read and written as an
+    /// array literal (see [`Scopes`]), so one entity serves both databases.
     #[sea_orm(select_as = "text", save_as = "text[]")]
-    pub permissions: Option<String>,
+    pub permissions: Option<Scopes>,
     pub sync_enabled: bool,
     pub sync_frequency: Option<i64>,
     pub account_id: Option<String>,
@@ -73,6 +73,48 @@ impl IntegrationStatus {
             IntegrationStatus::Error => "ERROR",
             IntegrationStatus::Disconnected => "DISCONNECTED",
         }
+    }
+}
+
+/// The OAuth scopes of a grant, as a value: the array-literal encoding of its column
+/// (`store::text_list`) is this type's business alone. A malformed stored literal reads as no
+/// scope rather than failing the row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, DeriveValueType)]
+#[sea_orm(
+    value_type = "String",
+    from_str = "Scopes::from_literal",
+    to_str = "Scopes::to_literal"
+)]
+pub struct Scopes(Vec<String>);
+
+impl Scopes {
+    fn from_literal(literal: &str) -> Result<Self, std::convert::Infallible> {
+        Ok(Self(
+            super::super::text_list::decode(literal).unwrap_or_default(),
+        ))
+    }
+
+    fn to_literal(&self) -> String {
+        super::super::text_list::encode(&self.0)
+    }
+
+    /// Whether `scope` was granted.
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.iter().any(|s| s == scope)
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn into_vec(self) -> Vec<String> {
+        self.0
+    }
+}
+
+impl From<Vec<String>> for Scopes {
+    fn from(scopes: Vec<String>) -> Self {
+        Self(scopes)
     }
 }
 

@@ -8,7 +8,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::super::entities::integration::{self, IntegrationStatus};
+use super::super::entities::integration::{self, IntegrationStatus, Scopes};
 use super::begin_with_row_lock;
 
 /// What a completed authorization stores. Secret fields are ciphertext.
@@ -17,8 +17,8 @@ pub struct Connection {
     pub access_token: String,
     pub refresh_token: Option<String>,
     pub token_expires_at: Option<chrono::DateTime<Utc>>,
-    /// `text_list` literal of the granted scopes.
-    pub permissions: String,
+    /// The granted scopes.
+    pub permissions: Scopes,
     pub account_id: Option<String>,
     pub account_name: Option<String>,
     /// Stored only when the integration has no webhook secret yet.
