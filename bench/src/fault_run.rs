@@ -188,25 +188,27 @@ async fn seed(db: &DatabaseConnection) -> anyhow::Result<Seeded> {
         active.status = Set(Some(integration::IntegrationStatus::Active));
         match provider {
             "github" => {
-                active.webhook_secret = Set(Some(old.seal(
-                    SecretColumn::WebhookSecret,
-                    id,
-                    GITHUB_SECRET,
-                )));
+                active.webhook_secret = Set(Some(
+                    old.seal(SecretColumn::WebhookSecret, id, GITHUB_SECRET)
+                        .into_stored(),
+                ));
             }
             "slack" => {
                 active.account_id = Set(Some(SLACK_TEAM.into()));
-                active.access_token = Set(Some(old.seal(
-                    SecretColumn::AccessToken,
-                    id,
-                    "xoxb-fault-run",
-                )));
+                active.access_token = Set(Some(
+                    old.seal(SecretColumn::AccessToken, id, "xoxb-fault-run")
+                        .into_stored(),
+                ));
             }
             _ => {
-                active.access_token =
-                    Set(Some(old.seal(SecretColumn::AccessToken, id, SEED_ACCESS)));
-                active.refresh_token =
-                    Set(Some(old.seal(SecretColumn::RefreshToken, id, SEED_REFRESH)));
+                active.access_token = Set(Some(
+                    old.seal(SecretColumn::AccessToken, id, SEED_ACCESS)
+                        .into_stored(),
+                ));
+                active.refresh_token = Set(Some(
+                    old.seal(SecretColumn::RefreshToken, id, SEED_REFRESH)
+                        .into_stored(),
+                ));
                 // Due at once: the first caller refreshes.
                 active.token_expires_at = Set(Some(Utc::now()));
             }

@@ -87,11 +87,9 @@ pub async fn integration_of(
     let key: [u8; 32] = hex::decode(ENCRYPTION_KEY)?
         .try_into()
         .map_err(|_| anyhow::anyhow!("key length"))?;
-    let secret = Keyring::new(&EncryptionKey(key), &[]).seal(
-        SecretColumn::WebhookSecret,
-        id,
-        webhook_secret,
-    );
+    let secret = Keyring::new(&EncryptionKey(key), &[])
+        .seal(SecretColumn::WebhookSecret, id, webhook_secret)
+        .into_stored();
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
     active.status = Set(Some(integration::IntegrationStatus::Active));

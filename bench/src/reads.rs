@@ -47,11 +47,13 @@ pub async fn prepare(database_url: &str, integration_id: Uuid) -> anyhow::Result
         .one(&db)
         .await?
         .context("the bench integration")?;
-    let token = Keyring::new(&EncryptionKey(key), &[]).seal(
-        SecretColumn::AccessToken,
-        integration_id,
-        "gho_bench_access_token",
-    );
+    let token = Keyring::new(&EncryptionKey(key), &[])
+        .seal(
+            SecretColumn::AccessToken,
+            integration_id,
+            "gho_bench_access_token",
+        )
+        .into_stored();
     let mut active: integration::ActiveModel = record.into();
     active.access_token = Set(Some(token));
     active.token_expires_at = Set(None);

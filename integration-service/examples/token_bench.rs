@@ -85,7 +85,7 @@ async fn main() {
         .expect("32 bytes");
     let keyring = Keyring::new(&EncryptionKey(key), &[]);
     let id = Uuid::new_v4();
-    let seal = |value: &str, column: SecretColumn| keyring.seal(column, id, value);
+    let seal = |value: &str, column: SecretColumn| keyring.seal(column, id, value).into_stored();
     let now = Utc::now();
     let record = integration::ActiveModel {
         id: Set(id),

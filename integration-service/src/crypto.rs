@@ -90,6 +90,29 @@ impl SecretColumn {
     }
 }
 
+/// A value sealed for one column of one row, ready to be stored. Only [`Keyring::seal`] makes
+/// one, so the store's writes of secret columns take this type and a plaintext cannot reach a
+/// ciphertext column by mistake. Its `Debug` shows no ciphertext.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed(String);
+
+impl Sealed {
+    /// The stored form (`v1:{key id}:{base64}`).
+    pub fn as_stored(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_stored(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sealed([ciphertext])")
+    }
+}
+
 struct KeyEntry {
     id: String,
     cipher: Aes256Gcm,
@@ -165,12 +188,12 @@ impl Keyring {
         column: SecretColumn,
         row: impl std::fmt::Display,
         plaintext: &str,
-    ) -> String {
-        seal_with(
+    ) -> Sealed {
+        Sealed(seal_with(
             &self.current.data,
             &column.associated_data(&row.to_string()),
             plaintext,
-        )
+        ))
     }
 
     /// Opens a value of `column` of `row`, under whichever configured key sealed it.
@@ -236,12 +259,12 @@ impl Keyring {
         column: SecretColumn,
         row: impl std::fmt::Display,
         plaintext: &str,
-    ) -> String {
-        seal_with(
+    ) -> Sealed {
+        Sealed(seal_with(
             &self.current.legacy,
             &column.associated_data(&row.to_string()),
             plaintext,
-        )
+        ))
     }
 }
 
@@ -310,8 +333,8 @@ mod tests {
     #[test]
     fn round_trip_with_random_nonces() {
         let ring = Keyring::new(&key(1), &[]);
-        let a = ring.seal(COLUMN, ROW, "gho_secret");
-        let b = ring.seal(COLUMN, ROW, "gho_secret");
+        let a = ring.seal(COLUMN, ROW, "gho_secret").into_stored();
+        let b = ring.seal(COLUMN, ROW, "gho_secret").into_stored();
         assert_ne!(a, b, "nonces are random");
         assert!(!a.contains("gho_secret"));
         assert!(a.starts_with(&format!("v1:{}:", ring.current_key_id())));
@@ -321,7 +344,7 @@ mod tests {
     #[test]
     fn moved_or_tampered_values_do_not_decrypt() {
         let ring = Keyring::new(&key(1), &[]);
-        let stored = ring.seal(COLUMN, ROW, "gho_secret");
+        let stored = ring.seal(COLUMN, ROW, "gho_secret").into_stored();
         assert_eq!(
             ring.open(SecretColumn::RefreshToken, ROW, &stored).err(),
             Some(CryptoError::Tampered)
@@ -351,12 +374,12 @@ mod tests {
     #[test]
     fn previous_keys_decrypt_and_unknown_keys_are_named() {
         let old = Keyring::new(&key(1), &[]);
-        let stored = old.seal(COLUMN, ROW, "xoxb-token");
+        let stored = old.seal(COLUMN, ROW, "xoxb-token").into_stored();
         let rotated = Keyring::new(&key(2), &[key(1)]);
         assert_eq!(open(&rotated, &stored).unwrap(), "xoxb-token");
         assert!(rotated.needs_rotation(&stored).unwrap());
         assert!(!rotated
-            .needs_rotation(&rotated.seal(COLUMN, ROW, "x"))
+            .needs_rotation(&rotated.seal(COLUMN, ROW, "x").into_stored())
             .unwrap());
         let without_old = Keyring::new(&key(2), &[]);
         assert_eq!(
@@ -368,8 +391,8 @@ mod tests {
     #[test]
     fn new_values_use_the_derived_data_key_and_old_ones_still_open() {
         let ring = Keyring::new(&key(1), &[]);
-        let legacy = ring.seal_legacy(COLUMN, ROW, "gho_old");
-        let fresh = ring.seal(COLUMN, ROW, "gho_new");
+        let legacy = ring.seal_legacy(COLUMN, ROW, "gho_old").into_stored();
+        let fresh = ring.seal(COLUMN, ROW, "gho_new").into_stored();
         let legacy_id = legacy.split(':').nth(1).unwrap();
         let fresh_id = fresh.split(':').nth(1).unwrap();
         assert_ne!(legacy_id, fresh_id, "the key id tells the forms apart");

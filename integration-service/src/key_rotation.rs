@@ -16,7 +16,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use uuid::Uuid;
 
 use crate::{
-    crypto::{CryptoError, Keyring, SecretColumn},
+    crypto::{CryptoError, Keyring, Sealed, SecretColumn},
     store::{self, entities::integration},
 };
 
@@ -158,7 +158,7 @@ async fn rotate_row(
 fn row_changes(
     keyring: &Keyring,
     record: &integration::Model,
-) -> Result<(Vec<(SecretColumn, String)>, usize), (SecretColumn, CryptoError)> {
+) -> Result<(Vec<(SecretColumn, Sealed)>, usize), (SecretColumn, CryptoError)> {
     let mut changes = Vec::new();
     let mut current = 0;
     for column in SecretColumn::INTEGRATION {
@@ -180,7 +180,7 @@ fn reencrypt(
     column: SecretColumn,
     row: impl std::fmt::Display + Copy,
     stored: &str,
-) -> Result<Option<String>, CryptoError> {
+) -> Result<Option<Sealed>, CryptoError> {
     // Open even values under the current key: a tampered one must be reported.
     let plain = keyring.open(column, row, stored)?;
     if !keyring.needs_rotation(stored)? {

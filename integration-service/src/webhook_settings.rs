@@ -107,7 +107,7 @@ fn settings(
         guide: provider_guide(ctx, &record.provider, &url),
         url,
         secret,
-        previous_secrets_valid_until: secrets.grace.iter().map(|(_, until)| *until).collect(),
+        previous_secrets_valid_until: secrets.grace.iter().map(|g| g.valid_until).collect(),
     })
 }
 

@@ -5,6 +5,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait
 use uuid::Uuid;
 
 use super::entities::oauth_state::{self, Model};
+use crate::crypto::Sealed;
 
 /// A state to remember until its callback.
 pub struct NewState<'a> {
@@ -14,7 +15,7 @@ pub struct NewState<'a> {
     pub user_id: Option<Uuid>,
     pub integration_id: Uuid,
     /// Ciphertext of the PKCE verifier.
-    pub pkce_verifier: Option<String>,
+    pub pkce_verifier: Option<Sealed>,
     pub redirect_uri: &'a str,
     pub expires_at: DateTime<Utc>,
 }
@@ -26,7 +27,7 @@ pub async fn insert(db: &impl ConnectionTrait, state: NewState<'_>) -> Result<()
         organization_id: Set(state.organization_id),
         user_id: Set(state.user_id),
         integration_id: Set(state.integration_id),
-        pkce_verifier: Set(state.pkce_verifier),
+        pkce_verifier: Set(state.pkce_verifier.map(Sealed::into_stored)),
         redirect_uri: Set(state.redirect_uri.to_string()),
         expires_at: Set(state.expires_at),
         created_at: Set(Utc::now()),
@@ -76,12 +77,12 @@ pub async fn replace_pkce_verifier(
     db: &impl ConnectionTrait,
     nonce: &str,
     expected: &str,
-    pkce_verifier: String,
+    pkce_verifier: Sealed,
 ) -> Result<bool, DbErr> {
     let result = oauth_state::Entity::update_many()
         .col_expr(
             oauth_state::Column::PkceVerifier,
-            sea_orm::sea_query::Expr::value(pkce_verifier),
+            sea_orm::sea_query::Expr::value(pkce_verifier.into_stored()),
         )
         .filter(oauth_state::Column::Nonce.eq(nonce))
         .filter(oauth_state::Column::PkceVerifier.eq(expected))

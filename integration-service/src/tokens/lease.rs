@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::{context::AppContext, error::ServiceResult, store};
+use crate::{context::AppContext, crypto::Sealed, error::ServiceResult, store};
 
 /// This process's committed refresh lease on one integration.
 pub(super) struct RefreshLease {
@@ -55,8 +55,8 @@ impl RefreshLease {
     /// when the lease was lost meanwhile (a disconnect or a re-authorization won).
     pub(super) async fn save(
         mut self,
-        access_token: String,
-        refresh_token: Option<String>,
+        access_token: Sealed,
+        refresh_token: Option<Sealed>,
         expires_at: Option<DateTime<Utc>>,
     ) -> ServiceResult<bool> {
         self.held = false;

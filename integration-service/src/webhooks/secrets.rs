@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    crypto::{CryptoError, Keyring, SecretColumn},
+    crypto::{CryptoError, Keyring, Sealed, SecretColumn},
     expiring::ExpiringMap,
     store::entities::integration,
 };
@@ -45,12 +45,19 @@ struct GraceEntry {
     valid_until: DateTime<Utc>,
 }
 
+/// A rotated-out secret that still verifies until `valid_until`.
+#[derive(Clone)]
+pub struct GraceSecret {
+    pub secret: SecretString,
+    pub valid_until: DateTime<Utc>,
+}
+
 /// An integration's webhook secrets. `Debug` never shows them.
 #[derive(Clone, Default)]
 pub struct WebhookSecrets {
     pub current: Option<SecretString>,
     /// Rotated-out secrets with the end of their grace period, soonest first.
-    pub grace: Vec<(SecretString, DateTime<Utc>)>,
+    pub grace: Vec<GraceSecret>,
     /// Whether these came from the cache (and may be stale).
     pub cached: bool,
 }
@@ -61,7 +68,7 @@ impl std::fmt::Debug for WebhookSecrets {
             .field("current", &self.current.as_ref().map(|_| "[redacted]"))
             .field(
                 "grace_until",
-                &self.grace.iter().map(|(_, at)| at).collect::<Vec<_>>(),
+                &self.grace.iter().map(|g| g.valid_until).collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -88,21 +95,23 @@ impl WebhookSecrets {
             let list = keyring.open(SecretColumn::WebhookSecretGrace, record.id, stored)?;
             let entries: Vec<GraceEntry> =
                 serde_json::from_str(list.expose_secret()).map_err(|_| CryptoError::Malformed)?;
-            grace.extend(
-                entries
-                    .into_iter()
-                    .map(|e| (SecretString::from(e.secret), e.valid_until)),
-            );
+            grace.extend(entries.into_iter().map(|e| GraceSecret {
+                secret: SecretString::from(e.secret),
+                valid_until: e.valid_until,
+            }));
         }
         if let (Some(stored), Some(until)) = (
             record.previous_webhook_secret.as_deref(),
             record.previous_webhook_secret_expires_at,
         ) {
             let secret = keyring.open(SecretColumn::PreviousWebhookSecret, record.id, stored)?;
-            grace.push((secret, until));
+            grace.push(GraceSecret {
+                secret,
+                valid_until: until,
+            });
         }
-        grace.retain(|(_, until)| *until > now);
-        grace.sort_by_key(|(_, until)| *until);
+        grace.retain(|g| g.valid_until > now);
+        grace.sort_by_key(|g| g.valid_until);
         Ok(Self {
             current,
             grace,
@@ -119,8 +128,8 @@ impl WebhookSecrets {
             .chain(
                 self.grace
                     .iter()
-                    .filter(|(_, until)| *until > now)
-                    .map(|(s, until)| (s.clone(), Some(*until))),
+                    .filter(|g| g.valid_until > now)
+                    .map(|g| (g.secret.clone(), Some(g.valid_until))),
             )
             .collect()
     }
@@ -128,19 +137,18 @@ impl WebhookSecrets {
     /// The secrets after a rotation to a new current secret: the old current one verifies
     /// until `old_until`, the grace secrets keep their own expiries; at most
     /// `MAX_GRACE_SECRETS`, the latest-expiring kept.
-    pub fn rotated_grace(
-        &self,
-        old_until: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Vec<(SecretString, DateTime<Utc>)> {
+    pub fn rotated_grace(&self, old_until: DateTime<Utc>, now: DateTime<Utc>) -> Vec<GraceSecret> {
         let mut grace: Vec<_> = self
             .grace
             .iter()
-            .filter(|(_, until)| *until > now)
+            .filter(|g| g.valid_until > now)
             .cloned()
-            .chain(self.current.iter().map(|s| (s.clone(), old_until)))
+            .chain(self.current.iter().map(|s| GraceSecret {
+                secret: s.clone(),
+                valid_until: old_until,
+            }))
             .collect();
-        grace.sort_by_key(|(_, until)| *until);
+        grace.sort_by_key(|g| g.valid_until);
         let excess = grace.len().saturating_sub(MAX_GRACE_SECRETS);
         grace.drain(..excess);
         grace
@@ -151,16 +159,16 @@ impl WebhookSecrets {
 pub fn seal_grace(
     keyring: &Keyring,
     integration_id: Uuid,
-    grace: &[(SecretString, DateTime<Utc>)],
-) -> Option<String> {
+    grace: &[GraceSecret],
+) -> Option<Sealed> {
     if grace.is_empty() {
         return None;
     }
     let entries: Vec<GraceEntry> = grace
         .iter()
-        .map(|(secret, valid_until)| GraceEntry {
-            secret: secret.expose_secret().to_string(),
-            valid_until: *valid_until,
+        .map(|g| GraceEntry {
+            secret: g.secret.expose_secret().to_string(),
+            valid_until: g.valid_until,
         })
         .collect();
     let json = serde_json::to_string(&entries).unwrap_or_default();
@@ -206,8 +214,14 @@ mod tests {
         let secrets = WebhookSecrets {
             current: Some(s("new")),
             grace: vec![
-                (s("older"), now - chrono::Duration::seconds(1)),
-                (s("old"), now + chrono::Duration::hours(1)),
+                GraceSecret {
+                    secret: s("older"),
+                    valid_until: now - chrono::Duration::seconds(1),
+                },
+                GraceSecret {
+                    secret: s("old"),
+                    valid_until: now + chrono::Duration::hours(1),
+                },
             ],
             cached: false,
         };
@@ -256,7 +270,7 @@ mod tests {
             };
         }
         assert_eq!(secrets.grace.len(), MAX_GRACE_SECRETS);
-        assert_eq!(secrets.grace.last().unwrap().0.expose_secret(), "19");
+        assert_eq!(secrets.grace.last().unwrap().secret.expose_secret(), "19");
     }
 
     #[test]

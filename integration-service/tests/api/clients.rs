@@ -100,8 +100,9 @@ async fn integration_with_an_event(app: &TestApp) -> String {
         .unwrap()
         .try_into()
         .unwrap();
-    let sealed =
-        Keyring::new(&EncryptionKey(bytes), &[]).seal(SecretColumn::AccessToken, id, ACCESS_TOKEN);
+    let sealed = Keyring::new(&EncryptionKey(bytes), &[])
+        .seal(SecretColumn::AccessToken, id, ACCESS_TOKEN)
+        .into_stored();
     let record = integration::Entity::find_by_id(id)
         .one(&app.db)
         .await

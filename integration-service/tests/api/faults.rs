@@ -79,18 +79,22 @@ async fn seed(
         provider: Set(provider.into()),
         connected: Set(true),
         status: Set(Some(IntegrationStatus::Active)),
-        access_token: Set(Some(keyring.seal(
-            SecretColumn::AccessToken,
-            id,
-            "old-access",
-        ))),
-        refresh_token: Set(refresh_token.map(|t| keyring.seal(SecretColumn::RefreshToken, id, t))),
+        access_token: Set(Some(
+            keyring
+                .seal(SecretColumn::AccessToken, id, "old-access")
+                .into_stored(),
+        )),
+        refresh_token: Set(refresh_token.map(|t| {
+            keyring
+                .seal(SecretColumn::RefreshToken, id, t)
+                .into_stored()
+        })),
         token_expires_at: Set(expires_at),
-        webhook_secret: Set(Some(keyring.seal(
-            SecretColumn::WebhookSecret,
-            id,
-            webhook_secret,
-        ))),
+        webhook_secret: Set(Some(
+            keyring
+                .seal(SecretColumn::WebhookSecret, id, webhook_secret)
+                .into_stored(),
+        )),
         permissions: Set(Some(vec!["read".to_string()].into())),
         config: Set(serde_json::json!({})),
         sync_enabled: Set(false),
@@ -320,11 +324,10 @@ async fn key_rotation_never_undoes_a_concurrent_write(kind: Db) {
     // A legacy value (sealed directly under the master key) opens and is moved to the data key.
     let legacy = seed(&app, &old, 2, "asana", None, None, "whsec2").await;
     let mut active: integration::ActiveModel = row(&app, legacy).await.into();
-    active.access_token = Set(Some(old.seal_legacy(
-        SecretColumn::AccessToken,
-        legacy,
-        "legacy-access",
-    )));
+    active.access_token = Set(Some(
+        old.seal_legacy(SecretColumn::AccessToken, legacy, "legacy-access")
+            .into_stored(),
+    ));
     active.update(&app.db).await.unwrap();
     let report = rotate_keys(&app.db, &rotating).await.unwrap();
     assert_eq!(report.retried, 0);

@@ -48,16 +48,16 @@ async fn seed_due(app: &TestApp, provider: &str, refresh_token: &str) -> Uuid {
         provider: Set(provider.into()),
         connected: Set(true),
         status: Set(Some(integration::IntegrationStatus::Active)),
-        access_token: Set(Some(keyring().seal(
-            SecretColumn::AccessToken,
-            id,
-            "old-access",
-        ))),
-        refresh_token: Set(Some(keyring().seal(
-            SecretColumn::RefreshToken,
-            id,
-            refresh_token,
-        ))),
+        access_token: Set(Some(
+            keyring()
+                .seal(SecretColumn::AccessToken, id, "old-access")
+                .into_stored(),
+        )),
+        refresh_token: Set(Some(
+            keyring()
+                .seal(SecretColumn::RefreshToken, id, refresh_token)
+                .into_stored(),
+        )),
         token_expires_at: Set(Some(now + chrono::Duration::minutes(10))),
         config: Set(serde_json::json!({})),
         sync_enabled: Set(false),

@@ -76,8 +76,9 @@ async fn github_integration(app: &TestApp, org: i64) -> Uuid {
         .unwrap()
         .try_into()
         .unwrap();
-    let sealed =
-        Keyring::new(&EncryptionKey(key), &[]).seal(SecretColumn::WebhookSecret, id, SECRET);
+    let sealed = Keyring::new(&EncryptionKey(key), &[])
+        .seal(SecretColumn::WebhookSecret, id, SECRET)
+        .into_stored();
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
     active.status = Set(Some(integration::IntegrationStatus::Active));

@@ -67,14 +67,22 @@ async fn seed(
         provider: Set(provider.into()),
         connected: Set(true),
         status: Set(Some(IntegrationStatus::Active)),
-        access_token: Set(Some(keyring.seal(
-            SecretColumn::AccessToken,
-            id,
-            "old-access",
-        ))),
-        refresh_token: Set(refresh_token.map(|t| keyring.seal(SecretColumn::RefreshToken, id, t))),
+        access_token: Set(Some(
+            keyring
+                .seal(SecretColumn::AccessToken, id, "old-access")
+                .into_stored(),
+        )),
+        refresh_token: Set(refresh_token.map(|t| {
+            keyring
+                .seal(SecretColumn::RefreshToken, id, t)
+                .into_stored()
+        })),
         token_expires_at: Set(expires_at),
-        webhook_secret: Set(Some(keyring.seal(SecretColumn::WebhookSecret, id, "whsec"))),
+        webhook_secret: Set(Some(
+            keyring
+                .seal(SecretColumn::WebhookSecret, id, "whsec")
+                .into_stored(),
+        )),
         permissions: Set(Some(vec!["read".to_string()].into())),
         config: Set(serde_json::json!({})),
         sync_enabled: Set(false),

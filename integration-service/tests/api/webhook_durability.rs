@@ -82,8 +82,9 @@ async fn github_integration(database_url: &str) -> Uuid {
         .unwrap()
         .try_into()
         .unwrap();
-    let secret =
-        Keyring::new(&EncryptionKey(bytes), &[]).seal(SecretColumn::WebhookSecret, id, SECRET);
+    let secret = Keyring::new(&EncryptionKey(bytes), &[])
+        .seal(SecretColumn::WebhookSecret, id, SECRET)
+        .into_stored();
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
     active.webhook_secret = Set(Some(secret));

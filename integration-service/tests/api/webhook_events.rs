@@ -50,8 +50,9 @@ pub(crate) async fn github_integration(app: &TestApp, org: i64) -> Uuid {
         .unwrap()
         .try_into()
         .unwrap();
-    let secret =
-        Keyring::new(&EncryptionKey(bytes), &[]).seal(SecretColumn::WebhookSecret, id, SECRET);
+    let secret = Keyring::new(&EncryptionKey(bytes), &[])
+        .seal(SecretColumn::WebhookSecret, id, SECRET)
+        .into_stored();
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
     active.status = Set(Some(integration::IntegrationStatus::Active));

@@ -165,11 +165,13 @@ async fn connected(app: &TestApp, org: i64, provider: &str) -> Uuid {
         ),
         &[],
     );
-    let sealed = keyring.seal(
-        integration_service::crypto::SecretColumn::WebhookSecret,
-        id,
-        SECRET,
-    );
+    let sealed = keyring
+        .seal(
+            integration_service::crypto::SecretColumn::WebhookSecret,
+            id,
+            SECRET,
+        )
+        .into_stored();
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
     active.status = Set(Some(integration::IntegrationStatus::Active));

@@ -104,11 +104,15 @@ async fn connected(app: &TestApp, org: i64, provider: &str, secret: &str) -> uui
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
     active.status = Set(Some(integration::IntegrationStatus::Active));
-    active.webhook_secret = Set(Some(keyring.seal(
-        integration_service::crypto::SecretColumn::WebhookSecret,
-        id,
-        secret,
-    )));
+    active.webhook_secret = Set(Some(
+        keyring
+            .seal(
+                integration_service::crypto::SecretColumn::WebhookSecret,
+                id,
+                secret,
+            )
+            .into_stored(),
+    ));
     active.update(&app.db).await.unwrap();
     id
 }

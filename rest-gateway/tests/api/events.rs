@@ -38,11 +38,13 @@ async fn github_integration(app: &TestApp, org: i64) -> Uuid {
         ),
         &[],
     );
-    let sealed = keyring.seal(
-        integration_service::crypto::SecretColumn::WebhookSecret,
-        id,
-        SECRET,
-    );
+    let sealed = keyring
+        .seal(
+            integration_service::crypto::SecretColumn::WebhookSecret,
+            id,
+            SECRET,
+        )
+        .into_stored();
     let mut active: integration::ActiveModel = record.into();
     active.connected = Set(true);
     active.status = Set(Some(integration::IntegrationStatus::Active));

@@ -36,7 +36,7 @@ fn encrypt(id: Uuid, column: &str, plain: &str) -> String {
         .into_iter()
         .find(|c| c.column() == column)
         .unwrap();
-    keyring().seal(column, id, plain)
+    keyring().seal(column, id, plain).into_stored()
 }
 
 /// A connected integration of `provider` for organization `org`, with `secret` as its

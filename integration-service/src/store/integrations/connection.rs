@@ -10,19 +10,20 @@ use uuid::Uuid;
 
 use super::super::entities::integration::{self, IntegrationStatus, Scopes};
 use super::begin_with_row_lock;
+use crate::crypto::Sealed;
 
-/// What a completed authorization stores. Secret fields are ciphertext.
+/// What a completed authorization stores. Secret fields are sealed.
 #[derive(Clone)]
 pub struct Connection {
-    pub access_token: String,
-    pub refresh_token: Option<String>,
+    pub access_token: Sealed,
+    pub refresh_token: Option<Sealed>,
     pub token_expires_at: Option<chrono::DateTime<Utc>>,
     /// The granted scopes.
     pub permissions: Scopes,
     pub account_id: Option<String>,
     pub account_name: Option<String>,
     /// Stored only when the integration has no webhook secret yet.
-    pub webhook_secret: String,
+    pub webhook_secret: Sealed,
 }
 
 /// Marks the integration connected and ACTIVE with its new tokens, in one transaction.
@@ -40,8 +41,8 @@ pub async fn save_connection(
     let mut active: integration::ActiveModel = current.into();
     active.connected = Set(true);
     active.status = Set(Some(IntegrationStatus::Active));
-    active.access_token = Set(Some(connection.access_token));
-    active.refresh_token = Set(connection.refresh_token);
+    active.access_token = Set(Some(connection.access_token.into_stored()));
+    active.refresh_token = Set(connection.refresh_token.map(Sealed::into_stored));
     active.token_expires_at = Set(connection.token_expires_at);
     active.token_refreshed_at = Set(Some(Utc::now()));
     active.permissions = Set(Some(connection.permissions));
@@ -54,7 +55,7 @@ pub async fn save_connection(
         active.account_name = Set(connection.account_name);
     }
     if !keep_secret {
-        active.webhook_secret = Set(Some(connection.webhook_secret));
+        active.webhook_secret = Set(Some(connection.webhook_secret.into_stored()));
     }
     active.updated_at = Set(Utc::now());
     active.update(&txn).await?;

@@ -9,6 +9,7 @@ use super::super::{
     entities::integration::{self, IntegrationStatus},
     set_null,
 };
+use crate::crypto::Sealed;
 
 /// Takes the refresh lease of a connected integration for `owner` until `until`, if it is
 /// free or expired (compare-and-set, committed at once). `true` when taken.
@@ -65,8 +66,8 @@ pub async fn save_refreshed_tokens(
     db: &impl ConnectionTrait,
     id: Uuid,
     owner: &str,
-    access_token: String,
-    refresh_token: Option<String>,
+    access_token: Sealed,
+    refresh_token: Option<Sealed>,
     token_expires_at: Option<chrono::DateTime<Utc>>,
 ) -> Result<bool, DbErr> {
     let mut update = set_null(
@@ -77,7 +78,10 @@ pub async fn save_refreshed_tokens(
             integration::Column::RefreshLeaseExpiresAt,
         ],
     )
-    .col_expr(integration::Column::AccessToken, Expr::value(access_token))
+    .col_expr(
+        integration::Column::AccessToken,
+        Expr::value(access_token.into_stored()),
+    )
     .col_expr(
         integration::Column::TokenExpiresAt,
         Expr::value(token_expires_at),
@@ -90,7 +94,7 @@ pub async fn save_refreshed_tokens(
     if let Some(refresh_token) = refresh_token {
         update = update.col_expr(
             integration::Column::RefreshToken,
-            Expr::value(refresh_token),
+            Expr::value(refresh_token.into_stored()),
         );
     }
     let result = update

@@ -11,15 +11,15 @@ use super::super::{
     entities::integration::{self, Model},
     set_null,
 };
-use crate::crypto::SecretColumn;
+use crate::crypto::{Sealed, SecretColumn};
 
 /// Sets the webhook secret and the sealed list of rotated-out secrets still verifying
 /// (ciphertexts); the older single previous-secret columns are folded into that list.
 pub async fn set_webhook_secrets(
     db: &impl ConnectionTrait,
     id: Uuid,
-    webhook_secret: String,
-    grace: Option<String>,
+    webhook_secret: Sealed,
+    grace: Option<Sealed>,
 ) -> Result<(), DbErr> {
     set_null(
         integration::Entity::update_many(),
@@ -30,9 +30,12 @@ pub async fn set_webhook_secrets(
     )
     .col_expr(
         integration::Column::WebhookSecret,
-        Expr::value(webhook_secret),
+        Expr::value(webhook_secret.into_stored()),
     )
-    .col_expr(integration::Column::WebhookSecretGrace, Expr::value(grace))
+    .col_expr(
+        integration::Column::WebhookSecretGrace,
+        Expr::value(grace.map(Sealed::into_stored)),
+    )
     .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
     .filter(integration::Column::Id.eq(id))
     .exec(db)
@@ -71,12 +74,12 @@ pub fn secret_value(record: &Model, column: SecretColumn) -> Option<&str> {
 pub async fn replace_secrets_if_unchanged(
     db: &impl ConnectionTrait,
     seen: &Model,
-    changes: &[(SecretColumn, String)],
+    changes: &[(SecretColumn, Sealed)],
 ) -> Result<bool, DbErr> {
     let mut update = integration::Entity::update_many();
     for (column, value) in changes {
         if let Some(column) = entity_column(*column) {
-            update = update.col_expr(column, Expr::value(value.clone()));
+            update = update.col_expr(column, Expr::value(value.as_stored()));
         }
     }
     update = update.filter(integration::Column::Id.eq(seen.id));
@@ -118,7 +121,7 @@ pub async fn arm_handshake(
 pub async fn accept_handshake_secret(
     db: &impl ConnectionTrait,
     id: Uuid,
-    sealed_secret: String,
+    sealed_secret: Sealed,
     now: chrono::DateTime<Utc>,
 ) -> Result<bool, DbErr> {
     let result = set_null(
@@ -132,7 +135,7 @@ pub async fn accept_handshake_secret(
     )
     .col_expr(
         integration::Column::WebhookSecret,
-        Expr::value(sealed_secret),
+        Expr::value(sealed_secret.into_stored()),
     )
     .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
     .filter(integration::Column::Id.eq(id))
@@ -151,7 +154,7 @@ pub async fn set_provider_issued_secret(
     db: &impl ConnectionTrait,
     id: Uuid,
     account_id: Option<&str>,
-    sealed_secret: String,
+    sealed_secret: Sealed,
 ) -> Result<bool, DbErr> {
     let mut update = set_null(
         integration::Entity::update_many(),
@@ -163,7 +166,7 @@ pub async fn set_provider_issued_secret(
     )
     .col_expr(
         integration::Column::WebhookSecret,
-        Expr::value(sealed_secret),
+        Expr::value(sealed_secret.into_stored()),
     )
     .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()));
     if let Some(account_id) = account_id {
