@@ -61,6 +61,9 @@ use crate::{
 };
 use api::ApiError;
 
+/// A subscription as the service keeps it (what route 15 answers, less the lease).
+pub type Record = Model;
+
 /// How long a create, renewal or delete may hold a subscription (the provider call is
 /// bounded at 10 s by the shared HTTP client; a crashed holder's lease simply expires).
 pub const LEASE: Duration = Duration::from_secs(60);

@@ -7,7 +7,10 @@ use integrations_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use super::{authorize, integration_ref, respond, rfc3339, Need};
-use crate::{context::AppContext, store::entities::webhook_subscription::Model, subscriptions};
+use crate::{
+    context::AppContext,
+    subscriptions::{self, Record},
+};
 
 pub struct SubscriptionApi {
     ctx: AppContext,
@@ -75,7 +78,7 @@ impl SubscriptionService for SubscriptionApi {
 }
 
 /// The proto item; the lease and retry bookkeeping stay inside.
-pub fn to_proto(model: &Model) -> Subscription {
+pub fn to_proto(model: &Record) -> Subscription {
     Subscription {
         id: model.id.to_string(),
         integration_id: model.integration_id.to_string(),

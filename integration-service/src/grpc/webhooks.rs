@@ -16,11 +16,10 @@ use tonic::{Request, Response, Status};
 use super::{authorize, authorize_service, integration_ref, respond, rfc3339, Need};
 use crate::{
     context::AppContext,
-    store::webhook_events::EventFilter,
     webhooks::{
         admission,
         dispatch::Subscription,
-        events::{self, parse_event_id, EventView, ListQuery, StreamSettings},
+        events::{self, parse_event_id, EventFilter, EventView, ListQuery, StreamSettings},
         intake,
         receive::Delivery,
         WebhookRuntime,

@@ -24,9 +24,12 @@ use crate::{
     store::{
         self,
         entities::webhook_event::{self, EventStatus},
-        webhook_events::{AfterError, ClaimedEvent, EventFilter, EventQuery},
+        webhook_events::{AfterError, ClaimedEvent, EventQuery},
     },
 };
+
+/// Which events a consumer stream takes (organization, provider, event types).
+pub use crate::store::webhook_events::EventFilter;
 
 /// Default and largest page of a listing.
 pub const DEFAULT_PAGE: u64 = 50;
