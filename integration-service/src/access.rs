@@ -51,7 +51,7 @@ impl Access {
 }
 
 /// Authenticates the caller and resolves its active organization.
-pub async fn resolve(
+pub(crate) async fn resolve(
     db: &impl ConnectionTrait,
     sessions: &SessionVerifier,
     organizations: &KnownOrganizations,
@@ -92,7 +92,7 @@ pub async fn resolve(
 }
 
 /// Authenticates and requires Owner or Admin (or a service_role caller).
-pub async fn require_manager(
+pub(crate) async fn require_manager(
     db: &impl ConnectionTrait,
     sessions: &SessionVerifier,
     organizations: &KnownOrganizations,
@@ -104,7 +104,7 @@ pub async fn require_manager(
 /// `require_manager` and the active organization's integration records (by provider), read
 /// together: for a user, one query answers the memberships and the records (the list route
 /// is the hottest read); a service_role caller names its organization and reads it alone.
-pub async fn manager_with_integrations(
+pub(crate) async fn manager_with_integrations(
     db: &impl ConnectionTrait,
     sessions: &SessionVerifier,
     organizations: &KnownOrganizations,
@@ -162,7 +162,7 @@ fn parse_organization_id(value: &str) -> ServiceResult<i64> {
 }
 
 /// Picks the active organization among the user's memberships.
-pub fn choose_organization(
+fn choose_organization(
     memberships: &[(i64, String)],
     requested: Option<i64>,
 ) -> ServiceResult<(i64, Role)> {

@@ -29,7 +29,7 @@ use crate::{
 /// How often the health status re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
-pub struct Application {
+pub(crate) struct Application {
     pub ctx: AppContext,
     pub webhooks: WebhookRuntime,
     health: HealthReporter,
@@ -43,7 +43,7 @@ pub struct Application {
 impl Application {
     /// Starts the background tasks of one service process; health is known before the first
     /// call can arrive. `metrics` is the listener of `GET /metrics`, when served.
-    pub async fn start(
+    pub(crate) async fn start(
         ctx: AppContext,
         health: HealthReporter,
         metrics: Option<tokio::net::TcpListener>,
@@ -128,19 +128,19 @@ impl Application {
     }
 
     /// A token cancelled when shutdown begins.
-    pub fn draining(&self) -> CancellationToken {
+    pub(crate) fn draining(&self) -> CancellationToken {
         self.draining.clone()
     }
 
     /// Shutdown begins: NOT_SERVING now, no more events handed out, streams end.
-    pub async fn drain(&self) {
+    pub(crate) async fn drain(&self) {
         tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
         self.draining.cancel();
         set_health(&self.health, false).await;
     }
 
     /// Stops the background tasks and waits for them, at most `grace`.
-    pub async fn stop(self, grace: Duration) {
+    pub(crate) async fn stop(self, grace: Duration) {
         self.draining.cancel();
         self.stopping.cancel();
         self.tasks.close();

@@ -248,7 +248,7 @@ fn cookie<'a>(cookies: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// The session JWT from `sb-access-token` or the @supabase/ssr auth cookie.
-pub fn session_from_cookies(cookies: &[(String, String)]) -> Option<String> {
+fn session_from_cookies(cookies: &[(String, String)]) -> Option<String> {
     if let Some(token) = cookie(cookies, "sb-access-token").filter(|v| !v.is_empty()) {
         return Some(percent_decode(token));
     }
@@ -272,7 +272,7 @@ pub fn session_from_cookies(cookies: &[(String, String)]) -> Option<String> {
 
 /// Decodes an @supabase/ssr cookie value: `base64-<base64url JSON>` or (URL-encoded) JSON,
 /// an object with `access_token` or the legacy array form `[access_token, refresh_token, ...]`.
-pub fn access_token_from_ssr_value(value: &str) -> Option<String> {
+fn access_token_from_ssr_value(value: &str) -> Option<String> {
     let decoded = percent_decode(value);
     let json_text = match decoded.strip_prefix("base64-") {
         Some(encoded) => {

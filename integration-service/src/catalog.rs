@@ -135,14 +135,6 @@ impl Provider {
         self.name.to_ascii_uppercase().replace('-', "_")
     }
 
-    pub fn client_id_var(&self) -> String {
-        format!("{}_CLIENT_ID", self.var_prefix())
-    }
-
-    pub fn client_secret_var(&self) -> String {
-        format!("{}_CLIENT_SECRET", self.var_prefix())
-    }
-
     /// A provider variable's name: `var("TOKEN_URL")` is `GITLAB_TOKEN_URL` for GitLab.
     pub fn var(&self, suffix: &str) -> String {
         format!("{}_{suffix}", self.var_prefix())

@@ -29,7 +29,7 @@ pub use secrets::MIN_PRODUCTION_JWT_SECRET_LEN;
 use secrets::{development_secrets_dir, keys, sessions};
 
 /// Where `DATABASE_URL` points when unset: a file under `./data`.
-pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/integrations.db?mode=rwc";
+const DEFAULT_DATABASE_URL: &str = "sqlite://./data/integrations.db?mode=rwc";
 
 /// A configuration value that is wrong or missing, naming the variable.
 #[derive(Debug, thiserror::Error)]
@@ -310,7 +310,7 @@ fn database(env: &Env) -> Result<(String, bool), ConfigError> {
 pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The shortest refresh lease: a provider call's timeout and a margin for the commit after it.
-pub const MIN_REFRESH_LEASE: Duration = Duration::from_secs(PROVIDER_TIMEOUT.as_secs() + 5);
+const MIN_REFRESH_LEASE: Duration = Duration::from_secs(PROVIDER_TIMEOUT.as_secs() + 5);
 
 /// `TOKEN_REFRESH_LEASE_SECS` (30), from [`MIN_REFRESH_LEASE`] to an hour.
 fn refresh_lease(env: &Env) -> Result<Duration, ConfigError> {

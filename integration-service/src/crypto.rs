@@ -178,7 +178,8 @@ impl Keyring {
     }
 
     /// The id of the key new values are sealed under (the current data key).
-    pub fn current_key_id(&self) -> &str {
+    #[cfg(test)]
+    fn current_key_id(&self) -> &str {
         &self.current.data.id
     }
 

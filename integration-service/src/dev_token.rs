@@ -29,7 +29,7 @@ pub enum DevTokenError {
 }
 
 /// The longest lifetime of a development session (30 days).
-pub const MAX_TTL_HOURS: i64 = 720;
+const MAX_TTL_HOURS: i64 = 720;
 
 /// Refuses production and lifetimes out of range, before anything is written.
 pub fn check(config: &Config, ttl_hours: i64) -> Result<(), DevTokenError> {

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// Disconnects the integration `id` names (see the module's documentation).
-pub async fn disconnect(
+pub(crate) async fn disconnect(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,

@@ -11,7 +11,9 @@ use sea_orm::{DbErr, RuntimeErr};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-pub use service_kit::wire::{ERROR_DOMAIN, REASON_PAYLOAD_TOO_LARGE, REASON_PROVIDER_FAILED};
+pub(crate) use service_kit::wire::{
+    ERROR_DOMAIN, REASON_PAYLOAD_TOO_LARGE, REASON_PROVIDER_FAILED,
+};
 
 /// A user-facing message with optional context; neither may contain a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +43,7 @@ impl std::fmt::Display for Problem {
 }
 
 /// A cause kept for the log: never sent to a client.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -185,7 +187,7 @@ impl From<DbErr> for ServiceError {
 }
 
 /// Whether a database error is a unique-index violation.
-pub fn is_unique_violation(err: &DbErr) -> bool {
+pub(crate) fn is_unique_violation(err: &DbErr) -> bool {
     matches!(
         err.sql_err(),
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
@@ -193,7 +195,7 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
 }
 
 /// Whether a database error means "could not reach the database" (retryable, 503).
-pub fn is_unavailable(err: &DbErr) -> bool {
+pub(crate) fn is_unavailable(err: &DbErr) -> bool {
     use sea_orm::sqlx::Error as Sqlx;
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
@@ -270,11 +272,11 @@ impl From<ServiceError> for Status {
     }
 }
 
-pub type ServiceResult<T> = Result<T, ServiceError>;
+pub(crate) type ServiceResult<T> = Result<T, ServiceError>;
 
 /// The one 404 of an integration id that is not the caller's (or does not exist): the same
 /// answer either way, so ids of other organizations tell nothing.
-pub fn integration_not_found() -> ServiceError {
+pub(crate) fn integration_not_found() -> ServiceError {
     ServiceError::not_found("Integration not found")
 }
 

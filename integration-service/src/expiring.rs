@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub struct ExpiringMap<K, V> {
+pub(crate) struct ExpiringMap<K, V> {
     ttl: Duration,
     capacity: usize,
     entries: Mutex<HashMap<K, (Instant, V)>>,
@@ -17,7 +17,7 @@ pub struct ExpiringMap<K, V> {
 
 impl<K: Eq + Hash, V: Clone> ExpiringMap<K, V> {
     /// Entries live `ttl`; at most `capacity` of them.
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
             ttl,
             capacity,
@@ -26,24 +26,24 @@ impl<K: Eq + Hash, V: Clone> ExpiringMap<K, V> {
     }
 
     /// The value put under `key` less than `ttl` ago.
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub(crate) fn get(&self, key: &K) -> Option<V> {
         self.get_at(key, Instant::now())
     }
 
     /// The value put under `key` less than `ttl` before `now`.
-    pub fn get_at(&self, key: &K, now: Instant) -> Option<V> {
+    pub(crate) fn get_at(&self, key: &K, now: Instant) -> Option<V> {
         self.lock()
             .get(key)
             .filter(|(at, _)| now.saturating_duration_since(*at) < self.ttl)
             .map(|(_, value)| value.clone())
     }
 
-    pub fn put(&self, key: K, value: V) {
+    pub(crate) fn put(&self, key: K, value: V) {
         self.put_at(key, value, Instant::now());
     }
 
     /// Puts `value` under `key` as of `at`; a full map is emptied first.
-    pub fn put_at(&self, key: K, value: V, at: Instant) {
+    pub(crate) fn put_at(&self, key: K, value: V, at: Instant) {
         let mut entries = self.lock();
         if entries.len() >= self.capacity {
             entries.clear();
@@ -52,12 +52,9 @@ impl<K: Eq + Hash, V: Clone> ExpiringMap<K, V> {
     }
 
     /// Entries held, expired ones included.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// A panic elsewhere while holding the lock leaves a map that is still whole.

@@ -6,10 +6,10 @@
 //! installed with tonic's `trace_fn`), the authorization helpers that record the organization
 //! on that span, and `respond`, the one place an error is logged before it becomes a status.
 
-pub mod integrations;
-pub mod oauth;
-pub mod subscriptions;
-pub mod webhooks;
+pub(crate) mod integrations;
+pub(crate) mod oauth;
+pub(crate) mod subscriptions;
+pub(crate) mod webhooks;
 
 use service_kit::wire::{is_valid_request_id, REQUEST_ID};
 use tonic::{metadata::MetadataMap, Response, Status};
@@ -26,7 +26,7 @@ use crate::{
 
 /// The span of one RPC: its method, the caller's request id (from the gateway's
 /// `x-request-id`), and — recorded once known — the organization and the integration.
-pub fn rpc_span(request: &tonic::codegen::http::Request<()>) -> Span {
+pub(crate) fn rpc_span(request: &tonic::codegen::http::Request<()>) -> Span {
     let request_id = request
         .headers()
         .get(REQUEST_ID)
@@ -44,7 +44,7 @@ pub fn rpc_span(request: &tonic::codegen::http::Request<()>) -> Span {
 
 /// The answer of an RPC: the error, if any, is logged here once (inside the RPC's span, with
 /// its causes for our own failures), then converted without side effects.
-pub fn respond<T>(result: ServiceResult<T>) -> Result<Response<T>, Status> {
+pub(crate) fn respond<T>(result: ServiceResult<T>) -> Result<Response<T>, Status> {
     if result.is_ok() {
         tracing::debug!("rpc answered");
     }
@@ -55,7 +55,7 @@ pub fn respond<T>(result: ServiceResult<T>) -> Result<Response<T>, Status> {
 }
 
 /// Logs a failed RPC: ours at error level with every cause, the caller's at debug.
-pub fn log_error(err: &ServiceError) {
+fn log_error(err: &ServiceError) {
     if err.is_internal() {
         tracing::error!(error = %err.report(), "rpc failed");
     } else {
@@ -65,7 +65,7 @@ pub fn log_error(err: &ServiceError) {
 
 /// What an RPC requires of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Need {
+pub(crate) enum Need {
     /// Any member of the organization (or a service_role caller naming it).
     Member,
     /// Owner or Admin (or a service_role caller naming the organization).
@@ -74,7 +74,7 @@ pub enum Need {
 
 /// The one authorization helper of the RPC layer: authenticates, resolves the active
 /// organization, checks the role, and names the organization on the RPC's span.
-pub async fn authorize(
+pub(crate) async fn authorize(
     ctx: &AppContext,
     metadata: &MetadataMap,
     need: Need,
@@ -94,7 +94,7 @@ pub async fn authorize(
 /// `authorize` with `Need::Manager`, then the active organization's integrations: the
 /// records are read with the memberships in one query for a user
 /// (`access::manager_with_integrations`).
-pub async fn list_as_manager(
+pub(crate) async fn list_as_manager(
     ctx: &AppContext,
     metadata: &MetadataMap,
 ) -> ServiceResult<Vec<IntegrationView>> {
@@ -106,7 +106,7 @@ pub async fn list_as_manager(
 }
 
 /// Event consumers are internal services: a service_role token, any organization.
-pub fn authorize_service(ctx: &AppContext, metadata: &MetadataMap) -> ServiceResult<()> {
+pub(crate) fn authorize_service(ctx: &AppContext, metadata: &MetadataMap) -> ServiceResult<()> {
     let credentials = credentials_from_metadata(metadata);
     match ctx.sessions.verify(credentials.session_token()?)? {
         Caller::Service => Ok(()),
@@ -117,7 +117,7 @@ pub fn authorize_service(ctx: &AppContext, metadata: &MetadataMap) -> ServiceRes
 
 /// The user of a verified session (callbacks completed by the frontend); a service_role
 /// token has no browser flow to complete.
-pub fn authenticated_user(ctx: &AppContext, metadata: &MetadataMap) -> ServiceResult<Uuid> {
+pub(crate) fn authenticated_user(ctx: &AppContext, metadata: &MetadataMap) -> ServiceResult<Uuid> {
     let credentials = credentials_from_metadata(metadata);
     match ctx.sessions.verify(credentials.session_token()?)? {
         Caller::User(user) => Ok(user),
@@ -127,11 +127,11 @@ pub fn authenticated_user(ctx: &AppContext, metadata: &MetadataMap) -> ServiceRe
 }
 
 /// `{id}` of a request: an integration UUID or a provider name, parsed once here.
-pub fn integration_ref(id: &str) -> IntegrationRef {
+pub(crate) fn integration_ref(id: &str) -> IntegrationRef {
     IntegrationRef::parse(id.trim())
 }
 
 /// Timestamps in proto messages: RFC 3339, UTC, milliseconds.
-pub fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -12,9 +12,9 @@ use crate::{
 };
 
 /// Bounds of `sync_frequency`, in seconds: one minute to thirty days.
-pub const SYNC_FREQUENCY_RANGE: std::ops::RangeInclusive<i64> = 60..=2_592_000;
+const SYNC_FREQUENCY_RANGE: std::ops::RangeInclusive<i64> = 60..=2_592_000;
 /// Largest stored `config`, serialized.
-pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+const MAX_CONFIG_BYTES: usize = 64 * 1024;
 
 /// What `{id}` in a route names; parsed once, at the edge (the RPC layer).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl IntegrationRef {
 
 /// A catalog provider with the organization's record for it, if any.
 #[derive(Debug, Clone)]
-pub struct IntegrationView {
+pub(crate) struct IntegrationView {
     pub provider: Provider,
     pub organization_id: i64,
     pub record: Option<integration::Model>,
@@ -49,7 +49,7 @@ pub struct IntegrationView {
 
 /// A validated change of settings.
 #[derive(Debug, Default, Clone)]
-pub struct SettingsUpdate {
+pub(crate) struct SettingsUpdate {
     /// An RFC 7396 merge patch; must be a JSON object.
     pub config_patch: Option<serde_json::Value>,
     pub sync_enabled: Option<bool>,
@@ -60,7 +60,7 @@ pub struct SettingsUpdate {
 /// Every catalog provider, with the organization's record where one exists; records of
 /// providers no longer in the catalog are listed too rather than hidden. The records are
 /// read with the caller's access (`access::manager_with_integrations`: one query).
-pub fn list(
+pub(crate) fn list(
     ctx: &AppContext,
     access: &Access,
     mut records: Vec<integration::Model>,
@@ -91,7 +91,7 @@ pub fn list(
 /// One integration by UUID or provider name (an available item when there is no record).
 /// The one resolution of `{id}` every rule uses: a provider name is looked up in the catalog
 /// (404 naming the known providers), a UUID within the caller's organization.
-pub async fn get(
+pub(crate) async fn get(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,
@@ -125,7 +125,7 @@ pub async fn get(
 }
 
 /// The organization's record for `id`: 404 when the provider was never connected.
-pub async fn get_record(
+pub(crate) async fn get_record(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,
@@ -142,7 +142,7 @@ fn note_integration(id: Uuid) {
 }
 
 /// Merge-patches the config and sets sync settings; a provider with no record gets one.
-pub async fn update(
+pub(crate) async fn update(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,
@@ -161,7 +161,7 @@ pub async fn update(
 }
 
 /// The record for `id`, created for a known provider when absent.
-pub async fn get_or_create(
+pub(crate) async fn get_or_create(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,
@@ -232,7 +232,7 @@ fn truncate(value: &str, max: usize) -> String {
 }
 
 /// Type and range checks that do not need the stored row.
-pub fn validate_update(update: &SettingsUpdate) -> ServiceResult<()> {
+fn validate_update(update: &SettingsUpdate) -> ServiceResult<()> {
     if let Some(patch) = &update.config_patch {
         if !patch.is_object() {
             return Err(ServiceError::invalid_field(

@@ -5,8 +5,10 @@
 //! `store` (SeaORM). `config` is read once at start; `catalog` is data; `metrics` is recorded by
 //! every layer through its typed functions.
 
-pub mod access;
-pub mod app;
+#![warn(unreachable_pub)]
+
+mod access;
+mod app;
 pub mod auth;
 pub mod catalog;
 pub mod config;
@@ -14,21 +16,21 @@ pub mod context;
 pub mod crypto;
 pub mod dev_sandbox;
 pub mod dev_token;
-pub mod disconnect;
-pub mod error;
-pub mod expiring;
-pub mod grpc;
-pub mod integrations;
+mod disconnect;
+mod error;
+mod expiring;
+mod grpc;
+mod integrations;
 pub mod key_rotation;
-pub mod metrics;
+mod metrics;
 pub mod oauth;
-pub mod private_fs;
-pub mod providers;
+mod private_fs;
+mod providers;
 pub mod server;
 pub mod sink;
 pub mod store;
-pub mod subscriptions;
+mod subscriptions;
 pub mod tokens;
-pub mod webhook_guide;
-pub mod webhook_settings;
+mod webhook_guide;
+mod webhook_settings;
 pub mod webhooks;

@@ -9,9 +9,9 @@
 //! provider names, a fixed vocabulary of outcomes and statuses; never an id, a tenant or a
 //! text a client or provider chose.
 
-pub mod endpoint;
-pub mod grpc_calls;
-pub mod subscriptions;
+pub(crate) mod endpoint;
+pub(crate) mod grpc_calls;
+pub(crate) mod subscriptions;
 
 use std::{sync::Arc, time::Duration};
 

@@ -124,7 +124,7 @@ impl Outcome {
 }
 
 /// Name of the cookie binding a state of `provider` to the browser.
-pub fn state_cookie_name(provider: &str) -> String {
+fn state_cookie_name(provider: &str) -> String {
     format!("oauth_state_{provider}")
 }
 

@@ -8,7 +8,7 @@
 use std::{io, path::Path};
 
 /// Creates `dir` and its missing parents with mode 0700 (existing folders are left as they are).
-pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir_all(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -25,7 +25,7 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
 
 /// Creates an empty `path` with mode 0600 unless it exists (SQLite then uses it as a new
 /// database, and gives its WAL and shared-memory files the same mode).
-pub fn create_private_file_if_missing(path: &Path) -> io::Result<()> {
+pub(crate) fn create_private_file_if_missing(path: &Path) -> io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -42,7 +42,7 @@ pub fn create_private_file_if_missing(path: &Path) -> io::Result<()> {
 
 /// Why `path` may not be trusted as a secret, if it may not: another owner, or a mode that
 /// lets the group or others read or write it.
-pub fn untrusted_secret_file(path: &Path) -> io::Result<Option<String>> {
+pub(crate) fn untrusted_secret_file(path: &Path) -> io::Result<Option<String>> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

@@ -5,9 +5,9 @@
 //! answers, revocation styles) live in `token_client` and `revoke`, nowhere else.
 //! Invariant: no provider secret, token or code ever reaches a log line or an error message.
 
-pub mod github_app;
-pub mod revoke;
-pub mod token_client;
+pub(crate) mod github_app;
+pub(crate) mod revoke;
+pub(crate) mod token_client;
 
 use std::{sync::OnceLock, time::Duration};
 
@@ -22,7 +22,7 @@ const PROVIDER_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The shared client: no redirects (a token endpoint that redirects is misconfigured, and
 /// following it could send credentials elsewhere), bounded time.
-pub fn http_client() -> &'static reqwest::Client {
+pub(crate) fn http_client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()
@@ -40,7 +40,7 @@ pub fn http_client() -> &'static reqwest::Client {
 
 /// A provider with this deployment's credentials and endpoints.
 #[derive(Debug, Clone)]
-pub struct ProviderClient {
+pub(crate) struct ProviderClient {
     pub provider: Provider,
     pub client_id: String,
     pub client_secret: Secret,
@@ -51,7 +51,7 @@ pub struct ProviderClient {
 
 impl ProviderClient {
     /// The provider's client, or a clear error naming the variable that is missing.
-    pub fn configured(config: &Config, provider: &Provider) -> ServiceResult<Self> {
+    pub(crate) fn configured(config: &Config, provider: &Provider) -> ServiceResult<Self> {
         let client_id = required(config, provider, "CLIENT_ID")?;
         let client_secret = required(config, provider, "CLIENT_SECRET")?;
         let endpoint = |suffix: &str, default: &str| {
@@ -76,7 +76,7 @@ impl ProviderClient {
     }
 
     /// The scopes requested at authorization, joined with the provider's separator.
-    pub fn requested_scopes(&self) -> String {
+    pub(crate) fn requested_scopes(&self) -> String {
         self.provider.scopes.join(&self.provider.scope_separator)
     }
 }
@@ -93,7 +93,7 @@ fn required(config: &Config, provider: &Provider, suffix: &str) -> ServiceResult
 
 /// A provider-supplied string made safe to log or store: short, and only characters that
 /// cannot carry markup or control sequences.
-pub fn sanitize_provider_text(text: &str) -> String {
+pub(crate) fn sanitize_provider_text(text: &str) -> String {
     let clean: String = text
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))

@@ -80,7 +80,7 @@ fn prepare_sqlite_url(database_url: &str) -> Result<String, DbErr> {
 /// negotiate TLS with a server that has it on, and encrypting every query on a connection
 /// that never leaves the machine costs CPU and protects nothing. An `sslmode` in the URL is
 /// always honoured; other URLs are left as they are.
-pub fn without_loopback_tls(database_url: &str) -> String {
+fn without_loopback_tls(database_url: &str) -> String {
     let Ok(url) = url::Url::parse(database_url) else {
         return database_url.to_string();
     };

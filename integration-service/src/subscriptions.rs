@@ -19,22 +19,22 @@
 //! over them; `disconnect.rs` what a disconnect does to the subscriptions and their leftovers;
 //! `renewer.rs` the background renewal.
 
-pub mod api;
-pub mod asana;
-pub mod bitbucket;
+pub(crate) mod api;
+pub(crate) mod asana;
+pub(crate) mod bitbucket;
 mod disconnect;
-pub mod github;
-pub mod gitlab;
-pub mod google;
-pub mod jira;
-pub mod linear;
-pub mod microsoft;
-pub mod renewer;
+pub(crate) mod github;
+pub(crate) mod gitlab;
+pub(crate) mod google;
+pub(crate) mod jira;
+pub(crate) mod linear;
+pub(crate) mod microsoft;
+pub(crate) mod renewer;
 mod target;
 
-pub use disconnect::delete_all_before_disconnect;
+pub(crate) use disconnect::delete_all_before_disconnect;
 use target::{require_scope, validate_events, validate_resource};
-pub use target::{secret_digest, Checked, Created, HookSpec, Target};
+pub(crate) use target::{secret_digest, Checked, Created, HookSpec, Target};
 pub(crate) use target::{webhook_secret, webhook_url};
 
 use std::time::Duration;
@@ -62,11 +62,11 @@ use crate::{
 use api::ApiError;
 
 /// A subscription as the service keeps it (what route 15 answers, less the lease).
-pub type Record = Model;
+pub(crate) type Record = Model;
 
 /// How long a create, renewal or delete may hold a subscription (the provider call is
 /// bounded at 10 s by the shared HTTP client; a crashed holder's lease simply expires).
-pub const LEASE: Duration = Duration::from_secs(60);
+pub(crate) const LEASE: Duration = Duration::from_secs(60);
 
 /// Slack, Discord (app-level deliveries), Notion (subscriptions made in its UI) and a GitHub
 /// App (one webhook in the App's settings, the installation recorded as the account).
@@ -83,16 +83,16 @@ fn set_up_by_hand(provider: &Provider) -> ServiceError {
 }
 
 /// A subscription's events, parsed from its column.
-pub fn events_of(model: &Model) -> Vec<String> {
+pub(crate) fn events_of(model: &Model) -> Vec<String> {
     serde_json::from_str(&model.events).unwrap_or_default()
 }
 
-pub fn subscription_not_found() -> ServiceError {
+fn subscription_not_found() -> ServiceError {
     ServiceError::not_found("Subscription not found")
 }
 
 /// The subscriptions of an integration, DELETED ones included.
-pub async fn list(
+pub(crate) async fn list(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,
@@ -102,7 +102,7 @@ pub async fn list(
 }
 
 /// Creates the webhook at the provider, or answers the live subscription to `resource`.
-pub async fn create(
+pub(crate) async fn create(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,
@@ -264,7 +264,7 @@ async fn remove_strays(
 
 /// Deletes the webhook at the provider (404 counts as done) and marks it DELETED.
 /// Deleting a DELETED subscription answers it as it is.
-pub async fn delete(
+pub(crate) async fn delete(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,
@@ -301,7 +301,7 @@ pub async fn delete(
 
 /// How long after the old channel was stopped its messages still count as the overlap's
 /// (in flight when it was stopped).
-pub const CHANNEL_OVERLAP_GRACE: chrono::Duration = chrono::Duration::seconds(60);
+pub(crate) const CHANNEL_OVERLAP_GRACE: chrono::Duration = chrono::Duration::seconds(60);
 
 /// The provider call of a create: the integration's valid token, the webhook URL route 11
 /// hands out, the integration's webhook secret. Answers the provider's answer and the digest

@@ -48,9 +48,9 @@ use crate::{
 };
 
 /// A token this close to expiry is refreshed before being handed out.
-pub const REFRESH_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
+const REFRESH_MARGIN: chrono::Duration = chrono::Duration::minutes(5);
 /// The background task refreshes tokens expiring within this window...
-pub const BACKGROUND_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
+const BACKGROUND_WINDOW: chrono::Duration = chrono::Duration::minutes(15);
 
 /// A valid access token. `Debug` never shows it.
 #[derive(Clone, Debug)]

@@ -7,12 +7,12 @@
 //!
 //! Invariant: a guide never carries a secret; the secret travels in `WebhookSettings.secret`.
 
-pub use crate::webhooks::schemes::SecretSource;
+pub(crate) use crate::webhooks::schemes::SecretSource;
 use crate::{catalog::Provider, webhooks::schemes};
 
 /// Route 11's guidance for one provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookGuide {
+pub(crate) struct WebhookGuide {
     pub secret_source: SecretSource,
     /// The provider's field the secret is pasted into (`None`: nothing to paste there).
     pub secret_field: Option<&'static str>,
@@ -28,7 +28,7 @@ pub struct WebhookGuide {
 
 impl WebhookGuide {
     /// The guide of a provider that sends no webhooks: nothing to do.
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Self {
             secret_source: SecretSource::Generated,
             secret_field: None,
@@ -41,7 +41,7 @@ impl WebhookGuide {
 }
 
 /// The guide of `provider`'s scheme, its steps naming the provider and `url`.
-pub fn guide(provider: &Provider, url: &str) -> WebhookGuide {
+pub(crate) fn guide(provider: &Provider, url: &str) -> WebhookGuide {
     let Some(scheme) = schemes::of_provider(provider) else {
         return WebhookGuide::none();
     };

@@ -19,14 +19,14 @@ use crate::{
 };
 
 /// How long a rotated-out secret keeps verifying by default.
-pub const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
+const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
 /// Longest grace period a caller may ask for.
-pub const MAX_GRACE_SECS: i64 = 7 * 24 * 3600;
+const MAX_GRACE_SECS: i64 = 7 * 24 * 3600;
 
 /// The webhook URL, the current secret, and until when each rotated-out secret verifies.
 /// `Debug` never shows the secret.
 #[derive(Clone, Debug)]
-pub struct WebhookSettings {
+pub(crate) struct WebhookSettings {
     pub url: String,
     pub secret: SecretString,
     /// End of grace of every rotated-out secret still verifying, soonest first.
@@ -37,7 +37,7 @@ pub struct WebhookSettings {
 
 impl WebhookSettings {
     /// The latest end of grace (what `previous_secret_expires_at` has always meant).
-    pub fn previous_secret_expires_at(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn previous_secret_expires_at(&self) -> Option<DateTime<Utc>> {
         self.previous_secrets_valid_until.iter().max().copied()
     }
 }
@@ -120,7 +120,7 @@ fn provider_guide(ctx: &AppContext, provider: &str, url: &str) -> WebhookGuide {
 
 /// Route 11. An app-level secret kept in the configuration (Slack's signing secret) is never
 /// shown: the answer has the URL and the guide, and an empty secret.
-pub async fn get(
+pub(crate) async fn get(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,
@@ -154,7 +154,7 @@ const MAX_PROVIDER_SECRET: usize = 512;
 /// delivery to this integration's URL must name the same application. Deliveries are verified
 /// with this integration's key at its own URL, so an application id claims nothing from
 /// another organization (two may name the same application; neither receives the other's).
-pub async fn set(
+pub(crate) async fn set(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,
@@ -221,20 +221,20 @@ fn validate_provider_secret(scheme: &Scheme, secret: &str) -> ServiceResult<()> 
 }
 
 /// Default handshake window.
-pub const DEFAULT_HANDSHAKE_SECS: i64 = 600;
+const DEFAULT_HANDSHAKE_SECS: i64 = 600;
 /// Longest handshake window a caller may open.
-pub const MAX_HANDSHAKE_SECS: i64 = 3600;
+const MAX_HANDSHAKE_SECS: i64 = 3600;
 
 /// An open handshake window: the URL to register at the provider, and until when.
 #[derive(Debug, Clone)]
-pub struct HandshakeWindow {
+pub(crate) struct HandshakeWindow {
     pub url: String,
     pub armed_until: DateTime<Utc>,
 }
 
 /// `POST /api/integrations/{id}/webhook/handshake`: opens the window in which the provider's
 /// handshake secret (Asana, Notion) is accepted (`window_secs`, 0 for the default 10 minutes).
-pub async fn arm_handshake(
+pub(crate) async fn arm_handshake(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,
@@ -269,7 +269,7 @@ pub async fn arm_handshake(
 /// Runs under the row's write lock: two rotations at once (a double click, two tabs) apply
 /// one after the other, each keeping what the other rotated out, and a concurrent
 /// disconnect or key rotation is never undone.
-pub async fn rotate(
+pub(crate) async fn rotate(
     ctx: &AppContext,
     access: &Access,
     id: &IntegrationRef,

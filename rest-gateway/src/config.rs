@@ -15,11 +15,11 @@ pub const DEFAULT_APP_URL: &str = "http://localhost:3007";
 /// Largest JSON body of the management routes: settings, a secret, a window — small bodies,
 /// read only after the request showed credentials. Twice the largest `config` the service
 /// keeps (64 KiB), so a patch near that size reaches the service's own, clearer refusal.
-pub const DEFAULT_JSON_BODY_LIMIT: usize = 128 * 1024;
+const DEFAULT_JSON_BODY_LIMIT: usize = 128 * 1024;
 /// Port of `GET /metrics` on loopback when `GATEWAY_METRICS_ADDR` is not set.
-pub const DEFAULT_METRICS_PORT: u16 = 9091;
+const DEFAULT_METRICS_PORT: u16 = 9091;
 /// Largest webhook body (GitHub's own limit is 25 MB).
-pub const DEFAULT_WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
+const DEFAULT_WEBHOOK_BODY_LIMIT: usize = 25 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{variable} is invalid: {why}")]

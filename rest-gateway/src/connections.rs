@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 /// The open connections, oldest first.
 #[derive(Clone)]
-pub struct ConnectionTracker {
+pub(crate) struct ConnectionTracker {
     inner: Arc<Mutex<Registry>>,
     max: usize,
 }
@@ -37,7 +37,7 @@ struct Entry {
 }
 
 /// One admitted connection; dropping it frees its place.
-pub struct ConnectionSlot {
+pub(crate) struct ConnectionSlot {
     id: u64,
     in_flight: Arc<AtomicUsize>,
     /// Requests ever started on this connection.
@@ -47,10 +47,10 @@ pub struct ConnectionSlot {
 }
 
 /// Counts a request of a connection as in flight while it lives.
-pub struct InFlight(Arc<AtomicUsize>);
+pub(crate) struct InFlight(Arc<AtomicUsize>);
 
 impl ConnectionTracker {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Registry {
                 next_id: 0,
@@ -62,7 +62,7 @@ impl ConnectionTracker {
 
     /// Admits a new connection, closing the oldest idle one when the cap is reached; `None`
     /// when every open connection is busy.
-    pub fn admit(&self) -> Option<ConnectionSlot> {
+    pub(crate) fn admit(&self) -> Option<ConnectionSlot> {
         let mut registry = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if registry.open.len() >= self.max && !registry.evict_oldest_idle() {
             return None;
@@ -88,14 +88,16 @@ impl ConnectionTracker {
     }
 
     /// Closes the oldest idle connection (to free a file descriptor); false when none is idle.
-    pub fn evict_oldest_idle(&self) -> bool {
+    pub(crate) fn evict_oldest_idle(&self) -> bool {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .evict_oldest_idle()
     }
 
-    pub fn open(&self) -> usize {
+    /// Connections open now.
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.inner
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -123,7 +125,7 @@ impl Registry {
 
 impl ConnectionSlot {
     /// Resolves when the tracker closes this connection to make room.
-    pub async fn evicted(&mut self) {
+    pub(crate) async fn evicted(&mut self) {
         match self.evicted.as_mut() {
             Some(receiver) => {
                 if receiver.await.is_err() {
@@ -136,7 +138,7 @@ impl ConnectionSlot {
     }
 
     /// Marks a request in flight until the guard is dropped.
-    pub fn request_guard(&self) -> impl Fn() -> InFlight + Clone + Send + Sync + 'static {
+    pub(crate) fn request_guard(&self) -> impl Fn() -> InFlight + Clone + Send + Sync + 'static {
         let counter = self.in_flight.clone();
         let started = self.started.clone();
         move || {
@@ -147,7 +149,7 @@ impl ConnectionSlot {
     }
 
     /// Whether a whole request head has arrived yet on this connection.
-    pub fn has_started_a_request(&self) -> bool {
+    pub(crate) fn has_started_a_request(&self) -> bool {
         self.started.load(Ordering::Acquire) > 0
     }
 }
@@ -170,7 +172,7 @@ impl Drop for InFlight {
 
 /// Errors of `accept()` that concern one connection (the next accept may well succeed), as
 /// opposed to the process being out of descriptors or memory.
-pub fn is_connection_error(error: &io::Error) -> bool {
+pub(crate) fn is_connection_error(error: &io::Error) -> bool {
     matches!(
         error.kind(),
         io::ErrorKind::ConnectionRefused
@@ -181,7 +183,7 @@ pub fn is_connection_error(error: &io::Error) -> bool {
 
 /// Back-off after a failed `accept()`: 100 ms doubling to 1 s, reset by a success.
 #[derive(Debug, Default)]
-pub struct AcceptBackoff {
+pub(crate) struct AcceptBackoff {
     next: Option<Duration>,
 }
 
@@ -189,27 +191,27 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 impl AcceptBackoff {
-    pub fn failed(&mut self) -> Duration {
+    pub(crate) fn failed(&mut self) -> Duration {
         let delay = self.next.unwrap_or(BACKOFF_FIRST);
         self.next = Some((delay * 2).min(BACKOFF_MAX));
         delay
     }
 
-    pub fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         self.next = None;
     }
 }
 
 /// A warning logged at most once per interval, with the count of occurrences in between.
 #[derive(Debug)]
-pub struct RateLimitedLog {
+pub(crate) struct RateLimitedLog {
     interval: Duration,
     last: Option<Instant>,
     suppressed: u64,
 }
 
 impl RateLimitedLog {
-    pub fn new(interval: Duration) -> Self {
+    pub(crate) fn new(interval: Duration) -> Self {
         Self {
             interval,
             last: None,
@@ -218,7 +220,7 @@ impl RateLimitedLog {
     }
 
     /// `Some(occurrences since the last line)` when a line should be written now.
-    pub fn hit(&mut self, now: Instant) -> Option<u64> {
+    pub(crate) fn hit(&mut self, now: Instant) -> Option<u64> {
         match self.last {
             Some(last) if now.duration_since(last) < self.interval => {
                 self.suppressed += 1;

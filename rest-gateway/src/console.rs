@@ -36,9 +36,9 @@
 
 mod assets;
 mod deliveries;
-pub mod forgery;
+pub(crate) mod forgery;
 mod integrations;
-pub mod layout;
+pub(crate) mod layout;
 mod session;
 
 use http::{header, request::Parts, HeaderValue, Method, StatusCode};
@@ -50,7 +50,7 @@ use layout::{Notice, Viewer};
 
 /// The console's pages and actions, one per route of `router::ROUTES`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Page {
+pub(crate) enum Page {
     /// `GET /console`: the integrations, connected and available.
     Integrations,
     /// `GET|POST /console/sign-in`: development sign-in with a `dev-token` session.
@@ -95,7 +95,7 @@ pub enum Page {
 }
 
 /// What a console handler is given.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     pub gateway: &'a Gateway,
     pub parts: Parts,
     /// Taken by the one read of a posted form.
@@ -165,11 +165,11 @@ impl Console {
 }
 
 /// A posted `application/x-www-form-urlencoded` body.
-pub struct Form(Vec<(String, String)>);
+pub(crate) struct Form(Vec<(String, String)>);
 
 impl Form {
     /// The first value of `name`.
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(n, _)| n == name)
@@ -202,7 +202,7 @@ async fn read_form(request: &mut Request<'_>) -> Result<Form, GatewayError> {
 
 /// Serves a console route: the method check, the credentials check and the page, every
 /// outcome an HTML answer with the console's headers.
-pub async fn route(
+pub(crate) async fn route(
     gateway: &Gateway,
     page: Page,
     allow: &'static str,

@@ -27,7 +27,11 @@ const SEC_FETCH_SITE: &str = "sec-fetch-site";
 
 /// Checks a state-changing request for cross-site forgery; `app_origin` is the ASCII
 /// serialization of `APP_URL`'s origin (`https://app.example.com`).
-pub fn check(method: &Method, headers: &HeaderMap, app_origin: &str) -> Result<(), GatewayError> {
+pub(crate) fn check(
+    method: &Method,
+    headers: &HeaderMap,
+    app_origin: &str,
+) -> Result<(), GatewayError> {
     if has_bearer(headers) || !has_session_cookie(headers) {
         // Bearer calls are not ambient; calls without a session are refused by the service.
         return Ok(());

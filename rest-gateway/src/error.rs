@@ -131,7 +131,7 @@ impl From<Status> for GatewayError {
 
 /// Whole seconds of the `google.rpc.RetryInfo` the service attached (at least 1), for the
 /// `Retry-After` header of 429 and 503 answers.
-pub fn retry_after_secs(status: &Status) -> Option<u64> {
+pub(crate) fn retry_after_secs(status: &Status) -> Option<u64> {
     let delay = status.get_error_details().retry_info()?.retry_delay?;
     Some(delay.as_secs() + u64::from(delay.subsec_nanos() > 0)).map(|secs| secs.max(1))
 }

@@ -19,7 +19,7 @@ use crate::{
 
 /// An event as the frontend sees it; `payload` and `headers` only on the single-event routes.
 #[derive(Debug, Serialize)]
-pub struct EventJson {
+pub(crate) struct EventJson {
     pub id: String,
     pub integration_id: String,
     pub organization_id: i64,
@@ -100,7 +100,7 @@ fn list_request(id: String, query: Option<&str>) -> Result<ListEventsRequest, Ga
     Ok(request)
 }
 
-pub async fn list(
+pub(crate) async fn list(
     gateway: &Gateway,
     parts: &Parts,
     id: String,
@@ -124,7 +124,7 @@ pub async fn list(
     ))
 }
 
-pub async fn get(
+pub(crate) async fn get(
     gateway: &Gateway,
     parts: &Parts,
     id: String,
@@ -150,7 +150,7 @@ pub async fn get(
     ))
 }
 
-pub async fn replay(
+pub(crate) async fn replay(
     gateway: &Gateway,
     parts: &Parts,
     id: String,

@@ -9,7 +9,7 @@ use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest}
 
 use crate::{http::json, http::HttpResponse, Gateway};
 
-pub async fn health(gateway: &Gateway) -> HttpResponse {
+pub(crate) async fn health(gateway: &Gateway) -> HttpResponse {
     let mut client = gateway.upstream.health();
     let check = client.check(HealthCheckRequest {
         service: String::new(),

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{config::BodyRate, error::GatewayError};
 
-pub type HttpResponse = Response<Full<Bytes>>;
+pub(crate) type HttpResponse = Response<Full<Bytes>>;
 
 /// How much of a refused body beyond the limit is still read and dropped.
 const DRAIN_EXTRA: usize = 16 * 1024 * 1024;
@@ -21,12 +21,12 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// intermediate `serde_json::Value` tree: for the integration list that tree was most of the
 /// gateway's own CPU).
 #[derive(Serialize)]
-pub struct Data<T> {
+pub(crate) struct Data<T> {
     pub data: T,
 }
 
 /// A JSON response; every response of the gateway goes through here or `redirect`.
-pub fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
+pub(crate) fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
     let bytes = serde_json::to_vec(body)
         .unwrap_or_else(|_| b"{\"error\":\"Internal server error\"}".to_vec());
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
@@ -42,7 +42,7 @@ pub fn json(status: StatusCode, body: &impl Serialize) -> HttpResponse {
 
 /// A non-JSON answer: a provider handshake the service chose (e.g. `text/plain`), or the
 /// OpenAPI document.
-pub fn raw(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> HttpResponse {
+pub(crate) fn raw(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> HttpResponse {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -56,7 +56,7 @@ pub fn raw(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Ht
 }
 
 /// A 302 to `location` (already validated by the service to be under APP_URL).
-pub fn redirect(location: &str) -> Result<HttpResponse, GatewayError> {
+pub(crate) fn redirect(location: &str) -> Result<HttpResponse, GatewayError> {
     let value = HeaderValue::from_str(location)
         .map_err(|_| GatewayError::Upstream(tonic::Status::internal("bad redirect location")))?;
     let mut response = Response::new(Full::new(Bytes::new()));
@@ -82,7 +82,7 @@ struct ErrorBody {
     details: Option<String>,
 }
 
-pub fn error_response(err: &GatewayError) -> HttpResponse {
+pub(crate) fn error_response(err: &GatewayError) -> HttpResponse {
     let (status, error, details) = err.parts();
     let mut response = json(status, &ErrorBody { error, details });
     match err {
@@ -117,7 +117,7 @@ pub fn error_response(err: &GatewayError) -> HttpResponse {
 /// Reads the whole body, refusing more than `limit` bytes (413) without buffering them, and a
 /// body slower than `rate` (408): after the grace period the average rate must stay above the
 /// minimum, so a client trickling bytes cannot hold the request (and its memory) open.
-pub async fn read_body(
+pub(crate) async fn read_body(
     headers: &HeaderMap,
     body: Incoming,
     limit: usize,
@@ -129,7 +129,7 @@ pub async fn read_body(
 /// [`read_body`], asking `arriving(total)` before each frame is kept, with the body's size
 /// once that frame is added (a budget that grows with the bytes that actually arrive). Memory
 /// is allocated as bytes arrive too, never for a declared length up front.
-pub async fn read_body_with(
+pub(crate) async fn read_body_with(
     headers: &HeaderMap,
     mut body: Incoming,
     limit: usize,
@@ -172,7 +172,7 @@ pub async fn read_body_with(
 const INITIAL_CAPACITY: usize = 64 * 1024;
 
 /// The request's `Content-Length`, when it is a number.
-pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -201,7 +201,7 @@ async fn discard_rest(mut body: Incoming, limit: usize, declared: Option<u64>) {
 }
 
 /// The media type of the request (`application/json` of `application/json; charset=utf-8`).
-pub fn media_type(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -217,7 +217,7 @@ pub fn media_type(headers: &HeaderMap) -> Option<String> {
 /// The JSON body of a management request, read only once the request carries credentials
 /// the service could accept (a bearer token or a session cookie; 401 before a byte of the body
 /// is read otherwise), with a JSON content type (415), at most `limit` bytes (413).
-pub async fn authenticated_json(
+async fn authenticated_json(
     headers: &HeaderMap,
     body: Incoming,
     limit: usize,
@@ -232,7 +232,7 @@ pub async fn authenticated_json(
 
 /// A management request's JSON body parsed as `T`: `authenticated_json`'s checks (401, 415,
 /// 413), then 400 when it is not a JSON object or does not parse as `T`.
-pub async fn json_body<T: serde::de::DeserializeOwned>(
+pub(crate) async fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Incoming,
     limit: usize,
@@ -243,7 +243,7 @@ pub async fn json_body<T: serde::de::DeserializeOwned>(
 
 /// As `json_body`, or `T::default()` when the request sends no body (no `Content-Type`, or an
 /// empty one).
-pub async fn optional_json_body<T: Default + serde::de::DeserializeOwned>(
+pub(crate) async fn optional_json_body<T: Default + serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Incoming,
     limit: usize,
@@ -261,7 +261,9 @@ pub async fn optional_json_body<T: Default + serde::de::DeserializeOwned>(
 
 /// `bytes` as `T`, only when they are a JSON object: serde would also take an array for a
 /// struct, field by field.
-pub fn parse_json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
+pub(crate) fn parse_json_object<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, GatewayError> {
     let invalid = |details: String| GatewayError::bad_request("Invalid request body", details);
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
@@ -272,7 +274,7 @@ pub fn parse_json_object<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
 }
 
 /// Requires a JSON body (415 otherwise).
-pub fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
+fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
     match media_type(headers).as_deref() {
         Some("application/json") => Ok(()),
         _ => Err(GatewayError::UnsupportedMediaType {
@@ -284,7 +286,7 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), GatewayError> {
 /// A JSON integer of a request body, also when written with a zero fraction (`3600.0`, the
 /// same integer for JSON Schema and JavaScript); any other number is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JsonInteger(pub i64);
+pub(crate) struct JsonInteger(pub i64);
 
 impl<'de> serde::Deserialize<'de> for JsonInteger {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -324,7 +326,7 @@ impl serde::de::Visitor<'_> for IntegerVisitor {
 }
 
 /// A percent-decoded path segment; ids are short, printable strings.
-pub fn decode_segment(segment: &str) -> Result<String, GatewayError> {
+pub(crate) fn decode_segment(segment: &str) -> Result<String, GatewayError> {
     let decoded = percent_encoding::percent_decode_str(segment)
         .decode_utf8()
         .map_err(|_| GatewayError::bad_request("Invalid id", "the id is not valid UTF-8"))?;

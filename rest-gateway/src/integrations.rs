@@ -19,7 +19,7 @@ use crate::{
 
 /// An integration as the frontend sees it (an item of `GET /api/integrations`).
 #[derive(Serialize)]
-pub struct IntegrationJson {
+pub(crate) struct IntegrationJson {
     pub id: String,
     pub provider: String,
     pub organization_id: i64,
@@ -59,7 +59,7 @@ impl From<Integration> for IntegrationJson {
     }
 }
 
-pub async fn list(gateway: &Gateway, parts: &Parts) -> Result<HttpResponse, GatewayError> {
+pub(crate) async fn list(gateway: &Gateway, parts: &Parts) -> Result<HttpResponse, GatewayError> {
     let response = gateway
         .upstream
         .integrations()
@@ -70,7 +70,7 @@ pub async fn list(gateway: &Gateway, parts: &Parts) -> Result<HttpResponse, Gate
     Ok(json(StatusCode::OK, &Data { data }))
 }
 
-pub async fn get(
+pub(crate) async fn get(
     gateway: &Gateway,
     parts: &Parts,
     id: String,
@@ -115,7 +115,7 @@ fn present<'de, D: Deserializer<'de>>(
     Option::<JsonInteger>::deserialize(deserializer).map(Some)
 }
 
-pub async fn update(
+pub(crate) async fn update(
     gateway: &Gateway,
     parts: &Parts,
     body: Incoming,
@@ -143,7 +143,7 @@ pub async fn update(
     ))
 }
 
-pub async fn disconnect(
+pub(crate) async fn disconnect(
     gateway: &Gateway,
     parts: &Parts,
     id: String,

@@ -5,25 +5,27 @@
 //! statuses become HTTP statuses and `{error, details}` bodies in one place (`error`), bodies
 //! are bounded (`http`). No rules, no SQL.
 
+#![warn(unreachable_pub)]
+
 pub mod config;
-pub mod connections;
-pub mod console;
-pub mod cross_site;
-pub mod error;
-pub mod events;
-pub mod health;
-pub mod http;
-pub mod integrations;
+mod connections;
+mod console;
+mod cross_site;
+mod error;
+mod events;
+mod health;
+mod http;
+mod integrations;
 pub mod metrics;
-pub mod oauth;
+mod oauth;
 pub mod openapi;
-pub mod router;
+mod router;
 pub mod server;
-pub mod subscriptions;
-pub mod upstream;
-pub mod webhook_budget;
-pub mod webhook_settings;
-pub mod webhooks;
+mod subscriptions;
+mod upstream;
+mod webhook_budget;
+mod webhook_settings;
+mod webhooks;
 
 use config::GatewayConfig;
 use upstream::Upstream;

@@ -29,7 +29,7 @@ fn with_cookie(mut response: HttpResponse, set_cookie: Option<String>) -> HttpRe
 }
 
 /// `POST /api/integrations/{id}/authorize` → `{"redirectUrl": ...}` and the state cookie.
-pub async fn authorize(
+pub(crate) async fn authorize(
     gateway: &Gateway,
     parts: &Parts,
     id: String,
@@ -50,7 +50,7 @@ pub async fn authorize(
 }
 
 /// `GET /api/auth/code/github` and `GET /api/integrations/{provider}/callback`: a 302 to the app.
-pub async fn callback(
+pub(crate) async fn callback(
     gateway: &Gateway,
     parts: &Parts,
     provider: String,
@@ -117,7 +117,7 @@ struct FrontendCallback {
 /// `POST /api/integrations/{provider}/callback` (`OAUTH_FRONTEND_CALLBACK_URL` mode): the
 /// frontend completes the flow with the user's session → `{"redirectUrl", "success"}`, the
 /// same outcome the redirect of the gateway's own callback carries.
-pub async fn callback_from_frontend(
+pub(crate) async fn callback_from_frontend(
     gateway: &Gateway,
     parts: &Parts,
     body: Incoming,

@@ -19,7 +19,7 @@ use crate::{
 /// reads inside a label; also the `route` label of the request metrics) and the methods it
 /// answers, as the `Allow` header lists them.
 #[derive(Debug)]
-pub struct Route {
+pub(crate) struct Route {
     pub template: &'static str,
     pub allow: &'static str,
     endpoint: Endpoint,
@@ -27,7 +27,7 @@ pub struct Route {
 
 impl Route {
     /// The methods of `allow`, one by one.
-    pub fn methods(&self) -> impl Iterator<Item = &'static str> {
+    pub(crate) fn methods(&self) -> impl Iterator<Item = &'static str> {
         self.allow.split(", ")
     }
 }
@@ -64,7 +64,7 @@ const fn entry(template: &'static str, allow: &'static str, endpoint: Endpoint) 
 
 /// Every route, tried in order: the first whose template matches the path wins (so the
 /// literal `rotate` is tried before `:integration_id`).
-pub const ROUTES: &[Route] = &[
+pub(crate) const ROUTES: &[Route] = &[
     entry("/health", "GET, HEAD", Endpoint::Health),
     entry("/healthz", "GET, HEAD", Endpoint::Health),
     entry("/openapi.json", "GET", Endpoint::OpenApi),
@@ -257,7 +257,7 @@ fn resolve(path: &str) -> Option<(&'static Route, Vec<&str>)> {
     })
 }
 
-pub async fn route(
+pub(crate) async fn route(
     gateway: &Gateway,
     request: Request<Incoming>,
 ) -> Result<HttpResponse, GatewayError> {
@@ -361,7 +361,7 @@ fn is_browser_state_change(endpoint: Endpoint, method: &Method) -> bool {
 }
 
 /// The route template of a path, the bounded `route` label of the request metrics.
-pub fn template(path: &str) -> &'static str {
+pub(crate) fn template(path: &str) -> &'static str {
     resolve(path).map_or("unmatched", |(route, _)| route.template)
 }
 

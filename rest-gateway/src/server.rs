@@ -151,7 +151,7 @@ pub async fn serve(
 
 /// Header fields hyper parses in one HTTP/1 request head before it answers a bare 431 itself;
 /// below it, our own limit on the head's size (`HTTP_MAX_HEADER_BYTES`) answers.
-pub const MAX_HEADER_FIELDS: usize = 1024;
+const MAX_HEADER_FIELDS: usize = 1024;
 
 /// HTTP/1 and HTTP/2 with timers: without a `Timer`, hyper's header-read timeout and HTTP/2
 /// keep-alive are silently inactive.

@@ -20,7 +20,7 @@ use crate::{
 
 /// A subscription as the frontend sees it.
 #[derive(Debug, Serialize)]
-pub struct SubscriptionJson {
+pub(crate) struct SubscriptionJson {
     pub id: String,
     pub integration_id: String,
     pub provider: String,
@@ -64,7 +64,7 @@ struct CreateBody {
     events: Option<Vec<String>>,
 }
 
-pub async fn list(
+pub(crate) async fn list(
     gateway: &Gateway,
     parts: &Parts,
     id: String,
@@ -82,7 +82,7 @@ pub async fn list(
     Ok(json(StatusCode::OK, &Data { data }))
 }
 
-pub async fn create(
+pub(crate) async fn create(
     gateway: &Gateway,
     parts: &Parts,
     body: Incoming,
@@ -111,7 +111,7 @@ pub async fn create(
     ))
 }
 
-pub async fn delete(
+pub(crate) async fn delete(
     gateway: &Gateway,
     parts: &Parts,
     id: String,

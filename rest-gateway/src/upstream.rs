@@ -28,7 +28,7 @@ use service_kit::wire::{REQUEST_ID, TRACEPARENT};
 use crate::error::GatewayError;
 
 /// Most metadata bytes forwarded to the service (its HTTP/2 header list limit is larger).
-pub const MAX_FORWARDED_BYTES: usize = 48 * 1024;
+const MAX_FORWARDED_BYTES: usize = 48 * 1024;
 
 #[derive(Clone)]
 pub struct Upstream {
@@ -91,7 +91,7 @@ impl Upstream {
 
 /// A gRPC request carrying the HTTP request's credentials; call `check_credentials` first
 /// (the router does, for every route).
-pub fn forwarded<T>(headers: &HeaderMap, message: T) -> Request<T> {
+pub(crate) fn forwarded<T>(headers: &HeaderMap, message: T) -> Request<T> {
     let mut request = Request::new(message);
     copy_credentials(headers, request.metadata_mut());
     request
@@ -99,7 +99,7 @@ pub fn forwarded<T>(headers: &HeaderMap, message: T) -> Request<T> {
 
 /// Refuses credentials the service could not be given faithfully: an unreadable organization
 /// selector (400) or more credential bytes than the service accepts (431).
-pub fn check_credentials(headers: &HeaderMap) -> Result<(), GatewayError> {
+pub(crate) fn check_credentials(headers: &HeaderMap) -> Result<(), GatewayError> {
     let unreadable = || {
         GatewayError::bad_request(
             "Invalid organization",
@@ -134,7 +134,7 @@ pub fn check_credentials(headers: &HeaderMap) -> Result<(), GatewayError> {
 
 /// A request to the service carrying the request's identity (its id and `traceparent`) but
 /// no credentials: provider deliveries, which the service logs under the same request id.
-pub fn forwarded_identity<T>(headers: &HeaderMap, message: T) -> Request<T> {
+pub(crate) fn forwarded_identity<T>(headers: &HeaderMap, message: T) -> Request<T> {
     let mut request = Request::new(message);
     copy_identity(headers, request.metadata_mut());
     request
@@ -181,7 +181,7 @@ fn copy_credentials(headers: &HeaderMap, metadata: &mut MetadataMap) {
 /// Whether the request carries something the service could accept as a session: a non-empty
 /// `Authorization` header or a Supabase session cookie (`sb-...`). The service verifies it;
 /// this only lets the gateway refuse an anonymous request before reading its body.
-pub fn has_credentials(headers: &HeaderMap) -> bool {
+pub(crate) fn has_credentials(headers: &HeaderMap) -> bool {
     let authorization = headers
         .get(http::header::AUTHORIZATION)
         .is_some_and(|v| !v.as_bytes().trim_ascii().is_empty());
@@ -192,7 +192,7 @@ pub fn has_credentials(headers: &HeaderMap) -> bool {
 }
 
 /// The (name, value) pairs of every `Cookie` header that the service reads, as raw bytes.
-pub fn forwarded_cookies(headers: &HeaderMap) -> Vec<(&[u8], &[u8])> {
+pub(crate) fn forwarded_cookies(headers: &HeaderMap) -> Vec<(&[u8], &[u8])> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -203,7 +203,7 @@ pub fn forwarded_cookies(headers: &HeaderMap) -> Vec<(&[u8], &[u8])> {
 
 /// Splits a `Cookie` header (RFC 6265 `name=value; name=value`) without assuming any
 /// encoding: other sites' cookies may hold any byte.
-pub fn parse_cookie_bytes(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+fn parse_cookie_bytes(header: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     header.split(|b| *b == b';').filter_map(|pair| {
         let pair = pair.trim_ascii();
         let at = pair.iter().position(|b| *b == b'=')?;

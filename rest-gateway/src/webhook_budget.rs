@@ -172,7 +172,8 @@ impl Reservation {
     }
 
     /// Bytes held now (in whole KiB).
-    pub fn held_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn held_bytes(&self) -> usize {
         self.held_kib as usize * 1024
     }
 }
@@ -187,7 +188,7 @@ impl Drop for Reservation {
 }
 
 /// `bytes` in KiB (rounded up, at least 1).
-pub fn kib(bytes: usize) -> u32 {
+pub(crate) fn kib(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
 }
 

@@ -40,7 +40,7 @@ fn settings_json(settings: WebhookSettings) -> HttpResponse {
 }
 
 /// `GET /api/integrations/{id}/webhook` → `{"data": {"url", "secret"}}`.
-pub async fn get(
+pub(crate) async fn get(
     gateway: &Gateway,
     parts: &Parts,
     id: String,
@@ -63,7 +63,7 @@ struct RotateBody {
 
 /// `POST /api/integrations/{id}/webhook/rotate`, with an optional JSON body
 /// `{"gracePeriodSeconds": 3600}`.
-pub async fn rotate(
+pub(crate) async fn rotate(
     gateway: &Gateway,
     parts: &Parts,
     body: Incoming,
@@ -97,7 +97,7 @@ struct SecretBody {
 /// `PUT /api/integrations/{id}/webhook` `{"secret": "...", "applicationId": "..."}` (the id for
 /// Discord only): stores a provider-issued secret;
 /// answers `{"data": {"url", "secretSet": true}}`, never the secret.
-pub async fn set_secret(
+pub(crate) async fn set_secret(
     gateway: &Gateway,
     parts: &Parts,
     body: Incoming,
@@ -132,7 +132,7 @@ struct HandshakeBody {
 
 /// `POST /api/integrations/{id}/webhook/handshake`, with an optional JSON body
 /// `{"windowSeconds": 600}` → `{"data": {"url", "armedUntil"}}`.
-pub async fn arm_handshake(
+pub(crate) async fn arm_handshake(
     gateway: &Gateway,
     parts: &Parts,
     body: Incoming,

@@ -33,7 +33,7 @@ use crate::{
 
 /// Receives a delivery for `provider`; the integration id comes from the path or, failing
 /// that, the `integration_id` query parameter.
-pub async fn receive(
+pub(crate) async fn receive(
     gateway: &Gateway,
     parts: &Parts,
     body: Incoming,
@@ -152,12 +152,12 @@ pub async fn receive(
 /// The client address of a request, as the accept loop saw it (put in the request's
 /// extensions by `server`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddr(pub IpAddr);
+pub(crate) struct ClientAddr(pub IpAddr);
 
 /// Declared bodies up to this size are read without asking `AdmitWebhook` first: a second
 /// gRPC call per delivery cost about a third of a delivery's CPU (`webhook-bench`), and such a
 /// body is bounded by the bytes-in-flight budget like any other.
-pub const ADMISSION_ABOVE_BYTES: u64 = 64 * 1024;
+const ADMISSION_ABOVE_BYTES: u64 = 64 * 1024;
 
 /// Providers post JSON or HTML-form bodies (GitHub's `payload=`, Slack's commands); any other
 /// declared type is refused before the body is read (415). A body without a type (Google's

@@ -19,7 +19,7 @@ use crate::{
 
 /// Best-effort revocation of a disconnected integration's grant, in the background.
 /// `record` is the row as it was before the disconnect cleared its tokens.
-pub fn revoke_in_background(ctx: &AppContext, record: &integration::Model) {
+pub(super) fn revoke_in_background(ctx: &AppContext, record: &integration::Model) {
     let Some(provider) = ctx.catalog.get(&record.provider) else {
         return;
     };

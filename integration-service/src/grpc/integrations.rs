@@ -14,12 +14,12 @@ use crate::{
     integrations::{self, IntegrationView, SettingsUpdate},
 };
 
-pub struct IntegrationApi {
+pub(crate) struct IntegrationApi {
     ctx: AppContext,
 }
 
 impl IntegrationApi {
-    pub fn new(ctx: AppContext) -> Self {
+    pub(crate) fn new(ctx: AppContext) -> Self {
         Self { ctx }
     }
 
@@ -124,7 +124,7 @@ fn settings_update(body: &UpdateIntegrationRequest) -> Result<SettingsUpdate, Se
 }
 
 /// The proto item: secrets never appear; a provider without record uses its name as id.
-pub fn to_proto(public_api_url: &url::Url, view: IntegrationView) -> Integration {
+pub(crate) fn to_proto(public_api_url: &url::Url, view: IntegrationView) -> Integration {
     let base = public_api_url.as_str().trim_end_matches('/');
     let provider = &view.provider;
     match view.record {

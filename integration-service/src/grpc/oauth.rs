@@ -17,12 +17,12 @@ use crate::{
     tokens, webhook_settings,
 };
 
-pub struct OAuthApi {
+pub(crate) struct OAuthApi {
     ctx: AppContext,
 }
 
 impl OAuthApi {
-    pub fn new(ctx: AppContext) -> Self {
+    pub(crate) fn new(ctx: AppContext) -> Self {
         Self { ctx }
     }
 }

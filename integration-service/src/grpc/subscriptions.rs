@@ -12,12 +12,12 @@ use crate::{
     subscriptions::{self, Record},
 };
 
-pub struct SubscriptionApi {
+pub(crate) struct SubscriptionApi {
     ctx: AppContext,
 }
 
 impl SubscriptionApi {
-    pub fn new(ctx: AppContext) -> Self {
+    pub(crate) fn new(ctx: AppContext) -> Self {
         Self { ctx }
     }
 }
@@ -78,7 +78,7 @@ impl SubscriptionService for SubscriptionApi {
 }
 
 /// The proto item; the lease and retry bookkeeping stay inside.
-pub fn to_proto(model: &Record) -> Subscription {
+pub(crate) fn to_proto(model: &Record) -> Subscription {
     Subscription {
         id: model.id.to_string(),
         integration_id: model.integration_id.to_string(),

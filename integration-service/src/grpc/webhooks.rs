@@ -26,13 +26,13 @@ use crate::{
     },
 };
 
-pub struct WebhookApi {
+pub(crate) struct WebhookApi {
     ctx: AppContext,
     runtime: WebhookRuntime,
 }
 
 impl WebhookApi {
-    pub fn new(ctx: AppContext, runtime: WebhookRuntime) -> Self {
+    pub(crate) fn new(ctx: AppContext, runtime: WebhookRuntime) -> Self {
         Self { ctx, runtime }
     }
 }
@@ -268,7 +268,7 @@ async fn stream_events(
     subscription.release(None).await;
 }
 
-pub fn event_to_proto(view: EventView) -> WebhookEvent {
+fn event_to_proto(view: EventView) -> WebhookEvent {
     let EventView {
         event,
         organization_id,

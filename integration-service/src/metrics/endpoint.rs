@@ -21,7 +21,7 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 const MAX_CONNECTIONS: usize = 64;
 
 /// Serves the metrics until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, metrics: Metrics, stop: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, metrics: Metrics, stop: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {

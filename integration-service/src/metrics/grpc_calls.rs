@@ -25,12 +25,12 @@ use tower::{Layer, Service};
 use super::Metrics;
 
 #[derive(Clone)]
-pub struct GrpcMetricsLayer {
+pub(crate) struct GrpcMetricsLayer {
     metrics: Metrics,
 }
 
 impl GrpcMetricsLayer {
-    pub fn new(metrics: Metrics) -> Self {
+    pub(crate) fn new(metrics: Metrics) -> Self {
         Self { metrics }
     }
 }
@@ -47,7 +47,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 }
 
 #[derive(Clone)]
-pub struct GrpcMetricsService<S> {
+pub(crate) struct GrpcMetricsService<S> {
     inner: S,
     metrics: Metrics,
 }
@@ -189,7 +189,7 @@ impl<B: Body<Data = Bytes>> Body for Observed<B> {
 impl Metrics {
     /// One answered gRPC call (`grpc_server_handled_total`, `grpc_server_handling_seconds`).
     /// `path` is the call's `/package.Service/Method`; one not served here counts as `other`.
-    pub fn grpc_call(&self, path: &str, code: Code, elapsed: Duration) {
+    fn grpc_call(&self, path: &str, code: Code, elapsed: Duration) {
         if !self.is_enabled() {
             return;
         }

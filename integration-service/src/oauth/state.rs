@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::crypto::Keyring;
 
 /// Purpose of the derived key.
-pub const STATE_KEY_PURPOSE: &str = "oauth-state";
+const STATE_KEY_PURPOSE: &str = "oauth-state";
 /// How long a state may wait for its callback.
 pub const STATE_LIFETIME_SECS: i64 = 600;
 const STATE_AAD: &[u8] = b"integrations/oauth-state/v1";

@@ -60,13 +60,13 @@ struct Membership {
 }
 
 /// Whether an `installation_id` parameter looks like one (decimal, at most 20 digits).
-pub fn valid_installation_id(id: &str) -> bool {
+pub(crate) fn valid_installation_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The account login of installation `installation_id` when the token's user administers it;
 /// `Ok(None)` when they do not (a forged or foreign installation id, or one they can only read).
-pub async fn administered_installation(
+pub(crate) async fn administered_installation(
     config: &Config,
     user_token: &str,
     installation_id: &str,

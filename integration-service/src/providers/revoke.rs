@@ -15,13 +15,13 @@ use crate::{
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The tokens to revoke (plaintext, decrypted just before the row was cleared).
-pub struct RevocableTokens {
+pub(crate) struct RevocableTokens {
     pub access_token: Option<String>,
     pub refresh_token: Option<String>,
 }
 
 /// Revokes in the background; returns at once.
-pub fn spawn_revocation(client: ProviderClient, tokens: RevocableTokens, metrics: Metrics) {
+pub(crate) fn spawn_revocation(client: ProviderClient, tokens: RevocableTokens, metrics: Metrics) {
     tokio::spawn(async move {
         let provider = client.provider.name.clone();
         let outcome = match tokio::time::timeout(REVOKE_TIMEOUT, revoke(&client, &tokens)).await {
@@ -44,7 +44,10 @@ pub fn spawn_revocation(client: ProviderClient, tokens: RevocableTokens, metrics
 }
 
 /// Revokes the grant as the provider's catalog entry says; `Err` carries a loggable reason.
-pub async fn revoke(client: &ProviderClient, tokens: &RevocableTokens) -> Result<bool, String> {
+pub(crate) async fn revoke(
+    client: &ProviderClient,
+    tokens: &RevocableTokens,
+) -> Result<bool, String> {
     let Some(url) = client.revoke_url.as_deref() else {
         return Ok(false);
     };

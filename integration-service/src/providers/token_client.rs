@@ -25,13 +25,12 @@ mod capped;
 mod quirky;
 
 use capped::capped_http;
-pub use capped::MAX_TOKEN_RESPONSE_BYTES;
 use quirky::post_quirky;
-pub use quirky::{parse_quirky_response, split_scopes};
+pub(crate) use quirky::{parse_quirky_response, split_scopes};
 
 /// What a token endpoint granted. `Debug` never shows the tokens.
 #[derive(Clone, PartialEq, Eq)]
-pub struct TokenGrant {
+pub(crate) struct TokenGrant {
     pub access_token: String,
     pub refresh_token: Option<String>,
     pub expires_in: Option<Duration>,
@@ -46,18 +45,18 @@ pub struct TokenGrant {
 /// Longest `expires_in` taken at its word: 100 years. A provider answering more (up to
 /// `u64::MAX` seconds, which would overflow any date) has issued a token that, for us, does
 /// not expire: it is stored without an expiry and never refreshed ahead of time.
-pub const MAX_TOKEN_LIFETIME_SECS: u64 = 100 * 365 * 24 * 3600;
+const MAX_TOKEN_LIFETIME_SECS: u64 = 100 * 365 * 24 * 3600;
 
 impl TokenGrant {
     /// When the granted token expires, `None` for tokens that do not (or claim an absurd
     /// lifetime).
-    pub fn expires_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+    pub(crate) fn expires_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         expiry_after(chrono::Utc::now(), self.expires_in?)
     }
 }
 
 /// `now + expires_in` with checked arithmetic: never a panic, whatever the provider said.
-pub fn expiry_after(
+fn expiry_after(
     now: chrono::DateTime<chrono::Utc>,
     expires_in: std::time::Duration,
 ) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -79,7 +78,7 @@ impl std::fmt::Debug for TokenGrant {
 
 /// Why a token call failed. Every string is sanitized provider text, safe to log and store.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// The code or refresh token is invalid, expired, used or revoked: only a new
     /// authorization helps.
     #[error("the provider rejected the grant ({0})")]
@@ -120,13 +119,13 @@ fn oauth2_client(
 }
 
 /// A fresh PKCE S256 pair: (challenge for the authorize URL, verifier to keep).
-pub fn new_pkce_pair() -> (PkceCodeChallenge, String) {
+pub(crate) fn new_pkce_pair() -> (PkceCodeChallenge, String) {
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     (challenge, verifier.secret().to_string())
 }
 
 /// The provider's authorize URL for `state`, with its scopes and extra parameters.
-pub fn authorize_url(
+pub(crate) fn authorize_url(
     client: &ProviderClient,
     redirect_uri: &str,
     state: String,
@@ -147,7 +146,7 @@ pub fn authorize_url(
 }
 
 /// The `outcome` label of a token call's result (`provider_requests_total`).
-pub fn outcome<T>(result: &Result<T, TokenError>) -> &'static str {
+pub(crate) fn outcome<T>(result: &Result<T, TokenError>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(TokenError::InvalidGrant(_)) => "invalid_grant",
@@ -157,7 +156,7 @@ pub fn outcome<T>(result: &Result<T, TokenError>) -> &'static str {
 }
 
 /// Exchanges an authorization code, sending the same `redirect_uri` as the authorize URL.
-pub async fn exchange_code(
+pub(crate) async fn exchange_code(
     client: &ProviderClient,
     code: &str,
     redirect_uri: &str,
@@ -192,7 +191,7 @@ pub async fn exchange_code(
 }
 
 /// Exchanges a refresh token for a new access token (and, with rotation, a new refresh token).
-pub async fn refresh(
+pub(crate) async fn refresh(
     client: &ProviderClient,
     refresh_token: &str,
 ) -> Result<TokenGrant, TokenError> {

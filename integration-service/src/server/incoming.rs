@@ -22,17 +22,17 @@ use tokio_stream::{wrappers::UnixListenerStream, Stream, StreamExt};
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 
 /// One accepted connection.
-pub enum Connection {
+pub(super) enum Connection {
     Tcp(TcpStream),
     Unix(UnixStream),
 }
 
 /// The server's incoming connections, whichever listener took them.
-pub type Incoming = Pin<Box<dyn Stream<Item = io::Result<Connection>> + Send>>;
+pub(super) type Incoming = Pin<Box<dyn Stream<Item = io::Result<Connection>> + Send>>;
 
 /// TCP connections (no Nagle: small HTTP/2 frames would wait for the peer's delayed ACK,
 /// adding ~40 ms to answers), merged with the Unix socket's when there is one.
-pub fn incoming(tcp: TcpListener, unix: Option<UnixListener>) -> Incoming {
+pub(super) fn incoming(tcp: TcpListener, unix: Option<UnixListener>) -> Incoming {
     let tcp = TcpIncoming::from(tcp)
         .with_nodelay(Some(true))
         .map(|accepted| accepted.map(Connection::Tcp));
@@ -45,7 +45,7 @@ pub fn incoming(tcp: TcpListener, unix: Option<UnixListener>) -> Incoming {
 }
 
 /// Binds the Unix socket at `path` (0660), replacing a socket file an earlier process left.
-pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+pub(super) fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
         Ok(_) => {

@@ -49,7 +49,7 @@ const LEASE_MARGIN: Duration = Duration::from_secs(8);
 /// The most a round's publishes and acknowledgements may take.
 const ROUND_DEADLINE: Duration = Duration::from_secs(5);
 /// How often an idle forwarder looks for new events.
-pub const IDLE_POLL: Duration = Duration::from_millis(100);
+const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How often a replica standing by asks for the lease.
 const STANDBY_POLL: Duration = Duration::from_secs(1);
 /// The first pause after a failure; it doubles up to `MAX_BACKOFF`.

@@ -26,11 +26,11 @@ use crate::config::EventSinkConfig;
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 
 /// How long a publish waits for its acknowledgement (and a stream lookup for its answer).
-pub const ACK_WAIT: Duration = Duration::from_secs(5);
+const ACK_WAIT: Duration = Duration::from_secs(5);
 
 /// Set on a message sent without `payload` and `headers` because the whole event is over the
 /// server's `max_payload`; the value says why.
-pub const PAYLOAD_OMITTED_HEADER: &str = "Integrations-Payload-Omitted";
+const PAYLOAD_OMITTED_HEADER: &str = "Integrations-Payload-Omitted";
 
 /// What failed on the broker's side. Never carries `EVENT_SINK_URL` (it may hold credentials).
 #[derive(Debug, thiserror::Error)]

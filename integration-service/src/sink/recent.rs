@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::{store::webhook_events::NewEvent, webhooks::ingest::CommitListener};
 
 /// The most payload and header bytes kept at once.
-pub const MAX_BYTES: usize = 8 * 1024 * 1024;
+const MAX_BYTES: usize = 8 * 1024 * 1024;
 
 /// An event's stored JSON texts.
 #[derive(Debug, Clone, PartialEq, Eq)]

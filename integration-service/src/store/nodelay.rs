@@ -23,7 +23,7 @@ pub fn enable_on_new_connections(options: &mut ConnectOptions) {
 
 /// Sets TCP_NODELAY on every TCP socket of this process; other descriptors are left alone.
 #[cfg(target_os = "linux")]
-pub fn set_nodelay_on_tcp_sockets() {
+fn set_nodelay_on_tcp_sockets() {
     use std::os::fd::{BorrowedFd, RawFd};
 
     let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
@@ -54,4 +54,4 @@ pub fn set_nodelay_on_tcp_sockets() {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn set_nodelay_on_tcp_sockets() {}
+fn set_nodelay_on_tcp_sockets() {}

@@ -49,7 +49,7 @@ pub async fn memberships_with_integrations(
         .collect())
 }
 
-pub async fn organization_exists(db: &impl ConnectionTrait, id: i64) -> Result<bool, DbErr> {
+async fn organization_exists(db: &impl ConnectionTrait, id: i64) -> Result<bool, DbErr> {
     Ok(organization::Entity::find_by_id(id)
         .one(db)
         .await?
@@ -97,7 +97,7 @@ pub async fn ensure_membership(
 pub struct KnownOrganizations(Arc<ExpiringMap<i64, ()>>);
 
 /// How long an organization seen to exist is taken to exist.
-pub const KNOWN_FOR: Duration = Duration::from_secs(30);
+const KNOWN_FOR: Duration = Duration::from_secs(30);
 /// Organizations remembered at most (forgotten all at once beyond).
 const KNOWN_MAX: usize = 10_000;
 

@@ -5,7 +5,7 @@
 //! literal form on PostgreSQL, and SQLite stores the same literal as plain text.
 
 /// Encodes strings as an array literal, every element quoted and escaped.
-pub fn encode(items: &[String]) -> String {
+pub(super) fn encode(items: &[String]) -> String {
     let quoted: Vec<String> = items
         .iter()
         .map(|item| format!("\"{}\"", item.replace('\\', "\\\\").replace('"', "\\\"")))
@@ -14,7 +14,7 @@ pub fn encode(items: &[String]) -> String {
 }
 
 /// Decodes an array literal; `None` when it is malformed.
-pub fn decode(literal: &str) -> Option<Vec<String>> {
+pub(super) fn decode(literal: &str) -> Option<Vec<String>> {
     let inner = literal.trim().strip_prefix('{')?.strip_suffix('}')?;
     let mut items = Vec::new();
     let mut chars = inner.chars().peekable();

@@ -19,7 +19,7 @@ const MAX_MESSAGE: usize = 200;
 
 /// What a provider API answered other than success.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// 404 (or 410): the resource or the webhook does not exist there.
     #[error("not found at the provider")]
     NotFound,
@@ -42,7 +42,7 @@ impl ApiError {
 }
 
 /// One provider's API, called with one integration's token.
-pub struct ApiClient<'a> {
+pub(crate) struct ApiClient<'a> {
     pub provider: &'a str,
     base: String,
     token: SecretString,
@@ -51,7 +51,7 @@ pub struct ApiClient<'a> {
 
 impl<'a> ApiClient<'a> {
     /// `<PROVIDER>_API_URL` when set, else `default_base`.
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         metrics: &'a Metrics,
         provider: &'a str,
@@ -72,14 +72,14 @@ impl<'a> ApiClient<'a> {
     }
 
     /// A request to `path` (which starts with `/`) with the bearer token.
-    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         http_client()
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(self.token.expose_secret())
     }
 
     /// Sends, counts the call, and answers the body of a 2xx.
-    pub async fn send(&self, request: RequestBuilder) -> Result<Bytes, ApiError> {
+    pub(crate) async fn send(&self, request: RequestBuilder) -> Result<Bytes, ApiError> {
         let answer = self.exchange(request).await;
         self.metrics.provider_request(
             self.provider,
@@ -139,7 +139,7 @@ fn provider_message(body: &[u8]) -> String {
 }
 
 /// Printable ASCII only (no control sequences, no markup), at most `MAX_MESSAGE` characters.
-pub fn printable(text: &str) -> String {
+pub(crate) fn printable(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_ascii_graphic() || c == ' ' {

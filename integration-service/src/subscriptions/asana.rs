@@ -20,17 +20,17 @@ use super::{
 };
 use crate::error::{ServiceError, ServiceResult};
 
-pub const DEFAULT_API_URL: &str = "https://app.asana.com/api/1.0";
+pub(crate) const DEFAULT_API_URL: &str = "https://app.asana.com/api/1.0";
 /// How long the handshake window stays open for the service's own `POST /webhooks`.
-pub const HANDSHAKE_WINDOW: chrono::Duration = chrono::Duration::seconds(30);
+pub(crate) const HANDSHAKE_WINDOW: chrono::Duration = chrono::Duration::seconds(30);
 
 /// An Asana resource gid (a project, a portfolio, a workspace...).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     gid: String,
 }
 
-pub fn parse(resource: &str) -> ServiceResult<Target> {
+pub(crate) fn parse(resource: &str) -> ServiceResult<Target> {
     if !resource.is_empty() && resource.len() <= 32 && resource.bytes().all(|b| b.is_ascii_digit())
     {
         Ok(Target {
@@ -45,7 +45,7 @@ pub fn parse(resource: &str) -> ServiceResult<Target> {
 }
 
 /// Asana sends every change of the resource (filters are not offered here).
-pub fn default_events() -> Vec<String> {
+pub(crate) fn default_events() -> Vec<String> {
     vec!["all".to_string()]
 }
 
@@ -59,7 +59,7 @@ struct Webhook {
     gid: String,
 }
 
-pub async fn create(
+pub(crate) async fn create(
     api: &ApiClient<'_>,
     target: &Target,
     hook: &HookSpec<'_>,
@@ -78,13 +78,13 @@ pub async fn create(
     })
 }
 
-pub async fn delete(api: &ApiClient<'_>, gid: &str) -> Result<(), ApiError> {
+pub(crate) async fn delete(api: &ApiClient<'_>, gid: &str) -> Result<(), ApiError> {
     api.send(api.request(Method::DELETE, &format!("/webhooks/{}", path_gid(gid)?)))
         .await?;
     Ok(())
 }
 
-pub async fn exists(api: &ApiClient<'_>, gid: &str) -> Result<bool, ApiError> {
+pub(crate) async fn exists(api: &ApiClient<'_>, gid: &str) -> Result<bool, ApiError> {
     match api
         .send(api.request(Method::GET, &format!("/webhooks/{}", path_gid(gid)?)))
         .await

@@ -18,18 +18,18 @@ use super::{
 };
 use crate::error::{ServiceError, ServiceResult};
 
-pub const DEFAULT_API_URL: &str = "https://api.bitbucket.org/2.0";
-pub const REQUIRED_SCOPE: &str = "webhook";
+pub(crate) const DEFAULT_API_URL: &str = "https://api.bitbucket.org/2.0";
+pub(crate) const REQUIRED_SCOPE: &str = "webhook";
 
 /// What a Bitbucket subscription watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Repository { workspace: String, repo: String },
     Workspace { workspace: String },
 }
 
 /// `workspace/repo` or `workspace:NAME` (slugs: letters, digits, `-`, `_`, `.`).
-pub fn parse(resource: &str) -> ServiceResult<Target> {
+pub(crate) fn parse(resource: &str) -> ServiceResult<Target> {
     let slug = |s: &str| {
         !s.is_empty()
             && s.len() <= 128
@@ -71,12 +71,12 @@ impl Target {
     }
 }
 
-pub fn default_events() -> Vec<String> {
+pub(crate) fn default_events() -> Vec<String> {
     vec!["repo:push".to_string()]
 }
 
 /// Bitbucket's event keys are `subject:action`.
-pub fn validate_events(events: &[String]) -> ServiceResult<()> {
+pub(crate) fn validate_events(events: &[String]) -> ServiceResult<()> {
     let valid = events.iter().all(|e| {
         e.split_once(':')
             .is_some_and(|(subject, action)| !subject.is_empty() && !action.is_empty())
@@ -96,7 +96,7 @@ struct Hook {
     uuid: String,
 }
 
-pub async fn create(
+pub(crate) async fn create(
     api: &ApiClient<'_>,
     target: &Target,
     hook: &HookSpec<'_>,
@@ -129,7 +129,7 @@ fn settings(hook: &HookSpec<'_>) -> serde_json::Value {
 }
 
 /// Sets the hook up again as `hook` says (`PUT`): after the integration's secret was rotated.
-pub async fn update(
+pub(crate) async fn update(
     api: &ApiClient<'_>,
     target: &Target,
     uid: &str,
@@ -141,13 +141,21 @@ pub async fn update(
     Ok(())
 }
 
-pub async fn delete(api: &ApiClient<'_>, target: &Target, uid: &str) -> Result<(), ApiError> {
+pub(crate) async fn delete(
+    api: &ApiClient<'_>,
+    target: &Target,
+    uid: &str,
+) -> Result<(), ApiError> {
     let path = format!("{}/{}", target.hooks_path(), hook_path_id(uid)?);
     api.send(api.request(Method::DELETE, &path)).await?;
     Ok(())
 }
 
-pub async fn exists(api: &ApiClient<'_>, target: &Target, uid: &str) -> Result<bool, ApiError> {
+pub(crate) async fn exists(
+    api: &ApiClient<'_>,
+    target: &Target,
+    uid: &str,
+) -> Result<bool, ApiError> {
     let path = format!("{}/{}", target.hooks_path(), hook_path_id(uid)?);
     match api.send(api.request(Method::GET, &path)).await {
         Ok(_) => Ok(true),

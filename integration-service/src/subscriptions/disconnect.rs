@@ -30,7 +30,7 @@ const BATCH: u64 = 100;
 /// Disconnect's cleanup, before the tokens are erased: every live subscription is deleted at
 /// the provider and marked DELETED. Never fails the disconnect: a subscription the provider
 /// would not delete (or that is busy) is logged and left FAILED with the reason.
-pub async fn delete_all_before_disconnect(ctx: &AppContext, record: &integration::Model) {
+pub(crate) async fn delete_all_before_disconnect(ctx: &AppContext, record: &integration::Model) {
     let live = match store::subscriptions::live_of_integration(&ctx.db, record.id).await {
         Ok(live) => live,
         Err(e) => {

@@ -19,20 +19,20 @@ use super::{
 };
 use crate::error::{ServiceError, ServiceResult};
 
-pub const DEFAULT_API_URL: &str = "https://api.github.com";
+pub(crate) const DEFAULT_API_URL: &str = "https://api.github.com";
 /// GitHub's own default for a new hook.
 const DEFAULT_EVENTS: &[&str] = &["push"];
 
 /// What a GitHub subscription watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Repository { owner: String, repo: String },
     Organization { org: String },
 }
 
 /// `owner/repo` or `org:NAME`, with GitHub's name rules (owner and org: letters, digits and
 /// hyphens, at most 39; repository: letters, digits, `.`, `_`, `-`, at most 100).
-pub fn parse(resource: &str) -> ServiceResult<Target> {
+pub(crate) fn parse(resource: &str) -> ServiceResult<Target> {
     let invalid = || {
         ServiceError::invalid_field(
             "resource",
@@ -69,7 +69,7 @@ pub fn parse(resource: &str) -> ServiceResult<Target> {
 
 impl Target {
     /// The OAuth scope the grant needs for this kind of hook.
-    pub fn required_scope(&self) -> &'static str {
+    pub(crate) fn required_scope(&self) -> &'static str {
         match self {
             Self::Repository { .. } => "admin:repo_hook",
             Self::Organization { .. } => "admin:org_hook",
@@ -84,7 +84,7 @@ impl Target {
     }
 }
 
-pub fn default_events() -> Vec<String> {
+pub(crate) fn default_events() -> Vec<String> {
     DEFAULT_EVENTS.iter().map(|e| e.to_string()).collect()
 }
 
@@ -100,7 +100,7 @@ fn github(request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
 }
 
 /// Creates the hook: its id.
-pub async fn create(
+pub(crate) async fn create(
     api: &ApiClient<'_>,
     target: &Target,
     hook: &HookSpec<'_>,
@@ -137,7 +137,7 @@ fn settings(hook: &HookSpec<'_>) -> serde_json::Value {
 
 /// Sets the hook up again as `hook` says (`PATCH`): after the integration's secret was
 /// rotated. A hook gone is `ApiError::NotFound`.
-pub async fn update(
+pub(crate) async fn update(
     api: &ApiClient<'_>,
     target: &Target,
     hook_id: &str,
@@ -150,14 +150,22 @@ pub async fn update(
 }
 
 /// Deletes the hook; a hook already gone is `ApiError::NotFound`.
-pub async fn delete(api: &ApiClient<'_>, target: &Target, hook_id: &str) -> Result<(), ApiError> {
+pub(crate) async fn delete(
+    api: &ApiClient<'_>,
+    target: &Target,
+    hook_id: &str,
+) -> Result<(), ApiError> {
     let path = format!("{}/{}", target.hooks_path(), hook_path_id(hook_id)?);
     api.send(github(api.request(Method::DELETE, &path))).await?;
     Ok(())
 }
 
 /// Whether the hook still exists at GitHub.
-pub async fn exists(api: &ApiClient<'_>, target: &Target, hook_id: &str) -> Result<bool, ApiError> {
+pub(crate) async fn exists(
+    api: &ApiClient<'_>,
+    target: &Target,
+    hook_id: &str,
+) -> Result<bool, ApiError> {
     let path = format!("{}/{}", target.hooks_path(), hook_path_id(hook_id)?);
     match api.send(github(api.request(Method::GET, &path))).await {
         Ok(_) => Ok(true),
@@ -181,7 +189,7 @@ struct ListedConfig {
 
 /// Deletes the hooks of the target that deliver to `url` other than `keep` (ours from a
 /// crashed create, or left behind): how many. Only the first 100 hooks are looked at.
-pub async fn remove_others(
+pub(crate) async fn remove_others(
     api: &ApiClient<'_>,
     target: &Target,
     url: &str,

@@ -17,9 +17,9 @@ use super::{
 };
 use crate::error::{ServiceError, ServiceResult};
 
-pub const DEFAULT_API_URL: &str = "https://gitlab.com/api/v4";
+pub(crate) const DEFAULT_API_URL: &str = "https://gitlab.com/api/v4";
 /// The scope that lets an OAuth token manage hooks (`read_api` does not).
-pub const REQUIRED_SCOPE: &str = "api";
+pub(crate) const REQUIRED_SCOPE: &str = "api";
 /// The events a hook can fire on, as `<event>_events` attributes.
 const EVENTS: [&str; 12] = [
     "push",
@@ -39,12 +39,12 @@ const EVENTS: [&str; 12] = [
 /// What a GitLab subscription watches: a project (numeric id or `namespace/project` path) or a
 /// group (`group:ID`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Project(String),
     Group(String),
 }
 
-pub fn parse(resource: &str) -> ServiceResult<Target> {
+pub(crate) fn parse(resource: &str) -> ServiceResult<Target> {
     let invalid = || {
         ServiceError::invalid_field(
             "resource",
@@ -81,11 +81,11 @@ impl Target {
     }
 }
 
-pub fn default_events() -> Vec<String> {
+pub(crate) fn default_events() -> Vec<String> {
     vec!["push".to_string()]
 }
 
-pub fn validate_events(events: &[String]) -> ServiceResult<()> {
+pub(crate) fn validate_events(events: &[String]) -> ServiceResult<()> {
     if events.iter().all(|e| EVENTS.contains(&e.as_str())) {
         Ok(())
     } else {
@@ -101,7 +101,7 @@ struct Hook {
     id: u64,
 }
 
-pub async fn create(
+pub(crate) async fn create(
     api: &ApiClient<'_>,
     target: &Target,
     hook: &HookSpec<'_>,
@@ -139,7 +139,7 @@ fn settings(hook: &HookSpec<'_>) -> Map<String, Value> {
 }
 
 /// Sets the hook up again as `hook` says (`PUT`): after the integration's secret was rotated.
-pub async fn update(
+pub(crate) async fn update(
     api: &ApiClient<'_>,
     target: &Target,
     hook_id: &str,
@@ -151,13 +151,21 @@ pub async fn update(
     Ok(())
 }
 
-pub async fn delete(api: &ApiClient<'_>, target: &Target, hook_id: &str) -> Result<(), ApiError> {
+pub(crate) async fn delete(
+    api: &ApiClient<'_>,
+    target: &Target,
+    hook_id: &str,
+) -> Result<(), ApiError> {
     let path = format!("{}/{}", target.hooks_path(), hook_path_id(hook_id)?);
     api.send(api.request(Method::DELETE, &path)).await?;
     Ok(())
 }
 
-pub async fn exists(api: &ApiClient<'_>, target: &Target, hook_id: &str) -> Result<bool, ApiError> {
+pub(crate) async fn exists(
+    api: &ApiClient<'_>,
+    target: &Target,
+    hook_id: &str,
+) -> Result<bool, ApiError> {
     let path = format!("{}/{}", target.hooks_path(), hook_path_id(hook_id)?);
     match api.send(api.request(Method::GET, &path)).await {
         Ok(_) => Ok(true),

@@ -21,20 +21,20 @@ use super::{
 };
 use crate::error::{ServiceError, ServiceResult};
 
-pub const DEFAULT_API_URL: &str = "https://www.googleapis.com";
+pub(crate) const DEFAULT_API_URL: &str = "https://www.googleapis.com";
 /// Asked for every channel: Drive's changes and Calendar's events allow a week; Google answers
 /// what it granted.
 const LIFETIME: Duration = Duration::days(7);
 
 /// What a Google subscription watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     DriveChanges,
     Calendar { calendar_id: String },
 }
 
 /// `drive:changes` or `calendar:{calendarId}` (`primary`, or an id like `abc@group.calendar.google.com`).
-pub fn parse(resource: &str) -> ServiceResult<Target> {
+pub(crate) fn parse(resource: &str) -> ServiceResult<Target> {
     if resource == "drive:changes" {
         return Ok(Target::DriveChanges);
     }
@@ -66,7 +66,7 @@ impl Target {
 }
 
 /// Google channels carry no event filter: every change of the resource is notified.
-pub fn default_events() -> Vec<String> {
+pub(crate) fn default_events() -> Vec<String> {
     vec!["change".to_string()]
 }
 
@@ -92,7 +92,7 @@ fn expiration_of(channel: &Channel) -> Option<DateTime<Utc>> {
 }
 
 /// Opens a new channel: its id, `resourceId` and expiry.
-pub async fn watch(
+pub(crate) async fn watch(
     api: &ApiClient<'_>,
     target: &Target,
     hook: &HookSpec<'_>,
@@ -136,7 +136,7 @@ pub async fn watch(
 }
 
 /// Stops a channel; one Google no longer knows is `ApiError::NotFound`.
-pub async fn stop(
+pub(crate) async fn stop(
     api: &ApiClient<'_>,
     target: &Target,
     id: &str,

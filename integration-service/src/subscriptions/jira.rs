@@ -26,11 +26,11 @@ use super::{
 };
 use crate::error::{ServiceError, ServiceResult};
 
-pub const DEFAULT_API_URL: &str = "https://api.atlassian.com";
+pub(crate) const DEFAULT_API_URL: &str = "https://api.atlassian.com";
 /// The scope that lets an OAuth 2.0 app register dynamic webhooks.
-pub const REQUIRED_SCOPE: &str = "manage:jira-webhook";
+pub(crate) const REQUIRED_SCOPE: &str = "manage:jira-webhook";
 /// How long a dynamic webhook lives after its registration or refresh.
-pub const LIFETIME_DAYS: i64 = 30;
+const LIFETIME_DAYS: i64 = 30;
 /// The events a dynamic webhook may send (Atlassian's list for `/rest/api/3/webhook`).
 const EVENTS: [&str; 8] = [
     "jira:issue_created",
@@ -47,12 +47,12 @@ const MAX_PAGES: usize = 20;
 
 /// A JQL filter: the issues whose changes the webhook sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     jql: String,
 }
 
 /// Printable text (no control characters); Jira itself judges the JQL when it registers.
-pub fn parse(resource: &str) -> ServiceResult<Target> {
+pub(crate) fn parse(resource: &str) -> ServiceResult<Target> {
     let valid = !resource.is_empty()
         && !resource.chars().any(char::is_control)
         && resource.chars().any(|c| c.is_alphanumeric());
@@ -68,11 +68,11 @@ pub fn parse(resource: &str) -> ServiceResult<Target> {
     }
 }
 
-pub fn default_events() -> Vec<String> {
+pub(crate) fn default_events() -> Vec<String> {
     EVENTS[..3].iter().map(|e| e.to_string()).collect()
 }
 
-pub fn validate_events(events: &[String]) -> ServiceResult<()> {
+pub(crate) fn validate_events(events: &[String]) -> ServiceResult<()> {
     if events.iter().all(|e| EVENTS.contains(&e.as_str())) {
         Ok(())
     } else {
@@ -149,7 +149,7 @@ async fn site(api: &ApiClient<'_>) -> Result<String, ApiError> {
         })
 }
 
-pub async fn create(
+pub(crate) async fn create(
     api: &ApiClient<'_>,
     target: &Target,
     hook: &HookSpec<'_>,
@@ -198,7 +198,10 @@ pub async fn create(
 }
 
 /// Extends the webhook's life: the expiry Jira granted.
-pub async fn renew(api: &ApiClient<'_>, provider_id: &str) -> Result<DateTime<Utc>, ApiError> {
+pub(crate) async fn renew(
+    api: &ApiClient<'_>,
+    provider_id: &str,
+) -> Result<DateTime<Utc>, ApiError> {
     let (cloud, id) = split_id(provider_id)?;
     refresh(api, cloud, id).await
 }
@@ -217,7 +220,7 @@ async fn refresh(api: &ApiClient<'_>, cloud: &str, id: u64) -> Result<DateTime<U
 
 /// `expirationDate` as Jira writes it: `2019-06-01T12:42:30.000+0000`, or milliseconds since
 /// the epoch in some answers.
-pub fn expiration_date(value: &Value) -> Option<DateTime<Utc>> {
+fn expiration_date(value: &Value) -> Option<DateTime<Utc>> {
     if let Some(millis) = value.as_i64() {
         return Utc.timestamp_millis_opt(millis).single();
     }
@@ -229,7 +232,7 @@ pub fn expiration_date(value: &Value) -> Option<DateTime<Utc>> {
 }
 
 /// Whether the app's webhooks on the site still include this one.
-pub async fn exists(api: &ApiClient<'_>, provider_id: &str) -> Result<bool, ApiError> {
+pub(crate) async fn exists(api: &ApiClient<'_>, provider_id: &str) -> Result<bool, ApiError> {
     let (cloud, id) = split_id(provider_id)?;
     for page in 0..MAX_PAGES {
         let path = format!(
@@ -251,7 +254,7 @@ pub async fn exists(api: &ApiClient<'_>, provider_id: &str) -> Result<bool, ApiE
     Ok(true)
 }
 
-pub async fn delete(api: &ApiClient<'_>, provider_id: &str) -> Result<(), ApiError> {
+pub(crate) async fn delete(api: &ApiClient<'_>, provider_id: &str) -> Result<(), ApiError> {
     let (cloud, id) = split_id(provider_id)?;
     api.send(
         api.request(Method::DELETE, &webhook_path(cloud))

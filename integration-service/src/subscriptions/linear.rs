@@ -17,17 +17,17 @@ use super::{
 };
 use crate::error::{ServiceError, ServiceResult};
 
-pub const DEFAULT_API_URL: &str = "https://api.linear.app";
+pub(crate) const DEFAULT_API_URL: &str = "https://api.linear.app";
 const LABEL: &str = "integrations service";
 
 /// A team (its id) or every public team (`all`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Team(String),
     AllPublicTeams,
 }
 
-pub fn parse(resource: &str) -> ServiceResult<Target> {
+pub(crate) fn parse(resource: &str) -> ServiceResult<Target> {
     if resource == "all" {
         return Ok(Target::AllPublicTeams);
     }
@@ -45,12 +45,12 @@ pub fn parse(resource: &str) -> ServiceResult<Target> {
     }
 }
 
-pub fn default_events() -> Vec<String> {
+pub(crate) fn default_events() -> Vec<String> {
     vec!["Issue".to_string(), "Comment".to_string()]
 }
 
 /// Linear's resource types are type names: `Issue`, `Comment`, `Project`, `Cycle`...
-pub fn validate_events(events: &[String]) -> ServiceResult<()> {
+pub(crate) fn validate_events(events: &[String]) -> ServiceResult<()> {
     let valid = events.iter().all(|e| {
         e.starts_with(|c: char| c.is_ascii_uppercase())
             && e.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -88,7 +88,7 @@ async fn graphql(api: &ApiClient<'_>, query: &str, variables: Value) -> Result<V
     Ok(body["data"].take())
 }
 
-pub async fn create(
+pub(crate) async fn create(
     api: &ApiClient<'_>,
     target: &Target,
     hook: &HookSpec<'_>,
@@ -134,7 +134,7 @@ pub async fn create(
     })
 }
 
-pub async fn delete(api: &ApiClient<'_>, id: &str) -> Result<(), ApiError> {
+pub(crate) async fn delete(api: &ApiClient<'_>, id: &str) -> Result<(), ApiError> {
     graphql(
         api,
         "mutation WebhookDelete($id: String!) { webhookDelete(id: $id) { success } }",
@@ -144,7 +144,7 @@ pub async fn delete(api: &ApiClient<'_>, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub async fn exists(api: &ApiClient<'_>, id: &str) -> Result<bool, ApiError> {
+pub(crate) async fn exists(api: &ApiClient<'_>, id: &str) -> Result<bool, ApiError> {
     match graphql(
         api,
         "query Webhook($id: String!) { webhook(id: $id) { id } }",
@@ -160,7 +160,7 @@ pub async fn exists(api: &ApiClient<'_>, id: &str) -> Result<bool, ApiError> {
 
 /// A secret the provider issued (`Debug` never shows it).
 #[derive(Clone)]
-pub struct IssuedSecret(pub SecretString);
+pub(crate) struct IssuedSecret(pub SecretString);
 
 impl std::fmt::Debug for IssuedSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -21,17 +21,17 @@ use super::{
 };
 use crate::error::{ServiceError, ServiceResult};
 
-pub const DEFAULT_API_URL: &str = "https://graph.microsoft.com/v1.0";
+pub(crate) const DEFAULT_API_URL: &str = "https://graph.microsoft.com/v1.0";
 const CHANGE_TYPES: [&str; 3] = ["created", "updated", "deleted"];
 
 /// A Graph resource path (`me/mailFolders('Inbox')/messages`, `users/{id}/events`, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     resource: String,
 }
 
 /// A path of printable characters without spaces, not starting with `/`.
-pub fn parse(resource: &str) -> ServiceResult<Target> {
+pub(crate) fn parse(resource: &str) -> ServiceResult<Target> {
     let valid = !resource.starts_with('/')
         && resource.bytes().all(|b| b.is_ascii_graphic())
         && resource.bytes().any(|b| b.is_ascii_alphanumeric());
@@ -54,7 +54,7 @@ impl Target {
 
     /// The longest lifetime Graph allows for the resource ("subscription lifetime" table),
     /// a few minutes short of it; unknown kinds get the shortest common one (4230 min).
-    pub fn max_lifetime(&self) -> Duration {
+    fn max_lifetime(&self) -> Duration {
         let r = self.lower();
         let minutes = if r.contains("presence") || r.starts_with("chats") || r.contains("/chats") {
             55
@@ -73,7 +73,7 @@ impl Target {
     }
 
     /// Drive items notify `updated` only; users and groups `updated` and `deleted`.
-    pub fn default_events(&self) -> Vec<String> {
+    pub(crate) fn default_events(&self) -> Vec<String> {
         let r = self.lower();
         let kinds: &[&str] = if r.contains("drive") {
             &["updated"]
@@ -87,7 +87,7 @@ impl Target {
 }
 
 /// Graph's change types only.
-pub fn validate_events(events: &[String]) -> ServiceResult<()> {
+pub(crate) fn validate_events(events: &[String]) -> ServiceResult<()> {
     if events.iter().all(|e| CHANGE_TYPES.contains(&e.as_str())) {
         Ok(())
     } else {
@@ -110,7 +110,7 @@ fn expiry(target: &Target) -> String {
     (Utc::now() + target.max_lifetime()).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub async fn create(
+pub(crate) async fn create(
     api: &ApiClient<'_>,
     target: &Target,
     hook: &HookSpec<'_>,
@@ -139,7 +139,7 @@ pub async fn create(
 }
 
 /// Extends the subscription to the longest lifetime: the expiry Graph granted.
-pub async fn renew(
+pub(crate) async fn renew(
     api: &ApiClient<'_>,
     target: &Target,
     id: &str,
@@ -156,7 +156,7 @@ pub async fn renew(
     Ok(renewed.expiration_date_time)
 }
 
-pub async fn delete(api: &ApiClient<'_>, id: &str) -> Result<(), ApiError> {
+pub(crate) async fn delete(api: &ApiClient<'_>, id: &str) -> Result<(), ApiError> {
     let path = format!("/subscriptions/{}", path_id(id)?);
     api.send(api.request(Method::DELETE, &path)).await?;
     Ok(())

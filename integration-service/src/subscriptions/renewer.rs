@@ -49,7 +49,7 @@ const BATCH: u64 = 100;
 const MIN_SLEEP: Duration = Duration::from_millis(50);
 
 /// Runs passes until `stop` is cancelled; `interval` is the longest sleep between two.
-pub async fn run(ctx: AppContext, interval: Duration, stop: CancellationToken) {
+pub(crate) async fn run(ctx: AppContext, interval: Duration, stop: CancellationToken) {
     loop {
         // A panic in one pass is logged and the next pass runs.
         let pass = tokio::select! {
@@ -80,7 +80,7 @@ pub async fn run(ctx: AppContext, interval: Duration, stop: CancellationToken) {
 }
 
 /// One pass: expired ones FAILED, due ones renewed or repaired; how many were handled.
-pub async fn renew_due(ctx: &AppContext) -> ServiceResult<usize> {
+async fn renew_due(ctx: &AppContext) -> ServiceResult<usize> {
     let now = Utc::now();
     let expired = store::subscriptions::fail_expired(&ctx.db, now).await?;
     if expired > 0 {
@@ -113,7 +113,7 @@ pub async fn renew_due(ctx: &AppContext) -> ServiceResult<usize> {
 /// Renews (or repairs) one subscription under its lease; `now_anyway` renews it even before
 /// it is due (Graph's `reauthorizationRequired`, `subscriptionRemoved`). `false` when another
 /// process holds it or it needs nothing.
-pub async fn renew(ctx: &AppContext, id: Uuid, now_anyway: bool) -> ServiceResult<bool> {
+pub(crate) async fn renew(ctx: &AppContext, id: Uuid, now_anyway: bool) -> ServiceResult<bool> {
     let now = Utc::now();
     let until = now + chrono::Duration::from_std(LEASE).unwrap_or_default();
     if !store::subscriptions::try_take_lease(&ctx.db, id, &ctx.instance, now, until).await? {

@@ -28,7 +28,7 @@ const MAX_EVENT_NAME: usize = 100;
 
 /// What a provider answered to a create.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Created {
+pub(crate) struct Created {
     pub provider_id: String,
     pub expires_at: Option<DateTime<Utc>>,
     /// Google: the channel's `resourceId`, needed to stop it.
@@ -38,7 +38,7 @@ pub struct Created {
 }
 
 /// The webhook to create: where it delivers, what, and the secret it signs with.
-pub struct HookSpec<'a> {
+pub(crate) struct HookSpec<'a> {
     pub url: &'a str,
     pub events: &'a [String],
     pub secret: &'a SecretString,
@@ -49,7 +49,7 @@ pub struct HookSpec<'a> {
 
 /// What a subscription watches, per provider: the one dispatch over the API clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Asana(asana::Target),
     Bitbucket(bitbucket::Target),
     Github(github::Target),
@@ -62,7 +62,7 @@ pub enum Target {
 
 /// What the renewer learned at the provider about a subscription that came due.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Checked {
+pub(crate) enum Checked {
     /// Renewed until this expiry.
     Renewed(DateTime<Utc>),
     /// It never expires and still exists.
@@ -245,7 +245,7 @@ impl Target {
     /// Jira webhook lives 30 days: waiting for 75 % of that to find one deleted behind our
     /// back would be too long; a check refreshes it, which costs nothing). Graph's and
     /// Google's are checked only when their renewal is due (a Google check opens a channel).
-    pub fn reconciled_before_renewal(&self) -> bool {
+    pub(crate) fn reconciled_before_renewal(&self) -> bool {
         matches!(self, Self::Jira(_))
     }
 
@@ -253,7 +253,7 @@ impl Target {
     /// secret, which a rotation replaces at the provider: GitHub, GitLab, Bitbucket (the
     /// hook's secret or token), Graph (`clientState`), Google (the channel token). Not Linear
     /// (it issues its own), Asana (its handshake's), Jira (the app's JWT).
-    pub fn signs_with_our_secret(&self) -> bool {
+    pub(crate) fn signs_with_our_secret(&self) -> bool {
         matches!(
             self,
             Self::Github(_)
@@ -334,7 +334,7 @@ impl Target {
 /// A short digest of a webhook secret (the first 16 hex digits of its SHA-256): enough to tell
 /// that the secret changed, nothing to sign with. The secrets are random and long, so the
 /// digest says nothing about them.
-pub fn secret_digest(secret: &SecretString) -> String {
+pub(crate) fn secret_digest(secret: &SecretString) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(secrecy::ExposeSecret::expose_secret(secret).as_bytes());
     hex::encode(&digest[..8])

@@ -38,7 +38,7 @@ use crate::{
 };
 
 /// How often due retries and expired leases are looked for without a wake-up.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 struct Subscriber {
     id: u64,

@@ -32,16 +32,16 @@ use crate::{
 pub use crate::store::webhook_events::EventFilter;
 
 /// Default and largest page of a listing.
-pub const DEFAULT_PAGE: u64 = 50;
-pub const MAX_PAGE: u64 = 200;
+const DEFAULT_PAGE: u64 = 50;
+const MAX_PAGE: u64 = 200;
 /// Longest error text kept on an event.
-pub const MAX_ERROR_LEN: usize = 2000;
+const MAX_ERROR_LEN: usize = 2000;
 /// Lease of a delivered event: default and bounds, in seconds.
-pub const DEFAULT_LEASE_SECS: i32 = 30;
-pub const LEASE_SECS: std::ops::RangeInclusive<i32> = 1..=3600;
+const DEFAULT_LEASE_SECS: i32 = 30;
+const LEASE_SECS: std::ops::RangeInclusive<i32> = 1..=3600;
 /// Events claimed ahead for one stream: default and bounds.
-pub const DEFAULT_PREFETCH: i32 = 16;
-pub const PREFETCH: std::ops::RangeInclusive<i32> = 1..=256;
+const DEFAULT_PREFETCH: i32 = 16;
+const PREFETCH: std::ops::RangeInclusive<i32> = 1..=256;
 /// An event with the integration facts callers route on.
 #[derive(Debug, Clone)]
 pub struct EventView {
@@ -65,7 +65,7 @@ impl From<ClaimedEvent> for EventView {
 
 /// The payload bytes one page of `ListEvents` may carry when payloads are asked for: a page
 /// stays far under the 4 MiB message every gRPC client accepts by default.
-pub const PAGE_PAYLOAD_BUDGET: i64 = 1024 * 1024;
+const PAGE_PAYLOAD_BUDGET: i64 = 1024 * 1024;
 
 /// What a listing asks for; every field optional.
 #[derive(Debug, Clone, Default)]
@@ -362,7 +362,7 @@ async fn find_any(ctx: &AppContext, id: Uuid) -> ServiceResult<webhook_event::Mo
         .ok_or_else(event_not_found)
 }
 
-pub fn event_not_found() -> ServiceError {
+fn event_not_found() -> ServiceError {
     ServiceError::not_found("Event not found")
 }
 

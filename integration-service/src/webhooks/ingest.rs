@@ -34,11 +34,11 @@ pub const MAX_BATCH: usize = 128;
 /// Rows per transaction at most on PostgreSQL. Measured with `webhook-bench` (64 connections,
 /// 2 cores): 16 rows ~4850-5450 req/s; 128 rows ~4000 req/s (batches of all 64 in-flight
 /// rows, a single busy server process, alternating with lone rows); 8 or 32 rows lower.
-pub const PG_MAX_BATCH: usize = 16;
+const PG_MAX_BATCH: usize = 16;
 /// Writer tasks on PostgreSQL, each with its own connection while it writes (the pool holds
 /// 20). Measured with `webhook-bench` against the former two writers that waited up to
 /// 500 µs for company: 8 writers with no wait answered more at 16 and at 64 connections.
-pub const PG_WRITERS: usize = 8;
+const PG_WRITERS: usize = 8;
 /// Queued rows at most; further requests wait for room (backpressure).
 const QUEUE: usize = 4096;
 

@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// Bodies larger than this are verified and parsed on the blocking pool, off the executor.
-pub const BLOCKING_THRESHOLD: usize = 64 * 1024;
+const BLOCKING_THRESHOLD: usize = 64 * 1024;
 
 /// Runs `work` on the blocking pool when the body is large, inline otherwise.
 pub(super) async fn off_executor<T: Send + 'static>(
@@ -248,7 +248,7 @@ pub(super) struct Item {
 
 impl Item {
     /// An item deduplicated on `delivery_id`.
-    pub fn new(event_type: impl Into<String>, delivery_id: String, payload: String) -> Self {
+    pub(super) fn new(event_type: impl Into<String>, delivery_id: String, payload: String) -> Self {
         Self {
             event_type: event_type.into(),
             delivery_id: Some(delivery_id),

@@ -18,7 +18,7 @@ use crate::store::webhook_events;
 /// Rows per DELETE.
 pub const BATCH: u64 = 500;
 /// How often the purge runs.
-pub const INTERVAL: Duration = Duration::from_secs(3600);
+const INTERVAL: Duration = Duration::from_secs(3600);
 /// Pause between two batches of one purge.
 const PAUSE: Duration = Duration::from_millis(50);
 

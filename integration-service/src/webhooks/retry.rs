@@ -8,9 +8,9 @@ use crate::store::webhook_events::AfterError;
 /// Attempts (deliveries to a consumer) before an event is dead.
 pub const MAX_ATTEMPTS: i32 = 8;
 /// Delay before the second attempt; doubled for each further one.
-pub const BASE_DELAY_MS: i64 = 1_000;
+const BASE_DELAY_MS: i64 = 1_000;
 /// Longest delay between attempts.
-pub const MAX_DELAY_MS: i64 = 3_600_000;
+const MAX_DELAY_MS: i64 = 3_600_000;
 
 /// Delay after failed attempt number `attempts` (1-based), before jitter.
 pub fn backoff_ms(attempts: i32) -> i64 {

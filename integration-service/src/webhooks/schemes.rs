@@ -205,7 +205,7 @@ pub struct Guide {
 }
 
 impl Guide {
-    pub const EMPTY: Self = Self {
+    const EMPTY: Self = Self {
         events: &[],
         steps: &[],
         secret_field: None,

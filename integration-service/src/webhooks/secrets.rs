@@ -31,11 +31,11 @@ pub fn new_webhook_secret() -> SecretString {
 }
 
 /// How long a decrypted secret is reused.
-pub const TTL: Duration = Duration::from_secs(1);
+const TTL: Duration = Duration::from_secs(1);
 /// Entries at most; the cache is emptied when full.
 const CAPACITY: usize = 10_000;
 /// Rotated-out secrets kept at most (the ones expiring soonest are dropped first).
-pub const MAX_GRACE_SECRETS: usize = 8;
+const MAX_GRACE_SECRETS: usize = 8;
 
 /// One rotated-out secret and the end of its grace period.
 #[derive(Clone, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Largest distance between a signed timestamp (Slack, Discord, Standard Webhooks) and our
 /// clock, either way, in seconds.
-pub const MAX_SKEW_SECONDS: i64 = 300;
+const MAX_SKEW_SECONDS: i64 = 300;
 
 /// Whether `header` is `sha256=<hex HMAC-SHA256 of body under secret>` (WebSub's construction:
 /// GitHub's `X-Hub-Signature-256`, Bitbucket's and Jira's `X-Hub-Signature`, Notion's

@@ -103,4 +103,4 @@ impl Default for StorageCap {
 }
 
 /// `WEBHOOK_MAX_EVENTS_PER_INTEGRATION`'s default.
-pub const DEFAULT_MAX_EVENTS: u64 = 1_000_000;
+const DEFAULT_MAX_EVENTS: u64 = 1_000_000;

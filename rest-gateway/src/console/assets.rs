@@ -9,7 +9,7 @@ const STYLESHEET: &str = include_str!("assets/console.css");
 const SCRIPT: &str = include_str!("assets/console.js");
 
 /// `GET /console/assets/{name}`: the two files, with the console's headers.
-pub fn serve(name: &str) -> Result<HttpResponse, GatewayError> {
+pub(super) fn serve(name: &str) -> Result<HttpResponse, GatewayError> {
     let (content_type, body) = match name {
         "console.css" => ("text/css; charset=utf-8", STYLESHEET),
         "console.js" => ("text/javascript; charset=utf-8", SCRIPT),

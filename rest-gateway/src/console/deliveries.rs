@@ -21,7 +21,7 @@ use crate::{error::GatewayError, http::HttpResponse, upstream::forwarded};
 
 mod replays;
 
-pub use replays::{confirm_replay_dead, replay, replay_dead};
+pub(super) use replays::{confirm_replay_dead, replay, replay_dead};
 
 /// Events per page of the list.
 const PAGE_SIZE: i32 = 50;
@@ -105,7 +105,7 @@ impl Filters {
 }
 
 /// `GET /console/integrations/{id}/events`.
-pub async fn list(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(super) async fn list(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     let item = integration(request).await?;
     let viewer = viewer_of(request, &item);
     let filters = Filters::read(request);
@@ -267,7 +267,7 @@ async fn get_event(request: &Request<'_>) -> Result<WebhookEvent, GatewayError> 
 }
 
 /// `GET /console/integrations/{id}/events/{eventId}`.
-pub async fn show(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(super) async fn show(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     let item = integration(request).await?;
     let event = get_event(request).await?;
     let notice = super::notice_from_query(request);

@@ -19,7 +19,7 @@ use crate::upstream::forwarded_cookies;
 const TOKEN_CONTEXT: &[u8] = b"integrations-console-form-v1\0";
 
 /// Name of the hidden field carrying the token in every console form.
-pub const TOKEN_FIELD: &str = "_token";
+pub(crate) const TOKEN_FIELD: &str = "_token";
 
 /// The key of the anti-forgery tokens.
 #[derive(Clone)]
@@ -83,7 +83,7 @@ fn session_credential(headers: &HeaderMap) -> Vec<u8> {
 /// `public_origin` (ASCII serialization of `PUBLIC_API_URL`'s origin), or
 /// `Sec-Fetch-Site: same-origin`. A request saying neither is refused: every browser sends
 /// `Origin` with a form post, so only a forged or scripted request lacks both.
-pub fn is_same_origin(headers: &HeaderMap, public_origin: &str) -> bool {
+pub(crate) fn is_same_origin(headers: &HeaderMap, public_origin: &str) -> bool {
     let fetch_site_same = headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())

@@ -23,14 +23,14 @@ mod settings;
 mod subscriptions;
 mod webhook;
 
-pub use settings::update_settings;
+pub(super) use settings::update_settings;
 use settings::{settings_form, SettingsForm};
-pub use subscriptions::{create as create_subscription, delete as delete_subscription};
+pub(super) use subscriptions::{create as create_subscription, delete as delete_subscription};
 use webhook::webhook_setup;
-pub use webhook::{arm_handshake, reveal_secret, rotate_secret, set_secret};
+pub(super) use webhook::{arm_handshake, reveal_secret, rotate_secret, set_secret};
 
 /// `GET /console` (and the OAuth return page): every catalog provider, connected or not.
-pub async fn list(
+pub(super) async fn list(
     request: &mut Request<'_>,
     notice: Option<Notice>,
 ) -> Result<HttpResponse, GatewayError> {
@@ -123,7 +123,7 @@ fn connect_form(viewer: &Viewer, item: &Integration) -> Markup {
 
 /// What a post asks the integration page to show besides the integration itself.
 #[derive(Default)]
-pub struct PageState {
+pub(super) struct PageState {
     notice: Option<Notice>,
     settings: Option<SettingsForm>,
     /// Shown only as the answer to an explicit reveal or rotate post.
@@ -151,7 +151,7 @@ async fn get_integration(request: &Request<'_>, id: &str) -> Result<Integration,
 }
 
 /// `GET /console/integrations/{id}`.
-pub async fn show(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(super) async fn show(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     let state = PageState {
         notice: super::notice_from_query(request),
         ..PageState::default()
@@ -236,7 +236,7 @@ fn facts(viewer: &Viewer, item: &Integration) -> Markup {
 /// `POST /console/integrations/{id}/connect`: starts route 4 and hands the browser a link to
 /// the provider (a redirect would be blocked: the CSP's `form-action 'self'` also covers
 /// where a form post redirects to). The provider's callback returns to `APP_URL`.
-pub async fn connect(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(super) async fn connect(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     request.form().await?;
     let id = request.param(0)?.to_string();
     let started = request
@@ -274,7 +274,9 @@ pub async fn connect(request: &mut Request<'_>) -> Result<HttpResponse, GatewayE
 }
 
 /// `GET /console/integrations/{id}/disconnect`: what disconnecting does, and the button.
-pub async fn confirm_disconnect(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(super) async fn confirm_disconnect(
+    request: &mut Request<'_>,
+) -> Result<HttpResponse, GatewayError> {
     let id = request.param(0)?.to_string();
     let item = get_integration(request, &id).await?;
     let mut viewer = request.viewer(true);
@@ -298,7 +300,7 @@ pub async fn confirm_disconnect(request: &mut Request<'_>) -> Result<HttpRespons
 }
 
 /// `POST /console/integrations/{id}/disconnect`: route 2.
-pub async fn disconnect(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(super) async fn disconnect(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     request.form().await?;
     let id = request.param(0)?.to_string();
     request

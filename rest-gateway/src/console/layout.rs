@@ -11,10 +11,10 @@ use crate::http::HttpResponse;
 use super::forgery::TOKEN_FIELD;
 
 /// No inline script or style, nothing from another origin, never framed, forms only to us.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// The headers of every console response.
-pub fn security_headers(headers: &mut HeaderMap) {
+pub(crate) fn security_headers(headers: &mut HeaderMap) {
     for (name, value) in [
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::CACHE_CONTROL, "no-store"),
@@ -27,7 +27,7 @@ pub fn security_headers(headers: &mut HeaderMap) {
 }
 
 /// An HTML page.
-pub fn html(status: StatusCode, page: Markup) -> HttpResponse {
+pub(crate) fn html(status: StatusCode, page: Markup) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(page.into_string())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -39,7 +39,7 @@ pub fn html(status: StatusCode, page: Markup) -> HttpResponse {
 }
 
 /// A 303 to a console path (after a post, or to the sign-in page).
-pub fn see_other(location: &str) -> HttpResponse {
+pub(crate) fn see_other(location: &str) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SEE_OTHER;
     if let Ok(value) = HeaderValue::from_str(location) {
@@ -50,7 +50,7 @@ pub fn see_other(location: &str) -> HttpResponse {
 }
 
 /// What every page's shell needs to know about the viewer.
-pub struct Viewer {
+pub(crate) struct Viewer {
     /// The anti-forgery token of the viewer's session, put in every form.
     pub token: String,
     /// The active organization, when a call told it.
@@ -60,18 +60,18 @@ pub struct Viewer {
 }
 
 /// A message shown at the top of a page.
-pub enum Notice {
+pub(crate) enum Notice {
     Success(String),
     Error(String),
 }
 
 /// The hidden anti-forgery field of a form.
-pub fn token_field(viewer: &Viewer) -> Markup {
+pub(crate) fn token_field(viewer: &Viewer) -> Markup {
     html! { input type="hidden" name=(TOKEN_FIELD) value=(viewer.token); }
 }
 
 /// The whole page: `title` (also the `<h1>`), navigation, organization switcher, `body`.
-pub fn page(viewer: &Viewer, title: &str, notice: Option<&Notice>, body: Markup) -> Markup {
+pub(crate) fn page(viewer: &Viewer, title: &str, notice: Option<&Notice>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -113,7 +113,7 @@ pub fn page(viewer: &Viewer, title: &str, notice: Option<&Notice>, body: Markup)
 
 /// The API's organization selector (`org_id` cookie) as a form: the active organization, a
 /// field to switch, and a way back to the default one.
-pub fn organization_switcher(viewer: &Viewer) -> Markup {
+fn organization_switcher(viewer: &Viewer) -> Markup {
     html! {
         form.switcher method="post" action="/console/organization" {
             (token_field(viewer))
@@ -129,7 +129,7 @@ pub fn organization_switcher(viewer: &Viewer) -> Markup {
 
 /// A UTC time the console's script shows in the viewer's zone; without script it reads as
 /// UTC. An unparseable value is shown as the text it is.
-pub fn time(value: &str) -> Markup {
+pub(crate) fn time(value: &str) -> Markup {
     match chrono::DateTime::parse_from_rfc3339(value) {
         Ok(at) => {
             let utc = at.with_timezone(&chrono::Utc);
@@ -144,7 +144,7 @@ pub fn time(value: &str) -> Markup {
 }
 
 /// `time`, or a dash.
-pub fn optional_time(value: Option<&str>) -> Markup {
+pub(crate) fn optional_time(value: Option<&str>) -> Markup {
     match value {
         Some(value) => time(value),
         None => html! { "—" },
@@ -159,6 +159,6 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'~');
 
 /// A path segment, percent-encoded for a URL the console writes.
-pub fn segment(value: &str) -> String {
+pub(crate) fn segment(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, SEGMENT).to_string()
 }

@@ -22,7 +22,7 @@ const ORGANIZATION_COOKIE: &str = "org_id";
 
 /// `GET /console/sign-in`: in development a form taking a session token; in production a
 /// pointer to the application, whose session the console shares.
-pub fn sign_in_page(
+pub(super) fn sign_in_page(
     request: &Request<'_>,
     error: Option<&str>,
     status: StatusCode,
@@ -57,7 +57,7 @@ pub fn sign_in_page(
 
 /// `POST /console/sign-in` (development only): the service must accept the token before it
 /// becomes the `sb-access-token` cookie (HttpOnly, SameSite=Lax, Secure under https).
-pub async fn sign_in(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(super) async fn sign_in(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     if request.gateway.config.console.production {
         return Err(GatewayError::NotFound);
     }
@@ -108,7 +108,7 @@ pub async fn sign_in(request: &mut Request<'_>) -> Result<HttpResponse, GatewayE
 }
 
 /// `POST /console/sign-out`: forgets the session cookie (and the organization selector).
-pub async fn sign_out(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(super) async fn sign_out(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     request.form().await?;
     let mut response = layout::see_other("/console/sign-in");
     set_cookie(request, &mut response, SESSION_COOKIE, "", Some(0));
@@ -119,7 +119,9 @@ pub async fn sign_out(request: &mut Request<'_>) -> Result<HttpResponse, Gateway
 /// `POST /console/organization`: sets the API's `org_id` selector; whether the viewer is a
 /// member there is the service's answer on the next page (403 when not). An empty field goes
 /// back to the default organization.
-pub async fn switch_organization(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(super) async fn switch_organization(
+    request: &mut Request<'_>,
+) -> Result<HttpResponse, GatewayError> {
     let form = request.form().await?;
     let value = form.get("organization").unwrap_or_default().trim();
     let mut response = layout::see_other("/console?done=organization");
@@ -150,7 +152,7 @@ pub async fn switch_organization(request: &mut Request<'_>) -> Result<HttpRespon
 /// `GET /console/organization/integrations`: where the OAuth callback sends the browser when
 /// `APP_URL` is `{PUBLIC_API_URL}/console` — the integrations, with the outcome the
 /// callback's fixed words tell.
-pub async fn returned(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(super) async fn returned(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     let notice = match (request.query("success"), request.query("error")) {
         (Some(success), _) => Some(match success.strip_suffix("_connected") {
             Some(provider)

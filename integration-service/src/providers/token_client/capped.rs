@@ -5,7 +5,7 @@ use super::super::http_client;
 
 /// Largest token response read: real ones are well under 16 KiB; a provider (or whoever
 /// answers at its URL) streaming more is refused rather than buffered.
-pub const MAX_TOKEN_RESPONSE_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_TOKEN_RESPONSE_BYTES: usize = 256 * 1024;
 
 /// Reads a response body of at most `MAX_TOKEN_RESPONSE_BYTES`.
 pub(super) async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, &'static str> {

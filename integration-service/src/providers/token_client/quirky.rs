@@ -88,7 +88,7 @@ const INVALID_GRANT_CODES: [&str; 4] = [
 ];
 
 /// Reads a GitHub or Slack token answer, whose errors may come with HTTP 200.
-pub fn parse_quirky_response(
+pub(crate) fn parse_quirky_response(
     style: TokenStyle,
     status: u16,
     body: &[u8],
@@ -161,7 +161,7 @@ pub fn parse_quirky_response(
 
 /// Splits a scope string on commas and whitespace (GitHub and Slack use commas, RFC 6749
 /// spaces).
-pub fn split_scopes(scope: &str) -> Vec<String> {
+pub(crate) fn split_scopes(scope: &str) -> Vec<String> {
     scope
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())

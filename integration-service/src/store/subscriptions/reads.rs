@@ -76,19 +76,6 @@ pub async fn live_of_integration(
         .await
 }
 
-/// The live subscription of an integration known at the provider as `provider_id` (Graph's
-/// lifecycle notifications name it).
-pub async fn find_by_provider_id(
-    db: &impl ConnectionTrait,
-    integration_id: Uuid,
-    provider_id: &str,
-) -> Result<Option<Model>, DbErr> {
-    live_of(integration_id)
-        .filter(webhook_subscription::Column::ProviderSubscriptionId.eq(provider_id))
-        .one(db)
-        .await
-}
-
 /// Whether the integration has an ACTIVE subscription (Linear: its webhooks share the secret
 /// the first one was issued).
 pub async fn has_active(db: &impl ConnectionTrait, integration_id: Uuid) -> Result<bool, DbErr> {

@@ -39,7 +39,7 @@ use crate::{
 };
 
 /// The public key of a hex string (64 hex characters, a valid Ed25519 point).
-pub fn public_key(hex_key: &str) -> Option<VerifyingKey> {
+fn public_key(hex_key: &str) -> Option<VerifyingKey> {
     let bytes: [u8; 32] = hex::decode(hex_key.trim()).ok()?.try_into().ok()?;
     VerifyingKey::from_bytes(&bytes).ok()
 }
@@ -93,7 +93,7 @@ pub fn public_key_hex(seed: &[u8; 32]) -> String {
 }
 
 /// Whether an application id looks like a Discord snowflake (decimal, at most 20 digits).
-pub fn valid_application_id(id: &str) -> bool {
+fn valid_application_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit())
 }
 

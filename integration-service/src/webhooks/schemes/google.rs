@@ -117,7 +117,7 @@ async fn overlap_key(
 }
 
 /// A message is identified by its channel and its number within the channel.
-pub fn dedupe_key(channel: &str, number: &str) -> String {
+fn dedupe_key(channel: &str, number: &str) -> String {
     format!("{channel}:{number}")
 }
 

@@ -144,17 +144,13 @@ async fn app_signed_integration(
     Ok((integration_id, body))
 }
 
-/// The event type (`webhookEvent`, e.g. `jira:issue_created`) and the JSON text of a body.
-pub fn jira_event(body: &[u8]) -> ServiceResult<(String, String)> {
-    event_of(&parse(body)?, body)
-}
-
 fn parse(body: &[u8]) -> ServiceResult<Value> {
     serde_json::from_slice(body)
         .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))
 }
 
-/// The event type of a parsed body, and the body's text.
+/// The event type of a parsed body (`webhookEvent`, e.g. `jira:issue_created`), and the
+/// body's text.
 fn event_of(value: &Value, body: &[u8]) -> ServiceResult<(String, String)> {
     let event_type = field(value, "/webhookEvent", 100)
         .ok_or_else(|| bad_request("Invalid webhook body", "the webhookEvent field is missing"))?;
@@ -167,6 +163,10 @@ fn event_of(value: &Value, body: &[u8]) -> ServiceResult<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn jira_event(body: &[u8]) -> ServiceResult<(String, String)> {
+        event_of(&parse(body)?, body)
+    }
 
     /// The payload shape of Atlassian's documentation example ("Webhooks", example callback):
     /// https://developer.atlassian.com/cloud/jira/platform/webhooks/

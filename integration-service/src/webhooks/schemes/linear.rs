@@ -20,7 +20,7 @@ use crate::webhooks::{
 };
 
 /// Largest distance between `webhookTimestamp` and our clock, in milliseconds.
-pub const MAX_SKEW_MILLIS: i64 = 60_000;
+const MAX_SKEW_MILLIS: i64 = 60_000;
 
 /// Whether the body's `webhookTimestamp` (ms) is within 60 s of `now_millis`.
 pub fn timestamp_is_fresh(payload: &Value, now_millis: i64) -> bool {

@@ -130,7 +130,7 @@ async fn make_due(ctx: &AppContext, integration_id: uuid::Uuid, events: Vec<(Str
 /// The `clientState` of each notification of a batch, read without building the body's tree:
 /// every other field is skipped, a batch of more than 1000 is refused before it is collected,
 /// and a state longer than 256 bytes counts as none.
-pub fn client_states(body: &[u8]) -> ServiceResult<Vec<String>> {
+fn client_states(body: &[u8]) -> ServiceResult<Vec<String>> {
     let invalid = |why: String| bad_request("Invalid webhook body", why);
     let batch: StatesOnly =
         serde_json::from_slice(body).map_err(|e| invalid(format!("not a batch: {e}")))?;
@@ -193,7 +193,7 @@ impl<'de> serde::Deserialize<'de> for CappedStates {
 }
 
 /// The notifications of a batch body `{"value": [...]}`.
-pub fn parse_batch(body: &[u8]) -> ServiceResult<Vec<Value>> {
+fn parse_batch(body: &[u8]) -> ServiceResult<Vec<Value>> {
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| bad_request("Invalid webhook body", format!("not JSON: {e}")))?;
     let Some(Value::Array(items)) = value.get_mut("value").map(Value::take) else {

@@ -25,7 +25,7 @@ use crate::webhooks::{
 };
 
 /// The HMAC key of a `whsec_` secret: its base64 part, decoded.
-pub fn secret_key(secret: &str) -> Option<Vec<u8>> {
+fn secret_key(secret: &str) -> Option<Vec<u8>> {
     let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
     STANDARD
         .decode(encoded)
@@ -43,8 +43,8 @@ fn check_secret(secret: &str) -> Result<(), &'static str> {
 /// Most signatures one `webhook-signature` header may carry (a sender rotating keys sends two
 /// or three) and its longest accepted length: the cost of a delivery must not grow with what
 /// an anonymous sender puts in a header.
-pub const MAX_SIGNATURES: usize = 8;
-pub const MAX_SIGNATURE_HEADER: usize = 1024;
+const MAX_SIGNATURES: usize = 8;
+const MAX_SIGNATURE_HEADER: usize = 1024;
 
 /// Whether one of the header's `v1,` signatures is the message's under `secret`: one MAC of
 /// the message, compared in constant time with each entry (never one MAC per entry).
@@ -74,7 +74,7 @@ pub fn verify(secret: &[u8], id: &str, timestamp: &str, body: &[u8], header: &st
 
 /// The `v1,` entries of a signature header, or `None` when the header is longer or carries
 /// more entries than any sender needs.
-pub fn signature_entries(header: &str) -> Option<Vec<&str>> {
+fn signature_entries(header: &str) -> Option<Vec<&str>> {
     if header.len() > MAX_SIGNATURE_HEADER {
         return None;
     }

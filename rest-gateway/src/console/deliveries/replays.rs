@@ -21,7 +21,7 @@ use crate::{
 const MAX_BULK_REPLAY: usize = 1000;
 
 /// `POST /console/integrations/{id}/events/{eventId}/replay`.
-pub async fn replay(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(crate) async fn replay(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     request.form().await?;
     let id = request.param(0)?.to_string();
     let event_id = request.param(1)?.to_string();
@@ -84,7 +84,9 @@ async fn dead_letters(
 }
 
 /// `GET .../events/replay-dead`: how many dead letters a replay would take, and the button.
-pub async fn confirm_replay_dead(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(crate) async fn confirm_replay_dead(
+    request: &mut Request<'_>,
+) -> Result<HttpResponse, GatewayError> {
     let item = integration(request).await?;
     let (ids, more) = dead_letters(request, &item.id).await?;
     let viewer = viewer_of(request, &item);
@@ -118,7 +120,7 @@ pub async fn confirm_replay_dead(request: &mut Request<'_>) -> Result<HttpRespon
 }
 
 /// `POST .../events/replay-dead`: each dead letter replayed; the count of those replayed.
-pub async fn replay_dead(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(crate) async fn replay_dead(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     request.form().await?;
     let item = integration(request).await?;
     let (ids, more) = dead_letters(request, &item.id).await?;

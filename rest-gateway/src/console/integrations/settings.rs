@@ -89,7 +89,9 @@ fn pretty_json(text: &str) -> String {
 /// `POST /console/integrations/{id}/settings`: the form checked for types first (errors in
 /// place, nothing sent), then `UpdateIntegration` with the config as a merge patch that also
 /// removes the keys taken out of the text.
-pub async fn update_settings(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(crate) async fn update_settings(
+    request: &mut Request<'_>,
+) -> Result<HttpResponse, GatewayError> {
     let form = request.form().await?;
     let id = request.param(0)?.to_string();
     let mut submitted = SettingsForm {

@@ -135,7 +135,7 @@ fn state_badge(state: &str) -> Markup {
 
 /// `POST /console/integrations/{id}/subscriptions`: creates one (or answers the live one to
 /// the same resource); a refusal is shown in the section with the form as submitted.
-pub async fn create(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(crate) async fn create(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     let form = request.form().await?;
     let id = request.param(0)?.to_string();
     let resource = form.get("resource").unwrap_or_default().trim().to_string();
@@ -174,7 +174,7 @@ pub async fn create(request: &mut Request<'_>) -> Result<HttpResponse, GatewayEr
 
 /// `POST /console/integrations/{id}/subscriptions/{subscriptionId}/delete`: deletes the
 /// webhook at the provider and marks the subscription `DELETED`.
-pub async fn delete(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(crate) async fn delete(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     request.form().await?;
     let id = request.param(0)?.to_string();
     let call = DeleteSubscriptionRequest {

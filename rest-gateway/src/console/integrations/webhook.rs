@@ -103,7 +103,7 @@ pub(super) fn webhook_setup(
 }
 
 /// `POST .../webhook/reveal`: the page with the current secret shown.
-pub async fn reveal_secret(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(crate) async fn reveal_secret(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     request.form().await?;
     let id = request.param(0)?.to_string();
     let settings = request
@@ -124,7 +124,7 @@ pub async fn reveal_secret(request: &mut Request<'_>) -> Result<HttpResponse, Ga
 }
 
 /// `POST .../webhook/rotate`: a new secret, shown once (the person rotating must paste it).
-pub async fn rotate_secret(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(crate) async fn rotate_secret(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     request.form().await?;
     let id = request.param(0)?.to_string();
     let settings = request
@@ -151,7 +151,7 @@ pub async fn rotate_secret(request: &mut Request<'_>) -> Result<HttpResponse, Ga
 }
 
 /// `POST .../webhook/secret`: stores a provider-issued secret (never shown back).
-pub async fn set_secret(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(crate) async fn set_secret(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     let form = request.form().await?;
     let id = request.param(0)?.to_string();
     let call = SetWebhookSecretRequest {
@@ -179,7 +179,7 @@ pub async fn set_secret(request: &mut Request<'_>) -> Result<HttpResponse, Gatew
 }
 
 /// `POST .../webhook/handshake`: opens the window, shown with its countdown.
-pub async fn arm_handshake(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
+pub(crate) async fn arm_handshake(request: &mut Request<'_>) -> Result<HttpResponse, GatewayError> {
     request.form().await?;
     let id = request.param(0)?.to_string();
     match request
