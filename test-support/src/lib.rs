@@ -101,6 +101,51 @@ impl TestApp {
         format!("{}{path}", self.http_url)
     }
 
+    /// `GET path` on the gateway with `token` as the bearer session.
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.send_as(self.http.get(self.url(path)), token).await
+    }
+
+    /// `POST path` without a body, as `token`.
+    pub async fn post_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.send_as(self.http.post(self.url(path)), token).await
+    }
+
+    /// `POST path` with a JSON body, as `token`.
+    pub async fn post_json_as(
+        &self,
+        token: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> reqwest::Response {
+        self.send_as(self.http.post(self.url(path)).json(body), token)
+            .await
+    }
+
+    /// `PATCH path` with a JSON body, as `token`.
+    pub async fn patch_json_as(
+        &self,
+        token: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> reqwest::Response {
+        self.send_as(self.http.patch(self.url(path)).json(body), token)
+            .await
+    }
+
+    /// `DELETE path`, as `token`.
+    pub async fn delete_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.send_as(self.http.delete(self.url(path)), token).await
+    }
+
+    async fn send_as(&self, request: reqwest::RequestBuilder, token: &str) -> reqwest::Response {
+        request
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the gateway answers")
+    }
+
     /// Makes `user` a member of organization `org` with `role` and returns a session token.
     pub async fn member_token(&self, org: i64, user: Uuid, role: &str) -> String {
         integration_service::store::organizations::ensure_membership(&self.db, org, user, role)

@@ -266,13 +266,7 @@ async fn a_disconnect_never_revokes_a_credential_another_integration_stores(kind
         let app = &app;
         async move {
             let token = app.member_token(org, Uuid::new_v4(), "OWNER").await;
-            let response = app
-                .http
-                .delete(app.url("/api/integrations/asana"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap();
+            let response = app.delete_as(&token, "/api/integrations/asana").await;
             assert_eq!(response.status(), StatusCode::OK);
         }
     };
@@ -564,12 +558,8 @@ async fn double_rotation_keeps_both_older_secrets_verifying(kind: Db) {
     let mut answer = Value::Null;
     for _ in 0..2 {
         let response = app
-            .http
-            .post(app.url("/api/integrations/github/webhook/rotate"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+            .post_as(&token, "/api/integrations/github/webhook/rotate")
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
         answer = response.json().await.unwrap();
         secrets.push(answer["data"]["secret"].as_str().unwrap().to_string());
@@ -674,12 +664,11 @@ async fn a_slow_token_endpoint_holds_no_lock_and_no_connection(kind: Db) {
             StatusCode::OK
         );
         let listed = app
-            .http
-            .get(app.url("/api/integrations"))
-            .bearer_auth(app.member_token(1000, Uuid::new_v4(), "OWNER").await)
-            .send()
-            .await
-            .unwrap();
+            .get_as(
+                &app.member_token(1000, Uuid::new_v4(), "OWNER").await,
+                "/api/integrations",
+            )
+            .await;
         assert_eq!(listed.status(), StatusCode::OK);
         slowest = slowest.max(started.elapsed());
     }

@@ -39,21 +39,16 @@ async fn list_through_grpc_matches_the_rest_list(app: TestApp) {
     let (_, token) = app.owner(4).await;
     let bearer = format!("Bearer {token}");
     let patched = app
-        .http
-        .patch(app.url("/api/integrations/github"))
-        .bearer_auth(&token)
-        .json(&json!({"config": {"team": "core"}, "syncFrequency": 600}))
-        .send()
-        .await
-        .unwrap();
+        .patch_json_as(
+            &token,
+            "/api/integrations/github",
+            &json!({"config": {"team": "core"}, "syncFrequency": 600}),
+        )
+        .await;
     assert_eq!(patched.status(), 200);
     let rest: serde_json::Value = app
-        .http
-        .get(app.url("/api/integrations"))
-        .bearer_auth(&token)
-        .send()
+        .get_as(&token, "/api/integrations")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -203,13 +203,7 @@ async fn only_sessions_as_supabase_issues_them_pass(app: TestApp) {
     ];
     for (name, claims, expected) in cases {
         let token = sign_session(&app.jwt_secret, &claims).unwrap();
-        let response = app
-            .http
-            .get(app.url("/api/integrations"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let response = app.get_as(&token, "/api/integrations").await;
         assert_eq!(response.status(), expected, "{name}");
     }
 }

@@ -46,12 +46,8 @@ async fn samples_of_every_sandbox_provider_are_stored_for_their_integration(kind
             format!("{TEST_APP_URL}/organization/integrations?success={provider}_connected")
         );
         let settings: Value = app
-            .http
-            .get(app.url(&format!("/api/integrations/{provider}/webhook")))
-            .bearer_auth(&token)
-            .send()
+            .get_as(&token, &format!("/api/integrations/{provider}/webhook"))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -67,12 +63,8 @@ async fn samples_of_every_sandbox_provider_are_stored_for_their_integration(kind
         let event_id = body["eventId"].as_str().unwrap();
 
         let integration: Value = app
-            .http
-            .get(app.url(&format!("/api/integrations/{provider}")))
-            .bearer_auth(&token)
-            .send()
+            .get_as(&token, &format!("/api/integrations/{provider}"))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();

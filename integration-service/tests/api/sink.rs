@@ -301,12 +301,11 @@ async fn events_arrive_on_their_subject_with_their_id_and_the_rest_detail_as_bod
         assert_eq!(message_id(message), *id);
         let body: Value = serde_json::from_slice(&message.payload).expect("a JSON body");
         let detail: Value = app
-            .http
-            .get(app.url(&format!("/api/integrations/github/events/{id}")))
-            .bearer_auth(&owner_token)
-            .send()
+            .get_as(
+                &owner_token,
+                &format!("/api/integrations/github/events/{id}"),
+            )
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -374,12 +373,11 @@ async fn an_event_over_max_payload_goes_without_payload_and_says_so(kind: Db) {
         .is_none());
     let body: Value = serde_json::from_slice(&messages[0].payload).unwrap();
     let mut detail: Value = app
-        .http
-        .get(app.url(&format!("/api/integrations/github/events/{big}")))
-        .bearer_auth(&owner_token)
-        .send()
+        .get_as(
+            &owner_token,
+            &format!("/api/integrations/github/events/{big}"),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

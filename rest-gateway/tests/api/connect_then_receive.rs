@@ -35,12 +35,8 @@ async fn github_connected_by_oauth_receives_signed_deliveries(kind: Db) {
         format!("{TEST_APP_URL}/organization/integrations?success=github_connected")
     );
     let settings: Value = app
-        .http
-        .get(app.url("/api/integrations/github/webhook"))
-        .bearer_auth(&token)
-        .send()
+        .get_as(&token, "/api/integrations/github/webhook")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -102,12 +98,8 @@ async fn slack_connected_by_oauth_receives_its_workspace_events(kind: Db) {
         format!("{TEST_APP_URL}/organization/integrations?success=slack_connected")
     );
     let listed: Value = app
-        .http
-        .get(app.url("/api/integrations/slack"))
-        .bearer_auth(&token)
-        .send()
+        .get_as(&token, "/api/integrations/slack")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -208,13 +208,7 @@ pub async fn deliver(
 }
 
 async fn api_item(app: &TestApp, token: &str, id: &str) -> Value {
-    let response = app
-        .http
-        .get(app.url(&format!("/api/integrations/{id}")))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_as(token, &format!("/api/integrations/{id}")).await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json::<Value>().await.unwrap()["data"].clone()
 }
@@ -745,12 +739,8 @@ async fn secrets_show_only_when_revealed_and_rotate(app: TestApp) {
     assert_ne!(rotated, SECRET);
     assert!(rotated.len() >= 32);
     let settings: Value = app
-        .http
-        .get(app.url(&format!("/api/integrations/{id}/webhook")))
-        .bearer_auth(&token)
-        .send()
+        .get_as(&token, &format!("/api/integrations/{id}/webhook"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -813,12 +803,8 @@ async fn handshakes_count_down_and_provider_secrets_are_stored(app: TestApp) {
     assert!(shown.body.contains("Provider-issued secret stored."));
     assert!(!shown.body.contains("lin_wh_provider_issued_secret"));
     let settings: Value = app
-        .http
-        .get(app.url(&format!("/api/integrations/{linear}/webhook")))
-        .bearer_auth(&token)
-        .send()
+        .get_as(&token, &format!("/api/integrations/{linear}/webhook"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -308,12 +308,8 @@ async fn the_console_walks_in_chromium(db: Db) {
     );
     assert_eq!(walk.text("p.notice.success").await, "Connected: github.");
     let item: Value = app
-        .http
-        .get(app.url("/api/integrations/github"))
-        .bearer_auth(&owner)
-        .send()
+        .get_as(&owner, "/api/integrations/github")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -342,12 +338,8 @@ async fn the_console_walks_in_chromium(db: Db) {
         format!("/console/integrations/{id}?done=settings")
     );
     let item: Value = app
-        .http
-        .get(app.url(&format!("/api/integrations/{id}")))
-        .bearer_auth(&owner)
-        .send()
+        .get_as(&owner, &format!("/api/integrations/{id}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

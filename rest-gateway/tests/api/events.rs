@@ -76,24 +76,12 @@ async fn deliver(app: &TestApp, integration: Uuid, event: &str, delivery: &str) 
 }
 
 async fn get(app: &TestApp, token: &str, path: &str) -> (StatusCode, Value) {
-    let response = app
-        .http
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_as(token, path).await;
     (response.status(), response.json().await.unwrap())
 }
 
 async fn post(app: &TestApp, token: &str, path: &str) -> (StatusCode, Value) {
-    let response = app
-        .http
-        .post(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.post_as(token, path).await;
     (response.status(), response.json().await.unwrap())
 }
 
@@ -339,12 +327,8 @@ async fn hostile_event_queries_are_400_and_change_nothing(app: TestApp) {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let response = app
-        .http
-        .delete(app.url(&format!("/api/integrations/github/events/{event}")))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&owner, &format!("/api/integrations/github/events/{event}"))
+        .await;
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     // Nothing changed: the one event is still pending, never attempted.
     let stored = webhook_event::Entity::find().all(&app.db).await.unwrap();

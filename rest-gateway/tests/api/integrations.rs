@@ -212,16 +212,7 @@ async fn list_shows_a_record_in_the_exact_shape_without_secrets(app: TestApp) {
         "/api/integrations".to_string(),
         format!("/api/integrations/{}", record.id),
     ] {
-        let text = app
-            .http
-            .get(app.url(&path))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.get_as(&token, &path).await.text().await.unwrap();
         assert!(!text.contains("SECRET"), "a secret leaked: {text}");
     }
 }

@@ -33,22 +33,15 @@ dual_test!(metrics_count_requests_by_route_template,);
 async fn metrics_count_requests_by_route_template(app: TestApp) {
     let (_, owner) = app.owner(3).await;
     for _ in 0..3 {
-        let response = app
-            .http
-            .get(app.url("/api/integrations/github"))
-            .bearer_auth(&owner)
-            .send()
-            .await
-            .unwrap();
+        let response = app.get_as(&owner, "/api/integrations/github").await;
         assert_eq!(response.status(), StatusCode::OK);
     }
     let missing = app
-        .http
-        .get(app.url("/api/integrations/00000000-0000-4000-8000-000000000000"))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .unwrap();
+        .get_as(
+            &owner,
+            "/api/integrations/00000000-0000-4000-8000-000000000000",
+        )
+        .await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 
     // Not on the public port: it shows the live webhook budgets.
@@ -113,12 +106,8 @@ async fn both_endpoints_count_real_traffic(kind: Db) {
     let (_, owner) = app.owner(41).await;
     connect(&app, &owner, "github").await;
     let settings: Value = app
-        .http
-        .get(app.url("/api/integrations/github/webhook"))
-        .bearer_auth(&owner)
-        .send()
+        .get_as(&owner, "/api/integrations/github/webhook")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -222,13 +211,7 @@ async fn both_endpoints_count_real_traffic(kind: Db) {
         .unwrap();
     drop(stream);
 
-    let disconnected = app
-        .http
-        .delete(app.url("/api/integrations/github"))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .unwrap();
+    let disconnected = app.delete_as(&owner, "/api/integrations/github").await;
     assert_eq!(disconnected.status(), StatusCode::OK);
 
     // The backlog gauges and the revocation (in the background) land within a few seconds.

@@ -205,12 +205,8 @@ async fn github_flow_connects_with_pkce_and_stores_ciphertext(kind: Db) {
     );
 
     let listed: Value = app
-        .http
-        .get(app.url("/api/integrations/github"))
-        .bearer_auth(&token)
-        .send()
+        .get_as(&token, "/api/integrations/github")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -345,12 +341,8 @@ async fn every_catalog_provider_connects_through_the_generic_flow(kind: Db) {
         let stored = record(&app, &provider.name).await;
         let refresh = open(&stored, "refresh_token", &stored.refresh_token);
         let response = app
-            .http
-            .delete(app.url(&format!("/api/integrations/{}", provider.name)))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+            .delete_as(&token, &format!("/api/integrations/{}", provider.name))
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
         if provider.revoke_url.is_none() {
             continue;
@@ -718,13 +710,8 @@ async fn frontend_callback_mode_binds_the_state_to_the_session(kind: Db) {
     // A provider outside the catalog is an API error for the frontend (the browser's GET still
     // redirects).
     let unknown = app
-        .http
-        .post(app.url("/api/integrations/nope/callback"))
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .post_json_as(&token, "/api/integrations/nope/callback", &body)
+        .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     // Single use, as always.
     let answer: Value = post(Some(token)).await.unwrap().json().await.unwrap();
@@ -792,12 +779,8 @@ async fn authorize_names_the_missing_client_id_and_requires_a_manager(kind: Db) 
     };
     let (_, token) = app.owner(1).await;
     let response = app
-        .http
-        .post(app.url("/api/integrations/github/authorize"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .post_as(&token, "/api/integrations/github/authorize")
+        .await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
@@ -807,12 +790,8 @@ async fn authorize_names_the_missing_client_id_and_requires_a_manager(kind: Db) 
     );
     let member = app.member_token(1, Uuid::new_v4(), "MEMBER").await;
     let response = app
-        .http
-        .post(app.url("/api/integrations/github/authorize"))
-        .bearer_auth(&member)
-        .send()
-        .await
-        .unwrap();
+        .post_as(&member, "/api/integrations/github/authorize")
+        .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let anonymous = app
         .http
@@ -822,12 +801,8 @@ async fn authorize_names_the_missing_client_id_and_requires_a_manager(kind: Db) 
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let unknown = app
-        .http
-        .post(app.url("/api/integrations/nope/authorize"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .post_as(&token, "/api/integrations/nope/authorize")
+        .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     assert_eq!(oauth_state::Entity::find().count(&app.db).await.unwrap(), 0);
 }
@@ -838,13 +813,7 @@ async fn webhook_settings_reveal_and_rotate_the_secret(kind: Db) {
         return;
     };
     let (_, token) = app.owner(1).await;
-    let before = app
-        .http
-        .get(app.url("/api/integrations/github/webhook"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let before = app.get_as(&token, "/api/integrations/github/webhook").await;
     assert_eq!(
         before.status(),
         StatusCode::BAD_REQUEST,
@@ -855,12 +824,8 @@ async fn webhook_settings_reveal_and_rotate_the_secret(kind: Db) {
     let secret = open(&stored, "webhook_secret", &stored.webhook_secret);
 
     let settings: Value = app
-        .http
-        .get(app.url(&format!("/api/integrations/{}/webhook", stored.id)))
-        .bearer_auth(&token)
-        .send()
+        .get_as(&token, &format!("/api/integrations/{}/webhook", stored.id))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -874,12 +839,8 @@ async fn webhook_settings_reveal_and_rotate_the_secret(kind: Db) {
     assert_eq!(settings["data"]["secret"], secret);
 
     let rotated = app
-        .http
-        .post(app.url("/api/integrations/github/webhook/rotate"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .post_as(&token, "/api/integrations/github/webhook/rotate")
+        .await;
     assert_eq!(rotated.status(), StatusCode::OK);
     assert_eq!(rotated.headers()[header::CACHE_CONTROL], "no-store");
     let rotated: Value = rotated.json().await.unwrap();
@@ -918,21 +879,16 @@ async fn webhook_settings_reveal_and_rotate_the_secret(kind: Db) {
 
     let member = app.member_token(1, Uuid::new_v4(), "MEMBER").await;
     let forbidden = app
-        .http
-        .get(app.url("/api/integrations/github/webhook"))
-        .bearer_auth(&member)
-        .send()
-        .await
-        .unwrap();
+        .get_as(&member, "/api/integrations/github/webhook")
+        .await;
     assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
     let bad_grace = app
-        .http
-        .post(app.url("/api/integrations/github/webhook/rotate"))
-        .bearer_auth(&token)
-        .json(&json!({"gracePeriodSeconds": -5}))
-        .send()
-        .await
-        .unwrap();
+        .post_json_as(
+            &token,
+            "/api/integrations/github/webhook/rotate",
+            &json!({"gracePeriodSeconds": -5}),
+        )
+        .await;
     assert_eq!(bad_grace.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -945,13 +901,7 @@ async fn disconnect_revokes_at_the_provider_in_the_background(kind: Db) {
     connect(&app, &token, "github").await;
     let stored = record(&app, "github").await;
     let access = open(&stored, "access_token", &stored.access_token);
-    let response = app
-        .http
-        .delete(app.url("/api/integrations/github"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete_as(&token, "/api/integrations/github").await;
     assert_eq!(response.status(), StatusCode::OK);
     // The token, not the grant: the grant would end the user's tokens in other organizations.
     let path = format!("/applications/{FAKE_CLIENT_ID}/token");
@@ -990,13 +940,7 @@ async fn disconnect_revokes_at_the_provider_in_the_background(kind: Db) {
     };
     let (_, token) = app.owner(1).await;
     connect(&app, &token, "slack").await;
-    let response = app
-        .http
-        .delete(app.url("/api/integrations/slack"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.delete_as(&token, "/api/integrations/slack").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         record(&app, "slack").await.status.map(|s| s.as_str()),
@@ -1031,13 +975,7 @@ async fn expiring_github_app_and_rotating_slack_tokens_are_stored_with_expiry(ki
     }
     // Slack verifies deliveries with the app's signing secret: route 11 gives the app-level
     // URL and says where the secret goes, and shows no secret.
-    let response = app
-        .http
-        .get(app.url("/api/integrations/slack/webhook"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_as(&token, "/api/integrations/slack/webhook").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     let url = app.url("/api/integrations/slack/webhook");

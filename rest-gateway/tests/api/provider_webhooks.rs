@@ -66,12 +66,8 @@ async fn connected_with(
         format!("{TEST_APP_URL}/organization/integrations?success={provider}_connected")
     );
     let settings: Value = app
-        .http
-        .get(app.url(&format!("/api/integrations/{provider}/webhook")))
-        .bearer_auth(&token)
-        .send()
+        .get_as(&token, &format!("/api/integrations/{provider}/webhook"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -551,12 +547,8 @@ async fn linear_deliveries_with_the_secret_linear_issued(kind: Db) {
     // A provider-issued secret is replaced, not rotated.
     let rotate = c
         .app
-        .http
-        .post(c.app.url("/api/integrations/linear/webhook/rotate"))
-        .bearer_auth(&c.token)
-        .send()
-        .await
-        .unwrap();
+        .post_as(&c.token, "/api/integrations/linear/webhook/rotate")
+        .await;
     assert_eq!(rotate.status(), StatusCode::BAD_REQUEST);
     let refused: Value = rotate.json().await.unwrap();
     assert_eq!(refused["error"], "Secret issued by the provider");

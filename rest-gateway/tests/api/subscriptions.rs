@@ -96,12 +96,8 @@ impl Github {
     async fn list(&self) -> Vec<Value> {
         let response = self
             .app
-            .http
-            .get(self.app.url("/api/integrations/github/subscriptions"))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
+            .get_as(&self.token, "/api/integrations/github/subscriptions")
+            .await;
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
         body["data"].as_array().unwrap().clone()
@@ -118,26 +114,19 @@ impl Github {
     ) -> (StatusCode, Value) {
         let response = self
             .app
-            .http
-            .delete(self.app.url(&format!(
-                "/api/integrations/{provider}/subscriptions/{subscription}"
-            )))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap();
+            .delete_as(
+                &self.token,
+                &format!("/api/integrations/{provider}/subscriptions/{subscription}"),
+            )
+            .await;
         (response.status(), response.json().await.unwrap())
     }
 
     async fn webhook_settings(&self) -> (String, String) {
         let settings: Value = self
             .app
-            .http
-            .get(self.app.url("/api/integrations/github/webhook"))
-            .bearer_auth(&self.token)
-            .send()
+            .get_as(&self.token, "/api/integrations/github/webhook")
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -316,21 +305,13 @@ async fn hand_set_up_providers_and_bad_input_are_refused(kind: Db) {
     let member = gh.app.member_token(1, uuid::Uuid::new_v4(), "MEMBER").await;
     let response = gh
         .app
-        .http
-        .get(gh.app.url("/api/integrations/github/subscriptions"))
-        .bearer_auth(&member)
-        .send()
-        .await
-        .unwrap();
+        .get_as(&member, "/api/integrations/github/subscriptions")
+        .await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     let integration: Value = gh
         .app
-        .http
-        .get(gh.app.url("/api/integrations/github"))
-        .bearer_auth(&gh.token)
-        .send()
+        .get_as(&gh.token, "/api/integrations/github")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -387,12 +368,8 @@ async fn disconnect_deletes_every_hook_at_the_provider_first(kind: Db) {
     assert_eq!(gh.fake.api.hooks().len(), 2);
     let response = gh
         .app
-        .http
-        .delete(gh.app.url("/api/integrations/github"))
-        .bearer_auth(&gh.token)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&gh.token, "/api/integrations/github")
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(gh.fake.api.hooks().is_empty());
     let listed = gh.list().await;
@@ -425,12 +402,8 @@ async fn a_provider_outage_does_not_stop_the_disconnect(kind: Db) {
     gh.fake.api.set_down(true);
     let response = gh
         .app
-        .http
-        .delete(gh.app.url("/api/integrations/github"))
-        .bearer_auth(&gh.token)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&gh.token, "/api/integrations/github")
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["success"], true);
@@ -573,12 +546,8 @@ async fn graph_renewed_once_per_lifetime_by_one_of_two_replicas(kind: Db) {
     let (url, secret) = {
         let settings: Value = ms
             .app
-            .http
-            .get(ms.app.url("/api/integrations/microsoft/webhook"))
-            .bearer_auth(&ms.token)
-            .send()
+            .get_as(&ms.token, "/api/integrations/microsoft/webhook")
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -855,12 +824,8 @@ async fn google_channel_replaced_before_expiry_and_a_doubly_notified_change_stor
     let old = channels[0].clone();
     let settings: Value = g
         .app
-        .http
-        .get(g.app.url("/api/integrations/google/webhook"))
-        .bearer_auth(&g.token)
-        .send()
+        .get_as(&g.token, "/api/integrations/google/webhook")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -1003,12 +968,8 @@ async fn gitlab_project_hook_created_once_verified_and_deleted(kind: Db) {
     assert_eq!(events, ["merge_requests", "push"]);
     let settings: Value = gl
         .app
-        .http
-        .get(gl.app.url("/api/integrations/gitlab/webhook"))
-        .bearer_auth(&gl.token)
-        .send()
+        .get_as(&gl.token, "/api/integrations/gitlab/webhook")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -1234,12 +1195,8 @@ async fn a_create_that_crashed_is_taken_over_and_its_leftover_removed(kind: Db) 
     let (url, secret) = gh.webhook_settings().await;
     let integration: Value = gh
         .app
-        .http
-        .get(gh.app.url("/api/integrations/github"))
-        .bearer_auth(&gh.token)
-        .send()
+        .get_as(&gh.token, "/api/integrations/github")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -70,12 +70,8 @@ async fn jira_webhook_registered_once_verified_by_the_app_jwt_and_deleted(kind: 
     assert_eq!(jira.fake.api.jira.refreshes().len(), 1);
     let settings: Value = jira
         .app
-        .http
-        .get(jira.app.url("/api/integrations/atlassian/webhook"))
-        .bearer_auth(&jira.token)
-        .send()
+        .get_as(&jira.token, "/api/integrations/atlassian/webhook")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -200,12 +196,8 @@ async fn jira_webhook_registered_once_verified_by_the_app_jwt_and_deleted(kind: 
     assert_eq!(jira.fake.api.jira.webhooks().len(), 1);
     let response = jira
         .app
-        .http
-        .delete(jira.app.url("/api/integrations/atlassian"))
-        .bearer_auth(&jira.token)
-        .send()
-        .await
-        .unwrap();
+        .delete_as(&jira.token, "/api/integrations/atlassian")
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(jira.fake.api.jira.webhooks().is_empty());
     let listed = jira.list_of("atlassian").await;

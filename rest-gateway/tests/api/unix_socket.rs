@@ -30,13 +30,7 @@ async fn the_gateway_reaches_the_service_over_its_unix_socket(kind: Db) {
         return;
     };
     let (_, token) = app.owner(1).await;
-    let list = app
-        .http
-        .get(app.url("/api/integrations"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let list = app.get_as(&token, "/api/integrations").await;
     assert_eq!(list.status(), StatusCode::OK);
     assert!(
         std::fs::symlink_metadata(&socket).is_ok(),
@@ -53,12 +47,11 @@ async fn the_gateway_reaches_the_service_over_its_unix_socket(kind: Db) {
     )
     .await;
     let read = app
-        .http
-        .get(app.url(&format!("/api/integrations/{integration}/events/{event}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .get_as(
+            &token,
+            &format!("/api/integrations/{integration}/events/{event}"),
+        )
+        .await;
     assert_eq!(read.status(), StatusCode::OK);
     let body: Value = read.json().await.unwrap();
     assert_eq!(body["data"]["id"], event.as_str(), "{body}");
