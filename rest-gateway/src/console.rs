@@ -94,6 +94,21 @@ pub(crate) enum Page {
     Replay,
 }
 
+/// A refusal of the service that a page says in place (its status and the sentence), when its
+/// status is one of `shown`; any other is the console's error page.
+fn refusal(
+    status: tonic::Status,
+    shown: &[StatusCode],
+) -> Result<(StatusCode, String), GatewayError> {
+    let err = GatewayError::from(status);
+    let code = err.parts().0;
+    if shown.contains(&code) {
+        Ok((code, err.said()))
+    } else {
+        Err(err)
+    }
+}
+
 /// What a console handler is given.
 pub(crate) struct Request<'a> {
     pub gateway: &'a Gateway,

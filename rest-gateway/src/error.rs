@@ -58,6 +58,12 @@ impl GatewayError {
         }
     }
 
+    /// `error` and `details` as one line, for a page that says a refusal in place.
+    pub(crate) fn said(&self) -> String {
+        let (_, message, details) = self.parts();
+        details.map_or(message.clone(), |d| format!("{message}: {d}"))
+    }
+
     /// HTTP status, `error` and `details` of the JSON body.
     pub fn parts(&self) -> (StatusCode, String, Option<String>) {
         match self {

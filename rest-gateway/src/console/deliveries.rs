@@ -137,12 +137,7 @@ pub(super) async fn list(request: &mut Request<'_>) -> Result<HttpResponse, Gate
         {
             Ok(page) => Some(page.into_inner()),
             Err(status) => {
-                let err = GatewayError::from(status);
-                let (code, message, details) = err.parts();
-                if code != StatusCode::BAD_REQUEST {
-                    return Err(err);
-                }
-                filter_error = Some(details.map_or(message.clone(), |d| format!("{message}: {d}")));
+                filter_error = Some(super::refusal(status, &[StatusCode::BAD_REQUEST])?.1);
                 None
             }
         }

@@ -182,11 +182,8 @@ async fn integration_page(
         Err(status) => {
             // Not connected yet, or a scheme without settings: said in place. Not allowed or
             // not found were answered by GetIntegration already.
-            let err = GatewayError::from(status);
-            let (_, message, details) = err.parts();
             if state.webhook_error.is_none() {
-                state.webhook_error =
-                    Some(details.map_or(message.clone(), |d| format!("{message}: {d}")));
+                state.webhook_error = Some(GatewayError::from(status).said());
             }
             None
         }

@@ -10,7 +10,7 @@ use super::{get_integration, integration_page, PageState};
 use crate::{
     console::{
         layout::{self, segment, Notice, Viewer},
-        Request,
+        refusal, Request,
     },
     error::GatewayError,
     http::HttpResponse,
@@ -158,13 +158,8 @@ pub(crate) async fn update_settings(
             segment(&id)
         ))),
         Err(status) => {
-            let err = GatewayError::from(status);
-            let (code, message, details) = err.parts();
-            if code != StatusCode::BAD_REQUEST {
-                return Err(err);
-            }
             // The service's validation, placed by the field it names.
-            let text = details.map_or(message.clone(), |d| format!("{message}: {d}"));
+            let (_, text) = refusal(status, &[StatusCode::BAD_REQUEST])?;
             let lower = text.to_ascii_lowercase();
             if lower.contains("frequency") {
                 submitted.frequency_error = Some(text);

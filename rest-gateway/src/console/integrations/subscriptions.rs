@@ -15,7 +15,7 @@ use super::{integration_page, PageState};
 use crate::{
     console::{
         layout::{self, optional_time, segment, Viewer},
-        Request,
+        refusal, Request,
     },
     error::GatewayError,
     http::HttpResponse,
@@ -36,13 +36,7 @@ pub(super) async fn fetch(request: &Request<'_>, id: &str) -> Result<Vec<Subscri
         ))
         .await
         .map(|list| list.into_inner().subscriptions)
-        .map_err(|status| said(GatewayError::from(status)))
-}
-
-/// An error as one line: its message and details.
-fn said(err: GatewayError) -> String {
-    let (_, message, details) = err.parts();
-    details.map_or(message.clone(), |d| format!("{message}: {d}"))
+        .map_err(|status| GatewayError::from(status).said())
 }
 
 pub(super) fn section(
@@ -204,14 +198,14 @@ async fn refused(
     status: tonic::Status,
     mut state: PageState,
 ) -> Result<HttpResponse, GatewayError> {
-    let err = GatewayError::from(status);
-    let code = err.parts().0;
-    if !matches!(
-        code,
-        StatusCode::BAD_REQUEST | StatusCode::CONFLICT | StatusCode::BAD_GATEWAY
-    ) {
-        return Err(err);
-    }
-    state.subscription_error = Some(said(err));
+    let (code, said) = refusal(
+        status,
+        &[
+            StatusCode::BAD_REQUEST,
+            StatusCode::CONFLICT,
+            StatusCode::BAD_GATEWAY,
+        ],
+    )?;
+    state.subscription_error = Some(said);
     integration_page(request, state, code).await
 }

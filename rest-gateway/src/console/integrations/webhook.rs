@@ -12,7 +12,7 @@ use super::{integration_page, PageState};
 use crate::{
     console::{
         layout::{self, segment, Notice, Viewer},
-        Request,
+        refusal, Request,
     },
     error::GatewayError,
     http::HttpResponse,
@@ -214,13 +214,9 @@ async fn webhook_refused(
     request: &Request<'_>,
     status: tonic::Status,
 ) -> Result<HttpResponse, GatewayError> {
-    let err = GatewayError::from(status);
-    let (code, message, details) = err.parts();
-    if !matches!(code, StatusCode::BAD_REQUEST | StatusCode::CONFLICT) {
-        return Err(err);
-    }
+    let (code, said) = refusal(status, &[StatusCode::BAD_REQUEST, StatusCode::CONFLICT])?;
     let state = PageState {
-        webhook_error: Some(details.map_or(message.clone(), |d| format!("{message}: {d}"))),
+        webhook_error: Some(said),
         ..PageState::default()
     };
     integration_page(request, state, code).await
