@@ -41,7 +41,7 @@ pub enum StartupError {
     #[error("cannot open the database: {0}")]
     Database(sea_orm::DbErr),
     #[error("cannot apply migrations: {0}")]
-    Migrations(sea_orm::DbErr),
+    Migrations(#[from] crate::migrate::MigrateError),
 }
 
 impl AppContext {
@@ -51,19 +51,15 @@ impl AppContext {
         let db = store::connect(&config.database_url)
             .await
             .map_err(StartupError::Database)?;
-        store::migrate(&db)
-            .await
-            .map_err(StartupError::Migrations)?;
+        let keyring = Keyring::new(&config.encryption_key, &config.previous_encryption_keys);
+        crate::migrate::migrate(&db, &keyring).await?;
         Ok(Self {
             instance: format!("service-{}", uuid::Uuid::new_v4().simple()).into(),
             metrics: Metrics::new(config.metrics_addr.is_some()),
             refresh_slots: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_refreshes)),
             sessions: SessionVerifier::new(config.jwt_secret.expose())
                 .with_issuer(config.session_issuer()),
-            keyring: Arc::new(Keyring::new(
-                &config.encryption_key,
-                &config.previous_encryption_keys,
-            )),
+            keyring: Arc::new(keyring),
             config: Arc::new(config),
             db,
             catalog: Arc::new(catalog),

@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::EncryptionKey;
 
+pub mod grace;
+
 const VERSION: &str = "v1";
 const NONCE_LEN: usize = 12;
 /// HKDF `info` of the data-encryption key: no other use of the master key shares it.
@@ -48,8 +50,10 @@ pub enum SecretColumn {
     RefreshToken,
     /// `integrations.webhook_secret`
     WebhookSecret,
-    /// `integrations.previous_webhook_secret` (before the list of grace secrets)
-    PreviousWebhookSecret,
+    /// `integrations.previous_webhook_secret`, the single rotated-out secret of the first
+    /// schema: read only to fold it into the grace list before migration 19 drops the column
+    /// (`migrate`).
+    LegacyPreviousWebhookSecret,
     /// `integrations.webhook_secret_grace`: the rotated-out secrets still verifying, as a
     /// sealed JSON list with their expiries
     WebhookSecretGrace,
@@ -59,11 +63,10 @@ pub enum SecretColumn {
 
 impl SecretColumn {
     /// The encrypted columns of `integrations`, in the order key rotation visits them.
-    pub const INTEGRATION: [SecretColumn; 5] = [
+    pub const INTEGRATION: [SecretColumn; 4] = [
         SecretColumn::AccessToken,
         SecretColumn::RefreshToken,
         SecretColumn::WebhookSecret,
-        SecretColumn::PreviousWebhookSecret,
         SecretColumn::WebhookSecretGrace,
     ];
 
@@ -79,7 +82,7 @@ impl SecretColumn {
             SecretColumn::AccessToken => "access_token",
             SecretColumn::RefreshToken => "refresh_token",
             SecretColumn::WebhookSecret => "webhook_secret",
-            SecretColumn::PreviousWebhookSecret => "previous_webhook_secret",
+            SecretColumn::LegacyPreviousWebhookSecret => "previous_webhook_secret",
             SecretColumn::WebhookSecretGrace => "webhook_secret_grace",
             SecretColumn::PkceVerifier => "pkce_verifier",
         }

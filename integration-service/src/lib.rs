@@ -23,6 +23,7 @@ mod grpc;
 mod integrations;
 pub mod key_rotation;
 mod metrics;
+pub mod migrate;
 pub mod oauth;
 mod private_fs;
 mod providers;

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use integration_service::{
     config::Config, context::AppContext, crypto::Keyring, dev_sandbox, dev_token, key_rotation,
-    server, store,
+    migrate, server, store,
 };
 use sandbox::samples::Sample;
 use std::{net::SocketAddr, time::Duration};
@@ -142,13 +142,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let db = store::connect(&config.database_url).await?;
-            store::migrate(&db).await?;
+            let keyring = Keyring::new(&config.encryption_key, &config.previous_encryption_keys);
+            migrate::migrate(&db, &keyring).await?;
             tracing::info!("migrations applied");
         }
         Command::RotateKeys => {
             let db = store::connect(&config.database_url).await?;
-            store::migrate(&db).await?;
             let keyring = Keyring::new(&config.encryption_key, &config.previous_encryption_keys);
+            migrate::migrate(&db, &keyring).await?;
             let report = key_rotation::rotate_keys(&db, &keyring).await?;
             println!("rotate-keys: {report}");
         }
@@ -164,7 +165,9 @@ async fn main() -> anyhow::Result<()> {
                 (true, _, _) => dev_token::issue_service_role(&config, ttl_hours)?,
                 (false, Some(org), Some(user)) => {
                     let db = store::connect(&config.database_url).await?;
-                    store::migrate(&db).await?;
+                    let keyring =
+                        Keyring::new(&config.encryption_key, &config.previous_encryption_keys);
+                    migrate::migrate(&db, &keyring).await?;
                     dev_token::issue(&db, &config, org, user, &role, ttl_hours).await?
                 }
                 _ => anyhow::bail!("--org and --user are required (or --service-role)"),

@@ -116,6 +116,19 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
 }
 
+/// Applies the pending migrations that come before `name`, one at a time; `true` when `name`
+/// itself is pending (then it is the next one).
+pub async fn migrate_until(db: &DatabaseConnection, name: &str) -> Result<bool, DbErr> {
+    loop {
+        let pending = Migrator::get_pending_migrations(db).await?;
+        match pending.first() {
+            None => return Ok(false),
+            Some(next) if next.name() == name => return Ok(true),
+            Some(_) => Migrator::up(db, Some(1)).await?,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::without_loopback_tls;

@@ -14,7 +14,7 @@ use crate::{
     webhook_guide::{guide, WebhookGuide},
     webhooks::{
         schemes::{self, Scheme, SecretSource},
-        secrets::{new_webhook_secret, seal_grace, WebhookSecrets},
+        secrets::{new_webhook_secret, WebhookSecrets},
     },
 };
 
@@ -310,7 +310,7 @@ pub(crate) async fn rotate(
             current.id,
             secrecy::ExposeSecret::expose_secret(&secret),
         ),
-        seal_grace(&ctx.keyring, current.id, &grace_list),
+        crate::crypto::grace::seal_grace(&ctx.keyring, current.id, &grace_list),
     )
     .await?;
     // The webhooks the service set up at the provider sign with the old secret: due now, so

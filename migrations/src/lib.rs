@@ -17,6 +17,11 @@ mod m20261204_000015_discord_account_not_exclusive;
 mod m20261204_000016_token_refreshed_at;
 mod m20261205_000017_event_sink_lease;
 mod m20261205_000018_subscription_secret_digest;
+mod m20261205_000019_drop_legacy_previous_secret;
+
+/// The migration before which the service folds the legacy previous-secret column into the
+/// grace list (it needs the encryption key; see the migration).
+pub use m20261205_000019_drop_legacy_previous_secret::NAME as DROP_LEGACY_PREVIOUS_SECRET;
 
 /// Every migration of the service, oldest first.
 pub struct Migrator;
@@ -36,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000016_token_refreshed_at::Migration),
             Box::new(m20261205_000017_event_sink_lease::Migration),
             Box::new(m20261205_000018_subscription_secret_digest::Migration),
+            Box::new(m20261205_000019_drop_legacy_previous_secret::Migration),
         ]
     }
 }

@@ -1,8 +1,8 @@
 //! The webhook secrets a delivery may be signed with, and a short-lived cache of them.
 //!
 //! An integration verifies with its current secret and every rotated-out secret still inside
-//! its grace period (`integrations.webhook_secret_grace`, a sealed JSON list with expiries;
-//! the older single `previous_webhook_secret` column counts too until its own expiry).
+//! its grace period (`integrations.webhook_secret_grace`, a sealed JSON list with expiries:
+//! `crypto::grace`).
 //! `WebhookSecrets::candidates` is the one list every signature scheme checks against.
 //!
 //! Cache: entries live `TTL`; a signature that fails against a cached secret is checked again
@@ -13,12 +13,14 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use secrecy::SecretString;
 use uuid::Uuid;
 
 use crate::{
-    crypto::{CryptoError, Keyring, Sealed, SecretColumn},
+    crypto::{
+        grace::{self, GraceSecret},
+        CryptoError, Keyring, SecretColumn,
+    },
     expiring::ExpiringMap,
     store::entities::integration,
 };
@@ -34,24 +36,6 @@ pub fn new_webhook_secret() -> SecretString {
 const TTL: Duration = Duration::from_secs(1);
 /// Entries at most; the cache is emptied when full.
 const CAPACITY: usize = 10_000;
-/// Rotated-out secrets kept at most (the ones expiring soonest are dropped first).
-const MAX_GRACE_SECRETS: usize = 8;
-
-/// One rotated-out secret and the end of its grace period.
-#[derive(Clone, Serialize, Deserialize)]
-struct GraceEntry {
-    secret: String,
-    #[serde(rename = "validUntil")]
-    valid_until: DateTime<Utc>,
-}
-
-/// A rotated-out secret that still verifies until `valid_until`.
-#[derive(Clone)]
-pub struct GraceSecret {
-    pub secret: SecretString,
-    pub valid_until: DateTime<Utc>,
-}
-
 /// An integration's webhook secrets. `Debug` never shows them.
 #[derive(Clone, Default)]
 pub struct WebhookSecrets {
@@ -90,26 +74,10 @@ impl WebhookSecrets {
             .as_deref()
             .map(|stored| keyring.open(SecretColumn::WebhookSecret, record.id, stored))
             .transpose()?;
-        let mut grace = Vec::new();
-        if let Some(stored) = record.webhook_secret_grace.as_deref() {
-            let list = keyring.open(SecretColumn::WebhookSecretGrace, record.id, stored)?;
-            let entries: Vec<GraceEntry> =
-                serde_json::from_str(list.expose_secret()).map_err(|_| CryptoError::Malformed)?;
-            grace.extend(entries.into_iter().map(|e| GraceSecret {
-                secret: SecretString::from(e.secret),
-                valid_until: e.valid_until,
-            }));
-        }
-        if let (Some(stored), Some(until)) = (
-            record.previous_webhook_secret.as_deref(),
-            record.previous_webhook_secret_expires_at,
-        ) {
-            let secret = keyring.open(SecretColumn::PreviousWebhookSecret, record.id, stored)?;
-            grace.push(GraceSecret {
-                secret,
-                valid_until: until,
-            });
-        }
+        let mut grace = match record.webhook_secret_grace.as_deref() {
+            Some(stored) => grace::open_grace(keyring, record.id, stored)?,
+            None => Vec::new(),
+        };
         grace.retain(|g| g.valid_until > now);
         grace.sort_by_key(|g| g.valid_until);
         Ok(Self {
@@ -138,41 +106,17 @@ impl WebhookSecrets {
     /// until `old_until`, the grace secrets keep their own expiries; at most
     /// `MAX_GRACE_SECRETS`, the latest-expiring kept.
     pub fn rotated_grace(&self, old_until: DateTime<Utc>, now: DateTime<Utc>) -> Vec<GraceSecret> {
-        let mut grace: Vec<_> = self
+        let grace = self
             .grace
             .iter()
-            .filter(|g| g.valid_until > now)
             .cloned()
             .chain(self.current.iter().map(|s| GraceSecret {
                 secret: s.clone(),
                 valid_until: old_until,
             }))
             .collect();
-        grace.sort_by_key(|g| g.valid_until);
-        let excess = grace.len().saturating_sub(MAX_GRACE_SECRETS);
-        grace.drain(..excess);
-        grace
+        grace::bounded(grace, now)
     }
-}
-
-/// The sealed `webhook_secret_grace` value of a grace list (`None` when empty).
-pub fn seal_grace(
-    keyring: &Keyring,
-    integration_id: Uuid,
-    grace: &[GraceSecret],
-) -> Option<Sealed> {
-    if grace.is_empty() {
-        return None;
-    }
-    let entries: Vec<GraceEntry> = grace
-        .iter()
-        .map(|g| GraceEntry {
-            secret: g.secret.expose_secret().to_string(),
-            valid_until: g.valid_until,
-        })
-        .collect();
-    let json = serde_json::to_string(&entries).unwrap_or_default();
-    Some(keyring.seal(SecretColumn::WebhookSecretGrace, integration_id, &json))
 }
 
 /// Decrypted secrets by integration, reused for `TTL`.
@@ -197,6 +141,7 @@ impl SecretCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     fn s(value: &str) -> SecretString {
         SecretString::from(value.to_string())
@@ -269,7 +214,7 @@ mod tests {
                 cached: false,
             };
         }
-        assert_eq!(secrets.grace.len(), MAX_GRACE_SECRETS);
+        assert_eq!(secrets.grace.len(), grace::MAX_GRACE_SECRETS);
         assert_eq!(secrets.grace.last().unwrap().secret.expose_secret(), "19");
     }
 

@@ -8,6 +8,7 @@ mod faults;
 mod grpc;
 mod hostile_input;
 mod ingest_batches;
+mod legacy_secrets;
 mod readme_quickstart;
 mod retention;
 mod sandbox_samples;

@@ -379,9 +379,15 @@ async fn github_previous_secret_verifies_only_during_its_grace_period(app: TestA
     let grace_ends = Utc::now() + Duration::milliseconds(2500);
     let mut active: integration::ActiveModel = record.into();
     active.webhook_secret = Set(Some(encrypt(id, "webhook_secret", "second-secret")));
-    active.previous_webhook_secret =
-        Set(Some(encrypt(id, "previous_webhook_secret", "first-secret")));
-    active.previous_webhook_secret_expires_at = Set(Some(grace_ends));
+    let grace = [integration_service::crypto::grace::GraceSecret {
+        secret: "first-secret".into(),
+        valid_until: grace_ends,
+    }];
+    active.webhook_secret_grace =
+        Set(
+            integration_service::crypto::grace::seal_grace(&keyring(), id, &grace)
+                .map(|sealed| sealed.into_stored()),
+        );
     active.update(&app.db).await.unwrap();
     // The new secret verifies at once, the old one during the grace period...
     let new = send(github(&app, id, "push", "d-new", &body, "second-secret")).await;

@@ -16,8 +16,6 @@ pub struct Model {
     /// When the current access token was granted (callback or refresh).
     pub token_refreshed_at: Option<DateTimeUtc>,
     pub webhook_secret: Option<String>,
-    pub previous_webhook_secret: Option<String>,
-    pub previous_webhook_secret_expires_at: Option<DateTimeUtc>,
     /// Sealed JSON list of rotated-out webhook secrets with the end of their grace period.
     pub webhook_secret_grace: Option<String>,
     /// Which process holds the refresh lease, until when (see `tokens`).

@@ -136,8 +136,6 @@ pub async fn disconnect(db: &impl ConnectionTrait, id: Uuid) -> Result<(), DbErr
             integration::Column::TokenExpiresAt,
             integration::Column::TokenRefreshedAt,
             integration::Column::WebhookSecret,
-            integration::Column::PreviousWebhookSecret,
-            integration::Column::PreviousWebhookSecretExpiresAt,
             integration::Column::WebhookSecretGrace,
             integration::Column::RefreshLeaseOwner,
             integration::Column::RefreshLeaseExpiresAt,

@@ -13,33 +13,26 @@ use super::super::{
 };
 use crate::crypto::{Sealed, SecretColumn};
 
-/// Sets the webhook secret and the sealed list of rotated-out secrets still verifying
-/// (ciphertexts); the older single previous-secret columns are folded into that list.
+/// Sets the webhook secret and the sealed list of rotated-out secrets still verifying.
 pub async fn set_webhook_secrets(
     db: &impl ConnectionTrait,
     id: Uuid,
     webhook_secret: Sealed,
     grace: Option<Sealed>,
 ) -> Result<(), DbErr> {
-    set_null(
-        integration::Entity::update_many(),
-        &[
-            integration::Column::PreviousWebhookSecret,
-            integration::Column::PreviousWebhookSecretExpiresAt,
-        ],
-    )
-    .col_expr(
-        integration::Column::WebhookSecret,
-        Expr::value(webhook_secret.into_stored()),
-    )
-    .col_expr(
-        integration::Column::WebhookSecretGrace,
-        Expr::value(grace.map(Sealed::into_stored)),
-    )
-    .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
-    .filter(integration::Column::Id.eq(id))
-    .exec(db)
-    .await?;
+    integration::Entity::update_many()
+        .col_expr(
+            integration::Column::WebhookSecret,
+            Expr::value(webhook_secret.into_stored()),
+        )
+        .col_expr(
+            integration::Column::WebhookSecretGrace,
+            Expr::value(grace.map(Sealed::into_stored)),
+        )
+        .col_expr(integration::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(integration::Column::Id.eq(id))
+        .exec(db)
+        .await?;
     Ok(())
 }
 
@@ -49,7 +42,7 @@ fn entity_column(column: SecretColumn) -> Option<integration::Column> {
         SecretColumn::AccessToken => Some(integration::Column::AccessToken),
         SecretColumn::RefreshToken => Some(integration::Column::RefreshToken),
         SecretColumn::WebhookSecret => Some(integration::Column::WebhookSecret),
-        SecretColumn::PreviousWebhookSecret => Some(integration::Column::PreviousWebhookSecret),
+        SecretColumn::LegacyPreviousWebhookSecret => None,
         SecretColumn::WebhookSecretGrace => Some(integration::Column::WebhookSecretGrace),
         SecretColumn::PkceVerifier => None,
     }
@@ -61,7 +54,7 @@ pub fn secret_value(record: &Model, column: SecretColumn) -> Option<&str> {
         SecretColumn::AccessToken => record.access_token.as_deref(),
         SecretColumn::RefreshToken => record.refresh_token.as_deref(),
         SecretColumn::WebhookSecret => record.webhook_secret.as_deref(),
-        SecretColumn::PreviousWebhookSecret => record.previous_webhook_secret.as_deref(),
+        SecretColumn::LegacyPreviousWebhookSecret => None,
         SecretColumn::WebhookSecretGrace => record.webhook_secret_grace.as_deref(),
         SecretColumn::PkceVerifier => None,
     }
@@ -128,8 +121,6 @@ pub async fn accept_handshake_secret(
         integration::Entity::update_many(),
         &[
             integration::Column::WebhookSecretGrace,
-            integration::Column::PreviousWebhookSecret,
-            integration::Column::PreviousWebhookSecretExpiresAt,
             integration::Column::WebhookHandshakeUntil,
         ],
     )
@@ -158,11 +149,7 @@ pub async fn set_provider_issued_secret(
 ) -> Result<bool, DbErr> {
     let mut update = set_null(
         integration::Entity::update_many(),
-        &[
-            integration::Column::WebhookSecretGrace,
-            integration::Column::PreviousWebhookSecret,
-            integration::Column::PreviousWebhookSecretExpiresAt,
-        ],
+        &[integration::Column::WebhookSecretGrace],
     )
     .col_expr(
         integration::Column::WebhookSecret,
