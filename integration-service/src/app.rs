@@ -20,11 +20,7 @@ use integrations_proto::v1::integration_service_server::SERVICE_NAME;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic_health::{server::HealthReporter, ServingStatus};
 
-use crate::{
-    context::AppContext,
-    tokens,
-    webhooks::{Upkeep, WebhookRuntime},
-};
+use crate::{context::AppContext, tokens, webhooks::WebhookRuntime};
 
 /// How often the health status re-checks the database.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -49,10 +45,10 @@ impl Application {
         metrics: Option<tokio::net::TcpListener>,
     ) -> Self {
         set_health(&health, ctx.db.ping().await.is_ok()).await;
-        crate::oauth::warn_if_unbound(&ctx.config);
         let tasks = TaskTracker::new();
         let draining = CancellationToken::new();
         let stopping = CancellationToken::new();
+        tasks.spawn(watch_health(ctx.clone(), health.clone(), draining.clone()));
         // With the sink on, the writers leave what they commit for this replica's forwarder.
         let recent = ctx
             .config
@@ -60,17 +56,14 @@ impl Application {
             .as_ref()
             .map(|_| Arc::new(crate::sink::recent::RecentEvents::default()));
         let webhooks = WebhookRuntime::start(
-            ctx.db.clone(),
-            ctx.metrics.clone(),
+            &ctx,
             &tasks,
             draining.clone(),
+            stopping.clone(),
             recent
                 .clone()
                 .map(|recent| recent as Arc<dyn crate::webhooks::ingest::CommitListener>),
-        )
-        .with_quotas(ctx.config.webhook_quota)
-        .with_storage_cap(ctx.config.webhook_max_events)
-        .with_replay_limits(ctx.config.webhook_replays);
+        );
         if ctx.metrics.is_enabled() {
             if let Some(listener) = metrics {
                 tasks.spawn(crate::metrics::endpoint::serve(
@@ -80,19 +73,6 @@ impl Application {
                 ));
             }
         }
-        webhooks.start_upkeep(
-            &tasks,
-            Upkeep {
-                retention: ctx.config.webhook_retention,
-                keep_unforwarded: ctx.config.event_sink.is_some(),
-                backlog_gauges: ctx
-                    .metrics
-                    .is_enabled()
-                    .then_some(ctx.config.metrics_backlog_interval),
-            },
-            stopping.clone(),
-        );
-        tasks.spawn(watch_health(ctx.clone(), health.clone(), draining.clone()));
         if let (Some(sink), Some(recent)) = (&ctx.config.event_sink, recent) {
             crate::sink::forwarder::start(
                 ctx.db.clone(),

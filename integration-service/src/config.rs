@@ -273,6 +273,14 @@ impl Config {
             .map(|url| format!("{}/auth/v1", url.as_str().trim_end_matches('/')))
     }
 
+    /// At start: a loud warning when OAuth states are bound to nothing (neither the browser's
+    /// cookie nor, in frontend callback mode, the user's session).
+    pub fn warn_if_oauth_states_unbound(&self) {
+        if !self.oauth_state_cookie && self.oauth_frontend_callback_url.is_none() {
+            tracing::warn!("OAUTH_STATE_COOKIE=off: OAuth states are NOT bound to the browser that started them; an attacker can make a victim's browser finish a flow (login CSRF). For a frontend on another site set OAUTH_FRONTEND_CALLBACK_URL instead");
+        }
+    }
+
     /// A provider variable's value (`GITHUB_CLIENT_ID`...), when set.
     pub fn provider_var(&self, name: &str) -> Option<&Secret> {
         self.provider_vars.get(name)

@@ -47,6 +47,7 @@ pub enum StartupError {
 impl AppContext {
     /// Loads the catalog, connects to the database and applies pending migrations.
     pub async fn start(config: Config) -> Result<Self, StartupError> {
+        config.warn_if_oauth_states_unbound();
         let catalog = Catalog::load(config.providers_file.as_deref())?;
         let db = store::connect(&config.database_url)
             .await

@@ -146,14 +146,6 @@ pub fn clear_state_cookie(ctx: &AppContext, provider: &str) -> Option<String> {
         .then(|| state_cookie(ctx, provider, "", 0))
 }
 
-/// At start: a loud warning when OAuth states are bound to nothing (neither the browser's
-/// cookie nor, in frontend callback mode, the user's session).
-pub fn warn_if_unbound(config: &crate::config::Config) {
-    if !config.oauth_state_cookie && config.oauth_frontend_callback_url.is_none() {
-        tracing::warn!("OAUTH_STATE_COOKIE=off: OAuth states are NOT bound to the browser that started them; an attacker can make a victim's browser finish a flow (login CSRF). For a frontend on another site set OAUTH_FRONTEND_CALLBACK_URL instead");
-    }
-}
-
 /// Where the provider returns the browser: the gateway's callback, or in frontend callback
 /// mode `{OAUTH_FRONTEND_CALLBACK_URL}/{provider}`.
 fn redirect_uri(ctx: &AppContext, provider: &Provider) -> String {

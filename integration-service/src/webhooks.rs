@@ -53,7 +53,7 @@ use std::sync::{
 use sea_orm::DatabaseConnection;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::metrics::Metrics;
+use crate::{context::AppContext, metrics::Metrics};
 
 /// The webhook machinery of one service process: its writer and its worker.
 #[derive(Clone)]
@@ -71,16 +71,6 @@ pub struct WebhookRuntime {
     pub replays: Arc<quota::TenantQuotas>,
     /// What the delivery being received stored (`for_delivery` gives each its own).
     tally: Arc<StoredTally>,
-}
-
-/// The background upkeep of stored events (`WebhookRuntime::start_upkeep`).
-pub struct Upkeep {
-    /// `WEBHOOK_RETENTION_DAYS`: processed and dead events purged after it.
-    pub retention: Option<std::time::Duration>,
-    /// The event sink is on: an event is purged only once forwarded.
-    pub keep_unforwarded: bool,
-    /// The backlog gauges' refresh interval, when metrics are on.
-    pub backlog_gauges: Option<std::time::Duration>,
 }
 
 /// Rows one delivery stored, and how many of them were already there (duplicates): what
@@ -109,50 +99,50 @@ impl StoredTally {
 }
 
 impl WebhookRuntime {
-    /// Starts the writer and the worker tasks. The worker (on `tasks`) stops handing out
-    /// events when `draining` is cancelled; the writers finish what is queued and stop when
-    /// every clone of the runtime is dropped.
+    /// Starts the whole runtime of `ctx`'s configuration: the writers, the dispatcher (on
+    /// `tasks`; it stops handing out events when `draining` is cancelled), the budgets, and
+    /// the upkeep (retention purge, backlog gauges) until `stopping` is cancelled. The writers
+    /// finish what is queued and stop when every clone of the runtime is dropped; what they
+    /// commit is told to `committed` (the event sink's forwarder, when on).
     pub fn start(
-        db: DatabaseConnection,
-        metrics: Metrics,
+        ctx: &AppContext,
         tasks: &TaskTracker,
         draining: CancellationToken,
+        stopping: CancellationToken,
         committed: Option<Arc<dyn ingest::CommitListener>>,
     ) -> Self {
+        let (db, metrics, config) = (ctx.db.clone(), ctx.metrics.clone(), &ctx.config);
         let dispatcher = dispatch::Dispatcher::start(db.clone(), metrics.clone(), tasks, draining);
         let ingest =
             ingest::Ingest::start(db.clone(), dispatcher.clone(), metrics.clone(), committed);
+        if let Some(retention) = config.webhook_retention {
+            // With the sink on, an event is purged only once forwarded.
+            let keep_unforwarded = config.event_sink.is_some();
+            tasks.spawn(retention::run(
+                db.clone(),
+                retention,
+                keep_unforwarded,
+                stopping.clone(),
+            ));
+        }
+        if metrics.is_enabled() {
+            tasks.spawn(backlog::run(
+                db.clone(),
+                metrics.clone(),
+                config.metrics_backlog_interval,
+                stopping,
+            ));
+        }
         Self {
-            storage: Arc::default(),
+            storage: Arc::new(storage_cap::StorageCap::new(config.webhook_max_events)),
             db,
             metrics,
             ingest,
             dispatcher,
             secrets: Arc::default(),
-            quotas: Arc::default(),
-            replays: Arc::new(quota::TenantQuotas::new(quota::replay_limits(500, 10))),
+            quotas: Arc::new(quota::TenantQuotas::new(config.webhook_quota)),
+            replays: Arc::new(quota::TenantQuotas::new(config.webhook_replays)),
             tally: Arc::default(),
-        }
-    }
-
-    /// Starts the runtime's upkeep on `tasks`, until `stop` is cancelled: the retention purge
-    /// and the backlog gauges, when configured.
-    pub fn start_upkeep(&self, tasks: &TaskTracker, upkeep: Upkeep, stop: CancellationToken) {
-        if let Some(retention) = upkeep.retention {
-            tasks.spawn(retention::run(
-                self.db.clone(),
-                retention,
-                upkeep.keep_unforwarded,
-                stop.clone(),
-            ));
-        }
-        if let Some(interval) = upkeep.backlog_gauges {
-            tasks.spawn(backlog::run(
-                self.db.clone(),
-                self.metrics.clone(),
-                interval,
-                stop,
-            ));
         }
     }
 
@@ -167,24 +157,6 @@ impl WebhookRuntime {
     /// What the delivery of this runtime stored so far.
     pub fn tally(&self) -> &StoredTally {
         &self.tally
-    }
-
-    /// Replaces the default per-integration budgets.
-    pub fn with_quotas(mut self, limits: quota::QuotaLimits) -> Self {
-        self.quotas = Arc::new(quota::TenantQuotas::new(limits));
-        self
-    }
-
-    /// Replaces the default replay budget of each integration.
-    pub fn with_replay_limits(mut self, limits: quota::QuotaLimits) -> Self {
-        self.replays = Arc::new(quota::TenantQuotas::new(limits));
-        self
-    }
-
-    /// Replaces the default storage cap (`None`: no cap).
-    pub fn with_storage_cap(mut self, max_events: Option<u64>) -> Self {
-        self.storage = Arc::new(storage_cap::StorageCap::new(max_events));
-        self
     }
 
     /// Refuses a delivery to an integration over its storage cap, and counts the refusal.
