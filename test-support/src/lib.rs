@@ -74,6 +74,16 @@ macro_rules! dual_db_test {
     };
 }
 
+/// The keyring of `TEST_ENCRYPTION_KEY`, as every spawned service holds it: seals values the
+/// way the service would and opens what it stored.
+pub fn test_keyring() -> integration_service::crypto::Keyring {
+    let key: [u8; 32] = hex::decode(TEST_ENCRYPTION_KEY)
+        .expect("hex key")
+        .try_into()
+        .expect("32 bytes");
+    integration_service::crypto::Keyring::new(&integration_service::config::EncryptionKey(key), &[])
+}
+
 /// A running service and gateway on their own database.
 pub struct TestApp {
     /// Gateway base URL, e.g. `http://127.0.0.1:41234`.

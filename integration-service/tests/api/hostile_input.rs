@@ -7,33 +7,21 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use integration_service::{
     auth::{sign_session, Audience, Claims},
-    config::EncryptionKey,
-    crypto::{Keyring, SecretColumn},
+    crypto::SecretColumn,
     store::{entities::integration, organizations},
 };
 use reqwest::StatusCode;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, EntityTrait};
+use test_support::test_keyring as keyring;
 use test_support::{
     dual_db_test, dual_test,
     fake_provider::{FakeProvider, FakeStyle},
-    oauth_flow, spawn_app_with, spawn_app_with_env, Db, TestApp, TEST_ENCRYPTION_KEY,
+    oauth_flow, spawn_app_with, spawn_app_with_env, Db, TestApp,
 };
 use uuid::Uuid;
 
 /// About 317,000 years: representable as a duration, beyond every calendar's last date.
 const ABSURD_EXPIRES_IN: u64 = 10_000_000_000_000;
-
-fn keyring() -> Keyring {
-    Keyring::new(
-        &EncryptionKey(
-            hex::decode(TEST_ENCRYPTION_KEY)
-                .unwrap()
-                .try_into()
-                .unwrap(),
-        ),
-        &[],
-    )
-}
 
 /// A connected integration of `provider` holding `refresh_token`, expiring at `expires_at`.
 async fn seed_due(app: &TestApp, provider: &str, refresh_token: &str) -> Uuid {

@@ -21,21 +21,14 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, EntityTrait,
 };
 use secrecy::ExposeSecret;
-use test_support::{dual_db_test, Db, TestDatabase, TEST_ENCRYPTION_KEY};
+use test_support::test_keyring as keyring;
+use test_support::{dual_db_test, Db, TestDatabase};
 use uuid::Uuid;
 
 dual_db_test!(
     legacy_previous_secrets_are_folded_then_their_columns_dropped,
     an_unopenable_legacy_secret_stops_the_migration_and_drops_nothing,
 );
-
-fn keyring() -> Keyring {
-    let key: [u8; 32] = hex::decode(TEST_ENCRYPTION_KEY)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    Keyring::new(&EncryptionKey(key), &[])
-}
 
 /// A database at the migration before 19, as a deployment of the previous release left it.
 async fn previous_release(kind: Db) -> Option<(TestDatabase, DatabaseConnection)> {

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use integration_service::{
     catalog::Catalog,
-    config::EncryptionKey,
-    crypto::{Keyring, SecretColumn},
+    crypto::SecretColumn,
     oauth::state,
     store::{
         self,
@@ -21,23 +20,16 @@ use sea_orm::{
 };
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
+use test_support::test_keyring as keyring;
 use test_support::{
     dual_db_test,
     fake_provider::{FakeProvider, FakeStyle, FAKE_CLIENT_ID},
     logs::{capture_logs, lines_containing},
     oauth_flow::{authorize, connect, consent, follow_callback},
-    spawn_app_with_env, Db, TestApp, TEST_APP_URL, TEST_ENCRYPTION_KEY,
+    spawn_app_with_env, Db, TestApp, TEST_APP_URL,
 };
 use url::Url;
 use uuid::Uuid;
-
-fn keyring() -> Keyring {
-    let key: [u8; 32] = hex::decode(TEST_ENCRYPTION_KEY)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    Keyring::new(&EncryptionKey(key), &[])
-}
 
 fn app_redirect(query: &str) -> String {
     format!("{TEST_APP_URL}/organization/integrations?{query}")

@@ -3,8 +3,7 @@
 
 use chrono::{Duration, Utc};
 use integration_service::{
-    config::EncryptionKey,
-    crypto::{Keyring, SecretColumn},
+    crypto::SecretColumn,
     store::{
         self,
         entities::{integration, webhook_event},
@@ -16,20 +15,13 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
 };
 use serde_json::{json, Value};
-use test_support::{dual_test, spawn_app_with, Db, TestApp, TEST_ENCRYPTION_KEY};
+use test_support::test_keyring as keyring;
+use test_support::{dual_test, spawn_app_with, Db, TestApp};
 use uuid::Uuid;
 
 const SECRET: &str = "It's a Secret to Everybody";
 const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const TEAM: &str = "T0TEAM01";
-
-fn keyring() -> Keyring {
-    let bytes: [u8; 32] = hex::decode(TEST_ENCRYPTION_KEY)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    Keyring::new(&EncryptionKey(bytes), &[])
-}
 
 fn encrypt(id: Uuid, column: &str, plain: &str) -> String {
     let column = SecretColumn::INTEGRATION
