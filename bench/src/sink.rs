@@ -174,8 +174,8 @@ async fn counts(db: &DatabaseConnection) -> anyhow::Result<(u64, u64)> {
     let row = db
         .query_one_raw(Statement::from_string(
             db.get_database_backend(),
-            "SELECT COUNT(*) AS stored, \
-             COUNT(*) - COUNT(forwarded_at) AS unforwarded FROM webhook_events",
+            "SELECT (SELECT COUNT(*) FROM webhook_events) AS stored, \
+             (SELECT COUNT(*) FROM event_outbox) AS unforwarded",
         ))
         .await?
         .context("no counts")?;

@@ -207,7 +207,9 @@ impl Forwarder {
     }
 
     async fn forward_batch(&self, js: &JetStream) -> Result<usize, ForwardError> {
-        let batch = self.read_batch().await?;
+        let (batch, gone) = self.read_batch().await?;
+        // Outbox rows of events purged meanwhile (retention while the sink was off): dropped.
+        event_outbox::mark_forwarded(&self.db, &gone).await?;
         if batch.is_empty() {
             return Ok(0);
         }
@@ -225,7 +227,7 @@ impl Forwarder {
             .events_forwarded(ForwardOutcome::Failed, published.failed.len() as u64);
         // Not marked (the database failed): the events are published again by the next round,
         // which JetStream recognises as duplicates.
-        event_outbox::mark_forwarded(&self.db, &published.acknowledged, Utc::now()).await?;
+        event_outbox::mark_forwarded(&self.db, &published.acknowledged).await?;
         if published.failed.is_empty() {
             return Ok(published.acknowledged.len());
         }
@@ -236,9 +238,13 @@ impl Forwarder {
     }
 
     /// The oldest unforwarded events with their texts: those this replica's writers left in
-    /// `recent`, the others read from the database (an event gone meanwhile is left out).
-    async fn read_batch(&self) -> Result<Vec<OutboxEvent>, DbErr> {
-        let mut batch = event_outbox::unforwarded(&self.db, BATCH).await?;
+    /// `recent`, the others read from the database (an event gone meanwhile is left out); and
+    /// the outbox rows whose event is gone.
+    async fn read_batch(&self) -> Result<(Vec<OutboxEvent>, Vec<Uuid>), DbErr> {
+        let event_outbox::Unforwarded {
+            events: mut batch,
+            gone,
+        } = event_outbox::unforwarded(&self.db, BATCH).await?;
         let mut missing = Vec::new();
         for event in &mut batch {
             match self.recent.take(event.id) {
@@ -250,7 +256,7 @@ impl Forwarder {
             }
         }
         if missing.is_empty() {
-            return Ok(batch);
+            return Ok((batch, gone));
         }
         let mut texts = event_outbox::texts(&self.db, &missing).await?;
         // A stored payload is never empty JSON text: an empty one is still to be filled.
@@ -267,7 +273,7 @@ impl Forwarder {
                 None => false,
             }
         });
-        Ok(batch)
+        Ok((batch, gone))
     }
 
     /// Sends every event of the batch in order, then awaits every acknowledgement together.

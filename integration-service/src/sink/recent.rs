@@ -11,7 +11,7 @@
 //! Invariants: at most `MAX_BYTES` of texts are kept (the oldest go first); an entry is the
 //! committed row's own payload and headers texts, so a message built from it says what a
 //! message read back would (on PostgreSQL the read-back text is `jsonb`'s rendering of the
-//! same JSON); nothing here decides what is forwarded — the database's `forwarded_at` does.
+//! same JSON); nothing here decides what is forwarded — the database's `event_outbox` does.
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -1,15 +1,19 @@
-//! The event sink's outbox on `webhook_events`: unforwarded events (`forwarded_at IS NULL`)
-//! read oldest first by the one forwarder holding the database's lease (`event_sink_leases`),
-//! marked forwarded after JetStream's acknowledgement, and the age of the oldest one for the
-//! lag gauge.
+//! The event sink's outbox, `event_outbox`: a narrow row per event waiting to be forwarded
+//! (written with the event by the ingest writers, so turning the sink on later forwards what
+//! was stored before too), read oldest first by
+//! the one forwarder holding the database's lease (`event_sink_leases`), deleted after
+//! JetStream's acknowledgement; the oldest one's age is the lag gauge.
 //!
 //! Invariants: one replica at a time holds the lease of a stream (taking it is one atomic
 //! upsert that succeeds only when the lease is free, ran out, or already the caller's), so
 //! reading a batch needs no write and an event is written once, when it is marked forwarded;
 //! a holder that dies simply stops renewing and another takes over when the lease runs out.
-//! A batch is read in two steps: the events without their texts (`unforwarded`, which like the
-//! lag gauge reads the partial index `webhook_events_unforwarded_idx`), then by primary key
-//! the texts the forwarder does not have already (`texts`). Timestamps are
+//! Forwarding an event never writes its wide `webhook_events` row. A batch is read in two
+//! steps: the events without their texts (`unforwarded`, which like the lag gauge reads the
+//! index `event_outbox_received_idx`), then by primary key the texts the forwarder does not
+//! have already (`texts`). Retention purges an event's outbox row with it when the sink is off
+//! (and keeps waiting events when it is on); an outbox row whose event is gone anyway is
+//! dropped with the next batch's marks. Timestamps are
 //! bound from Rust (uniform text on SQLite).
 
 use chrono::{DateTime, Utc};
@@ -114,21 +118,33 @@ pub async fn release_lease(
 /// organization and provider, but without their texts (`payload_json` empty, `headers_json`
 /// `None`): the caller has some already, and `texts` reads the others. Reads only: the caller
 /// holds the lease.
-pub async fn unforwarded(db: &impl ConnectionTrait, limit: u64) -> Result<Vec<OutboxEvent>, DbErr> {
+pub async fn unforwarded(db: &impl ConnectionTrait, limit: u64) -> Result<Unforwarded, DbErr> {
     let mut sql = Sql::new(db.get_database_backend());
     sql.push(
-        "SELECT e.id, e.integration_id, i.organization_id, i.provider, e.event_type, \
-         e.delivery_id, e.status, e.retry_count, e.last_error, e.next_attempt_at, \
-         e.lease_expires_at, e.processed_at, e.received_at \
-         FROM webhook_events e JOIN integrations i ON i.id = e.integration_id \
-         WHERE e.forwarded_at IS NULL ORDER BY e.received_at, e.id LIMIT ",
+        "SELECT o.event_id AS waiting_id, e.id, e.integration_id, i.organization_id, \
+         i.provider, e.event_type, e.delivery_id, e.status, e.retry_count, e.last_error, \
+         e.next_attempt_at, e.lease_expires_at, e.processed_at, e.received_at \
+         FROM event_outbox o LEFT JOIN webhook_events e ON e.id = o.event_id \
+         LEFT JOIN integrations i ON i.id = e.integration_id \
+         ORDER BY o.received_at, o.event_id LIMIT ",
     )
     .bind(limit.min(i64::MAX as u64) as i64);
-    db.query_all_raw(sql.statement())
-        .await?
-        .iter()
-        .map(outbox_row)
-        .collect()
+    let mut batch = Unforwarded::default();
+    for row in db.query_all_raw(sql.statement()).await? {
+        match row.try_get::<Option<Uuid>>("", "id")? {
+            Some(_) => batch.events.push(outbox_row(&row)?),
+            None => batch.gone.push(row.try_get("", "waiting_id")?),
+        }
+    }
+    Ok(batch)
+}
+
+/// A batch of the outbox: the events to forward, oldest first, and the outbox rows whose event
+/// no longer exists (to drop with the marks).
+#[derive(Debug, Default)]
+pub struct Unforwarded {
+    pub events: Vec<OutboxEvent>,
+    pub gone: Vec<Uuid>,
 }
 
 /// The payload and headers JSON texts of those of `ids` that exist (`headers` `None` when
@@ -161,27 +177,25 @@ pub async fn texts(
         .collect()
 }
 
-/// Marks `ids` forwarded at `now` (JetStream acknowledged them). An event already marked keeps
-/// its first time: a holder whose lease ran out may have published it too, and JetStream kept
-/// one.
-pub async fn mark_forwarded(
-    db: &impl ConnectionTrait,
-    ids: &[Uuid],
-    now: DateTime<Utc>,
-) -> Result<u64, DbErr> {
+/// Marks `ids` forwarded (JetStream acknowledged them): their outbox rows go. An event marked
+/// already is simply not there any more: a holder whose lease ran out may have published it
+/// too, and JetStream kept one.
+pub async fn mark_forwarded(db: &impl ConnectionTrait, ids: &[Uuid]) -> Result<u64, DbErr> {
     if ids.is_empty() {
         return Ok(0);
     }
     let mut sql = Sql::new(db.get_database_backend());
-    sql.push("UPDATE webhook_events SET forwarded_at = ")
-        .bind(now)
-        .push(" WHERE forwarded_at IS NULL");
-    push_ids(&mut sql, ids);
+    sql.push("DELETE FROM event_outbox WHERE 1 = 1");
+    push_ids_of(&mut sql, "event_id", ids);
     Ok(db.execute_raw(sql.statement()).await?.rows_affected())
 }
 
 fn push_ids(sql: &mut Sql, ids: &[Uuid]) {
-    sql.push(" AND id IN (");
+    push_ids_of(sql, "id", ids)
+}
+
+fn push_ids_of(sql: &mut Sql, column: &str, ids: &[Uuid]) {
+    sql.push(" AND ").push(column).push(" IN (");
     for (i, id) in ids.iter().enumerate() {
         if i > 0 {
             sql.push(", ");
@@ -194,27 +208,18 @@ fn push_ids(sql: &mut Sql, ids: &[Uuid]) {
 /// When the oldest event not yet forwarded was received; `None` when every event was.
 pub async fn oldest_unforwarded(db: &impl ConnectionTrait) -> Result<Option<DateTime<Utc>>, DbErr> {
     let mut sql = Sql::new(db.get_database_backend());
-    // ORDER BY + LIMIT 1: both databases read the partial index's first entry.
-    sql.push(
-        "SELECT received_at FROM webhook_events WHERE forwarded_at IS NULL \
-         ORDER BY received_at LIMIT 1",
-    );
+    // ORDER BY + LIMIT 1: both databases read the index's first entry.
+    sql.push("SELECT received_at FROM event_outbox ORDER BY received_at LIMIT 1");
     match db.query_one_raw(sql.statement()).await? {
         Some(row) => Ok(Some(row.try_get::<DateTime<Utc>>("", "received_at")?)),
         None => Ok(None),
     }
 }
 
-/// When `id` was forwarded; `None` while it waits (or when there is no such event).
-pub async fn forwarded_at(
-    db: &impl ConnectionTrait,
-    id: Uuid,
-) -> Result<Option<DateTime<Utc>>, DbErr> {
+/// Whether event `id` waits in the outbox (not yet acknowledged by JetStream).
+pub async fn is_waiting(db: &impl ConnectionTrait, id: Uuid) -> Result<bool, DbErr> {
     let mut sql = Sql::new(db.get_database_backend());
-    sql.push("SELECT forwarded_at FROM webhook_events WHERE id = ")
+    sql.push("SELECT event_id FROM event_outbox WHERE event_id = ")
         .bind(id);
-    match db.query_one_raw(sql.statement()).await? {
-        Some(row) => row.try_get::<Option<DateTime<Utc>>>("", "forwarded_at"),
-        None => Ok(None),
-    }
+    Ok(db.query_one_raw(sql.statement()).await?.is_some())
 }

@@ -3,8 +3,8 @@
 //! was committed before or sits in the same batch. On SQLite and PostgreSQL.
 
 use chrono::Utc;
-use integration_service::store::{entities::webhook_event, webhook_events};
-use sea_orm::{EntityTrait, PaginatorTrait};
+use integration_service::store::{entities::webhook_event, event_outbox, webhook_events};
+use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, Statement};
 use test_support::{dual_test, TestApp};
 use uuid::Uuid;
 
@@ -75,5 +75,20 @@ async fn redeliveries_in_a_batch_answer_the_stored_ids(app: TestApp) {
                 .is_some(),
             "every answered id is a stored row"
         );
+        assert!(
+            event_outbox::is_waiting(&app.db, id).await.unwrap(),
+            "every stored event waits in the outbox, written with it"
+        );
     }
+    // One outbox row per stored event: none for the redeliveries.
+    let outbox = app
+        .db
+        .query_one_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM event_outbox",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(outbox.try_get::<i64>("", "n").unwrap(), 6);
 }

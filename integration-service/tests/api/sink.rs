@@ -224,13 +224,13 @@ async fn lease_holder(app: &TestApp, stream: &str) -> Option<String> {
     })
 }
 
-/// Events not yet marked forwarded.
+/// Events waiting in the outbox (not yet acknowledged by JetStream).
 async fn unforwarded(app: &TestApp) -> i64 {
     let row = app
         .db
         .query_one_raw(Statement::from_string(
             app.db.get_database_backend(),
-            "SELECT COUNT(*) AS n FROM webhook_events WHERE forwarded_at IS NULL",
+            "SELECT COUNT(*) AS n FROM event_outbox",
         ))
         .await
         .unwrap()
@@ -313,10 +313,10 @@ async fn events_arrive_on_their_subject_with_their_id_and_the_rest_detail_as_bod
         assert_eq!(body, detail["data"], "the body is the REST detail's data");
         assert_eq!(body["payload"]["nested"]["n"], serde_json::json!([1, 2, 3]));
         assert_eq!(body["headers"]["x-github-event"], *event);
-        let stored = event_outbox::forwarded_at(&app.db, id.parse().unwrap())
+        let waiting = event_outbox::is_waiting(&app.db, id.parse().unwrap())
             .await
             .unwrap();
-        assert!(stored.is_some(), "marked forwarded after the ack");
+        assert!(!waiting, "out of the outbox after the ack");
     }
     // docs/event-sink.md's consumer: a durable pull consumer of the GitHub pushes.
     let pushes = read_pushes(&js, &names, 2).await;
@@ -454,8 +454,8 @@ async fn nothing_is_published_before_the_row_is_committed(kind: Db) {
     )
     .await;
 
-    // A row written in a transaction that is still open is not forwarded, however many
-    // rounds the forwarder makes meanwhile.
+    // A row written (with its outbox row, as the writers do) in a transaction that is still
+    // open is not forwarded, however many rounds the forwarder makes meanwhile.
     let pending = Uuid::new_v4();
     let txn = app.db.begin().await.unwrap();
     let backend = txn.get_database_backend();
@@ -478,6 +478,17 @@ async fn nothing_is_published_before_the_row_is_committed(kind: Db) {
             r#"{"uncommitted":true}"#.into(),
             Utc::now().into(),
         ],
+    ))
+    .await
+    .unwrap();
+    let outbox_values = match backend {
+        sea_orm::DbBackend::Postgres => "$1, $2",
+        _ => "?, ?",
+    };
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!("INSERT INTO event_outbox (event_id, received_at) VALUES ({outbox_values})"),
+        [pending.into(), Utc::now().into()],
     ))
     .await
     .unwrap();
@@ -788,7 +799,7 @@ async fn retention_keeps_unforwarded_events_while_the_sink_is_on(kind: Db) {
         .await
         .unwrap();
     assert_eq!(
-        event_outbox::mark_forwarded(&app.db, &ids[..2], Utc::now())
+        event_outbox::mark_forwarded(&app.db, &ids[..2])
             .await
             .unwrap(),
         2
@@ -817,6 +828,12 @@ async fn retention_keeps_unforwarded_events_while_the_sink_is_on(kind: Db) {
             .await
             .unwrap(),
         0
+    );
+    // Their outbox rows went with them: nothing waits for events that are gone.
+    assert_eq!(unforwarded(&app).await, 0);
+    assert_eq!(
+        event_outbox::oldest_unforwarded(&app.db).await.unwrap(),
+        None
     );
 }
 

@@ -49,6 +49,9 @@ const STATEMENT_BUDGET: usize = 256 * 1024;
 
 /// Writes `rows` in one transaction and answers, per row, the id of the stored event: the new
 /// id, or the existing one when (integration, delivery id) was already stored (a duplicate).
+/// Every new event also gets its `event_outbox` row (it waits to be forwarded, whether the
+/// sink is on now or turned on later) in the same transaction: on PostgreSQL in the same
+/// statement, on SQLite in a second one.
 pub async fn insert_batch(db: &DatabaseConnection, rows: &[NewEvent]) -> Result<Vec<Uuid>, DbErr> {
     if rows.is_empty() {
         return Ok(Vec::new());
@@ -59,22 +62,27 @@ pub async fn insert_batch(db: &DatabaseConnection, rows: &[NewEvent]) -> Result<
     order.sort_by(|a, b| {
         (a.integration_id, &a.delivery_id).cmp(&(b.integration_id, &b.delivery_id))
     });
+    let backend = db.get_database_backend();
+    // PostgreSQL writes the outbox rows in the INSERT's own statement (a data-modifying CTE);
+    // SQLite has none, so it writes them in a second statement of the transaction.
+    let outbox_in_statement = backend == DbBackend::Postgres;
+    let outbox_apart = !outbox_in_statement;
     let mut statements = Vec::new();
     let mut chunk: Vec<&NewEvent> = Vec::new();
     let mut size = 0;
     for row in order {
         let row_size = row.payload.len() + row.headers.len();
         if !chunk.is_empty() && size + row_size > STATEMENT_BUDGET {
-            statements.push(insert_statement(db.get_database_backend(), &chunk));
+            statements.push(insert_statement(backend, &chunk, outbox_in_statement));
             chunk.clear();
             size = 0;
         }
         size += row_size;
         chunk.push(row);
     }
-    statements.push(insert_statement(db.get_database_backend(), &chunk));
+    statements.push(insert_statement(backend, &chunk, outbox_in_statement));
 
-    if statements.len() == 1 {
+    if statements.len() == 1 && !outbox_apart {
         // One statement is one transaction (autocommit): when it returns, every row it
         // inserted is committed, and a row it skipped conflicts with a committed row —
         // PostgreSQL waits for a concurrent inserter of the same key to finish first.
@@ -83,13 +91,19 @@ pub async fn insert_batch(db: &DatabaseConnection, rows: &[NewEvent]) -> Result<
     }
     let txn = db.begin().await?;
     let inserted = run_inserts(&txn, statements).await?;
+    if outbox_apart {
+        insert_outbox(&txn, rows, &inserted).await?;
+    }
     let ids = resolve_ids(&txn, rows, &inserted).await?;
     txn.commit().await?;
     Ok(ids)
 }
 
-fn insert_statement(backend: DbBackend, rows: &[&NewEvent]) -> Statement {
+fn insert_statement(backend: DbBackend, rows: &[&NewEvent], with_outbox: bool) -> Statement {
     let mut sql = Sql::new(backend);
+    if with_outbox {
+        sql.push("WITH inserted AS (");
+    }
     sql.push(
         "INSERT INTO webhook_events (id, integration_id, event_type, delivery_id, payload, \
          headers, processed, status, retry_count, next_attempt_at, processed_at, received_at) \
@@ -129,7 +143,42 @@ fn insert_statement(backend: DbBackend, rows: &[&NewEvent]) -> Statement {
             .push(")");
     }
     sql.push(" ON CONFLICT (integration_id, delivery_id) DO NOTHING RETURNING id");
+    if with_outbox {
+        sql.push(
+            ", received_at), outbox AS (INSERT INTO event_outbox (event_id, received_at) \
+             SELECT id, received_at FROM inserted) SELECT id FROM inserted",
+        );
+    }
     sql.statement()
+}
+
+/// The outbox rows of the events a batch inserted (SQLite: in the batch's transaction).
+async fn insert_outbox(
+    db: &impl ConnectionTrait,
+    rows: &[NewEvent],
+    inserted: &[Uuid],
+) -> Result<(), DbErr> {
+    let new: Vec<&NewEvent> = rows
+        .iter()
+        .filter(|row| inserted.contains(&row.id))
+        .collect();
+    // 2 variables a row: well under SQLite's limit of bound variables per statement.
+    for chunk in new.chunks(1000) {
+        let mut sql = Sql::new(db.get_database_backend());
+        sql.push("INSERT INTO event_outbox (event_id, received_at) VALUES ");
+        for (i, row) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.push("(")
+                .bind(row.id)
+                .push(", ")
+                .bind(row.received_at)
+                .push(")");
+        }
+        db.execute_raw(sql.statement()).await?;
+    }
+    Ok(())
 }
 
 /// Runs the INSERTs; answers the ids they inserted.

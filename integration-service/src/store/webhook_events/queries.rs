@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     sea_query::Expr, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -213,8 +214,9 @@ pub async fn replay(
 }
 
 /// Deletes at most `limit` PROCESSED or DEAD events received before `cutoff`, oldest first
-/// (with `keep_unforwarded`, only those the event sink forwarded already): one short
-/// statement, so no lock is held for long. Answers how many went.
+/// (with `keep_unforwarded`, only those no longer waiting in the event sink's outbox; without
+/// it, their outbox rows go with them): short statements, so no lock is held for long.
+/// Answers how many events went.
 pub async fn purge_finished_before(
     db: &DatabaseConnection,
     cutoff: DateTime<Utc>,
@@ -222,22 +224,35 @@ pub async fn purge_finished_before(
     keep_unforwarded: bool,
 ) -> Result<u64, DbErr> {
     let backend = db.get_database_backend();
-    let mut sql = Sql::new(backend);
-    sql.push(
-        "DELETE FROM webhook_events WHERE id IN (SELECT id FROM webhook_events WHERE status IN (",
-    )
-    .bind(PROCESSED)
-    .push(", ")
-    .bind(DEAD)
-    .push(") AND received_at < ")
-    .bind(cutoff);
+    let finished = |sql: &mut Sql| {
+        sql.push("SELECT id FROM webhook_events WHERE status IN (")
+            .bind(PROCESSED)
+            .push(", ")
+            .bind(DEAD)
+            .push(") AND received_at < ")
+            .bind(cutoff);
+        if keep_unforwarded {
+            sql.push(" AND id NOT IN (SELECT event_id FROM event_outbox)");
+        }
+        sql.push(" ORDER BY received_at LIMIT ")
+            .bind(limit.min(i64::MAX as u64) as i64);
+    };
+    let mut events = Sql::new(backend);
+    events.push("DELETE FROM webhook_events WHERE id IN (");
+    finished(&mut events);
+    events.push(")");
     if keep_unforwarded {
-        sql.push(" AND forwarded_at IS NOT NULL");
+        return Ok(db.execute_raw(events.statement()).await?.rows_affected());
     }
-    sql.push(" ORDER BY received_at LIMIT ")
-        .bind(limit.min(i64::MAX as u64) as i64)
-        .push(")");
-    Ok(db.execute_raw(sql.statement()).await?.rows_affected())
+    let mut outbox = Sql::new(backend);
+    outbox.push("DELETE FROM event_outbox WHERE event_id IN (");
+    finished(&mut outbox);
+    outbox.push(")");
+    let txn = db.begin().await?;
+    txn.execute_raw(outbox.statement()).await?;
+    let deleted = txn.execute_raw(events.statement()).await?.rows_affected();
+    txn.commit().await?;
+    Ok(deleted)
 }
 
 /// The event backlog for the metrics: events by status, and when the oldest event still
