@@ -58,7 +58,7 @@ pub async fn drive_single_row_inserts(
             while !stop.load(Ordering::Relaxed) {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let row = NewEvent {
-                    id: Uuid::new_v4(),
+                    id: Uuid::now_v7(), // as the service makes event ids
                     integration_id,
                     event_type: "push".into(),
                     delivery_id: Some(format!("baseline-{run}-{n}")),
