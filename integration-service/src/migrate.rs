@@ -84,10 +84,10 @@ async fn fold_legacy_previous_secrets(
         for row in rows {
             let live = row.connected && row.expires_at.is_some_and(|at| at > now);
             let grace = match (live, row.expires_at) {
-                (true, Some(valid_until)) => Some(folded_grace(keyring, &row, valid_until, now)?),
+                (true, Some(valid_until)) => folded_grace(keyring, &row, valid_until, now)?,
                 _ => None,
             };
-            if store::integrations::fold_legacy_previous_secret(db, &row, grace.flatten()).await? {
+            if store::integrations::fold_legacy_previous_secret(db, &row, grace).await? {
                 if live {
                     report.folded += 1;
                 } else {

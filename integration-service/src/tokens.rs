@@ -142,11 +142,7 @@ fn token_of(ctx: &AppContext, record: &integration::Model) -> ServiceResult<Acce
         access_token,
         expires_at: record.token_expires_at,
         token_type: "bearer".into(),
-        scopes: record
-            .permissions
-            .clone()
-            .map(|scopes| scopes.into_vec())
-            .unwrap_or_default(),
+        scopes: record.granted_scopes(),
     })
 }
 
@@ -333,12 +329,12 @@ async fn save_grant(
         return Ok(None);
     }
     tracing::info!(integration = %id, provider = %current.provider, "access token refreshed");
-    let scopes = current.permissions.clone().map(|scopes| scopes.into_vec());
+    let scopes = current.granted_scopes();
     Ok(Some(AccessToken {
         access_token: SecretString::from(grant.access_token),
         expires_at,
         token_type: "bearer".into(),
-        scopes: scopes.unwrap_or_default(),
+        scopes,
     }))
 }
 

@@ -151,11 +151,7 @@ pub(crate) fn to_proto(public_api_url: &url::Url, view: IntegrationView) -> Inte
             organization_id: record.organization_id,
             connected: record.connected,
             status: record.status.map(|s| s.as_str().to_string()),
-            permissions: record
-                .permissions
-                .clone()
-                .map(|scopes| scopes.into_vec())
-                .unwrap_or_default(),
+            permissions: record.granted_scopes(),
             config_json: record.config.to_string(),
             sync_enabled: record.sync_enabled,
             sync_frequency: record.sync_frequency,

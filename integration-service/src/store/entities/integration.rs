@@ -38,6 +38,16 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
 }
 
+impl Model {
+    /// The granted scopes (none when never connected).
+    pub fn granted_scopes(&self) -> Vec<String> {
+        self.permissions
+            .clone()
+            .map(Scopes::into_vec)
+            .unwrap_or_default()
+    }
+}
+
 /// Never prints token or secret columns, not even their ciphertext.
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,10 +109,6 @@ impl Scopes {
     /// Whether `scope` was granted.
     pub fn contains(&self, scope: &str) -> bool {
         self.0.iter().any(|s| s == scope)
-    }
-
-    pub fn as_slice(&self) -> &[String] {
-        &self.0
     }
 
     pub fn into_vec(self) -> Vec<String> {

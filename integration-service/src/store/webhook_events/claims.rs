@@ -12,7 +12,10 @@ use uuid::Uuid;
 
 use super::{
     super::{
-        entities::webhook_event::{self, EventStatus, Model},
+        entities::{
+            integration,
+            webhook_event::{self, EventStatus, Model},
+        },
         set_null,
     },
     find, EventFilter, Sql, DELIVERED, PENDING,
@@ -89,21 +92,31 @@ pub async fn claim_due_events(
         .map(|row| Model::from_query_result(row, ""))
         .collect::<Result<Vec<_>, _>>()?;
     events.sort_by_key(|e| e.received_at);
-    let mut claimed = Vec::with_capacity(events.len());
-    for event in events {
-        let integration =
-            super::super::entities::integration::Entity::find_by_id(event.integration_id)
-                .one(db)
-                .await?;
-        if let Some(integration) = integration {
-            claimed.push(ClaimedEvent {
-                event,
-                organization_id: integration.organization_id,
-                provider: integration.provider,
-            });
-        }
+    if events.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(claimed)
+    // The integrations of the whole batch in one query, not one per event.
+    let mut ids: Vec<Uuid> = events.iter().map(|e| e.integration_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let integrations: std::collections::HashMap<Uuid, (i64, String)> = integration::Entity::find()
+        .filter(integration::Column::Id.is_in(ids))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|i| (i.id, (i.organization_id, i.provider)))
+        .collect();
+    Ok(events
+        .into_iter()
+        .filter_map(|event| {
+            let (organization_id, provider) = integrations.get(&event.integration_id)?.clone();
+            Some(ClaimedEvent {
+                event,
+                organization_id,
+                provider,
+            })
+        })
+        .collect())
 }
 
 /// Gives back claims of `owner` that never reached a consumer: due again at `now`, the
