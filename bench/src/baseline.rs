@@ -1,6 +1,7 @@
 //! The floor: the same row the service stores, inserted one per transaction (one commit, one
 //! fsync each) straight into the same database at the same concurrency, through a pool of one
-//! connection per worker. Driven by the same load loop as the HTTP systems.
+//! connection per worker. Driven by the same load loop as the HTTP systems, with the same
+//! warm-up (connections opened and the statement prepared before the measured window).
 
 use std::{
     sync::{
@@ -15,7 +16,10 @@ use integration_service::store::webhook_events::{insert_batch, NewEvent};
 use sea_orm::{ConnectOptions, Database};
 use uuid::Uuid;
 
-use bench::load::{run_workers, Measure, Tally};
+use bench::{
+    load::{run_workers, Measure, Tally},
+    machine::{MachineUse, MachineWindow},
+};
 
 /// Most connections the baseline opens.
 const MAX_POOL: usize = 64;
@@ -25,8 +29,9 @@ pub async fn drive_single_row_inserts(
     integration_id: Uuid,
     payload: &[u8],
     connections: usize,
+    warmup: Duration,
     duration: Duration,
-) -> anyhow::Result<Measure> {
+) -> anyhow::Result<(Measure, MachineUse)> {
     // One connection per worker, up to what PostgreSQL's default `max_connections` (100)
     // leaves beside the service's pool and the peer's: at 256 workers, 64 connections are
     // shared (the same cap a real client pool would have).
@@ -76,7 +81,10 @@ pub async fn drive_single_row_inserts(
             tally
         }
     };
+    run_workers(connections, warmup, worker).await;
+    let machine = MachineWindow::start();
     let measure = run_workers(connections, duration, worker).await;
+    let machine = machine.finish();
     let _ = db.close().await;
-    Ok(measure)
+    Ok((measure, machine))
 }

@@ -141,11 +141,23 @@ impl BenchDatabase {
     }
 
     /// Lets the database settle before a system is measured, so no system pays for another's
-    /// writes: PostgreSQL checkpoints and waits (up to 60 s) until no autovacuum worker runs;
-    /// SQLite folds its WAL back into the database file.
+    /// writes: on PostgreSQL the event tables are vacuumed here and their autovacuum is off
+    /// (an insert-only table's autovacuum otherwise starts in the middle of whichever
+    /// system's run crosses its threshold: seen as 2–3× the database's CPU per row in that
+    /// row alone), then a checkpoint, and a wait (up to 60 s) until no autovacuum worker
+    /// runs; SQLite folds its WAL back into the database file.
     pub async fn settle(&self) -> anyhow::Result<()> {
         let db = Database::connect(&self.url).await?;
         if self.postgres.is_some() {
+            for table in ["webhook_events", "event_outbox"] {
+                db.execute_unprepared(&format!(
+                    "ALTER TABLE {table} SET (autovacuum_enabled = off, \
+                     toast.autovacuum_enabled = off)"
+                ))
+                .await?;
+            }
+            db.execute_unprepared("VACUUM (ANALYZE) webhook_events, event_outbox")
+                .await?;
             db.execute_unprepared("CHECKPOINT").await?;
             for _ in 0..600 {
                 let busy = db

@@ -13,6 +13,7 @@ use integration_service::webhooks::signature::github_signature;
 use bench::{
     fixtures::{self, BenchDatabase, WEBHOOK_SECRET},
     load::{self, Delivery, DeliveryIds},
+    machine::MachineWindow,
     process::{CpuWindow, Measured, PerfRecording},
     stack::Stack,
 };
@@ -121,12 +122,14 @@ pub(super) async fn run_ingest(
                         };
                         let processes = [&stack.service, &stack.gateway];
                         let window = CpuWindow::start(&processes);
+                        let machine = MachineWindow::start();
                         let measure =
                             load::drive_deliveries_with(&ours, connections, duration, &ids).await?;
                         rows.push(Row {
                             system,
                             measure,
                             cpu: window.used(&processes),
+                            machine: Some(machine.finish()),
                         });
                         for (name, file, recording) in recordings {
                             profiles.push((name, file, recording.finish().await?));
@@ -137,21 +140,24 @@ pub(super) async fn run_ingest(
                             let theirs = delivery_to(*port);
                             load::drive_deliveries(&theirs, connections, warmup).await?;
                             let window = CpuWindow::start(&[process]);
+                            let machine = MachineWindow::start();
                             let measure =
                                 load::drive_deliveries(&theirs, connections, duration).await?;
                             rows.push(Row {
                                 system,
                                 measure,
                                 cpu: window.used(&[process]),
+                                machine: Some(machine.finish()),
                             });
                         }
                     }
                     _ => {
-                        let measure = baseline::drive_single_row_inserts(
+                        let (measure, machine) = baseline::drive_single_row_inserts(
                             &database.url,
                             integration_id,
                             payload,
                             connections,
+                            warmup,
                             duration,
                         )
                         .await?;
@@ -159,6 +165,7 @@ pub(super) async fn run_ingest(
                             system,
                             measure,
                             cpu: Vec::new(),
+                            machine: Some(machine),
                         });
                     }
                 }
@@ -185,6 +192,7 @@ pub(super) async fn run_ingest(
                     system: "sink",
                     measure: with_sink.measure,
                     cpu: with_sink.cpu,
+                    machine: None,
                 });
                 drain = Some(with_sink.drain);
             }

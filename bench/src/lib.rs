@@ -8,5 +8,6 @@
 pub mod fault_run;
 pub mod fixtures;
 pub mod load;
+pub mod machine;
 pub mod process;
 pub mod stack;

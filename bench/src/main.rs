@@ -39,6 +39,7 @@ use clap::{Parser, ValueEnum};
 use bench::{
     fixtures::{self, BenchDatabase},
     load::Measure,
+    machine::MachineUse,
     process::CpuWindow,
     stack::Stack,
 };
@@ -181,6 +182,8 @@ struct Row {
     measure: Measure,
     /// CPU used during the run by each process of the system.
     cpu: Vec<Option<Duration>>,
+    /// The whole machine during the run (ingest only).
+    machine: Option<MachineUse>,
 }
 
 impl Row {
@@ -220,6 +223,7 @@ async fn run_reads(args: &Args, bin_dir: &Path, database: &BenchDatabase) -> any
             system: "list",
             measure,
             cpu: window.used(&both),
+            machine: None,
         };
         let service = [&stack.service];
         reads::drive_access_token(stack.grpc_port, &fixtures, connections, warmup).await?;
@@ -230,6 +234,7 @@ async fn run_reads(args: &Args, bin_dir: &Path, database: &BenchDatabase) -> any
             system: "token",
             measure,
             cpu: window.used(&service),
+            machine: None,
         };
         print_rows(&database.kind, connections, &[list, token]);
     }
@@ -301,5 +306,24 @@ fn print_rows(kind: &str, connections: usize, rows: &[Row]) {
             ratio(row, "node"),
             ratio(row, "insert"),
         );
+    }
+    for row in rows {
+        if let Some(machine) = &row.machine {
+            let measured = row.cpu.iter().copied().sum::<Option<Duration>>();
+            println!(
+                "{:<8} {:>5}  {:<7} where the CPU went: {}{}",
+                kind,
+                connections,
+                row.system,
+                match measured {
+                    Some(m) if !row.cpu.is_empty() => format!(
+                        "measured processes {:.0} · ",
+                        m.as_secs_f64() * 1e6 / row.measure.requests.max(1) as f64
+                    ),
+                    _ => String::new(),
+                },
+                machine.describe(row.measure.requests, measured),
+            );
+        }
     }
 }

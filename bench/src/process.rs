@@ -67,6 +67,11 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     ))
 }
 
+/// `n` clock ticks as a duration.
+pub fn ticks(n: u64) -> Duration {
+    Duration::from_secs_f64(n as f64 / clock_ticks_per_second())
+}
+
 /// `sysconf(_SC_CLK_TCK)` as `getconf` reports it (100 on Linux unless configured otherwise).
 fn clock_ticks_per_second() -> f64 {
     static TICKS: OnceLock<f64> = OnceLock::new();

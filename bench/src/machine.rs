@@ -1,0 +1,153 @@
+//! Where a run's CPU went on the whole machine, beside what the measured processes used: the
+//! database server (every `postgres` process, including the backends that ended during the
+//! run, whose time the postmaster collects as its children's), this benchmark itself (the load
+//! generator, and the client of the `insert` baseline), and the machine's idle time
+//! (`/proc/stat`). With it a row of the table says whether the system was bound by the cores
+//! (no idle left) or by waiting (cores idle while every client waits on its round trips).
+
+use std::time::{Duration, Instant};
+
+use crate::process::cpu_time;
+
+/// One reading of the machine.
+#[derive(Clone, Copy)]
+struct Reading {
+    /// Jiffies of all cores, busy and idle (`/proc/stat`'s first line).
+    busy: u64,
+    idle: u64,
+    /// CPU of the PostgreSQL server's processes, none when it is not running here.
+    database: Option<Duration>,
+    client: Option<Duration>,
+}
+
+/// The machine between two readings.
+pub struct MachineWindow {
+    before: Reading,
+    started: Instant,
+}
+
+/// What the machine did during a window.
+#[derive(Clone, Copy)]
+pub struct MachineUse {
+    /// Share of the window's core time the machine was idle (idle + iowait), 0–1.
+    pub idle: f64,
+    /// Cores busy on average during the window.
+    pub busy_cores: f64,
+    pub database: Option<Duration>,
+    pub client: Option<Duration>,
+    pub elapsed: Duration,
+}
+
+impl MachineWindow {
+    pub fn start() -> Self {
+        Self {
+            before: read(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn finish(self) -> MachineUse {
+        let after = read();
+        let elapsed = self.started.elapsed();
+        let busy = after.busy.saturating_sub(self.before.busy) as f64;
+        let idle = after.idle.saturating_sub(self.before.idle) as f64;
+        let total = (busy + idle).max(1.0);
+        let since = |a: Option<Duration>, b: Option<Duration>| Some(a?.saturating_sub(b?));
+        MachineUse {
+            idle: idle / total,
+            busy_cores: busy / total
+                * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+            database: since(after.database, self.before.database),
+            client: since(after.client, self.before.client),
+            elapsed,
+        }
+    }
+}
+
+fn read() -> Reading {
+    let (busy, idle) = machine_jiffies().unwrap_or((0, 0));
+    Reading {
+        busy,
+        idle,
+        database: postgres_cpu(),
+        client: cpu_time(std::process::id()),
+    }
+}
+
+/// Busy and idle jiffies of all cores: `cpu user nice system idle iowait irq softirq steal`.
+fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?;
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = fields.as_slice() else {
+        return None;
+    };
+    Some((user + nice + system + irq + softirq + steal, idle + iowait))
+}
+
+/// CPU of every `postgres` process now, plus what the postmasters collected from their ended
+/// children (`cutime` + `cstime`), so a backend that ends during a window still counts.
+fn postgres_cpu() -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if &stat[open + 1..close] != "postgres" {
+            continue;
+        }
+        found = true;
+        total += cpu_time(pid).unwrap_or_default();
+        // Fields after the name: state is 0, utime 11, stime 12, cutime 13, cstime 14.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let children: u64 = [13, 14]
+            .iter()
+            .filter_map(|&i| fields.get(i)?.parse::<i64>().ok())
+            .map(|t| t.max(0) as u64)
+            .sum();
+        total += crate::process::ticks(children);
+    }
+    found.then_some(total)
+}
+
+impl MachineUse {
+    /// `database 180 · client 41 · other 12 µs/req · idle 22 %, 1.56 cores busy`.
+    pub fn describe(&self, requests: u64, measured: Option<Duration>) -> String {
+        let requests = requests.max(1) as f64;
+        let per = |d: Duration| d.as_secs_f64() * 1e6 / requests;
+        let busy = Duration::from_secs_f64(self.busy_cores * self.elapsed.as_secs_f64());
+        let accounted = measured.unwrap_or_default()
+            + self.database.unwrap_or_default()
+            + self.client.unwrap_or_default();
+        let mut parts = Vec::new();
+        if let Some(database) = self.database {
+            parts.push(format!("database {:.0}", per(database)));
+        }
+        if let Some(client) = self.client {
+            parts.push(format!("client {:.0}", per(client)));
+        }
+        parts.push(format!("other {:.0}", per(busy.saturating_sub(accounted))));
+        format!(
+            "{} µs/req · machine idle {:.0} %, {:.2} cores busy",
+            parts.join(" · "),
+            self.idle * 100.0,
+            self.busy_cores
+        )
+    }
+}
