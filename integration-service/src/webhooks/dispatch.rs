@@ -124,6 +124,16 @@ impl Dispatcher {
         self.wake.notify_one();
     }
 
+    /// New pending events were committed: the worker looks for them now, when a consumer is
+    /// there to take them (with none, the wake-up of every committed batch would be a task
+    /// switch for nothing; a consumer that subscribes later wakes the worker itself, and the
+    /// events wait in the database meanwhile).
+    pub fn committed_pending(&self) {
+        if !self.lock_subscribers().is_empty() {
+            self.wake();
+        }
+    }
+
     /// Registers a consumer: claimed events arrive on the subscription, at most `prefetch`
     /// of them waiting there at once. During shutdown the subscription ends at once.
     pub fn subscribe(
