@@ -236,24 +236,23 @@ pub(crate) const ROUTES: &[Route] = &[
     ),
 ];
 
-/// The route of `path` and the raw (still percent-encoded) values of its placeholders.
+/// The route of `path` and the raw (still percent-encoded) values of its placeholders. Runs
+/// once per request: it walks the templates' segments without collecting them.
 fn resolve(path: &str) -> Option<(&'static Route, Vec<&str>)> {
     let path = path.trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     ROUTES.iter().find_map(|route| {
-        let pattern: Vec<&str> = route.template.split('/').skip(1).collect();
-        if pattern.len() != segments.len() {
-            return None;
-        }
+        let mut pattern = route.template.split('/').skip(1);
         let mut params = Vec::new();
-        for (expected, actual) in pattern.iter().zip(&segments) {
+        for actual in &segments {
+            let expected = pattern.next()?;
             if expected.starts_with(':') {
                 params.push(*actual);
-            } else if expected != actual {
+            } else if expected != *actual {
                 return None;
             }
         }
-        Some((route, params))
+        pattern.next().is_none().then_some((route, params))
     })
 }
 
@@ -262,15 +261,16 @@ pub(crate) async fn route(
     request: Request<Incoming>,
 ) -> Result<HttpResponse, GatewayError> {
     let (parts, body) = request.into_parts();
-    if let Some((route, raw)) = resolve(parts.uri.path()) {
+    let resolved = resolve(parts.uri.path());
+    if let Some((route, raw)) = &resolved {
         if let Endpoint::Console(page) = route.endpoint {
             // The console answers everything itself, as HTML with its own headers.
-            let raw = raw.into_iter().map(str::to_owned).collect();
-            return Ok(console::route(gateway, page, route.allow, parts, body, raw).await);
+            let (allow, raw) = (route.allow, raw.iter().map(|s| s.to_string()).collect());
+            return Ok(console::route(gateway, page, allow, parts, body, raw).await);
         }
     }
     crate::upstream::check_credentials(&parts.headers)?;
-    let (route, raw_params) = resolve(parts.uri.path()).ok_or(GatewayError::NotFound)?;
+    let (route, raw_params) = resolved.ok_or(GatewayError::NotFound)?;
     let method = parts.method.clone();
     if !route.methods().any(|allowed| allowed == method.as_str()) {
         return Err(GatewayError::MethodNotAllowed { allow: route.allow });

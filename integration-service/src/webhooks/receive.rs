@@ -344,9 +344,11 @@ pub(super) fn storable_json(payload: String) -> ServiceResult<String> {
 
 /// Whether `json` holds a `\u0000` or a `\uD800`-`\uDFFF` escape (any case).
 fn has_special_escape(json: &[u8]) -> bool {
-    json.windows(6).any(|w| {
-        w[0] == b'\\'
-            && (w[1] == b'u')
+    // Only a backslash can start one: jump from backslash to backslash.
+    memchr::memchr_iter(b'\\', json).any(|at| {
+        let w = &json[at..json.len().min(at + 6)];
+        w.len() == 6
+            && w[1] == b'u'
             && ((&w[2..] == b"0000")
                 || (w[2] == b'd' || w[2] == b'D')
                     && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
