@@ -82,7 +82,7 @@ pub async fn drive_single_row_inserts(
         }
     };
     run_workers(connections, warmup, worker).await;
-    let machine = MachineWindow::start();
+    let machine = MachineWindow::start(database_url.starts_with("postgres"));
     let measure = run_workers(connections, duration, worker).await;
     let machine = machine.finish();
     let _ = db.close().await;

@@ -122,7 +122,7 @@ pub(super) async fn run_ingest(
                         };
                         let processes = [&stack.service, &stack.gateway];
                         let window = CpuWindow::start(&processes);
-                        let machine = MachineWindow::start();
+                        let machine = MachineWindow::start(database.kind == "postgres");
                         let measure =
                             load::drive_deliveries_with(&ours, connections, duration, &ids).await?;
                         rows.push(Row {
@@ -140,7 +140,7 @@ pub(super) async fn run_ingest(
                             let theirs = delivery_to(*port);
                             load::drive_deliveries(&theirs, connections, warmup).await?;
                             let window = CpuWindow::start(&[process]);
-                            let machine = MachineWindow::start();
+                            let machine = MachineWindow::start(database.kind == "postgres");
                             let measure =
                                 load::drive_deliveries(&theirs, connections, duration).await?;
                             rows.push(Row {

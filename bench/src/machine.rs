@@ -24,6 +24,7 @@ struct Reading {
 pub struct MachineWindow {
     before: Reading,
     started: Instant,
+    postgres: bool,
 }
 
 /// What the machine did during a window.
@@ -39,15 +40,18 @@ pub struct MachineUse {
 }
 
 impl MachineWindow {
-    pub fn start() -> Self {
+    /// `postgres`: the system under test writes to the PostgreSQL server here (SQLite is in
+    /// the measured process itself).
+    pub fn start(postgres: bool) -> Self {
         Self {
-            before: read(),
+            before: read(postgres),
             started: Instant::now(),
+            postgres,
         }
     }
 
     pub fn finish(self) -> MachineUse {
-        let after = read();
+        let after = read(self.postgres);
         let elapsed = self.started.elapsed();
         let busy = after.busy.saturating_sub(self.before.busy) as f64;
         let idle = after.idle.saturating_sub(self.before.idle) as f64;
@@ -64,12 +68,12 @@ impl MachineWindow {
     }
 }
 
-fn read() -> Reading {
+fn read(postgres: bool) -> Reading {
     let (busy, idle) = machine_jiffies().unwrap_or((0, 0));
     Reading {
         busy,
         idle,
-        database: postgres_cpu(),
+        database: if postgres { postgres_cpu() } else { None },
         client: cpu_time(std::process::id()),
     }
 }

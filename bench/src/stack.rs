@@ -11,6 +11,48 @@ use crate::{
     process::Measured,
 };
 
+/// Why a start did not give a stack.
+enum Start {
+    /// A binary exited before it listened (its port may have been taken meanwhile).
+    Exited(String),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Start {
+    fn from(e: anyhow::Error) -> Self {
+        Start::Failed(e)
+    }
+}
+
+impl From<std::io::Error> for Start {
+    fn from(e: std::io::Error) -> Self {
+        Start::Failed(e.into())
+    }
+}
+
+/// Waits (up to 30 s) until `process` listens on `port`, or says that it exited first.
+async fn listening(process: &mut Measured, port: u16) -> Result<(), Start> {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if let Some(status) = process.exited() {
+            return Err(Start::Exited(format!(
+                "the {} exited ({status}) before listening on port {port} (--log-dir keeps its output)",
+                process.name
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(Start::Failed(anyhow::anyhow!(
+        "the {} does not listen on port {port} after 30 s",
+        process.name
+    )))
+}
+
 /// The service and the gateway in front of it.
 pub struct Stack {
     pub service: Measured,
@@ -29,6 +71,10 @@ impl Stack {
     /// `GRPC_UNIX_SOCKET` the gateway reaches the service over that socket). `log` is
     /// their `RUST_LOG`; their output goes to `service.log` and `gateway.log` in `log_dir`, or
     /// nowhere.
+    ///
+    /// A port found free can be taken by another process's outgoing connection before the
+    /// binary binds it (the loopback load makes many): a binary that exits before it listens
+    /// is started again on new ports, up to three times.
     pub async fn start(
         bin_dir: &Path,
         database_url: &str,
@@ -36,6 +82,27 @@ impl Stack {
         service_env: &[(&str, &str)],
         log_dir: Option<&Path>,
     ) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(bin_dir, database_url, log, service_env, log_dir).await {
+                Err(Start::Exited(why)) if attempt < 3 => {
+                    eprintln!("{why}; starting again on other ports");
+                    attempt += 1;
+                }
+                Err(Start::Exited(why)) => anyhow::bail!("{why}"),
+                Err(Start::Failed(e)) => return Err(e),
+                Ok(stack) => return Ok(stack),
+            }
+        }
+    }
+
+    async fn start_once(
+        bin_dir: &Path,
+        database_url: &str,
+        log: &str,
+        service_env: &[(&str, &str)],
+        log_dir: Option<&Path>,
+    ) -> Result<Self, Start> {
         let output = |name: &str| -> anyhow::Result<Stdio> {
             Ok(match log_dir {
                 Some(dir) => {
@@ -72,11 +139,11 @@ impl Stack {
                     bin_dir.join("integration-service").display()
                 )
             })?;
-        let service = Measured {
+        let mut service = Measured {
             name: "service",
             child: service,
         };
-        fixtures::wait_for_port(grpc_port).await?;
+        listening(&mut service, grpc_port).await?;
         // A service given GRPC_UNIX_SOCKET is reached over that socket (`--hop unix`).
         let service_url = match service_env
             .iter()
@@ -110,11 +177,11 @@ impl Stack {
                     bin_dir.join("rest-gateway").display()
                 )
             })?;
-        let gateway = Measured {
+        let mut gateway = Measured {
             name: "gateway",
             child: gateway,
         };
-        fixtures::wait_for_port(http_port).await?;
+        listening(&mut gateway, http_port).await?;
         Ok(Self {
             service,
             gateway,
