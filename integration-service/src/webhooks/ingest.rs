@@ -4,8 +4,9 @@
 //!
 //! When no transaction is in flight, one starts at once with whatever is queued (never a wait
 //! for company). While one is in flight, the rows that arrive wait for it to commit and then
-//! go together — unless `PG_COMPANY` of them are waiting, which starts another transaction
-//! beside it (on PostgreSQL, up to `PG_IN_FLIGHT`; SQLite has a single writer anyway). On a
+//! go together — unless `PG_COMPANY` of them are waiting, or the first of them has waited
+//! `MAX_WAIT` (a transaction stalled behind a lock), which starts another transaction beside
+//! it (on PostgreSQL, up to `PG_IN_FLIGHT`; SQLite has a single writer anyway). On a
 //! small machine the database's CPU is the bottleneck and each transaction costs it about as
 //! much as a row: pairing rows saves more time than starting a lone row's transaction at once
 //! (measured, see `PG_COMPANY`). One INSERT is executed by one server process, on one core,
@@ -15,7 +16,7 @@
 //! Invariant: a request is answered `Ok(id)` only after the transaction holding its row (or
 //! the row it duplicates) committed; a failed transaction fails every request of the batch.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use sea_orm::{DatabaseConnection, DbBackend, DbErr};
@@ -43,13 +44,19 @@ const PG_MAX_BATCH: usize = 16;
 const PG_IN_FLIGHT: usize = 8;
 /// Queued rows that start a PostgreSQL transaction beside one already in flight; fewer wait
 /// for it to commit. Measured with `webhook-bench` (2 runs each, 4/16/64 connections, req/s):
-/// 8 → 3,977–4,234 at 16 and 6,129–6,205 at 64; 16 → 3,787–3,875 and 6,570–6,636; with no
+/// 8 → 3,847–4,234 at 16 and 6,129–6,428 at 64 (4 runs); 4 → 3,789–3,803 and 6,032–6,235;
+/// 16 → 3,787–3,875 and 6,570–6,636; with no
 /// such rule, every queued row starting a transaction at once (8 writers, the previous
 /// design) → 3,485–3,593 and 5,766–5,885, a single writer → 3,831–3,905 and 5,657–5,785. On
 /// two cores the database's CPU is what a request waits for, and each transaction costs it
 /// about as much as a row (~150 µs): waiting for a commit to pair with the next rows costs
 /// a request less than the CPU the extra commits would take from everybody.
 const PG_COMPANY: usize = 8;
+/// The longest queued rows wait for company while transactions are in flight: then they
+/// start their own, so one stalled transaction (a lock wait behind another replica inserting
+/// the same delivery, a slow flush) cannot hold up the rows behind it. A commit takes 1–10 ms
+/// under load here, so under normal conditions rows never wait this long.
+const MAX_WAIT: Duration = Duration::from_millis(20);
 /// Queued rows at most; further requests wait for room (backpressure).
 const QUEUE: usize = 4096;
 
@@ -106,11 +113,13 @@ impl Ingest {
                 max_batch: PG_MAX_BATCH,
                 in_flight: PG_IN_FLIGHT,
                 company: PG_COMPANY,
+                max_wait: MAX_WAIT,
             },
             _ => Shape {
                 max_batch: MAX_BATCH,
                 in_flight: 1,
                 company: MAX_BATCH,
+                max_wait: MAX_WAIT,
             },
         };
         let (queue, receiver) = mpsc::channel(QUEUE);
@@ -148,12 +157,17 @@ struct Shape {
     in_flight: usize,
     /// Queued rows that start a transaction beside one already in flight; fewer wait for it.
     company: usize,
+    /// ... but no longer than this.
+    max_wait: Duration,
 }
 
 impl Shape {
-    /// Whether `waiting` queued rows start a transaction while `in_flight` run.
-    fn starts(&self, waiting: usize, in_flight: usize) -> bool {
-        waiting > 0 && in_flight < self.in_flight && (in_flight == 0 || waiting >= self.company)
+    /// Whether `waiting` queued rows, the first of them queued `waited` ago, start a
+    /// transaction while `in_flight` run.
+    fn starts(&self, waiting: usize, waited: Duration, in_flight: usize) -> bool {
+        waiting > 0
+            && in_flight < self.in_flight
+            && (in_flight == 0 || waiting >= self.company || waited >= self.max_wait)
     }
 }
 
@@ -171,6 +185,10 @@ impl Writer {
     /// changes task between its queue and its commit.
     async fn run(self, mut receiver: mpsc::Receiver<Job>, shape: Shape) {
         let mut waiting: Vec<Job> = Vec::new();
+        // When the first of the waiting rows was queued; the timer rings `max_wait` after.
+        let mut waiting_since: Option<Instant> = None;
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
         let mut writes = FuturesUnordered::new();
         let mut open = true;
         loop {
@@ -181,8 +199,15 @@ impl Writer {
                     Err(mpsc::error::TryRecvError::Disconnected) => open = false,
                 }
             }
-            if shape.starts(waiting.len(), writes.len()) {
+            if !waiting.is_empty() && waiting_since.is_none() {
+                let now = Instant::now();
+                waiting_since = Some(now);
+                timer.as_mut().reset(now + shape.max_wait);
+            }
+            let waited = waiting_since.map_or(Duration::ZERO, |since| since.elapsed());
+            if shape.starts(waiting.len(), waited, writes.len()) {
                 let batch = std::mem::take(&mut waiting);
+                waiting_since = None;
                 writes.push(self.write(batch));
                 continue;
             }
@@ -195,6 +220,7 @@ impl Writer {
                     None => open = false,
                 },
                 Some(()) = writes.next(), if !writes.is_empty() => {}
+                () = &mut timer, if waiting_since.is_some() && writes.len() < shape.in_flight => {}
                 else => {}
             }
         }
@@ -290,24 +316,35 @@ mod tests {
         max_batch: PG_MAX_BATCH,
         in_flight: PG_IN_FLIGHT,
         company: PG_COMPANY,
+        max_wait: MAX_WAIT,
     };
+    const NOW: Duration = Duration::ZERO;
 
     #[test]
     fn a_lone_row_never_waits_for_company() {
-        assert!(PG.starts(1, 0));
-        assert!(!PG.starts(0, 0), "nothing queued, nothing to write");
+        assert!(PG.starts(1, NOW, 0));
+        assert!(
+            !PG.starts(0, MAX_WAIT, 0),
+            "nothing queued, nothing to write"
+        );
     }
 
     #[test]
     fn rows_arriving_during_a_commit_wait_for_it_until_a_batch_is_worth_its_own() {
-        assert!(!PG.starts(1, 1));
-        assert!(!PG.starts(PG_COMPANY - 1, 1));
-        assert!(PG.starts(PG_COMPANY, 1));
-        assert!(PG.starts(PG_COMPANY, PG_IN_FLIGHT - 1));
+        assert!(!PG.starts(1, NOW, 1));
+        assert!(!PG.starts(PG_COMPANY - 1, NOW, 1));
+        assert!(PG.starts(PG_COMPANY, NOW, 1));
+        assert!(PG.starts(PG_COMPANY, NOW, PG_IN_FLIGHT - 1));
         assert!(
-            !PG.starts(PG_MAX_BATCH, PG_IN_FLIGHT),
+            !PG.starts(PG_MAX_BATCH, MAX_WAIT, PG_IN_FLIGHT),
             "never more than PG_IN_FLIGHT transactions"
         );
+    }
+
+    #[test]
+    fn a_stalled_transaction_holds_up_the_rows_behind_it_no_longer_than_max_wait() {
+        assert!(!PG.starts(1, MAX_WAIT / 2, 1));
+        assert!(PG.starts(1, MAX_WAIT, 1));
     }
 
     #[test]
@@ -316,8 +353,9 @@ mod tests {
             max_batch: MAX_BATCH,
             in_flight: 1,
             company: MAX_BATCH,
+            max_wait: MAX_WAIT,
         };
-        assert!(sqlite.starts(1, 0));
-        assert!(!sqlite.starts(MAX_BATCH, 1));
+        assert!(sqlite.starts(1, NOW, 0));
+        assert!(!sqlite.starts(MAX_BATCH, MAX_WAIT, 1));
     }
 }

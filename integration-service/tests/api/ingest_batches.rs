@@ -1,14 +1,17 @@
 //! The group commit's batches as the store writes them: every row answers the id stored for
 //! its delivery — its own when new, the earlier one when a redelivery, whether the earlier row
-//! was committed before or sits in the same batch. On SQLite and PostgreSQL.
+//! was committed before or sits in the same batch. On SQLite and PostgreSQL. And the writer's
+//! grouping: a stalled transaction does not hold up the deliveries queued behind it.
+
+use std::time::Duration;
 
 use chrono::Utc;
 use integration_service::store::{entities::webhook_event, event_outbox, webhook_events};
-use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, Statement};
-use test_support::{dual_test, TestApp};
+use sea_orm::{ConnectionTrait, EntityTrait, PaginatorTrait, Statement, TransactionTrait};
+use test_support::{dual_test, Db, TestApp};
 use uuid::Uuid;
 
-use crate::webhook_events::github_integration;
+use crate::webhook_events::{client, deliver, github_integration};
 
 fn row(integration: Uuid, delivery: &str) -> webhook_events::NewEvent {
     webhook_events::NewEvent {
@@ -91,4 +94,63 @@ async fn redeliveries_in_a_batch_answer_the_stored_ids(app: TestApp) {
         .unwrap()
         .unwrap();
     assert_eq!(outbox.try_get::<i64>("", "n").unwrap(), 6);
+}
+
+/// Rows that arrive while a transaction is in flight wait for it to commit and go together
+/// (`webhooks::ingest`), but not for ever: here one delivery's transaction waits on a lock (an
+/// open transaction of the test's own holds the same delivery's key, as another replica
+/// inserting the same redelivery would) and a delivery queued behind it is still answered at
+/// once. PostgreSQL only: SQLite has a single writer, whose lock every write waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_transaction_does_not_hold_up_the_deliveries_behind_it() {
+    let Some(app) = test_support::spawn_app(Db::Postgres).await else {
+        return;
+    };
+    let integration = github_integration(&app, 1).await;
+    let blocker = app.db.begin().await.unwrap();
+    blocker
+        .execute_raw(Statement::from_sql_and_values(
+            app.db.get_database_backend(),
+            "INSERT INTO webhook_events (id, integration_id, event_type, delivery_id, payload, \
+             headers, processed, status, retry_count, received_at) \
+             VALUES ($1, $2, 'push', 'held', '{}', '{}', false, 'PENDING', 0, now())",
+            [Uuid::new_v4().into(), integration.into()],
+        ))
+        .await
+        .unwrap();
+
+    let url = app.grpc_url.clone();
+    let held = tokio::spawn(async move {
+        let mut client = client(&url).await;
+        deliver(&mut client, integration, "push", "held").await
+    });
+    // The held delivery's transaction is in flight, waiting for the blocker's key.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "the held delivery waits on the lock");
+
+    let mut client = client(&app.grpc_url).await;
+    let free = tokio::time::timeout(
+        Duration::from_secs(3),
+        deliver(&mut client, integration, "push", "free"),
+    )
+    .await
+    .expect("a delivery queued behind a stalled transaction is answered without waiting for it");
+    assert!(!held.is_finished(), "the lock still holds the other one");
+    let stored = webhook_event::Entity::find_by_id(free.parse::<Uuid>().unwrap())
+        .one(&app.db)
+        .await
+        .unwrap();
+    assert!(stored.is_some(), "answered means committed");
+
+    // The blocker gives up its row: the held delivery is stored and answered.
+    blocker.rollback().await.unwrap();
+    let held = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the held delivery is answered once the lock is gone")
+        .unwrap();
+    assert_ne!(held, free);
+    assert_eq!(
+        webhook_event::Entity::find().count(&app.db).await.unwrap(),
+        2
+    );
 }
