@@ -204,7 +204,21 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-pub async fn wait_for_port(port: u16) -> anyhow::Result<()> {
+/// Why a started server does not listen.
+#[derive(Debug, thiserror::Error)]
+pub enum NotListening {
+    /// It exited first (its port may have been taken meanwhile).
+    #[error("it exited ({0}) before listening")]
+    Exited(std::process::ExitStatus),
+    #[error("nothing listens on port {0} after 30 s")]
+    TimedOut(u16),
+}
+
+/// Waits (up to 30 s) until `child`, just started, listens on `port`.
+pub async fn wait_until_listening(
+    port: u16,
+    child: &mut tokio::process::Child,
+) -> Result<(), NotListening> {
     for _ in 0..300 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -212,7 +226,10 @@ pub async fn wait_for_port(port: u16) -> anyhow::Result<()> {
         {
             return Ok(());
         }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(NotListening::Exited(status));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    bail!("nothing listens on port {port}")
+    Err(NotListening::TimedOut(port))
 }

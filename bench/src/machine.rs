@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::process::cpu_time;
+use crate::process::{cpu_time, ticks, ProcStat};
 
 /// One reading of the machine.
 #[derive(Clone, Copy)]
@@ -32,8 +32,8 @@ pub struct MachineWindow {
 pub struct MachineUse {
     /// Share of the window's core time the machine was idle (idle + iowait), 0–1.
     pub idle: f64,
-    /// Cores busy on average during the window.
-    pub busy_cores: f64,
+    /// Core time the machine was busy during the window, all cores together.
+    pub busy: Duration,
     pub database: Option<Duration>,
     pub client: Option<Duration>,
     pub elapsed: Duration,
@@ -53,14 +53,13 @@ impl MachineWindow {
     pub fn finish(self) -> MachineUse {
         let after = read(self.postgres);
         let elapsed = self.started.elapsed();
-        let busy = after.busy.saturating_sub(self.before.busy) as f64;
-        let idle = after.idle.saturating_sub(self.before.idle) as f64;
-        let total = (busy + idle).max(1.0);
+        let busy = after.busy.saturating_sub(self.before.busy);
+        let idle = after.idle.saturating_sub(self.before.idle);
         let since = |a: Option<Duration>, b: Option<Duration>| Some(a?.saturating_sub(b?));
         MachineUse {
-            idle: idle / total,
-            busy_cores: busy / total
-                * std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64),
+            idle: idle as f64 / (busy + idle).max(1) as f64,
+            // `/proc/stat` counts in the same clock ticks as the processes' times.
+            busy: ticks(busy),
             database: since(after.database, self.before.database),
             client: since(after.client, self.before.client),
             elapsed,
@@ -95,39 +94,23 @@ fn machine_jiffies() -> Option<(u64, u64)> {
 }
 
 /// CPU of every `postgres` process now, plus what the postmasters collected from their ended
-/// children (`cutime` + `cstime`), so a backend that ends during a window still counts.
+/// children, so a backend that ends during a window still counts.
 fn postgres_cpu() -> Option<Duration> {
-    let mut total = Duration::ZERO;
-    let mut found = false;
+    let mut total = None;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry
+        let Some(stat) = entry
             .file_name()
             .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
+            .and_then(|name| name.parse::<u32>().ok())
+            .and_then(ProcStat::read)
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        if &stat[open + 1..close] != "postgres" {
-            continue;
+        if stat.name == "postgres" {
+            *total.get_or_insert(Duration::ZERO) += stat.cpu + stat.children;
         }
-        found = true;
-        total += cpu_time(pid).unwrap_or_default();
-        // Fields after the name: state is 0, utime 11, stime 12, cutime 13, cstime 14.
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let children: u64 = [13, 14]
-            .iter()
-            .filter_map(|&i| fields.get(i)?.parse::<i64>().ok())
-            .map(|t| t.max(0) as u64)
-            .sum();
-        total += crate::process::ticks(children);
     }
-    found.then_some(total)
+    total
 }
 
 impl MachineUse {
@@ -135,7 +118,6 @@ impl MachineUse {
     pub fn describe(&self, requests: u64, measured: Option<Duration>) -> String {
         let requests = requests.max(1) as f64;
         let per = |d: Duration| d.as_secs_f64() * 1e6 / requests;
-        let busy = Duration::from_secs_f64(self.busy_cores * self.elapsed.as_secs_f64());
         let accounted = measured.unwrap_or_default()
             + self.database.unwrap_or_default()
             + self.client.unwrap_or_default();
@@ -146,12 +128,15 @@ impl MachineUse {
         if let Some(client) = self.client {
             parts.push(format!("client {:.0}", per(client)));
         }
-        parts.push(format!("other {:.0}", per(busy.saturating_sub(accounted))));
+        parts.push(format!(
+            "other {:.0}",
+            per(self.busy.saturating_sub(accounted))
+        ));
         format!(
             "{} µs/req · machine idle {:.0} %, {:.2} cores busy",
             parts.join(" · "),
             self.idle * 100.0,
-            self.busy_cores
+            self.busy.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
         )
     }
 }

@@ -54,17 +54,39 @@ impl Measured {
     }
 }
 
-/// CPU time of `pid`: `utime` + `stime` (fields 14 and 15 of `/proc/<pid>/stat`, in clock
-/// ticks). The command name (field 2) may hold spaces, so fields are counted after its `)`.
+/// The CPU times of a process, from `/proc/<pid>/stat`.
+pub struct ProcStat {
+    /// The command name (field 2, without its parentheses).
+    pub name: String,
+    /// `utime` + `stime`: the process's own CPU.
+    pub cpu: Duration,
+    /// `cutime` + `cstime`: what it collected from its ended (waited-for) children.
+    pub children: Duration,
+}
+
+impl ProcStat {
+    /// Fields 14–17 of the file, in clock ticks. The command name may hold spaces and
+    /// parentheses, so fields are counted after its last `)`.
+    pub fn read(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+        // After the name: state is 0, utime 11, stime 12, cutime 13, cstime 14.
+        let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+        let field = |i: usize| -> Option<u64> {
+            // `cutime` and `cstime` are signed in the kernel's format.
+            Some(fields.get(i)?.parse::<i64>().ok()?.max(0) as u64)
+        };
+        Some(Self {
+            name: stat.get(open + 1..close)?.to_string(),
+            cpu: ticks(field(11)? + field(12)?),
+            children: ticks(field(13)? + field(14)?),
+        })
+    }
+}
+
+/// CPU time of `pid`: `utime` + `stime`.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_secs_f64(
-        (utime + stime) as f64 / clock_ticks_per_second(),
-    ))
+    Some(ProcStat::read(pid)?.cpu)
 }
 
 /// `n` clock ticks as a duration.

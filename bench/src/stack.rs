@@ -30,27 +30,16 @@ impl From<std::io::Error> for Start {
     }
 }
 
-/// Waits (up to 30 s) until `process` listens on `port`, or says that it exited first.
+/// Waits until `process` listens on `port`.
 async fn listening(process: &mut Measured, port: u16) -> Result<(), Start> {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        if let Some(status) = process.exited() {
-            return Err(Start::Exited(format!(
-                "the {} exited ({status}) before listening on port {port} (--log-dir keeps its output)",
-                process.name
-            )));
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    match fixtures::wait_until_listening(port, &mut process.child).await {
+        Ok(()) => Ok(()),
+        Err(e @ fixtures::NotListening::Exited(_)) => Err(Start::Exited(format!(
+            "the {}: {e} on port {port} (--log-dir keeps its output)",
+            process.name
+        ))),
+        Err(e) => Err(Start::Failed(anyhow::anyhow!("the {}: {e}", process.name))),
     }
-    Err(Start::Failed(anyhow::anyhow!(
-        "the {} does not listen on port {port} after 30 s",
-        process.name
-    )))
 }
 
 /// The service and the gateway in front of it.

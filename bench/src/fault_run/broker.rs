@@ -75,8 +75,8 @@ impl Broker {
             .kill_on_drop(true)
             .spawn()
             .context("start nats-server")?;
-        self.child = Some(child);
-        fixtures::wait_for_port(self.port)
+        let child = self.child.insert(child);
+        fixtures::wait_until_listening(self.port, child)
             .await
             .context("nats-server does not listen")
     }

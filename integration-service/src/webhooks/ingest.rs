@@ -181,8 +181,9 @@ struct Writer {
 impl Writer {
     /// The one writer task. Rows queue while transactions run; a transaction starts with what
     /// is queued (at most a batch) when none is in flight, and beside the ones in flight only
-    /// once `company` rows are waiting. The transactions are futures of this task, so no row
-    /// changes task between its queue and its commit.
+    /// once `company` rows are waiting or the first of them has waited `max_wait`
+    /// (`Shape::starts`). The transactions are futures of this task, so no row changes task
+    /// between its queue and its commit.
     async fn run(self, mut receiver: mpsc::Receiver<Job>, shape: Shape) {
         let mut waiting: Vec<Job> = Vec::new();
         // When the first of the waiting rows was queued; the timer rings `max_wait` after.

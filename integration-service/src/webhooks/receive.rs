@@ -346,12 +346,12 @@ pub(super) fn storable_json(payload: String) -> ServiceResult<String> {
 fn has_special_escape(json: &[u8]) -> bool {
     // Only a backslash can start one: jump from backslash to backslash.
     memchr::memchr_iter(b'\\', json).any(|at| {
-        let w = &json[at..json.len().min(at + 6)];
-        w.len() == 6
-            && w[1] == b'u'
-            && ((&w[2..] == b"0000")
-                || (w[2] == b'd' || w[2] == b'D')
-                    && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
+        json.get(at..at + 6).is_some_and(|w| {
+            w[1] == b'u'
+                && ((&w[2..] == b"0000")
+                    || (w[2] == b'd' || w[2] == b'D')
+                        && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F'))
+        })
     })
 }
 
