@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use bench::{
     load::{run_workers, Measure, Tally},
-    machine::{MachineUse, MachineWindow},
+    machine::{MachineUse, MachineWindow, Servers},
 };
 
 /// Most connections the baseline opens.
@@ -82,7 +82,10 @@ pub async fn drive_single_row_inserts(
         }
     };
     run_workers(connections, warmup, worker).await;
-    let machine = MachineWindow::start(database_url.starts_with("postgres"));
+    let machine = MachineWindow::start(Servers {
+        postgres: database_url.starts_with("postgres"),
+        broker: false,
+    });
     let measure = run_workers(connections, duration, worker).await;
     let machine = machine.finish();
     let _ = db.close().await;

@@ -13,7 +13,7 @@ use integration_service::webhooks::signature::github_signature;
 use bench::{
     fixtures::{self, BenchDatabase, WEBHOOK_SECRET},
     load::{self, Delivery, DeliveryIds},
-    machine::MachineWindow,
+    machine::{MachineWindow, Servers},
     process::{CpuWindow, Measured, PerfRecording},
     stack::Stack,
 };
@@ -122,7 +122,10 @@ pub(super) async fn run_ingest(
                         };
                         let processes = [&stack.service, &stack.gateway];
                         let window = CpuWindow::start(&processes);
-                        let machine = MachineWindow::start(database.kind == "postgres");
+                        let machine = MachineWindow::start(Servers {
+                            postgres: database.kind == "postgres",
+                            broker: false,
+                        });
                         let measure =
                             load::drive_deliveries_with(&ours, connections, duration, &ids).await?;
                         rows.push(Row {
@@ -140,7 +143,10 @@ pub(super) async fn run_ingest(
                             let theirs = delivery_to(*port);
                             load::drive_deliveries(&theirs, connections, warmup).await?;
                             let window = CpuWindow::start(&[process]);
-                            let machine = MachineWindow::start(database.kind == "postgres");
+                            let machine = MachineWindow::start(Servers {
+                                postgres: database.kind == "postgres",
+                                broker: false,
+                            });
                             let measure =
                                 load::drive_deliveries(&theirs, connections, duration).await?;
                             rows.push(Row {
@@ -192,7 +198,7 @@ pub(super) async fn run_ingest(
                     system: "sink",
                     measure: with_sink.measure,
                     cpu: with_sink.cpu,
-                    machine: None,
+                    machine: Some(with_sink.machine),
                 });
                 drain = Some(with_sink.drain);
             }

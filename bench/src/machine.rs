@@ -1,7 +1,8 @@
 //! Where a run's CPU went on the whole machine, beside what the measured processes used: the
 //! database server (every `postgres` process, including the backends that ended during the
-//! run, whose time the postmaster collects as its children's), this benchmark itself (the load
-//! generator, and the client of the `insert` baseline), and the machine's idle time
+//! run, whose time the postmaster collects as its children's), the event sink's broker (every
+//! `nats-server` process, for the `sink` row), this benchmark itself (the load generator, and
+//! the client of the `insert` baseline), and the machine's idle time
 //! (`/proc/stat`). With it a row of the table says whether the system was bound by the cores
 //! (no idle left) or by waiting (cores idle while every client waits on its round trips).
 
@@ -17,14 +18,25 @@ struct Reading {
     idle: u64,
     /// CPU of the PostgreSQL server's processes, none when it is not running here.
     database: Option<Duration>,
+    /// CPU of the `nats-server` processes, when the system forwards to one.
+    broker: Option<Duration>,
     client: Option<Duration>,
+}
+
+/// Which servers beside the measured processes take part in a system's work here.
+#[derive(Clone, Copy, Default)]
+pub struct Servers {
+    /// The system writes to the PostgreSQL server (SQLite is in the measured process itself).
+    pub postgres: bool,
+    /// The system forwards events to a `nats-server` on this machine.
+    pub broker: bool,
 }
 
 /// The machine between two readings.
 pub struct MachineWindow {
     before: Reading,
     started: Instant,
-    postgres: bool,
+    servers: Servers,
 }
 
 /// What the machine did during a window.
@@ -35,23 +47,22 @@ pub struct MachineUse {
     /// Core time the machine was busy during the window, all cores together.
     pub busy: Duration,
     pub database: Option<Duration>,
+    pub broker: Option<Duration>,
     pub client: Option<Duration>,
     pub elapsed: Duration,
 }
 
 impl MachineWindow {
-    /// `postgres`: the system under test writes to the PostgreSQL server here (SQLite is in
-    /// the measured process itself).
-    pub fn start(postgres: bool) -> Self {
+    pub fn start(servers: Servers) -> Self {
         Self {
-            before: read(postgres),
+            before: read(servers),
             started: Instant::now(),
-            postgres,
+            servers,
         }
     }
 
     pub fn finish(self) -> MachineUse {
-        let after = read(self.postgres);
+        let after = read(self.servers);
         let elapsed = self.started.elapsed();
         let busy = after.busy.saturating_sub(self.before.busy);
         let idle = after.idle.saturating_sub(self.before.idle);
@@ -61,18 +72,20 @@ impl MachineWindow {
             // `/proc/stat` counts in the same clock ticks as the processes' times.
             busy: ticks(busy),
             database: since(after.database, self.before.database),
+            broker: since(after.broker, self.before.broker),
             client: since(after.client, self.before.client),
             elapsed,
         }
     }
 }
 
-fn read(postgres: bool) -> Reading {
+fn read(servers: Servers) -> Reading {
     let (busy, idle) = machine_jiffies().unwrap_or((0, 0));
     Reading {
         busy,
         idle,
-        database: if postgres { postgres_cpu() } else { None },
+        database: servers.postgres.then(|| server_cpu("postgres")).flatten(),
+        broker: servers.broker.then(|| server_cpu("nats-server")).flatten(),
         client: cpu_time(std::process::id()),
     }
 }
@@ -93,9 +106,9 @@ fn machine_jiffies() -> Option<(u64, u64)> {
     Some((user + nice + system + irq + softirq + steal, idle + iowait))
 }
 
-/// CPU of every `postgres` process now, plus what the postmasters collected from their ended
-/// children, so a backend that ends during a window still counts.
-fn postgres_cpu() -> Option<Duration> {
+/// CPU of every process called `name` now, plus what they collected from their ended
+/// children (the postmasters' backends), so a backend that ends during a window still counts.
+fn server_cpu(name: &str) -> Option<Duration> {
     let mut total = None;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(stat) = entry
@@ -106,7 +119,7 @@ fn postgres_cpu() -> Option<Duration> {
         else {
             continue;
         };
-        if stat.name == "postgres" {
+        if stat.name == name {
             *total.get_or_insert(Duration::ZERO) += stat.cpu + stat.children;
         }
     }
@@ -120,10 +133,14 @@ impl MachineUse {
         let per = |d: Duration| d.as_secs_f64() * 1e6 / requests;
         let accounted = measured.unwrap_or_default()
             + self.database.unwrap_or_default()
+            + self.broker.unwrap_or_default()
             + self.client.unwrap_or_default();
         let mut parts = Vec::new();
         if let Some(database) = self.database {
             parts.push(format!("database {:.0}", per(database)));
+        }
+        if let Some(broker) = self.broker {
+            parts.push(format!("broker {:.0}", per(broker)));
         }
         if let Some(client) = self.client {
             parts.push(format!("client {:.0}", per(client)));

@@ -19,6 +19,7 @@ use anyhow::Context;
 use bench::{
     fixtures::{self, BenchDatabase},
     load::{self, Delivery, Measure},
+    machine::{MachineUse, MachineWindow, Servers},
     process::CpuWindow,
     stack::Stack,
 };
@@ -58,6 +59,8 @@ impl fmt::Display for Drain {
 pub struct SinkMeasure {
     pub measure: Measure,
     pub cpu: Vec<Option<Duration>>,
+    /// The whole machine meanwhile, the broker's CPU included.
+    pub machine: MachineUse,
     pub drain: Drain,
 }
 
@@ -137,8 +140,13 @@ async fn measure_on(
     load::drive_deliveries(&delivery, connections, warmup).await?;
     let processes = [&stack.service, &stack.gateway];
     let window = CpuWindow::start(&processes);
+    let machine = MachineWindow::start(Servers {
+        postgres: database.kind == "postgres",
+        broker: true,
+    });
     let measure = load::drive_deliveries(&delivery, connections, duration).await?;
     let cpu = window.used(&processes);
+    let machine = machine.finish();
 
     let db = store::connect(&database.url).await?;
     let (stored, backlog) = counts(&db).await?;
@@ -160,6 +168,7 @@ async fn measure_on(
     Ok(SinkMeasure {
         measure,
         cpu,
+        machine,
         drain: Drain {
             stored,
             backlog,
