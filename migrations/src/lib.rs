@@ -19,6 +19,7 @@ mod m20261205_000017_event_sink_lease;
 mod m20261205_000018_subscription_secret_digest;
 mod m20261205_000019_drop_legacy_previous_secret;
 mod m20261205_000020_event_outbox_table;
+mod m20261205_000021_backlog_index;
 
 /// The migration before which the service folds the legacy previous-secret column into the
 /// grace list (it needs the encryption key; see the migration).
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000018_subscription_secret_digest::Migration),
             Box::new(m20261205_000019_drop_legacy_previous_secret::Migration),
             Box::new(m20261205_000020_event_outbox_table::Migration),
+            Box::new(m20261205_000021_backlog_index::Migration),
         ]
     }
 }

@@ -1,5 +1,6 @@
 //! The retention purge on SQLite and PostgreSQL: exactly the processed and dead events older
-//! than the retention go, in batches; pending, leased and recent ones stay.
+//! than the retention go, in batches; pending, leased and recent ones stay. And the backlog
+//! gauges' query over the same kinds of rows.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use test_support::{dual_test, TestApp};
 use uuid::Uuid;
 
 dual_test!(retention_purges_exactly_the_old_finished_events);
+dual_test!(the_backlog_counts_by_status_and_dates_the_oldest_waiting_event);
 
 async fn insert(app: &TestApp, integration: Uuid, status: &str, age_days: i64) -> Uuid {
     let id = Uuid::new_v4();
@@ -79,5 +81,46 @@ async fn retention_purges_exactly_the_old_finished_events(app: TestApp) {
             .await
             .unwrap(),
         0
+    );
+}
+
+async fn the_backlog_counts_by_status_and_dates_the_oldest_waiting_event(app: TestApp) {
+    app.owner(1).await;
+    let integration = store::integrations::get_or_create(&app.db, 1, "github")
+        .await
+        .unwrap()
+        .id;
+    let empty = webhook_events::backlog(&app.db).await.unwrap();
+    assert!(empty.by_status.is_empty() && empty.oldest_unprocessed.is_none());
+
+    // Finished events older than any waiting one do not date the backlog.
+    insert(&app, integration, webhook_events::PROCESSED, 100).await;
+    insert(&app, integration, webhook_events::DEAD, 95).await;
+    insert(&app, integration, webhook_events::PENDING, 10).await;
+    insert(&app, integration, webhook_events::PENDING, 3).await;
+    let backlog = webhook_events::backlog(&app.db).await.unwrap();
+    let age = |backlog: &webhook_events::Backlog| {
+        (Utc::now() - backlog.oldest_unprocessed.expect("a waiting event")).num_hours()
+    };
+    assert_eq!(age(&backlog), 10 * 24, "the oldest PENDING event");
+
+    // A leased (DELIVERED) event is still waiting for its consumer's answer.
+    insert(&app, integration, webhook_events::DELIVERED, 20).await;
+    let backlog = webhook_events::backlog(&app.db).await.unwrap();
+    assert_eq!(age(&backlog), 20 * 24, "the oldest DELIVERED event");
+    let mut counts: Vec<(&str, u64)> = backlog
+        .by_status
+        .iter()
+        .map(|(status, count)| (status.as_str(), *count))
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            ("DEAD", 1),
+            ("DELIVERED", 1),
+            ("PENDING", 2),
+            ("PROCESSED", 1)
+        ]
     );
 }
