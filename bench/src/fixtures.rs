@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use integration_service::{
     config::EncryptionKey,
     crypto::{Keyring, SecretColumn},
@@ -145,7 +145,8 @@ impl BenchDatabase {
     /// (an insert-only table's autovacuum otherwise starts in the middle of whichever
     /// system's run crosses its threshold: seen as 2–3× the database's CPU per row in that
     /// row alone), then a checkpoint, and a wait (up to 60 s) until no autovacuum worker
-    /// runs; SQLite folds its WAL back into the database file.
+    /// runs; SQLite folds its WAL back into the database file. Then the machine's dirty pages
+    /// are written out (`flush_dirty_pages`).
     pub async fn settle(&self) -> anyhow::Result<()> {
         let db = Database::connect(&self.url).await?;
         if self.postgres.is_some() {
@@ -180,7 +181,7 @@ impl BenchDatabase {
                 .await?;
         }
         let _ = db.close().await;
-        Ok(())
+        flush_dirty_pages().await
     }
 
     pub async fn drop_database(&self) {
@@ -232,4 +233,15 @@ pub async fn wait_until_listening(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(NotListening::TimedOut(port))
+}
+
+/// Writes the machine's dirty pages out (`sync`), so that the kernel's writeback of what one
+/// system wrote — SQLite's pages, the broker's file store (a sink run writes ~300 MB of
+/// messages), a dropped database's files — is not done on the next system's time.
+pub async fn flush_dirty_pages() -> anyhow::Result<()> {
+    let status = tokio::task::spawn_blocking(|| std::process::Command::new("sync").status())
+        .await?
+        .context("run sync")?;
+    anyhow::ensure!(status.success(), "sync failed: {status}");
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! `--mode ingest`: the systems side by side at each concurrency, `--runs` times.
 //!
 //! A fair run: each system is measured on a settled database (`BenchDatabase::settle`:
-//! checkpoint, autovacuum finished), with delivery ids no earlier load used, and the order of
+//! checkpoint, autovacuum finished, dirty pages written out), with delivery ids no earlier load used, and the order of
 //! the systems rotates from one concurrency and run to the next, so none always goes first
 //! (on a cold cache) or last (behind everyone's dead rows). `--duplicates` adds `dups`: our
 //! stack under the same load where every request is a redelivery of a stored delivery.

@@ -80,6 +80,9 @@ pub async fn measure(
     duration: Duration,
 ) -> anyhow::Result<SinkMeasure> {
     let database = BenchDatabase::create(kind, postgres_url).await?;
+    // Settled like every system: nothing of the previous system's writes is left to the
+    // kernel to write back during this one.
+    database.settle().await?;
     let names = Uuid::new_v4().simple().to_string();
     let stream = format!("BENCH_{names}");
     let result = measure_on(
@@ -226,6 +229,8 @@ pub async fn saturation(
         };
         load::drive_deliveries(&delivery, connections, duration).await?;
         stack.stop().await;
+        // The backlog's writes are written back before the forwarder is timed.
+        database.settle().await?;
         let db = store::connect(&database.url).await?;
         let (stored, _) = counts(&db).await?;
         let prefix = format!("bench{names}");
