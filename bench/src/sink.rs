@@ -80,9 +80,9 @@ pub async fn measure(
     duration: Duration,
 ) -> anyhow::Result<SinkMeasure> {
     let database = BenchDatabase::create(kind, postgres_url).await?;
-    // Settled like every system: nothing of the previous system's writes is left to the
-    // kernel to write back during this one.
-    database.settle().await?;
+    // A fresh database (no tables before the stack migrates it), on a settled machine: nothing
+    // of the previous system's writes is left to the kernel to write back during this one.
+    fixtures::flush_dirty_pages().await?;
     let names = Uuid::new_v4().simple().to_string();
     let stream = format!("BENCH_{names}");
     let result = measure_on(
