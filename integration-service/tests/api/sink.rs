@@ -4,7 +4,8 @@
 //! loses nothing; a service SIGKILLed mid-forwarding and restarted leaves exactly one message
 //! per event; two replicas running at once (one holds the forwarding lease, the other stands
 //! by) leave exactly one message per event; retention keeps unforwarded events while the sink
-//! is on; one replica at a time holds the lease.
+//! is on; one replica at a time holds the lease; a backlog of large events goes in several
+//! rounds, each holding a bounded amount of payload.
 //!
 //! Tests on the shared broker (`127.0.0.1:4222`) each use a stream and subject prefix of their
 //! own; the outage test starts a `nats-server` of its own.
@@ -255,6 +256,7 @@ async fn assert_one_message_per_event(js: &jetstream::Context, stream: &str, ids
 dual_db_test!(
     events_arrive_on_their_subject_with_their_id_and_the_rest_detail_as_body,
     an_event_over_max_payload_goes_without_payload_and_says_so,
+    large_events_are_forwarded_in_rounds_of_bounded_size,
     nothing_is_published_before_the_row_is_committed,
     a_broker_outage_delays_forwarding_and_loses_nothing,
     a_service_killed_mid_forwarding_leaves_one_message_per_event,
@@ -395,6 +397,68 @@ async fn an_event_over_max_payload_goes_without_payload_and_says_so(kind: Db) {
     );
     let body: Value = serde_json::from_slice(&messages[1].payload).unwrap();
     assert_eq!(body["payload"]["delivery"], "small");
+}
+
+/// A backlog of large events (stored before the forwarder saw them, so their texts are read
+/// from the database) is forwarded whole and in order, in rounds that stop at the batch's byte
+/// budget (16 MiB) instead of holding every event of the batch in memory at once.
+async fn large_events_are_forwarded_in_rounds_of_bounded_size(kind: Db) {
+    let names = Names::unique();
+    let env = names.env(SHARED_BROKER);
+    let Some(app) = spawn_app_with(kind, &borrowed(&env)).await else {
+        return;
+    };
+    let integration = github_integration(&app, 4111).await;
+    // 24 events of 900 KB each (under the broker's 1 MiB max_payload): 21.6 MB in all.
+    let padding = "x".repeat(900_000);
+    let start = Utc::now() - chrono::Duration::seconds(60);
+    let rows: Vec<NewEvent> = (0..24)
+        .map(|i| NewEvent {
+            id: Uuid::new_v4(),
+            integration_id: integration,
+            event_type: "push".into(),
+            delivery_id: Some(format!("large-{i}")),
+            payload: format!(r#"{{"n":{i},"padding":"{padding}"}}"#),
+            headers: "{}".into(),
+            processed: false,
+            received_at: start + chrono::Duration::milliseconds(i),
+        })
+        .collect();
+    // One transaction: the forwarder finds all 24 waiting at once.
+    webhook_events::insert_batch(&app.db, &rows).await.unwrap();
+    let js = jetstream_at(SHARED_BROKER).await;
+    eventually(Duration::from_secs(60), "all 24 events forwarded", || {
+        let js = js.clone();
+        let stream = names.stream.clone();
+        async move { stream_count(&js, &stream).await == 24 }
+    })
+    .await;
+    let messages = stream_messages(&js, &names.stream).await;
+    for (i, (message, row)) in messages.iter().zip(&rows).enumerate() {
+        assert_eq!(
+            message_id(message),
+            row.id.to_string(),
+            "in order of receipt"
+        );
+        assert!(message
+            .headers
+            .get("Integrations-Payload-Omitted")
+            .is_none());
+        let body: Value = serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(body["payload"]["n"], i);
+        assert_eq!(
+            body["payload"]["padding"].as_str().map(str::len),
+            Some(900_000)
+        );
+    }
+    let scrape = Scrape::fetch(&app.http, &app.service_metrics_url).await;
+    let rounds = scrape.sum("event_sink_batch_events_count", &[]);
+    assert_eq!(scrape.sum("event_sink_batch_events_sum", &[]), 24.0);
+    assert!(
+        rounds >= 2.0,
+        "16 MiB hold 18 of these events (and one read past it), not 24: {rounds} round(s)"
+    );
+    assert_eq!(unforwarded(&app).await, 0);
 }
 
 /// The Rust consumer of docs/event-sink.md: a durable pull consumer of every organization's
