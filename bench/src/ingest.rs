@@ -24,10 +24,13 @@ use super::{
 };
 
 /// The systems of one concurrency's turn, in their order for `turn`.
-fn systems(with_node: bool, duplicates: bool, turn: usize) -> Vec<&'static str> {
+fn systems(with_node: bool, duplicates: bool, sink: bool, turn: usize) -> Vec<&'static str> {
     let mut systems = vec!["ours"];
     if duplicates {
         systems.push("dups");
+    }
+    if sink {
+        systems.push("sink");
     }
     if with_node {
         systems.push("node");
@@ -85,9 +88,37 @@ pub(super) async fn run_ingest(
         for (i, &connections) in args.concurrency.iter().enumerate() {
             let last = run + 1 == args.runs.max(1) && i + 1 == args.concurrency.len();
             let mut rows = Vec::new();
-            for system in systems(node.is_some(), args.duplicates, turn) {
+            let mut drain = None;
+            for system in systems(node.is_some(), args.duplicates, args.sink.is_some(), turn) {
                 database.settle().await?;
                 match system {
+                    "sink" => {
+                        // Its own stack on a fresh database; in the rotation like the others.
+                        let Some(nats_url) = &args.sink else {
+                            continue;
+                        };
+                        let with_sink = sink::measure(
+                            bin_dir,
+                            &database.kind,
+                            &args.postgres_url,
+                            &args.log,
+                            UNLIMITED_QUOTAS,
+                            nats_url,
+                            payload,
+                            &signature,
+                            connections,
+                            warmup,
+                            duration,
+                        )
+                        .await?;
+                        rows.push(Row {
+                            system,
+                            measure: with_sink.measure,
+                            cpu: with_sink.cpu,
+                            machine: Some(with_sink.machine),
+                        });
+                        drain = Some(with_sink.drain);
+                    }
                     "ours" | "dups" => {
                         // Unique ids warm up `ours`; for `dups` the warm-up stores the
                         // deliveries the measurement then sends again.
@@ -178,30 +209,6 @@ pub(super) async fn run_ingest(
             }
             turn += 1;
 
-            let mut drain = None;
-            if let Some(nats_url) = &args.sink {
-                let with_sink = sink::measure(
-                    bin_dir,
-                    &database.kind,
-                    &args.postgres_url,
-                    &args.log,
-                    UNLIMITED_QUOTAS,
-                    nats_url,
-                    payload,
-                    &signature,
-                    connections,
-                    warmup,
-                    duration,
-                )
-                .await?;
-                rows.push(Row {
-                    system: "sink",
-                    measure: with_sink.measure,
-                    cpu: with_sink.cpu,
-                    machine: Some(with_sink.machine),
-                });
-                drain = Some(with_sink.drain);
-            }
             // The table keeps one order whatever order the systems ran in.
             let rank = |system: &str| {
                 ["ours", "dups", "sink", "node", "insert"]

@@ -4,7 +4,7 @@
 //! For each concurrency, a second stack whose service forwards to the given broker (a stream
 //! and subject prefix of this run's own, deleted afterwards) runs on a fresh database of the
 //! same kind — so it forwards only what this measurement stores — and takes the same load as
-//! `ours`. Its req/s and CPU per delivery are the `sink` row; the cost of forwarding is its
+//! `ours`, in the rotation of the systems (not always after them). Its req/s and CPU per delivery are the `sink` row; the cost of forwarding is its
 //! req/s against `ours`. When the load stops, the events not yet forwarded and the lag say
 //! whether the forwarder kept up. Its throughput at saturation (`saturation`) is measured
 //! apart: a backlog stored with the sink off, then drained by a service started with it on.
