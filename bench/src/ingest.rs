@@ -71,6 +71,16 @@ pub(super) async fn run_ingest(
         node = Some(peer::start(peer_dir, &database.url, WEBHOOK_SECRET).await?);
     }
     let signature = github_signature(WEBHOOK_SECRET.as_bytes(), payload);
+    let sink_setup = |nats_url| sink::SinkSetup {
+        bin_dir,
+        kind: &database.kind,
+        postgres_url: &args.postgres_url,
+        log: &args.log,
+        quotas: UNLIMITED_QUOTAS,
+        nats_url,
+        payload,
+        signature: &signature,
+    };
     let path = format!("/api/integrations/github/webhook/{integration_id}");
     let delivery_to = |port: u16| Delivery {
         url: format!("http://127.0.0.1:{port}{path}"),
@@ -97,20 +107,9 @@ pub(super) async fn run_ingest(
                         let Some(nats_url) = &args.sink else {
                             continue;
                         };
-                        let with_sink = sink::measure(
-                            bin_dir,
-                            &database.kind,
-                            &args.postgres_url,
-                            &args.log,
-                            UNLIMITED_QUOTAS,
-                            nats_url,
-                            payload,
-                            &signature,
-                            connections,
-                            warmup,
-                            duration,
-                        )
-                        .await?;
+                        let with_sink = sink_setup(nats_url)
+                            .measure(connections, warmup, duration)
+                            .await?;
                         rows.push(Row {
                             system,
                             measure: with_sink.measure,
@@ -224,19 +223,9 @@ pub(super) async fn run_ingest(
     }
 
     if let (Some(nats_url), Some(&connections)) = (&args.sink, args.concurrency.last()) {
-        let (events, took, cpu) = sink::saturation(
-            bin_dir,
-            &database.kind,
-            &args.postgres_url,
-            &args.log,
-            UNLIMITED_QUOTAS,
-            nats_url,
-            payload,
-            &signature,
-            connections,
-            duration,
-        )
-        .await?;
+        let (events, took, cpu) = sink_setup(nats_url)
+            .saturation(connections, duration)
+            .await?;
         match took {
             Some(took) => println!(
                 "{:<8} forwarder at saturation: a backlog of {events} events forwarded in {:.1} s \

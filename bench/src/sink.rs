@@ -64,121 +64,184 @@ pub struct SinkMeasure {
     pub drain: Drain,
 }
 
-/// One measurement of ingest with the sink on, at `connections`.
-#[allow(clippy::too_many_arguments)]
-pub async fn measure(
-    bin_dir: &Path,
-    kind: &str,
-    postgres_url: &str,
-    log: &str,
-    quotas: &[(&str, &str)],
-    nats_url: &str,
-    payload: &[u8],
-    signature: &str,
-    connections: usize,
-    warmup: Duration,
-    duration: Duration,
-) -> anyhow::Result<SinkMeasure> {
-    let database = BenchDatabase::create(kind, postgres_url).await?;
-    // A fresh database (no tables before the stack migrates it), on a settled machine: nothing
-    // of the previous system's writes is left to the kernel to write back during this one.
-    fixtures::flush_dirty_pages().await?;
-    let names = Uuid::new_v4().simple().to_string();
-    let stream = format!("BENCH_{names}");
-    let result = measure_on(
-        bin_dir,
-        &database,
-        log,
-        quotas,
-        nats_url,
-        &stream,
-        &format!("bench{names}"),
-        payload,
-        signature,
-        connections,
-        warmup,
-        duration,
-    )
-    .await;
-    database.drop_database().await;
-    if let Ok(client) = async_nats::connect(nats_url).await {
-        let _ = async_nats::jetstream::new(client)
-            .delete_stream(&stream)
-            .await;
-    }
-    result
+/// What every sink measurement of a run shares: the binaries, the database server, the
+/// broker, the delivery.
+pub struct SinkSetup<'a> {
+    pub bin_dir: &'a Path,
+    pub kind: &'a str,
+    pub postgres_url: &'a str,
+    pub log: &'a str,
+    pub quotas: &'a [(&'a str, &'a str)],
+    pub nats_url: &'a str,
+    pub payload: &'a [u8],
+    pub signature: &'a str,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn measure_on(
-    bin_dir: &Path,
-    database: &BenchDatabase,
-    log: &str,
-    quotas: &[(&str, &str)],
-    nats_url: &str,
-    stream: &str,
-    prefix: &str,
-    payload: &[u8],
-    signature: &str,
-    connections: usize,
-    warmup: Duration,
-    duration: Duration,
-) -> anyhow::Result<SinkMeasure> {
-    let mut env: Vec<(&str, &str)> = quotas.to_vec();
-    env.extend([
-        ("EVENT_SINK_URL", nats_url),
-        ("EVENT_SINK_STREAM", stream),
-        ("EVENT_SINK_SUBJECT_PREFIX", prefix),
-    ]);
-    let mut stack = Stack::start(bin_dir, &database.url, log, &env, None).await?;
-    let integration_id = fixtures::github_integration(&database.url).await?;
-    let delivery = Delivery {
-        url: format!(
-            "http://127.0.0.1:{}/api/integrations/github/webhook/{integration_id}",
-            stack.http_port
-        ),
-        signature: signature.to_string(),
-        body: bytes::Bytes::copy_from_slice(payload),
-    };
-    load::drive_deliveries(&delivery, connections, warmup).await?;
-    let processes = [&stack.service, &stack.gateway];
-    let window = CpuWindow::start(&processes);
-    let machine = MachineWindow::start(Servers {
-        postgres: database.kind == "postgres",
-        broker: true,
-    });
-    let measure = load::drive_deliveries(&delivery, connections, duration).await?;
-    let cpu = window.used(&processes);
-    let machine = machine.finish();
+impl SinkSetup<'_> {
+    /// One measurement of ingest with the sink on, at `connections`.
+    pub async fn measure(
+        &self,
+        connections: usize,
+        warmup: Duration,
+        duration: Duration,
+    ) -> anyhow::Result<SinkMeasure> {
+        let database = BenchDatabase::create(self.kind, self.postgres_url).await?;
+        // A fresh database (no tables before the stack migrates it), on a settled machine:
+        // nothing of the previous system's writes is left to the kernel to write back during
+        // this one.
+        fixtures::flush_dirty_pages().await?;
+        let names = Names::new();
+        let result = self
+            .measure_on(&database, &names, connections, warmup, duration)
+            .await;
+        database.drop_database().await;
+        self.delete_stream(&names.stream).await;
+        result
+    }
 
-    let db = store::connect(&database.url).await?;
-    let (stored, backlog) = counts(&db).await?;
-    let lag = event_outbox::oldest_unforwarded(&db)
-        .await?
-        .and_then(|at| (Utc::now() - at).to_std().ok())
-        .unwrap_or_default();
-    let started = Instant::now();
-    let mut drained_in = None;
-    while started.elapsed() < Duration::from_secs(120) {
-        if event_outbox::oldest_unforwarded(&db).await?.is_none() {
-            drained_in = Some(started.elapsed());
-            break;
+    async fn measure_on(
+        &self,
+        database: &BenchDatabase,
+        names: &Names,
+        connections: usize,
+        warmup: Duration,
+        duration: Duration,
+    ) -> anyhow::Result<SinkMeasure> {
+        let env = self.sink_env(names);
+        let mut stack = Stack::start(self.bin_dir, &database.url, self.log, &env, None).await?;
+        let delivery = self.delivery(&stack, &database.url).await?;
+        load::drive_deliveries(&delivery, connections, warmup).await?;
+        let processes = [&stack.service, &stack.gateway];
+        let window = CpuWindow::start(&processes);
+        let machine = MachineWindow::start(Servers {
+            postgres: database.kind == "postgres",
+            broker: true,
+        });
+        let measure = load::drive_deliveries(&delivery, connections, duration).await?;
+        let cpu = window.used(&processes);
+        let machine = machine.finish();
+
+        let db = store::connect(&database.url).await?;
+        let (stored, backlog) = counts(&db).await?;
+        let lag = event_outbox::oldest_unforwarded(&db)
+            .await?
+            .and_then(|at| (Utc::now() - at).to_std().ok())
+            .unwrap_or_default();
+        let drained_in = drained(&db, Instant::now(), Duration::from_secs(120)).await?;
+        let _ = db.close().await;
+        stack.stop().await;
+        Ok(SinkMeasure {
+            measure,
+            cpu,
+            machine,
+            drain: Drain {
+                stored,
+                backlog,
+                lag,
+                drained_in,
+            },
+        })
+    }
+
+    /// The forwarder at saturation: a backlog stored by `connections` senders for `duration`
+    /// with the sink off, then a service started with it on; answers (events, time to forward
+    /// them all from the service's start, CPU of the service meanwhile).
+    pub async fn saturation(
+        &self,
+        connections: usize,
+        duration: Duration,
+    ) -> anyhow::Result<(u64, Option<Duration>, Option<Duration>)> {
+        let database = BenchDatabase::create(self.kind, self.postgres_url).await?;
+        let names = Names::new();
+        let result = async {
+            let mut stack =
+                Stack::start(self.bin_dir, &database.url, self.log, self.quotas, None).await?;
+            let delivery = self.delivery(&stack, &database.url).await?;
+            load::drive_deliveries(&delivery, connections, duration).await?;
+            stack.stop().await;
+            // The backlog's writes are written back before the forwarder is timed.
+            database.settle().await?;
+            let db = store::connect(&database.url).await?;
+            let (stored, _) = counts(&db).await?;
+            let env = self.sink_env(&names);
+            let started = Instant::now();
+            let mut stack = Stack::start(self.bin_dir, &database.url, self.log, &env, None).await?;
+            let processes = [&stack.service];
+            let window = CpuWindow::start(&processes);
+            let took = drained(&db, started, Duration::from_secs(300)).await?;
+            let cpu = window.used(&processes).into_iter().next().flatten();
+            let _ = db.close().await;
+            stack.stop().await;
+            anyhow::Ok((stored, took, cpu))
+        }
+        .await;
+        database.drop_database().await;
+        self.delete_stream(&names.stream).await;
+        result
+    }
+
+    /// The service's variables: the run's quotas and the sink on, towards `names`.
+    fn sink_env<'a>(&'a self, names: &'a Names) -> Vec<(&'a str, &'a str)> {
+        let mut env: Vec<(&str, &str)> = self.quotas.to_vec();
+        env.extend([
+            ("EVENT_SINK_URL", self.nats_url),
+            ("EVENT_SINK_STREAM", names.stream.as_str()),
+            ("EVENT_SINK_SUBJECT_PREFIX", names.prefix.as_str()),
+        ]);
+        env
+    }
+
+    /// The signed delivery to a new GitHub integration of the stack's database.
+    async fn delivery(&self, stack: &Stack, database_url: &str) -> anyhow::Result<Delivery> {
+        let integration_id = fixtures::github_integration(database_url).await?;
+        Ok(Delivery {
+            url: format!(
+                "http://127.0.0.1:{}/api/integrations/github/webhook/{integration_id}",
+                stack.http_port
+            ),
+            signature: self.signature.to_string(),
+            body: bytes::Bytes::copy_from_slice(self.payload),
+        })
+    }
+
+    async fn delete_stream(&self, stream: &str) {
+        if let Ok(client) = async_nats::connect(self.nats_url).await {
+            let _ = async_nats::jetstream::new(client)
+                .delete_stream(stream)
+                .await;
+        }
+    }
+}
+
+/// A stream and subject prefix of the measurement's own.
+struct Names {
+    stream: String,
+    prefix: String,
+}
+
+impl Names {
+    fn new() -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        Self {
+            stream: format!("BENCH_{id}"),
+            prefix: format!("bench{id}"),
+        }
+    }
+}
+
+/// How long after `started` the outbox was empty (`None`: not within `timeout`).
+async fn drained(
+    db: &DatabaseConnection,
+    started: Instant,
+    timeout: Duration,
+) -> anyhow::Result<Option<Duration>> {
+    while started.elapsed() < timeout {
+        if event_outbox::oldest_unforwarded(db).await?.is_none() {
+            return Ok(Some(started.elapsed()));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = db.close().await;
-    stack.stop().await;
-    Ok(SinkMeasure {
-        measure,
-        cpu,
-        machine,
-        drain: Drain {
-            stored,
-            backlog,
-            lag,
-            drained_in,
-        },
-    })
+    Ok(None)
 }
 
 /// (events stored, events not yet forwarded).
@@ -195,74 +258,4 @@ async fn counts(db: &DatabaseConnection) -> anyhow::Result<(u64, u64)> {
         Ok(u64::try_from(row.try_get::<i64>("", column)?).unwrap_or(0))
     };
     Ok((count("stored")?, count("unforwarded")?))
-}
-
-/// The forwarder at saturation: a backlog stored by `connections` senders for `duration` with
-/// the sink off, then a service started with it on; answers (events, time to forward them all
-/// from the service's start, CPU of the service meanwhile).
-#[allow(clippy::too_many_arguments)]
-pub async fn saturation(
-    bin_dir: &Path,
-    kind: &str,
-    postgres_url: &str,
-    log: &str,
-    quotas: &[(&str, &str)],
-    nats_url: &str,
-    payload: &[u8],
-    signature: &str,
-    connections: usize,
-    duration: Duration,
-) -> anyhow::Result<(u64, Option<Duration>, Option<Duration>)> {
-    let database = BenchDatabase::create(kind, postgres_url).await?;
-    let names = Uuid::new_v4().simple().to_string();
-    let stream = format!("BENCH_{names}");
-    let result = async {
-        let mut stack = Stack::start(bin_dir, &database.url, log, quotas, None).await?;
-        let integration_id = fixtures::github_integration(&database.url).await?;
-        let delivery = Delivery {
-            url: format!(
-                "http://127.0.0.1:{}/api/integrations/github/webhook/{integration_id}",
-                stack.http_port
-            ),
-            signature: signature.to_string(),
-            body: bytes::Bytes::copy_from_slice(payload),
-        };
-        load::drive_deliveries(&delivery, connections, duration).await?;
-        stack.stop().await;
-        // The backlog's writes are written back before the forwarder is timed.
-        database.settle().await?;
-        let db = store::connect(&database.url).await?;
-        let (stored, _) = counts(&db).await?;
-        let prefix = format!("bench{names}");
-        let mut env: Vec<(&str, &str)> = quotas.to_vec();
-        env.extend([
-            ("EVENT_SINK_URL", nats_url),
-            ("EVENT_SINK_STREAM", stream.as_str()),
-            ("EVENT_SINK_SUBJECT_PREFIX", prefix.as_str()),
-        ]);
-        let started = Instant::now();
-        let mut stack = Stack::start(bin_dir, &database.url, log, &env, None).await?;
-        let processes = [&stack.service];
-        let window = CpuWindow::start(&processes);
-        let mut took = None;
-        while started.elapsed() < Duration::from_secs(300) {
-            if event_outbox::oldest_unforwarded(&db).await?.is_none() {
-                took = Some(started.elapsed());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let cpu = window.used(&processes).into_iter().next().flatten();
-        let _ = db.close().await;
-        stack.stop().await;
-        anyhow::Ok((stored, took, cpu))
-    }
-    .await;
-    database.drop_database().await;
-    if let Ok(client) = async_nats::connect(nats_url).await {
-        let _ = async_nats::jetstream::new(client)
-            .delete_stream(&stream)
-            .await;
-    }
-    result
 }
