@@ -40,16 +40,11 @@ use std::{
 use anyhow::Context;
 use chrono::Utc;
 use integration_service::{
-    config::EncryptionKey,
-    crypto::{Keyring, SecretColumn},
-    store::{self, entities::integration, entities::webhook_event},
+    crypto::Keyring,
+    store::{self, entities::webhook_event},
 };
-use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
 use test_support::fake_provider::{FakeProvider, FakeStyle, IssuedToken};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
