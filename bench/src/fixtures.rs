@@ -238,7 +238,7 @@ pub async fn wait_until_listening(
 /// Writes the machine's dirty pages out (`sync`), so that the kernel's writeback of what one
 /// system wrote — SQLite's pages, the broker's file store (a sink run writes ~300 MB of
 /// messages), a dropped database's files — is not done on the next system's time.
-pub async fn flush_dirty_pages() -> anyhow::Result<()> {
+async fn flush_dirty_pages() -> anyhow::Result<()> {
     let status = tokio::task::spawn_blocking(|| std::process::Command::new("sync").status())
         .await?
         .context("run sync")?;

@@ -1,8 +1,8 @@
 //! `--mode ingest`: the systems side by side at each concurrency, `--runs` times.
 //!
 //! A fair run: each system is measured on a settled database (`BenchDatabase::settle`:
-//! checkpoint, autovacuum finished, dirty pages written out), with delivery ids no earlier load used, and the order of
-//! the systems rotates from one concurrency and run to the next, so none always goes first
+//! checkpoint, autovacuum finished, dirty pages written out), with delivery ids no earlier
+//! load used, and the order of the systems rotates from one concurrency and run to the next, so none always goes first
 //! (on a cold cache) or last (behind everyone's dead rows). `--duplicates` adds `dups`: our
 //! stack under the same load where every request is a redelivery of a stored delivery.
 
@@ -71,6 +71,11 @@ pub(super) async fn run_ingest(
         node = Some(peer::start(peer_dir, &database.url, WEBHOOK_SECRET).await?);
     }
     let signature = github_signature(WEBHOOK_SECRET.as_bytes(), payload);
+    // The servers beside ours and the peer's processes: the database's, when it has one.
+    let servers = Servers {
+        postgres: database.kind == "postgres",
+        broker: false,
+    };
     let sink_setup = |nats_url| sink::SinkSetup {
         bin_dir,
         kind: &database.kind,
@@ -103,7 +108,8 @@ pub(super) async fn run_ingest(
                 database.settle().await?;
                 match system {
                     "sink" => {
-                        // Its own stack on a fresh database; in the rotation like the others.
+                        // Its own stack on a fresh database, on the machine settled above; in
+                        // the rotation like the others.
                         let Some(nats_url) = &args.sink else {
                             continue;
                         };
@@ -152,10 +158,7 @@ pub(super) async fn run_ingest(
                         };
                         let processes = [&stack.service, &stack.gateway];
                         let window = CpuWindow::start(&processes);
-                        let machine = MachineWindow::start(Servers {
-                            postgres: database.kind == "postgres",
-                            broker: false,
-                        });
+                        let machine = MachineWindow::start(servers);
                         let measure =
                             load::drive_deliveries_with(&ours, connections, duration, &ids).await?;
                         rows.push(Row {
@@ -173,10 +176,7 @@ pub(super) async fn run_ingest(
                             let theirs = delivery_to(*port);
                             load::drive_deliveries(&theirs, connections, warmup).await?;
                             let window = CpuWindow::start(&[process]);
-                            let machine = MachineWindow::start(Servers {
-                                postgres: database.kind == "postgres",
-                                broker: false,
-                            });
+                            let machine = MachineWindow::start(servers);
                             let measure =
                                 load::drive_deliveries(&theirs, connections, duration).await?;
                             rows.push(Row {

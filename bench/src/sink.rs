@@ -85,11 +85,8 @@ impl SinkSetup<'_> {
         warmup: Duration,
         duration: Duration,
     ) -> anyhow::Result<SinkMeasure> {
+        // A fresh database; the caller settled the machine as before every system.
         let database = BenchDatabase::create(self.kind, self.postgres_url).await?;
-        // A fresh database (no tables before the stack migrates it), on a settled machine:
-        // nothing of the previous system's writes is left to the kernel to write back during
-        // this one.
-        fixtures::flush_dirty_pages().await?;
         let names = Names::new();
         let result = self
             .measure_on(&database, &names, connections, warmup, duration)

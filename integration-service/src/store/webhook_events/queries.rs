@@ -14,7 +14,7 @@ use super::{
         entities::webhook_event::{self, EventStatus, Model},
         set_null,
     },
-    Sql, DEAD, PROCESSED,
+    Sql, DEAD, DELIVERED, PENDING, PROCESSED,
 };
 
 /// Which events a consumer wants.
@@ -282,9 +282,9 @@ pub async fn backlog(db: &DatabaseConnection) -> Result<Backlog, DbErr> {
     let mut oldest = Sql::new(backend);
     oldest
         .push("SELECT MIN(oldest) AS oldest FROM (SELECT MIN(received_at) AS oldest FROM webhook_events WHERE status = ")
-        .bind(EventStatus::Pending.as_str())
+        .bind(PENDING)
         .push(" UNION ALL SELECT MIN(received_at) AS oldest FROM webhook_events WHERE status = ")
-        .bind(EventStatus::Delivered.as_str())
+        .bind(DELIVERED)
         .push(") AS waiting");
     let oldest_unprocessed = match db.query_one_raw(oldest.statement()).await? {
         Some(row) => row.try_get::<Option<DateTime<Utc>>>("", "oldest")?,
